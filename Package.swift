@@ -1,0 +1,58 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Modules follow the roles in docs/architecture.md. The shell (guest side) and the host never
+// import each other; both speak only the ring formats, the control protocol and the plugin ABI.
+let package = Package(
+    name: "npa-swift",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "npa", targets: ["npa"]),
+        .library(name: "NPAShell", targets: ["NPAShell"]),
+        .library(name: "NPAHost", targets: ["NPAHost"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        // C where Swift cannot reach: memfd, eventfd, epoll, SCM_RIGHTS, fences.
+        .target(name: "CNPAShim"),
+        // The shell/plugin ABI: one versioned header, shared by the shell and every plugin.
+        .target(name: "CNPAPluginABI"),
+        .target(
+            name: "NPASystem",
+            dependencies: ["CNPAShim", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "NPARingFormats", dependencies: ["CNPAShim"]),
+        .target(name: "NPAControlProtocol"),
+        .target(
+            name: "NPAHost",
+            dependencies: [
+                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]),
+        .target(
+            name: "NPAShell",
+            dependencies: [
+                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim", "CNPAPluginABI",
+            ]),
+        .target(name: "NPAWorkload", dependencies: ["NPAShell"]),
+        .executableTarget(
+            name: "npa",
+            dependencies: [
+                "NPAHost", "NPAShell", "NPAWorkload", "NPASystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
+            name: "NPATests",
+            dependencies: [
+                "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
+                "NPASystem", "CNPAShim", "CNPAPluginABI", "npa",
+            ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

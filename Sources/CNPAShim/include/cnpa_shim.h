@@ -1,0 +1,87 @@
+// CNPAShim: the few Linux facilities Swift's Glibc module cannot reach (GNU-only functions,
+// function-like macros, variadic calls) plus the memory fences and atomic accessors the rings in
+// shared memory rely on. Every function is a thin wrapper: no policy lives here.
+//
+// Do NOT define _GNU_SOURCE in this header: Swift imports it next to SwiftGlibc and the two would
+// disagree about glibc's structs. cnpa_shim.c defines it for itself.
+#ifndef CNPA_SHIM_H
+#define CNPA_SHIM_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdatomic.h>
+
+static const unsigned int CNPA_MFD_CLOEXEC = 0x0001U;
+static const unsigned int CNPA_MFD_ALLOW_SEALING = 0x0002U;
+
+/// memfd_create(2). Returns the fd or -1 with errno set.
+int cnpa_memfd_create(const char *name, unsigned int flags);
+
+/// An eventfd in non-blocking, close-on-exec mode. Returns the fd or -1 with errno set.
+int cnpa_eventfd_create(void);
+/// Adds 1 to the eventfd counter (a doorbell or an interrupt). Returns 0 or -errno.
+int cnpa_eventfd_signal(int fd);
+/// Reads and clears the counter. Returns the count, 0 if it was clear, or -errno.
+int64_t cnpa_eventfd_drain(int fd);
+
+/// Sends one datagram with up to 16 file descriptors attached (SCM_RIGHTS).
+/// Returns bytes sent or -errno.
+long cnpa_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/// Receives one datagram and up to `maxfds` descriptors (close-on-exec). A truncated datagram or
+/// control message is an error (-EMSGSIZE) and any descriptors that did arrive are closed.
+/// Returns bytes received (0 at end of stream) or -errno; *nfds_out gets the descriptor count.
+long cnpa_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds_out);
+
+/// epoll wrappers that keep epoll_event (packed on x86_64) out of Swift.
+int cnpa_epoll_create(void);
+int cnpa_epoll_add(int epfd, int fd, uint64_t tag);
+int cnpa_epoll_remove(int epfd, int fd);
+/// Waits for events; fills `tags` with the tags of ready descriptors. Returns count or -errno.
+int cnpa_epoll_wait(int epfd, uint64_t *tags, int maxevents, int timeout_ms);
+
+/// Names the calling thread (15 characters at most are kept), so per-thread CPU is attributable.
+void cnpa_set_thread_name(const char *name);
+/// CPU time consumed by the calling thread, in nanoseconds.
+uint64_t cnpa_thread_cpu_ns(void);
+/// CLOCK_MONOTONIC in nanoseconds.
+uint64_t cnpa_monotonic_ns(void);
+/// Pins the calling thread to one CPU. Returns 0 or -errno.
+int cnpa_pin_to_cpu(int cpu);
+
+// ---- Fences and atomic accessors for memory shared with another process ----
+// Plain loads and stores to shared memory are not enough: the compiler may reorder or merge them.
+// These are the only accessors the ring code uses for fields the other side writes concurrently.
+
+static inline uint32_t cnpa_load_acquire_u32(const void *p) {
+    return atomic_load_explicit((const _Atomic uint32_t *)p, memory_order_acquire);
+}
+static inline void cnpa_store_release_u32(void *p, uint32_t v) {
+    atomic_store_explicit((_Atomic uint32_t *)p, v, memory_order_release);
+}
+static inline uint32_t cnpa_load_relaxed_u32(const void *p) {
+    return atomic_load_explicit((const _Atomic uint32_t *)p, memory_order_relaxed);
+}
+static inline void cnpa_store_relaxed_u32(void *p, uint32_t v) {
+    atomic_store_explicit((_Atomic uint32_t *)p, v, memory_order_relaxed);
+}
+static inline uint64_t cnpa_load_relaxed_u64(const void *p) {
+    return atomic_load_explicit((const _Atomic uint64_t *)p, memory_order_relaxed);
+}
+static inline void cnpa_store_relaxed_u64(void *p, uint64_t v) {
+    atomic_store_explicit((_Atomic uint64_t *)p, v, memory_order_relaxed);
+}
+/// Orders earlier writes before later reads: the "store flag, then re-check the ring" half of
+/// every sleep/wake handshake (both sides do it, so no wake-up is lost).
+static inline void cnpa_fence_seq_cst(void) { atomic_thread_fence(memory_order_seq_cst); }
+static inline void cnpa_fence_acquire(void) { atomic_thread_fence(memory_order_acquire); }
+static inline void cnpa_fence_release(void) { atomic_thread_fence(memory_order_release); }
+
+static inline void cnpa_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#endif

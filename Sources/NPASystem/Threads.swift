@@ -1,0 +1,33 @@
+import CNPAShim
+import Glibc
+
+/// Dedicated pthreads for data-path engines: named (so their CPU is attributable by role) and
+/// never on Swift Concurrency's cooperative pool, whose threads may hop and must not block.
+public enum EngineThread {
+    private final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    /// Starts `body` on a new joinable thread named `name`; returns the pthread handle.
+    public static func start(name: String, _ body: @escaping () -> Void) -> pthread_t {
+        let box = Unmanaged.passRetained(Box {
+            cnpa_set_thread_name(name)
+            body()
+        })
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        return thread
+    }
+
+    public static func join(_ thread: pthread_t) {
+        pthread_join(thread, nil)
+    }
+
+    public static func setCurrentName(_ name: String) { cnpa_set_thread_name(name) }
+}
