@@ -1,0 +1,195 @@
+/// The host's control protocol, versioned and length-prefixed. A guest and the `npa` tools use it
+/// over the host's Unix SOCK_SEQPACKET socket. Every message is one datagram:
+///
+///     magic "NPA1" (u32) | version (u16) | type (u16) | payload length (u32) | payload
+///
+/// Pure encode/parse: no I/O. Parsing treats every byte as hostile and never traps.
+public enum ControlMessage: Equatable, Sendable {
+    /// Guest → host. Descriptors: guest memory memfd, doorbell eventfd, then one eventfd per
+    /// interrupt vector.
+    case attach(AttachRequest)
+    /// Host → guest. Descriptor: the vNIC's register page memfd.
+    case attached(AttachReply)
+    /// A write to a device register (bar 1: vmxnet3 "VD" registers), the emulation of a VM exit.
+    case registerWrite(bar: UInt8, offset: UInt32, value: UInt32)
+    case registerRead(bar: UInt8, offset: UInt32)
+    /// The answer to a register access: status 0 and the value read, or an error and why.
+    case registerResult(status: UInt32, value: UInt32, message: String)
+    /// Asks for the host's vNIC table as JSON (`npa status`).
+    case statusRequest
+    case statusReply(json: String)
+    /// Asks for the caller's own vNIC counters by name.
+    case countersRequest
+    case countersReply([Counter])
+    /// Asks the host to detach the caller's vNIC cleanly.
+    case detach
+    /// Host → peer: the request was refused or did not parse.
+    case error(code: UInt32, message: String)
+
+    public static let magic: UInt32 = 0x3141_504E  // "NPA1" little endian
+    public static let version: UInt16 = 1
+    public static let headerSize = 12
+    public static let maximumPayload = 60 * 1024
+
+    public struct Counter: Equatable, Sendable {
+        public let name: String
+        public let value: UInt64
+        public init(_ name: String, _ value: UInt64) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    public struct AttachRequest: Equatable, Sendable {
+        public var name: String
+        /// nil asks the host to assign one from policy.
+        public var mac: MACAddress?
+        public var interruptVectors: UInt8
+
+        public init(name: String, mac: MACAddress?, interruptVectors: UInt8) {
+            self.name = name
+            self.mac = mac
+            self.interruptVectors = interruptVectors
+        }
+    }
+
+    public struct AttachReply: Equatable, Sendable {
+        public var vnicID: UInt32
+        public var mac: MACAddress
+        public var maxTxQueues: UInt8
+        public var maxRxQueues: UInt8
+
+        public init(vnicID: UInt32, mac: MACAddress, maxTxQueues: UInt8, maxRxQueues: UInt8) {
+            self.vnicID = vnicID
+            self.mac = mac
+            self.maxTxQueues = maxTxQueues
+            self.maxRxQueues = maxRxQueues
+        }
+    }
+
+    /// Error codes carried by `.error` and `.registerResult`.
+    public enum ErrorCode {
+        public static let malformed: UInt32 = 1
+        public static let unsupportedVersion: UInt32 = 2
+        public static let refusedByPolicy: UInt32 = 3
+        public static let invalidState: UInt32 = 4
+        public static let invalidArgument: UInt32 = 5
+        public static let resourceExhausted: UInt32 = 6
+        public static let notAttached: UInt32 = 7
+    }
+
+    private enum Tag: UInt16 {
+        case attach = 1, attached, registerWrite, registerRead, registerResult
+        case statusRequest, statusReply, countersRequest, countersReply, detach
+        case error = 15
+    }
+
+    public func encode() -> [UInt8] {
+        var p = ByteWriter()
+        let tag: Tag
+        switch self {
+        case .attach(let r):
+            tag = .attach
+            p.string(r.name)
+            p.u64(r.mac?.value ?? UInt64.max)
+            p.u8(r.interruptVectors)
+        case .attached(let r):
+            tag = .attached
+            p.u32(r.vnicID)
+            p.u64(r.mac.value)
+            p.u8(r.maxTxQueues)
+            p.u8(r.maxRxQueues)
+        case .registerWrite(let bar, let offset, let value):
+            tag = .registerWrite
+            p.u8(bar)
+            p.u32(offset)
+            p.u32(value)
+        case .registerRead(let bar, let offset):
+            tag = .registerRead
+            p.u8(bar)
+            p.u32(offset)
+        case .registerResult(let status, let value, let message):
+            tag = .registerResult
+            p.u32(status)
+            p.u32(value)
+            p.string(message)
+        case .statusRequest: tag = .statusRequest
+        case .statusReply(let json):
+            tag = .statusReply
+            let utf8 = Array(json.utf8.prefix(Self.maximumPayload - 4))
+            p.u32(UInt32(utf8.count))
+            for b in utf8 { p.u8(b) }
+        case .countersRequest: tag = .countersRequest
+        case .countersReply(let counters):
+            tag = .countersReply
+            p.u16(UInt16(min(counters.count, 1024)))
+            for c in counters.prefix(1024) {
+                p.string(c.name)
+                p.u64(c.value)
+            }
+        case .detach: tag = .detach
+        case .error(let code, let message):
+            tag = .error
+            p.u32(code)
+            p.string(message)
+        }
+        var out = ByteWriter()
+        out.u32(Self.magic)
+        out.u16(Self.version)
+        out.u16(tag.rawValue)
+        out.u32(UInt32(p.bytes.count))
+        return out.bytes + p.bytes
+    }
+
+    /// Parses one datagram. Throws `ProtocolError` saying what is wrong; never traps.
+    public static func parse(_ bytes: [UInt8]) throws -> ControlMessage {
+        var h = ByteReader(bytes[...])
+        guard bytes.count >= headerSize else {
+            throw ProtocolError("message of \(bytes.count) bytes is shorter than the \(headerSize)-byte header")
+        }
+        guard try h.u32() == magic else { throw ProtocolError("bad magic") }
+        let version = try h.u16()
+        guard version == Self.version else {
+            throw ProtocolError("unsupported protocol version \(version) (this host speaks \(Self.version))")
+        }
+        let rawTag = try h.u16()
+        let length = try h.u32()
+        guard Int(length) == bytes.count - headerSize else {
+            throw ProtocolError("length field says \(length) payload bytes, datagram has \(bytes.count - headerSize)")
+        }
+        guard let tag = Tag(rawValue: rawTag) else { throw ProtocolError("unknown message type \(rawTag)") }
+        var r = ByteReader(bytes[headerSize...])
+        let message: ControlMessage
+        switch tag {
+        case .attach:
+            let name = try r.string()
+            let mac = try r.u64()
+            let vectors = try r.u8()
+            message = .attach(.init(name: name, mac: mac == UInt64.max ? nil : MACAddress(value: mac), interruptVectors: vectors))
+        case .attached:
+            message = .attached(.init(vnicID: try r.u32(), mac: MACAddress(value: try r.u64()), maxTxQueues: try r.u8(), maxRxQueues: try r.u8()))
+        case .registerWrite:
+            message = .registerWrite(bar: try r.u8(), offset: try r.u32(), value: try r.u32())
+        case .registerRead:
+            message = .registerRead(bar: try r.u8(), offset: try r.u32())
+        case .registerResult:
+            message = .registerResult(status: try r.u32(), value: try r.u32(), message: try r.string())
+        case .statusRequest: message = .statusRequest
+        case .statusReply:
+            let n = Int(try r.u32())
+            guard let s = String(validating: try r.raw(n), as: UTF8.self) else { throw ProtocolError("status is not UTF-8") }
+            message = .statusReply(json: s)
+        case .countersRequest: message = .countersRequest
+        case .countersReply:
+            let n = Int(try r.u16())
+            var counters: [Counter] = []
+            for _ in 0..<n { counters.append(Counter(try r.string(), try r.u64())) }
+            message = .countersReply(counters)
+        case .detach: message = .detach
+        case .error:
+            message = .error(code: try r.u32(), message: try r.string())
+        }
+        try r.expectEnd()
+        return message
+    }
+}

@@ -1,0 +1,47 @@
+import Glibc
+
+/// Host-private staging for one TX burst. Frames are copied here out of guest memory before
+/// anything parses them, so a guest cannot change a header between the policy check and the
+/// delivery (anti-spoofing would otherwise be a race). Allocated once; reused every burst.
+final class FrameArena {
+    static let slotSize = 16384
+    let capacity: Int
+    let base: UnsafeMutableRawPointer
+    let lengths: UnsafeMutablePointer<Int>
+    var count = 0
+    /// Scratch for one TX chain: (address, length) of up to 16 descriptors, read once each.
+    let chainAddresses: UnsafeMutablePointer<UInt64>
+    let chainLengths: UnsafeMutablePointer<UInt32>
+    /// Destination ports of one routed frame.
+    var destinations: UnsafeMutablePointer<Int32>
+    private var destinationCapacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = UnsafeMutableRawPointer.allocate(byteCount: capacity * Self.slotSize, alignment: 64)
+        lengths = .allocate(capacity: capacity)
+        chainAddresses = .allocate(capacity: 32)
+        chainLengths = .allocate(capacity: 32)
+        destinationCapacity = 64
+        destinations = .allocate(capacity: destinationCapacity)
+    }
+
+    /// Grows the destination list when ports are added (control path only).
+    func ensureDestinations(_ ports: Int) {
+        guard ports > destinationCapacity else { return }
+        destinations.deallocate()
+        destinationCapacity = ports * 2
+        destinations = .allocate(capacity: destinationCapacity)
+    }
+
+    @inline(__always)
+    func slot(_ i: Int) -> UnsafeMutableRawPointer { base + i &* Self.slotSize }
+
+    deinit {
+        base.deallocate()
+        lengths.deallocate()
+        chainAddresses.deallocate()
+        chainLengths.deallocate()
+        destinations.deallocate()
+    }
+}

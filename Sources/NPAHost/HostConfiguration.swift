@@ -1,0 +1,155 @@
+import NPAControlProtocol
+import Yams
+
+/// What one guest may do: the host's policy, checked on every control operation.
+public struct GuestPolicy: Equatable, Sendable {
+    /// nil: any unicast MAC. Otherwise the only MACs this guest may use (the first is its default).
+    public var allowedMACs: [MACAddress]?
+    /// VLAN IDs the guest may join and send on. VLAN 0 (untagged) is always allowed.
+    public var allowedVLANs: Set<UInt16>
+    public var allowPromiscuous: Bool
+
+    public init(allowedMACs: [MACAddress]? = nil, allowedVLANs: Set<UInt16> = [0], allowPromiscuous: Bool = false) {
+        self.allowedMACs = allowedMACs
+        self.allowedVLANs = allowedVLANs.union([0])
+        self.allowPromiscuous = allowPromiscuous
+    }
+
+    public func allows(mac: MACAddress) -> Bool {
+        guard mac.isUnicast, mac != .zero else { return false }
+        return allowedMACs?.contains(mac) ?? true
+    }
+}
+
+/// The host daemon's configuration: limits, the uplink and per-guest policy.
+/// Loaded from a YAML file (`npa host --config FILE`); every error names the file and line.
+public struct HostConfiguration: Equatable, Sendable {
+    public enum UplinkKind: String, Sendable { case none, counting }
+
+    public var maxQueuesPerVNIC: Int = 4
+    public var uplink: UplinkKind = .none
+    public var defaultPolicy = GuestPolicy()
+    public var guestPolicies: [String: GuestPolicy] = [:]
+    /// Polling passes without work before the device engine sleeps and asks for kicks.
+    public var idlePassesBeforeSleep: Int = 256
+
+    public init() {}
+
+    public func policy(forGuest name: String) -> GuestPolicy { guestPolicies[name] ?? defaultPolicy }
+
+    public static let example = """
+        # npa host configuration (YAML). Every key is optional.
+
+        # Queues a vNIC may use per direction (1-8).
+        max_queues: 4
+
+        # What the vswitch's uplink port is plugged into:
+        #   none     - no uplink; unknown unicast is dropped and counted
+        #   counting - a test wire that counts the frames leaving the host
+        uplink: none
+
+        # Polling passes without work before device emulation sleeps and asks guests to kick.
+        idle_passes: 256
+
+        # Policy for guests not listed under `guests`.
+        default_policy:
+          macs: any            # "any" (any unicast MAC) or a list of MACs
+          vlans: [0]           # VLANs the guest may join; 0 (untagged) is always allowed
+          promiscuous: false   # may the guest put its vNIC in promiscuous mode?
+
+        # Policy per guest name (the --name a guest attaches with).
+        guests:
+          alpha:
+            macs: ["02:00:00:00:00:0a"]
+            vlans: [0, 10]
+            promiscuous: true
+        """
+
+    /// A configuration error with its location, printed as one line.
+    public struct LoadError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+        init(_ file: String, _ line: Int?, _ message: String) {
+            description = line.map { "\(file):\($0): \(message)" } ?? "\(file): \(message)"
+        }
+    }
+
+    public static func parse(yaml text: String, file: String = "<config>") throws -> HostConfiguration {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw LoadError(file, nil, "not valid YAML: \(String(describing: error).split(separator: "\n").first ?? "")")
+        }
+        var config = HostConfiguration()
+        guard let root else { return config }
+        guard let top = root.mapping else { throw LoadError(file, root.mark?.line, "the top level must be a mapping of keys") }
+        for (keyNode, value) in top {
+            let key = keyNode.string ?? ""
+            let line = keyNode.mark?.line
+            switch key {
+            case "max_queues":
+                guard let n = value.int, (1...8).contains(n) else { throw LoadError(file, line, "max_queues must be an integer from 1 to 8") }
+                config.maxQueuesPerVNIC = n
+            case "uplink":
+                guard let s = value.string, let kind = UplinkKind(rawValue: s) else {
+                    throw LoadError(file, line, "uplink must be one of: none, counting")
+                }
+                config.uplink = kind
+            case "idle_passes":
+                guard let n = value.int, n >= 1 else { throw LoadError(file, line, "idle_passes must be a positive integer") }
+                config.idlePassesBeforeSleep = n
+            case "default_policy":
+                config.defaultPolicy = try parsePolicy(value, file: file, path: "default_policy")
+            case "guests":
+                guard let guests = value.mapping else { throw LoadError(file, line, "guests must be a mapping of guest name to policy") }
+                for (nameNode, policyNode) in guests {
+                    guard let name = nameNode.string, !name.isEmpty else { throw LoadError(file, nameNode.mark?.line, "guest name must be a string") }
+                    config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
+                }
+            default:
+                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, idle_passes, default_policy, guests)")
+            }
+        }
+        return config
+    }
+
+    private static func parsePolicy(_ node: Node, file: String, path: String) throws -> GuestPolicy {
+        guard let map = node.mapping else { throw LoadError(file, node.mark?.line, "\(path) must be a mapping") }
+        var policy = GuestPolicy()
+        for (keyNode, value) in map {
+            let key = keyNode.string ?? ""
+            let line = keyNode.mark?.line ?? value.mark?.line
+            switch key {
+            case "macs":
+                if value.string == "any" {
+                    policy.allowedMACs = nil
+                } else if let list = value.sequence {
+                    policy.allowedMACs = try list.map { item in
+                        guard let s = item.string, let mac = MACAddress(s), mac.isUnicast, mac != .zero else {
+                            throw LoadError(file, item.mark?.line ?? line, "\(path).macs: '\(item.string ?? "?")' is not a unicast MAC like 02:00:00:00:00:01")
+                        }
+                        return mac
+                    }
+                } else {
+                    throw LoadError(file, line, "\(path).macs must be \"any\" or a list of MACs")
+                }
+            case "vlans":
+                guard let list = value.sequence else { throw LoadError(file, line, "\(path).vlans must be a list of VLAN IDs") }
+                var vlans: Set<UInt16> = [0]
+                for item in list {
+                    guard let v = item.int, (0...4094).contains(v) else {
+                        throw LoadError(file, item.mark?.line ?? line, "\(path).vlans: '\(item.string ?? "?")' is not a VLAN ID from 0 to 4094")
+                    }
+                    vlans.insert(UInt16(v))
+                }
+                policy.allowedVLANs = vlans
+            case "promiscuous":
+                guard let b = value.bool else { throw LoadError(file, line, "\(path).promiscuous must be true or false") }
+                policy.allowPromiscuous = b
+            default:
+                throw LoadError(file, line, "unknown key '\(key)' in \(path) (known: macs, vlans, promiscuous)")
+            }
+        }
+        return policy
+    }
+}

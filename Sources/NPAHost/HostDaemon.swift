@@ -1,0 +1,381 @@
+import CNPAShim
+import Glibc
+import Logging
+import NPAControlProtocol
+import NPARingFormats
+import NPASystem
+import SystemPackage
+
+/// The host: one daemon per machine. It listens on a Unix control socket, attaches guests
+/// (their memory and eventfds arrive with SCM_RIGHTS), runs device emulation for every vNIC and
+/// the vswitch between them.
+///
+/// Everything runs on the thread that calls `run()`: control messages are handled between data
+/// path passes, so device and switch state need no locks. The data path polls while there is
+/// work and sleeps in epoll (asking guests to kick) after `idlePassesBeforeSleep` empty passes.
+/// `stop()` may be called from any thread or a signal handler.
+public final class HostDaemon: @unchecked Sendable {
+    public let socketPath: String
+    public let configuration: HostConfiguration
+    let logger: Logger
+    private let listener: SeqPacketSocket
+    private let epoll: Epoll
+    private let stopNotifier: EventNotifier
+    private let vswitch = VirtualSwitch()
+    private let arena = FrameArena(capacity: 64)
+    private var connections: [UInt64: Connection] = [:]
+    private var nextConnectionID: UInt64 = 1
+    private var nextVNICID: UInt32 = 1
+    private var devices: [EmulatedDevice] = []
+    /// Port index → the device on it, unretained so routing a frame costs no reference counting
+    /// (`devices` keeps them alive).
+    private var portOwners: [Unmanaged<EmulatedDevice>?] = []
+    private var wire: CountingWire?
+    private var sleeping = false
+    public private(set) var sleeps: UInt64 = 0
+
+    private static let listenerTag: UInt64 = 0
+    private static let stopTag: UInt64 = 1
+    private static let connectionTagBase: UInt64 = 1 << 32
+    private static let doorbellTagBase: UInt64 = 2 << 32
+
+    final class Connection {
+        let id: UInt64
+        let socket: SeqPacketSocket
+        var device: EmulatedDevice?
+        init(id: UInt64, socket: SeqPacketSocket) {
+            self.id = id
+            self.socket = socket
+        }
+    }
+
+    public init(socketPath: String, configuration: HostConfiguration = HostConfiguration(), logger: Logger) throws {
+        self.socketPath = socketPath
+        self.configuration = configuration
+        self.logger = logger
+        listener = try SeqPacketSocket.listen(path: socketPath)
+        listener.setNonBlocking()
+        epoll = try Epoll()
+        stopNotifier = try EventNotifier()
+        try epoll.add(listener.fd, tag: Self.listenerTag)
+        try epoll.add(stopNotifier.fd, tag: Self.stopTag)
+        if configuration.uplink == .counting {
+            _ = vswitch.addUplink()
+            wire = CountingWire()
+            syncPortOwners()
+        }
+    }
+
+    /// Asks `run()` to return. Async-signal-safe (one eventfd write).
+    public func stop() { stopNotifier.signal() }
+
+    /// The descriptor a signal handler may write to (via `cnpa_eventfd_signal`) to stop the host.
+    public var stopDescriptor: Int32 { stopNotifier.fd.rawValue }
+
+    /// Serves until `stop()`. Removes the socket file on return.
+    public func run() throws {
+        EngineThread.setCurrentName("npa-host")
+        logger.info("host listening on \(socketPath)")
+        defer {
+            unlink(socketPath)
+            for c in connections.values { closeConnection(c, reason: "host stopping") }
+            logger.info("host stopped")
+        }
+        var idlePasses = 0
+        var passesSinceControl = 0
+        while true {
+            let work = devices.isEmpty ? 0 : dataPathPass()
+            idlePasses = work > 0 ? 0 : idlePasses + 1
+            passesSinceControl += 1
+            var timeout: Int32 = -2
+            if devices.isEmpty || idlePasses >= configuration.idlePassesBeforeSleep {
+                // Announce sleep, then re-check: a doorbell written before the announcement is
+                // seen here; one written after it comes with a kick.
+                for d in devices { d.setSleeping(true) }
+                cnpa_fence_seq_cst()
+                if devices.contains(where: { $0.hasPendingTransmit() }) {
+                    for d in devices { d.setSleeping(false) }
+                    idlePasses = 0
+                    continue
+                }
+                sleeping = true
+                sleeps &+= 1
+                timeout = 1000
+            } else if passesSinceControl >= 64 {
+                timeout = 0
+            } else if work == 0 {
+                cnpa_cpu_relax()
+            }
+            if timeout != -2 {
+                passesSinceControl = 0
+                let tags = Array(try epoll.wait(timeoutMilliseconds: timeout))
+                if sleeping {
+                    sleeping = false
+                    for d in devices { d.setSleeping(false) }
+                    idlePasses = 0
+                }
+                if try handleEvents(tags) == false { return }
+            }
+        }
+    }
+
+    /// One pass over every active vNIC's TX queues: stage a burst, switch it, deliver it; then
+    /// raise the interrupts the pass earned. Returns the number of TX chains consumed.
+    private func dataPathPass() -> Int {
+        var work = 0
+        for device in devices where device.isActive {
+            for q in 0..<device.txQueues.count {
+                let n = device.pullTransmit(queue: q, arena: arena, budget: arena.capacity)
+                if n > 0 {
+                    work += n
+                    switchBurst(from: device)
+                }
+            }
+        }
+        for device in devices { device.raiseInterrupts() }
+        return work
+    }
+
+    /// Anti-spoofing, VLAN policy, then the vswitch decides; the copies into each destination
+    /// happen here. No allocation or reference counting per frame.
+    private func switchBurst(from device: EmulatedDevice) {
+        let ingress = device.port
+        let mac = device.mac.value
+        for i in 0..<arena.count {
+            let frame = UnsafeRawPointer(arena.slot(i))
+            let length = arena.lengths[i]
+            guard EthernetFrame.mac(frame, at: 6) == mac else {
+                device.drop(.spoofedSource)
+                continue
+            }
+            let vlan = EthernetFrame.vlanID(frame, length: length)
+            guard vswitch.isMember(ingress, vlan: vlan) else {
+                device.drop(.vlanRefused)
+                continue
+            }
+            let dst = EthernetFrame.mac(frame, at: 0)
+            device.counters.txFrames &+= 1
+            device.counters.txBytes &+= UInt64(length)
+            if dst == MACAddress.broadcast.value {
+                device.counters.txBroadcast &+= 1
+            } else if (dst >> 40) & 1 == 1 {
+                device.counters.txMulticast &+= 1
+            }
+            switch vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) {
+            case .forward(let n):
+                let hash = EthernetFrame.flowHash(frame, length: length)
+                for k in 0..<n {
+                    let port = Int(arena.destinations[k])
+                    if let owner = portOwners[port] {
+                        owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+                    } else if port == vswitch.uplinkPort {
+                        wire?.transmit(length: length)
+                    }
+                }
+            case .unknownDestination:
+                device.drop(.unknownDestination)
+            case .filtered:
+                device.drop(.filtered)
+            }
+        }
+    }
+
+    private func syncPortOwners() {
+        portOwners = [Unmanaged<EmulatedDevice>?](repeating: nil, count: vswitch.portCount)
+        for d in devices { portOwners[d.port] = Unmanaged.passUnretained(d) }
+        arena.ensureDestinations(vswitch.portCount)
+    }
+
+    // MARK: Control plane
+
+    /// Returns false when the host must stop.
+    private func handleEvents(_ tags: [UInt64]) throws -> Bool {
+        for tag in tags {
+            if tag == Self.stopTag {
+                stopNotifier.drain()
+                return false
+            } else if tag == Self.listenerTag {
+                while let socket = try listener.accept() {
+                    socket.setNonBlocking()
+                    let c = Connection(id: nextConnectionID, socket: socket)
+                    nextConnectionID += 1
+                    connections[c.id] = c
+                    try epoll.add(socket.fd, tag: Self.connectionTagBase + c.id)
+                }
+            } else if tag >= Self.doorbellTagBase {
+                let id = UInt32(truncatingIfNeeded: tag - Self.doorbellTagBase)
+                if let d = devices.first(where: { $0.id == id }) {
+                    d.doorbell.drain()
+                    d.counters.doorbellKicks &+= 1
+                }
+            } else if tag >= Self.connectionTagBase, let c = connections[tag - Self.connectionTagBase] {
+                serve(c)
+            }
+        }
+        return true
+    }
+
+    private func serve(_ c: Connection) {
+        while true {
+            let received: (bytes: [UInt8], descriptors: [FileDescriptor])?
+            do {
+                received = try c.socket.receive()
+            } catch let e as SystemCallError where e.errno == .wouldBlock || e.errno == .resourceTemporarilyUnavailable {
+                return
+            } catch {
+                closeConnection(c, reason: "receive failed: \(error)")
+                return
+            }
+            guard let (bytes, fds) = received else {
+                closeConnection(c, reason: "peer closed the connection")
+                return
+            }
+            let message: ControlMessage
+            do {
+                message = try ControlMessage.parse(bytes)
+            } catch {
+                for fd in fds { try? fd.close() }
+                reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "malformed message: \(error)"))
+                continue
+            }
+            if case .attach(let request) = message {
+                attach(c, request, fds)
+                continue
+            }
+            for fd in fds { try? fd.close() }
+            handle(message, from: c)
+            if connections[c.id] == nil { return }
+        }
+    }
+
+    private func reply(_ c: Connection, _ message: ControlMessage, descriptors: [FileDescriptor] = []) {
+        do {
+            try c.socket.send(message.encode(), descriptors: descriptors)
+        } catch {
+            logger.debug("reply to connection \(c.id) failed: \(error)")
+        }
+    }
+
+    private func handle(_ message: ControlMessage, from c: Connection) {
+        switch message {
+        case .statusRequest:
+            reply(c, .statusReply(json: status().json()))
+        case .registerWrite(let bar, let offset, let value):
+            guard let d = c.device else { return reply(c, notAttached) }
+            guard bar == 1 else { return reply(c, .registerResult(status: ControlMessage.ErrorCode.invalidArgument, value: 0, message: "only BAR1 registers are reached through the control channel")) }
+            let (status, text) = d.writeRegister(offset: offset, value: value)
+            let result = offset == VMXNET3.Register.cmd.rawValue ? d.readRegister(offset: offset).1 : 0
+            reply(c, .registerResult(status: status, value: result, message: text))
+        case .registerRead(let bar, let offset):
+            guard let d = c.device else { return reply(c, notAttached) }
+            guard bar == 1 else { return reply(c, .registerResult(status: ControlMessage.ErrorCode.invalidArgument, value: 0, message: "only BAR1 registers are reached through the control channel")) }
+            let (status, value, text) = d.readRegister(offset: offset)
+            reply(c, .registerResult(status: status, value: value, message: text))
+        case .countersRequest:
+            guard let d = c.device else { return reply(c, notAttached) }
+            reply(c, .countersReply(d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }))
+        case .detach:
+            closeConnection(c, reason: "guest detached")
+        case .attach, .attached, .registerResult, .statusReply, .countersReply, .error:
+            reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "unexpected message from a guest"))
+        }
+    }
+
+    private var notAttached: ControlMessage {
+        .error(code: ControlMessage.ErrorCode.notAttached, message: "this connection has no vNIC: attach first")
+    }
+
+    private func attach(_ c: Connection, _ request: ControlMessage.AttachRequest, _ fds: [FileDescriptor]) {
+        func refuse(_ code: UInt32, _ text: String) {
+            for fd in fds { try? fd.close() }
+            logger.warning("attach of '\(request.name)' refused: \(text)")
+            reply(c, .error(code: code, message: text))
+        }
+        guard c.device == nil else { return refuse(ControlMessage.ErrorCode.invalidState, "this connection already has a vNIC") }
+        let vectors = Int(request.interruptVectors)
+        guard (1...VMXNET3.RegisterPage.maximumVectors).contains(vectors) else {
+            return refuse(ControlMessage.ErrorCode.invalidArgument, "interrupt vectors must be 1...\(VMXNET3.RegisterPage.maximumVectors), got \(vectors)")
+        }
+        guard fds.count == 2 + vectors else {
+            return refuse(ControlMessage.ErrorCode.invalidArgument, "attach needs \(2 + vectors) descriptors (memory, doorbell, \(vectors) interrupts), got \(fds.count)")
+        }
+        let name = request.name
+        guard !name.isEmpty, name.utf8.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            return refuse(ControlMessage.ErrorCode.invalidArgument, "guest name must be 1-64 letters, digits, '-', '_' or '.'")
+        }
+        guard !devices.contains(where: { $0.name == name }) else {
+            return refuse(ControlMessage.ErrorCode.invalidState, "a guest named '\(name)' is already attached")
+        }
+        let policy = configuration.policy(forGuest: name)
+        let inUse = Set(devices.map(\.mac))
+        let mac: MACAddress
+        if let requested = request.mac {
+            guard policy.allows(mac: requested) else {
+                return refuse(ControlMessage.ErrorCode.refusedByPolicy, "MAC \(requested) is not allowed for guest '\(name)' by host policy")
+            }
+            guard !inUse.contains(requested) else {
+                return refuse(ControlMessage.ErrorCode.invalidState, "MAC \(requested) is already used by another vNIC")
+            }
+            mac = requested
+        } else if let allowed = policy.allowedMACs {
+            guard let free = allowed.first(where: { !inUse.contains($0) }) else {
+                return refuse(ControlMessage.ErrorCode.resourceExhausted, "every MAC policy allows guest '\(name)' is in use")
+            }
+            mac = free
+        } else {
+            var candidate = nextVNICID
+            while inUse.contains(MACAddress(value: 0x024E_5000_0000 | UInt64(candidate))) { candidate += 1 }
+            mac = MACAddress(value: 0x024E_5000_0000 | UInt64(candidate))
+        }
+        let region: SharedMemory
+        do {
+            region = try SharedMemory(adopting: fds[0], minimumSize: 1 << 20, maximumSize: 1 << 34)
+        } catch {
+            for fd in fds.dropFirst() { try? fd.close() }
+            logger.warning("attach of '\(name)' refused: guest memory: \(error)")
+            return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "guest memory must be a memfd of 1 MiB to 16 GiB: \(error)"))
+        }
+        let device: EmulatedDevice
+        do {
+            device = try EmulatedDevice(
+                id: nextVNICID, name: name, mac: mac, policy: policy, region: region,
+                doorbell: EventNotifier(adopting: fds[1]), interrupts: fds[2...].map { EventNotifier(adopting: $0) },
+                maxQueues: configuration.maxQueuesPerVNIC, vswitch: vswitch, logger: logger)
+            try epoll.add(device.doorbell.fd, tag: Self.doorbellTagBase + UInt64(device.id))
+        } catch {
+            return reply(c, .error(code: ControlMessage.ErrorCode.resourceExhausted, message: "could not create the vNIC: \(error)"))
+        }
+        nextVNICID += 1
+        c.device = device
+        devices.append(device)
+        syncPortOwners()
+        logger.info("attached guest '\(name)' as vNIC \(device.id), MAC \(mac), \(region.size >> 20) MiB")
+        reply(c, .attached(.init(vnicID: device.id, mac: mac, maxTxQueues: UInt8(configuration.maxQueuesPerVNIC), maxRxQueues: UInt8(configuration.maxQueuesPerVNIC))), descriptors: [device.registerPage.fd])
+    }
+
+    private func closeConnection(_ c: Connection, reason: String) {
+        epoll.remove(c.socket.fd)
+        connections.removeValue(forKey: c.id)
+        if let d = c.device {
+            epoll.remove(d.doorbell.fd)
+            d.detach()
+            devices.removeAll { $0 === d }
+            c.device = nil
+            syncPortOwners()
+            logger.info("vNIC \(d.id) of guest '\(d.name)' torn down: \(reason)")
+        }
+    }
+
+    /// The vNIC table, as `npa status` shows it.
+    public func status() -> StatusReport {
+        StatusReport(
+            vnics: devices.map { d in
+                var counters: [String: UInt64] = [:]
+                for (k, v) in d.counters.named() { counters[k] = v }
+                return StatusReport.VNIC(
+                    name: d.name, mac: d.mac.description, mode: "emulated", link: "up", state: d.state.name,
+                    txQueues: d.txQueues.count, rxQueues: d.rxQueues.count, counters: counters)
+            },
+            uplink: wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) })
+    }
+}

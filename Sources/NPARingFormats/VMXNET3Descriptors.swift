@@ -1,0 +1,121 @@
+/// Decoded vmxnet3 descriptors (16 bytes each, little endian, bit positions per dword as in
+/// Linux `vmxnet3_defs.h`). Encoding and decoding are pure functions on the four dwords so the
+/// device and the driver side share one definition and tests can check every bit.
+public enum VMXNET3Descriptor {
+    // MARK: TxDesc
+    // dw0-1 addr; dw2: len 0-13 (0 = 16384), gen 14, dtype 16, msscof 18-31;
+    // dw3: hlen 0-9, om 10-11, eop 12, cq 13, ti 15, tci 16-31.
+    public static let txGenBit: UInt32 = 1 << 14
+    public static let txEOPBit: UInt32 = 1 << 12
+    public static let txCQBit: UInt32 = 1 << 13
+    public static let txVLANInsertBit: UInt32 = 1 << 15
+
+    public struct Tx: Equatable, Sendable {
+        public var address: UInt64
+        public var length: UInt32
+        public var generation: UInt32
+        public var endOfPacket: Bool
+        public var completionRequested: Bool
+        public var vlanInsert: Bool
+        public var vlanTCI: UInt16
+
+        public init(
+            address: UInt64, length: UInt32, generation: UInt32, endOfPacket: Bool,
+            completionRequested: Bool = true, vlanInsert: Bool = false, vlanTCI: UInt16 = 0
+        ) {
+            self.address = address
+            self.length = length
+            self.generation = generation
+            self.endOfPacket = endOfPacket
+            self.completionRequested = completionRequested
+            self.vlanInsert = vlanInsert
+            self.vlanTCI = vlanTCI
+        }
+
+        public init(dword2: UInt32, dword3: UInt32, address: UInt64) {
+            self.address = address
+            let len = dword2 & 0x3FFF
+            self.length = len == 0 ? 16384 : len
+            self.generation = (dword2 >> 14) & 1
+            self.endOfPacket = dword3 & txEOPBit != 0
+            self.completionRequested = dword3 & txCQBit != 0
+            self.vlanInsert = dword3 & txVLANInsertBit != 0
+            self.vlanTCI = UInt16(dword3 >> 16)
+        }
+
+        public var dword2: UInt32 { (length & 0x3FFF) | (generation << 14) }
+        public var dword3: UInt32 {
+            (endOfPacket ? txEOPBit : 0) | (completionRequested ? txCQBit : 0)
+                | (vlanInsert ? txVLANInsertBit : 0) | (UInt32(vlanTCI) << 16)
+        }
+    }
+
+    // MARK: TxCompDesc
+    // dw0 txdIdx 0-11; dw3 type 24-30 (0 = TXCOMP), gen 31.
+    public static func txCompletion(eopIndex: UInt32, generation: UInt32) -> (dword0: UInt32, dword3: UInt32) {
+        (eopIndex & 0xFFF, generation << 31)
+    }
+    public static func txCompletionIndex(dword0: UInt32) -> UInt32 { dword0 & 0xFFF }
+    public static func generation(dword3: UInt32) -> UInt32 { dword3 >> 31 }
+
+    // MARK: RxDesc
+    // dw0-1 addr; dw2: len 0-13, btype 14, dtype 15, gen 31.
+    public static func rxDescriptorDword2(length: UInt32, generation: UInt32) -> UInt32 {
+        (length & 0x3FFF) | (generation << 31)
+    }
+    public static func rxDescriptorLength(dword2: UInt32) -> UInt32 { dword2 & 0x3FFF }
+    public static func rxDescriptorGeneration(dword2: UInt32) -> UInt32 { dword2 >> 31 }
+
+    // MARK: RxCompDesc
+    // dw0: rxdIdx 0-11, eop 14, sop 15, rqID 16-25, rssType 26-29; dw1 rssHash;
+    // dw2: len 0-13, err 14, ts 15, tci 16-31; dw3: type 24-30 (3 = RXCOMP), gen 31.
+    public struct RxCompletion: Equatable, Sendable {
+        public var descriptorIndex: UInt32
+        public var ringID: UInt32
+        public var rssType: UInt32
+        public var rssHash: UInt32
+        public var length: UInt32
+        public var error: Bool
+        public var vlanStripped: Bool
+        public var vlanTCI: UInt16
+        public var generation: UInt32
+
+        public init(
+            descriptorIndex: UInt32, ringID: UInt32, rssType: UInt32 = 0, rssHash: UInt32 = 0,
+            length: UInt32, error: Bool = false, vlanStripped: Bool = false, vlanTCI: UInt16 = 0,
+            generation: UInt32
+        ) {
+            self.descriptorIndex = descriptorIndex
+            self.ringID = ringID
+            self.rssType = rssType
+            self.rssHash = rssHash
+            self.length = length
+            self.error = error
+            self.vlanStripped = vlanStripped
+            self.vlanTCI = vlanTCI
+            self.generation = generation
+        }
+
+        public init(dwords d: (UInt32, UInt32, UInt32, UInt32)) {
+            descriptorIndex = d.0 & 0xFFF
+            ringID = (d.0 >> 16) & 0x3FF
+            rssType = (d.0 >> 26) & 0xF
+            rssHash = d.1
+            length = d.2 & 0x3FFF
+            error = d.2 & (1 << 14) != 0
+            vlanStripped = d.2 & (1 << 15) != 0
+            vlanTCI = UInt16(d.2 >> 16)
+            generation = d.3 >> 31
+        }
+
+        /// Single-buffer frames: SOP and EOP are both set.
+        public var dwords: (UInt32, UInt32, UInt32, UInt32) {
+            let d0 = (descriptorIndex & 0xFFF) | (1 << 14) | (1 << 15) | ((ringID & 0x3FF) << 16)
+                | ((rssType & 0xF) << 26)
+            let d2 = (length & 0x3FFF) | (error ? 1 << 14 : 0) | (vlanStripped ? 1 << 15 : 0)
+                | (UInt32(vlanTCI) << 16)
+            let d3 = (UInt32(3) << 24) | (generation << 31)
+            return (d0, rssHash, d2, d3)
+        }
+    }
+}
