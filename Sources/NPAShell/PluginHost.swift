@@ -1,0 +1,139 @@
+import CNPAPluginABI
+import CNPAShim
+import NPASystem
+
+/// The shell's side of the plugin ABI: it fills `npa_plugin_state`, provides the shell services
+/// (buffers by id, receive indication, send completion, kick, log, time) and owns every buffer.
+/// One per vNIC; the plugin behind it is whichever the vNIC's mode calls for.
+///
+/// It may touch: the buffer pool, the TX FIFOs, the received-frame batch, the doorbell. Only the
+/// guest thread driving the vNIC calls it.
+final class PluginHost {
+    let ops: npa_plugin_ops
+    let state: UnsafeMutablePointer<npa_plugin_state>
+    private let services: UnsafeMutablePointer<npa_shell_services>
+    private let privateArea: UnsafeMutableRawPointer
+    let pool: BufferPool
+    var txFIFOs: [BufferFIFO]
+    let doorbell: EventNotifier
+
+    /// Frames indicated during one check_rx_ring call.
+    static let batchCapacity = 256
+    let receivedIDs = UnsafeMutablePointer<UInt32>.allocate(capacity: batchCapacity)
+    let receivedLengths = UnsafeMutablePointer<UInt32>.allocate(capacity: batchCapacity)
+    let receivedHashes = UnsafeMutablePointer<UInt32>.allocate(capacity: batchCapacity)
+    let receivedFlags = UnsafeMutablePointer<UInt16>.allocate(capacity: batchCapacity)
+    var receivedCount = 0
+    var kicks: UInt64 = 0
+    var framesCompleted: UInt64 = 0
+    var receiveErrors: UInt64 = 0
+
+    struct LoadError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Loads a plugin through its entry point and runs its software init.
+    init(
+        entry: npa_plugin_entry_fn, txRegions: [npa_queue_region], rxRegions: [npa_queue_region],
+        registers: UnsafeMutableRawPointer, registersSize: Int, pool: BufferPool, ringSize: Int, doorbell: EventNotifier
+    ) throws {
+        var ops = npa_plugin_ops()
+        guard entry(&ops) == NPA_OK else { throw LoadError(description: "plugin entry point failed") }
+        guard ops.abi_version == NPA_PLUGIN_ABI_VERSION else {
+            throw LoadError(description: "plugin ABI version \(ops.abi_version) does not match the shell's \(NPA_PLUGIN_ABI_VERSION)")
+        }
+        guard ops.sw_init != nil, ops.add_tx_frames != nil, ops.check_tx_ring != nil, ops.check_rx_ring != nil,
+            ops.refill_rx_ring != nil, ops.enable_interrupt != nil, ops.disable_interrupt != nil
+        else { throw LoadError(description: "plugin operations table is incomplete") }
+        self.ops = ops
+        self.pool = pool
+        self.doorbell = doorbell
+        txFIFOs = txRegions.map { _ in BufferFIFO(capacity: ringSize) }
+        privateArea = .allocate(byteCount: max(Int(ops.private_size), 16), alignment: 64)
+        privateArea.initializeMemory(as: UInt8.self, repeating: 0, count: max(Int(ops.private_size), 16))
+        services = .allocate(capacity: 1)
+        state = .allocate(capacity: 1)
+        state.initialize(to: npa_plugin_state())
+        services.initialize(to: npa_shell_services(
+            shell: nil,
+            alloc_rx_buffer: { shell, _, id, gpa in
+                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                    guard let b = host.pool.take() else { return NPA_ERR_BUSY }
+                    id!.pointee = b
+                    gpa!.pointee = host.pool.gpa(b)
+                    return NPA_OK
+                }
+            },
+            indicate_recv: { shell, _, frame in
+                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                    let f = frame!.pointee
+                    let i = host.receivedCount
+                    precondition(i < PluginHost.batchCapacity, "plugin indicated more frames than asked")
+                    host.receivedIDs[i] = f.buf_id
+                    host.receivedLengths[i] = f.length
+                    host.receivedHashes[i] = f.rss_hash
+                    host.receivedFlags[i] = f.flags
+                    host.receivedCount = i + 1
+                }
+            },
+            complete_send: { shell, queue, count in
+                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                    host.completeSend(queue: Int(queue), count: Int(count))
+                }
+            },
+            kick: { shell, _ in
+                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                    host.kicks &+= 1
+                    host.doorbell.signal()
+                }
+            },
+            log: { _, level, message in
+                if level <= NPA_LOG_WARNING, let message { print("plugin: \(String(cString: message))") }
+            },
+            time_ns: { _ in cnpa_monotonic_ns() }))
+        services.pointee.shell = Unmanaged.passUnretained(self).toOpaque()
+        state.pointee.abi_version = NPA_PLUGIN_ABI_VERSION
+        state.pointee.num_tx_queues = UInt32(txRegions.count)
+        state.pointee.num_rx_queues = UInt32(rxRegions.count)
+        state.pointee.rx_buffer_size = UInt32(pool.bufferSize)
+        withUnsafeMutablePointer(to: &state.pointee.tx_queues) {
+            $0.withMemoryRebound(to: npa_queue_region.self, capacity: Int(NPA_PLUGIN_MAX_QUEUES)) { p in
+                for (i, r) in txRegions.enumerated() { p[i] = r }
+            }
+        }
+        withUnsafeMutablePointer(to: &state.pointee.rx_queues) {
+            $0.withMemoryRebound(to: npa_queue_region.self, capacity: Int(NPA_PLUGIN_MAX_QUEUES)) { p in
+                for (i, r) in rxRegions.enumerated() { p[i] = r }
+            }
+        }
+        state.pointee.registers = registers
+        state.pointee.registers_size = UInt64(registersSize)
+        state.pointee.shell = UnsafePointer(services)
+        state.pointee.private_area = privateArea
+        let rc = ops.sw_init!(state)
+        guard rc == NPA_OK else { throw LoadError(description: "plugin software init failed (\(rc))") }
+    }
+
+    /// In-order completion: the first `count` buffers handed to this queue are free again.
+    func completeSend(queue: Int, count: Int) {
+        for _ in 0..<count {
+            guard let id = txFIFOs[queue].pop() else { break }
+            pool.give(id)
+        }
+        framesCompleted &+= UInt64(count)
+    }
+
+    var name: String { ops.name.map { String(cString: $0) } ?? "?" }
+    var version: String { ops.version.map { String(cString: $0) } ?? "?" }
+
+    deinit {
+        for f in txFIFOs { f.deallocate() }
+        receivedIDs.deallocate()
+        receivedLengths.deallocate()
+        receivedHashes.deallocate()
+        receivedFlags.deallocate()
+        state.deallocate()
+        services.deallocate()
+        privateArea.deallocate()
+    }
+}

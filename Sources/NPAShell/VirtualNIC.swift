@@ -1,0 +1,430 @@
+import CNPAPluginABI
+import CNPAShim
+import NPAControlProtocol
+import NPARingFormats
+import NPASystem
+
+/// A guest's virtual NIC: the guest API. Attaching creates the guest's memory region, hands it
+/// and the doorbell/interrupt eventfds to the host, loads the data-path plugin (the built-in
+/// vmxnet3 emulation plugin) and activates the device. Sending and receiving then go through
+/// the plugin's rings in guest memory; every control operation (MAC, VLANs, rx mode, counters)
+/// is a vmxnet3 register access or command to the host's device emulation.
+///
+/// Not thread-safe: one guest thread drives one vNIC, as one driver instance would.
+public final class VirtualNIC {
+    /// How a guest wants its vNIC.
+    public struct Configuration: Sendable {
+        public var name: String
+        /// nil lets the host choose from its policy.
+        public var mac: MACAddress?
+        /// Size of the guest memory region (memfd) handed to the host.
+        public var memoryBytes: Int = 64 << 20
+        public var txQueues: Int = 2
+        public var rxQueues: Int = 2
+        /// Descriptors per ring (power of two, 32...4096).
+        public var ringSize: Int = 512
+        /// Bytes per buffer; a frame must fit in one.
+        public var bufferSize: Int = 2048
+        public var mtu: Int = 1500
+        /// Receive polls before sleeping on the interrupt; spinning a little saves wake-ups.
+        public var spinPolls: Int = 200
+
+        public init(name: String, mac: MACAddress? = nil) {
+            self.name = name
+            self.mac = mac
+        }
+    }
+
+    /// One received frame, valid only inside the receive handler (it points into the buffer).
+    public struct ReceivedFrame {
+        public let bytes: UnsafeRawBufferPointer
+        public let queue: Int
+        public let rssHash: UInt32
+    }
+
+    public enum AttachError: Error, CustomStringConvertible {
+        case invalidConfiguration(String)
+        case activationFailed(String)
+        public var description: String {
+            switch self {
+            case .invalidConfiguration(let s): "invalid vNIC configuration: \(s)"
+            case .activationFailed(let s): "device activation failed: \(s)"
+            }
+        }
+    }
+
+    public let name: String
+    public let configuration: Configuration
+    public private(set) var mac: MACAddress
+    public let vnicID: UInt32
+    public var txQueueCount: Int { configuration.txQueues }
+    public var rxQueueCount: Int { configuration.rxQueues }
+    /// "emulated" while the built-in plugin drives the data path.
+    public var mode: String { "emulated" }
+    public var pluginName: String { plugin.name }
+
+    private let memory: SharedMemory
+    private let registers: SharedMemory
+    private let channel: ControlChannel
+    private let doorbell: EventNotifier
+    private let interrupt: EventNotifier
+    private let plugin: PluginHost
+    // GPA 0 stays unused: a zero DriverShared address means "not set" to the device.
+    private let driverSharedGPA: UInt64 = 4096
+    private let queueTableGPA: UInt64 = 8192
+    private let multicastTableGPA: UInt64 = 12288
+    private let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: 64)
+    private var detached = false
+
+    /// Shell-side counters (what the guest saw), apart from the host's device counters.
+    public private(set) var framesSent: UInt64 = 0
+    public private(set) var framesReceived: UInt64 = 0
+    public private(set) var receiveErrors: UInt64 = 0
+    public private(set) var interruptWaits: UInt64 = 0
+    public var doorbellKicks: UInt64 { plugin.kicks }
+    /// Buffers lent to the plugin/device (RX posted + TX in flight); the rest are free.
+    public var buffersOutstanding: Int { plugin.pool.outstanding }
+    public var buffersTotal: Int { plugin.pool.count }
+
+    /// Attaches to the host listening at `hostSocket`.
+    public static func attach(hostSocket: String, configuration: Configuration) throws -> VirtualNIC {
+        try VirtualNIC(hostSocket: hostSocket, configuration: configuration)
+    }
+
+    private init(hostSocket: String, configuration c: Configuration) throws {
+        guard (1...8).contains(c.txQueues), (1...8).contains(c.rxQueues) else {
+            throw AttachError.invalidConfiguration("queues must be 1...8 per direction")
+        }
+        guard c.ringSize >= 32, c.ringSize <= 4096, c.ringSize & (c.ringSize - 1) == 0 else {
+            throw AttachError.invalidConfiguration("ring size \(c.ringSize) is not a power of two in 32...4096")
+        }
+        guard (68...9000).contains(c.mtu), c.bufferSize >= c.mtu + 18, c.bufferSize <= 16383 else {
+            throw AttachError.invalidConfiguration("buffer size \(c.bufferSize) must hold MTU \(c.mtu) + 18 and be at most 16383")
+        }
+        let regionBytes = (EmulationPlugin.regionBytes(ringSize: c.ringSize) + 4095) & ~4095
+        let poolBase = 16384 + regionBytes * (c.txQueues + c.rxQueues)
+        let buffers = min(65536, (c.memoryBytes - poolBase) / c.bufferSize)
+        let needed = c.rxQueues * c.ringSize + c.txQueues * c.ringSize
+        guard c.memoryBytes >= 1 << 20, buffers >= needed else {
+            throw AttachError.invalidConfiguration("\(c.memoryBytes) bytes of guest memory hold \(max(0, buffers)) buffers; the rings need \(needed)")
+        }
+        name = c.name
+        configuration = c
+        memory = try SharedMemory(name: "npa-guest-\(c.name)", size: c.memoryBytes)
+        doorbell = try EventNotifier()
+        interrupt = try EventNotifier()
+        channel = try ControlChannel(path: hostSocket)
+        let (reply, fds) = try channel.request(
+            .attach(.init(name: c.name, mac: c.mac, interruptVectors: 1)),
+            descriptors: [memory.fd, doorbell.fd, interrupt.fd])
+        guard case .attached(let attached) = reply, let registerFD = fds.first else {
+            for fd in fds { try? fd.close() }
+            throw HostRefusal(code: 0, message: "unexpected reply to attach")
+        }
+        for fd in fds.dropFirst() { try? fd.close() }
+        let registerPage = try SharedMemory(adopting: registerFD, minimumSize: VMXNET3.RegisterPage.size)
+        registers = registerPage
+        guard c.txQueues <= Int(attached.maxTxQueues), c.rxQueues <= Int(attached.maxRxQueues) else {
+            throw AttachError.invalidConfiguration("the host allows at most \(attached.maxTxQueues) TX / \(attached.maxRxQueues) RX queues")
+        }
+        mac = attached.mac
+        vnicID = attached.vnicID
+
+        // Queue regions in guest memory: the shell allocates them; the plugin carves them.
+        let base = memory.base
+        func region(_ i: Int) -> npa_queue_region {
+            let gpa = UInt64(16384 + regionBytes * i)
+            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(c.ringSize), interrupt_vector: 0, reserved: 0)
+        }
+        let tx = (0..<c.txQueues).map { region($0) }
+        let rx = (0..<c.rxQueues).map { region(c.txQueues + $0) }
+        let pool = BufferPool(baseVA: base + poolBase, baseGPA: UInt64(poolBase), bufferSize: c.bufferSize, count: buffers)
+        plugin = try PluginHost(
+            entry: EmulationPlugin.entry, txRegions: tx, rxRegions: rx, registers: registerPage.base,
+            registersSize: registerPage.size, pool: pool, ringSize: c.ringSize, doorbell: doorbell)
+        try activate(tx: tx, rx: rx)
+    }
+
+    /// Fills DriverShared and the queue descriptor table as the vmxnet3 driver does, then
+    /// ACTIVATE_DEV. The emulation plugin carves each region as descriptor ring, then
+    /// completion ring; that is what the device is told here.
+    private func activate(tx: [npa_queue_region], rx: [npa_queue_region]) throws {
+        let gm = GuestMemory(base: memory.base, size: memory.size)
+        let ds = driverSharedGPA
+        gm.pointer(gpa: ds, length: 4096)!.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        gm.storeU32(gpa: ds + VMXNET3.DriverShared.magic, VMXNET3.driverSharedMagic)
+        gm.storeU32(gpa: ds + VMXNET3.DriverShared.driverVersion, 1)
+        gm.storeU64(gpa: ds + VMXNET3.DriverShared.queueDescPA, queueTableGPA)
+        gm.storeU32(gpa: ds + VMXNET3.DriverShared.queueDescLength, UInt32((tx.count + rx.count) * 256))
+        gm.storeU32(gpa: ds + VMXNET3.DriverShared.mtu, UInt32(configuration.mtu))
+        let counts = UInt32(tx.count) << 16 | UInt32(rx.count) << 24 | 1  // maxNumRxSG = 1
+        gm.storeU32(gpa: ds + VMXNET3.DriverShared.maxRxSG, counts)
+        gm.storeU32(gpa: ds + VMXNET3.DriverShared.intrAutoMask, 1 | 1 << 8)  // autoMask, numIntrs = 1
+        gm.storeU32(gpa: ds + VMXNET3.DriverShared.rxMode, VMXNET3.RxMode([.unicast, .broadcast, .multicast]).rawValue)
+        gm.pointer(gpa: queueTableGPA, length: 4096)!.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        for (q, r) in tx.enumerated() {
+            let d = queueTableGPA + UInt64(q) * 256
+            gm.storeU64(gpa: d + VMXNET3.TxQueueDesc.txRingBasePA, r.gpa)
+            gm.storeU64(gpa: d + VMXNET3.TxQueueDesc.compRingBasePA, r.gpa + UInt64(r.ring_size) * 16)
+            gm.storeU32(gpa: d + VMXNET3.TxQueueDesc.txRingSize, r.ring_size)
+            gm.storeU32(gpa: d + VMXNET3.TxQueueDesc.compRingSize, r.ring_size)
+        }
+        for (q, r) in rx.enumerated() {
+            let d = queueTableGPA + UInt64(tx.count + q) * 256
+            gm.storeU64(gpa: d + VMXNET3.RxQueueDesc.rxRingBasePA0, r.gpa)
+            gm.storeU64(gpa: d + VMXNET3.RxQueueDesc.compRingBasePA, r.gpa + UInt64(r.ring_size) * 16)
+            gm.storeU32(gpa: d + VMXNET3.RxQueueDesc.rxRingSize0, r.ring_size)
+            gm.storeU32(gpa: d + VMXNET3.RxQueueDesc.compRingSize, r.ring_size)
+        }
+        try channel.writeRegister(VMXNET3.Register.vrrs.rawValue, 1)
+        try channel.writeRegister(VMXNET3.Register.uvrs.rawValue, 1)
+        try channel.writeRegister(VMXNET3.Register.dsal.rawValue, UInt32(truncatingIfNeeded: ds))
+        try channel.writeRegister(VMXNET3.Register.dsah.rawValue, UInt32(truncatingIfNeeded: ds >> 32))
+        do {
+            let result = try channel.command(VMXNET3.Command.activateDevice.rawValue)
+            guard result == 0 else { throw AttachError.activationFailed("ACTIVATE returned \(result)") }
+        } catch let refusal as HostRefusal {
+            throw AttachError.activationFailed(refusal.message)
+        }
+        _ = try channel.command(VMXNET3.Command.updateRxMode.rawValue)
+        for q in 0..<rx.count { _ = plugin.ops.refill_rx_ring!(plugin.state, UInt32(q)) }
+    }
+
+    // MARK: Transmit
+
+    /// Sends up to `count` frames on TX queue `queue`. For each frame `fill` writes it into the
+    /// buffer it is given (in guest memory, no extra copy) and returns its length. Returns how
+    /// many frames were handed to the device: fewer than `count` when the ring or the buffer
+    /// pool is full (nothing is filled that is not sent).
+    @discardableResult
+    public func transmit(queue: Int = 0, count: Int, _ fill: (Int, UnsafeMutableRawBufferPointer) -> Int) -> Int {
+        precondition(queue >= 0 && queue < txQueueCount, "TX queue \(queue) does not exist")
+        let q = UInt32(queue)
+        var sent = 0
+        while sent < count {
+            var room = configuration.ringSize - 1 - plugin.txFIFOs[queue].count
+            if room < 32 || plugin.pool.freeCount < 32 {
+                _ = plugin.ops.check_tx_ring!(plugin.state, q)
+                room = configuration.ringSize - 1 - plugin.txFIFOs[queue].count
+            }
+            let n = min(count - sent, room, 64, plugin.pool.freeCount)
+            if n <= 0 { break }
+            for i in 0..<n {
+                let id = plugin.pool.take()!
+                let length = fill(sent + i, UnsafeMutableRawBufferPointer(start: plugin.pool.va(id), count: plugin.pool.bufferSize))
+                precondition(length > 0 && length <= plugin.pool.bufferSize, "frame length \(length) does not fit a buffer")
+                txBatch[i] = npa_tx_frame(gpa: plugin.pool.gpa(id), buf_id: id, length: UInt32(length), vlan_tci: 0, flags: 0, reserved: 0)
+            }
+            let accepted = Int(plugin.ops.add_tx_frames!(plugin.state, q, txBatch, UInt32(n), NPA_TX_FLAG_LAST_HINT))
+            for i in 0..<accepted { plugin.txFIFOs[queue].push(txBatch[i].buf_id) }
+            // Our FIFO mirrors the ring, so the plugin takes all; anything refused is unsent.
+            for i in accepted..<n { plugin.pool.give(txBatch[i].buf_id) }
+            sent += accepted
+            if accepted < n { break }
+        }
+        framesSent &+= UInt64(sent)
+        return sent
+    }
+
+    /// Sends copies of `frames`; returns how many were handed to the device.
+    @discardableResult
+    public func send(_ frames: [[UInt8]], queue: Int = 0) -> Int {
+        transmit(queue: queue, count: frames.count) { i, buffer in
+            buffer.copyBytes(from: frames[i])
+            return frames[i].count
+        }
+    }
+
+    /// Reclaims completed TX buffers on every queue; returns how many frames completed.
+    @discardableResult
+    public func reclaimTransmitted() -> Int {
+        var n = 0
+        for q in 0..<txQueueCount { n += Int(plugin.ops.check_tx_ring!(plugin.state, UInt32(q))) }
+        return n
+    }
+
+    /// Frames handed to the device and not yet completed.
+    public var transmitsInFlight: Int { plugin.txFIFOs.reduce(0) { $0 + $1.count } }
+
+    /// Waits until TX ring space frees up on `queue` or `timeoutMilliseconds` passes.
+    public func waitForTransmitSpace(queue: Int = 0, timeoutMilliseconds: Int) -> Bool {
+        waitFor(timeoutMilliseconds: timeoutMilliseconds) {
+            self.reclaimTransmitted()
+            return self.configuration.ringSize - 1 - self.plugin.txFIFOs[queue].count >= 32 || self.plugin.txFIFOs[queue].count == 0
+        }
+    }
+
+    /// Waits until every frame sent has completed, up to `timeoutMilliseconds`.
+    public func flush(timeoutMilliseconds: Int) -> Bool {
+        waitFor(timeoutMilliseconds: timeoutMilliseconds) {
+            self.reclaimTransmitted()
+            return self.transmitsInFlight == 0
+        }
+    }
+
+    // MARK: Receive
+
+    /// Receives up to `maxFrames` frames, calling `handler` for each (the bytes are valid only
+    /// during the call). Polls briefly, then sleeps on the interrupt until a frame arrives or
+    /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever). Returns frames handled.
+    @discardableResult
+    public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0, _ handler: (ReceivedFrame) -> Void) -> Int {
+        var n = 0
+        _ = waitFor(timeoutMilliseconds: timeoutMilliseconds) {
+            n = self.pollReceive(maxFrames: maxFrames, handler)
+            self.reclaimTransmitted()
+            return n > 0
+        }
+        return n
+    }
+
+    /// Receives into copies; convenient, not fast.
+    public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0) -> [[UInt8]] {
+        var frames: [[UInt8]] = []
+        receive(maxFrames: maxFrames, timeoutMilliseconds: timeoutMilliseconds) { frames.append(Array($0.bytes)) }
+        return frames
+    }
+
+    private func pollReceive(maxFrames: Int, _ handler: (ReceivedFrame) -> Void) -> Int {
+        var total = 0
+        for q in 0..<rxQueueCount where total < maxFrames {
+            plugin.receivedCount = 0
+            let budget = UInt32(min(maxFrames - total, PluginHost.batchCapacity))
+            let n = Int(plugin.ops.check_rx_ring!(plugin.state, UInt32(q), budget))
+            for i in 0..<n {
+                let id = plugin.receivedIDs[i]
+                if plugin.receivedFlags[i] & UInt16(NPA_RX_FLAG_ERROR) != 0 || Int(plugin.receivedLengths[i]) > plugin.pool.bufferSize {
+                    receiveErrors &+= 1
+                } else {
+                    handler(ReceivedFrame(
+                        bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(plugin.receivedLengths[i])),
+                        queue: q, rssHash: plugin.receivedHashes[i]))
+                    total += 1
+                }
+                plugin.pool.give(id)
+            }
+            if n > 0 { _ = plugin.ops.refill_rx_ring!(plugin.state, UInt32(q)) }
+        }
+        framesReceived &+= UInt64(total)
+        return total
+    }
+
+    /// Polls `condition`, spinning briefly, then sleeping on the interrupt line with the
+    /// vmxnet3 handshake: unmask, re-check, sleep. No wake-up is lost: the device fences between
+    /// publishing a completion and reading the mask, and so do we between unmasking and re-checking.
+    private func waitFor(timeoutMilliseconds: Int, _ condition: () -> Bool) -> Bool {
+        if condition() { return true }
+        if timeoutMilliseconds == 0 { return false }
+        let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
+        while true {
+            for _ in 0..<configuration.spinPolls {
+                cnpa_cpu_relax()
+                if condition() { return true }
+            }
+            _ = plugin.ops.enable_interrupt!(plugin.state, 0)
+            if condition() {
+                _ = plugin.ops.disable_interrupt!(plugin.state, 0)
+                return true
+            }
+            let now = cnpa_monotonic_ns()
+            if now >= deadline {
+                _ = plugin.ops.disable_interrupt!(plugin.state, 0)
+                return false
+            }
+            let remaining = min((deadline - now) / 1_000_000 + 1, 1000)
+            interruptWaits &+= 1
+            _ = interrupt.wait(timeoutMilliseconds: Int32(remaining))
+            _ = plugin.ops.disable_interrupt!(plugin.state, 0)
+            if condition() { return true }
+        }
+    }
+
+    // MARK: Control path: every operation is a register access or command to the host
+
+    /// Changes the vNIC's MAC (MACL, then MACH applies it). Throws `HostRefusal` if policy refuses.
+    public func setMAC(_ newMAC: MACAddress) throws {
+        let b = newMAC.bytes
+        try channel.writeRegister(VMXNET3.Register.macl.rawValue, UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24)
+        try channel.writeRegister(VMXNET3.Register.mach.rawValue, UInt32(b[4]) | UInt32(b[5]) << 8)
+        mac = newMAC
+    }
+
+    /// Sets the receive mode (UPDATE_RX_MODE). Promiscuous needs the host's permission.
+    public func setRxMode(_ mode: VMXNET3.RxMode) throws {
+        let gm = GuestMemory(base: memory.base, size: memory.size)
+        let previous = gm.loadU32(gpa: driverSharedGPA + VMXNET3.DriverShared.rxMode) ?? 0
+        gm.storeU32(gpa: driverSharedGPA + VMXNET3.DriverShared.rxMode, mode.rawValue)
+        do {
+            _ = try channel.command(VMXNET3.Command.updateRxMode.rawValue)
+        } catch {
+            gm.storeU32(gpa: driverSharedGPA + VMXNET3.DriverShared.rxMode, previous)
+            throw error
+        }
+    }
+
+    /// Joins exactly these VLANs (UPDATE_VLAN_FILTERS); VLAN 0 (untagged) is always kept.
+    public func setVLANs(_ vlans: Set<UInt16>) throws {
+        let gm = GuestMemory(base: memory.base, size: memory.size)
+        let table = gm.pointer(gpa: driverSharedGPA + VMXNET3.DriverShared.vlanTable, length: 512)!
+        table.initializeMemory(as: UInt8.self, repeating: 0, count: 512)
+        for v in vlans.union([0]) where v < 4096 {
+            let word = table.advanced(by: Int(v / 32) * 4).assumingMemoryBound(to: UInt32.self)
+            word.pointee |= (UInt32(1) << UInt32(v % 32)).littleEndian
+        }
+        _ = try channel.command(VMXNET3.Command.updateVLANFilters.rawValue)
+    }
+
+    /// Sets the multicast addresses this vNIC accepts (UPDATE_MAC_FILTERS).
+    public func setMulticastFilter(_ macs: [MACAddress]) throws {
+        precondition(macs.count <= 256)
+        let gm = GuestMemory(base: memory.base, size: memory.size)
+        let table = gm.pointer(gpa: multicastTableGPA, length: UInt64(macs.count * 6))!
+        for (i, m) in macs.enumerated() { EthernetFrame.storeMAC(m.value, table, at: i * 6) }
+        gm.storeU32(gpa: driverSharedGPA + VMXNET3.DriverShared.multicastTableLength, UInt32(macs.count * 6))
+        gm.storeU64(gpa: driverSharedGPA + VMXNET3.DriverShared.multicastTablePA, multicastTableGPA)
+        _ = try channel.command(VMXNET3.Command.updateMACFilters.rawValue)
+    }
+
+    /// The link state (GET_LINK).
+    public func linkIsUp() throws -> Bool {
+        try channel.command(VMXNET3.Command.getLink.rawValue) & 1 == 1
+    }
+
+    /// The host's counters for this vNIC (frames, bytes, drops by reason: `drop_<reason>`).
+    public func deviceCounters() throws -> [String: UInt64] {
+        let (reply, _) = try channel.request(.countersRequest)
+        guard case .countersReply(let counters) = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
+        var out: [String: UInt64] = [:]
+        for c in counters { out[c.name] = c.value }
+        return out
+    }
+
+    /// Drops by reason as the host's device reports them (only reasons with a non-zero count).
+    public func dropCounts() throws -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for (k, v) in try deviceCounters() where k.hasPrefix("drop_") && v > 0 { out[String(k.dropFirst(5))] = v }
+        if receiveErrors > 0 { out["rx_error", default: 0] += receiveErrors }
+        return out
+    }
+
+    /// Raw register access for tools and tests: one BAR1 write / read.
+    public func writeRegister(_ register: VMXNET3.Register, _ value: UInt32) throws -> UInt32 {
+        try channel.writeRegister(register.rawValue, value)
+    }
+
+    /// Test hook: the guest memory region, so tests can play a hostile guest writing its rings.
+    public var guestMemoryForTesting: GuestMemory { GuestMemory(base: memory.base, size: memory.size) }
+    public var queueTableGPAForTesting: UInt64 { queueTableGPA }
+
+    /// Detaches cleanly: the host tears the vNIC down.
+    public func detach() {
+        guard !detached else { return }
+        detached = true
+        try? channel.socket.send(ControlMessage.detach.encode())
+    }
+
+    deinit {
+        detach()
+        txBatch.deallocate()
+    }
+}
