@@ -22,7 +22,7 @@ public final class VirtualNIC {
         public var txQueues: Int = 2
         public var rxQueues: Int = 2
         /// Descriptors per ring (power of two, 32...4096).
-        public var ringSize: Int = 512
+        public var ringSize: Int = 1024
         /// Bytes per buffer; a frame must fit in one.
         public var bufferSize: Int = 2048
         public var mtu: Int = 1500
@@ -397,6 +397,23 @@ public final class VirtualNIC {
         var out: [String: UInt64] = [:]
         for c in counters { out[c.name] = c.value }
         return out
+    }
+
+    /// The host's vNIC table (what `npa status` shows).
+    public func hostStatus() throws -> StatusReport {
+        let (reply, _) = try channel.request(.statusRequest)
+        guard case .statusReply(let json) = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
+        return try StatusReport.decode(json)
+    }
+
+    /// Waits until a vNIC with `peer` as its MAC is attached to the host (or the timeout passes).
+    public func waitForPeer(_ peer: MACAddress, timeoutMilliseconds: Int) throws -> Bool {
+        let deadline = cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
+        while cnpa_monotonic_ns() < deadline {
+            if try hostStatus().vnics.contains(where: { $0.mac == peer.description && $0.state == "active" }) { return true }
+            _ = interrupt.wait(timeoutMilliseconds: 20)
+        }
+        return false
     }
 
     /// Drops by reason as the host's device reports them (only reasons with a non-zero count).

@@ -31,3 +31,14 @@ public enum EngineThread {
 
     public static func setCurrentName(_ name: String) { cnpa_set_thread_name(name) }
 }
+
+extension EngineThread {
+    /// CPU time another thread of this process has consumed, in nanoseconds (0 if unknown).
+    public static func cpuNanoseconds(of thread: pthread_t) -> UInt64 {
+        var clock = clockid_t()
+        guard pthread_getcpuclockid(thread, &clock) == 0 else { return 0 }
+        var ts = timespec()
+        guard clock_gettime(clock, &ts) == 0 else { return 0 }
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

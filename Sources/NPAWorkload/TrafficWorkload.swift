@@ -1,0 +1,241 @@
+import CNPAShim
+import Glibc
+import NPAControlProtocol
+import NPAShell
+import NPASystem
+
+/// The traffic workloads `npa guest` runs (send, recv, echo, duplex), as plain functions over
+/// the guest API so tests and the demo run exactly what a user runs.
+public struct TrafficWorkload {
+    public var count: Int
+    public var frameBytes: Int = 1514
+    /// Frames per second to offer; nil sends as fast as the ring allows.
+    public var rate: Double?
+    public var flows: Int = 1
+    public var timeoutSeconds: Double = 30
+
+    public init(count: Int, frameBytes: Int = 1514, rate: Double? = nil, flows: Int = 1, timeoutSeconds: Double = 30) {
+        self.count = count
+        self.frameBytes = frameBytes
+        self.rate = rate
+        self.flows = max(1, flows)
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    /// Validates the parameters; the message says what is wrong.
+    public func validate() throws {
+        struct Invalid: Error, CustomStringConvertible { let description: String }
+        guard count >= 0 else { throw Invalid(description: "--count must be at least 0") }
+        guard (TrafficFrame.minimumLength...TrafficFrame.maximumLength).contains(frameBytes) else {
+            throw Invalid(description: "--size must be \(TrafficFrame.minimumLength)...\(TrafficFrame.maximumLength) bytes")
+        }
+        guard (1...1024).contains(flows) else { throw Invalid(description: "--flows must be 1...1024") }
+        if let rate, rate <= 0 { throw Invalid(description: "--rate must be positive") }
+        guard timeoutSeconds > 0 else { throw Invalid(description: "--timeout must be positive") }
+    }
+
+    private struct Sender {
+        let destination: MACAddress
+        let workload: TrafficWorkload
+        var sequences: [UInt64]
+        var sent = 0
+        var nextFlow = 0
+        let start = cnpa_monotonic_ns()
+
+        init(destination: MACAddress, workload: TrafficWorkload) {
+            self.destination = destination
+            self.workload = workload
+            sequences = [UInt64](repeating: 0, count: workload.flows)
+        }
+
+        var done: Bool { sent >= workload.count }
+
+        /// Milliseconds until the rate allows the next burst (0 when it already does).
+        var millisecondsUntilNextBurst: Int {
+            guard let rate = workload.rate else { return 0 }
+            let due = start + UInt64(Double(sent + min(32, workload.count - sent) - 1) / rate * 1e9)
+            let now = cnpa_monotonic_ns()
+            return due > now ? Int((due - now) / 1_000_000) : 0
+        }
+
+        /// Sends one burst (one flow, up to 32 frames, paced by the rate); returns frames sent.
+        mutating func step(_ nic: VirtualNIC) -> Int {
+            var burst = min(32, workload.count - sent)
+            if let rate = workload.rate {
+                let elapsed = Double(cnpa_monotonic_ns() - start) / 1e9
+                burst = min(burst, Int(rate * elapsed) + 1 - sent)
+                if burst <= 0 { return 0 }
+            }
+            let flow = nextFlow
+            let queue = flow % nic.txQueueCount
+            let perFlow = (workload.count + workload.flows - 1) / workload.flows
+            burst = min(burst, perFlow - Int(sequences[flow]))
+            let source = nic.mac
+            let first = sequences[flow]
+            let size = workload.frameBytes
+            let dst = destination
+            let n = nic.transmit(queue: queue, count: burst) { i, buffer in
+                TrafficFrame.write(into: buffer, destination: dst, source: source, flow: UInt32(flow), sequence: first + UInt64(i), length: size)
+            }
+            sequences[flow] += UInt64(n)
+            sent += n
+            // Round-robin over flows that still have frames to send.
+            if n == burst || burst == 0 {
+                for _ in 0..<workload.flows {
+                    nextFlow = (nextFlow + 1) % workload.flows
+                    if Int(sequences[nextFlow]) < perFlow { break }
+                }
+            }
+            return n
+        }
+    }
+
+    private func finish(_ s: inout TrafficSummary, nic: VirtualNIC, start: UInt64, cpuStart: UInt64, frames: Int) {
+        s.seconds = Double(cnpa_monotonic_ns() - start) / 1e9
+        s.cpuSeconds = Double(Clock.threadCPUNanoseconds() - cpuStart) / 1e9
+        s.frameBytes = frameBytes
+        if s.seconds > 0 {
+            s.mpps = Double(frames) / s.seconds / 1e6
+            s.gbps = Double(frames) * Double(frameBytes) * 8 / s.seconds / 1e9
+        }
+        s.dropped = (try? nic.dropCounts()) ?? [:]
+        s.doorbellKicks = nic.doorbellKicks
+        s.interruptWaits = nic.interruptWaits
+    }
+
+    /// Sends `count` frames to `destination`; waits until the device completed them all.
+    public func send(_ nic: VirtualNIC, to destination: MACAddress) -> TrafficSummary {
+        var s = TrafficSummary(role: "send")
+        let start = cnpa_monotonic_ns()
+        let cpu = Clock.threadCPUNanoseconds()
+        let deadline = start + UInt64(timeoutSeconds * 1e9)
+        var sender = Sender(destination: destination, workload: self)
+        while !sender.done && cnpa_monotonic_ns() < deadline {
+            if sender.step(nic) == 0 {
+                let wait = sender.millisecondsUntilNextBurst
+                if rate != nil {
+                    nic.reclaimTransmitted()
+                    usleep(UInt32(max(50, min(wait, 100) * 1000)))  // pacing, not synchronisation
+                } else {
+                    _ = nic.waitForTransmitSpace(queue: 0, timeoutMilliseconds: 10)
+                }
+            }
+        }
+        _ = nic.flush(timeoutMilliseconds: 10_000)
+        s.sent = sender.sent
+        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent)
+        return s
+    }
+
+    /// Receives until `count` distinct frames arrived or the timeout passed, verifying each.
+    public func receive(_ nic: VirtualNIC) -> TrafficSummary {
+        var s = TrafficSummary(role: "recv")
+        var verifier = FlowVerifier(total: count, flows: flows)
+        let start = cnpa_monotonic_ns()
+        let cpu = Clock.threadCPUNanoseconds()
+        let deadline = start + UInt64(timeoutSeconds * 1e9)
+        var firstFrame: UInt64 = 0
+        while verifier.unique < count {
+            let now = cnpa_monotonic_ns()
+            if now >= deadline { break }
+            nic.receive(maxFrames: 256, timeoutMilliseconds: Int(min(1000, (deadline - now) / 1_000_000 + 1))) { frame in
+                if let (flow, seq) = TrafficFrame.parse(frame.bytes) { verifier.record(flow: flow, sequence: seq) } else { verifier.recordInvalid() }
+            }
+            if firstFrame == 0 && verifier.unique > 0 { firstFrame = cnpa_monotonic_ns() }
+        }
+        s.received = verifier.unique
+        s.duplicates = verifier.duplicates
+        s.outOfOrder = verifier.outOfOrder
+        s.invalid = verifier.invalid
+        s.lost = count - verifier.unique
+        finish(&s, nic: nic, start: firstFrame == 0 ? start : firstFrame, cpuStart: cpu, frames: s.received)
+        return s
+    }
+
+    /// Sends every frame received back to its source, `count` times or until the timeout.
+    public func echo(_ nic: VirtualNIC) -> TrafficSummary {
+        var s = TrafficSummary(role: "echo")
+        let start = cnpa_monotonic_ns()
+        let cpu = Clock.threadCPUNanoseconds()
+        let deadline = start + UInt64(timeoutSeconds * 1e9)
+        let own = nic.mac
+        var pending: [[UInt8]] = []
+        while (count == 0 || s.sent < count) && cnpa_monotonic_ns() < deadline {
+            pending.removeAll(keepingCapacity: true)
+            nic.receive(maxFrames: 64, timeoutMilliseconds: 200) { frame in
+                var bytes = Array(frame.bytes)
+                guard bytes.count >= 14 else { return }
+                for i in 0..<6 { bytes[i] = bytes[6 + i] }
+                for (i, b) in own.bytes.enumerated() { bytes[6 + i] = b }
+                pending.append(bytes)
+            }
+            s.received += pending.count
+            var offset = 0
+            while offset < pending.count && cnpa_monotonic_ns() < deadline {
+                let n = nic.send(Array(pending[offset...]))
+                offset += n
+                s.sent += n
+                if n == 0 { _ = nic.waitForTransmitSpace(timeoutMilliseconds: 10) }
+            }
+        }
+        _ = nic.flush(timeoutMilliseconds: 10_000)
+        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent)
+        return s
+    }
+
+    /// Sends `count` frames to `peer` while receiving `count` from it, verifying them.
+    /// Sending starts once the peer is attached (checked every 20 ms through the host's status);
+    /// receiving starts at once, so the peer's first frames find buffers.
+    public func duplex(_ nic: VirtualNIC, peer: MACAddress) -> TrafficSummary {
+        var s = TrafficSummary(role: "duplex")
+        var verifier = FlowVerifier(total: count, flows: flows)
+        var start = cnpa_monotonic_ns()
+        let cpu = Clock.threadCPUNanoseconds()
+        var deadline = start + UInt64(timeoutSeconds * 1e9)
+        var sender: Sender?
+        var lastPeerCheck: UInt64 = 0
+        while verifier.unique < count || sender?.done != true {
+            let now = cnpa_monotonic_ns()
+            if now >= deadline { break }
+            if sender == nil, now - lastPeerCheck > 20_000_000 {
+                lastPeerCheck = now
+                let present = (try? nic.hostStatus().vnics.contains { $0.mac == peer.description && $0.state == "active" }) ?? false
+                if present {
+                    sender = Sender(destination: peer, workload: self)
+                    start = cnpa_monotonic_ns()
+                    deadline = start + UInt64(timeoutSeconds * 1e9)
+                }
+            }
+            guard var active = sender else {
+                nic.receive(maxFrames: 256, timeoutMilliseconds: 5) { frame in
+                    if let (flow, seq) = TrafficFrame.parse(frame.bytes) { verifier.record(flow: flow, sequence: seq) } else { verifier.recordInvalid() }
+                }
+                continue
+            }
+            defer { sender = active }
+            var progressed = false
+            if !active.done { progressed = active.step(nic) > 0 }
+            // Between paced bursts, sleep on the receive interrupt rather than spin.
+            let idle = active.done ? 100 : (progressed ? 0 : active.millisecondsUntilNextBurst)
+            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: idle) { frame in
+                if let (flow, seq) = TrafficFrame.parse(frame.bytes) { verifier.record(flow: flow, sequence: seq) } else { verifier.recordInvalid() }
+            }
+            if !progressed && n == 0 && !active.done {
+                if rate != nil {
+                    usleep(50)  // pacing below a millisecond: yield the core instead of spinning
+                } else {
+                    _ = nic.waitForTransmitSpace(timeoutMilliseconds: 1)
+                }
+            }
+        }
+        _ = nic.flush(timeoutMilliseconds: 10_000)
+        s.sent = sender?.sent ?? 0
+        s.received = verifier.unique
+        s.duplicates = verifier.duplicates
+        s.outOfOrder = verifier.outOfOrder
+        s.invalid = verifier.invalid
+        s.lost = count - verifier.unique
+        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent + s.received)
+        return s
+    }
+}

@@ -1,0 +1,135 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NPAControlProtocol
+import NPAHost
+import NPASystem
+import NPAWorkload
+
+/// `npa demo`: the main job on the built-in path. Starts a host in this process, attaches four
+/// guests as separate `npa guest` processes, runs paced traffic both ways between two pairs
+/// (1514-byte and 64-byte frames), then prints what each guest verified and the host's counters.
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start a host, attach guests in separate processes, run traffic both ways, print counters and throughput.")
+
+    @Option(help: "Frames each guest sends (and expects back) per pair.")
+    var frames: Int = 200_000
+
+    @Option(help: "Offered rate per guest in frames per second.")
+    var rate: Double = 150_000
+
+    @Flag(help: "Print the results as one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard frames >= 1 else { throw ValidationError("--frames must be at least 1") }
+        guard rate > 0 else { throw ValidationError("--rate must be positive") }
+    }
+
+    struct GuestSpec {
+        let name: String
+        let mac: String
+        let peer: String
+        let size: Int
+    }
+
+    func run() throws {
+        let socket = NSTemporaryDirectory() + "npa-demo-\(getpid()).sock"
+        var logger = Logger(label: "npa.demo.host")
+        logger.logLevel = .warning
+        var config = HostConfiguration()
+        config.uplink = .counting
+        let daemon = try HostDaemon(socketPath: socket, configuration: config, logger: logger)
+        let hostThread = EngineThread.start(name: "npa-host") {
+            do { try daemon.run() } catch { print("host failed: \(error)") }
+        }
+        defer {
+            daemon.stop()
+            EngineThread.join(hostThread)
+        }
+        let specs = [
+            GuestSpec(name: "alpha", mac: "02:00:00:00:00:0a", peer: "02:00:00:00:00:0b", size: 1514),
+            GuestSpec(name: "beta", mac: "02:00:00:00:00:0b", peer: "02:00:00:00:00:0a", size: 1514),
+            GuestSpec(name: "gamma", mac: "02:00:00:00:00:0c", peer: "02:00:00:00:00:0d", size: 64),
+            GuestSpec(name: "delta", mac: "02:00:00:00:00:0d", peer: "02:00:00:00:00:0c", size: 64),
+        ]
+        if !json {
+            print("NPA-Swift demo: host in this process at \(socket), \(specs.count) guests in separate processes")
+            print("traffic: duplex pairs alpha<->beta (1514 B) and gamma<->delta (64 B), \(frames) frames each way, \(Int(rate)) frames/s offered per guest\n")
+        }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let hostCPUStart = EngineThread.cpuNanoseconds(of: hostThread)
+        let wallStart = Clock.monotonicNanoseconds()
+        var running: [(GuestSpec, Process, Pipe, Pipe)] = []
+        for spec in specs {
+            let p = Process()
+            p.executableURL = executable
+            p.arguments = [
+                "guest", "duplex", "--host", socket, "--name", spec.name, "--mac", spec.mac, "--to", spec.peer,
+                "--count", "\(frames)", "--size", "\(spec.size)", "--rate", "\(rate)", "--flows", "4", "--timeout", "60",
+                "--json", "--hold",
+            ]
+            let out = Pipe()
+            let input = Pipe()
+            p.standardOutput = out
+            p.standardInput = input
+            try p.run()
+            running.append((spec, p, out, input))
+        }
+        var summaries: [(GuestSpec, TrafficSummary)] = []
+        for (spec, process, out, _) in running {
+            guard let line = readSummaryLine(out.fileHandleForReading), let summary = try? TrafficSummary.decode(line) else {
+                process.waitUntilExit()
+                throw ValidationError("guest \(spec.name) exited (status \(process.terminationStatus)) without a summary")
+            }
+            summaries.append((spec, summary))
+        }
+        let wallSeconds = Double(Clock.monotonicNanoseconds() - wallStart) / 1e9
+        let hostCPU = Double(EngineThread.cpuNanoseconds(of: hostThread) - hostCPUStart) / 1e9
+        // Every guest has finished and is holding its vNIC: read the host's counters now.
+        let status = try fetchStatus(socket: socket)
+        for (_, process, _, input) in running {
+            try? input.fileHandleForWriting.close()
+            process.waitUntilExit()
+        }
+        if json {
+            print(demoJSON(summaries, status: status, hostCPU: hostCPU, wallSeconds: wallSeconds))
+            return
+        }
+        var rows = [["guest", "frame B", "sent", "received", "lost", "dup", "out of order", "Mpps", "Gbit/s", "guest CPU s", "drops"]]
+        for (spec, s) in summaries {
+            rows.append([
+                spec.name, "\(spec.size)", "\(s.sent)", "\(s.received)", "\(s.lost)", "\(s.duplicates)", "\(s.outOfOrder)",
+                String(format: "%.3f", s.mpps), String(format: "%.3f", s.gbps), String(format: "%.2f", s.cpuSeconds),
+                s.dropped.isEmpty ? "-" : s.dropped.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
+            ])
+        }
+        print("What each guest verified (Mpps and Gbit/s count frames sent plus frames received):")
+        print(StatusTable.table(rows))
+        print("\nThe host's vNIC counters (device emulation):")
+        print(StatusTable.render(status))
+        print(String(format: "\nhost engine thread CPU: %.2f s over %.2f s wall", hostCPU, wallSeconds))
+        let lost = summaries.reduce(0) { $0 + $1.1.lost }
+        let dropped = summaries.reduce(UInt64(0)) { $0 + $1.1.dropped.values.reduce(0, +) }
+        print(lost == 0 ? "every frame sent was received exactly once, in order per flow"
+              : "\(lost) frames not received; the receiving vNICs counted \(dropped) drops with a reason (see above)")
+    }
+
+    /// Reads lines from a guest's stdout until its JSON summary (the line with "role").
+    private func readSummaryLine(_ handle: FileHandle) -> String? {
+        var buffer = Data()
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { return nil }
+            buffer.append(chunk)
+            let text = String(decoding: buffer, as: UTF8.self)
+            for line in text.split(separator: "\n") where line.contains("\"role\"") { return String(line) }
+        }
+    }
+
+    private func demoJSON(_ summaries: [(GuestSpec, TrafficSummary)], status: StatusReport, hostCPU: Double, wallSeconds: Double) -> String {
+        let guests = summaries.map { "\"\($0.0.name)\":\($0.1.json())" }.joined(separator: ",")
+        return "{\"guests\":{\(guests)},\"host\":\(status.json()),\"host_cpu_seconds\":\(hostCPU),\"wall_seconds\":\(wallSeconds)}"
+    }
+}

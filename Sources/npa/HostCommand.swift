@@ -1,0 +1,60 @@
+import ArgumentParser
+import CNPAShim
+import Foundation
+import Glibc
+import Logging
+import NPAHost
+
+nonisolated(unsafe) private var stopDescriptor: Int32 = -1
+
+struct Host: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a host daemon in the foreground (SIGINT/SIGTERM stop it and remove the socket).")
+
+    @Option(help: "Path of the control socket guests attach to.")
+    var socket: String = "/tmp/npa.sock"
+
+    @Option(help: "YAML configuration file (see --example-config).")
+    var config: String?
+
+    @Flag(help: "Print a commented example configuration and exit.")
+    var exampleConfig = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() throws {
+        if exampleConfig {
+            print(HostConfiguration.example)
+            return
+        }
+        let configuration = try loadConfiguration(config)
+        var logger = Logger(label: "npa.host")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger)
+        stopDescriptor = daemon.stopDescriptor
+        let handler: @convention(c) (Int32) -> Void = { _ in _ = cnpa_eventfd_signal(stopDescriptor) }
+        signal(SIGINT, handler)
+        signal(SIGTERM, handler)
+        try daemon.run()
+    }
+}
+
+/// Loads a host configuration file; errors name the file and line.
+func loadConfiguration(_ path: String?) throws -> HostConfiguration {
+    guard let path else { return HostConfiguration() }
+    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        throw ValidationError("\(path): cannot read the configuration file")
+    }
+    do {
+        return try HostConfiguration.parse(yaml: text, file: path)
+    } catch let error as HostConfiguration.LoadError {
+        throw ValidationError(error.description)
+    }
+}
