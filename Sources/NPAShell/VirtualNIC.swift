@@ -432,6 +432,11 @@ public final class VirtualNIC {
     /// Test hook: the guest memory region, so tests can play a hostile guest writing its rings.
     public var guestMemoryForTesting: GuestMemory { GuestMemory(base: memory.base, size: memory.size) }
     public var queueTableGPAForTesting: UInt64 { queueTableGPA }
+    /// Test hook: the register page (doorbells, interrupt masks) as the guest maps it.
+    public var registerPageForTesting: UnsafeMutableRawPointer { registers.base }
+    /// Test hook: rings the doorbell eventfd unconditionally, as a guest that ignores the
+    /// device's sleep flag would.
+    public func kickForTesting() { doorbell.signal() }
 
     /// Detaches cleanly: the host tears the vNIC down.
     public func detach() {

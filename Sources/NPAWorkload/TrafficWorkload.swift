@@ -12,10 +12,13 @@ public struct TrafficWorkload {
     /// Frames per second to offer; nil sends as fast as the ring allows.
     public var rate: Double?
     public var flows: Int = 1
+    /// The first flow id this sender uses, so several senders to one receiver use disjoint flows.
+    public var flowBase: Int = 0
     public var timeoutSeconds: Double = 30
 
-    public init(count: Int, frameBytes: Int = 1514, rate: Double? = nil, flows: Int = 1, timeoutSeconds: Double = 30) {
+    public init(count: Int, frameBytes: Int = 1514, rate: Double? = nil, flows: Int = 1, flowBase: Int = 0, timeoutSeconds: Double = 30) {
         self.count = count
+        self.flowBase = flowBase
         self.frameBytes = frameBytes
         self.rate = rate
         self.flows = max(1, flows)
@@ -30,6 +33,7 @@ public struct TrafficWorkload {
             throw Invalid(description: "--size must be \(TrafficFrame.minimumLength)...\(TrafficFrame.maximumLength) bytes")
         }
         guard (1...1024).contains(flows) else { throw Invalid(description: "--flows must be 1...1024") }
+        guard (0...(1 << 20)).contains(flowBase) else { throw Invalid(description: "--flow-base must be 0...1048576") }
         if let rate, rate <= 0 { throw Invalid(description: "--rate must be positive") }
         guard timeoutSeconds > 0 else { throw Invalid(description: "--timeout must be positive") }
     }
@@ -74,8 +78,9 @@ public struct TrafficWorkload {
             let first = sequences[flow]
             let size = workload.frameBytes
             let dst = destination
+            let base = workload.flowBase
             let n = nic.transmit(queue: queue, count: burst) { i, buffer in
-                TrafficFrame.write(into: buffer, destination: dst, source: source, flow: UInt32(flow), sequence: first + UInt64(i), length: size)
+                TrafficFrame.write(into: buffer, destination: dst, source: source, flow: UInt32(base + flow), sequence: first + UInt64(i), length: size)
             }
             sequences[flow] += UInt64(n)
             sent += n

@@ -53,6 +53,9 @@ struct Guest: ParsableCommand {
     @Option(help: "Flows (each with its own sequence numbers and UDP source port).")
     var flows: Int = 1
 
+    @Option(help: "send: the first flow id (several senders to one receiver use disjoint flows).")
+    var flowBase: Int = 0
+
     @Option(help: "Give up after this many seconds.")
     var timeout: Double = 30
 
@@ -66,7 +69,7 @@ struct Guest: ParsableCommand {
     var hold = false
 
     var traffic: TrafficWorkload {
-        TrafficWorkload(count: count, frameBytes: size, rate: rate, flows: flows, timeoutSeconds: timeout)
+        TrafficWorkload(count: count, frameBytes: size, rate: rate, flows: flows, flowBase: flowBase, timeoutSeconds: timeout)
     }
 
     func validate() throws {

@@ -1,0 +1,90 @@
+import NPAControlProtocol
+import Testing
+
+@Suite struct ControlProtocolTests {
+    static let samples: [ControlMessage] = [
+        .attach(.init(name: "alpha", mac: MACAddress("02:00:00:00:00:0a"), interruptVectors: 1)),
+        .attach(.init(name: "beta", mac: nil, interruptVectors: 3)),
+        .attached(.init(vnicID: 7, mac: MACAddress(value: 0x0200_0000_0001), maxTxQueues: 4, maxRxQueues: 2)),
+        .registerWrite(bar: 1, offset: 0x20, value: 0xCAFE_0000),
+        .registerRead(bar: 1, offset: 0x28),
+        .registerResult(status: 3, value: 1, message: "refused by policy"),
+        .statusRequest,
+        .statusReply(json: "{\"vnics\":[]}"),
+        .countersRequest,
+        .countersReply([.init("tx_frames", 5), .init("drop_no_buffers", 1)]),
+        .detach,
+        .error(code: 1, message: "malformed"),
+    ]
+
+    @Test(arguments: samples)
+    func everyMessageRoundTrips(_ message: ControlMessage) throws {
+        #expect(try ControlMessage.parse(message.encode()) == message)
+    }
+
+    @Test func truncatedMessagesAreRejectedNotTrapped() {
+        for message in Self.samples {
+            let bytes = message.encode()
+            for cut in 0..<bytes.count {
+                #expect(throws: ProtocolError.self) { try ControlMessage.parse(Array(bytes[0..<cut])) }
+            }
+        }
+    }
+
+    @Test func headerIsCheckedField_by_field() {
+        var bytes = ControlMessage.statusRequest.encode()
+        bytes[0] ^= 0xFF
+        #expect(throws: ProtocolError("bad magic")) { try ControlMessage.parse(bytes) }
+        bytes = ControlMessage.statusRequest.encode()
+        bytes[4] = 9
+        #expect(throws: ProtocolError.self) { try ControlMessage.parse(bytes) }
+        bytes = ControlMessage.statusRequest.encode()
+        bytes[6] = 200
+        #expect(throws: ProtocolError("unknown message type 200")) { try ControlMessage.parse(bytes) }
+        bytes = ControlMessage.statusRequest.encode() + [0]
+        #expect(throws: ProtocolError.self) { try ControlMessage.parse(bytes) }
+    }
+
+    /// A deterministic fuzz: random mutations of valid messages and random bytes never trap.
+    @Test func randomBytesNeverTrapTheParser() {
+        var rng = SplitMix(seed: 0x5EED)
+        var parsed = 0
+        for i in 0..<20_000 {
+            var bytes: [UInt8]
+            if i % 2 == 0 {
+                bytes = Self.samples[Int(rng.next() % UInt64(Self.samples.count))].encode()
+                for _ in 0..<Int(rng.next() % 4 + 1) where !bytes.isEmpty {
+                    bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next())
+                }
+            } else {
+                bytes = (0..<Int(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            }
+            if (try? ControlMessage.parse(bytes)) != nil { parsed += 1 }
+        }
+        #expect(parsed < 20_000)
+    }
+
+    @Test func macAddressesParseAndPrint() {
+        let mac = MACAddress("02:AB:cd:00:10:ff")
+        #expect(mac?.description == "02:ab:cd:00:10:ff")
+        #expect(mac?.isUnicast == true)
+        #expect(MACAddress("01:00:5e:00:00:01")?.isMulticast == true)
+        #expect(MACAddress.broadcast.isBroadcast)
+        #expect(MACAddress("02:00:00:00:00") == nil)
+        #expect(MACAddress("zz:00:00:00:00:00") == nil)
+        #expect(MACAddress("002:00:00:00:00:00") == nil)
+    }
+}
+
+/// A small deterministic generator for fuzz-style tests.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

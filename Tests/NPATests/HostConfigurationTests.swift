@@ -1,0 +1,44 @@
+import NPAControlProtocol
+import NPAHost
+import Testing
+
+@Suite struct HostConfigurationTests {
+    @Test func theExampleConfigurationParses() throws {
+        let config = try HostConfiguration.parse(yaml: HostConfiguration.example, file: "example.yaml")
+        #expect(config.maxQueuesPerVNIC == 4)
+        #expect(config.uplink == .none)
+        let alpha = config.policy(forGuest: "alpha")
+        #expect(alpha.allowedMACs == [MACAddress("02:00:00:00:00:0a")!])
+        #expect(alpha.allowedVLANs == [0, 10])
+        #expect(alpha.allowPromiscuous)
+        #expect(config.policy(forGuest: "other") == config.defaultPolicy)
+        #expect(config.defaultPolicy.allowedMACs == nil)
+    }
+
+    @Test(arguments: [
+        ("max_queues: 9\n", "host.yaml:1: max_queues must be an integer from 1 to 8"),
+        ("uplink: wire\n", "host.yaml:1: uplink must be one of: none, counting"),
+        ("colour: blue\n", "host.yaml:1: unknown key 'colour' (known: max_queues, uplink, idle_passes, default_policy, guests)"),
+        ("guests:\n  a:\n    macs: [\"01:00:5e:00:00:01\"]\n", "host.yaml:3: guests.a.macs: '01:00:5e:00:00:01' is not a unicast MAC like 02:00:00:00:00:01"),
+        ("guests:\n  a:\n    vlans: [5000]\n", "host.yaml:3: guests.a.vlans: '5000' is not a VLAN ID from 0 to 4094"),
+        ("default_policy:\n  promiscuous: maybe\n", "host.yaml:2: default_policy.promiscuous must be true or false"),
+    ])
+    func badConfigurationNamesFileAndLine(_ yaml: String, _ expected: String) {
+        do {
+            _ = try HostConfiguration.parse(yaml: yaml, file: "host.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)" == expected)
+        }
+    }
+
+    @Test func invalidYAMLIsOneLine() {
+        do {
+            _ = try HostConfiguration.parse(yaml: "guests: [a\n", file: "x.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)".hasPrefix("x.yaml: not valid YAML"))
+            #expect(!"\(error)".contains("\n"))
+        }
+    }
+}
