@@ -176,6 +176,9 @@ public final class VirtualNIC {
             gm.storeU32(gpa: d + VMXNET3.RxQueueDesc.rxRingSize0, r.ring_size)
             gm.storeU32(gpa: d + VMXNET3.RxQueueDesc.compRingSize, r.ring_size)
         }
+        // Post RX buffers before ACTIVATE, as the Linux driver does, so that the first frame
+        // addressed to us after activation finds a buffer.
+        for q in 0..<rx.count { _ = plugin.ops.refill_rx_ring!(plugin.state, UInt32(q)) }
         try channel.writeRegister(VMXNET3.Register.vrrs.rawValue, 1)
         try channel.writeRegister(VMXNET3.Register.uvrs.rawValue, 1)
         try channel.writeRegister(VMXNET3.Register.dsal.rawValue, UInt32(truncatingIfNeeded: ds))
@@ -187,7 +190,6 @@ public final class VirtualNIC {
             throw AttachError.activationFailed(refusal.message)
         }
         _ = try channel.command(VMXNET3.Command.updateRxMode.rawValue)
-        for q in 0..<rx.count { _ = plugin.ops.refill_rx_ring!(plugin.state, UInt32(q)) }
     }
 
     // MARK: Transmit

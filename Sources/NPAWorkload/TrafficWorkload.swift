@@ -132,21 +132,25 @@ public struct TrafficWorkload {
         return s
     }
 
-    /// Receives until `count` distinct frames arrived or the timeout passed, verifying each.
-    public func receive(_ nic: VirtualNIC) -> TrafficSummary {
+    /// Receives until `count` distinct frames arrived, the timeout passed, or `shouldStop` says
+    /// so (checked between bursts; frames already in the ring are still taken), verifying each.
+    public func receive(_ nic: VirtualNIC, shouldStop: () -> Bool = { false }) -> TrafficSummary {
         var s = TrafficSummary(role: "recv")
         var verifier = FlowVerifier(total: count, flows: flows)
         let start = cnpa_monotonic_ns()
         let cpu = Clock.threadCPUNanoseconds()
         let deadline = start + UInt64(timeoutSeconds * 1e9)
         var firstFrame: UInt64 = 0
+        var stopping = false
         while verifier.unique < count {
             let now = cnpa_monotonic_ns()
             if now >= deadline { break }
-            nic.receive(maxFrames: 256, timeoutMilliseconds: Int(min(1000, (deadline - now) / 1_000_000 + 1))) { frame in
+            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: stopping ? 0 : Int(min(100, (deadline - now) / 1_000_000 + 1))) { frame in
                 if let (flow, seq) = TrafficFrame.parse(frame.bytes) { verifier.record(flow: flow, sequence: seq) } else { verifier.recordInvalid() }
             }
             if firstFrame == 0 && verifier.unique > 0 { firstFrame = cnpa_monotonic_ns() }
+            if stopping && n == 0 { break }
+            if !stopping && shouldStop() { stopping = true }
         }
         s.received = verifier.unique
         s.duplicates = verifier.duplicates

@@ -65,6 +65,9 @@ struct Guest: ParsableCommand {
     @Flag(help: "Print the summary as one JSON object.")
     var json = false
 
+    @Flag(help: "recv: also stop (after taking what is already in the ring) when standard input reaches end of file.")
+    var untilEof = false
+
     @Flag(help: "After the workload, stay attached until standard input closes (lets a caller read the host's counters first).")
     var hold = false
 
@@ -112,11 +115,12 @@ struct Guest: ParsableCommand {
         }
         if workload == .recv || workload == .echo {
             print(json ? "{\"attached\":\"\(nic.mac)\"}" : "attached as \(nic.mac)")
+            fflush(nil)  // whoever waits for this line is usually reading a pipe
         }
         let summary: TrafficSummary
         switch workload {
         case .send: summary = traffic.send(nic, to: peer!)
-        case .recv: summary = traffic.receive(nic)
+        case .recv: summary = traffic.receive(nic, shouldStop: { untilEof && standardInputClosed() })
         case .echo: summary = traffic.echo(nic)
         case .duplex: summary = traffic.duplex(nic, peer: peer!)
         }
@@ -126,4 +130,12 @@ struct Guest: ParsableCommand {
             while readLine() != nil {}
         }
     }
+}
+
+/// True once standard input has reached end of file (checked without blocking).
+func standardInputClosed() -> Bool {
+    var pfd = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
+    guard poll(&pfd, 1, 0) > 0 else { return false }
+    var byte: UInt8 = 0
+    return read(0, &byte, 1) == 0
 }

@@ -42,6 +42,12 @@ struct Host: ParsableCommand {
         let handler: @convention(c) (Int32) -> Void = { _ in _ = cnpa_eventfd_signal(stopDescriptor) }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
+        // A parent may have started us with these blocked (the mask is inherited); unblock them.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         try daemon.run()
     }
 }

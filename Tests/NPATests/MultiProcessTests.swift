@@ -1,0 +1,145 @@
+import Foundation
+import NPAControlProtocol
+import NPAHost
+import NPAShell
+import NPAWorkload
+import Testing
+
+/// The small real multi-process tier: guests are `npa guest` processes, as a user runs them.
+@Suite(.serialized) struct MultiProcessTests {
+    func summary(_ output: String) throws -> TrafficSummary {
+        let line = output.split(separator: "\n").last { $0.contains("\"role\"") }.map(String.init) ?? ""
+        return try TrafficSummary.decode(line)
+    }
+
+    @Test func atARateTheReceiverKeepsUpWithEveryFrameArrivesOnceInOrder() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:00:02",
+                                   "--count", "4000", "--flows", "2", "--timeout", "120", "--json"])
+        #expect(recv.line(containing: "attached") != nil)
+        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:00:01",
+                                   "--to", "02:00:00:00:00:02", "--count", "4000", "--flows", "2", "--rate", "20000", "--json"])
+        let s = try summary(send.finish().stdout)
+        let r = try summary(recv.finish().stdout)
+        #expect(s.sent == 4000)
+        #expect(r.received == 4000)
+        #expect(r.lost == 0)
+        #expect(r.duplicates == 0)
+        #expect(r.outOfOrder == 0)
+        #expect(r.invalid == 0)
+        #expect(r.dropped.isEmpty)
+    }
+
+    @Test func underLoadFromSeveralGuestsEveryFrameIsReceivedOnceOrCountedAsDropped() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let perSender = 20_000
+        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:00:10",
+                                   "--count", "\(3 * perSender)", "--flows", "6", "--timeout", "600", "--json", "--until-eof"])
+        #expect(recv.line(containing: "attached") != nil)
+        let senders = try (0..<3).map { i in
+            try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx\(i)", "--mac", "02:00:00:00:00:2\(i)",
+                            "--to", "02:00:00:00:00:10", "--count", "\(perSender)", "--flows", "2", "--flow-base", "\(2 * i)",
+                            "--size", "256", "--json"])
+        }
+        var sent = 0
+        for s in senders { sent += try summary(s.finish().stdout).sent }
+        // Each sender waited for all its frames to complete, so the host has delivered or
+        // dropped every one of them: now let the receiver take what is in its ring and stop.
+        let r = try summary(recv.finish().stdout)
+        #expect(sent == 3 * perSender)
+        #expect(r.duplicates == 0)
+        #expect(r.outOfOrder == 0)
+        #expect(r.invalid == 0)
+        // Nothing vanished: what did not arrive was counted by the receiving vNIC, with a reason.
+        let dropped = r.dropped.values.reduce(0, +)
+        #expect(UInt64(r.received) + dropped == UInt64(sent), "received \(r.received), dropped \(r.dropped)")
+    }
+
+    @Test func aGuestThatDiesIsTornDownAndTheOthersKeepRunning() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let a = try attach(host, "a"), b = try attach(host, "b")
+        let doomed = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "doomed", "--count", "1000000", "--timeout", "600"])
+        #expect(doomed.line(containing: "attached") != nil)
+        #expect(try a.hostStatus().vnics.contains { $0.name == "doomed" })
+        doomed.kill()
+        _ = doomed.finish()
+        #expect(try eventually { try !a.hostStatus().vnics.contains { $0.name == "doomed" } })
+        let f = ethernetFrame(to: b.mac, from: a.mac)
+        #expect(a.send([f]) == 1)
+        #expect(receiveFrames(b, count: 1) == [f])
+        // Its name is free again.
+        let again = try attach(host, "doomed")
+        #expect(again.name == "doomed")
+    }
+
+    @Test func statusListsVNICsAsJSON() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let a = try attach(host, "alpha", mac: "02:00:00:00:00:0a")
+        let out = try NPAProcess(["status", "--host", host.socketPath, "--json"]).finish()
+        #expect(out.status == 0)
+        let json = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any]
+        let vnics = json?["vnics"] as? [[String: Any]]
+        #expect(vnics?.count == 1)
+        #expect(vnics?.first?["name"] as? String == "alpha")
+        #expect(vnics?.first?["mac"] as? String == "02:00:00:00:00:0a")
+        #expect(vnics?.first?["mode"] as? String == "emulated")
+        #expect(vnics?.first?["link"] as? String == "up")
+        #expect((vnics?.first?["counters"] as? [String: Any])?["tx_frames"] != nil)
+        let table = try NPAProcess(["status", "--host", host.socketPath]).finish()
+        #expect(table.stdout.contains("alpha"))
+        _ = a
+    }
+
+    @Test func aBadConfigFileIsOneLineAndANonZeroExit() throws {
+        let path = NSTemporaryDirectory() + "npa-bad-\(getpid()).yaml"
+        try "max_queues: 4\nuplink: fibre\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let out = try NPAProcess(["host", "--socket", NSTemporaryDirectory() + "npa-never.sock", "--config", path]).finish()
+        #expect(out.status != 0)
+        let lines = out.stderr.split(separator: "\n")
+        #expect(lines.count == 1 + lines.filter { $0.hasPrefix("Usage") || $0.hasPrefix("  See") }.count)
+        #expect(out.stderr.contains("\(path):2: uplink must be one of: none, counting"))
+        let flag = try NPAProcess(["guest", "send", "--name", "x", "--to", "nonsense"]).finish()
+        #expect(flag.status != 0)
+        #expect(flag.stderr.contains("--to 'nonsense' is not a unicast MAC"))
+    }
+
+    @Test func theHostStopsCleanlyOnSIGTERMAndRemovesItsSocket() throws {
+        let socket = NSTemporaryDirectory() + "npa-sig-\(getpid()).sock"
+        let host = try NPAProcess(["host", "--socket", socket, "--log-level", "error"])
+        #expect(eventually { FileManager.default.fileExists(atPath: socket) && (try? SeqPacketProbe.connect(socket)) == true })
+        kill(host.process.processIdentifier, SIGTERM)
+        let out = host.finish()
+        #expect(out.status == 0)
+        #expect(!FileManager.default.fileExists(atPath: socket))
+    }
+
+    @Test func theDemoRunsAndAccountsForEveryFrame() throws {
+        let out = try NPAProcess(["demo", "--frames", "3000", "--rate", "5000", "--json"]).finish()
+        #expect(out.status == 0)
+        let json = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any]
+        let guests = json?["guests"] as? [String: [String: Any]]
+        #expect(guests?.count == 4)
+        for (name, g) in guests ?? [:] {
+            #expect(g["sent"] as? Int == 3000, "\(name)")
+            #expect(g["duplicates"] as? Int == 0, "\(name)")
+            #expect(g["out_of_order"] as? Int == 0, "\(name)")
+            // What was not received was dropped by this guest's vNIC, with a reason.
+            let dropped = (g["dropped"] as? [String: Int] ?? [:]).values.reduce(0, +)
+            #expect((g["received"] as? Int ?? 0) + dropped == 3000, "\(name): \(g)")
+        }
+    }
+}
+
+import NPASystem
+
+enum SeqPacketProbe {
+    static func connect(_ path: String) throws -> Bool {
+        _ = try SeqPacketSocket.connect(path: path)
+        return true
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+
+/// The `npa` executable built next to this test binary.
+let npaExecutable: URL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    .deletingLastPathComponent().appendingPathComponent("npa")
+
+/// A child `npa` process whose output is read line by line.
+final class NPAProcess {
+    let process = Process()
+    private let stdout = Pipe()
+    private let stderr = Pipe()
+    private let stdin = Pipe()
+    private var buffered = Data()
+
+    init(_ arguments: [String]) throws {
+        process.executableURL = npaExecutable
+        process.arguments = arguments
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = stdin
+        try process.run()
+    }
+
+    /// Reads lines until one contains `marker`; nil at end of output.
+    func line(containing marker: String) -> String? {
+        while true {
+            if let text = String(data: buffered, encoding: .utf8) {
+                for line in text.split(separator: "\n") where line.contains(marker) { return String(line) }
+            }
+            let chunk = stdout.fileHandleForReading.availableData
+            if chunk.isEmpty { return nil }
+            buffered.append(chunk)
+        }
+    }
+
+    /// Waits for exit; returns (status, all remaining stdout, stderr).
+    func finish() -> (status: Int32, stdout: String, stderr: String) {
+        try? stdin.fileHandleForWriting.close()
+        let rest = stdout.fileHandleForReading.readDataToEndOfFile()
+        let err = stderr.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        buffered.append(rest)
+        return (process.terminationStatus, String(decoding: buffered, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }
+}
