@@ -47,9 +47,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .target(name: "CVMXNET3Mirror", path: "Tests/CVMXNET3Mirror"),
         .testTarget(
             name: "NPATests",
             dependencies: [
+                "CVMXNET3Mirror",
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
                 "NPASystem", "CNPAShim", "CNPAPluginABI", "npa",
             ]),

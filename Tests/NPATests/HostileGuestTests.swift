@@ -143,3 +143,57 @@ import Testing
         #expect(goodPairStillWorks(host, good1, good2))
     }
 }
+
+/// A deterministic fuzz of device emulation: a guest scribbles random bytes over its
+/// DriverShared, queue table and rings, re-activates and kicks, over and over. The host must keep
+/// serving a well-behaved pair throughout.
+@Suite(.serialized) struct DeviceEmulationFuzzTests {
+    @Test func randomRingGarbageNeverHurtsTheHostOrOtherGuests() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let evil = try attach(host, "evil", ringSize: 32, memoryMiB: 2)
+        let good1 = try attach(host, "g1"), good2 = try attach(host, "g2")
+        let gm = evil.guestMemoryForTesting
+        var rng = SplitMix(seed: 0xF022)
+        var activations = 0
+        for round in 0..<200 {
+            // Scribble over the control structures and the first rings (GPA 0x1000..0x20000).
+            for _ in 0..<64 {
+                let gpa = 0x1000 + (rng.next() % 0x1F000) & ~7
+                gm.storeU64(gpa: gpa, rng.next())
+            }
+            // Sometimes make the geometry plausible so ACTIVATE succeeds and the data path runs.
+            if round % 3 == 0 {
+                let q = evil.queueTableGPAForTesting
+                gm.storeU32(gpa: 0x1000, VMXNET3.driverSharedMagic)
+                gm.storeU32(gpa: 0x1000 + VMXNET3.DriverShared.mtu, 1500)
+                gm.storeU32(gpa: 0x1000 + VMXNET3.DriverShared.maxRxSG, 1 << 16 | 1 << 24 | 1)
+                gm.storeU32(gpa: 0x1000 + VMXNET3.DriverShared.intrAutoMask, 1 | 1 << 8)
+                gm.storeU64(gpa: 0x1000 + VMXNET3.DriverShared.queueDescPA, q)
+                for (i, base) in [(0, UInt64(0x4000)), (1, UInt64(0x8000))] {
+                    let d = q + UInt64(i) * 256
+                    gm.storeU64(gpa: d + 16, base)
+                    gm.storeU64(gpa: d + 32, base + 0x1000)
+                    gm.storeU32(gpa: d + 56, 32)
+                    gm.storeU32(gpa: d + 64, 32)
+                    gm.pointer(gpa: d + 72, length: 1)!.storeBytes(of: 0, as: UInt8.self)
+                }
+            }
+            _ = try? evil.writeRegister(.cmd, VMXNET3.Command.resetDevice.rawValue)
+            if (try? evil.writeRegister(.cmd, VMXNET3.Command.activateDevice.rawValue)) == 0 { activations += 1 }
+            for command in [VMXNET3.Command.updateRxMode, .updateMACFilters, .updateVLANFilters, .getStats, .getQueueStatus] {
+                _ = try? evil.writeRegister(.cmd, command.rawValue)
+            }
+            evil.kickForTesting()
+            if round % 20 == 0 {
+                let f = ethernetFrame(to: good2.mac, from: good1.mac, payload: [UInt8(round)] + Array(repeating: 0, count: 45))
+                #expect(good1.send([f]) == 1)
+                #expect(receiveFrames(good2, count: 1) == [f])
+            }
+        }
+        #expect(activations > 20)  // the garbage really reached the data path, not just ACTIVATE's checks
+        let status = try good1.hostStatus()
+        #expect(status.vnics.count == 3)
+        #expect(status.vnics.first { $0.name == "g2" }?.counters["rx_frames"] == 10)
+    }
+}

@@ -1,0 +1,1 @@
+#include "vmxnet3_mirror.h"
