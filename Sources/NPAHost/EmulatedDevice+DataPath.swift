@@ -80,7 +80,7 @@ extension EmulatedDevice {
     }
 
     @inline(__always)
-    private func writeTxCompletion(_ tq: inout TxQueue, eopIndex: UInt32) {
+    private func writeTxCompletion(_ tq: inout Queue, eopIndex: UInt32) {
         let c = memory.base + Int(tq.compBase) + Int(tq.compNext) &* 16  // SAFETY: checked at ACTIVATE
         c.storeBytes(of: (eopIndex & 0xFFF).littleEndian, as: UInt32.self)
         c.storeBytes(of: 0, toByteOffset: 4, as: UInt64.self)

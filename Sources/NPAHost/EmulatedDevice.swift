@@ -29,20 +29,9 @@ final class EmulatedDevice {
         }
     }
 
-    struct TxQueue {
-        var ringBase: UInt64 = 0
-        var ringSize: UInt32 = 0
-        var next: UInt32 = 0
-        var generation: UInt32 = 1
-        var compBase: UInt64 = 0
-        var compSize: UInt32 = 0
-        var compNext: UInt32 = 0
-        var compGeneration: UInt32 = 1
-        var vector: Int = 0
-        var descriptorGPA: UInt64 = 0
-    }
-
-    struct RxQueue {
+    /// Device-side cursors of one queue: its descriptor ring and its completion ring, each an
+    /// index plus the generation the device expects (vmxnet3 gen-bit rules). Validated at ACTIVATE.
+    struct Queue {
         var ringBase: UInt64 = 0
         var ringSize: UInt32 = 0
         var next: UInt32 = 0
@@ -71,8 +60,8 @@ final class EmulatedDevice {
     let port: Int
 
     private(set) var state: State = .reset
-    var txQueues: [TxQueue] = []
-    var rxQueues: [RxQueue] = []
+    var txQueues: [Queue] = []
+    var rxQueues: [Queue] = []
     var counters = DeviceCounters()
     var autoMask = true
     var pendingVectors: UInt32 = 0
@@ -111,7 +100,11 @@ final class EmulatedDevice {
         var l = logger
         l[metadataKey: "vnic"] = "\(name)"
         self.logger = l
-        // All vectors start masked, as after a device reset.
+        maskAllVectors()
+    }
+
+    /// All vectors masked, as after a device reset.
+    private func maskAllVectors() {
         for v in 0..<VMXNET3.RegisterPage.maximumVectors { registerWord(VMXNET3.RegisterPage.interruptMask(v)).pointee = 1 }
     }
 
@@ -242,7 +235,7 @@ final class EmulatedDevice {
             txQueues = []
             rxQueues = []
             faults = 0
-            for v in 0..<VMXNET3.RegisterPage.maximumVectors { registerWord(VMXNET3.RegisterPage.interruptMask(v)).pointee = 1 }
+            maskAllVectors()
             return (0, "")
         case .updateRxMode: return updateRxMode()
         case .updateMACFilters: return updateMACFilters()
@@ -300,10 +293,10 @@ final class EmulatedDevice {
             try require(base & 15 == 0 && memory.contains(gpa: base, length: UInt64(size) * VMXNET3.descriptorSize), "\(what) at 0x\(String(base, radix: 16)) is misaligned or outside guest memory")
         }
 
-        var tx: [TxQueue] = []
+        var tx: [Queue] = []
         for q in 0..<numTx {
             let d = queueTable + UInt64(q) * VMXNET3.queueDescriptorSize
-            var t = TxQueue()
+            var t = Queue()
             t.descriptorGPA = d
             t.ringBase = memory.loadU64(gpa: d + VMXNET3.TxQueueDesc.txRingBasePA) ?? 0
             t.ringSize = memory.loadU32(gpa: d + VMXNET3.TxQueueDesc.txRingSize) ?? 0
@@ -316,10 +309,10 @@ final class EmulatedDevice {
             try require(t.vector < numIntrs, "TX queue \(q) interrupt index \(t.vector) >= numIntrs \(numIntrs)")
             tx.append(t)
         }
-        var rx: [RxQueue] = []
+        var rx: [Queue] = []
         for q in 0..<numRx {
             let d = queueTable + UInt64(numTx + q) * VMXNET3.queueDescriptorSize
-            var r = RxQueue()
+            var r = Queue()
             r.descriptorGPA = d
             r.ringBase = memory.loadU64(gpa: d + VMXNET3.RxQueueDesc.rxRingBasePA0) ?? 0
             r.ringSize = memory.loadU32(gpa: d + VMXNET3.RxQueueDesc.rxRingSize0) ?? 0

@@ -39,4 +39,10 @@ public struct FlowVerifier {
 
     @inline(__always)
     public mutating func recordInvalid() { invalid += 1 }
+
+    /// Records a received frame: a workload frame by its flow and sequence, anything else as invalid.
+    @inline(__always)
+    public mutating func record(_ frame: UnsafeRawBufferPointer) {
+        if let (flow, sequence) = TrafficFrame.parse(frame) { record(flow: flow, sequence: sequence) } else { invalid += 1 }
+    }
 }

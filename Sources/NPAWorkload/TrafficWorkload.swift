@@ -145,9 +145,7 @@ public struct TrafficWorkload {
         while verifier.unique < count {
             let now = cnpa_monotonic_ns()
             if now >= deadline { break }
-            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: stopping ? 0 : Int(min(100, (deadline - now) / 1_000_000 + 1))) { frame in
-                if let (flow, seq) = TrafficFrame.parse(frame.bytes) { verifier.record(flow: flow, sequence: seq) } else { verifier.recordInvalid() }
-            }
+            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: stopping ? 0 : Int(min(100, (deadline - now) / 1_000_000 + 1))) { verifier.record($0.bytes) }
             if firstFrame == 0 && verifier.unique > 0 { firstFrame = cnpa_monotonic_ns() }
             if stopping && n == 0 { break }
             if !stopping && shouldStop() { stopping = true }
@@ -216,9 +214,7 @@ public struct TrafficWorkload {
                 }
             }
             guard var active = sender else {
-                nic.receive(maxFrames: 256, timeoutMilliseconds: 5) { frame in
-                    if let (flow, seq) = TrafficFrame.parse(frame.bytes) { verifier.record(flow: flow, sequence: seq) } else { verifier.recordInvalid() }
-                }
+                nic.receive(maxFrames: 256, timeoutMilliseconds: 5) { verifier.record($0.bytes) }
                 continue
             }
             defer { sender = active }
@@ -226,9 +222,7 @@ public struct TrafficWorkload {
             if !active.done { progressed = active.step(nic) > 0 }
             // Between paced bursts, sleep on the receive interrupt rather than spin.
             let idle = active.done ? 100 : (progressed ? 0 : active.millisecondsUntilNextBurst)
-            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: idle) { frame in
-                if let (flow, seq) = TrafficFrame.parse(frame.bytes) { verifier.record(flow: flow, sequence: seq) } else { verifier.recordInvalid() }
-            }
+            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: idle) { verifier.record($0.bytes) }
             if !progressed && n == 0 && !active.done {
                 if rate != nil {
                     usleep(50)  // pacing below a millisecond: yield the core instead of spinning
