@@ -27,6 +27,8 @@ let package = Package(
             dependencies: ["CNPAShim", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "NPARingFormats", dependencies: ["CNPAShim"]),
         .target(name: "NPAControlProtocol"),
+        // The software SR-IOV NIC ("hardware"): never imports the host or the shell.
+        .target(name: "NPANICModel", dependencies: ["NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim", "CNPAPluginABI"]),
         .target(
             name: "NPAHost",
             dependencies: [
@@ -48,10 +50,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(name: "CVMXNET3Mirror", path: "Tests/CVMXNET3Mirror"),
+        // The vendor plugins, also linked into the tests under their own entry names; as
+        // injected images they are built freestanding by scripts/build-plugins.sh.
+        .target(
+            name: "DRingPlugin", dependencies: ["CNPAPluginABI"], path: "Plugins/dring",
+            cSettings: [.define("NPA_PLUGIN_ENTRY_NAME", to: "npa_dring_plugin_main")]),
+        .target(
+            name: "CQPlugin", dependencies: ["CNPAPluginABI"], path: "Plugins/cq",
+            cSettings: [.define("NPA_PLUGIN_ENTRY_NAME", to: "npa_cq_plugin_main")]),
         .testTarget(
             name: "NPATests",
             dependencies: [
-                "CVMXNET3Mirror",
+                "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
                 "NPASystem", "CNPAShim", "CNPAPluginABI", "npa",
             ]),

@@ -3,15 +3,15 @@
 /// a plugin switch the shell can account for every one (`outstanding` returns to zero).
 ///
 /// A free-list stack allocated once; take and give are O(1) and allocate nothing.
-final class BufferPool {
+package final class BufferPool {
     let baseVA: UnsafeMutableRawPointer
     let baseGPA: UInt64
     let bufferSize: Int
-    let count: Int
+    package let count: Int
     private let freeList: UnsafeMutablePointer<UInt32>
-    private(set) var freeCount: Int
+    package private(set) var freeCount: Int
 
-    init(baseVA: UnsafeMutableRawPointer, baseGPA: UInt64, bufferSize: Int, count: Int) {
+    package init(baseVA: UnsafeMutableRawPointer, baseGPA: UInt64, bufferSize: Int, count: Int) {
         precondition(count > 0 && count < Int(UInt32.max))
         self.baseVA = baseVA
         self.baseGPA = baseGPA
@@ -22,7 +22,7 @@ final class BufferPool {
         freeCount = count
     }
 
-    var outstanding: Int { count - freeCount }
+    package var outstanding: Int { count - freeCount }
 
     @inline(__always)
     func take() -> UInt32? {

@@ -8,12 +8,12 @@ import NPASystem
 ///
 /// It may touch: the buffer pool, the TX FIFOs, the received-frame batch, the doorbell. Only the
 /// guest thread driving the vNIC calls it.
-final class PluginHost {
-    let ops: npa_plugin_ops
-    let state: UnsafeMutablePointer<npa_plugin_state>
+package final class PluginHost {
+    package let ops: npa_plugin_ops
+    package let state: UnsafeMutablePointer<npa_plugin_state>
     private let services: UnsafeMutablePointer<npa_shell_services>
     private let privateArea: UnsafeMutableRawPointer
-    let pool: BufferPool
+    package let pool: BufferPool
     var txFIFOs: [BufferFIFO]
     let doorbell: EventNotifier
 
@@ -24,16 +24,16 @@ final class PluginHost {
     let receivedHashes = UnsafeMutablePointer<UInt32>.allocate(capacity: batchCapacity)
     let receivedFlags = UnsafeMutablePointer<UInt16>.allocate(capacity: batchCapacity)
     var receivedCount = 0
-    var kicks: UInt64 = 0
+    package var kicks: UInt64 = 0
     var framesCompleted: UInt64 = 0
     var receiveErrors: UInt64 = 0
 
-    struct LoadError: Error, CustomStringConvertible {
-        let description: String
+    package struct LoadError: Error, CustomStringConvertible {
+        package let description: String
     }
 
     /// Loads a plugin through its entry point and runs its software init.
-    init(
+    package init(
         entry: npa_plugin_entry_fn, txRegions: [npa_queue_region], rxRegions: [npa_queue_region],
         registers: UnsafeMutableRawPointer, registersSize: Int, pool: BufferPool, ringSize: Int, doorbell: EventNotifier
     ) throws {
@@ -123,8 +123,8 @@ final class PluginHost {
         framesCompleted &+= UInt64(count)
     }
 
-    var name: String { ops.name.map { String(cString: $0) } ?? "?" }
-    var version: String { ops.version.map { String(cString: $0) } ?? "?" }
+    package var name: String { ops.name.map { String(cString: $0) } ?? "?" }
+    package var version: String { ops.version.map { String(cString: $0) } ?? "?" }
 
     deinit {
         for f in txFIFOs { f.deallocate() }

@@ -61,30 +61,29 @@ public final class VirtualNIC {
     public var rxQueueCount: Int { configuration.rxQueues }
     /// "emulated" while the built-in plugin drives the data path.
     public var mode: String { "emulated" }
-    public var pluginName: String { plugin.name }
+    public var pluginName: String { dataPath.plugin.name }
 
     private let memory: SharedMemory
     private let registers: SharedMemory
     private let channel: ControlChannel
     private let doorbell: EventNotifier
     private let interrupt: EventNotifier
-    private let plugin: PluginHost
+    private let dataPath: ShellDataPath
     // GPA 0 stays unused: a zero DriverShared address means "not set" to the device.
     private let driverSharedGPA: UInt64 = 4096
     private let queueTableGPA: UInt64 = 8192
     private let multicastTableGPA: UInt64 = 12288
-    private let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: 64)
     private var detached = false
 
     /// Shell-side counters (what the guest saw), apart from the host's device counters.
-    public private(set) var framesSent: UInt64 = 0
-    public private(set) var framesReceived: UInt64 = 0
-    public private(set) var receiveErrors: UInt64 = 0
-    public private(set) var interruptWaits: UInt64 = 0
-    public var doorbellKicks: UInt64 { plugin.kicks }
+    public var framesSent: UInt64 { dataPath.framesSent }
+    public var framesReceived: UInt64 { dataPath.framesReceived }
+    public var receiveErrors: UInt64 { dataPath.receiveErrors }
+    public var interruptWaits: UInt64 { dataPath.interruptWaits }
+    public var doorbellKicks: UInt64 { dataPath.plugin.kicks }
     /// Buffers lent to the plugin/device (RX posted + TX in flight); the rest are free.
-    public var buffersOutstanding: Int { plugin.pool.outstanding }
-    public var buffersTotal: Int { plugin.pool.count }
+    public var buffersOutstanding: Int { dataPath.plugin.pool.outstanding }
+    public var buffersTotal: Int { dataPath.plugin.pool.count }
 
     /// Attaches to the host listening at `hostSocket`.
     public static func attach(hostSocket: String, configuration: Configuration) throws -> VirtualNIC {
@@ -139,9 +138,10 @@ public final class VirtualNIC {
         let tx = (0..<c.txQueues).map { region($0) }
         let rx = (0..<c.rxQueues).map { region(c.txQueues + $0) }
         let pool = BufferPool(baseVA: base + poolBase, baseGPA: UInt64(poolBase), bufferSize: c.bufferSize, count: buffers)
-        plugin = try PluginHost(
+        let plugin = try PluginHost(
             entry: EmulationPlugin.entry, txRegions: tx, rxRegions: rx, registers: registerPage.base,
             registersSize: registerPage.size, pool: pool, ringSize: c.ringSize, doorbell: doorbell)
+        dataPath = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: c.ringSize, spinPolls: c.spinPolls)
         try activate(tx: tx, rx: rx)
     }
 
@@ -178,7 +178,7 @@ public final class VirtualNIC {
         }
         // Post RX buffers before ACTIVATE, as the Linux driver does, so that the first frame
         // addressed to us after activation finds a buffer.
-        for q in 0..<rx.count { _ = plugin.ops.refill_rx_ring!(plugin.state, UInt32(q)) }
+        dataPath.refillAll()
         try channel.writeRegister(VMXNET3.Register.vrrs.rawValue, 1)
         try channel.writeRegister(VMXNET3.Register.uvrs.rawValue, 1)
         try channel.writeRegister(VMXNET3.Register.dsal.rawValue, UInt32(truncatingIfNeeded: ds))
@@ -192,7 +192,7 @@ public final class VirtualNIC {
         _ = try channel.command(VMXNET3.Command.updateRxMode.rawValue)
     }
 
-    // MARK: Transmit
+    // MARK: Data path (forwarded to the active plugin's data path)
 
     /// Sends up to `count` frames on TX queue `queue`. For each frame `fill` writes it into the
     /// buffer it is given (in guest memory, no extra copy) and returns its length. Returns how
@@ -200,145 +200,39 @@ public final class VirtualNIC {
     /// pool is full (nothing is filled that is not sent).
     @discardableResult
     public func transmit(queue: Int = 0, count: Int, _ fill: (Int, UnsafeMutableRawBufferPointer) -> Int) -> Int {
-        precondition(queue >= 0 && queue < txQueueCount, "TX queue \(queue) does not exist")
-        let q = UInt32(queue)
-        var sent = 0
-        while sent < count {
-            var room = configuration.ringSize - 1 - plugin.txFIFOs[queue].count
-            if room < 32 || plugin.pool.freeCount < 32 {
-                _ = plugin.ops.check_tx_ring!(plugin.state, q)
-                room = configuration.ringSize - 1 - plugin.txFIFOs[queue].count
-            }
-            let n = min(count - sent, room, 64, plugin.pool.freeCount)
-            if n <= 0 { break }
-            for i in 0..<n {
-                let id = plugin.pool.take()!
-                let length = fill(sent + i, UnsafeMutableRawBufferPointer(start: plugin.pool.va(id), count: plugin.pool.bufferSize))
-                precondition(length > 0 && length <= plugin.pool.bufferSize, "frame length \(length) does not fit a buffer")
-                txBatch[i] = npa_tx_frame(gpa: plugin.pool.gpa(id), buf_id: id, length: UInt32(length), vlan_tci: 0, flags: 0, reserved: 0)
-            }
-            let accepted = Int(plugin.ops.add_tx_frames!(plugin.state, q, txBatch, UInt32(n), NPA_TX_FLAG_LAST_HINT))
-            for i in 0..<accepted { plugin.txFIFOs[queue].push(txBatch[i].buf_id) }
-            // Our FIFO mirrors the ring, so the plugin takes all; anything refused is unsent.
-            for i in accepted..<n { plugin.pool.give(txBatch[i].buf_id) }
-            sent += accepted
-            if accepted < n { break }
-        }
-        framesSent &+= UInt64(sent)
-        return sent
+        dataPath.transmit(queue: queue, count: count, fill)
     }
 
     /// Sends copies of `frames`; returns how many were handed to the device.
     @discardableResult
-    public func send(_ frames: [[UInt8]], queue: Int = 0) -> Int {
-        transmit(queue: queue, count: frames.count) { i, buffer in
-            buffer.copyBytes(from: frames[i])
-            return frames[i].count
-        }
-    }
+    public func send(_ frames: [[UInt8]], queue: Int = 0) -> Int { dataPath.send(frames, queue: queue) }
 
     /// Reclaims completed TX buffers on every queue; returns how many frames completed.
     @discardableResult
-    public func reclaimTransmitted() -> Int {
-        var n = 0
-        for q in 0..<txQueueCount { n += Int(plugin.ops.check_tx_ring!(plugin.state, UInt32(q))) }
-        return n
-    }
+    public func reclaimTransmitted() -> Int { dataPath.reclaimTransmitted() }
 
     /// Frames handed to the device and not yet completed.
-    public var transmitsInFlight: Int { plugin.txFIFOs.reduce(0) { $0 + $1.count } }
+    public var transmitsInFlight: Int { dataPath.transmitsInFlight }
 
     /// Waits until TX ring space frees up on `queue` or `timeoutMilliseconds` passes.
     public func waitForTransmitSpace(queue: Int = 0, timeoutMilliseconds: Int) -> Bool {
-        waitFor(timeoutMilliseconds: timeoutMilliseconds) {
-            self.reclaimTransmitted()
-            return self.configuration.ringSize - 1 - self.plugin.txFIFOs[queue].count >= 32 || self.plugin.txFIFOs[queue].count == 0
-        }
+        dataPath.waitForTransmitSpace(queue: queue, timeoutMilliseconds: timeoutMilliseconds)
     }
 
     /// Waits until every frame sent has completed, up to `timeoutMilliseconds`.
-    public func flush(timeoutMilliseconds: Int) -> Bool {
-        waitFor(timeoutMilliseconds: timeoutMilliseconds) {
-            self.reclaimTransmitted()
-            return self.transmitsInFlight == 0
-        }
-    }
-
-    // MARK: Receive
+    public func flush(timeoutMilliseconds: Int) -> Bool { dataPath.flush(timeoutMilliseconds: timeoutMilliseconds) }
 
     /// Receives up to `maxFrames` frames, calling `handler` for each (the bytes are valid only
     /// during the call). Polls briefly, then sleeps on the interrupt until a frame arrives or
     /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever). Returns frames handled.
     @discardableResult
     public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0, _ handler: (ReceivedFrame) -> Void) -> Int {
-        var n = 0
-        _ = waitFor(timeoutMilliseconds: timeoutMilliseconds) {
-            n = self.pollReceive(maxFrames: maxFrames, handler)
-            self.reclaimTransmitted()
-            return n > 0
-        }
-        return n
+        dataPath.receive(maxFrames: maxFrames, timeoutMilliseconds: timeoutMilliseconds, handler)
     }
 
     /// Receives into copies; convenient, not fast.
     public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0) -> [[UInt8]] {
-        var frames: [[UInt8]] = []
-        receive(maxFrames: maxFrames, timeoutMilliseconds: timeoutMilliseconds) { frames.append(Array($0.bytes)) }
-        return frames
-    }
-
-    private func pollReceive(maxFrames: Int, _ handler: (ReceivedFrame) -> Void) -> Int {
-        var total = 0
-        for q in 0..<rxQueueCount where total < maxFrames {
-            plugin.receivedCount = 0
-            let budget = UInt32(min(maxFrames - total, PluginHost.batchCapacity))
-            let n = Int(plugin.ops.check_rx_ring!(plugin.state, UInt32(q), budget))
-            for i in 0..<n {
-                let id = plugin.receivedIDs[i]
-                if plugin.receivedFlags[i] & UInt16(NPA_RX_FLAG_ERROR) != 0 || Int(plugin.receivedLengths[i]) > plugin.pool.bufferSize {
-                    receiveErrors &+= 1
-                } else {
-                    handler(ReceivedFrame(
-                        bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(plugin.receivedLengths[i])),
-                        queue: q, rssHash: plugin.receivedHashes[i]))
-                    total += 1
-                }
-                plugin.pool.give(id)
-            }
-            if n > 0 { _ = plugin.ops.refill_rx_ring!(plugin.state, UInt32(q)) }
-        }
-        framesReceived &+= UInt64(total)
-        return total
-    }
-
-    /// Polls `condition`, spinning briefly, then sleeping on the interrupt line with the
-    /// vmxnet3 handshake: unmask, re-check, sleep. No wake-up is lost: the device fences between
-    /// publishing a completion and reading the mask, and so do we between unmasking and re-checking.
-    private func waitFor(timeoutMilliseconds: Int, _ condition: () -> Bool) -> Bool {
-        if condition() { return true }
-        if timeoutMilliseconds == 0 { return false }
-        let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
-        while true {
-            for _ in 0..<configuration.spinPolls {
-                cnpa_cpu_relax()
-                if condition() { return true }
-            }
-            _ = plugin.ops.enable_interrupt!(plugin.state, 0)
-            if condition() {
-                _ = plugin.ops.disable_interrupt!(plugin.state, 0)
-                return true
-            }
-            let now = cnpa_monotonic_ns()
-            if now >= deadline {
-                _ = plugin.ops.disable_interrupt!(plugin.state, 0)
-                return false
-            }
-            let remaining = min((deadline - now) / 1_000_000 + 1, 1000)
-            interruptWaits &+= 1
-            _ = interrupt.wait(timeoutMilliseconds: Int32(remaining))
-            _ = plugin.ops.disable_interrupt!(plugin.state, 0)
-            if condition() { return true }
-        }
+        dataPath.receive(maxFrames: maxFrames, timeoutMilliseconds: timeoutMilliseconds)
     }
 
     // MARK: Control path: every operation is a register access or command to the host
@@ -449,6 +343,5 @@ public final class VirtualNIC {
 
     deinit {
         detach()
-        txBatch.deallocate()
     }
 }

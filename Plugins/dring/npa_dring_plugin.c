@@ -1,0 +1,215 @@
+/*
+ * npa-dring vendor plugin: drives a VF of the npa-dring NIC model (82599 VF style: one
+ * descriptor ring per queue, a tail register, descriptor-done written back by the NIC).
+ * See npa_nic_models.h for the "datasheet" and npa_plugin_abi.h for the rules: no OS calls, no
+ * globals that outlive the state, only memset/memcpy/memmove may be undefined.
+ *
+ * Region layout per queue (the PF driver relies on the first part): descriptor ring
+ * (ring_size x 16 bytes), then the plugin's buffer-id shadow (ring_size x 4 bytes).
+ */
+#include "npa_plugin_abi.h"
+#include "npa_nic_models.h"
+
+#ifndef NPA_PLUGIN_ENTRY_NAME
+#define NPA_PLUGIN_ENTRY_NAME npa_plugin_main
+#endif
+#define EXPORT __attribute__((visibility("default")))
+
+typedef struct {
+    void *ring;            /* npa_dring_tx_desc[] or npa_dring_rx_desc[] */
+    uint32_t *buf_ids;     /* RX: buffer id of each posted descriptor */
+    uint32_t size, next_to_use, next_to_clean, in_flight;
+    uint64_t packets, bytes, errors;
+} queue_state;
+
+typedef struct {
+    queue_state tx[NPA_PLUGIN_MAX_QUEUES];
+    queue_state rx[NPA_PLUGIN_MAX_QUEUES];
+} dring_private;
+
+static inline dring_private *priv(npa_plugin_state *s) { return (dring_private *)s->private_area; }
+static inline uint32_t *reg(npa_plugin_state *s, uint32_t off) { return (uint32_t *)((char *)s->registers + off); }
+static inline void reg_write(npa_plugin_state *s, uint32_t off, uint32_t v) { __atomic_store_n(reg(s, off), v, __ATOMIC_RELEASE); }
+static inline uint32_t reg_read(npa_plugin_state *s, uint32_t off) { return __atomic_load_n(reg(s, off), __ATOMIC_ACQUIRE); }
+
+static void zero(void *p, uint32_t n) {
+    volatile uint8_t *b = (volatile uint8_t *)p;
+    for (uint32_t i = 0; i < n; i++) b[i] = 0;
+}
+
+static int32_t carve(npa_plugin_state *s, queue_state *q, const npa_queue_region *r) {
+    uint32_t n = r->ring_size;
+    if (n < 32 || n > 4096 || (n & (n - 1)) != 0 || r->va == 0) return NPA_ERR_INVALID;
+    if ((uint64_t)r->size < (uint64_t)n * 20u) return NPA_ERR_NO_SPACE;
+    q->ring = r->va;
+    q->buf_ids = (uint32_t *)((char *)r->va + n * 16u);
+    q->size = n;
+    (void)s;
+    return NPA_OK;
+}
+
+static int32_t reset_queue(queue_state *q) {
+    if (!q->ring) return NPA_ERR_INVALID;
+    zero(q->ring, q->size * 16u);
+    q->next_to_use = q->next_to_clean = q->in_flight = 0;
+    return NPA_OK;
+}
+
+static int32_t sw_init(npa_plugin_state *s) {
+    if (s->num_tx_queues < 1 || s->num_tx_queues > NPA_VF_MAX_QUEUES || s->num_rx_queues < 1 ||
+        s->num_rx_queues > NPA_VF_MAX_QUEUES || !s->registers || s->registers_size < NPA_VF_REG_PAGE_SIZE)
+        return NPA_ERR_INVALID;
+    for (uint32_t i = 0; i < s->num_tx_queues; i++) {
+        int32_t rc = carve(s, &priv(s)->tx[i], &s->tx_queues[i]);
+        if (rc != NPA_OK) return rc;
+        reset_queue(&priv(s)->tx[i]);
+    }
+    for (uint32_t i = 0; i < s->num_rx_queues; i++) {
+        int32_t rc = carve(s, &priv(s)->rx[i], &s->rx_queues[i]);
+        if (rc != NPA_OK) return rc;
+        reset_queue(&priv(s)->rx[i]);
+    }
+    return NPA_OK;
+}
+
+static int32_t reinit_tx_ring(npa_plugin_state *s, uint32_t q) {
+    return q < s->num_tx_queues ? reset_queue(&priv(s)->tx[q]) : NPA_ERR_INVALID;
+}
+static int32_t reinit_rx_ring(npa_plugin_state *s, uint32_t q) {
+    return q < s->num_rx_queues ? reset_queue(&priv(s)->rx[q]) : NPA_ERR_INVALID;
+}
+
+static int32_t set_mask(npa_plugin_state *s, uint32_t vector, uint32_t masked) {
+    if (vector != 0) return NPA_ERR_INVALID; /* one vector per VF in this model */
+    reg_write(s, NPA_VF_REG_INTR_MASK, masked);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* unmask before the shell re-checks the rings */
+    return NPA_OK;
+}
+static int32_t enable_interrupt(npa_plugin_state *s, uint32_t v) { return set_mask(s, v, 0); }
+static int32_t disable_interrupt(npa_plugin_state *s, uint32_t v) { return set_mask(s, v, 1); }
+
+static uint32_t add_tx_frames(npa_plugin_state *s, uint32_t qi, const npa_tx_frame *frames, uint32_t count, uint32_t flags) {
+    if (qi >= s->num_tx_queues) return 0;
+    queue_state *q = &priv(s)->tx[qi];
+    npa_dring_tx_desc *ring = (npa_dring_tx_desc *)q->ring;
+    uint32_t added = 0;
+    while (added < count && q->in_flight < q->size - 1) {
+        const npa_tx_frame *f = &frames[added];
+        npa_dring_tx_desc *d = &ring[q->next_to_use];
+        d->addr = f->gpa;
+        d->length = (uint16_t)f->length;
+        d->cso = 0;
+        d->css = 0;
+        d->vlan = f->vlan_tci;
+        d->status = 0;
+        d->cmd = NPA_DRING_TXD_CMD_EOP | NPA_DRING_TXD_CMD_RS;
+        q->bytes += f->length;
+        q->next_to_use = (q->next_to_use + 1) & (q->size - 1);
+        q->in_flight++;
+        added++;
+    }
+    q->packets += added;
+    if (added > 0 && (flags & NPA_TX_FLAG_LAST_HINT)) {
+        reg_write(s, NPA_DRING_REG_TDT(qi), q->next_to_use); /* release: descriptors first */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (reg_read(s, NPA_VF_REG_ENGINE_SLEEPING)) s->shell->kick(s->shell->shell, qi);
+    }
+    return added;
+}
+
+static uint32_t check_tx_ring(npa_plugin_state *s, uint32_t qi) {
+    if (qi >= s->num_tx_queues) return 0;
+    queue_state *q = &priv(s)->tx[qi];
+    npa_dring_tx_desc *ring = (npa_dring_tx_desc *)q->ring;
+    uint32_t done = 0;
+    while (q->in_flight > 0) {
+        npa_dring_tx_desc *d = &ring[q->next_to_clean];
+        uint8_t status = __atomic_load_n(&d->status, __ATOMIC_ACQUIRE);
+        if (!(status & NPA_DRING_TXD_STATUS_DD)) break;
+        if (status & NPA_DRING_TXD_STATUS_ERR) q->errors++;
+        d->status = 0;
+        q->next_to_clean = (q->next_to_clean + 1) & (q->size - 1);
+        q->in_flight--;
+        done++;
+    }
+    if (done) s->shell->complete_send(s->shell->shell, qi, done);
+    return done;
+}
+
+static uint32_t refill_rx_ring(npa_plugin_state *s, uint32_t qi) {
+    if (qi >= s->num_rx_queues) return 0;
+    queue_state *q = &priv(s)->rx[qi];
+    npa_dring_rx_desc *ring = (npa_dring_rx_desc *)q->ring;
+    uint32_t posted = 0;
+    while (q->in_flight < q->size - 1) {
+        uint32_t id;
+        uint64_t gpa;
+        if (s->shell->alloc_rx_buffer(s->shell->shell, qi, &id, &gpa) != NPA_OK) break;
+        npa_dring_rx_desc *d = &ring[q->next_to_use];
+        d->addr = gpa;
+        d->length = 0;
+        d->csum = 0;
+        d->errors = 0;
+        d->vlan = 0;
+        d->status = 0;
+        q->buf_ids[q->next_to_use] = id;
+        q->next_to_use = (q->next_to_use + 1) & (q->size - 1);
+        q->in_flight++;
+        posted++;
+    }
+    if (posted) reg_write(s, NPA_DRING_REG_RDT(qi), q->next_to_use);
+    return posted;
+}
+
+static uint32_t check_rx_ring(npa_plugin_state *s, uint32_t qi, uint32_t max_frames) {
+    if (qi >= s->num_rx_queues) return 0;
+    queue_state *q = &priv(s)->rx[qi];
+    npa_dring_rx_desc *ring = (npa_dring_rx_desc *)q->ring;
+    uint32_t n = 0;
+    while (n < max_frames && q->in_flight > 0) {
+        npa_dring_rx_desc *d = &ring[q->next_to_clean];
+        uint32_t word = __atomic_load_n((uint32_t *)((char *)d + 12), __ATOMIC_ACQUIRE);
+        if (!(word & NPA_DRING_RXD_STATUS_DD)) break;
+        uint8_t errors = (uint8_t)(word >> 8);
+        npa_rx_frame frame;
+        frame.buf_id = q->buf_ids[q->next_to_clean];
+        frame.length = d->length;
+        frame.rss_hash = 0;
+        frame.vlan_tci = 0;
+        frame.flags = errors ? NPA_RX_FLAG_ERROR : 0;
+        if (errors) q->errors++; else { q->packets++; q->bytes += d->length; }
+        d->status = 0;
+        q->next_to_clean = (q->next_to_clean + 1) & (q->size - 1);
+        q->in_flight--;
+        s->shell->indicate_recv(s->shell->shell, qi, &frame);
+        n++;
+    }
+    return n;
+}
+
+static void get_stats(npa_plugin_state *s, uint32_t qi, uint32_t is_rx, npa_queue_stats *out) {
+    queue_state *q = is_rx ? &priv(s)->rx[qi & 7] : &priv(s)->tx[qi & 7];
+    out->packets = q->packets;
+    out->bytes = q->bytes;
+    out->errors = q->errors;
+    out->reserved = 0;
+}
+
+EXPORT int32_t NPA_PLUGIN_ENTRY_NAME(npa_plugin_ops *ops) {
+    if (!ops) return NPA_ERR_INVALID;
+    ops->abi_version = NPA_PLUGIN_ABI_VERSION;
+    ops->private_size = sizeof(dring_private);
+    ops->name = "npa-dring";
+    ops->version = "1.0";
+    ops->sw_init = sw_init;
+    ops->reinit_tx_ring = reinit_tx_ring;
+    ops->reinit_rx_ring = reinit_rx_ring;
+    ops->enable_interrupt = enable_interrupt;
+    ops->disable_interrupt = disable_interrupt;
+    ops->add_tx_frames = add_tx_frames;
+    ops->check_tx_ring = check_tx_ring;
+    ops->check_rx_ring = check_rx_ring;
+    ops->refill_rx_ring = refill_rx_ring;
+    ops->get_stats = get_stats;
+    return NPA_OK;
+}

@@ -1,0 +1,467 @@
+import CNPAPluginABI
+import CNPAShim
+import Foundation
+import NPAControlProtocol
+import NPARingFormats
+import NPASystem
+
+/// A software SR-IOV NIC: the "hardware". One PF and N VFs of one model, an embedded L2 switch
+/// joining the VFs and the uplink port, per-VF anti-spoofing (source MAC, VLAN) and DMA grants.
+/// Its engine — `runPass()`, called by its own named thread (`start()`) or by a test — moves
+/// frames straight between guest memories: one copy per destination, no host thread involved.
+///
+/// Only the PF driver (the host) programs it: MACs, VLANs, rx modes, grants, queue addresses,
+/// enable, quiesce, reset. Guests reach it only through their VF's register page and rings.
+/// Control operations and engine passes serialise on one lock, taken once per pass.
+public final class SoftNIC: @unchecked Sendable {
+    public enum Model: String, Sendable, CaseIterable {
+        /// Descriptor rings, tail doorbell, descriptor-done write-back (82599 VF style).
+        case dring = "npa-dring"
+        /// Submission and completion queues with a phase bit (ENA / mlx5 style).
+        case cq = "npa-cq"
+    }
+
+    public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    public let name: String
+    public let model: Model
+    public let vfs: [VirtualFunction]
+    private let lock = NSLock()
+    private var macTable: [UInt64: Int] = [:]
+    private let destinations: UnsafeMutablePointer<Int>
+    /// Frames the embedded switch sent out of the uplink port (unknown unicast, floods).
+    public private(set) var uplinkFrames: UInt64 = 0
+    public private(set) var uplinkBytes: UInt64 = 0
+    private var thread: pthread_t?
+    private let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    private let wake: EventNotifier
+    public static let maximumFrame = 9018
+    public let passBudget = 64
+
+    public init(name: String, model: Model, vfCount: Int) throws {
+        guard (1...64).contains(vfCount) else { throw ConfigurationError(description: "a NIC has 1...64 VFs, not \(vfCount)") }
+        self.name = name
+        self.model = model
+        vfs = try (0..<vfCount).map { try VirtualFunction(index: $0, model: model) }
+        destinations = .allocate(capacity: vfCount + 1)
+        wake = try EventNotifier()
+        stopFlag.pointee = 0
+    }
+
+    deinit {
+        stop()
+        destinations.deallocate()
+        stopFlag.deallocate()
+    }
+
+    private func locked<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    // MARK: PF driver operations
+
+    /// Points `mac` (in every VLAN the VF is a member of) at the VF in the embedded switch.
+    public func setMAC(vf: Int, _ mac: MACAddress) {
+        locked {
+            forget(vf)
+            vfs[vf].mac = mac
+            learn(vf)
+        }
+    }
+
+    public func setVLANs(vf: Int, _ vlans: Set<UInt16>) {
+        locked {
+            forget(vf)
+            var bitmap = [UInt64](repeating: 0, count: 64)
+            for v in vlans.union([0]) where v < 4096 { bitmap[Int(v >> 6)] |= 1 << UInt64(v & 63) }
+            vfs[vf].vlans = bitmap
+            learn(vf)
+        }
+    }
+
+    public func setRxMode(vf: Int, _ mode: VMXNET3.RxMode, multicast: Set<MACAddress> = []) {
+        locked {
+            vfs[vf].rxMode = mode
+            vfs[vf].multicast = multicast
+        }
+    }
+
+    /// The IOMMU role: the VF may DMA only inside this memory.
+    public func grant(vf: Int, memory: GuestMemory) {
+        locked { vfs[vf].grant = memory }
+    }
+
+    /// Initialises a VF's queues from the GPAs the guest's shell allocated (the PF does this on
+    /// the VF's behalf, as in NPA). Every ring must lie inside the grant.
+    public func initializeQueues(vf: Int, tx: [VirtualFunction.QueueConfig], rx: [VirtualFunction.QueueConfig], interrupt: EventNotifier) throws {
+        try locked {
+            let f = vfs[vf]
+            guard let memory = f.grant else { throw ConfigurationError(description: "VF \(vf) has no DMA grant") }
+            guard (1...Int(NPA_VF_MAX_QUEUES)).contains(tx.count), (1...Int(NPA_VF_MAX_QUEUES)).contains(rx.count) else {
+                throw ConfigurationError(description: "a VF has 1...\(NPA_VF_MAX_QUEUES) queues per direction")
+            }
+            for q in tx + rx {
+                guard q.ringSize >= 32, q.ringSize <= 4096, q.ringSize & (q.ringSize - 1) == 0,
+                    memory.contains(gpa: q.ringGPA, length: UInt64(q.ringSize) * 16),
+                    model == .dring || memory.contains(gpa: q.completionGPA, length: UInt64(q.ringSize) * 16)
+                else { throw ConfigurationError(description: "VF \(vf): a ring lies outside the grant or has a bad size") }
+            }
+            f.txQueues = tx.map { VirtualFunction.Queue(config: $0) }
+            f.rxQueues = rx.map { VirtualFunction.Queue(config: $0) }
+            f.interrupt = interrupt
+            for q in 0..<Int(NPA_VF_MAX_QUEUES) {
+                f.write(0x100 + 8 * UInt32(q), 0)
+                f.write(0x104 + 8 * UInt32(q), 0)
+                f.write(0x200 + 8 * UInt32(q), 0)
+                f.write(0x204 + 8 * UInt32(q), 0)
+            }
+        }
+    }
+
+    public func enable(vf: Int) {
+        locked {
+            vfs[vf].enabled = vfs[vf].grant != nil && !vfs[vf].txQueues.isEmpty
+            vfs[vf].write(NPA_VF_REG_STATUS, vfs[vf].enabled ? NPA_VF_STATUS_ENABLED : 0)
+        }
+        wake.signal()
+    }
+
+    /// Stops the VF's queues; its rings keep their state (the shell drains them next).
+    public func quiesce(vf: Int) {
+        locked {
+            vfs[vf].enabled = false
+            vfs[vf].write(NPA_VF_REG_STATUS, 0)
+        }
+    }
+
+    /// Function-level reset: all DMA stops before this returns; queues and grant are gone.
+    public func reset(vf: Int) {
+        locked {
+            forget(vf)
+            vfs[vf].functionLevelReset()
+            vfs[vf].mac = .zero
+        }
+    }
+
+    public func counters(vf: Int) -> VirtualFunction.Counters { locked { vfs[vf].counters } }
+
+    private static func key(_ mac: UInt64, _ vlan: Int) -> UInt64 { UInt64(vlan) << 48 | mac }
+
+    private func learn(_ vf: Int) {
+        let f = vfs[vf]
+        guard f.mac != .zero else { return }
+        for v in 0..<4096 where f.isMember(vlan: UInt16(v)) { macTable[Self.key(f.mac.value, v)] = vf }
+    }
+
+    private func forget(_ vf: Int) {
+        let f = vfs[vf]
+        for v in 0..<4096 where f.isMember(vlan: UInt16(v)) {
+            let k = Self.key(f.mac.value, v)
+            if macTable[k] == vf { macTable.removeValue(forKey: k) }
+        }
+    }
+
+    // MARK: Engine
+
+    /// One engine pass over every enabled VF's TX queues; returns frames processed.
+    @discardableResult
+    public func runPass() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        var work = 0
+        for vf in vfs where vf.enabled {
+            for q in 0..<vf.txQueues.count {
+                work += model == .dring ? pullDescriptorRing(vf, q) : pullSubmissionQueue(vf, q)
+            }
+        }
+        raiseInterrupts()
+        return work
+    }
+
+    /// Starts the engine on its own thread ("npa-nic-<name>", accounted as hardware). It polls
+    /// while there is work and sleeps, with each VF page saying so, after `idlePasses` empty passes.
+    public func start(idlePasses: Int = 256) {
+        guard thread == nil else { return }
+        stopFlag.pointee = 0
+        let flag = stopFlag
+        thread = EngineThread.start(name: "npa-nic-\(name)") { [self] in
+            let epoll = try! Epoll()
+            try! epoll.add(wake.fd, tag: UInt64.max)
+            for vf in vfs { try! epoll.add(vf.kick.fd, tag: UInt64(vf.index)) }
+            var idle = 0
+            while cnpa_load_relaxed_u32(flag) == 0 {
+                if runPass() > 0 { idle = 0; continue }
+                idle += 1
+                if idle < idlePasses { cnpa_cpu_relax(); continue }
+                for vf in vfs { vf.write(NPA_VF_REG_ENGINE_SLEEPING, 1) }
+                cnpa_fence_seq_cst()
+                if runPass() == 0 {
+                    for tag in (try? epoll.wait(timeoutMilliseconds: 100)) ?? [] {
+                        if tag == UInt64.max { wake.drain() } else { vfs[Int(tag)].kick.drain() }
+                    }
+                }
+                for vf in vfs { vf.write(NPA_VF_REG_ENGINE_SLEEPING, 0) }
+                idle = 0
+            }
+        }
+    }
+
+    public func stop() {
+        guard let t = thread else { return }
+        cnpa_store_relaxed_u32(stopFlag, 1)
+        wake.signal()
+        EngineThread.join(t)
+        thread = nil
+    }
+
+    private func raiseInterrupts() {
+        cnpa_fence_seq_cst()
+        for vf in vfs where vf.pendingInterrupt {
+            vf.pendingInterrupt = false
+            if vf.read(NPA_VF_REG_INTR_MASK) == 0 {
+                vf.write(NPA_VF_REG_INTR_MASK, 1)
+                vf.interrupt?.signal()
+                vf.counters.interrupts &+= 1
+            }
+        }
+    }
+
+    // MARK: Embedded switch
+
+    /// Anti-spoofing, then switching. `frame` points into the sender's granted memory; each
+    /// destination gets its own copy, re-checked after the copy (the sender could rewrite its
+    /// buffer meanwhile; the copy is what the receiver gets).
+    private func forward(from vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int) {
+        let src = EthernetFrame.mac(frame, at: 6)
+        guard src == vf.mac.value else {
+            vf.counters.spoofedDrops &+= 1
+            return
+        }
+        let vlan = EthernetFrame.vlanID(frame, length: length)
+        guard vf.isMember(vlan: vlan) else {
+            vf.counters.vlanDrops &+= 1
+            return
+        }
+        let dst = EthernetFrame.mac(frame, at: 0)
+        vf.counters.txFrames &+= 1
+        vf.counters.txBytes &+= UInt64(length)
+        var n = 0
+        var toUplink = false
+        if (dst >> 40) & 1 == 1 {
+            for other in vfs where other !== vf && other.enabled && other.isMember(vlan: vlan) && other.accepts(destination: dst) {
+                destinations[n] = other.index
+                n += 1
+            }
+            toUplink = true
+        } else if let target = macTable[Self.key(dst, Int(vlan))] {
+            if target != vf.index && vfs[target].enabled {
+                destinations[0] = target
+                n = 1
+            }
+        } else {
+            toUplink = true
+        }
+        if toUplink {
+            uplinkFrames &+= 1
+            uplinkBytes &+= UInt64(length)
+        }
+        guard n > 0 else { return }
+        let hash = EthernetFrame.flowHash(frame, length: min(length, 64))
+        for k in 0..<n {
+            let target = vfs[destinations[k]]
+            if model == .dring {
+                deliverDescriptorRing(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
+            } else {
+                deliverCompletionQueue(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
+            }
+        }
+    }
+
+    /// True if the received copy still carries the source MAC and VLAN that were checked.
+    @inline(__always)
+    private func copyIsFaithful(_ copy: UnsafeRawPointer, length: Int, source: UInt64, vlan: UInt16) -> Bool {
+        EthernetFrame.mac(copy, at: 6) == source && EthernetFrame.vlanID(copy, length: length) == vlan
+    }
+
+    // MARK: npa-dring ("82599 VF")
+
+    private func pullDescriptorRing(_ vf: VirtualFunction, _ q: Int) -> Int {
+        guard let memory = vf.grant else { return 0 }
+        var queue = vf.txQueues[q]
+        let size = queue.config.ringSize
+        let tail = vf.read(NPA_DRING_REG_TDT(UInt32(q)))
+        guard tail < size else {
+            vf.counters.badDescriptors &+= 1
+            return 0
+        }
+        let ring = memory.base + Int(queue.config.ringGPA)  // SAFETY: inside the grant, checked at init
+        var n = 0
+        while queue.head != tail && n < passBudget {
+            let d = ring + Int(queue.head) * 16
+            let address = UInt64(littleEndian: d.load(as: UInt64.self))
+            let length = Int(UInt16(littleEndian: d.load(fromByteOffset: 8, as: UInt16.self)))
+            var status = UInt8(NPA_DRING_TXD_STATUS_DD)
+            if length < EthernetFrame.headerLength || length > Self.maximumFrame {
+                vf.counters.badDescriptors &+= 1
+                status |= UInt8(NPA_DRING_TXD_STATUS_ERR)
+            } else if let p = memory.pointer(gpa: address, length: UInt64(length)) {
+                forward(from: vf, p, length: length)
+            } else {
+                vf.counters.dmaFaults &+= 1
+                status |= UInt8(NPA_DRING_TXD_STATUS_ERR)
+            }
+            // Write-back: status last, so the driver sees DD only when the slot is finished.
+            cnpa_fence_release()
+            d.storeBytes(of: status, toByteOffset: 12, as: UInt8.self)
+            queue.head = (queue.head + 1) & (size - 1)
+            n += 1
+        }
+        vf.txQueues[q] = queue
+        vf.write(NPA_DRING_REG_TDH(UInt32(q)), queue.head)
+        if n > 0 { vf.pendingInterrupt = true }
+        return n
+    }
+
+    private func deliverDescriptorRing(
+        to vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16, sender: VirtualFunction
+    ) {
+        guard let memory = vf.grant, !vf.rxQueues.isEmpty else { return }
+        let q = Int(hash % UInt32(vf.rxQueues.count))
+        var queue = vf.rxQueues[q]
+        let size = queue.config.ringSize
+        let tail = vf.read(NPA_DRING_REG_RDT(UInt32(q)))
+        guard tail < size, queue.head != tail else {
+            vf.counters.noBufferDrops &+= 1
+            return
+        }
+        let d = memory.base + Int(queue.config.ringGPA) + Int(queue.head) * 16
+        let address = UInt64(littleEndian: d.load(as: UInt64.self))
+        var errors: UInt32 = 0
+        var written = length
+        if let dst = memory.pointer(gpa: address, length: UInt64(length)) {
+            memcpy(dst, frame, length)
+            if !copyIsFaithful(dst, length: length, source: source, vlan: vlan) {
+                sender.counters.spoofedDrops &+= 1
+                errors = 1
+            }
+        } else {
+            vf.counters.dmaFaults &+= 1
+            errors = 1
+            written = 0
+        }
+        d.storeBytes(of: UInt32(written).littleEndian, toByteOffset: 8, as: UInt32.self)
+        let status = NPA_DRING_RXD_STATUS_DD | NPA_DRING_RXD_STATUS_EOP
+        cnpa_store_release_u32(d + 12, (status | errors << 8).littleEndian)
+        queue.head = (queue.head + 1) & (size - 1)
+        vf.rxQueues[q] = queue
+        vf.write(NPA_DRING_REG_RDH(UInt32(q)), queue.head)
+        if errors == 0 {
+            vf.counters.rxFrames &+= 1
+            vf.counters.rxBytes &+= UInt64(length)
+        }
+        vf.pendingInterrupt = true
+    }
+
+    // MARK: npa-cq ("ENA")
+
+    private func pullSubmissionQueue(_ vf: VirtualFunction, _ q: Int) -> Int {
+        guard let memory = vf.grant else { return 0 }
+        var queue = vf.txQueues[q]
+        let size = queue.config.ringSize
+        let tail = vf.read(NPA_CQ_REG_TX_SQ_TAIL(UInt32(q)))
+        guard tail &- queue.head <= size else {
+            vf.counters.badDescriptors &+= 1
+            return 0
+        }
+        let sq = memory.base + Int(queue.config.ringGPA)  // SAFETY: inside the grant, checked at init
+        var n = 0
+        while queue.head != tail && n < passBudget {
+            let e = sq + Int(queue.head & (size - 1)) * 16
+            let flags = e.load(fromByteOffset: 12, as: UInt8.self)
+            let requestID = UInt16(littleEndian: e.load(fromByteOffset: 10, as: UInt16.self))
+            let address = UInt64(littleEndian: e.load(as: UInt64.self))
+            let length = Int(UInt16(littleEndian: e.load(fromByteOffset: 8, as: UInt16.self)))
+            var status: UInt8 = 0
+            if flags & UInt8(NPA_CQ_FLAG_PHASE) != queue.submissionPhase || length < EthernetFrame.headerLength || length > Self.maximumFrame {
+                vf.counters.badDescriptors &+= 1
+                status = UInt8(NPA_CQ_STATUS_ERROR)
+            } else if let p = memory.pointer(gpa: address, length: UInt64(length)) {
+                forward(from: vf, p, length: length)
+            } else {
+                vf.counters.dmaFaults &+= 1
+                status = UInt8(NPA_CQ_STATUS_ERROR)
+            }
+            writeCompletion(memory, &queue, requestID: requestID, length: UInt16(length), status: status, hash: 0)
+            queue.head &+= 1
+            if queue.head & (size - 1) == 0 { queue.submissionPhase ^= 1 }
+            n += 1
+        }
+        vf.txQueues[q] = queue
+        if n > 0 { vf.pendingInterrupt = true }
+        return n
+    }
+
+    @inline(__always)
+    private func writeCompletion(_ memory: GuestMemory, _ queue: inout VirtualFunction.Queue, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32) {
+        let c = memory.base + Int(queue.config.completionGPA) + Int(queue.completionIndex) * 16
+        c.storeBytes(of: requestID.littleEndian, as: UInt16.self)
+        c.storeBytes(of: length.littleEndian, toByteOffset: 2, as: UInt16.self)
+        c.storeBytes(of: hash.littleEndian, toByteOffset: 8, as: UInt32.self)
+        // flags (phase) | status << 8 | vlan << 16, published last with release.
+        cnpa_store_release_u32(c + 4, (UInt32(queue.completionPhase) | UInt32(status) << 8).littleEndian)
+        queue.completionIndex += 1
+        if queue.completionIndex == queue.config.ringSize {
+            queue.completionIndex = 0
+            queue.completionPhase ^= 1
+        }
+    }
+
+    private func deliverCompletionQueue(
+        to vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16, sender: VirtualFunction
+    ) {
+        guard let memory = vf.grant, !vf.rxQueues.isEmpty else { return }
+        let q = Int(hash % UInt32(vf.rxQueues.count))
+        var queue = vf.rxQueues[q]
+        let size = queue.config.ringSize
+        let tail = vf.read(NPA_CQ_REG_RX_SQ_TAIL(UInt32(q)))
+        guard tail &- queue.head <= size, tail != queue.head else {
+            vf.counters.noBufferDrops &+= 1
+            return
+        }
+        let e = memory.base + Int(queue.config.ringGPA) + Int(queue.head & (size - 1)) * 16
+        let flags = e.load(fromByteOffset: 12, as: UInt8.self)
+        let requestID = UInt16(littleEndian: e.load(fromByteOffset: 10, as: UInt16.self))
+        let address = UInt64(littleEndian: e.load(as: UInt64.self))
+        let capacity = Int(UInt16(littleEndian: e.load(fromByteOffset: 8, as: UInt16.self)))
+        var status: UInt8 = 0
+        var written = length
+        if flags & UInt8(NPA_CQ_FLAG_PHASE) != queue.submissionPhase || capacity < length {
+            vf.counters.badDescriptors &+= 1
+            status = UInt8(NPA_CQ_STATUS_ERROR)
+            written = 0
+        } else if let dst = memory.pointer(gpa: address, length: UInt64(length)) {
+            memcpy(dst, frame, length)
+            if !copyIsFaithful(dst, length: length, source: source, vlan: vlan) {
+                sender.counters.spoofedDrops &+= 1
+                status = UInt8(NPA_CQ_STATUS_ERROR)
+            }
+        } else {
+            vf.counters.dmaFaults &+= 1
+            status = UInt8(NPA_CQ_STATUS_ERROR)
+            written = 0
+        }
+        writeCompletion(memory, &queue, requestID: requestID, length: UInt16(written), status: status, hash: hash)
+        queue.head &+= 1
+        if queue.head & (size - 1) == 0 { queue.submissionPhase ^= 1 }
+        vf.rxQueues[q] = queue
+        if status == 0 {
+            vf.counters.rxFrames &+= 1
+            vf.counters.rxBytes &+= UInt64(length)
+        }
+        vf.pendingInterrupt = true
+    }
+}

@@ -1,0 +1,106 @@
+import CNPAPluginABI
+import CNPAShim
+import NPAControlProtocol
+import NPARingFormats
+import NPASystem
+
+/// One SR-IOV virtual function of a `SoftNIC`: its register page (mapped into the guest), its
+/// queues as the PF driver initialised them, its DMA grant, and what the PF programmed for it in
+/// the embedded switch (MAC, VLANs, rx mode). The guest's plugin touches only the register page
+/// and the rings in guest memory; everything else here is the PF driver's to set.
+///
+/// Only the NIC's engine (under the NIC's lock) and the PF driver (under the same lock) touch it.
+public final class VirtualFunction {
+    /// Where a queue's rings live in the granted guest memory (set by the PF driver).
+    public struct QueueConfig: Sendable, Equatable {
+        public var ringGPA: UInt64
+        public var ringSize: UInt32
+        /// npa-cq only: the completion queue's GPA.
+        public var completionGPA: UInt64
+
+        public init(ringGPA: UInt64, ringSize: UInt32, completionGPA: UInt64 = 0) {
+            self.ringGPA = ringGPA
+            self.ringSize = ringSize
+            self.completionGPA = completionGPA
+        }
+    }
+
+    /// NIC-side cursors of one queue.
+    struct Queue {
+        var config: QueueConfig
+        /// dring: head index. cq: submission entries consumed (free running).
+        var head: UInt32 = 0
+        /// cq: phase expected in submission entries / written into completions.
+        var submissionPhase: UInt8 = 1
+        var completionIndex: UInt32 = 0
+        var completionPhase: UInt8 = 1
+        /// dring RX: requests to write back; cq RX: posted buffers not yet used (free running).
+        var posted: UInt32 = 0
+    }
+
+    public struct Counters: Sendable, Equatable {
+        public var txFrames: UInt64 = 0
+        public var txBytes: UInt64 = 0
+        public var rxFrames: UInt64 = 0
+        public var rxBytes: UInt64 = 0
+        public var spoofedDrops: UInt64 = 0
+        public var vlanDrops: UInt64 = 0
+        public var dmaFaults: UInt64 = 0
+        public var noBufferDrops: UInt64 = 0
+        public var badDescriptors: UInt64 = 0
+        public var interrupts: UInt64 = 0
+    }
+
+    public let index: Int
+    public let model: SoftNIC.Model
+    public let registers: SharedMemory
+    /// The eventfd a guest writes to wake a sleeping engine (handed to the guest's shell).
+    public let kick: EventNotifier
+    var interrupt: EventNotifier?
+    var grant: GuestMemory?
+    var txQueues: [Queue] = []
+    var rxQueues: [Queue] = []
+    var enabled = false
+    var pendingInterrupt = false
+    public internal(set) var mac: MACAddress = .zero
+    var vlans = [UInt64](repeating: 1, count: 1) + [UInt64](repeating: 0, count: 63)
+    var rxMode: VMXNET3.RxMode = [.unicast, .broadcast, .multicast]
+    var multicast: Set<MACAddress> = []
+    public internal(set) var counters = Counters()
+
+    init(index: Int, model: SoftNIC.Model) throws {
+        self.index = index
+        self.model = model
+        registers = try SharedMemory(name: "npa-vf\(index)-regs", size: Int(NPA_VF_REG_PAGE_SIZE))
+        kick = try EventNotifier()
+        write(NPA_VF_REG_INTR_MASK, 1)
+    }
+
+    @inline(__always)
+    func read(_ offset: UInt32) -> UInt32 { cnpa_load_acquire_u32(registers.base + Int(offset)) }
+
+    @inline(__always)
+    func write(_ offset: UInt32, _ value: UInt32) { cnpa_store_release_u32(registers.base + Int(offset), value) }
+
+    func isMember(vlan: UInt16) -> Bool { vlans[Int(vlan >> 6)] & (1 << UInt64(vlan & 63)) != 0 }
+
+    func accepts(destination dst: UInt64) -> Bool {
+        if rxMode.contains(.promiscuous) { return true }
+        let m = MACAddress(value: dst)
+        if m.isBroadcast { return rxMode.contains(.broadcast) }
+        if m.isMulticast { return rxMode.contains(.allMulticast) || (rxMode.contains(.multicast) && multicast.contains(m)) }
+        return rxMode.contains(.unicast) && m == mac
+    }
+
+    /// Function-level reset: stops all DMA at once, forgets the queues and the grant.
+    func functionLevelReset() {
+        enabled = false
+        grant = nil
+        txQueues = []
+        rxQueues = []
+        interrupt = nil
+        pendingInterrupt = false
+        registers.base.initializeMemory(as: UInt8.self, repeating: 0, count: registers.size)
+        write(NPA_VF_REG_INTR_MASK, 1)
+    }
+}

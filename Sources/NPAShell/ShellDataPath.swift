@@ -1,0 +1,188 @@
+import CNPAPluginABI
+import CNPAShim
+import NPASystem
+
+/// The shell's data path over whichever plugin is loaded: batched transmit into shell-owned
+/// buffers, in-order reclaim, zero-copy receive, and the sleep/wake handshake on the interrupt
+/// line. It knows no ring format; only the plugin does. A `VirtualNIC` owns one per mode; tests
+/// drive one straight over a VF.
+///
+/// Single-threaded, like the driver instance it stands for.
+package final class ShellDataPath {
+    package let plugin: PluginHost
+    package let interrupt: EventNotifier
+    package let ringSize: Int
+    package var spinPolls: Int
+    private let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: 64)
+    package private(set) var framesSent: UInt64 = 0
+    package private(set) var framesReceived: UInt64 = 0
+    package private(set) var receiveErrors: UInt64 = 0
+    package private(set) var interruptWaits: UInt64 = 0
+
+    package var txQueueCount: Int { Int(plugin.state.pointee.num_tx_queues) }
+    package var rxQueueCount: Int { Int(plugin.state.pointee.num_rx_queues) }
+
+    package init(plugin: PluginHost, interrupt: EventNotifier, ringSize: Int, spinPolls: Int) {
+        self.plugin = plugin
+        self.interrupt = interrupt
+        self.ringSize = ringSize
+        self.spinPolls = spinPolls
+    }
+
+    deinit { txBatch.deallocate() }
+
+    /// Posts RX buffers on every queue.
+    package func refillAll() {
+        for q in 0..<rxQueueCount { _ = plugin.ops.refill_rx_ring!(plugin.state, UInt32(q)) }
+    }
+
+    // MARK: Transmit
+
+    /// Sends up to `count` frames on TX queue `queue`. For each frame `fill` writes it into the
+    /// buffer it is given (in guest memory, no extra copy) and returns its length. Returns how
+    /// many frames were handed to the device: fewer than `count` when the ring or the buffer
+    /// pool is full (nothing is filled that is not sent).
+    @discardableResult
+    package func transmit(queue: Int = 0, count: Int, _ fill: (Int, UnsafeMutableRawBufferPointer) -> Int) -> Int {
+        precondition(queue >= 0 && queue < txQueueCount, "TX queue \(queue) does not exist")
+        let q = UInt32(queue)
+        var sent = 0
+        while sent < count {
+            var room = ringSize - 1 - plugin.txFIFOs[queue].count
+            if room < 32 || plugin.pool.freeCount < 32 {
+                _ = plugin.ops.check_tx_ring!(plugin.state, q)
+                room = ringSize - 1 - plugin.txFIFOs[queue].count
+            }
+            let n = min(count - sent, room, 64, plugin.pool.freeCount)
+            if n <= 0 { break }
+            for i in 0..<n {
+                let id = plugin.pool.take()!
+                let length = fill(sent + i, UnsafeMutableRawBufferPointer(start: plugin.pool.va(id), count: plugin.pool.bufferSize))
+                precondition(length > 0 && length <= plugin.pool.bufferSize, "frame length \(length) does not fit a buffer")
+                txBatch[i] = npa_tx_frame(gpa: plugin.pool.gpa(id), buf_id: id, length: UInt32(length), vlan_tci: 0, flags: 0, reserved: 0)
+            }
+            let accepted = Int(plugin.ops.add_tx_frames!(plugin.state, q, txBatch, UInt32(n), NPA_TX_FLAG_LAST_HINT))
+            for i in 0..<accepted { plugin.txFIFOs[queue].push(txBatch[i].buf_id) }
+            // Our FIFO mirrors the ring, so the plugin takes all; anything refused is unsent.
+            for i in accepted..<n { plugin.pool.give(txBatch[i].buf_id) }
+            sent += accepted
+            if accepted < n { break }
+        }
+        framesSent &+= UInt64(sent)
+        return sent
+    }
+
+    /// Sends copies of `frames`; returns how many were handed to the device.
+    @discardableResult
+    package func send(_ frames: [[UInt8]], queue: Int = 0) -> Int {
+        transmit(queue: queue, count: frames.count) { i, buffer in
+            buffer.copyBytes(from: frames[i])
+            return frames[i].count
+        }
+    }
+
+    /// Reclaims completed TX buffers on every queue; returns how many frames completed.
+    @discardableResult
+    package func reclaimTransmitted() -> Int {
+        var n = 0
+        for q in 0..<txQueueCount { n += Int(plugin.ops.check_tx_ring!(plugin.state, UInt32(q))) }
+        return n
+    }
+
+    /// Frames handed to the device and not yet completed.
+    package var transmitsInFlight: Int { plugin.txFIFOs.reduce(0) { $0 + $1.count } }
+
+    /// Waits until TX ring space frees up on `queue` or `timeoutMilliseconds` passes.
+    package func waitForTransmitSpace(queue: Int = 0, timeoutMilliseconds: Int) -> Bool {
+        waitFor(timeoutMilliseconds: timeoutMilliseconds) {
+            self.reclaimTransmitted()
+            return self.ringSize - 1 - self.plugin.txFIFOs[queue].count >= 32 || self.plugin.txFIFOs[queue].count == 0
+        }
+    }
+
+    /// Waits until every frame sent has completed, up to `timeoutMilliseconds`.
+    package func flush(timeoutMilliseconds: Int) -> Bool {
+        waitFor(timeoutMilliseconds: timeoutMilliseconds) {
+            self.reclaimTransmitted()
+            return self.transmitsInFlight == 0
+        }
+    }
+
+    // MARK: Receive
+
+    /// Receives up to `maxFrames` frames, calling `handler` for each (the bytes are valid only
+    /// during the call). Polls briefly, then sleeps on the interrupt until a frame arrives or
+    /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever). Returns frames handled.
+    @discardableResult
+    package func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0, _ handler: (VirtualNIC.ReceivedFrame) -> Void) -> Int {
+        var n = 0
+        _ = waitFor(timeoutMilliseconds: timeoutMilliseconds) {
+            n = self.pollReceive(maxFrames: maxFrames, handler)
+            self.reclaimTransmitted()
+            return n > 0
+        }
+        return n
+    }
+
+    /// Receives into copies; convenient, not fast.
+    package func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0) -> [[UInt8]] {
+        var frames: [[UInt8]] = []
+        receive(maxFrames: maxFrames, timeoutMilliseconds: timeoutMilliseconds) { frames.append(Array($0.bytes)) }
+        return frames
+    }
+
+    private func pollReceive(maxFrames: Int, _ handler: (VirtualNIC.ReceivedFrame) -> Void) -> Int {
+        var total = 0
+        for q in 0..<rxQueueCount where total < maxFrames {
+            plugin.receivedCount = 0
+            let budget = UInt32(min(maxFrames - total, PluginHost.batchCapacity))
+            let n = Int(plugin.ops.check_rx_ring!(plugin.state, UInt32(q), budget))
+            for i in 0..<n {
+                let id = plugin.receivedIDs[i]
+                if plugin.receivedFlags[i] & UInt16(NPA_RX_FLAG_ERROR) != 0 || Int(plugin.receivedLengths[i]) > plugin.pool.bufferSize {
+                    receiveErrors &+= 1
+                } else {
+                    handler(VirtualNIC.ReceivedFrame(
+                        bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(plugin.receivedLengths[i])),
+                        queue: q, rssHash: plugin.receivedHashes[i]))
+                    total += 1
+                }
+                plugin.pool.give(id)
+            }
+            if n > 0 { _ = plugin.ops.refill_rx_ring!(plugin.state, UInt32(q)) }
+        }
+        framesReceived &+= UInt64(total)
+        return total
+    }
+
+    /// Polls `condition`, spinning briefly, then sleeping on the interrupt line with the
+    /// vmxnet3 handshake: unmask, re-check, sleep. No wake-up is lost: the device fences between
+    /// publishing a completion and reading the mask, and so do we between unmasking and re-checking.
+    package func waitFor(timeoutMilliseconds: Int, _ condition: () -> Bool) -> Bool {
+        if condition() { return true }
+        if timeoutMilliseconds == 0 { return false }
+        let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
+        while true {
+            for _ in 0..<spinPolls {
+                cnpa_cpu_relax()
+                if condition() { return true }
+            }
+            _ = plugin.ops.enable_interrupt!(plugin.state, 0)
+            if condition() {
+                _ = plugin.ops.disable_interrupt!(plugin.state, 0)
+                return true
+            }
+            let now = cnpa_monotonic_ns()
+            if now >= deadline {
+                _ = plugin.ops.disable_interrupt!(plugin.state, 0)
+                return false
+            }
+            let remaining = min((deadline - now) / 1_000_000 + 1, 1000)
+            interruptWaits &+= 1
+            _ = interrupt.wait(timeoutMilliseconds: Int32(remaining))
+            _ = plugin.ops.disable_interrupt!(plugin.state, 0)
+            if condition() { return true }
+        }
+    }
+
+}
