@@ -24,6 +24,14 @@ package final class PluginHost {
     let receivedHashes = UnsafeMutablePointer<UInt32>.allocate(capacity: batchCapacity)
     let receivedFlags = UnsafeMutablePointer<UInt16>.allocate(capacity: batchCapacity)
     var receivedCount = 0
+    /// Per buffer id: 1 while the plugin holds it as a posted RX buffer. The shell can then take
+    /// every buffer back on switch-out without knowing the plugin's ring format.
+    private let rxLent: UnsafeMutablePointer<UInt8>
+    private(set) var rxLentCount = 0
+    /// Per buffer id: the length of the TX frame it carries (so unsent frames can be re-sent).
+    let txLengths: UnsafeMutablePointer<UInt32>
+    /// Indications naming a buffer the plugin did not hold: a plugin bug, counted and ignored.
+    package private(set) var pluginFaults: UInt64 = 0
     package var kicks: UInt64 = 0
     var framesCompleted: UInt64 = 0
     var receiveErrors: UInt64 = 0
@@ -47,6 +55,10 @@ package final class PluginHost {
         else { throw LoadError(description: "plugin operations table is incomplete") }
         self.ops = ops
         self.pool = pool
+        rxLent = .allocate(capacity: pool.count)
+        rxLent.initialize(repeating: 0, count: pool.count)
+        txLengths = .allocate(capacity: pool.count)
+        txLengths.initialize(repeating: 0, count: pool.count)
         self.doorbell = doorbell
         txFIFOs = txRegions.map { _ in BufferFIFO(capacity: ringSize) }
         privateArea = .allocate(byteCount: max(Int(ops.private_size), 16), alignment: 64)
@@ -59,6 +71,8 @@ package final class PluginHost {
             alloc_rx_buffer: { shell, _, id, gpa in
                 Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
                     guard let b = host.pool.take() else { return NPA_ERR_BUSY }
+                    host.rxLent[Int(b)] = 1
+                    host.rxLentCount += 1
                     id!.pointee = b
                     gpa!.pointee = host.pool.gpa(b)
                     return NPA_OK
@@ -67,6 +81,12 @@ package final class PluginHost {
             indicate_recv: { shell, _, frame in
                 Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
                     let f = frame!.pointee
+                    guard Int(f.buf_id) < host.pool.count, host.rxLent[Int(f.buf_id)] == 1 else {
+                        host.pluginFaults &+= 1
+                        return
+                    }
+                    host.rxLent[Int(f.buf_id)] = 0
+                    host.rxLentCount -= 1
                     let i = host.receivedCount
                     precondition(i < PluginHost.batchCapacity, "plugin indicated more frames than asked")
                     host.receivedIDs[i] = f.buf_id
@@ -123,11 +143,26 @@ package final class PluginHost {
         framesCompleted &+= UInt64(count)
     }
 
+    /// Takes back every RX buffer the plugin still holds (after the device is quiesced and the
+    /// rings harvested); returns how many.
+    package func reclaimPostedRxBuffers() -> Int {
+        var n = 0
+        for id in 0..<pool.count where rxLent[id] == 1 {
+            rxLent[id] = 0
+            pool.give(UInt32(id))
+            n += 1
+        }
+        rxLentCount = 0
+        return n
+    }
+
     package var name: String { ops.name.map { String(cString: $0) } ?? "?" }
     package var version: String { ops.version.map { String(cString: $0) } ?? "?" }
 
     deinit {
         for f in txFIFOs { f.deallocate() }
+        rxLent.deallocate()
+        txLengths.deallocate()
         receivedIDs.deallocate()
         receivedLengths.deallocate()
         receivedHashes.deallocate()
