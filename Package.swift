@@ -62,6 +62,7 @@ let package = Package(
             name: "NPATests",
             dependencies: [
                 "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
+                .product(name: "SystemPackage", package: "swift-system"),
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
                 "NPASystem", "CNPAShim", "CNPAPluginABI", "npa",
             ]),

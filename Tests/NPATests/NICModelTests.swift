@@ -8,6 +8,7 @@ import NPARingFormats
 import NPAShell
 import NPASystem
 import NPAWorkload
+import SystemPackage
 import Testing
 
 /// A guest driving a VF directly: its memory and buffer pool, the vendor plugin for the NIC's
@@ -27,7 +28,10 @@ final class VFGuest {
     private var generation = 0
     var postedRx: Int { queues * (ringSize - 1) }
 
-    init(nic: SoftNIC, vf: Int, mac: MACAddress, queues: Int = 2, ringSize: Int = 256) throws {
+    private let entry: npa_plugin_entry_fn
+
+    init(nic: SoftNIC, vf: Int, mac: MACAddress, queues: Int = 2, ringSize: Int = 256, entry: npa_plugin_entry_fn? = nil) throws {
+        self.entry = entry ?? (nic.model == .dring ? npa_dring_plugin_main : npa_cq_plugin_main)
         self.nic = nic
         self.mac = mac
         self.queues = queues
@@ -37,11 +41,14 @@ final class VFGuest {
         regionBytes = (ringSize * 36 + 4095) & ~4095
         let poolBase = 0x10000 + regionBytes * 4 * queues  // room for two generations of regions
         pool = BufferPool(baseVA: memory.base + poolBase, baseGPA: UInt64(poolBase), bufferSize: 2048, count: (memory.size - poolBase) / 2048)
-        dataPath = try Self.makeDataPath(nic: nic, vf: vf, memory: memory, pool: pool, queues: queues, ringSize: ringSize, regionBytes: regionBytes, firstRegion: 0, mac: mac)
+        dataPath = try Self.makeDataPath(
+            nic: nic, vf: vf, memory: memory, pool: pool, queues: queues, ringSize: ringSize, regionBytes: regionBytes, firstRegion: 0, mac: mac,
+            entry: self.entry)
     }
 
     private static func makeDataPath(
-        nic: SoftNIC, vf: Int, memory: SharedMemory, pool: BufferPool, queues: Int, ringSize: Int, regionBytes: Int, firstRegion: Int, mac: MACAddress
+        nic: SoftNIC, vf: Int, memory: SharedMemory, pool: BufferPool, queues: Int, ringSize: Int, regionBytes: Int, firstRegion: Int, mac: MACAddress,
+        entry: npa_plugin_entry_fn
     ) throws -> ShellDataPath {
         let base = memory.base
         func region(_ i: Int) -> npa_queue_region {
@@ -50,7 +57,6 @@ final class VFGuest {
         }
         let tx = (0..<queues).map { region($0) }
         let rx = (0..<queues).map { region(queues + $0) }
-        let entry: npa_plugin_entry_fn = nic.model == .dring ? npa_dring_plugin_main : npa_cq_plugin_main
         let function = nic.vfs[vf]
         let interrupt = try EventNotifier()
         let plugin = try PluginHost(
@@ -76,7 +82,7 @@ final class VFGuest {
         vf = newVF
         dataPath = try Self.makeDataPath(
             nic: nic, vf: newVF, memory: memory, pool: pool, queues: queues, ringSize: ringSize, regionBytes: regionBytes,
-            firstRegion: generation * 2 * queues, mac: mac)
+            firstRegion: generation * 2 * queues, mac: mac, entry: entry)
         return dataPath.adopt(drained)
     }
 
@@ -195,15 +201,31 @@ final class VFGuest {
         #expect(b.dataPath.receive(maxFrames: 10, timeoutMilliseconds: 0).isEmpty)
     }
 
-    @Test func pluginImagesAreFreestanding() throws {
+    /// Builds the freestanding images with the project's script into a fresh directory.
+    static func buildPluginImages() throws -> URL {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("npa-plugins-\(getpid())")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("npa-plugins-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         let build = Process()
         build.executableURL = URL(fileURLWithPath: "/bin/bash")
         build.arguments = [root.appendingPathComponent("scripts/build-plugins.sh").path, out.path]
+        build.standardOutput = FileHandle.nullDevice
         try build.run()
         build.waitUntilExit()
-        #expect(build.terminationStatus == 0)
+        guard build.terminationStatus == 0 else { throw CocoaError(.executableLoad) }
+        return out
+    }
+
+    /// What the host does to inject an image: put its bytes in a memfd.
+    static func memfd(holding path: String) throws -> FileDescriptor {
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let memory = try SharedMemory(name: "plugin-image", size: bytes.count)
+        bytes.withUnsafeBytes { memory.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        return try memory.fd.duplicate()
+    }
+
+    @Test func pluginImagesAreFreestanding() throws {
+        let out = try Self.buildPluginImages()
+        defer { try? FileManager.default.removeItem(at: out) }
         for model in SoftNIC.Model.allCases {
             let image = out.appendingPathComponent("\(model.rawValue).so").path
             let nm = Process()
@@ -220,7 +242,35 @@ final class VFGuest {
             let size = (try FileManager.default.attributesOfItem(atPath: image)[.size] as? Int) ?? 0
             #expect(size > 0 && size < 64 * 1024)
         }
-        try? FileManager.default.removeItem(at: out)
+    }
+
+    /// The injection path: the image arrives as a memfd, the shell maps it from the descriptor
+    /// and drives a VF with it (nothing is installed in the guest).
+    @Test(arguments: SoftNIC.Model.allCases)
+    func anInjectedImageLoadsFromAMemfdAndDrivesItsVF(_ model: SoftNIC.Model) throws {
+        let out = try Self.buildPluginImages()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let image = try PluginImage(adopting: Self.memfd(holding: out.appendingPathComponent("\(model.rawValue).so").path))
+        #expect(image.name == model.rawValue)
+        #expect(image.version == "1.0")
+        let nic = try SoftNIC(name: "t5", model: model, vfCount: 2)
+        nic.start()
+        defer { nic.stop() }
+        let a = try VFGuest(nic: nic, vf: 0, mac: MACAddress("02:00:00:00:60:01")!, entry: image.entry)
+        let b = try VFGuest(nic: nic, vf: 1, mac: MACAddress("02:00:00:00:60:02")!, entry: image.entry)
+        let frames = (0..<100).map { ethernetFrame(to: b.mac, from: a.mac, payload: [UInt8($0)] + Array(repeating: 0, count: 60)) }
+        var sent = 0
+        while sent < frames.count { sent += a.send(Array(frames[sent...])) }
+        #expect(b.receive(count: 100) == frames)
+        _ = image  // keeps the image mapped while its code runs
+    }
+
+    @Test func aCorruptImageIsRefusedWithAReason() throws {
+        let junk = try SharedMemory(name: "junk-image", size: 4096)
+        for i in 0..<4096 { junk.base.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31), toByteOffset: i, as: UInt8.self) }
+        #expect {
+            _ = try PluginImage(adopting: junk.fd.duplicate())
+        } throws: { "\($0)".hasPrefix("plugin image does not load:") }
     }
 
     /// The shell's half of switching: the sender and the receiver move between VFs (new plugin
