@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
 # Builds each vendor plugin into a freestanding, position-independent image:
-#   .build/plugins/<name>.so
-# An image may call no OS function: its only undefined symbols may be memset, memcpy, memmove
-# (checked here and by the tests). Usage: scripts/build-plugins.sh [OUTPUT_DIR]
+#   .build/plugins/npa-<dir>.so
+# Plugins/<dir>/*.c is built with clang; Plugins/<dir>/*.swift with Embedded Swift. An image may
+# call no OS function: its only undefined symbols may be memset, memcpy, memmove (checked here
+# and by the tests), and it exports only npa_plugin_main. Usage: scripts/build-plugins.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 OUT=${1:-.build/plugins}
 mkdir -p "$OUT"
 CC=${CC:-$(command -v clang || echo /opt/swift/usr/bin/clang)}
+SWIFTC=${SWIFTC:-$(command -v swiftc || echo /opt/swift/usr/bin/swiftc)}
 ALLOWED="memset memcpy memmove"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+echo '{ global: npa_plugin_main; local: *; };' > "$WORK/exports.map"
+# Embedded Swift imports the ABI headers through this module map.
+cat > "$WORK/module.modulemap" <<MAP
+module CNPAPluginABI {
+    header "$ROOT/Sources/CNPAPluginABI/include/npa_plugin_abi.h"
+    header "$ROOT/Sources/CNPAPluginABI/include/npa_nic_models.h"
+    header "$ROOT/Sources/CNPAPluginABI/include/npa_plugin_atomics.h"
+    export *
+}
+MAP
+LINK=(-shared -nostdlib -Wl,--gc-sections -Wl,--version-script="$WORK/exports.map" -Wl,-z,norelro)
 for dir in Plugins/*/; do
     name=$(basename "$dir")
-    src=$(ls "$dir"*.c | head -1)
     image="$OUT/npa-$name.so"
-    "$CC" -O2 -fPIC -ffreestanding -fno-builtin -fno-stack-protector -fvisibility=hidden \
-        -nostdlib -shared -Wl,--no-undefined-version -Wl,-z,norelro \
-        -I Sources/CNPAPluginABI/include -o "$image" "$src"
+    if ls "$dir"*.swift >/dev/null 2>&1; then
+        "$SWIFTC" -enable-experimental-feature Embedded -wmo -parse-as-library -O -Xcc -fPIC \
+            -Xfrontend -function-sections -Xfrontend -disable-stack-protector \
+            -I "$WORK" -module-name "plugin_${name//-/_}" -c "$dir"*.swift -o "$WORK/$name.o"
+    else
+        "$CC" -O2 -fPIC -ffreestanding -fno-builtin -fno-stack-protector -ffunction-sections \
+            -fvisibility=hidden -I Sources/CNPAPluginABI/include -c "$dir"*.c -o "$WORK/$name.o"
+    fi
+    "$CC" "${LINK[@]}" -o "$image" "$WORK/$name.o"
     for sym in $(nm -D --undefined-only "$image" | awk '{print $2}'); do
         case " $ALLOWED " in
             *" $sym "*) ;;
