@@ -32,7 +32,7 @@ let package = Package(
         .target(
             name: "NPAHost",
             dependencies: [
-                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim",
+                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim", "NPANICModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]),

@@ -24,10 +24,30 @@ public struct GuestPolicy: Equatable, Sendable {
 /// The host daemon's configuration: limits, the uplink and per-guest policy.
 /// Loaded from a YAML file (`npa host --config FILE`); every error names the file and line.
 public struct HostConfiguration: Equatable, Sendable {
-    public enum UplinkKind: String, Sendable { case none, counting }
+    public enum UplinkKind: Equatable, Sendable {
+        case none
+        case counting
+        /// The PF of the named NIC: frames for MACs not on this host's vswitch go into the NIC.
+        case nic(String)
+    }
+
+    /// A software SR-IOV NIC on this host.
+    public struct NICConfiguration: Equatable, Sendable {
+        public var name: String
+        /// "npa-dring" or "npa-cq".
+        public var model: String
+        public var vfs: Int
+
+        public init(name: String, model: String, vfs: Int) {
+            self.name = name
+            self.model = model
+            self.vfs = vfs
+        }
+    }
 
     public var maxQueuesPerVNIC: Int = 4
     public var uplink: UplinkKind = .none
+    public var nics: [NICConfiguration] = []
     public var defaultPolicy = GuestPolicy()
     public var guestPolicies: [String: GuestPolicy] = [:]
     /// Polling passes without work before the device engine sleeps and asks for kicks.
@@ -46,7 +66,13 @@ public struct HostConfiguration: Equatable, Sendable {
         # What the vswitch's uplink port is plugged into:
         #   none     - no uplink; unknown unicast is dropped and counted
         #   counting - a test wire that counts the frames leaving the host
+        #   <nic>    - the PF of one of the NICs below (its VFs' guests are then reachable)
         uplink: none
+
+        # Software SR-IOV NICs: model npa-dring (descriptor rings, 82599 VF style) or
+        # npa-cq (submission/completion queues, ENA style), and how many VFs (1-64).
+        nics:
+          - { name: nic0, model: npa-dring, vfs: 8 }
 
         # Polling passes without work before device emulation sleeps and asks guests to kick.
         idle_passes: 256
@@ -81,6 +107,7 @@ public struct HostConfiguration: Equatable, Sendable {
             throw LoadError(file, nil, "not valid YAML: \(String(describing: error).split(separator: "\n").first ?? "")")
         }
         var config = HostConfiguration()
+        var uplinkLine: Int?
         guard let root else { return config }
         guard let top = root.mapping else { throw LoadError(file, root.mark?.line, "the top level must be a mapping of keys") }
         for (keyNode, value) in top {
@@ -91,10 +118,21 @@ public struct HostConfiguration: Equatable, Sendable {
                 guard let n = value.int, (1...8).contains(n) else { throw LoadError(file, line, "max_queues must be an integer from 1 to 8") }
                 config.maxQueuesPerVNIC = n
             case "uplink":
-                guard let s = value.string, let kind = UplinkKind(rawValue: s) else {
-                    throw LoadError(file, line, "uplink must be one of: none, counting")
+                guard let s = value.string, !s.isEmpty else { throw LoadError(file, line, "uplink must be none, counting or a NIC name") }
+                config.uplink = s == "none" ? .none : s == "counting" ? .counting : .nic(s)
+                uplinkLine = line
+            case "nics":
+                guard let list = value.sequence else { throw LoadError(file, line, "nics must be a list of {name, model, vfs}") }
+                for item in list {
+                    let l = item.mark?.line ?? line
+                    guard let map = item.mapping, let name = map["name"]?.string, !name.isEmpty,
+                        let model = map["model"]?.string, let vfs = map["vfs"]?.int
+                    else { throw LoadError(file, l, "each NIC needs name, model and vfs") }
+                    guard ["npa-dring", "npa-cq"].contains(model) else { throw LoadError(file, l, "NIC model must be npa-dring or npa-cq, not '\(model)'") }
+                    guard (1...64).contains(vfs) else { throw LoadError(file, l, "a NIC has 1 to 64 VFs") }
+                    guard !config.nics.contains(where: { $0.name == name }) else { throw LoadError(file, l, "NIC '\(name)' is defined twice") }
+                    config.nics.append(NICConfiguration(name: name, model: model, vfs: vfs))
                 }
-                config.uplink = kind
             case "idle_passes":
                 guard let n = value.int, n >= 1 else { throw LoadError(file, line, "idle_passes must be a positive integer") }
                 config.idlePassesBeforeSleep = n
@@ -107,8 +145,11 @@ public struct HostConfiguration: Equatable, Sendable {
                     config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
                 }
             default:
-                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, idle_passes, default_policy, guests)")
+                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, idle_passes, default_policy, guests)")
             }
+        }
+        if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {
+            throw LoadError(file, uplinkLine, "uplink must be none, counting or a NIC name; no NIC is named '\(name)'")
         }
         return config
     }

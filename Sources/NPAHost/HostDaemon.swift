@@ -2,6 +2,7 @@ import CNPAShim
 import Glibc
 import Logging
 import NPAControlProtocol
+import NPANICModel
 import NPARingFormats
 import NPASystem
 import SystemPackage
@@ -31,11 +32,19 @@ public final class HostDaemon: @unchecked Sendable {
     /// (`devices` keeps them alive).
     private var portOwners: [Unmanaged<EmulatedDevice>?] = []
     private var wire: CountingWire?
+    /// The host's software SR-IOV NICs (engines on their own threads, accounted as hardware).
+    package private(set) var nics: [SoftNIC] = []
+    /// The NIC whose PF is the vswitch's uplink, if any.
+    private var uplinkNIC: SoftNIC?
+    /// Arena slots of the current burst bound for the PF (the uplink), sent as one burst.
+    private let pfBatch = UnsafeMutablePointer<Int32>.allocate(capacity: 64)
+    private var pfBatchCount = 0
     private var sleeping = false
     public private(set) var sleeps: UInt64 = 0
 
     private static let listenerTag: UInt64 = 0
     private static let stopTag: UInt64 = 1
+    private static let pfTag: UInt64 = 2
     private static let connectionTagBase: UInt64 = 1 << 32
     private static let doorbellTagBase: UInt64 = 2 << 32
 
@@ -59,11 +68,29 @@ public final class HostDaemon: @unchecked Sendable {
         stopNotifier = try EventNotifier()
         try epoll.add(listener.fd, tag: Self.listenerTag)
         try epoll.add(stopNotifier.fd, tag: Self.stopTag)
-        if configuration.uplink == .counting {
+        for n in configuration.nics {
+            let model = SoftNIC.Model(rawValue: n.model) ?? .dring
+            nics.append(try SoftNIC(name: n.name, model: model, vfCount: n.vfs))
+        }
+        switch configuration.uplink {
+        case .none:
+            break
+        case .counting:
             _ = vswitch.addUplink()
             wire = CountingWire()
-            syncPortOwners()
+        case .nic(let name):
+            _ = vswitch.addUplink()
+            uplinkNIC = nics.first { $0.name == name }
+            uplinkNIC?.setPFEnabled(true)
+            if let nic = uplinkNIC { try epoll.add(nic.pfReceive.wake.fd, tag: Self.pfTag) }
         }
+        syncPortOwners()
+        for nic in nics { nic.start() }
+    }
+
+    deinit {
+        for nic in nics { nic.stop() }
+        pfBatch.deallocate()
     }
 
     /// Asks `run()` to return. Async-signal-safe (one eventfd write).
@@ -84,17 +111,19 @@ public final class HostDaemon: @unchecked Sendable {
         var idlePasses = 0
         var passesSinceControl = 0
         while true {
-            let work = devices.isEmpty ? 0 : dataPathPass()
+            let work = devices.isEmpty && uplinkNIC == nil ? 0 : dataPathPass()
             idlePasses = work > 0 ? 0 : idlePasses + 1
             passesSinceControl += 1
             var timeout: Int32 = -2
-            if devices.isEmpty || idlePasses >= configuration.idlePassesBeforeSleep {
+            if (devices.isEmpty && uplinkNIC == nil) || idlePasses >= configuration.idlePassesBeforeSleep {
                 // Announce sleep, then re-check: a doorbell written before the announcement is
                 // seen here; one written after it comes with a kick.
                 for d in devices { d.setSleeping(true) }
+                uplinkNIC?.pfReceive.setConsumerSleeping(true)
                 cnpa_fence_seq_cst()
-                if devices.contains(where: { $0.hasPendingTransmit() }) {
+                if devices.contains(where: { $0.hasPendingTransmit() }) || uplinkNIC?.pfReceive.isEmpty == false {
                     for d in devices { d.setSleeping(false) }
+                    uplinkNIC?.pfReceive.setConsumerSleeping(false)
                     idlePasses = 0
                     continue
                 }
@@ -111,6 +140,7 @@ public final class HostDaemon: @unchecked Sendable {
                 let tags = Array(try epoll.wait(timeoutMilliseconds: timeout))
                 if sleeping {
                     sleeping = false
+                    uplinkNIC?.pfReceive.setConsumerSleeping(false)
                     for d in devices { d.setSleeping(false) }
                     idlePasses = 0
                 }
@@ -132,8 +162,25 @@ public final class HostDaemon: @unchecked Sendable {
                 }
             }
         }
+        if let nic = uplinkNIC { work += receiveFromPF(nic) }
         for device in devices { device.raiseInterrupts() }
         return work
+    }
+
+    /// Frames the NIC sent up to its PF (for MACs not on a VF) enter the vswitch by the uplink.
+    private func receiveFromPF(_ nic: SoftNIC) -> Int {
+        guard let ingress = vswitch.uplinkPort else { return 0 }
+        return nic.pfReceive.pop(max: arena.capacity) { frame, length in
+            let dst = EthernetFrame.mac(frame, at: 0)
+            let vlan = EthernetFrame.vlanID(frame, length: length)
+            guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else { return }
+            let hash = EthernetFrame.flowHash(frame, length: length)
+            for k in 0..<n {
+                if let owner = portOwners[Int(arena.destinations[k])] {
+                    owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+                }
+            }
+        }
     }
 
     /// Anti-spoofing, VLAN policy, then the vswitch decides; the copies into each destination
@@ -169,7 +216,12 @@ public final class HostDaemon: @unchecked Sendable {
                     if let owner = portOwners[port] {
                         owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
                     } else if port == vswitch.uplinkPort {
-                        wire?.transmit(length: length)
+                        if uplinkNIC != nil {
+                            pfBatch[pfBatchCount] = Int32(i)
+                            pfBatchCount += 1
+                        } else {
+                            wire?.transmit(length: length)
+                        }
                     }
                 }
             case .unknownDestination:
@@ -177,6 +229,11 @@ public final class HostDaemon: @unchecked Sendable {
             case .filtered:
                 device.drop(.filtered)
             }
+        }
+        if pfBatchCount > 0, let nic = uplinkNIC {
+            let arena = self.arena, batch = pfBatch
+            nic.transmitFromPF(count: pfBatchCount) { k in (UnsafeRawPointer(arena.slot(Int(batch[k]))), arena.lengths[Int(batch[k])]) }
+            pfBatchCount = 0
         }
     }
 
@@ -194,6 +251,8 @@ public final class HostDaemon: @unchecked Sendable {
             if tag == Self.stopTag {
                 stopNotifier.drain()
                 return false
+            } else if tag == Self.pfTag {
+                uplinkNIC?.pfReceive.wake.drain()
             } else if tag == Self.listenerTag {
                 while let socket = try listener.accept() {
                     socket.setNonBlocking()
@@ -376,6 +435,7 @@ public final class HostDaemon: @unchecked Sendable {
                     name: d.name, mac: d.mac.description, mode: "emulated", link: "up", state: d.state.name,
                     txQueues: d.txQueues.count, rxQueues: d.rxQueues.count, counters: counters)
             },
-            uplink: wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) })
+            uplink: uplinkNIC.map { StatusReport.Uplink(kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0) }
+                ?? wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) })
     }
 }

@@ -34,6 +34,12 @@ public final class SoftNIC: @unchecked Sendable {
     /// Frames the embedded switch sent out of the uplink port (unknown unicast, floods).
     public private(set) var uplinkFrames: UInt64 = 0
     public private(set) var uplinkBytes: UInt64 = 0
+    /// The PF's receive queue: frames for MACs that are not on a VF, for the host's PF driver,
+    /// which plugs it into the vswitch as its uplink (NPA's "PF filter for every vswitch MAC").
+    public let pfReceive = FrameQueue(capacity: 1024)
+    private var pfEnabled = false
+    /// Frames the PF driver sent into the NIC.
+    public private(set) var pfTransmitted: UInt64 = 0
     private var thread: pthread_t?
     private let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     private let wake: EventNotifier
@@ -265,10 +271,7 @@ public final class SoftNIC: @unchecked Sendable {
         } else {
             toUplink = true
         }
-        if toUplink {
-            uplinkFrames &+= 1
-            uplinkBytes &+= UInt64(length)
-        }
+        if toUplink { sendUp(frame, length: length) }
         guard n > 0 else { return }
         let hash = EthernetFrame.flowHash(frame, length: min(length, 64))
         for k in 0..<n {
@@ -279,6 +282,64 @@ public final class SoftNIC: @unchecked Sendable {
                 deliverCompletionQueue(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
             }
         }
+    }
+
+    /// Out of the embedded switch toward the host: the PF's queue when the PF driver listens,
+    /// otherwise the uplink wire.
+    @inline(__always)
+    private func sendUp(_ frame: UnsafeRawPointer, length: Int) {
+        if pfEnabled {
+            pfReceive.push(frame, length: length)
+        } else {
+            uplinkFrames &+= 1
+            uplinkBytes &+= UInt64(length)
+        }
+    }
+
+    /// The PF driver starts (or stops) taking frames for MACs not on a VF.
+    public func setPFEnabled(_ enabled: Bool) { locked { pfEnabled = enabled } }
+
+    /// The PF driver sends a burst into the NIC (one lock for the whole burst). Frames are
+    /// switched to VFs by (MAC, VLAN); frames for no VF leave by the uplink wire, never back up
+    /// to the PF. The PF is trusted: no anti-spoofing on this port.
+    public func transmitFromPF(count: Int, frame: (Int) -> (UnsafeRawPointer, Int)) {
+        lock.lock()
+        defer { lock.unlock() }
+        for i in 0..<count {
+            let (p, length) = frame(i)
+            guard length >= EthernetFrame.headerLength, length <= Self.maximumFrame else { continue }
+            pfTransmitted &+= 1
+            let dst = EthernetFrame.mac(p, at: 0)
+            let vlan = EthernetFrame.vlanID(p, length: length)
+            let src = EthernetFrame.mac(p, at: 6)
+            var targets = 0
+            if (dst >> 40) & 1 == 1 {
+                for vf in vfs where vf.enabled && vf.isMember(vlan: vlan) && vf.accepts(destination: dst) {
+                    destinations[targets] = vf.index
+                    targets += 1
+                }
+                uplinkFrames &+= 1
+                uplinkBytes &+= UInt64(length)
+            } else if let target = macTable[Self.key(dst, Int(vlan))], vfs[target].enabled {
+                destinations[0] = target
+                targets = 1
+            } else {
+                uplinkFrames &+= 1
+                uplinkBytes &+= UInt64(length)
+            }
+            let hash = EthernetFrame.flowHash(p, length: min(length, 64))
+            for k in 0..<targets {
+                let vf = vfs[destinations[k]]
+                // The PF's frames come from host memory the host does not change mid-copy; the
+                // faithfulness re-check then always passes.
+                if model == .dring {
+                    deliverDescriptorRing(to: vf, p, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
+                } else {
+                    deliverCompletionQueue(to: vf, p, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
+                }
+            }
+        }
+        raiseInterrupts()
     }
 
     /// True if the received copy still carries the source MAC and VLAN that were checked.

@@ -102,7 +102,7 @@ import Testing
         #expect(out.status != 0)
         let lines = out.stderr.split(separator: "\n")
         #expect(lines.count == 1 + lines.filter { $0.hasPrefix("Usage") || $0.hasPrefix("  See") }.count)
-        #expect(out.stderr.contains("\(path):2: uplink must be one of: none, counting"))
+        #expect(out.stderr.contains("\(path):2: uplink must be none, counting or a NIC name; no NIC is named 'fibre'"))
         let flag = try NPAProcess(["guest", "send", "--name", "x", "--to", "nonsense"]).finish()
         #expect(flag.status != 0)
         #expect(flag.stderr.contains("--to 'nonsense' is not a unicast MAC"))

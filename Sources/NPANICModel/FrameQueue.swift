@@ -1,0 +1,79 @@
+import CNPAShim
+import NPASystem
+
+/// A single-producer, single-consumer queue of frames in host memory: the PF's receive queue,
+/// filled by the NIC engine (producer) and emptied by the host's PF driver (consumer) on another
+/// thread. Slots are allocated once; a full queue drops and counts (it never blocks the engine).
+///
+/// Indices are free-running UInt32s in their own cache lines; the producer publishes `tail` with
+/// a release store after writing the slot, the consumer publishes `head` the same way.
+public final class FrameQueue: @unchecked Sendable {
+    public static let slotSize = 9216
+    public let capacity: UInt32
+    private let slots: UnsafeMutableRawPointer
+    private let lengths: UnsafeMutablePointer<UInt32>
+    private let indices: UnsafeMutableRawPointer  // head at 0, tail at 64
+    public private(set) var drops: UInt64 = 0
+    /// Signalled after a push when the consumer said it sleeps (`consumerSleeping`).
+    public let wake: EventNotifier
+
+    public init(capacity: UInt32) {
+        wake = try! EventNotifier()
+        precondition(capacity > 0 && capacity & (capacity - 1) == 0)
+        self.capacity = capacity
+        slots = .allocate(byteCount: Int(capacity) * Self.slotSize, alignment: 64)
+        lengths = .allocate(capacity: Int(capacity))
+        indices = .allocate(byteCount: 128, alignment: 64)
+        indices.initializeMemory(as: UInt8.self, repeating: 0, count: 128)
+    }
+
+    deinit {
+        slots.deallocate()
+        lengths.deallocate()
+        indices.deallocate()
+    }
+
+    /// Producer side. False (and counted) when the queue is full or the frame too long.
+    @discardableResult
+    public func push(_ frame: UnsafeRawPointer, length: Int) -> Bool {
+        let head = cnpa_load_acquire_u32(indices)
+        let tail = cnpa_load_relaxed_u32(indices + 64)
+        guard tail &- head < capacity, length <= Self.slotSize else {
+            drops &+= 1
+            return false
+        }
+        let i = Int(tail & (capacity - 1))
+        (slots + i * Self.slotSize).copyMemory(from: frame, byteCount: length)
+        lengths[i] = UInt32(length)
+        cnpa_store_release_u32(indices + 64, tail &+ 1)
+        // Publish, then read the consumer's sleep flag (it announces, fences, re-checks).
+        cnpa_fence_seq_cst()
+        if cnpa_load_relaxed_u32(indices + 4) != 0 { wake.signal() }
+        return true
+    }
+
+    /// Consumer side: announce sleep (true) or wakefulness; after announcing sleep the consumer
+    /// must check `isEmpty` once more before it blocks on `wake`.
+    public func setConsumerSleeping(_ sleeping: Bool) {
+        cnpa_store_relaxed_u32(indices + 4, sleeping ? 1 : 0)
+        if sleeping { cnpa_fence_seq_cst() }
+    }
+
+    /// Consumer side: hands up to `max` frames to `body` (valid only during the call).
+    @discardableResult
+    public func pop(max: Int, _ body: (UnsafeRawPointer, Int) -> Void) -> Int {
+        var head = cnpa_load_relaxed_u32(indices)
+        let tail = cnpa_load_acquire_u32(indices + 64)
+        var n = 0
+        while head != tail && n < max {
+            let i = Int(head & (capacity - 1))
+            body(slots + i * Self.slotSize, Int(lengths[i]))
+            head &+= 1
+            n += 1
+        }
+        cnpa_store_release_u32(indices, head)
+        return n
+    }
+
+    public var isEmpty: Bool { cnpa_load_acquire_u32(indices) == cnpa_load_acquire_u32(indices + 64) }
+}
