@@ -25,6 +25,46 @@ public enum ControlMessage: Equatable, Sendable {
     case detach
     /// Host → peer: the request was refused or did not parse.
     case error(code: UInt32, message: String)
+    /// Guest → host, after a DIC event: what does the host want the data path to be?
+    case switchQuery
+    /// Host → guest. For `.switchIn` the descriptors are: plugin image (memfd), VF register page
+    /// (memfd), VF kick eventfd.
+    case switchOffer(SwitchOffer)
+    /// Guest → host (switch-in): the plugin is loaded; here are the queue regions (GPA, ring
+    /// size) the PF driver initialises the VF from. TX queues first, then RX queues.
+    case switchInReady(txRegions: [QueueRegion], rxRegions: [QueueRegion])
+    /// Guest → host (switch-out): emulation is re-armed; move the MAC back and quiesce the VF.
+    case switchOutBegin
+    /// Guest → host (switch-out): the VF is drained; reset and release it.
+    case switchOutDone
+    /// Admin → host: switch a vNIC by name (`npa vnic switch-in/out`).
+    case adminSwitch(vnic: String, toPassthrough: Bool)
+    /// Host → peer: the request succeeded (with an optional note).
+    case ok(String)
+
+    public struct QueueRegion: Equatable, Sendable {
+        public var gpa: UInt64
+        public var ringSize: UInt32
+        public init(gpa: UInt64, ringSize: UInt32) {
+            self.gpa = gpa
+            self.ringSize = ringSize
+        }
+    }
+
+    public struct SwitchOffer: Equatable, Sendable {
+        public enum Kind: UInt8, Sendable { case none = 0, switchIn = 1, switchOut = 2 }
+        public var kind: Kind
+        public var vf: UInt16
+        public var model: String
+        public var plugin: String
+
+        public init(kind: Kind, vf: UInt16 = 0, model: String = "", plugin: String = "") {
+            self.kind = kind
+            self.vf = vf
+            self.model = model
+            self.plugin = plugin
+        }
+    }
 
     public static let magic: UInt32 = 0x3141_504E  // "NPA1" little endian
     public static let version: UInt16 = 1
@@ -82,6 +122,7 @@ public enum ControlMessage: Equatable, Sendable {
         case attach = 1, attached, registerWrite, registerRead, registerResult
         case statusRequest, statusReply, countersRequest, countersReply, detach
         case error = 15
+        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok
     }
 
     public func encode() -> [UInt8] {
@@ -132,6 +173,30 @@ public enum ControlMessage: Equatable, Sendable {
             tag = .error
             p.u32(code)
             p.string(message)
+        case .switchQuery: tag = .switchQuery
+        case .switchOffer(let o):
+            tag = .switchOffer
+            p.u8(o.kind.rawValue)
+            p.u16(o.vf)
+            p.string(o.model)
+            p.string(o.plugin)
+        case .switchInReady(let tx, let rx):
+            tag = .switchInReady
+            p.u8(UInt8(min(tx.count, 8)))
+            p.u8(UInt8(min(rx.count, 8)))
+            for r in tx.prefix(8) + rx.prefix(8) {
+                p.u64(r.gpa)
+                p.u32(r.ringSize)
+            }
+        case .switchOutBegin: tag = .switchOutBegin
+        case .switchOutDone: tag = .switchOutDone
+        case .adminSwitch(let vnic, let toPassthrough):
+            tag = .adminSwitch
+            p.string(vnic)
+            p.u8(toPassthrough ? 1 : 0)
+        case .ok(let note):
+            tag = .ok
+            p.string(note)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -188,6 +253,22 @@ public enum ControlMessage: Equatable, Sendable {
         case .detach: message = .detach
         case .error:
             message = .error(code: try r.u32(), message: try r.string())
+        case .switchQuery: message = .switchQuery
+        case .switchOffer:
+            guard let kind = SwitchOffer.Kind(rawValue: try r.u8()) else { throw ProtocolError("unknown switch kind") }
+            message = .switchOffer(.init(kind: kind, vf: try r.u16(), model: try r.string(), plugin: try r.string()))
+        case .switchInReady:
+            let nt = Int(try r.u8()), nr = Int(try r.u8())
+            guard nt <= 8, nr <= 8 else { throw ProtocolError("at most 8 queues per direction") }
+            var regions: [QueueRegion] = []
+            for _ in 0..<(nt + nr) { regions.append(QueueRegion(gpa: try r.u64(), ringSize: try r.u32())) }
+            message = .switchInReady(txRegions: Array(regions[0..<nt]), rxRegions: Array(regions[nt...]))
+        case .switchOutBegin: message = .switchOutBegin
+        case .switchOutDone: message = .switchOutDone
+        case .adminSwitch:
+            message = .adminSwitch(vnic: try r.string(), toPassthrough: try r.u8() != 0)
+        case .ok:
+            message = .ok(try r.string())
         }
         try r.expectEnd()
         return message

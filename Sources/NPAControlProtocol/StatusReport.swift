@@ -12,6 +12,11 @@ public struct StatusReport: Codable, Equatable, Sendable {
         public var txQueues: Int
         public var rxQueues: Int
         public var counters: [String: UInt64]
+        /// Passthrough details: "nic0/vf3", the plugin, the last switch's duration.
+        public var vf: String?
+        public var plugin: String?
+        public var lastSwitchMilliseconds: Double?
+        public var lastSwitchError: String?
 
         public init(name: String, mac: String, mode: String, link: String, state: String, txQueues: Int, rxQueues: Int, counters: [String: UInt64]) {
             self.name = name
@@ -25,7 +30,9 @@ public struct StatusReport: Codable, Equatable, Sendable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case name, mac, mode, link, state, counters
+            case name, mac, mode, link, state, counters, vf, plugin
+            case lastSwitchMilliseconds = "last_switch_ms"
+            case lastSwitchError = "last_switch_error"
             case txQueues = "tx_queues"
             case rxQueues = "rx_queues"
         }

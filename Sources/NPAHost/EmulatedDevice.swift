@@ -1,6 +1,7 @@
 import CNPAShim
 import Logging
 import NPAControlProtocol
+import NPANICModel
 import NPARingFormats
 import NPASystem
 
@@ -60,6 +61,28 @@ final class EmulatedDevice {
     let port: Int
 
     private(set) var state: State = .reset
+
+    /// Which data path the guest uses. In passthrough the vNIC's vswitch port accepts nothing and
+    /// holds no MAC; the VF has them (programmed by the PF driver).
+    enum Mode: String { case emulated, passthrough }
+    var mode: Mode = .emulated
+    /// The VF this vNIC holds (reserved at switch-in offer, released after switch-out).
+    var vf: (nic: SoftNIC, index: Int)?
+    var pluginName: String?
+    var pendingSwitch: ControlMessage.SwitchOffer.Kind = .none
+    var switchStartedNanoseconds: UInt64 = 0
+    var lastSwitchMilliseconds: Double?
+    var switchReason: String?
+
+    /// Raises DIC ("device implementation change") in DriverShared.ecr and fires the event
+    /// interrupt: the guest's shell then asks the host what changed.
+    func raiseDeviceImplementationChange() {
+        if driverSharedPA != 0, let ecr = memory.loadU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.ecr) {
+            memory.storeU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.ecr, ecr | VMXNET3.Event.deviceImplementationChange)
+        }
+        cnpa_fence_seq_cst()
+        interrupts.first?.signal()
+    }
     var txQueues: [Queue] = []
     var rxQueues: [Queue] = []
     var counters = DeviceCounters()
@@ -250,7 +273,7 @@ final class EmulatedDevice {
         case .getPermanentMACHigh:
             let b = permanentMAC.bytes
             return (UInt32(b[4]) | UInt32(b[5]) << 8, "")
-        case .getDeviceIDLow: return (VMXNET3.emulatedDeviceID, "")
+        case .getDeviceIDLow: return (mode == .passthrough ? VMXNET3.passthroughDeviceID : VMXNET3.emulatedDeviceID, "")
         case .getDeviceIDHigh: return (0, "")
         case .getConfiguredInterrupts:
             // MSI-X (3) with auto-mask (mask mode ACTIVE = 1 << 2).
@@ -259,7 +282,8 @@ final class EmulatedDevice {
             writeQueueStatus()
             return (0, "")
         case .stopEmulation, .loadPlugin, .activateVF:
-            return (UInt32.max, "passthrough is not available on this host")
+            // Handled by the host's PF driver (HostDaemon) when a switch is under way.
+            return (UInt32.max, "no switch to passthrough is under way for this vNIC")
         }
     }
 

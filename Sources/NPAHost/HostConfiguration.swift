@@ -8,11 +8,14 @@ public struct GuestPolicy: Equatable, Sendable {
     /// VLAN IDs the guest may join and send on. VLAN 0 (untagged) is always allowed.
     public var allowedVLANs: Set<UInt16>
     public var allowPromiscuous: Bool
+    /// May the guest be switched to a VF?
+    public var allowPassthrough: Bool
 
-    public init(allowedMACs: [MACAddress]? = nil, allowedVLANs: Set<UInt16> = [0], allowPromiscuous: Bool = false) {
+    public init(allowedMACs: [MACAddress]? = nil, allowedVLANs: Set<UInt16> = [0], allowPromiscuous: Bool = false, allowPassthrough: Bool = true) {
         self.allowedMACs = allowedMACs
         self.allowedVLANs = allowedVLANs.union([0])
         self.allowPromiscuous = allowPromiscuous
+        self.allowPassthrough = allowPassthrough
     }
 
     public func allows(mac: MACAddress) -> Bool {
@@ -48,6 +51,8 @@ public struct HostConfiguration: Equatable, Sendable {
     public var maxQueuesPerVNIC: Int = 4
     public var uplink: UplinkKind = .none
     public var nics: [NICConfiguration] = []
+    /// Where the vendor plugin images are (built by scripts/build-plugins.sh).
+    public var pluginDirectory = ".build/plugins"
     public var defaultPolicy = GuestPolicy()
     public var guestPolicies: [String: GuestPolicy] = [:]
     /// Polling passes without work before the device engine sleeps and asks for kicks.
@@ -74,6 +79,9 @@ public struct HostConfiguration: Equatable, Sendable {
         nics:
           - { name: nic0, model: npa-dring, vfs: 8 }
 
+        # Where the vendor plugin images are (scripts/build-plugins.sh builds them there).
+        plugin_dir: .build/plugins
+
         # Polling passes without work before device emulation sleeps and asks guests to kick.
         idle_passes: 256
 
@@ -82,6 +90,7 @@ public struct HostConfiguration: Equatable, Sendable {
           macs: any            # "any" (any unicast MAC) or a list of MACs
           vlans: [0]           # VLANs the guest may join; 0 (untagged) is always allowed
           promiscuous: false   # may the guest put its vNIC in promiscuous mode?
+          passthrough: true    # may the guest be switched to a VF (npa vnic switch-in)?
 
         # Policy per guest name (the --name a guest attaches with).
         guests:
@@ -133,6 +142,9 @@ public struct HostConfiguration: Equatable, Sendable {
                     guard !config.nics.contains(where: { $0.name == name }) else { throw LoadError(file, l, "NIC '\(name)' is defined twice") }
                     config.nics.append(NICConfiguration(name: name, model: model, vfs: vfs))
                 }
+            case "plugin_dir":
+                guard let d = value.string, !d.isEmpty else { throw LoadError(file, line, "plugin_dir must be a directory path") }
+                config.pluginDirectory = d
             case "idle_passes":
                 guard let n = value.int, n >= 1 else { throw LoadError(file, line, "idle_passes must be a positive integer") }
                 config.idlePassesBeforeSleep = n
@@ -145,7 +157,7 @@ public struct HostConfiguration: Equatable, Sendable {
                     config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
                 }
             default:
-                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, idle_passes, default_policy, guests)")
+                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, plugin_dir, idle_passes, default_policy, guests)")
             }
         }
         if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {
@@ -187,8 +199,11 @@ public struct HostConfiguration: Equatable, Sendable {
             case "promiscuous":
                 guard let b = value.bool else { throw LoadError(file, line, "\(path).promiscuous must be true or false") }
                 policy.allowPromiscuous = b
+            case "passthrough":
+                guard let b = value.bool else { throw LoadError(file, line, "\(path).passthrough must be true or false") }
+                policy.allowPassthrough = b
             default:
-                throw LoadError(file, line, "unknown key '\(key)' in \(path) (known: macs, vlans, promiscuous)")
+                throw LoadError(file, line, "unknown key '\(key)' in \(path) (known: macs, vlans, promiscuous, passthrough)")
             }
         }
         return policy

@@ -35,7 +35,9 @@ public final class HostDaemon: @unchecked Sendable {
     /// The host's software SR-IOV NICs (engines on their own threads, accounted as hardware).
     package private(set) var nics: [SoftNIC] = []
     /// The NIC whose PF is the vswitch's uplink, if any.
-    private var uplinkNIC: SoftNIC?
+    private(set) var uplinkNIC: SoftNIC?
+    /// VFs reserved or in use, per NIC name.
+    var vfsInUse: [String: Set<Int>] = [:]
     /// Arena slots of the current burst bound for the PF (the uplink), sent as one burst.
     private let pfBatch = UnsafeMutablePointer<Int32>.allocate(capacity: 64)
     private var pfBatchCount = 0
@@ -168,7 +170,7 @@ public final class HostDaemon: @unchecked Sendable {
     }
 
     /// Frames the NIC sent up to its PF (for MACs not on a VF) enter the vswitch by the uplink.
-    private func receiveFromPF(_ nic: SoftNIC) -> Int {
+    func receiveFromPF(_ nic: SoftNIC) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
         return nic.pfReceive.pop(max: arena.capacity) { frame, length in
             let dst = EthernetFrame.mac(frame, at: 0)
@@ -235,6 +237,18 @@ public final class HostDaemon: @unchecked Sendable {
             nic.transmitFromPF(count: pfBatchCount) { k in (UnsafeRawPointer(arena.slot(Int(batch[k]))), arena.lengths[Int(batch[k])]) }
             pfBatchCount = 0
         }
+    }
+
+    /// Passthrough: the vNIC's port keeps its place but holds no MAC and accepts nothing, so the
+    /// vswitch sends frames for the guest to the uplink (the PF, then the VF) and never twice.
+    func detachFromSwitch(_ d: EmulatedDevice) {
+        vswitch.setMAC(d.port, .zero)
+        vswitch.setRxMode(d.port, [])
+    }
+
+    func reattachToSwitch(_ d: EmulatedDevice) {
+        vswitch.setMAC(d.port, d.mac)
+        vswitch.setRxMode(d.port, d.rxMode)
     }
 
     private func syncPortOwners() {
@@ -307,7 +321,7 @@ public final class HostDaemon: @unchecked Sendable {
         }
     }
 
-    private func reply(_ c: Connection, _ message: ControlMessage, descriptors: [FileDescriptor] = []) {
+    func reply(_ c: Connection, _ message: ControlMessage, descriptors: [FileDescriptor] = []) {
         do {
             try c.socket.send(message.encode(), descriptors: descriptors)
         } catch {
@@ -322,7 +336,14 @@ public final class HostDaemon: @unchecked Sendable {
         case .registerWrite(let bar, let offset, let value):
             guard let d = c.device else { return reply(c, notAttached) }
             guard bar == 1 else { return reply(c, .registerResult(status: ControlMessage.ErrorCode.invalidArgument, value: 0, message: "only BAR1 registers are reached through the control channel")) }
+            if offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateVF.rawValue {
+                switch activateVF(d) {
+                case .success: return reply(c, .registerResult(status: 0, value: 0, message: ""))
+                case .failure(let r): return reply(c, .registerResult(status: ControlMessage.ErrorCode.invalidState, value: VMXNET3.QueueError.modeSwitchFailed, message: r.description))
+                }
+            }
             let (status, text) = d.writeRegister(offset: offset, value: value)
+            if status == 0 { syncPassthroughFilters(d) }
             let result = offset == VMXNET3.Register.cmd.rawValue ? d.readRegister(offset: offset).1 : 0
             reply(c, .registerResult(status: status, value: result, message: text))
         case .registerRead(let bar, let offset):
@@ -335,7 +356,38 @@ public final class HostDaemon: @unchecked Sendable {
             reply(c, .countersReply(d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }))
         case .detach:
             closeConnection(c, reason: "guest detached")
-        case .attach, .attached, .registerResult, .statusReply, .countersReply, .error:
+        case .switchQuery:
+            guard let d = c.device else { return reply(c, notAttached) }
+            offerSwitch(d, to: c)
+        case .switchInReady(let tx, let rx):
+            guard let d = c.device else { return reply(c, notAttached) }
+            switch prepareVF(d, tx: tx, rx: rx) {
+            case .success: reply(c, .ok("VF initialised"))
+            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            }
+        case .switchOutBegin:
+            guard let d = c.device else { return reply(c, notAttached) }
+            switch beginSwitchOut(d) {
+            case .success: reply(c, .ok("VF quiesced"))
+            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            }
+        case .switchOutDone:
+            guard let d = c.device else { return reply(c, notAttached) }
+            switch finishSwitchOut(d) {
+            case .success: reply(c, .ok("emulated"))
+            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            }
+        case .adminSwitch(let name, let toPassthrough):
+            guard let d = devices.first(where: { $0.name == name }) else {
+                return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))
+            }
+            switch requestSwitch(d, toPassthrough: toPassthrough) {
+            case .success(let note): reply(c, .ok(note))
+            case .failure(let r):
+                let code = r.description.contains("policy") ? ControlMessage.ErrorCode.refusedByPolicy : ControlMessage.ErrorCode.invalidState
+                reply(c, .error(code: code, message: r.description))
+            }
+        case .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok:
             reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "unexpected message from a guest"))
         }
     }
@@ -417,6 +469,7 @@ public final class HostDaemon: @unchecked Sendable {
         connections.removeValue(forKey: c.id)
         if let d = c.device {
             epoll.remove(d.doorbell.fd)
+            releaseVF(d)
             d.detach()
             devices.removeAll { $0 === d }
             c.device = nil
@@ -431,9 +484,20 @@ public final class HostDaemon: @unchecked Sendable {
             vnics: devices.map { d in
                 var counters: [String: UInt64] = [:]
                 for (k, v) in d.counters.named() { counters[k] = v }
-                return StatusReport.VNIC(
-                    name: d.name, mac: d.mac.description, mode: "emulated", link: "up", state: d.state.name,
+                var v = StatusReport.VNIC(
+                    name: d.name, mac: d.mac.description, mode: d.mode.rawValue, link: "up", state: d.state.name,
                     txQueues: d.txQueues.count, rxQueues: d.rxQueues.count, counters: counters)
+                if d.mode == .passthrough, let (nic, index) = d.vf {
+                    v.vf = "\(nic.name)/vf\(index)"
+                    v.plugin = d.pluginName
+                    for (k, value) in [("vf_tx_frames", nic.counters(vf: index).txFrames), ("vf_rx_frames", nic.counters(vf: index).rxFrames),
+                                       ("vf_spoofed_drops", nic.counters(vf: index).spoofedDrops), ("vf_no_buffer_drops", nic.counters(vf: index).noBufferDrops)] {
+                        v.counters[k] = value
+                    }
+                }
+                v.lastSwitchMilliseconds = d.lastSwitchMilliseconds
+                v.lastSwitchError = d.switchReason
+                return v
             },
             uplink: uplinkNIC.map { StatusReport.Uplink(kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0) }
                 ?? wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) })

@@ -102,7 +102,7 @@ final class VirtualSwitch {
 
     /// Static learning: a vNIC's MAC lives on its port in every VLAN it is a member of.
     private func learn(_ index: Int) {
-        guard portInUse[index], !portIsUplink[index] else { return }
+        guard portInUse[index], !portIsUplink[index], portMAC[index] != 0 else { return }
         for v in 0..<4096 where isMember(index, vlan: UInt16(v)) {
             macTable[Self.key(portMAC[index], UInt16(v))] = index
         }

@@ -15,6 +15,14 @@ import Testing
         .countersReply([.init("tx_frames", 5), .init("drop_no_buffers", 1)]),
         .detach,
         .error(code: 1, message: "malformed"),
+        .switchQuery,
+        .switchOffer(.init(kind: .switchIn, vf: 3, model: "npa-cq", plugin: "npa-cq-swift")),
+        .switchOffer(.init(kind: .none)),
+        .switchInReady(txRegions: [.init(gpa: 0x10000, ringSize: 256)], rxRegions: [.init(gpa: 0x20000, ringSize: 256), .init(gpa: 0x30000, ringSize: 512)]),
+        .switchOutBegin,
+        .switchOutDone,
+        .adminSwitch(vnic: "alpha", toPassthrough: true),
+        .ok("switched"),
     ]
 
     @Test(arguments: samples)

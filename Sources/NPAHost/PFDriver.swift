@@ -1,0 +1,178 @@
+import Foundation
+import NPAControlProtocol
+import NPANICModel
+import NPARingFormats
+import NPASystem
+import SystemPackage
+
+/// The host's PF driver role: it alone programs VFs and the embedded switch, on behalf of the
+/// guests, after policy. It keeps which VFs are in use and where the plugin images live, and it
+/// moves a vNIC's MAC between the vswitch and a VF at exactly one point of each switch.
+extension HostDaemon {
+    /// The image the host injects for a NIC model (first one found in the plugin directory).
+    func pluginImagePath(for model: SoftNIC.Model) -> (name: String, path: String)? {
+        let candidates = model == .cq ? ["npa-cq-swift", "npa-cq"] : ["npa-dring"]
+        for name in candidates {
+            let path = configuration.pluginDirectory + "/" + name + ".so"
+            if FileManager.default.fileExists(atPath: path) { return (name, path) }
+        }
+        return nil
+    }
+
+    /// A free VF on a NIC that has a plugin image, or the reason there is none.
+    func acquireVF() -> Result<(nic: SoftNIC, index: Int, plugin: String, path: String), SwitchRefusal> {
+        for nic in nics {
+            guard let image = pluginImagePath(for: nic.model) else { continue }
+            let used = vfsInUse[nic.name, default: []]
+            if let free = (0..<nic.vfs.count).first(where: { !used.contains($0) }) {
+                vfsInUse[nic.name, default: []].insert(free)
+                return .success((nic, free, image.name, image.path))
+            }
+        }
+        if nics.isEmpty { return .failure(SwitchRefusal("this host has no NIC with VFs")) }
+        if nics.allSatisfy({ pluginImagePath(for: $0.model) == nil }) {
+            return .failure(SwitchRefusal("no plugin image for this host's NICs in \(configuration.pluginDirectory) (run scripts/build-plugins.sh)"))
+        }
+        return .failure(SwitchRefusal("no free VF"))
+    }
+
+    func releaseVF(_ device: EmulatedDevice) {
+        guard let (nic, index) = device.vf else { return }
+        nic.reset(vf: index)
+        vfsInUse[nic.name]?.remove(index)
+        device.vf = nil
+        device.pluginName = nil
+    }
+
+    struct SwitchRefusal: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    /// `npa vnic switch-in/out`: reserve what the switch needs, raise DIC; the guest drives the rest.
+    func requestSwitch(_ device: EmulatedDevice, toPassthrough: Bool) -> Result<String, SwitchRefusal> {
+        guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
+        guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
+        if toPassthrough {
+            guard device.mode == .emulated else { return .failure(SwitchRefusal("already in passthrough")) }
+            guard device.policy.allowPassthrough else { return .failure(SwitchRefusal("passthrough is not allowed for guest '\(device.name)' by host policy")) }
+            switch acquireVF() {
+            case .failure(let refusal):
+                return .failure(refusal)
+            case .success(let vf):
+                device.vf = (vf.nic, vf.index)
+                device.pluginName = vf.plugin
+                device.pendingSwitch = .switchIn
+            }
+        } else {
+            guard device.mode == .passthrough else { return .failure(SwitchRefusal("already emulated")) }
+            device.pendingSwitch = .switchOut
+        }
+        device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
+        logger.info("vNIC '\(device.name)': switch \(toPassthrough ? "in" : "out") requested, DIC raised")
+        device.raiseDeviceImplementationChange()
+        return .success(toPassthrough ? "switch-in of '\(device.name)' to \(device.vf!.nic.name)/vf\(device.vf!.index) started" : "switch-out of '\(device.name)' started")
+    }
+
+    /// The guest asks what changed: offer the plugin image, the VF page and its kick eventfd.
+    func offerSwitch(_ device: EmulatedDevice, to c: Connection) {
+        switch device.pendingSwitch {
+        case .switchIn:
+            guard let (nic, index) = device.vf, let plugin = device.pluginName, let path = pluginImagePath(for: nic.model)?.path,
+                let image = try? imageMemfd(path)
+            else {
+                abandonSwitch(device, "the plugin image could not be read")
+                return reply(c, .switchOffer(.init(kind: .none)))
+            }
+            let vf = nic.vfs[index]
+            reply(c, .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: plugin)),
+                  descriptors: [image.fd, vf.registers.fd, vf.kick.fd])
+        case .switchOut:
+            reply(c, .switchOffer(.init(kind: .switchOut, vf: UInt16(device.vf?.index ?? 0))))
+        case .none:
+            reply(c, .switchOffer(.init(kind: .none)))
+        }
+    }
+
+    /// Injection: the image's bytes in a memfd (nothing is installed in the guest).
+    private func imageMemfd(_ path: String) throws -> SharedMemory {
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let memory = try SharedMemory(name: "npa-plugin-image", size: max(bytes.count, 1))
+        bytes.withUnsafeBytes { memory.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        return memory
+    }
+
+    /// A switch that cannot go on ends in a consistent emulated state, with the reason kept.
+    func abandonSwitch(_ device: EmulatedDevice, _ reason: String) {
+        logger.warning("vNIC '\(device.name)': switch abandoned: \(reason)")
+        if device.mode == .emulated { releaseVF(device) }
+        device.pendingSwitch = .none
+        device.switchReason = reason
+    }
+
+    /// Switch-in step: the PF initialises the VF's queues from the shell's GPAs and grants it the
+    /// guest's memory. The MAC stays on the vswitch until ACTIVATE_VF.
+    func prepareVF(_ device: EmulatedDevice, tx: [ControlMessage.QueueRegion], rx: [ControlMessage.QueueRegion]) -> Result<Void, SwitchRefusal> {
+        guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
+        func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
+            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.gpa &+ UInt64(r.ringSize) &* 16)
+        }
+        nic.grant(vf: index, memory: device.memory)
+        do {
+            try nic.initializeQueues(vf: index, tx: tx.map(config), rx: rx.map(config), interrupt: device.interrupts[0])
+        } catch {
+            abandonSwitch(device, "\(error)")
+            return .failure(SwitchRefusal("\(error)"))
+        }
+        nic.setVLANs(vf: index, device.vlans)
+        nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
+        nic.enable(vf: index)
+        return .success(())
+    }
+
+    /// ACTIVATE_VF: the one point where the MAC moves from the vswitch to the VF. Frames the NIC
+    /// already sent up for this MAC are delivered to the emulated rings first (the guest harvests
+    /// them before anything from the VF), so per-flow order survives the move.
+    func activateVF(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
+        guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
+        nic.setMAC(vf: index, device.mac)
+        if let uplink = uplinkNIC { _ = receiveFromPF(uplink) }
+        detachFromSwitch(device)
+        device.mode = .passthrough
+        device.pendingSwitch = .none
+        device.switchReason = nil
+        device.lastSwitchMilliseconds = Double(Clock.monotonicNanoseconds() - device.switchStartedNanoseconds) / 1e6
+        logger.info("vNIC '\(device.name)' in passthrough on \(nic.name)/vf\(index) (\(device.pluginName ?? "?"))")
+        return .success(())
+    }
+
+    /// Switch-out step: the MAC goes back to the vswitch (the NIC forgets it, so frames for it go
+    /// up the PF), then the VF is quiesced for the guest to drain.
+    func beginSwitchOut(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
+        guard device.pendingSwitch == .switchOut, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-out under way")) }
+        nic.setMAC(vf: index, .zero)
+        reattachToSwitch(device)
+        if let uplink = uplinkNIC { _ = receiveFromPF(uplink) }
+        nic.quiesce(vf: index)
+        return .success(())
+    }
+
+    func finishSwitchOut(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
+        guard device.pendingSwitch == .switchOut else { return .failure(SwitchRefusal("no switch-out under way")) }
+        releaseVF(device)
+        device.mode = .emulated
+        device.pendingSwitch = .none
+        device.lastSwitchMilliseconds = Double(Clock.monotonicNanoseconds() - device.switchStartedNanoseconds) / 1e6
+        logger.info("vNIC '\(device.name)' back on emulation")
+        return .success(())
+    }
+
+    /// In passthrough the guest's control operations go to the VF too (through the PF).
+    func syncPassthroughFilters(_ device: EmulatedDevice) {
+        guard device.mode == .passthrough, let (nic, index) = device.vf else { return }
+        nic.setMAC(vf: index, device.mac)
+        nic.setVLANs(vf: index, device.vlans)
+        nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
+        detachFromSwitch(device)
+    }
+}
