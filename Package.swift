@@ -40,6 +40,7 @@ let package = Package(
             name: "NPAShell",
             dependencies: [
                 "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim", "CNPAPluginABI",
+                .product(name: "SystemPackage", package: "swift-system"),
             ]),
         .target(name: "NPAWorkload", dependencies: ["NPAShell"]),
         .executableTarget(

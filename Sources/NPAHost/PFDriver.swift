@@ -136,7 +136,7 @@ extension HostDaemon {
     func activateVF(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
         guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
         nic.setMAC(vf: index, device.mac)
-        if let uplink = uplinkNIC { _ = receiveFromPF(uplink) }
+        if let uplink = uplinkNIC { drainPF(uplink) }
         detachFromSwitch(device)
         device.mode = .passthrough
         device.pendingSwitch = .none
@@ -146,18 +146,26 @@ extension HostDaemon {
         return .success(())
     }
 
-    /// Switch-out step: the MAC goes back to the vswitch (the NIC forgets it, so frames for it go
-    /// up the PF), then the VF is quiesced for the guest to drain.
+    /// Switch-out step, in this order: quiesce the VF (it sends nothing more up the PF), forget
+    /// its MAC in the NIC (frames for it now go up the PF too), give the MAC back to the vswitch,
+    /// then deliver everything the PF holds. The VF's last frames thus reach their receivers
+    /// before anything the guest re-sends through emulation, and frames for the guest reach its
+    /// emulated rings after everything the VF still holds (the guest harvests that first).
     func beginSwitchOut(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
         guard device.pendingSwitch == .switchOut, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-out under way")) }
+        nic.quiesce(vf: index)
         nic.setMAC(vf: index, .zero)
         reattachToSwitch(device)
-        if let uplink = uplinkNIC { _ = receiveFromPF(uplink) }
-        nic.quiesce(vf: index)
+        if let uplink = uplinkNIC { drainPF(uplink) }
         return .success(())
     }
 
     func finishSwitchOut(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
+        if device.pendingSwitch == .switchIn && device.mode == .emulated {
+            // The guest could not complete a switch-in: it stays on emulation; release the VF.
+            abandonSwitch(device, "the guest abandoned the switch-in")
+            return .success(())
+        }
         guard device.pendingSwitch == .switchOut else { return .failure(SwitchRefusal("no switch-out under way")) }
         releaseVF(device)
         device.mode = .emulated
@@ -165,6 +173,12 @@ extension HostDaemon {
         device.lastSwitchMilliseconds = Double(Clock.monotonicNanoseconds() - device.switchStartedNanoseconds) / 1e6
         logger.info("vNIC '\(device.name)' back on emulation")
         return .success(())
+    }
+
+    /// Delivers everything the PF holds now (at a switch point, not one burst: frames left behind
+    /// would be overtaken by what the guest sends next on its new path).
+    func drainPF(_ nic: SoftNIC) {
+        while receiveFromPF(nic) > 0 {}
     }
 
     /// In passthrough the guest's control operations go to the VF too (through the PF).

@@ -267,6 +267,9 @@ public final class SoftNIC: @unchecked Sendable {
             if target != vf.index && vfs[target].enabled {
                 destinations[0] = target
                 n = 1
+            } else if target != vf.index {
+                // A quiesced VF (mid-switch): the host will own this MAC next; hand the frame up.
+                toUplink = true
             }
         } else {
             toUplink = true

@@ -13,6 +13,9 @@ package final class ShellDataPath {
     package let interrupt: EventNotifier
     package let ringSize: Int
     package var spinPolls: Int
+    /// Checked after every wake-up from the interrupt line: true makes a wait return early (the
+    /// vNIC uses it to notice a device-implementation-change event while it sleeps).
+    package var interruptHook: () -> Bool = { false }
     private let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: 64)
     package private(set) var framesSent: UInt64 = 0
     package private(set) var framesReceived: UInt64 = 0
@@ -297,6 +300,7 @@ package final class ShellDataPath {
             _ = interrupt.wait(timeoutMilliseconds: Int32(remaining))
             _ = plugin.ops.disable_interrupt!(plugin.state, 0)
             if condition() { return true }
+            if interruptHook() { return false }
         }
     }
 

@@ -3,6 +3,7 @@ import CNPAShim
 import NPAControlProtocol
 import NPARingFormats
 import NPASystem
+import SystemPackage
 
 /// A guest's virtual NIC: the guest API. Attaching creates the guest's memory region, hands it
 /// and the doorbell/interrupt eventfds to the host, loads the data-path plugin (the built-in
@@ -59,16 +60,27 @@ public final class VirtualNIC {
     public let vnicID: UInt32
     public var txQueueCount: Int { configuration.txQueues }
     public var rxQueueCount: Int { configuration.rxQueues }
-    /// "emulated" while the built-in plugin drives the data path.
-    public var mode: String { "emulated" }
+    /// "emulated" while the built-in plugin drives the data path, "passthrough" on a VF.
+    public var mode: String { passthrough == nil ? "emulated" : "passthrough" }
     public var pluginName: String { dataPath.plugin.name }
+    /// Duration of each completed switch, in milliseconds, and what the last failed one said.
+    public private(set) var switchDurations: [Double] = []
+    public private(set) var lastSwitchError: String?
 
     private let memory: SharedMemory
     private let registers: SharedMemory
     private let channel: ControlChannel
     private let doorbell: EventNotifier
     private let interrupt: EventNotifier
-    private let dataPath: ShellDataPath
+    /// The active data path: the emulation path, or the VF's while in passthrough.
+    private var dataPath: ShellDataPath
+    private let emulationPath: ShellDataPath
+    /// What keeps the VF path alive: the injected image, the VF's register page and kick eventfd.
+    private var passthrough: (path: ShellDataPath, image: PluginImage, registers: SharedMemory, kick: EventNotifier)?
+    private let vfTxRegions: [npa_queue_region]
+    private let vfRxRegions: [npa_queue_region]
+    private let txRegions: [npa_queue_region]
+    private let rxRegions: [npa_queue_region]
     // GPA 0 stays unused: a zero DriverShared address means "not set" to the device.
     private let driverSharedGPA: UInt64 = 4096
     private let queueTableGPA: UInt64 = 8192
@@ -101,7 +113,8 @@ public final class VirtualNIC {
             throw AttachError.invalidConfiguration("buffer size \(c.bufferSize) must hold MTU \(c.mtu) + 18 and be at most 16383")
         }
         let regionBytes = (EmulationPlugin.regionBytes(ringSize: c.ringSize) + 4095) & ~4095
-        let poolBase = 16384 + regionBytes * (c.txQueues + c.rxQueues)
+        // Two sets of queue regions: the emulation plugin's, and the VF plugin's after a switch-in.
+        let poolBase = 16384 + regionBytes * 2 * (c.txQueues + c.rxQueues)
         let buffers = min(65536, (c.memoryBytes - poolBase) / c.bufferSize)
         let needed = c.rxQueues * c.ringSize + c.txQueues * c.ringSize
         guard c.memoryBytes >= 1 << 20, buffers >= needed else {
@@ -137,12 +150,19 @@ public final class VirtualNIC {
         }
         let tx = (0..<c.txQueues).map { region($0) }
         let rx = (0..<c.rxQueues).map { region(c.txQueues + $0) }
+        let queues = c.txQueues + c.rxQueues
+        txRegions = tx
+        rxRegions = rx
+        vfTxRegions = (0..<c.txQueues).map { region(queues + $0) }
+        vfRxRegions = (0..<c.rxQueues).map { region(queues + c.txQueues + $0) }
         let pool = BufferPool(baseVA: base + poolBase, baseGPA: UInt64(poolBase), bufferSize: c.bufferSize, count: buffers)
         let plugin = try PluginHost(
             entry: EmulationPlugin.entry, txRegions: tx, rxRegions: rx, registers: registerPage.base,
             registersSize: registerPage.size, pool: pool, ringSize: c.ringSize, doorbell: doorbell)
         dataPath = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: c.ringSize, spinPolls: c.spinPolls)
+        emulationPath = dataPath
         try activate(tx: tx, rx: rx)
+        installInterruptHook(emulationPath)
     }
 
     /// Fills DriverShared and the queue descriptor table as the vmxnet3 driver does, then
@@ -200,7 +220,8 @@ public final class VirtualNIC {
     /// pool is full (nothing is filled that is not sent).
     @discardableResult
     public func transmit(queue: Int = 0, count: Int, _ fill: (Int, UnsafeMutableRawBufferPointer) -> Int) -> Int {
-        dataPath.transmit(queue: queue, count: count, fill)
+        serviceSwitchIfRequested()
+        return dataPath.transmit(queue: queue, count: count, fill)
     }
 
     /// Sends copies of `frames`; returns how many were handed to the device.
@@ -209,7 +230,10 @@ public final class VirtualNIC {
 
     /// Reclaims completed TX buffers on every queue; returns how many frames completed.
     @discardableResult
-    public func reclaimTransmitted() -> Int { dataPath.reclaimTransmitted() }
+    public func reclaimTransmitted() -> Int {
+        serviceSwitchIfRequested()
+        return dataPath.reclaimTransmitted()
+    }
 
     /// Frames handed to the device and not yet completed.
     public var transmitsInFlight: Int { dataPath.transmitsInFlight }
@@ -220,19 +244,156 @@ public final class VirtualNIC {
     }
 
     /// Waits until every frame sent has completed, up to `timeoutMilliseconds`.
-    public func flush(timeoutMilliseconds: Int) -> Bool { dataPath.flush(timeoutMilliseconds: timeoutMilliseconds) }
+    public func flush(timeoutMilliseconds: Int) -> Bool {
+        serviceSwitchIfRequested()
+        return dataPath.flush(timeoutMilliseconds: timeoutMilliseconds)
+    }
 
     /// Receives up to `maxFrames` frames, calling `handler` for each (the bytes are valid only
     /// during the call). Polls briefly, then sleeps on the interrupt until a frame arrives or
     /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever). Returns frames handled.
     @discardableResult
     public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0, _ handler: (ReceivedFrame) -> Void) -> Int {
-        dataPath.receive(maxFrames: maxFrames, timeoutMilliseconds: timeoutMilliseconds, handler)
+        serviceSwitchIfRequested()
+        let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
+        while true {
+            let now = cnpa_monotonic_ns()
+            let remaining = timeoutMilliseconds < 0 ? -1 : (deadline > now ? Int((deadline - now) / 1_000_000) : 0)
+            let n = dataPath.receive(maxFrames: maxFrames, timeoutMilliseconds: remaining, handler)
+            // A wait cut short by a switch request: switch, then keep waiting on the new path.
+            if n == 0 && serviceSwitchIfRequested() && remaining != 0 { continue }
+            return n
+        }
     }
 
     /// Receives into copies; convenient, not fast.
     public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0) -> [[UInt8]] {
-        dataPath.receive(maxFrames: maxFrames, timeoutMilliseconds: timeoutMilliseconds)
+        var frames: [[UInt8]] = []
+        receive(maxFrames: maxFrames, timeoutMilliseconds: timeoutMilliseconds) { frames.append(Array($0.bytes)) }
+        return frames
+    }
+
+    // MARK: Switching (the shell's state machine; the host drives it with DIC)
+
+    private var dicPending: Bool {
+        let ecr = GuestMemory(base: memory.base, size: memory.size).loadU32(gpa: driverSharedGPA + VMXNET3.DriverShared.ecr) ?? 0
+        return ecr & VMXNET3.Event.deviceImplementationChange != 0
+    }
+
+    private func installInterruptHook(_ path: ShellDataPath) {
+        let ds = memory.base + Int(driverSharedGPA + VMXNET3.DriverShared.ecr)
+        path.interruptHook = { cnpa_load_acquire_u32(ds) & VMXNET3.Event.deviceImplementationChange != 0 }
+    }
+
+    /// If the host raised DIC, asks it what changed and carries the switch out. Returns true if
+    /// a switch request was handled (whether or not it succeeded).
+    @discardableResult
+    private func serviceSwitchIfRequested() -> Bool {
+        guard dicPending else { return false }
+        _ = try? channel.writeRegister(VMXNET3.Register.ecr.rawValue, VMXNET3.Event.deviceImplementationChange)
+        let start = cnpa_monotonic_ns()
+        do {
+            let (reply, fds) = try channel.request(.switchQuery)
+            guard case .switchOffer(let offer) = reply else {
+                for fd in fds { try? fd.close() }
+                return true
+            }
+            switch offer.kind {
+            case .none:
+                for fd in fds { try? fd.close() }
+                return true
+            case .switchIn:
+                try switchIn(fds)
+            case .switchOut:
+                for fd in fds { try? fd.close() }
+                try switchOut()
+            }
+            switchDurations.append(Double(cnpa_monotonic_ns() - start) / 1e6)
+            lastSwitchError = nil
+        } catch {
+            lastSwitchError = "\(error)"
+        }
+        return true
+    }
+
+    /// Switch-in: load the injected plugin, have the PF initialise the VF from our regions, post
+    /// RX buffers, finish emulated TX, ACTIVATE_VF (the MAC moves), then hand everything the
+    /// emulation path still holds to the VF path. On failure the guest stays on emulation.
+    private func switchIn(_ fds: [FileDescriptor]) throws {
+        guard fds.count == 3 else {
+            for fd in fds { try? fd.close() }
+            throw HostRefusal(code: 0, message: "switch-in offer without its three descriptors")
+        }
+        let image: PluginImage
+        let registers: SharedMemory
+        do {
+            image = try PluginImage(adopting: fds[0])
+        } catch {
+            try? fds[1].close()
+            try? fds[2].close()
+            _ = try? channel.request(.switchOutDone)  // tells the host to abandon the switch
+            throw error
+        }
+        registers = try SharedMemory(adopting: fds[1], minimumSize: 4096)
+        let kick = EventNotifier(adopting: fds[2])
+        let plugin: PluginHost
+        do {
+            plugin = try PluginHost(
+                entry: image.entry, txRegions: vfTxRegions, rxRegions: vfRxRegions, registers: registers.base,
+                registersSize: registers.size, pool: emulationPath.plugin.pool, ringSize: configuration.ringSize, doorbell: kick)
+        } catch {
+            _ = try? channel.request(.switchOutDone)
+            throw error
+        }
+        let path = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: configuration.ringSize, spinPolls: configuration.spinPolls)
+        let region = { (r: npa_queue_region) in ControlMessage.QueueRegion(gpa: r.gpa, ringSize: r.ring_size) }
+        do {
+            _ = try channel.request(.switchInReady(txRegions: vfTxRegions.map(region), rxRegions: vfRxRegions.map(region)))
+        } catch {
+            _ = plugin.reclaimPostedRxBuffers()
+            _ = try? channel.request(.switchOutDone)
+            throw error
+        }
+        path.refillAll()
+        _ = emulationPath.flush(timeoutMilliseconds: 5000)
+        do {
+            _ = try channel.command(VMXNET3.Command.activateVF.rawValue)
+        } catch {
+            _ = path.quiesceAndDrain()
+            _ = try? channel.request(.switchOutDone)
+            throw error
+        }
+        // From the host's reply on, nothing more arrives on the emulated rings: harvest them.
+        _ = path.adopt(emulationPath.quiesceAndDrain())
+        installInterruptHook(path)
+        passthrough = (path, image, registers, kick)
+        dataPath = path
+    }
+
+    /// Switch-out: re-arm emulation (RESET, fresh rings, RX buffers, ACTIVATE), have the host
+    /// move the MAC back and quiesce the VF, drain the VF path into the emulation path, release.
+    private func switchOut() throws {
+        guard let pt = passthrough else { return }
+        _ = try channel.command(VMXNET3.Command.resetDevice.rawValue)
+        let ops = emulationPath.plugin.ops, state = emulationPath.plugin.state
+        for q in 0..<txQueueCount { _ = ops.reinit_tx_ring!(state, UInt32(q)) }
+        for q in 0..<rxQueueCount { _ = ops.reinit_rx_ring!(state, UInt32(q)) }
+        emulationPath.refillAll()
+        let result = try channel.command(VMXNET3.Command.activateDevice.rawValue)
+        guard result == 0 else { throw HostRefusal(code: 0, message: "emulation did not re-activate (\(result))") }
+        _ = try channel.command(VMXNET3.Command.updateRxMode.rawValue)
+        _ = try channel.request(.switchOutBegin)
+        _ = emulationPath.adopt(pt.path.quiesceAndDrain())
+        dataPath = emulationPath
+        passthrough = nil
+        _ = try channel.request(.switchOutDone)
+    }
+
+    /// Asks the host to switch this vNIC (the admin path `npa vnic` uses, here for the guest
+    /// itself or a test); the switch then happens on the next data-path call.
+    public func requestSwitch(toPassthrough: Bool) throws {
+        let (reply, _) = try channel.request(.adminSwitch(vnic: name, toPassthrough: toPassthrough))
+        guard case .ok = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
     }
 
     // MARK: Control path: every operation is a register access or command to the host

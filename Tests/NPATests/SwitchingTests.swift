@@ -1,0 +1,88 @@
+import Foundation
+import NPAControlProtocol
+import NPAHost
+import NPANICModel
+import NPAShell
+import NPAWorkload
+import Testing
+
+/// Switching end to end: the host's PF driver, the injected plugin, the shell's drain/adopt.
+/// Guest `b` switches in and out repeatedly while `a` (emulated) and `b` stream to each other.
+@Suite(.serialized) struct SwitchingTests {
+    func host(model: String) throws -> TestHost {
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: model, vfs: 8)]
+        config.uplink = .nic("nic0")
+        config.pluginDirectory = try NICModelTests.buildPluginImages().path
+        return try TestHost(configuration: config)
+    }
+
+    @Test(arguments: ["npa-dring", "npa-cq"])
+    func aGuestSwitchesInAndOutUnderBidirectionalLoadLosingNothing(_ model: String) throws {
+        let host = try host(model: model)
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:90:01", ringSize: 1024, memoryMiB: 32)
+        let b = try attach(host, "b", mac: "02:00:00:00:90:02", ringSize: 1024, memoryMiB: 32)
+        let switches = 40, perPhase = 80, flows = 2  // 40 frames per send call: 20 per flow
+        let total = switches * perPhase
+        var atB = FlowVerifier(total: total, flows: flows)
+        var atA = FlowVerifier(total: total, flows: flows)
+        var seqA = [UInt64](repeating: 0, count: flows), seqB = [UInt64](repeating: 0, count: flows)
+        func send(_ from: VirtualNIC, _ to: VirtualNIC, _ seq: inout [UInt64], count: Int) {
+            var sent = 0
+            while sent < count {
+                let flow = sent / 10 % flows
+                let first = seq[flow]
+                let n = from.transmit(queue: flow, count: min(10, count - sent, 10 - sent % 10)) { i, buffer in
+                    TrafficFrame.write(into: buffer, destination: to.mac, source: from.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 200)
+                }
+                seq[flow] += UInt64(n)
+                sent += n
+                a.receive(maxFrames: 64, timeoutMilliseconds: 0) { atA.record($0.bytes) }
+                b.receive(maxFrames: 64, timeoutMilliseconds: 0) { atB.record($0.bytes) }
+                if n == 0 { _ = from.waitForTransmitSpace(queue: flow, timeoutMilliseconds: 10) }
+            }
+        }
+        for round in 0..<switches {
+            send(a, b, &seqA, count: perPhase / 2)
+            send(b, a, &seqB, count: perPhase / 2)
+            // Switch with frames in flight both ways.
+            try b.requestSwitch(toPassthrough: round % 2 == 0)
+            send(a, b, &seqA, count: perPhase / 2)
+            send(b, a, &seqB, count: perPhase / 2)
+            #expect(b.mode == (round % 2 == 0 ? "passthrough" : "emulated"), "round \(round): \(b.lastSwitchError ?? "")")
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while (atA.unique < total || atB.unique < total) && ContinuousClock.now < deadline {
+            a.receive(maxFrames: 256, timeoutMilliseconds: 20) { atA.record($0.bytes) }
+            b.receive(maxFrames: 256, timeoutMilliseconds: 20) { atB.record($0.bytes) }
+        }
+        for (name, v) in [("at a", atA), ("at b", atB)] {
+            #expect(v.unique == total, "\(name)")
+            #expect(v.duplicates == 0, "\(name)")
+            #expect(v.outOfOrder == 0, "\(name)")
+            #expect(v.invalid == 0, "\(name)")
+        }
+        #expect(b.switchDurations.count == switches)
+        #expect(b.flush(timeoutMilliseconds: 10_000))
+        // Pool accounting: only the posted RX buffers of the active path are lent out.
+        #expect(b.buffersOutstanding == 2 * 1023)
+        let status = try a.hostStatus()
+        #expect(status.vnics.first { $0.name == "b" }?.mode == "emulated")
+    }
+
+    @Test func passthroughRefusedByPolicyLeavesTheGuestOnEmulation() throws {
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 2)]
+        config.uplink = .nic("nic0")
+        config.pluginDirectory = try NICModelTests.buildPluginImages().path
+        config.guestPolicies["locked"] = GuestPolicy(allowPassthrough: false)
+        let host = try TestHost(configuration: config)
+        defer { host.stop() }
+        let g = try attach(host, "locked")
+        #expect {
+            try g.requestSwitch(toPassthrough: true)
+        } throws: { ($0 as? HostRefusal)?.message == "passthrough is not allowed for guest 'locked' by host policy" }
+        #expect(g.mode == "emulated")
+    }
+}
