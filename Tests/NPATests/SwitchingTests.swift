@@ -2,6 +2,7 @@ import Foundation
 import NPAControlProtocol
 import NPAHost
 import NPANICModel
+import NPARingFormats
 import NPAShell
 import NPAWorkload
 import Testing
@@ -84,5 +85,89 @@ import Testing
             try g.requestSwitch(toPassthrough: true)
         } throws: { ($0 as? HostRefusal)?.message == "passthrough is not allowed for guest 'locked' by host policy" }
         #expect(g.mode == "emulated")
+    }
+}
+
+@Suite(.serialized) struct PassthroughTests {
+    func host(model: String = "npa-dring", policies: [String: GuestPolicy] = [:]) throws -> TestHost {
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: model, vfs: 8)]
+        config.uplink = .nic("nic0")
+        config.pluginDirectory = try NICModelTests.buildPluginImages().path
+        config.guestPolicies = policies
+        return try TestHost(configuration: config)
+    }
+
+    func switchIn(_ nic: VirtualNIC) throws {
+        try nic.requestSwitch(toPassthrough: true)
+        _ = nic.reclaimTransmitted()  // the next data-path call carries the switch out
+        #expect(nic.mode == "passthrough", "\(nic.lastSwitchError ?? "")")
+    }
+
+    /// In passthrough the frames cross no host thread: device emulation's counters stay flat
+    /// while the VF counters rise, and the NIC switches VF to VF.
+    @Test(arguments: ["npa-dring", "npa-cq"])
+    func passthroughTrafficBypassesTheHost(_ model: String) throws {
+        let host = try host(model: model)
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:a0:01"), b = try attach(host, "b", mac: "02:00:00:00:a0:02")
+        try switchIn(a)
+        try switchIn(b)
+        let before = try a.deviceCounters()
+        let frames = (0..<200).map { ethernetFrame(to: b.mac, from: a.mac, payload: [UInt8($0)] + Array(repeating: 0, count: 100)) }
+        var got: [[UInt8]] = []
+        for chunk in stride(from: 0, to: 200, by: 50) {
+            var sent = 0
+            while sent < 50 { sent += a.send(Array(frames[(chunk + sent)..<(chunk + 50)])) }
+            got += receiveFrames(b, count: 50)
+        }
+        #expect(got == frames)
+        let after = try a.deviceCounters()
+        #expect(after["tx_frames"] == before["tx_frames"])
+        #expect(try b.deviceCounters()["rx_frames"] == 0)
+        let status = try a.hostStatus()
+        let sa = status.vnics.first { $0.name == "a" }, sb = status.vnics.first { $0.name == "b" }
+        #expect(sa?.mode == "passthrough")
+        #expect(sa?.plugin == (model == "npa-cq" ? "npa-cq-swift" : "npa-dring"))
+        #expect(sa?.counters["vf_tx_frames"] == 200)
+        #expect(sb?.counters["vf_rx_frames"] == 200)
+        #expect(sa?.lastSwitchMilliseconds != nil)
+        #expect(try a.writeRegister(.cmd, VMXNET3.Command.getDeviceIDLow.rawValue) == VMXNET3.passthroughDeviceID)
+    }
+
+    /// Control operations in passthrough go through the PF to the embedded switch, with the same
+    /// policy and the same errors as emulated; a spoofed source from a VF is dropped by the NIC.
+    @Test func controlInPassthroughGoesThroughThePF() throws {
+        let host = try host(policies: [
+            "a": GuestPolicy(allowedMACs: [MACAddress("02:00:00:00:b0:01")!, MACAddress("02:00:00:00:b0:09")!], allowedVLANs: [0, 5]),
+            "b": GuestPolicy(allowedVLANs: [0, 5]),
+        ])
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:b0:01"), b = try attach(host, "b", mac: "02:00:00:00:b0:02")
+        try switchIn(a)
+        try switchIn(b)
+        #expect {
+            try a.setMAC(MACAddress("02:00:00:00:66:66")!)
+        } throws: { ($0 as? HostRefusal)?.isPolicyRefusal == true }
+        #expect {
+            try a.setVLANs([7])
+        } throws: { ($0 as? HostRefusal)?.message == "VLAN 7 not allowed for guest 'a' by host policy" }
+        // A MAC change within policy takes effect on the VF: b reaches a at its new MAC.
+        try a.setMAC(MACAddress("02:00:00:00:b0:09")!)
+        let f = ethernetFrame(to: a.mac, from: b.mac)
+        #expect(b.send([f]) == 1)
+        #expect(receiveFrames(a, count: 1) == [f])
+        // VLAN 5 within policy: tagged frames flow VF to VF.
+        try a.setVLANs([5])
+        try b.setVLANs([5])
+        let tagged = ethernetFrame(to: b.mac, from: a.mac, vlan: 5)
+        #expect(a.send([tagged]) == 1)
+        #expect(receiveFrames(b, count: 1) == [tagged])
+        // A spoofed source from the VF: dropped and counted by the NIC.
+        let spoofed = ethernetFrame(to: b.mac, from: MACAddress("02:00:00:00:b0:01")!)
+        #expect(a.send([spoofed]) == 1)
+        #expect(a.flush(timeoutMilliseconds: 10_000))
+        #expect(try eventually { try a.hostStatus().vnics.first { $0.name == "a" }?.counters["vf_spoofed_drops"] == 1 })
+        #expect(b.receive(maxFrames: 4, timeoutMilliseconds: 0).isEmpty)
     }
 }
