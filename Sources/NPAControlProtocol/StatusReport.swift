@@ -42,15 +42,19 @@ public struct StatusReport: Codable, Equatable, Sendable {
         public var kind: String
         public var framesOut: UInt64
         public var bytesOut: UInt64
+        /// Frames the NIC had for the host but its PF queue was full (PF uplink only).
+        public var framesInDropped: UInt64?
 
-        public init(kind: String, framesOut: UInt64, bytesOut: UInt64) {
+        public init(kind: String, framesOut: UInt64, bytesOut: UInt64, framesInDropped: UInt64? = nil) {
             self.kind = kind
             self.framesOut = framesOut
             self.bytesOut = bytesOut
+            self.framesInDropped = framesInDropped
         }
 
         enum CodingKeys: String, CodingKey {
             case kind
+            case framesInDropped = "frames_in_dropped"
             case framesOut = "frames_out"
             case bytesOut = "bytes_out"
         }

@@ -75,5 +75,9 @@ public final class FrameQueue: @unchecked Sendable {
         return n
     }
 
+    /// Producer side: true if a push would find a free slot now.
+    @inline(__always)
+    public var hasRoom: Bool { cnpa_load_relaxed_u32(indices + 64) &- cnpa_load_acquire_u32(indices) < capacity }
+
     public var isEmpty: Bool { cnpa_load_acquire_u32(indices) == cnpa_load_acquire_u32(indices + 64) }
 }

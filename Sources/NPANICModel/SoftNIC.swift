@@ -36,7 +36,7 @@ public final class SoftNIC: @unchecked Sendable {
     public private(set) var uplinkBytes: UInt64 = 0
     /// The PF's receive queue: frames for MACs that are not on a VF, for the host's PF driver,
     /// which plugs it into the vswitch as its uplink (NPA's "PF filter for every vswitch MAC").
-    public let pfReceive = FrameQueue(capacity: 1024)
+    public let pfReceive = FrameQueue(capacity: 2048)
     private var pfEnabled = false
     /// Frames the PF driver sent into the NIC.
     public private(set) var pfTransmitted: UInt64 = 0
@@ -364,7 +364,9 @@ public final class SoftNIC: @unchecked Sendable {
         }
         let ring = memory.base + Int(queue.config.ringGPA)  // SAFETY: inside the grant, checked at init
         var n = 0
-        while queue.head != tail && n < passBudget {
+        // Backpressure, not loss: while the PF's queue is full the engine leaves the VF's
+        // descriptors where they are (like a NIC honouring pause frames); the guest's ring fills.
+        while queue.head != tail && n < passBudget && (!pfEnabled || pfReceive.hasRoom) {
             let d = ring + Int(queue.head) * 16
             let address = UInt64(littleEndian: d.load(as: UInt64.self))
             let length = Int(UInt16(littleEndian: d.load(fromByteOffset: 8, as: UInt16.self)))
@@ -443,7 +445,7 @@ public final class SoftNIC: @unchecked Sendable {
         }
         let sq = memory.base + Int(queue.config.ringGPA)  // SAFETY: inside the grant, checked at init
         var n = 0
-        while queue.head != tail && n < passBudget {
+        while queue.head != tail && n < passBudget && (!pfEnabled || pfReceive.hasRoom) {
             let e = sq + Int(queue.head & (size - 1)) * 16
             let flags = e.load(fromByteOffset: 12, as: UInt8.self)
             let requestID = UInt16(littleEndian: e.load(fromByteOffset: 10, as: UInt16.self))

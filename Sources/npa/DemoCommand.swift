@@ -22,6 +22,9 @@ struct Demo: ParsableCommand {
     @Flag(help: "Print the results as one JSON object.")
     var json = false
 
+    @Flag(help: "Do not switch guests to passthrough during the run.")
+    var noSwitch = false
+
     func validate() throws {
         guard frames >= 1 else { throw ValidationError("--frames must be at least 1") }
         guard rate > 0 else { throw ValidationError("--rate must be positive") }
@@ -39,7 +42,17 @@ struct Demo: ParsableCommand {
         var logger = Logger(label: "npa.demo.host")
         logger.logLevel = .warning
         var config = HostConfiguration()
-        config.uplink = .counting
+        // A software SR-IOV NIC whose PF is the vswitch's uplink, if its plugin images exist
+        // (scripts/build-plugins.sh builds them; the demo runs it when it can).
+        let plugins = Demo.pluginDirectory()
+        if let plugins {
+            config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 8)]
+            config.uplink = .nic("nic0")
+            config.pluginDirectory = plugins
+        } else {
+            config.uplink = .counting
+        }
+        let switching = plugins != nil && !noSwitch
         let daemon = try HostDaemon(socketPath: socket, configuration: config, logger: logger)
         let hostThread = EngineThread.start(name: "npa-host") {
             do { try daemon.run() } catch { print("host failed: \(error)") }
@@ -56,7 +69,12 @@ struct Demo: ParsableCommand {
         ]
         if !json {
             print("NPA-Swift demo: host in this process at \(socket), \(specs.count) guests in separate processes")
-            print("traffic: duplex pairs alpha<->beta (1514 B) and gamma<->delta (64 B), \(frames) frames each way, \(Int(rate)) frames/s offered per guest\n")
+            print("traffic: duplex pairs alpha<->beta (1514 B) and gamma<->delta (64 B), \(frames) frames each way, \(Int(rate)) frames/s offered per guest")
+            if switching {
+                print("switching under that load: alpha and gamma switch in to VFs of nic0 (npa-dring plugin, injected), alpha switches out and back in\n")
+            } else {
+                print(plugins == nil ? "(no plugin images: run scripts/build-plugins.sh to see passthrough and switching)\n" : "\n")
+            }
         }
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         let hostCPUStart = EngineThread.cpuNanoseconds(of: hostThread)
@@ -76,6 +94,16 @@ struct Demo: ParsableCommand {
             p.standardInput = input
             try p.run()
             running.append((spec, p, out, input))
+        }
+        var switchLog: [String] = []
+        if switching {
+            // Switch while the guests stream (the guests are separate processes; each switch is
+            // DIC from the host, carried out by the guest's shell in its data-path calls).
+            let period = Double(frames) / rate
+            for (at, name, toPassthrough) in [(0.2, "alpha", true), (0.3, "gamma", true), (0.5, "alpha", false), (0.7, "alpha", true)] {
+                usleep(UInt32(max(0, at * period - (Double(Clock.monotonicNanoseconds() - wallStart) / 1e9)) * 1e6))
+                switchLog.append("\(name) \(toPassthrough ? "switch-in" : "switch-out"): " + Demo.adminSwitch(socket: socket, vnic: name, toPassthrough: toPassthrough))
+            }
         }
         var summaries: [(GuestSpec, TrafficSummary)] = []
         for (spec, process, out, _) in running {
@@ -107,13 +135,47 @@ struct Demo: ParsableCommand {
         }
         print("What each guest verified (Mpps and Gbit/s count frames sent plus frames received):")
         print(StatusTable.table(rows))
-        print("\nThe host's vNIC counters (device emulation):")
+        if !switchLog.isEmpty {
+            print("\nSwitches requested during the run:")
+            for line in switchLog { print("  " + line) }
+        }
+        print("\nThe host's vNICs (counters of the active path; last switch as the host timed it):")
         print(StatusTable.render(status))
         print(String(format: "\nhost engine thread CPU: %.2f s over %.2f s wall", hostCPU, wallSeconds))
         let lost = summaries.reduce(0) { $0 + $1.1.lost }
-        let dropped = summaries.reduce(UInt64(0)) { $0 + $1.1.dropped.values.reduce(0, +) }
+        let dropped = summaries.reduce(UInt64(0)) { $0 + $1.1.dropped.values.reduce(0, +) } + (status.uplink?.framesInDropped ?? 0)
         print(lost == 0 ? "every frame sent was received exactly once, in order per flow"
-              : "\(lost) frames not received; the receiving vNICs counted \(dropped) drops with a reason (see above)")
+              : "\(lost) frames not received; \(dropped) drops were counted with a reason (vNICs and the PF queue, see above)")
+    }
+
+    /// The plugin image directory: .build/plugins, built by scripts/build-plugins.sh if needed.
+    static func pluginDirectory() -> String? {
+        let dir = FileManager.default.currentDirectoryPath + "/.build/plugins"
+        if FileManager.default.fileExists(atPath: dir + "/npa-dring.so") { return dir }
+        let script = FileManager.default.currentDirectoryPath + "/scripts/build-plugins.sh"
+        guard FileManager.default.fileExists(atPath: script) else { return nil }
+        let build = Process()
+        build.executableURL = URL(fileURLWithPath: "/bin/bash")
+        build.arguments = [script, dir]
+        build.standardOutput = FileHandle.nullDevice
+        build.standardError = FileHandle.nullDevice
+        guard (try? build.run()) != nil else { return nil }
+        build.waitUntilExit()
+        return build.terminationStatus == 0 && FileManager.default.fileExists(atPath: dir + "/npa-dring.so") ? dir : nil
+    }
+
+    /// What `npa vnic switch-in/out` does.
+    static func adminSwitch(socket path: String, vnic: String, toPassthrough: Bool) -> String {
+        guard let socket = try? SeqPacketSocket.connect(path: path),
+            (try? socket.send(ControlMessage.adminSwitch(vnic: vnic, toPassthrough: toPassthrough).encode())) != nil,
+            socket.waitReadable(timeoutMilliseconds: 5000), let received = try? socket.receive(),
+            let reply = try? ControlMessage.parse(received.bytes)
+        else { return "no answer from the host" }
+        switch reply {
+        case .ok(let note): return note
+        case .error(_, let message): return "refused: \(message)"
+        default: return "unexpected reply"
+        }
     }
 
     /// Reads lines from a guest's stdout until its JSON summary (the line with "role").
