@@ -65,6 +65,8 @@ public final class VirtualNIC {
     public var pluginName: String { dataPath.plugin.name }
     /// Duration of each completed switch, in milliseconds, and what the last failed one said.
     public private(set) var switchDurations: [Double] = []
+    public private(set) var switchInDurations: [Double] = []
+    public private(set) var switchOutDurations: [Double] = []
     public private(set) var lastSwitchError: String?
 
     private let memory: SharedMemory
@@ -93,6 +95,9 @@ public final class VirtualNIC {
     public var receiveErrors: UInt64 { dataPath.receiveErrors }
     public var interruptWaits: UInt64 { dataPath.interruptWaits }
     public var doorbellKicks: UInt64 { dataPath.plugin.kicks }
+    /// RX buffers the active path's rings hold when full: after a flush, `buffersOutstanding`
+    /// beyond this is a leak.
+    public var postedReceiveBuffers: Int { rxQueueCount * (configuration.ringSize - 1) }
     /// Buffers lent to the plugin/device (RX posted + TX in flight); the rest are free.
     public var buffersOutstanding: Int { dataPath.plugin.pool.outstanding }
     public var buffersTotal: Int { dataPath.plugin.pool.count }
@@ -304,9 +309,11 @@ public final class VirtualNIC {
                 return true
             case .switchIn:
                 try switchIn(fds)
+                switchInDurations.append(Double(cnpa_monotonic_ns() - start) / 1e6)
             case .switchOut:
                 for fd in fds { try? fd.close() }
                 try switchOut()
+                switchOutDurations.append(Double(cnpa_monotonic_ns() - start) / 1e6)
             }
             switchDurations.append(Double(cnpa_monotonic_ns() - start) / 1e6)
             lastSwitchError = nil

@@ -143,3 +143,31 @@ enum SeqPacketProbe {
         return true
     }
 }
+
+@Suite(.serialized) struct SoakCommandTests {
+    /// `npa soak` in a child process, short: both guests switch 20 times each under load.
+    @Test(arguments: ["npa-dring", "npa-cq"])
+    func theSoakLosesNothingAndLeaksNothing(_ model: String) throws {
+        _ = try NICModelTests.buildPluginImages()  // makes sure images exist for the soak's host
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let p = Process()
+        let out = Pipe()
+        p.executableURL = npaExecutable
+        p.arguments = ["soak", "--switches", "20", "--frames-per-switch", "120", "--model", model, "--json"]
+        p.currentDirectoryURL = root
+        p.standardOutput = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(text)")
+        let json = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        #expect(json?["sent"] as? Int == 4800)
+        #expect(json?["received"] as? Int == 4800)
+        #expect(json?["lost"] as? Int == 0)
+        #expect(json?["duplicates"] as? Int == 0)
+        #expect(json?["out_of_order"] as? Int == 0)
+        #expect(json?["leaked_buffers"] as? Int == 0)
+        #expect(json?["switches"] as? Int == 40)
+        #expect((json?["switch_out_ms"] as? [String: Double])?["p99"] != nil)
+    }
+}

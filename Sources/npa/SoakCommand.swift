@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NPAControlProtocol
+import NPAHost
+import NPAShell
+import NPASystem
+import NPAWorkload
+
+/// `npa soak`: its own host (with nic0 as the vswitch uplink) and two guests streaming
+/// sequence-numbered traffic both ways while both switch in and out N times. Prints what was
+/// verified, the switch times (p50/p99/max, as the guests measured them) and leaked buffers.
+struct Soak: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Switch two guests in and out N times under bidirectional load; verify nothing is lost.")
+
+    @Option(help: "Switches per guest (each is one switch-in or one switch-out).")
+    var switches: Int = 200
+
+    @Option(help: "Frames each guest sends between two switches.")
+    var framesPerSwitch: Int = 200
+
+    @Option(help: "NIC model: npa-dring or npa-cq.")
+    var model: String = "npa-dring"
+
+    @Flag(help: "Print the summary as one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard switches >= 1, switches <= 1_000_000 else { throw ValidationError("--switches must be 1...1000000") }
+        guard framesPerSwitch >= 40, framesPerSwitch % 40 == 0 else { throw ValidationError("--frames-per-switch must be a positive multiple of 40 (two sends per guest per switch, two flows, bursts of 10)") }
+        guard ["npa-dring", "npa-cq"].contains(model) else { throw ValidationError("--model must be npa-dring or npa-cq") }
+    }
+
+    struct Percentiles: Codable {
+        var p50: Double, p99: Double, max: Double
+        init(_ values: [Double]) {
+            let s = values.sorted()
+            func at(_ q: Double) -> Double { s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count - 1) * q + 0.5))] }
+            p50 = at(0.5)
+            p99 = at(0.99)
+            max = s.last ?? 0
+        }
+    }
+
+    struct Summary: Codable {
+        var sent = 0, received = 0, lost = 0, duplicates = 0, outOfOrder = 0, switches = 0, leakedBuffers = 0
+        var switchOutMs = Percentiles([]), switchInMs = Percentiles([])
+        var seconds = 0.0
+        var model = ""
+        enum CodingKeys: String, CodingKey {
+            case sent, received, lost, duplicates, switches, seconds, model
+            case outOfOrder = "out_of_order"
+            case leakedBuffers = "leaked_buffers"
+            case switchOutMs = "switch_out_ms"
+            case switchInMs = "switch_in_ms"
+        }
+    }
+
+    func run() throws {
+        guard let plugins = Demo.pluginDirectory() else {
+            throw ValidationError("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
+        }
+        let socket = NSTemporaryDirectory() + "npa-soak-\(getpid()).sock"
+        var logger = Logger(label: "npa.soak.host")
+        logger.logLevel = .warning
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: model, vfs: 8)]
+        config.uplink = .nic("nic0")
+        config.pluginDirectory = plugins
+        let daemon = try HostDaemon(socketPath: socket, configuration: config, logger: logger)
+        let hostThread = EngineThread.start(name: "npa-host") { try? daemon.run() }
+        defer {
+            daemon.stop()
+            EngineThread.join(hostThread)
+        }
+        func guest(_ name: String, _ mac: String) throws -> VirtualNIC {
+            var c = VirtualNIC.Configuration(name: name, mac: MACAddress(mac))
+            c.ringSize = 1024
+            c.memoryBytes = 32 << 20
+            return try VirtualNIC.attach(hostSocket: socket, configuration: c)
+        }
+        let a = try guest("soak-a", "02:00:00:00:c0:01"), b = try guest("soak-b", "02:00:00:00:c0:02")
+        let flows = 2
+        let total = switches * framesPerSwitch
+        var atA = FlowVerifier(total: total, flows: flows), atB = FlowVerifier(total: total, flows: flows)
+        var seqA = [UInt64](repeating: 0, count: flows), seqB = [UInt64](repeating: 0, count: flows)
+        func pump() {
+            a.receive(maxFrames: 128, timeoutMilliseconds: 0) { atA.record($0.bytes) }
+            b.receive(maxFrames: 128, timeoutMilliseconds: 0) { atB.record($0.bytes) }
+        }
+        func send(_ from: VirtualNIC, _ to: VirtualNIC, _ seq: inout [UInt64], count: Int) {
+            var sent = 0
+            while sent < count {
+                let flow = sent / 10 % flows
+                let first = seq[flow]
+                let n = from.transmit(queue: flow, count: 10 - sent % 10) { i, buffer in
+                    TrafficFrame.write(into: buffer, destination: to.mac, source: from.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 1514)
+                }
+                seq[flow] += UInt64(n)
+                sent += n
+                pump()
+                if n == 0 { _ = from.waitForTransmitSpace(queue: flow, timeoutMilliseconds: 10) }
+            }
+        }
+        let start = Clock.monotonicNanoseconds()
+        for round in 0..<switches {
+            // Both guests switch in (even rounds) or out (odd rounds) with traffic in flight both ways.
+            try a.requestSwitch(toPassthrough: round % 2 == 0)
+            send(a, b, &seqA, count: framesPerSwitch / 2)
+            try b.requestSwitch(toPassthrough: round % 2 == 0)
+            send(b, a, &seqB, count: framesPerSwitch / 2)
+            send(a, b, &seqA, count: framesPerSwitch / 2)
+            send(b, a, &seqB, count: framesPerSwitch / 2)
+        }
+        let deadline = Clock.monotonicNanoseconds() + 30_000_000_000
+        while (atA.unique < total || atB.unique < total) && Clock.monotonicNanoseconds() < deadline {
+            a.receive(maxFrames: 256, timeoutMilliseconds: 10) { atA.record($0.bytes) }
+            b.receive(maxFrames: 256, timeoutMilliseconds: 10) { atB.record($0.bytes) }
+        }
+        _ = a.flush(timeoutMilliseconds: 10_000)
+        _ = b.flush(timeoutMilliseconds: 10_000)
+        var s = Summary()
+        s.model = model
+        s.seconds = Double(Clock.monotonicNanoseconds() - start) / 1e9
+        s.sent = 2 * total
+        s.received = atA.unique + atB.unique
+        s.lost = s.sent - s.received
+        s.duplicates = atA.duplicates + atB.duplicates
+        s.outOfOrder = atA.outOfOrder + atB.outOfOrder
+        s.switches = a.switchDurations.count + b.switchDurations.count
+        s.switchInMs = Percentiles(a.switchInDurations + b.switchInDurations)
+        s.switchOutMs = Percentiles(a.switchOutDurations + b.switchOutDurations)
+        s.leakedBuffers = (a.buffersOutstanding - a.postedReceiveBuffers) + (b.buffersOutstanding - b.postedReceiveBuffers)
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            print(String(decoding: try e.encode(s), as: UTF8.self))
+        } else {
+            print("soak (\(model)): \(s.switches) switches in \(String(format: "%.1f", s.seconds)) s, 1514-byte frames both ways")
+            print("  sent \(s.sent), received \(s.received), lost \(s.lost), duplicates \(s.duplicates), out of order \(s.outOfOrder), leaked buffers \(s.leakedBuffers)")
+            print(String(format: "  switch-in  ms: p50 %.3f  p99 %.3f  max %.3f", s.switchInMs.p50, s.switchInMs.p99, s.switchInMs.max))
+            print(String(format: "  switch-out ms: p50 %.3f  p99 %.3f  max %.3f", s.switchOutMs.p50, s.switchOutMs.p99, s.switchOutMs.max))
+        }
+        if s.lost != 0 || s.duplicates != 0 || s.outOfOrder != 0 || s.leakedBuffers != 0 { throw ExitCode(1) }
+    }
+}
