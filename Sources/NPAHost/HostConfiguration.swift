@@ -51,6 +51,9 @@ public struct HostConfiguration: Equatable, Sendable {
     public var maxQueuesPerVNIC: Int = 4
     public var uplink: UplinkKind = .none
     public var nics: [NICConfiguration] = []
+    /// Switch a guest to a VF as soon as its vNIC is activated, when policy allows and a VF of a
+    /// model with a plugin image is free.
+    public var autoPassthrough = false
     /// Where the vendor plugin images are (built by scripts/build-plugins.sh).
     public var pluginDirectory = ".build/plugins"
     public var defaultPolicy = GuestPolicy()
@@ -78,6 +81,9 @@ public struct HostConfiguration: Equatable, Sendable {
         # npa-cq (submission/completion queues, ENA style), and how many VFs (1-64).
         nics:
           - { name: nic0, model: npa-dring, vfs: 8 }
+
+        # Switch guests to a VF as soon as they activate (policy and free VFs permitting).
+        auto_passthrough: false
 
         # Where the vendor plugin images are (scripts/build-plugins.sh builds them there).
         plugin_dir: .build/plugins
@@ -142,6 +148,9 @@ public struct HostConfiguration: Equatable, Sendable {
                     guard !config.nics.contains(where: { $0.name == name }) else { throw LoadError(file, l, "NIC '\(name)' is defined twice") }
                     config.nics.append(NICConfiguration(name: name, model: model, vfs: vfs))
                 }
+            case "auto_passthrough":
+                guard let b = value.bool else { throw LoadError(file, line, "auto_passthrough must be true or false") }
+                config.autoPassthrough = b
             case "plugin_dir":
                 guard let d = value.string, !d.isEmpty else { throw LoadError(file, line, "plugin_dir must be a directory path") }
                 config.pluginDirectory = d
@@ -157,7 +166,7 @@ public struct HostConfiguration: Equatable, Sendable {
                     config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
                 }
             default:
-                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, plugin_dir, idle_passes, default_policy, guests)")
+                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, default_policy, guests)")
             }
         }
         if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {

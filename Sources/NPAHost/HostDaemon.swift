@@ -344,6 +344,13 @@ public final class HostDaemon: @unchecked Sendable {
             }
             let (status, text) = d.writeRegister(offset: offset, value: value)
             if status == 0 { syncPassthroughFilters(d) }
+            if status == 0 && offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateDevice.rawValue
+                && d.readRegister(offset: offset).1 == 0 && configuration.autoPassthrough && d.mode == .emulated && d.policy.allowPassthrough
+            {
+                if case .failure(let refusal) = requestSwitch(d, toPassthrough: true) {
+                    logger.info("vNIC '\(d.name)' stays emulated: \(refusal)")
+                }
+            }
             let result = offset == VMXNET3.Register.cmd.rawValue ? d.readRegister(offset: offset).1 : 0
             reply(c, .registerResult(status: status, value: result, message: text))
         case .registerRead(let bar, let offset):

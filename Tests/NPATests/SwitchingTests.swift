@@ -171,3 +171,29 @@ import Testing
         #expect(b.receive(maxFrames: 4, timeoutMilliseconds: 0).isEmpty)
     }
 }
+
+@Suite(.serialized) struct AutoPassthroughTests {
+    /// With auto_passthrough, an allowed guest lands on a VF at its first data-path call after
+    /// activation; a guest whose policy refuses passthrough stays emulated; both can talk.
+    @Test func allowedGuestsAreSwitchedInAutomatically() throws {
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: "npa-cq", vfs: 2)]
+        config.uplink = .nic("nic0")
+        config.autoPassthrough = true
+        config.pluginDirectory = try NICModelTests.buildPluginImages().path
+        config.guestPolicies["stays"] = GuestPolicy(allowPassthrough: false)
+        let host = try TestHost(configuration: config)
+        defer { host.stop() }
+        let moves = try attach(host, "moves"), stays = try attach(host, "stays")
+        _ = moves.reclaimTransmitted()
+        _ = stays.reclaimTransmitted()
+        #expect(moves.mode == "passthrough")
+        #expect(moves.pluginName == "npa-cq-swift")
+        #expect(stays.mode == "emulated")
+        let f = ethernetFrame(to: stays.mac, from: moves.mac), g = ethernetFrame(to: moves.mac, from: stays.mac)
+        #expect(moves.send([f]) == 1)
+        #expect(receiveFrames(stays, count: 1) == [f])
+        #expect(stays.send([g]) == 1)
+        #expect(receiveFrames(moves, count: 1) == [g])
+    }
+}
