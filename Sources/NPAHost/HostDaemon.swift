@@ -360,7 +360,18 @@ public final class HostDaemon: @unchecked Sendable {
             reply(c, .registerResult(status: status, value: value, message: text))
         case .countersRequest:
             guard let d = c.device else { return reply(c, notAttached) }
-            reply(c, .countersReply(d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }))
+            var counters = d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }
+            if let (nic, index) = d.vf {
+                // In passthrough the VF's own drops are the guest NIC's drops too.
+                let v = nic.counters(vf: index)
+                counters += [
+                    .init("vf_tx_frames", v.txFrames), .init("vf_rx_frames", v.rxFrames),
+                    .init("drop_vf_no_buffers", v.noBufferDrops), .init("drop_vf_spoofed_source", v.spoofedDrops),
+                    .init("drop_vf_vlan_refused", v.vlanDrops), .init("drop_vf_dma_fault", v.dmaFaults),
+                    .init("drop_vf_bad_descriptor", v.badDescriptors),
+                ]
+            }
+            reply(c, .countersReply(counters))
         case .detach:
             closeConnection(c, reason: "guest detached")
         case .switchQuery:
