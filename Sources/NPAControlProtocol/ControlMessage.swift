@@ -39,6 +39,9 @@ public enum ControlMessage: Equatable, Sendable {
     case switchOutDone
     /// Admin → host: switch a vNIC by name (`npa vnic switch-in/out`).
     case adminSwitch(vnic: String, toPassthrough: Bool)
+    /// Admin → host: reset (FLR) a vNIC's VF now, without the guest's cooperation; the guest is
+    /// then switched out to emulation (`npa vnic reset-vf`).
+    case adminResetVF(vnic: String)
     /// Host → peer: the request succeeded (with an optional note).
     case ok(String)
 
@@ -122,7 +125,7 @@ public enum ControlMessage: Equatable, Sendable {
         case attach = 1, attached, registerWrite, registerRead, registerResult
         case statusRequest, statusReply, countersRequest, countersReply, detach
         case error = 15
-        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok
+        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF
     }
 
     public func encode() -> [UInt8] {
@@ -197,6 +200,9 @@ public enum ControlMessage: Equatable, Sendable {
         case .ok(let note):
             tag = .ok
             p.string(note)
+        case .adminResetVF(let vnic):
+            tag = .adminResetVF
+            p.string(vnic)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -269,6 +275,8 @@ public enum ControlMessage: Equatable, Sendable {
             message = .adminSwitch(vnic: try r.string(), toPassthrough: try r.u8() != 0)
         case .ok:
             message = .ok(try r.string())
+        case .adminResetVF:
+            message = .adminResetVF(vnic: try r.string())
         }
         try r.expectEnd()
         return message

@@ -73,6 +73,8 @@ final class EmulatedDevice {
     var switchStartedNanoseconds: UInt64 = 0
     var lastSwitchMilliseconds: Double?
     var switchReason: String?
+    /// VF counters of VFs this vNIC held before (a VF's counters restart at its next FLR).
+    var earlierVFCounters: [String: UInt64] = [:]
 
     /// Raises DIC ("device implementation change") in DriverShared.ecr and fires the event
     /// interrupt: the guest's shell then asks the host what changed.

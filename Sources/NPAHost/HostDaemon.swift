@@ -360,17 +360,9 @@ public final class HostDaemon: @unchecked Sendable {
             reply(c, .registerResult(status: status, value: value, message: text))
         case .countersRequest:
             guard let d = c.device else { return reply(c, notAttached) }
-            var counters = d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }
-            if let (nic, index) = d.vf {
-                // In passthrough the VF's own drops are the guest NIC's drops too.
-                let v = nic.counters(vf: index)
-                counters += [
-                    .init("vf_tx_frames", v.txFrames), .init("vf_rx_frames", v.rxFrames),
-                    .init("drop_vf_no_buffers", v.noBufferDrops), .init("drop_vf_spoofed_source", v.spoofedDrops),
-                    .init("drop_vf_vlan_refused", v.vlanDrops), .init("drop_vf_dma_fault", v.dmaFaults),
-                    .init("drop_vf_bad_descriptor", v.badDescriptors),
-                ]
-            }
+            // The VF's drops (now and in earlier passthrough periods) are the guest NIC's too.
+            let counters = d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }
+                + vfCounterTotals(d).sorted { $0.key < $1.key }.map { ControlMessage.Counter($0.key, $0.value) }
             reply(c, .countersReply(counters))
         case .detach:
             closeConnection(c, reason: "guest detached")
@@ -404,6 +396,14 @@ public final class HostDaemon: @unchecked Sendable {
             case .failure(let r):
                 let code = r.description.contains("policy") ? ControlMessage.ErrorCode.refusedByPolicy : ControlMessage.ErrorCode.invalidState
                 reply(c, .error(code: code, message: r.description))
+            }
+        case .adminResetVF(let name):
+            guard let d = devices.first(where: { $0.name == name }) else {
+                return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))
+            }
+            switch resetVF(d) {
+            case .success(let note): reply(c, .ok(note))
+            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
             }
         case .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok:
             reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "unexpected message from a guest"))
@@ -508,10 +508,11 @@ public final class HostDaemon: @unchecked Sendable {
                 if d.mode == .passthrough, let (nic, index) = d.vf {
                     v.vf = "\(nic.name)/vf\(index)"
                     v.plugin = d.pluginName
-                    for (k, value) in [("vf_tx_frames", nic.counters(vf: index).txFrames), ("vf_rx_frames", nic.counters(vf: index).rxFrames),
-                                       ("vf_spoofed_drops", nic.counters(vf: index).spoofedDrops), ("vf_no_buffer_drops", nic.counters(vf: index).noBufferDrops)] {
-                        v.counters[k] = value
-                    }
+                    let current = Self.vfCounters(nic.counters(vf: index))
+                    v.counters["vf_tx_frames"] = current["vf_tx_frames"]
+                    v.counters["vf_rx_frames"] = current["vf_rx_frames"]
+                    v.counters["vf_spoofed_drops"] = current["drop_vf_spoofed_source"]
+                    v.counters["vf_no_buffer_drops"] = current["drop_vf_no_buffers"]
                 }
                 v.lastSwitchMilliseconds = d.lastSwitchMilliseconds
                 v.lastSwitchError = d.switchReason

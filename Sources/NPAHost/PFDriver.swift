@@ -36,8 +36,28 @@ extension HostDaemon {
         return .failure(SwitchRefusal("no free VF"))
     }
 
+    /// The guest-visible counters of a VF, by name (drops as `drop_vf_<reason>`).
+    static func vfCounters(_ v: VirtualFunction.Counters) -> [String: UInt64] {
+        [
+            "vf_tx_frames": v.txFrames, "vf_rx_frames": v.rxFrames, "drop_vf_no_buffers": v.noBufferDrops,
+            "drop_vf_spoofed_source": v.spoofedDrops, "drop_vf_vlan_refused": v.vlanDrops, "drop_vf_dma_fault": v.dmaFaults,
+            "drop_vf_bad_descriptor": v.badDescriptors,
+        ]
+    }
+
+    /// Counters of the VF now held plus those held before, so nothing the guest's NIC counted
+    /// disappears when it moves back to emulation.
+    func vfCounterTotals(_ device: EmulatedDevice) -> [String: UInt64] {
+        var totals = device.earlierVFCounters
+        if let (nic, index) = device.vf {
+            for (k, v) in Self.vfCounters(nic.counters(vf: index)) { totals[k, default: 0] += v }
+        }
+        return totals
+    }
+
     func releaseVF(_ device: EmulatedDevice) {
         guard let (nic, index) = device.vf else { return }
+        device.earlierVFCounters = vfCounterTotals(device)
         nic.reset(vf: index)
         vfsInUse[nic.name]?.remove(index)
         device.vf = nil
@@ -52,8 +72,8 @@ extension HostDaemon {
     /// `npa vnic switch-in/out`: reserve what the switch needs, raise DIC; the guest drives the rest.
     func requestSwitch(_ device: EmulatedDevice, toPassthrough: Bool) -> Result<String, SwitchRefusal> {
         guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
-        guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
         if toPassthrough {
+            guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
             guard device.mode == .emulated else { return .failure(SwitchRefusal("already in passthrough")) }
             guard device.policy.allowPassthrough else { return .failure(SwitchRefusal("passthrough is not allowed for guest '\(device.name)' by host policy")) }
             switch acquireVF() {
@@ -72,6 +92,25 @@ extension HostDaemon {
         logger.info("vNIC '\(device.name)': switch \(toPassthrough ? "in" : "out") requested, DIC raised")
         device.raiseDeviceImplementationChange()
         return .success(toPassthrough ? "switch-in of '\(device.name)' to \(device.vf!.nic.name)/vf\(device.vf!.index) started" : "switch-out of '\(device.name)' started")
+    }
+
+    /// A VF reset without the guest's cooperation (VF reclaim, a faulting plugin): FLR now, the
+    /// MAC back on the vswitch at once (frames for the guest then reach its emulated vNIC, where
+    /// they are received or counted as dropped), then DIC so the guest moves to emulation.
+    func resetVF(_ device: EmulatedDevice) -> Result<String, SwitchRefusal> {
+        guard device.mode == .passthrough, let (nic, index) = device.vf else { return .failure(SwitchRefusal("the vNIC is not in passthrough")) }
+        guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
+        // FLR restarts the VF's counters: keep what it counted for this guest.
+        device.earlierVFCounters = vfCounterTotals(device)
+        nic.reset(vf: index)
+        reattachToSwitch(device)
+        if let uplink = uplinkNIC { drainPF(uplink) }
+        device.pendingSwitch = .switchOut
+        device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
+        device.switchReason = "VF reset by the host"
+        logger.warning("vNIC '\(device.name)': \(nic.name)/vf\(index) reset (FLR); switching the guest out")
+        device.raiseDeviceImplementationChange()
+        return .success("\(nic.name)/vf\(index) of '\(device.name)' reset; the guest is moving to emulation")
     }
 
     /// The guest asks what changed: offer the plugin image, the VF page and its kick eventfd.
@@ -183,7 +222,9 @@ extension HostDaemon {
 
     /// In passthrough the guest's control operations go to the VF too (through the PF).
     func syncPassthroughFilters(_ device: EmulatedDevice) {
-        guard device.mode == .passthrough, let (nic, index) = device.vf else { return }
+        // Not while a switch is under way: the switch itself decides where the MAC lives (the
+        // guest re-arms emulation with commands before the host hands the MAC back).
+        guard device.mode == .passthrough, device.pendingSwitch == .none, let (nic, index) = device.vf else { return }
         nic.setMAC(vf: index, device.mac)
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)

@@ -100,6 +100,7 @@ public final class VirtualFunction {
         rxQueues = []
         interrupt = nil
         pendingInterrupt = false
+        counters = Counters()
         registers.base.initializeMemory(as: UInt8.self, repeating: 0, count: registers.size)
         write(NPA_VF_REG_INTR_MASK, 1)
     }

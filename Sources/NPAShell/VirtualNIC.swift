@@ -370,7 +370,11 @@ public final class VirtualNIC {
             _ = try? channel.request(.switchOutDone)
             throw error
         }
-        // From the host's reply on, nothing more arrives on the emulated rings: harvest them.
+        // From the host's reply on, nothing more arrives on the emulated rings. Quiesce the
+        // emulated device too: its rings still hold descriptors for buffers we are about to
+        // reuse, and if the host ever hands the MAC back before we re-arm (a VF reset), frames
+        // must be refused and counted, not written into those buffers. Then harvest.
+        _ = try? channel.command(VMXNET3.Command.quiesceDevice.rawValue)
         _ = path.adopt(emulationPath.quiesceAndDrain())
         installInterruptHook(path)
         passthrough = (path, image, registers, kick)
@@ -394,6 +398,13 @@ public final class VirtualNIC {
         dataPath = emulationPath
         passthrough = nil
         _ = try channel.request(.switchOutDone)
+    }
+
+    /// Asks the host to reset this vNIC's VF (FLR) now; the switch-out follows on the next
+    /// data-path call. For tests and tools; a host does this on its own to reclaim a VF.
+    public func requestVFReset() throws {
+        let (reply, _) = try channel.request(.adminResetVF(vnic: name))
+        guard case .ok = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
     }
 
     /// Asks the host to switch this vNIC (the admin path `npa vnic` uses, here for the guest

@@ -11,9 +11,10 @@ struct VNIC: ParsableCommand {
     enum Action: String, ExpressibleByArgument, CaseIterable {
         case switchIn = "switch-in"
         case switchOut = "switch-out"
+        case resetVF = "reset-vf"
     }
 
-    @Argument(help: "switch-in or switch-out.")
+    @Argument(help: "switch-in, switch-out, or reset-vf (FLR the VF now; the guest falls back to emulation).")
     var action: Action
 
     @Argument(help: "The vNIC's (guest's) name.")
@@ -29,7 +30,8 @@ struct VNIC: ParsableCommand {
         } catch {
             throw ValidationError("cannot reach the host at \(host): \(error)")
         }
-        try socket.send(ControlMessage.adminSwitch(vnic: name, toPassthrough: action == .switchIn).encode())
+        let request: ControlMessage = action == .resetVF ? .adminResetVF(vnic: name) : .adminSwitch(vnic: name, toPassthrough: action == .switchIn)
+        try socket.send(request.encode())
         guard socket.waitReadable(timeoutMilliseconds: 5000), let (bytes, _) = try socket.receive() else {
             throw ValidationError("the host did not answer")
         }

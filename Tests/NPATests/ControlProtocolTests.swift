@@ -23,6 +23,7 @@ import Testing
         .switchOutDone,
         .adminSwitch(vnic: "alpha", toPassthrough: true),
         .ok("switched"),
+        .adminResetVF(vnic: "beta"),
     ]
 
     @Test(arguments: samples)

@@ -197,3 +197,65 @@ import Testing
         #expect(receiveFrames(moves, count: 1) == [g])
     }
 }
+
+@Suite(.serialized) struct VFResetTests {
+    /// The host resets a guest's VF while traffic flows both ways: the guest ends on emulation,
+    /// still working; nothing it sent is lost (unsent frames are re-sent through emulation) and
+    /// what was sent to it is received or counted as dropped by its NIC.
+    @Test(arguments: ["npa-dring", "npa-cq"])
+    func aVFResetUnderTrafficLosesOnlyWhatTheGuestIsToldItLost(_ model: String) throws {
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: model, vfs: 4)]
+        config.uplink = .nic("nic0")
+        config.pluginDirectory = try NICModelTests.buildPluginImages().path
+        let host = try TestHost(configuration: config)
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:d0:01", ringSize: 1024, memoryMiB: 32)
+        let b = try attach(host, "b", mac: "02:00:00:00:d0:02", ringSize: 1024, memoryMiB: 32)
+        try a.requestSwitch(toPassthrough: true)
+        _ = a.reclaimTransmitted()
+        #expect(a.mode == "passthrough")
+        let total = 2000
+        var atA = FlowVerifier(total: total, flows: 1), atB = FlowVerifier(total: total, flows: 1)
+        var sentA = 0, sentB = 0
+        while sentA < total || sentB < total {
+            if sentA == total / 2 && a.mode == "passthrough" { try a.requestVFReset() }
+            if sentA < total {
+                let first = sentA
+                sentA += a.transmit(count: min(20, total - sentA)) { i, buf in
+                    TrafficFrame.write(into: buf, destination: b.mac, source: a.mac, flow: 0, sequence: UInt64(first + i), length: 300)
+                }
+            }
+            if sentB < total {
+                let first = sentB
+                sentB += b.transmit(count: min(20, total - sentB)) { i, buf in
+                    TrafficFrame.write(into: buf, destination: a.mac, source: b.mac, flow: 0, sequence: UInt64(first + i), length: 300)
+                }
+            }
+            a.receive(maxFrames: 64, timeoutMilliseconds: 0) { atA.record($0.bytes) }
+            b.receive(maxFrames: 64, timeoutMilliseconds: 0) { atB.record($0.bytes) }
+        }
+        #expect(a.flush(timeoutMilliseconds: 10_000))
+        #expect(b.flush(timeoutMilliseconds: 10_000))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while atB.unique < total && ContinuousClock.now < deadline {
+            b.receive(maxFrames: 256, timeoutMilliseconds: 10) { atB.record($0.bytes) }
+        }
+        while a.receive(maxFrames: 256, timeoutMilliseconds: 50, { atA.record($0.bytes) }) > 0 {}
+        #expect(a.mode == "emulated")
+        // Everything a sent arrived, once, in order.
+        #expect(atB.unique == total)
+        #expect(atB.duplicates == 0 && atB.outOfOrder == 0)
+        // What b sent to a arrived, or a's NIC says it dropped it.
+        let drops = try a.dropCounts()
+        let told = drops.values.reduce(0, +)
+        let ca = try a.deviceCounters().filter { $0.value > 0 }, cb = try b.deviceCounters().filter { $0.value > 0 }
+        let up = try a.hostStatus().uplink
+        #expect(UInt64(atA.unique) + told == UInt64(total),
+                "received \(atA.unique) (invalid \(atA.invalid)), told \(drops), b sent \(sentB), a: \(ca), b: \(cb), uplink \(String(describing: up)), switchError \(a.lastSwitchError ?? "-")")
+        #expect(atA.duplicates == 0 && atA.outOfOrder == 0)
+        let status = try a.hostStatus().vnics.first { $0.name == "a" }
+        #expect(status?.mode == "emulated")
+        #expect(status?.lastSwitchError == "VF reset by the host")
+    }
+}
