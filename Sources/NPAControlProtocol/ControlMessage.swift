@@ -37,6 +37,9 @@ public enum ControlMessage: Equatable, Sendable {
     case switchOutBegin
     /// Guest → host (switch-out): the VF is drained; reset and release it.
     case switchOutDone
+    /// Guest → host: the switch-in could not be completed (the plugin did not load, its init
+    /// failed...); the guest stays on emulation. The host releases the VF and keeps the reason.
+    case switchInFailed(reason: String)
     /// Admin → host: switch a vNIC by name (`npa vnic switch-in/out`).
     case adminSwitch(vnic: String, toPassthrough: Bool)
     /// Admin → host: reset (FLR) a vNIC's VF now, without the guest's cooperation; the guest is
@@ -125,7 +128,7 @@ public enum ControlMessage: Equatable, Sendable {
         case attach = 1, attached, registerWrite, registerRead, registerResult
         case statusRequest, statusReply, countersRequest, countersReply, detach
         case error = 15
-        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF
+        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed
     }
 
     public func encode() -> [UInt8] {
@@ -203,6 +206,9 @@ public enum ControlMessage: Equatable, Sendable {
         case .adminResetVF(let vnic):
             tag = .adminResetVF
             p.string(vnic)
+        case .switchInFailed(let reason):
+            tag = .switchInFailed
+            p.string(reason)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -277,6 +283,8 @@ public enum ControlMessage: Equatable, Sendable {
             message = .ok(try r.string())
         case .adminResetVF:
             message = .adminResetVF(vnic: try r.string())
+        case .switchInFailed:
+            message = .switchInFailed(reason: try r.string())
         }
         try r.expectEnd()
         return message

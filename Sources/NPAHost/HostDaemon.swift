@@ -397,6 +397,10 @@ public final class HostDaemon: @unchecked Sendable {
                 let code = r.description.contains("policy") ? ControlMessage.ErrorCode.refusedByPolicy : ControlMessage.ErrorCode.invalidState
                 reply(c, .error(code: code, message: r.description))
             }
+        case .switchInFailed(let reason):
+            guard let d = c.device else { return reply(c, notAttached) }
+            if d.pendingSwitch == .switchIn && d.mode == .emulated { abandonSwitch(d, "guest: \(reason)") }
+            reply(c, .ok("staying on emulation"))
         case .adminResetVF(let name):
             guard let d = devices.first(where: { $0.name == name }) else {
                 return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))

@@ -338,7 +338,7 @@ public final class VirtualNIC {
         } catch {
             try? fds[1].close()
             try? fds[2].close()
-            _ = try? channel.request(.switchOutDone)  // tells the host to abandon the switch
+            _ = try? channel.request(.switchInFailed(reason: "\(error)"))
             throw error
         }
         registers = try SharedMemory(adopting: fds[1], minimumSize: 4096)
@@ -349,7 +349,7 @@ public final class VirtualNIC {
                 entry: image.entry, txRegions: vfTxRegions, rxRegions: vfRxRegions, registers: registers.base,
                 registersSize: registers.size, pool: emulationPath.plugin.pool, ringSize: configuration.ringSize, doorbell: kick)
         } catch {
-            _ = try? channel.request(.switchOutDone)
+            _ = try? channel.request(.switchInFailed(reason: "\(error)"))
             throw error
         }
         let path = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: configuration.ringSize, spinPolls: configuration.spinPolls)
@@ -358,7 +358,7 @@ public final class VirtualNIC {
             _ = try channel.request(.switchInReady(txRegions: vfTxRegions.map(region), rxRegions: vfRxRegions.map(region)))
         } catch {
             _ = plugin.reclaimPostedRxBuffers()
-            _ = try? channel.request(.switchOutDone)
+            _ = try? channel.request(.switchInFailed(reason: "\(error)"))
             throw error
         }
         path.refillAll()
@@ -367,7 +367,7 @@ public final class VirtualNIC {
             _ = try channel.command(VMXNET3.Command.activateVF.rawValue)
         } catch {
             _ = path.quiesceAndDrain()
-            _ = try? channel.request(.switchOutDone)
+            _ = try? channel.request(.switchInFailed(reason: "\(error)"))
             throw error
         }
         // From the host's reply on, nothing more arrives on the emulated rings. Quiesce the

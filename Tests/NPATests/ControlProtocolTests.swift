@@ -24,6 +24,7 @@ import Testing
         .adminSwitch(vnic: "alpha", toPassthrough: true),
         .ok("switched"),
         .adminResetVF(vnic: "beta"),
+        .switchInFailed(reason: "plugin image does not load"),
     ]
 
     @Test(arguments: samples)

@@ -145,7 +145,7 @@ enum SeqPacketProbe {
 }
 
 @Suite(.serialized) struct SoakCommandTests {
-    /// `npa soak` in a child process, short: both guests switch 20 times each under load.
+    /// `npa soak` in a child process, short: both guests switch 100 times each under load (200 switches).
     @Test(arguments: ["npa-dring", "npa-cq"])
     func theSoakLosesNothingAndLeaksNothing(_ model: String) throws {
         _ = try NICModelTests.buildPluginImages()  // makes sure images exist for the soak's host
@@ -153,7 +153,7 @@ enum SeqPacketProbe {
         let p = Process()
         let out = Pipe()
         p.executableURL = npaExecutable
-        p.arguments = ["soak", "--switches", "20", "--frames-per-switch", "120", "--model", model, "--json"]
+        p.arguments = ["soak", "--switches", "100", "--frames-per-switch", "40", "--model", model, "--json"]
         p.currentDirectoryURL = root
         p.standardOutput = out
         try p.run()
@@ -161,13 +161,13 @@ enum SeqPacketProbe {
         p.waitUntilExit()
         #expect(p.terminationStatus == 0, "\(text)")
         let json = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
-        #expect(json?["sent"] as? Int == 4800)
-        #expect(json?["received"] as? Int == 4800)
+        #expect(json?["sent"] as? Int == 8000)
+        #expect(json?["received"] as? Int == 8000)
         #expect(json?["lost"] as? Int == 0)
         #expect(json?["duplicates"] as? Int == 0)
         #expect(json?["out_of_order"] as? Int == 0)
         #expect(json?["leaked_buffers"] as? Int == 0)
-        #expect(json?["switches"] as? Int == 40)
+        #expect(json?["switches"] as? Int == 200)
         #expect((json?["switch_out_ms"] as? [String: Double])?["p99"] != nil)
     }
 }

@@ -259,3 +259,33 @@ import Testing
         #expect(status?.lastSwitchError == "VF reset by the host")
     }
 }
+
+@Suite(.serialized) struct FailedPluginTests {
+    /// A plugin image that does not load leaves the guest on emulation, working, with the reason
+    /// in `npa status`; the VF goes back to the pool.
+    @Test func aPluginThatFailsToLoadLeavesTheGuestOnEmulation() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("npa-bad-plugins-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7) }).write(to: dir.appendingPathComponent("npa-dring.so"))
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 1)]
+        config.uplink = .nic("nic0")
+        config.pluginDirectory = dir.path
+        let host = try TestHost(configuration: config)
+        defer { host.stop() }
+        let a = try attach(host, "a"), b = try attach(host, "b")
+        try a.requestSwitch(toPassthrough: true)
+        _ = a.reclaimTransmitted()
+        #expect(a.mode == "emulated")
+        #expect(a.lastSwitchError?.hasPrefix("plugin image does not load") == true)
+        let status = try a.hostStatus().vnics.first { $0.name == "a" }
+        #expect(status?.mode == "emulated")
+        #expect(status?.lastSwitchError?.hasPrefix("guest: plugin image does not load") == true)
+        // Still working, and the only VF is free again for the next guest.
+        let f = ethernetFrame(to: b.mac, from: a.mac)
+        #expect(a.send([f]) == 1)
+        #expect(receiveFrames(b, count: 1) == [f])
+        try b.requestSwitch(toPassthrough: true)  // would throw "no free VF" if the VF leaked
+    }
+}
