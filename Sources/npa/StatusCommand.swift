@@ -29,7 +29,8 @@ func fetchStatus(socket path: String) throws -> StatusReport {
     guard socket.waitReadable(timeoutMilliseconds: 5000), let (bytes, _) = try socket.receive() else {
         throw ValidationError("no answer")
     }
-    guard case .statusReply(let json) = try ControlMessage.parse(bytes) else { throw ValidationError("unexpected reply") }
+    let reply = try ControlMessage.parse(bytes)
+    guard case .statusReply(let json) = reply else { throw ValidationError("unexpected reply: \(reply)") }
     return try StatusReport.decode(json)
 }
 
