@@ -9,10 +9,7 @@ import Testing
 @Suite(.serialized) struct PFUplinkTests {
     @Test(arguments: ["npa-dring", "npa-cq"])
     func emulatedAndVFGuestsReachEachOtherThroughThePF(_ model: String) throws {
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: model, vfs: 4)]
-        config.uplink = .nic("nic0")
-        let host = try TestHost(configuration: config)
+        let host = try TestHost(configuration: .withNIC(model: model, vfs: 4))
         defer { host.stop() }
         let nic = try #require(host.daemon.nics.first)
         let emulated = try attach(host, "emu", mac: "02:00:00:00:80:01")

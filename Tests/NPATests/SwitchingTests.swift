@@ -11,11 +11,7 @@ import Testing
 /// Guest `b` switches in and out repeatedly while `a` (emulated) and `b` stream to each other.
 @Suite(.serialized) struct SwitchingTests {
     func host(model: String) throws -> TestHost {
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: model, vfs: 8)]
-        config.uplink = .nic("nic0")
-        config.pluginDirectory = try NICModelTests.buildPluginImages().path
-        return try TestHost(configuration: config)
+        try TestHost(configuration: .withNIC(model: model))
     }
 
     @Test(arguments: ["npa-dring", "npa-cq"])
@@ -73,12 +69,7 @@ import Testing
     }
 
     @Test func passthroughRefusedByPolicyLeavesTheGuestOnEmulation() throws {
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 2)]
-        config.uplink = .nic("nic0")
-        config.pluginDirectory = try NICModelTests.buildPluginImages().path
-        config.guestPolicies["locked"] = GuestPolicy(allowPassthrough: false)
-        let host = try TestHost(configuration: config)
+        let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 2, policies: ["locked": GuestPolicy(allowPassthrough: false)]))
         defer { host.stop() }
         let g = try attach(host, "locked")
         #expect {
@@ -90,12 +81,7 @@ import Testing
 
 @Suite(.serialized) struct PassthroughTests {
     func host(model: String = "npa-dring", policies: [String: GuestPolicy] = [:]) throws -> TestHost {
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: model, vfs: 8)]
-        config.uplink = .nic("nic0")
-        config.pluginDirectory = try NICModelTests.buildPluginImages().path
-        config.guestPolicies = policies
-        return try TestHost(configuration: config)
+        try TestHost(configuration: .withNIC(model: model, policies: policies))
     }
 
     func switchIn(_ nic: VirtualNIC) throws {
@@ -176,13 +162,8 @@ import Testing
     /// With auto_passthrough, an allowed guest lands on a VF at its first data-path call after
     /// activation; a guest whose policy refuses passthrough stays emulated; both can talk.
     @Test func allowedGuestsAreSwitchedInAutomatically() throws {
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: "npa-cq", vfs: 2)]
-        config.uplink = .nic("nic0")
-        config.autoPassthrough = true
-        config.pluginDirectory = try NICModelTests.buildPluginImages().path
-        config.guestPolicies["stays"] = GuestPolicy(allowPassthrough: false)
-        let host = try TestHost(configuration: config)
+        let host = try TestHost(configuration: .withNIC(
+            model: "npa-cq", vfs: 2, autoPassthrough: true, policies: ["stays": GuestPolicy(allowPassthrough: false)]))
         defer { host.stop() }
         let moves = try attach(host, "moves"), stays = try attach(host, "stays")
         _ = moves.reclaimTransmitted()
@@ -204,11 +185,7 @@ import Testing
     /// what was sent to it is received or counted as dropped by its NIC.
     @Test(arguments: ["npa-dring", "npa-cq"])
     func aVFResetUnderTrafficLosesOnlyWhatTheGuestIsToldItLost(_ model: String) throws {
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: model, vfs: 4)]
-        config.uplink = .nic("nic0")
-        config.pluginDirectory = try NICModelTests.buildPluginImages().path
-        let host = try TestHost(configuration: config)
+        let host = try TestHost(configuration: .withNIC(model: model, vfs: 4))
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:d0:01", ringSize: 1024, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:d0:02", ringSize: 1024, memoryMiB: 32)
@@ -268,11 +245,7 @@ import Testing
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         try Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7) }).write(to: dir.appendingPathComponent("npa-dring.so"))
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 1)]
-        config.uplink = .nic("nic0")
-        config.pluginDirectory = dir.path
-        let host = try TestHost(configuration: config)
+        let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 1, pluginDirectory: dir.path))
         defer { host.stop() }
         let a = try attach(host, "a"), b = try attach(host, "b")
         try a.requestSwitch(toPassthrough: true)

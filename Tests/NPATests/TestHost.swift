@@ -28,3 +28,19 @@ final class TestHost: @unchecked Sendable {
 
     deinit { stop() }
 }
+
+extension HostConfiguration {
+    /// A host with one software NIC (`nic0`) whose PF is the vswitch's uplink, and the plugin
+    /// images built for this test process (or `pluginDirectory`).
+    static func withNIC(
+        model: String, vfs: Int = 8, autoPassthrough: Bool = false, policies: [String: GuestPolicy] = [:], pluginDirectory: String? = nil
+    ) throws -> HostConfiguration {
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: model, vfs: vfs)]
+        config.uplink = .nic("nic0")
+        config.autoPassthrough = autoPassthrough
+        config.guestPolicies = policies
+        config.pluginDirectory = try pluginDirectory ?? NICModelTests.buildPluginImages().path
+        return config
+    }
+}
