@@ -32,7 +32,8 @@ public enum ControlMessage: Equatable, Sendable {
     case switchOffer(SwitchOffer)
     /// Guest → host (switch-in): the plugin is loaded; here are the queue regions (GPA, ring
     /// size) the PF driver initialises the VF from. TX queues first, then RX queues.
-    case switchInReady(txRegions: [QueueRegion], rxRegions: [QueueRegion])
+    /// `plugin` is the loaded image's own name and version, for `npa status`.
+    case switchInReady(txRegions: [QueueRegion], rxRegions: [QueueRegion], plugin: String)
     /// Guest → host (switch-out): emulation is re-armed; move the MAC back and quiesce the VF.
     case switchOutBegin
     /// Guest → host (switch-out): the VF is drained; reset and release it.
@@ -186,7 +187,7 @@ public enum ControlMessage: Equatable, Sendable {
             p.u16(o.vf)
             p.string(o.model)
             p.string(o.plugin)
-        case .switchInReady(let tx, let rx):
+        case .switchInReady(let tx, let rx, let plugin):
             tag = .switchInReady
             p.u8(UInt8(min(tx.count, 8)))
             p.u8(UInt8(min(rx.count, 8)))
@@ -194,6 +195,7 @@ public enum ControlMessage: Equatable, Sendable {
                 p.u64(r.gpa)
                 p.u32(r.ringSize)
             }
+            p.string(plugin)
         case .switchOutBegin: tag = .switchOutBegin
         case .switchOutDone: tag = .switchOutDone
         case .adminSwitch(let vnic, let toPassthrough):
@@ -274,7 +276,7 @@ public enum ControlMessage: Equatable, Sendable {
             guard nt <= 8, nr <= 8 else { throw ProtocolError("at most 8 queues per direction") }
             var regions: [QueueRegion] = []
             for _ in 0..<(nt + nr) { regions.append(QueueRegion(gpa: try r.u64(), ringSize: try r.u32())) }
-            message = .switchInReady(txRegions: Array(regions[0..<nt]), rxRegions: Array(regions[nt...]))
+            message = .switchInReady(txRegions: Array(regions[0..<nt]), rxRegions: Array(regions[nt...]), plugin: try r.string())
         case .switchOutBegin: message = .switchOutBegin
         case .switchOutDone: message = .switchOutDone
         case .adminSwitch:

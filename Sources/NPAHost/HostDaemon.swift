@@ -369,8 +369,9 @@ public final class HostDaemon: @unchecked Sendable {
         case .switchQuery:
             guard let d = c.device else { return reply(c, notAttached) }
             offerSwitch(d, to: c)
-        case .switchInReady(let tx, let rx):
+        case .switchInReady(let tx, let rx, let plugin):
             guard let d = c.device else { return reply(c, notAttached) }
+            if !plugin.isEmpty { d.pluginName = String(plugin.prefix(64)) }
             switch prepareVF(d, tx: tx, rx: rx) {
             case .success: reply(c, .ok("VF initialised"))
             case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))

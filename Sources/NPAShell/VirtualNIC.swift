@@ -355,7 +355,7 @@ public final class VirtualNIC {
         let path = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: configuration.ringSize, spinPolls: configuration.spinPolls)
         let region = { (r: npa_queue_region) in ControlMessage.QueueRegion(gpa: r.gpa, ringSize: r.ring_size) }
         do {
-            _ = try channel.request(.switchInReady(txRegions: vfTxRegions.map(region), rxRegions: vfRxRegions.map(region)))
+            _ = try channel.request(.switchInReady(txRegions: vfTxRegions.map(region), rxRegions: vfRxRegions.map(region), plugin: "\(image.name) \(image.version)"))
         } catch {
             _ = plugin.reclaimPostedRxBuffers()
             _ = try? channel.request(.switchInFailed(reason: "\(error)"))

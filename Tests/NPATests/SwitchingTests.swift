@@ -114,7 +114,7 @@ import Testing
         let status = try a.hostStatus()
         let sa = status.vnics.first { $0.name == "a" }, sb = status.vnics.first { $0.name == "b" }
         #expect(sa?.mode == "passthrough")
-        #expect(sa?.plugin == (model == "npa-cq" ? "npa-cq-swift" : "npa-dring"))
+        #expect(sa?.plugin == (model == "npa-cq" ? "npa-cq-swift 1.0" : "npa-dring 1.0"))
         #expect(sa?.counters["vf_tx_frames"] == 200)
         #expect(sb?.counters["vf_rx_frames"] == 200)
         #expect(sa?.lastSwitchMilliseconds != nil)
