@@ -508,7 +508,9 @@ public final class HostDaemon: @unchecked Sendable {
                 var counters: [String: UInt64] = [:]
                 for (k, v) in d.counters.named() { counters[k] = v }
                 var v = StatusReport.VNIC(
-                    name: d.name, mac: d.mac.description, mode: d.mode.rawValue, link: "up", state: d.state.name,
+                    name: d.name, mac: d.mac.description, mode: d.mode.rawValue, link: "up",
+                    // In passthrough the emulated device is quiesced on purpose; the VF carries the vNIC.
+                    state: d.mode == .passthrough && d.state == .quiesced ? "active" : d.state.name,
                     txQueues: d.txQueues.count, rxQueues: d.rxQueues.count, counters: counters)
                 if d.mode == .passthrough, let (nic, index) = d.vf {
                     v.vf = "\(nic.name)/vf\(index)"
