@@ -3,7 +3,7 @@
 /// guest's emulation plugin use these and nothing else, so the format is a real one.
 ///
 /// Offsets are byte offsets with natural alignment, checked against a C mirror of the Linux
-/// structs (see docs/ring-formats.md).
+/// structs (Tests/CVMXNET3Mirror, checked by RingFormatTests).
 public enum VMXNET3 {
     public static let driverSharedMagic: UInt32 = 0xBABE_FEE1
     public static let initialGeneration: UInt32 = 1
