@@ -10,6 +10,9 @@ let package = Package(
         .executable(name: "npa", targets: ["npa"]),
         .library(name: "NPAShell", targets: ["NPAShell"]),
         .library(name: "NPAHost", targets: ["NPAHost"]),
+        .library(name: "NPANICModel", targets: ["NPANICModel"]),
+        .library(name: "NPARingFormats", targets: ["NPARingFormats"]),
+        .library(name: "NPAWorkload", targets: ["NPAWorkload"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
