@@ -68,6 +68,15 @@ public final class VirtualNIC {
     public private(set) var switchInDurations: [Double] = []
     public private(set) var switchOutDurations: [Double] = []
     public private(set) var lastSwitchError: String?
+    /// Every switch transition the shell made, oldest first (the last 256), with the time since
+    /// attach: the guest side of the switch state machine, for people reading what happened.
+    public private(set) var switchLog: [String] = []
+    private let attachedAt = cnpa_monotonic_ns()
+
+    private func logTransition(_ text: String) {
+        if switchLog.count == 256 { switchLog.removeFirst() }
+        switchLog.append(String(format: "%9.3f ms  ", Double(cnpa_monotonic_ns() - attachedAt) / 1e6) + text)
+    }
 
     private let memory: SharedMemory
     private let registers: SharedMemory
@@ -296,6 +305,7 @@ public final class VirtualNIC {
     private func serviceSwitchIfRequested() -> Bool {
         guard dicPending else { return false }
         _ = try? channel.writeRegister(VMXNET3.Register.ecr.rawValue, VMXNET3.Event.deviceImplementationChange)
+        logTransition("DIC: device implementation change")
         let start = cnpa_monotonic_ns()
         do {
             let (reply, fds) = try channel.request(.switchQuery)
@@ -306,19 +316,24 @@ public final class VirtualNIC {
             switch offer.kind {
             case .none:
                 for fd in fds { try? fd.close() }
+                logTransition("host offers no change")
                 return true
             case .switchIn:
+                logTransition("host offers switch-in to VF \(offer.vf) (\(offer.model), plugin \(offer.plugin))")
                 try switchIn(fds)
                 switchInDurations.append(Double(cnpa_monotonic_ns() - start) / 1e6)
             case .switchOut:
                 for fd in fds { try? fd.close() }
+                logTransition("host asks for switch-out")
                 try switchOut()
                 switchOutDurations.append(Double(cnpa_monotonic_ns() - start) / 1e6)
             }
             switchDurations.append(Double(cnpa_monotonic_ns() - start) / 1e6)
             lastSwitchError = nil
+            logTransition(String(format: "now %@ (%.3f ms)", mode, switchDurations.last!))
         } catch {
             lastSwitchError = "\(error)"
+            logTransition("switch failed, staying \(mode): \(error)")
         }
         return true
     }
@@ -341,6 +356,7 @@ public final class VirtualNIC {
             _ = try? channel.request(.switchInFailed(reason: "\(error)"))
             throw error
         }
+        logTransition("plugin \(image.name) \(image.version) loaded from the injected image")
         registers = try SharedMemory(adopting: fds[1], minimumSize: 4096)
         let kick = EventNotifier(adopting: fds[2])
         let plugin: PluginHost
@@ -361,6 +377,7 @@ public final class VirtualNIC {
             _ = try? channel.request(.switchInFailed(reason: "\(error)"))
             throw error
         }
+        logTransition("VF queues initialised by the PF driver from our regions")
         path.refillAll()
         _ = emulationPath.flush(timeoutMilliseconds: 5000)
         do {
@@ -374,8 +391,11 @@ public final class VirtualNIC {
         // emulated device too: its rings still hold descriptors for buffers we are about to
         // reuse, and if the host ever hands the MAC back before we re-arm (a VF reset), frames
         // must be refused and counted, not written into those buffers. Then harvest.
+        logTransition("ACTIVATE_VF done: the MAC is on the VF")
         _ = try? channel.command(VMXNET3.Command.quiesceDevice.rawValue)
-        _ = path.adopt(emulationPath.quiesceAndDrain())
+        let harvested = emulationPath.quiesceAndDrain()
+        logTransition("emulated rings harvested: \(harvested.received.count) frames to deliver, \(harvested.unsent.reduce(0) { $0 + $1.count }) to re-send")
+        _ = path.adopt(harvested)
         installInterruptHook(path)
         passthrough = (path, image, registers, kick)
         dataPath = path
@@ -393,8 +413,12 @@ public final class VirtualNIC {
         let result = try channel.command(VMXNET3.Command.activateDevice.rawValue)
         guard result == 0 else { throw HostRefusal(code: 0, message: "emulation did not re-activate (\(result))") }
         _ = try channel.command(VMXNET3.Command.updateRxMode.rawValue)
+        logTransition("emulation re-armed (RESET, fresh rings, ACTIVATE)")
         _ = try channel.request(.switchOutBegin)
-        _ = emulationPath.adopt(pt.path.quiesceAndDrain())
+        logTransition("VF quiesced, MAC back on the vswitch")
+        let drained = pt.path.quiesceAndDrain()
+        logTransition("VF drained: \(drained.received.count) frames to deliver, \(drained.unsent.reduce(0) { $0 + $1.count }) to re-send, \(drained.reclaimedRxBuffers) buffers back")
+        _ = emulationPath.adopt(drained)
         dataPath = emulationPath
         passthrough = nil
         _ = try channel.request(.switchOutDone)

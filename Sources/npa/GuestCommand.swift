@@ -125,6 +125,10 @@ struct Guest: ParsableCommand {
         case .duplex: summary = traffic.duplex(nic, peer: peer!)
         }
         print(json ? summary.json() : summary.text())
+        if !json && !nic.switchLog.isEmpty {
+            print("switch transitions (guest side):")
+            for line in nic.switchLog { print("  " + line) }
+        }
         if hold {
             fflush(nil)
             while readLine() != nil {}

@@ -61,6 +61,8 @@ import Testing
             #expect(v.invalid == 0, "\(name)")
         }
         #expect(b.switchDurations.count == switches)
+        #expect(b.switchLog.contains { $0.contains("ACTIVATE_VF done") })
+        #expect(b.switchLog.contains { $0.contains("VF quiesced, MAC back on the vswitch") })
         #expect(b.flush(timeoutMilliseconds: 10_000))
         // Pool accounting: only the posted RX buffers of the active path are lent out.
         #expect(b.buffersOutstanding == 2 * 1023)
@@ -252,6 +254,7 @@ import Testing
         _ = a.reclaimTransmitted()
         #expect(a.mode == "emulated")
         #expect(a.lastSwitchError?.hasPrefix("plugin image does not load") == true)
+        #expect(a.switchLog.last?.contains("switch failed, staying emulated") == true)
         let status = try a.hostStatus().vnics.first { $0.name == "a" }
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError?.hasPrefix("guest: plugin image does not load") == true)
