@@ -41,6 +41,8 @@ public final class SoftNIC: @unchecked Sendable {
     /// Frames the PF driver sent into the NIC.
     public private(set) var pfTransmitted: UInt64 = 0
     private var thread: pthread_t?
+    /// The engine's thread while it runs (for per-thread CPU accounting as "hardware").
+    public var engineThread: pthread_t? { thread }
     private let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     private let wake: EventNotifier
     public static let maximumFrame = 9018

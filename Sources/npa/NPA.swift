@@ -7,5 +7,5 @@ struct NPA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "npa",
         abstract: "NPA-Swift: VMware's Network Plugin Architecture in user space.",
-        subcommands: [Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Soak.self])
+        subcommands: [Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Soak.self, Bench.self])
 }

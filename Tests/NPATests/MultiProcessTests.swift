@@ -171,3 +171,33 @@ enum SeqPacketProbe {
         #expect((json?["switch_out_ms"] as? [String: Double])?["p99"] != nil)
     }
 }
+
+@Suite(.serialized) struct BenchCommandTests {
+    /// `npa bench`, short: both modes run, every offered frame is verified or counted, and the
+    /// JSON has the documented shape.
+    @Test func theBenchRunsBothModesAndReportsRatios() throws {
+        _ = try NICModelTests.buildPluginImages()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let p = Process()
+        let out = Pipe()
+        p.executableURL = npaExecutable
+        p.arguments = ["bench", "--duration", "0.3", "--sizes", "1514", "--json"]
+        p.currentDirectoryURL = root
+        p.standardOutput = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(text)")
+        let json = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        let results = json?["results"] as? [[String: Any]] ?? []
+        #expect(results.count == 4)  // TX and RX, emulated and passthrough
+        for r in results {
+            let sent = r["sent"] as? Int ?? -1, received = r["received"] as? Int ?? -2, dropped = r["dropped"] as? Int ?? -3
+            #expect(sent > 0 && received + dropped == sent, "\(r)")
+            #expect((r["cpu_cores"] as? [String: Double])?["guest"] != nil)
+        }
+        #expect((json?["ratios"] as? [String: Double])?["TX 1514"] != nil)
+        #expect((json?["equal_load"] as? [[String: Double]])?.first?["saving_percent"] != nil)
+        #expect((json?["ghz"] as? Double ?? 0) > 0)
+    }
+}
