@@ -150,31 +150,11 @@ struct Bench: ParsableCommand {
     }
 
     private func measure(size: Int, passthrough: Bool, plugins: String) throws -> Run {
-        let socket = NSTemporaryDirectory() + "npa-bench-\(getpid())-\(size)-\(passthrough).sock"
-        var logger = Logger(label: "npa.bench")
-        logger.logLevel = .error
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 2)]
-        config.uplink = .nic("nic0")
-        config.autoPassthrough = passthrough
-        config.pluginDirectory = plugins
-        let daemon = try HostDaemon(socketPath: socket, configuration: config, logger: logger)
-        let hostThread = EngineThread.start(name: "npa-host") { try? daemon.run() }
-        defer {
-            daemon.stop()
-            EngineThread.join(hostThread)
-        }
-        func guest(_ name: String, _ mac: String) throws -> VirtualNIC {
-            var c = VirtualNIC.Configuration(name: name, mac: MACAddress(mac))
-            c.ringSize = 1024
-            c.memoryBytes = 96 << 20
-            if size > 2030 {
-                c.bufferSize = 9216
-                c.mtu = 9000
-            }
-            return try VirtualNIC.attach(hostSocket: socket, configuration: c)
-        }
-        let tx = try guest("bench-tx", "02:00:00:00:e0:01"), rx = try guest("bench-rx", "02:00:00:00:e0:02")
+        let host = try InProcessHost.withNIC(label: "bench", model: "npa-dring", vfs: 2, autoPassthrough: passthrough, plugins: plugins)
+        defer { host.stop() }
+        let daemon = host.daemon, hostThread = host.thread
+        let tx = try host.attach("bench-tx", mac: "02:00:00:00:e0:01", memoryMiB: 96, frameBytes: size)
+        let rx = try host.attach("bench-rx", mac: "02:00:00:00:e0:02", memoryMiB: 96, frameBytes: size)
         _ = tx.reclaimTransmitted()  // carries out the automatic switch-in in passthrough mode
         _ = rx.reclaimTransmitted()
         guard tx.mode == (passthrough ? "passthrough" : "emulated"), rx.mode == tx.mode else {

@@ -60,26 +60,9 @@ struct Soak: ParsableCommand {
         guard let plugins = Demo.pluginDirectory() else {
             throw ValidationError("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
         }
-        let socket = NSTemporaryDirectory() + "npa-soak-\(getpid()).sock"
-        var logger = Logger(label: "npa.soak.host")
-        logger.logLevel = .warning
-        var config = HostConfiguration()
-        config.nics = [.init(name: "nic0", model: model, vfs: 8)]
-        config.uplink = .nic("nic0")
-        config.pluginDirectory = plugins
-        let daemon = try HostDaemon(socketPath: socket, configuration: config, logger: logger)
-        let hostThread = EngineThread.start(name: "npa-host") { try? daemon.run() }
-        defer {
-            daemon.stop()
-            EngineThread.join(hostThread)
-        }
-        func guest(_ name: String, _ mac: String) throws -> VirtualNIC {
-            var c = VirtualNIC.Configuration(name: name, mac: MACAddress(mac))
-            c.ringSize = 1024
-            c.memoryBytes = 32 << 20
-            return try VirtualNIC.attach(hostSocket: socket, configuration: c)
-        }
-        let a = try guest("soak-a", "02:00:00:00:c0:01"), b = try guest("soak-b", "02:00:00:00:c0:02")
+        let host = try InProcessHost.withNIC(label: "soak", model: model, plugins: plugins)
+        defer { host.stop() }
+        let a = try host.attach("soak-a", mac: "02:00:00:00:c0:01"), b = try host.attach("soak-b", mac: "02:00:00:00:c0:02")
         let flows = 2
         let total = switches * framesPerSwitch
         var atA = FlowVerifier(total: total, flows: flows), atB = FlowVerifier(total: total, flows: flows)

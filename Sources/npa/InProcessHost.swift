@@ -1,0 +1,52 @@
+import Foundation
+import Logging
+import NPAControlProtocol
+import NPAHost
+import NPAShell
+import NPASystem
+
+/// A host daemon on its own engine thread ("npa-host") inside this process, on a fresh socket:
+/// what `npa demo`, `npa soak` and `npa bench` run their guests against.
+final class InProcessHost {
+    let daemon: HostDaemon
+    let socket: String
+    let thread: pthread_t
+
+    init(label: String, configuration: HostConfiguration) throws {
+        socket = NSTemporaryDirectory() + "npa-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        var logger = Logger(label: "npa.\(label).host")
+        logger.logLevel = .warning
+        daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger)
+        let d = daemon
+        thread = EngineThread.start(name: "npa-host") {
+            do { try d.run() } catch { print("host failed: \(error)") }
+        }
+    }
+
+    /// A host whose uplink is the PF of one software NIC, with the plugin images in `plugins`.
+    static func withNIC(label: String, model: String, vfs: Int = 8, autoPassthrough: Bool = false, plugins: String) throws -> InProcessHost {
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: model, vfs: vfs)]
+        config.uplink = .nic("nic0")
+        config.autoPassthrough = autoPassthrough
+        config.pluginDirectory = plugins
+        return try InProcessHost(label: label, configuration: config)
+    }
+
+    /// Attaches a guest in this process (1024-descriptor rings; jumbo buffers for large frames).
+    func attach(_ name: String, mac: String, memoryMiB: Int = 32, frameBytes: Int = 1514) throws -> VirtualNIC {
+        var c = VirtualNIC.Configuration(name: name, mac: MACAddress(mac))
+        c.ringSize = 1024
+        c.memoryBytes = memoryMiB << 20
+        if frameBytes > 2030 {
+            c.bufferSize = 9216
+            c.mtu = 9000
+        }
+        return try VirtualNIC.attach(hostSocket: socket, configuration: c)
+    }
+
+    func stop() {
+        daemon.stop()
+        EngineThread.join(thread)
+    }
+}
