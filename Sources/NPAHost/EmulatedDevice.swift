@@ -219,73 +219,69 @@ final class EmulatedDevice {
 
     // MARK: Commands
 
-    /// Executes a vmxnet3 command. Returns the value CMD reads back (0 = success for SET
-    /// commands) and, on refusal, a message for the guest.
+    /// What a command did: the value CMD reads back (0 = success for SET commands) and, on
+    /// refusal, the control-channel status and the reason for the guest.
     struct CommandOutcome {
         var result: UInt32
         var status: UInt32 = 0
         var message: String = ""
+
+        static func done(_ result: UInt32 = 0) -> CommandOutcome { CommandOutcome(result: result) }
+        static func refused(_ status: UInt32, _ message: String, result: UInt32 = 1) -> CommandOutcome {
+            CommandOutcome(result: result, status: status, message: message)
+        }
     }
 
+    /// Executes a vmxnet3 command; each refusal carries its own status (policy, state, argument).
     func execute(command raw: UInt32) -> CommandOutcome {
-        let o = executeRaw(command: raw)
-        let status: UInt32
-        if o.1.isEmpty { status = 0 }
-        else if o.1.contains("policy") { status = ControlMessage.ErrorCode.refusedByPolicy }
-        else if o.1.hasPrefix("unsupported") || o.1.hasPrefix("passthrough") { status = ControlMessage.ErrorCode.invalidArgument }
-        else { status = ControlMessage.ErrorCode.invalidState }
-        return CommandOutcome(result: o.0, status: status, message: o.1)
-    }
-
-    private func executeRaw(command raw: UInt32) -> (UInt32, String) {
         guard let command = VMXNET3.Command(rawValue: raw) else {
-            return (UInt32.max, "unsupported command 0x\(String(raw, radix: 16))")
+            return .refused(ControlMessage.ErrorCode.invalidArgument, "unsupported command 0x\(String(raw, radix: 16))", result: UInt32.max)
         }
         switch command {
         case .activateDevice:
             do {
                 try activate()
-                return (0, "")
+                return .done()
             } catch let error as ActivationError {
                 logger.warning("ACTIVATE refused: \(error.reason)")
-                return (1, "ACTIVATE refused: \(error.reason)")
+                return .refused(ControlMessage.ErrorCode.invalidState, "ACTIVATE refused: \(error.reason)")
             } catch {
-                return (1, "ACTIVATE refused: \(error)")
+                return .refused(ControlMessage.ErrorCode.invalidState, "ACTIVATE refused: \(error)")
             }
         case .quiesceDevice:
             if state == .active { state = .quiesced }
-            return (0, "")
+            return .done()
         case .resetDevice:
             state = .reset
             txQueues = []
             rxQueues = []
             faults = 0
             maskAllVectors()
-            return (0, "")
+            return .done()
         case .updateRxMode: return updateRxMode()
         case .updateMACFilters: return updateMACFilters()
         case .updateVLANFilters: return updateVLANFilters()
         case .getStats:
             writeStats()
-            return (0, "")
-        case .getLink: return (VMXNET3.linkUp10G, "")
+            return .done()
+        case .getLink: return .done(VMXNET3.linkUp10G)
         case .getPermanentMACLow:
             let b = permanentMAC.bytes
-            return (UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24, "")
+            return .done(UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24)
         case .getPermanentMACHigh:
             let b = permanentMAC.bytes
-            return (UInt32(b[4]) | UInt32(b[5]) << 8, "")
-        case .getDeviceIDLow: return (mode == .passthrough ? VMXNET3.passthroughDeviceID : VMXNET3.emulatedDeviceID, "")
-        case .getDeviceIDHigh: return (0, "")
+            return .done(UInt32(b[4]) | UInt32(b[5]) << 8)
+        case .getDeviceIDLow: return .done(mode == .passthrough ? VMXNET3.passthroughDeviceID : VMXNET3.emulatedDeviceID)
+        case .getDeviceIDHigh: return .done()
         case .getConfiguredInterrupts:
             // MSI-X (3) with auto-mask (mask mode ACTIVE = 1 << 2).
-            return (3 | (1 << 2), "")
+            return .done(3 | (1 << 2))
         case .getQueueStatus:
             writeQueueStatus()
-            return (0, "")
+            return .done()
         case .stopEmulation, .loadPlugin, .activateVF:
             // Handled by the host's PF driver (HostDaemon) when a switch is under way.
-            return (UInt32.max, "no switch to passthrough is under way for this vNIC")
+            return .refused(ControlMessage.ErrorCode.invalidState, "no switch to passthrough is under way for this vNIC", result: UInt32.max)
         }
     }
 
@@ -368,43 +364,43 @@ final class EmulatedDevice {
         logger.info("activated: \(numTx) TX / \(numRx) RX queues, MTU \(mtuValue), \(numIntrs) vectors")
     }
 
-    private func updateRxMode() -> (UInt32, String) {
+    private func updateRxMode() -> CommandOutcome {
         guard driverSharedPA != 0, let raw = memory.loadU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.rxMode) else {
-            return (1, "DriverShared is not set")
+            return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set")
         }
         let mode = VMXNET3.RxMode(rawValue: raw & 0x1F)
         if mode.contains(.promiscuous) && !policy.allowPromiscuous {
             logger.warning("refused promiscuous mode: not allowed by policy")
-            return (1, "promiscuous mode is not allowed for guest '\(name)' by host policy")
+            return .refused(ControlMessage.ErrorCode.refusedByPolicy, "promiscuous mode is not allowed for guest '\(name)' by host policy")
         }
         rxMode = mode
         vswitch.setRxMode(port, mode)
-        return (0, "")
+        return .done()
     }
 
-    private func updateMACFilters() -> (UInt32, String) {
+    private func updateMACFilters() -> CommandOutcome {
         let ds = driverSharedPA
         guard ds != 0, let lenWord = memory.loadU32(gpa: ds &+ VMXNET3.DriverShared.multicastTableLength),
             let tablePA = memory.loadU64(gpa: ds &+ VMXNET3.DriverShared.multicastTablePA)
-        else { return (1, "DriverShared is not set") }
+        else { return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set") }
         let length = Int(lenWord & 0xFFFF)
-        guard length % 6 == 0, length <= 6 * 256 else { return (1, "multicast table length \(length) is not a multiple of 6 up to 1536") }
-        guard let p = memory.pointer(gpa: tablePA, length: UInt64(length)) else { return (1, "multicast table lies outside guest memory") }
+        guard length % 6 == 0, length <= 6 * 256 else { return .refused(ControlMessage.ErrorCode.invalidState, "multicast table length \(length) is not a multiple of 6 up to 1536") }
+        guard let p = memory.pointer(gpa: tablePA, length: UInt64(length)) else { return .refused(ControlMessage.ErrorCode.invalidState, "multicast table lies outside guest memory") }
         var list = Set<MACAddress>()
         for i in 0..<(length / 6) {
             let mac = MACAddress(value: EthernetFrame.mac(p, at: i * 6))
-            guard mac.isMulticast else { return (1, "MAC filter entry \(mac) is not a multicast address") }
+            guard mac.isMulticast else { return .refused(ControlMessage.ErrorCode.invalidState, "MAC filter entry \(mac) is not a multicast address") }
             list.insert(mac)
         }
         multicast = list
         vswitch.setMulticast(port, list)
-        return (0, "")
+        return .done()
     }
 
-    private func updateVLANFilters() -> (UInt32, String) {
+    private func updateVLANFilters() -> CommandOutcome {
         let ds = driverSharedPA
         guard ds != 0, let p = memory.pointer(gpa: ds &+ VMXNET3.DriverShared.vlanTable, length: VMXNET3.DriverShared.vlanTableBytes) else {
-            return (1, "DriverShared is not set")
+            return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set")
         }
         var requested = Set<UInt16>([0])
         for word in 0..<128 {
@@ -417,30 +413,29 @@ final class EmulatedDevice {
         guard refused.isEmpty else {
             let list = refused.sorted().map(String.init).joined(separator: ", ")
             logger.warning("refused VLANs \(list): not allowed by policy")
-            return (1, "VLAN \(list) not allowed for guest '\(name)' by host policy")
+            return .refused(ControlMessage.ErrorCode.refusedByPolicy, "VLAN \(list) not allowed for guest '\(name)' by host policy")
         }
         vlans = requested
         vswitch.setVLANs(port, requested)
-        return (0, "")
+        return .done()
     }
 
     /// GET_STATS: the device writes UPT1 stats into each queue descriptor.
     private func writeStats() {
-        for t in txQueues {
+        // Totals go in queue 0's stats; a per-queue split is not kept.
+        if let t = txQueues.first {
             let s = t.descriptorGPA + VMXNET3.TxQueueDesc.stats
             memory.storeU64(gpa: s + 16, counters.txFrames)  // ucastPkts (all frames here)
             memory.storeU64(gpa: s + 24, counters.txBytes)
             memory.storeU64(gpa: s + 64, counters.drops[DropReason.badDescriptor.rawValue] + counters.drops[DropReason.chainTooLong.rawValue])
             memory.storeU64(gpa: s + 72, counters.drops[DropReason.spoofedSource.rawValue] + counters.drops[DropReason.vlanRefused.rawValue])
-            break  // totals go in queue 0; per-queue split is not kept
         }
-        for r in rxQueues {
+        if let r = rxQueues.first {
             let s = r.descriptorGPA + VMXNET3.RxQueueDesc.stats
             memory.storeU64(gpa: s + 16, counters.rxFrames)
             memory.storeU64(gpa: s + 24, counters.rxBytes)
             memory.storeU64(gpa: s + 64, counters.drops[DropReason.noBuffers.rawValue])
             memory.storeU64(gpa: s + 72, counters.drops[DropReason.bufferTooSmall.rawValue] + counters.drops[DropReason.badRxDescriptor.rawValue])
-            break
         }
     }
 

@@ -139,7 +139,7 @@ public final class HostDaemon: @unchecked Sendable {
             }
             if timeout != -2 {
                 passesSinceControl = 0
-                let tags = Array(try epoll.wait(timeoutMilliseconds: timeout))
+                let tags = try epoll.wait(timeoutMilliseconds: timeout)  // a slice of Epoll's buffer: no allocation per wake-up
                 if sleeping {
                     sleeping = false
                     uplinkNIC?.pfReceive.setConsumerSleeping(false)
@@ -260,7 +260,7 @@ public final class HostDaemon: @unchecked Sendable {
     // MARK: Control plane
 
     /// Returns false when the host must stop.
-    private func handleEvents(_ tags: [UInt64]) throws -> Bool {
+    private func handleEvents(_ tags: ArraySlice<UInt64>) throws -> Bool {
         for tag in tags {
             if tag == Self.stopTag {
                 stopNotifier.drain()
