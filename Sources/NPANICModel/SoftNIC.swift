@@ -254,39 +254,51 @@ public final class SoftNIC: @unchecked Sendable {
             vf.counters.vlanDrops &+= 1
             return
         }
-        let dst = EthernetFrame.mac(frame, at: 0)
         vf.counters.txFrames &+= 1
         vf.counters.txBytes &+= UInt64(length)
+        if switchFrame(frame, length: length, destination: EthernetFrame.mac(frame, at: 0), source: src, vlan: vlan, from: vf) {
+            sendUp(frame, length: length)
+        }
+    }
+
+    /// The embedded switch proper, for frames from a VF or from the PF (`from: nil`): delivers
+    /// to every VF the frame is for, one copy each, and says whether it also leaves the switch
+    /// upward — floods, unknown unicast, and frames for a quiesced VF (mid-switch, the host owns
+    /// that MAC next). Never back to the sender.
+    private func switchFrame(
+        _ frame: UnsafeRawPointer, length: Int, destination dst: UInt64, source src: UInt64, vlan: UInt16, from sender: VirtualFunction?
+    ) -> Bool {
         var n = 0
-        var toUplink = false
+        var upward = false
         if (dst >> 40) & 1 == 1 {
-            for other in vfs where other !== vf && other.enabled && other.isMember(vlan: vlan) && other.accepts(destination: dst) {
+            for other in vfs where other !== sender && other.enabled && other.isMember(vlan: vlan) && other.accepts(destination: dst) {
                 destinations[n] = other.index
                 n += 1
             }
-            toUplink = true
+            upward = true
         } else if let target = macTable[Self.key(dst, Int(vlan))] {
-            if target != vf.index && vfs[target].enabled {
+            if target == sender?.index {
+                // no hairpin
+            } else if vfs[target].enabled {
                 destinations[0] = target
                 n = 1
-            } else if target != vf.index {
-                // A quiesced VF (mid-switch): the host will own this MAC next; hand the frame up.
-                toUplink = true
+            } else {
+                upward = true
             }
         } else {
-            toUplink = true
+            upward = true
         }
-        if toUplink { sendUp(frame, length: length) }
-        guard n > 0 else { return }
+        guard n > 0 else { return upward }
         let hash = EthernetFrame.flowHash(frame, length: min(length, 64))
         for k in 0..<n {
             let target = vfs[destinations[k]]
             if model == .dring {
-                deliverDescriptorRing(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
+                deliverDescriptorRing(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: sender)
             } else {
-                deliverCompletionQueue(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
+                deliverCompletionQueue(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: sender)
             }
         }
+        return upward
     }
 
     /// Out of the embedded switch toward the host: the PF's queue when the PF driver listens,
@@ -314,34 +326,12 @@ public final class SoftNIC: @unchecked Sendable {
             let (p, length) = frame(i)
             guard length >= EthernetFrame.headerLength, length <= Self.maximumFrame else { continue }
             pfTransmitted &+= 1
-            let dst = EthernetFrame.mac(p, at: 0)
-            let vlan = EthernetFrame.vlanID(p, length: length)
-            let src = EthernetFrame.mac(p, at: 6)
-            var targets = 0
-            if (dst >> 40) & 1 == 1 {
-                for vf in vfs where vf.enabled && vf.isMember(vlan: vlan) && vf.accepts(destination: dst) {
-                    destinations[targets] = vf.index
-                    targets += 1
-                }
+            // The PF is trusted and its frames sit in host memory the host does not change
+            // mid-copy. What is for no VF leaves by the wire, never back up to the PF.
+            if switchFrame(p, length: length, destination: EthernetFrame.mac(p, at: 0), source: EthernetFrame.mac(p, at: 6),
+                           vlan: EthernetFrame.vlanID(p, length: length), from: nil) {
                 uplinkFrames &+= 1
                 uplinkBytes &+= UInt64(length)
-            } else if let target = macTable[Self.key(dst, Int(vlan))], vfs[target].enabled {
-                destinations[0] = target
-                targets = 1
-            } else {
-                uplinkFrames &+= 1
-                uplinkBytes &+= UInt64(length)
-            }
-            let hash = EthernetFrame.flowHash(p, length: min(length, 64))
-            for k in 0..<targets {
-                let vf = vfs[destinations[k]]
-                // The PF's frames come from host memory the host does not change mid-copy; the
-                // faithfulness re-check then always passes.
-                if model == .dring {
-                    deliverDescriptorRing(to: vf, p, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
-                } else {
-                    deliverCompletionQueue(to: vf, p, length: length, hash: hash, source: src, vlan: vlan, sender: vf)
-                }
             }
         }
         raiseInterrupts()
@@ -395,7 +385,7 @@ public final class SoftNIC: @unchecked Sendable {
     }
 
     private func deliverDescriptorRing(
-        to vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16, sender: VirtualFunction
+        to vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16, sender: VirtualFunction?
     ) {
         guard let memory = vf.grant, !vf.rxQueues.isEmpty else { return }
         let q = Int(hash % UInt32(vf.rxQueues.count))
@@ -413,7 +403,7 @@ public final class SoftNIC: @unchecked Sendable {
         if let dst = memory.pointer(gpa: address, length: UInt64(length)) {
             memcpy(dst, frame, length)
             if !copyIsFaithful(dst, length: length, source: source, vlan: vlan) {
-                sender.counters.spoofedDrops &+= 1
+                sender?.counters.spoofedDrops &+= 1
                 errors = 1
             }
         } else {
@@ -489,7 +479,7 @@ public final class SoftNIC: @unchecked Sendable {
     }
 
     private func deliverCompletionQueue(
-        to vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16, sender: VirtualFunction
+        to vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16, sender: VirtualFunction?
     ) {
         guard let memory = vf.grant, !vf.rxQueues.isEmpty else { return }
         let q = Int(hash % UInt32(vf.rxQueues.count))
@@ -514,7 +504,7 @@ public final class SoftNIC: @unchecked Sendable {
         } else if let dst = memory.pointer(gpa: address, length: UInt64(length)) {
             memcpy(dst, frame, length)
             if !copyIsFaithful(dst, length: length, source: source, vlan: vlan) {
-                sender.counters.spoofedDrops &+= 1
+                sender?.counters.spoofedDrops &+= 1
                 status = UInt8(NPA_CQ_STATUS_ERROR)
             }
         } else {
