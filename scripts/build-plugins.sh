@@ -21,6 +21,7 @@ module CNPAPluginABI {
     header "$ROOT/Sources/CNPAPluginABI/include/npa_plugin_abi.h"
     header "$ROOT/Sources/CNPAPluginABI/include/npa_nic_models.h"
     header "$ROOT/Sources/CNPAPluginABI/include/npa_plugin_atomics.h"
+    header "$ROOT/Sources/CNPAPluginABI/include/npa_plugin_support.h"
     export *
 }
 MAP

@@ -78,10 +78,7 @@ func softwareInit(_ s: UnsafeMutablePointer<npa_plugin_state>) -> Int32 {
 }
 
 func setMask(_ s: UnsafeMutablePointer<npa_plugin_state>, _ vector: UInt32, _ masked: UInt32) -> Int32 {
-    guard vector == 0, let regs = s.pointee.registers else { return NPA_ERR_INVALID }
-    npa_store_release_u32(regs + Int(NPA_VF_REG_INTR_MASK), masked)
-    npa_fence_seq_cst()  // unmask before the shell re-checks the rings
-    return NPA_OK
+    npa_set_interrupt_mask(s, vector, masked)  // unmask is fenced: the shell re-checks the rings next
 }
 
 /// Writes one submission entry; its phase tells the NIC the entry is from this lap.
@@ -123,12 +120,8 @@ func addTx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32, _ frames: 
         added += 1
     }
     q.pointee.packets &+= UInt64(added)
-    if added > 0 && flags & NPA_TX_FLAG_LAST_HINT != 0, let regs = s.pointee.registers {
-        npa_store_release_u32(regs + Int(NPA_CQ_REG_TX_SQ_TAIL(qi)), q.pointee.sqTail)
-        npa_fence_seq_cst()
-        if npa_load_acquire_u32(regs + Int(NPA_VF_REG_ENGINE_SLEEPING)) != 0 {
-            s.pointee.shell.pointee.kick(s.pointee.shell.pointee.shell, qi)
-        }
+    if added > 0 && flags & NPA_TX_FLAG_LAST_HINT != 0 {
+        npa_ring_doorbell(s, qi, NPA_CQ_REG_TX_SQ_TAIL(qi), q.pointee.sqTail)
     }
     return added
 }
@@ -161,9 +154,7 @@ func refillRx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32) -> UInt
         submit(q, gpa, length)
         posted += 1
     }
-    if posted > 0, let regs = s.pointee.registers {
-        npa_store_release_u32(regs + Int(NPA_CQ_REG_RX_SQ_TAIL(qi)), q.pointee.sqTail)
-    }
+    if posted > 0 { npa_reg_write(s, NPA_CQ_REG_RX_SQ_TAIL(qi), q.pointee.sqTail) }
     return posted
 }
 

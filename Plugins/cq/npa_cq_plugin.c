@@ -6,8 +6,7 @@
  * Region layout per queue (the PF driver relies on the first two parts): submission queue
  * (ring_size x 16 bytes), completion queue (ring_size x 16 bytes), then the buffer-id shadow.
  */
-#include "npa_plugin_abi.h"
-#include "npa_nic_models.h"
+#include "npa_plugin_support.h"
 
 #ifndef NPA_PLUGIN_ENTRY_NAME
 #define NPA_PLUGIN_ENTRY_NAME npa_plugin_main
@@ -34,14 +33,6 @@ typedef struct {
 } cq_private;
 
 static inline cq_private *priv(npa_plugin_state *s) { return (cq_private *)s->private_area; }
-static inline uint32_t *reg(npa_plugin_state *s, uint32_t off) { return (uint32_t *)((char *)s->registers + off); }
-static inline void reg_write(npa_plugin_state *s, uint32_t off, uint32_t v) { __atomic_store_n(reg(s, off), v, __ATOMIC_RELEASE); }
-static inline uint32_t reg_read(npa_plugin_state *s, uint32_t off) { return __atomic_load_n(reg(s, off), __ATOMIC_ACQUIRE); }
-
-static void zero(void *p, uint32_t n) {
-    volatile uint8_t *b = (volatile uint8_t *)p;
-    for (uint32_t i = 0; i < n; i++) b[i] = 0;
-}
 
 static int32_t carve(queue_state *q, const npa_queue_region *r) {
     uint32_t n = r->ring_size;
@@ -56,7 +47,7 @@ static int32_t carve(queue_state *q, const npa_queue_region *r) {
 
 static int32_t reset_queue(queue_state *q) {
     if (!q->sq) return NPA_ERR_INVALID;
-    zero(q->sq, q->size * 32u);
+    npa_zero(q->sq, q->size * 32u);
     q->sq_tail = q->cq_head = q->in_flight = 0;
     q->sq_phase = q->cq_phase = 1;
     return NPA_OK;
@@ -86,14 +77,8 @@ static int32_t reinit_rx_ring(npa_plugin_state *s, uint32_t q) {
     return q < s->num_rx_queues ? reset_queue(&priv(s)->rx[q]) : NPA_ERR_INVALID;
 }
 
-static int32_t set_mask(npa_plugin_state *s, uint32_t vector, uint32_t masked) {
-    if (vector != 0) return NPA_ERR_INVALID;
-    reg_write(s, NPA_VF_REG_INTR_MASK, masked);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return NPA_OK;
-}
-static int32_t enable_interrupt(npa_plugin_state *s, uint32_t v) { return set_mask(s, v, 0); }
-static int32_t disable_interrupt(npa_plugin_state *s, uint32_t v) { return set_mask(s, v, 1); }
+static int32_t enable_interrupt(npa_plugin_state *s, uint32_t v) { return npa_set_interrupt_mask(s, v, 0); }
+static int32_t disable_interrupt(npa_plugin_state *s, uint32_t v) { return npa_set_interrupt_mask(s, v, 1); }
 
 /* Writes one submission entry; the phase tells the NIC the entry is from this lap. */
 static void submit(queue_state *q, uint64_t gpa, uint16_t length) {
@@ -111,7 +96,7 @@ static void submit(queue_state *q, uint64_t gpa, uint16_t length) {
 /* Reads the next completion if the NIC has written it (its phase matches ours). */
 static npa_cq_cq_entry *next_completion(queue_state *q) {
     npa_cq_cq_entry *c = &q->cq[q->cq_head];
-    uint32_t word = __atomic_load_n((uint32_t *)((char *)c + 4), __ATOMIC_ACQUIRE);
+    uint32_t word = npa_load_acquire_u32((char *)c + 4);
     if ((word & NPA_CQ_FLAG_PHASE) != q->cq_phase) return 0;
     q->cq_head++;
     if (q->cq_head == q->size) {
@@ -132,9 +117,7 @@ static uint32_t add_tx_frames(npa_plugin_state *s, uint32_t qi, const npa_tx_fra
     }
     q->packets += added;
     if (added > 0 && (flags & NPA_TX_FLAG_LAST_HINT)) {
-        reg_write(s, NPA_CQ_REG_TX_SQ_TAIL(qi), q->sq_tail);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        if (reg_read(s, NPA_VF_REG_ENGINE_SLEEPING)) s->shell->kick(s->shell->shell, qi);
+        npa_ring_doorbell(s, qi, NPA_CQ_REG_TX_SQ_TAIL(qi), q->sq_tail);
     }
     return added;
 }
@@ -167,7 +150,7 @@ static uint32_t refill_rx_ring(npa_plugin_state *s, uint32_t qi) {
         submit(q, gpa, (uint16_t)len);
         posted++;
     }
-    if (posted) reg_write(s, NPA_CQ_REG_RX_SQ_TAIL(qi), q->sq_tail);
+    if (posted) npa_reg_write(s, NPA_CQ_REG_RX_SQ_TAIL(qi), q->sq_tail);
     return posted;
 }
 

@@ -7,8 +7,7 @@
  * Region layout per queue (the PF driver relies on the first part): descriptor ring
  * (ring_size x 16 bytes), then the plugin's buffer-id shadow (ring_size x 4 bytes).
  */
-#include "npa_plugin_abi.h"
-#include "npa_nic_models.h"
+#include "npa_plugin_support.h"
 
 #ifndef NPA_PLUGIN_ENTRY_NAME
 #define NPA_PLUGIN_ENTRY_NAME npa_plugin_main
@@ -28,14 +27,6 @@ typedef struct {
 } dring_private;
 
 static inline dring_private *priv(npa_plugin_state *s) { return (dring_private *)s->private_area; }
-static inline uint32_t *reg(npa_plugin_state *s, uint32_t off) { return (uint32_t *)((char *)s->registers + off); }
-static inline void reg_write(npa_plugin_state *s, uint32_t off, uint32_t v) { __atomic_store_n(reg(s, off), v, __ATOMIC_RELEASE); }
-static inline uint32_t reg_read(npa_plugin_state *s, uint32_t off) { return __atomic_load_n(reg(s, off), __ATOMIC_ACQUIRE); }
-
-static void zero(void *p, uint32_t n) {
-    volatile uint8_t *b = (volatile uint8_t *)p;
-    for (uint32_t i = 0; i < n; i++) b[i] = 0;
-}
 
 static int32_t carve(npa_plugin_state *s, queue_state *q, const npa_queue_region *r) {
     uint32_t n = r->ring_size;
@@ -50,7 +41,7 @@ static int32_t carve(npa_plugin_state *s, queue_state *q, const npa_queue_region
 
 static int32_t reset_queue(queue_state *q) {
     if (!q->ring) return NPA_ERR_INVALID;
-    zero(q->ring, q->size * 16u);
+    npa_zero(q->ring, q->size * 16u);
     q->next_to_use = q->next_to_clean = q->in_flight = 0;
     return NPA_OK;
 }
@@ -79,14 +70,8 @@ static int32_t reinit_rx_ring(npa_plugin_state *s, uint32_t q) {
     return q < s->num_rx_queues ? reset_queue(&priv(s)->rx[q]) : NPA_ERR_INVALID;
 }
 
-static int32_t set_mask(npa_plugin_state *s, uint32_t vector, uint32_t masked) {
-    if (vector != 0) return NPA_ERR_INVALID; /* one vector per VF in this model */
-    reg_write(s, NPA_VF_REG_INTR_MASK, masked);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* unmask before the shell re-checks the rings */
-    return NPA_OK;
-}
-static int32_t enable_interrupt(npa_plugin_state *s, uint32_t v) { return set_mask(s, v, 0); }
-static int32_t disable_interrupt(npa_plugin_state *s, uint32_t v) { return set_mask(s, v, 1); }
+static int32_t enable_interrupt(npa_plugin_state *s, uint32_t v) { return npa_set_interrupt_mask(s, v, 0); }
+static int32_t disable_interrupt(npa_plugin_state *s, uint32_t v) { return npa_set_interrupt_mask(s, v, 1); }
 
 static uint32_t add_tx_frames(npa_plugin_state *s, uint32_t qi, const npa_tx_frame *frames, uint32_t count, uint32_t flags) {
     if (qi >= s->num_tx_queues) return 0;
@@ -110,9 +95,7 @@ static uint32_t add_tx_frames(npa_plugin_state *s, uint32_t qi, const npa_tx_fra
     }
     q->packets += added;
     if (added > 0 && (flags & NPA_TX_FLAG_LAST_HINT)) {
-        reg_write(s, NPA_DRING_REG_TDT(qi), q->next_to_use); /* release: descriptors first */
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        if (reg_read(s, NPA_VF_REG_ENGINE_SLEEPING)) s->shell->kick(s->shell->shell, qi);
+        npa_ring_doorbell(s, qi, NPA_DRING_REG_TDT(qi), q->next_to_use);
     }
     return added;
 }
@@ -157,7 +140,7 @@ static uint32_t refill_rx_ring(npa_plugin_state *s, uint32_t qi) {
         q->in_flight++;
         posted++;
     }
-    if (posted) reg_write(s, NPA_DRING_REG_RDT(qi), q->next_to_use);
+    if (posted) npa_reg_write(s, NPA_DRING_REG_RDT(qi), q->next_to_use);
     return posted;
 }
 
@@ -168,7 +151,7 @@ static uint32_t check_rx_ring(npa_plugin_state *s, uint32_t qi, uint32_t max_fra
     uint32_t n = 0;
     while (n < max_frames && q->in_flight > 0) {
         npa_dring_rx_desc *d = &ring[q->next_to_clean];
-        uint32_t word = __atomic_load_n((uint32_t *)((char *)d + 12), __ATOMIC_ACQUIRE);
+        uint32_t word = npa_load_acquire_u32((char *)d + 12);
         if (!(word & NPA_DRING_RXD_STATUS_DD)) break;
         uint8_t errors = (uint8_t)(word >> 8);
         npa_rx_frame frame;

@@ -1,0 +1,43 @@
+/*
+ * npa_plugin_support.h — helpers every VF plugin needs, as static inline functions (no library
+ * calls, so images stay freestanding): register access with the right ordering, the interrupt
+ * mask handshake, and "publish a doorbell, kick the engine only if it sleeps".
+ */
+#ifndef NPA_PLUGIN_SUPPORT_H
+#define NPA_PLUGIN_SUPPORT_H
+#include "npa_plugin_abi.h"
+#include "npa_nic_models.h"
+#include "npa_plugin_atomics.h"
+
+static inline uint32_t npa_reg_read(npa_plugin_state *s, uint32_t offset) {
+    return npa_load_acquire_u32((char *)s->registers + offset);
+}
+
+static inline void npa_reg_write(npa_plugin_state *s, uint32_t offset, uint32_t value) {
+    npa_store_release_u32((char *)s->registers + offset, value);
+}
+
+/* Zeroes ring memory without calling memset (volatile: not turned back into a call). */
+static inline void npa_zero(void *p, uint32_t n) {
+    volatile uint8_t *b = (volatile uint8_t *)p;
+    for (uint32_t i = 0; i < n; i++) b[i] = 0;
+}
+
+/* The VF models have one interrupt vector: unmask (0) or mask (1) it. An unmask is followed by
+ * a full fence because the shell re-checks the rings right after. */
+static inline int32_t npa_set_interrupt_mask(npa_plugin_state *s, uint32_t vector, uint32_t masked) {
+    if (vector != 0) return NPA_ERR_INVALID;
+    npa_reg_write(s, NPA_VF_REG_INTR_MASK, masked);
+    npa_fence_seq_cst();
+    return NPA_OK;
+}
+
+/* Publishes a doorbell value (descriptors first: release), then asks the shell to wake the
+ * engine only if the VF page says it sleeps; pairs with the engine's "announce, fence, re-check". */
+static inline void npa_ring_doorbell(npa_plugin_state *s, uint32_t queue, uint32_t offset, uint32_t value) {
+    npa_reg_write(s, offset, value);
+    npa_fence_seq_cst();
+    if (npa_reg_read(s, NPA_VF_REG_ENGINE_SLEEPING)) s->shell->kick(s->shell->shell, queue);
+}
+
+#endif
