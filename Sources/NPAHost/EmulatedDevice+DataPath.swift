@@ -103,12 +103,12 @@ extension EmulatedDevice {
         var rq = rxQueues[q]
         let d = memory.base + Int(rq.ringBase) + Int(rq.next) &* 16  // SAFETY: checked at ACTIVATE
         let dw2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
-        guard dw2 >> 31 == rq.generation else {
+        guard VMXNET3Descriptor.rxDescriptorGeneration(dword2: dw2) == rq.generation else {
             drop(.noBuffers)
             return
         }
         let address = UInt64(littleEndian: d.load(as: UInt64.self))
-        let capacity = Int(dw2 & 0x3FFF)
+        let capacity = Int(VMXNET3Descriptor.rxDescriptorLength(dword2: dw2))
         let index = rq.next
         rq.next &+= 1
         if rq.next == rq.ringSize {

@@ -5,10 +5,11 @@ public enum VMXNET3Descriptor {
     // MARK: TxDesc
     // dw0-1 addr; dw2: len 0-13 (0 = 16384), gen 14, dtype 16, msscof 18-31;
     // dw3: hlen 0-9, om 10-11, eop 12, cq 13, ti 15, tci 16-31.
-    public static let txGenBit: UInt32 = 1 << 14
-    public static let txEOPBit: UInt32 = 1 << 12
-    public static let txCQBit: UInt32 = 1 << 13
-    public static let txVLANInsertBit: UInt32 = 1 << 15
+    // Computed and @inlinable so the data paths in other modules get constants, not accessors.
+    @inlinable public static var txGenBit: UInt32 { 1 << 14 }
+    @inlinable public static var txEOPBit: UInt32 { 1 << 12 }
+    @inlinable public static var txCQBit: UInt32 { 1 << 13 }
+    @inlinable public static var txVLANInsertBit: UInt32 { 1 << 15 }
 
     public struct Tx: Equatable, Sendable {
         public var address: UInt64
@@ -52,18 +53,24 @@ public enum VMXNET3Descriptor {
 
     // MARK: TxCompDesc
     // dw0 txdIdx 0-11; dw3 type 24-30 (0 = TXCOMP), gen 31.
+    @inlinable
     public static func txCompletion(eopIndex: UInt32, generation: UInt32) -> (dword0: UInt32, dword3: UInt32) {
         (eopIndex & 0xFFF, generation << 31)
     }
+    @inlinable
     public static func txCompletionIndex(dword0: UInt32) -> UInt32 { dword0 & 0xFFF }
+    @inlinable
     public static func generation(dword3: UInt32) -> UInt32 { dword3 >> 31 }
 
     // MARK: RxDesc
     // dw0-1 addr; dw2: len 0-13, btype 14, dtype 15, gen 31.
+    @inlinable
     public static func rxDescriptorDword2(length: UInt32, generation: UInt32) -> UInt32 {
         (length & 0x3FFF) | (generation << 31)
     }
+    @inlinable
     public static func rxDescriptorLength(dword2: UInt32) -> UInt32 { dword2 & 0x3FFF }
+    @inlinable
     public static func rxDescriptorGeneration(dword2: UInt32) -> UInt32 { dword2 >> 31 }
 
     // MARK: RxCompDesc
@@ -96,6 +103,7 @@ public enum VMXNET3Descriptor {
             self.generation = generation
         }
 
+        @inlinable
         public init(dwords d: (UInt32, UInt32, UInt32, UInt32)) {
             descriptorIndex = d.0 & 0xFFF
             ringID = (d.0 >> 16) & 0x3FF
@@ -109,6 +117,7 @@ public enum VMXNET3Descriptor {
         }
 
         /// Single-buffer frames: SOP and EOP are both set.
+        @inlinable
         public var dwords: (UInt32, UInt32, UInt32, UInt32) {
             let d0 = (descriptorIndex & 0xFFF) | (1 << 14) | (1 << 15) | ((ringID & 0x3FF) << 16)
                 | ((rssType & 0xF) << 26)

@@ -161,8 +161,8 @@ enum EmulationPlugin {
         while true {
             let d = comp + Int(c.completionNext) * 16
             let dw3 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 12))
-            guard dw3 >> 31 == c.completionGeneration else { break }
-            let eop = UInt32(littleEndian: d.load(as: UInt32.self)) & 0xFFF
+            guard VMXNET3Descriptor.generation(dword3: dw3) == c.completionGeneration else { break }
+            let eop = VMXNET3Descriptor.txCompletionIndex(dword0: UInt32(littleEndian: d.load(as: UInt32.self)))
             let span = (eop &- c.oldest) & mask
             guard span < c.inFlight else {
                 c.errors &+= 1  // the device completed a descriptor we never gave it
@@ -223,7 +223,7 @@ enum EmulationPlugin {
         while indicated < maxFrames && c.inFlight > 0 {
             let d = comp + Int(c.completionNext) * 16
             let dw3 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 12))
-            guard dw3 >> 31 == c.completionGeneration else { break }
+            guard VMXNET3Descriptor.generation(dword3: dw3) == c.completionGeneration else { break }
             let completion = VMXNET3Descriptor.RxCompletion(dwords: (
                 UInt32(littleEndian: d.load(as: UInt32.self)),
                 UInt32(littleEndian: d.load(fromByteOffset: 4, as: UInt32.self)),

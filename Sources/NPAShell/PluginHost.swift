@@ -33,7 +33,6 @@ package final class PluginHost {
     /// Indications naming a buffer the plugin did not hold: a plugin bug, counted and ignored.
     package private(set) var pluginFaults: UInt64 = 0
     package var kicks: UInt64 = 0
-    var framesCompleted: UInt64 = 0
     var receiveErrors: UInt64 = 0
 
     package struct LoadError: Error, CustomStringConvertible {
@@ -140,7 +139,6 @@ package final class PluginHost {
             guard let id = txFIFOs[queue].pop() else { break }
             pool.give(id)
         }
-        framesCompleted &+= UInt64(count)
     }
 
     /// Takes back every RX buffer the plugin still holds (after the device is quiesced and the

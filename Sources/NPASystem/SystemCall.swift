@@ -46,10 +46,4 @@ package func shimCall<T: BinaryInteger & SignedInteger>(_ name: String, _ body: 
 public enum Clock {
     public static func monotonicNanoseconds() -> UInt64 { cnpa_monotonic_ns() }
     public static func threadCPUNanoseconds() -> UInt64 { cnpa_thread_cpu_ns() }
-    /// CPU time (user + system) of the whole process so far.
-    public static func processCPUNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
 }
