@@ -87,7 +87,7 @@ public final class HostDaemon: @unchecked Sendable {
             if let nic = uplinkNIC { try epoll.add(nic.pfReceive.wake.fd, tag: Self.pfTag) }
         }
         syncPortOwners()
-        for nic in nics { nic.start() }
+        for nic in nics { nic.start(idlePasses: configuration.idlePassesBeforeSleep) }
     }
 
     deinit {

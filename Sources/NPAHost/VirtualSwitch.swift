@@ -16,7 +16,7 @@ final class VirtualSwitch {
     /// 64 words (4096 bits) of VLAN membership per port.
     private var portVLANs: [UInt64] = []
     private var portMulticast: [Set<MACAddress>] = []
-    private var macTable: [UInt64: Int] = [:]
+    private var macTable = MACTable()
     private var promiscuousPorts = 0
     private(set) var uplinkPort: Int?
 
@@ -28,8 +28,6 @@ final class VirtualSwitch {
     }
 
     var portCount: Int { portInUse.count }
-
-    private static func key(_ mac: UInt64, _ vlan: UInt16) -> UInt64 { UInt64(vlan) << 48 | mac }
 
     func addPort(mac: MACAddress) -> Int {
         let index: Int
@@ -103,15 +101,15 @@ final class VirtualSwitch {
     private func learn(_ index: Int) {
         guard portInUse[index], !portIsUplink[index], portMAC[index] != 0 else { return }
         for v in 0..<4096 where isMember(index, vlan: UInt16(v)) {
-            macTable[Self.key(portMAC[index], UInt16(v))] = index
+            macTable.insert(MACTable.key(mac: portMAC[index], vlan: UInt16(v)), port: index)
         }
     }
 
     private func forget(_ index: Int) {
         guard portInUse[index], !portIsUplink[index] else { return }
         for v in 0..<4096 where isMember(index, vlan: UInt16(v)) {
-            let k = Self.key(portMAC[index], UInt16(v))
-            if macTable[k] == index { macTable.removeValue(forKey: k) }
+            let k = MACTable.key(mac: portMAC[index], vlan: UInt16(v))
+            if macTable[k] == index { macTable.remove(k) }
         }
     }
 
@@ -143,7 +141,7 @@ final class VirtualSwitch {
             return n > 0 ? .forward(n) : .filtered
         }
         var n = 0
-        if let target = macTable[Self.key(dst, vlan)] {
+        if let target = macTable.port(mac: dst, vlan: vlan) {
             if target != ingress {
                 guard accepts(target, destination: dst) else { return .filtered }
                 destinations[0] = Int32(target)

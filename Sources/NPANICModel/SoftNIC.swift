@@ -29,7 +29,7 @@ public final class SoftNIC: @unchecked Sendable {
     public let model: Model
     public let vfs: [VirtualFunction]
     private let lock = NSLock()
-    private var macTable: [UInt64: Int] = [:]
+    private var macTable = MACTable()
     private let destinations: UnsafeMutablePointer<Int>
     /// Frames the embedded switch sent out of the uplink port (unknown unicast, floods).
     public private(set) var uplinkFrames: UInt64 = 0
@@ -118,8 +118,7 @@ public final class SoftNIC: @unchecked Sendable {
                     model == .dring || memory.contains(gpa: q.completionGPA, length: UInt64(q.ringSize) * 16)
                 else { throw ConfigurationError(description: "VF \(vf): a ring lies outside the grant or has a bad size") }
             }
-            f.txQueues = tx.map { VirtualFunction.Queue(config: $0) }
-            f.rxQueues = rx.map { VirtualFunction.Queue(config: $0) }
+            f.setQueues(tx: tx, rx: rx)
             f.interrupt = interrupt
             for q in 0..<Int(NPA_VF_MAX_QUEUES) {
                 f.write(0x100 + 8 * UInt32(q), 0)
@@ -132,7 +131,7 @@ public final class SoftNIC: @unchecked Sendable {
 
     public func enable(vf: Int) {
         locked {
-            vfs[vf].enabled = vfs[vf].grant != nil && !vfs[vf].txQueues.isEmpty
+            vfs[vf].enabled = vfs[vf].grant != nil && vfs[vf].txQueueCount > 0
             vfs[vf].write(NPA_VF_REG_STATUS, vfs[vf].enabled ? NPA_VF_STATUS_ENABLED : 0)
         }
         wake.signal()
@@ -157,19 +156,17 @@ public final class SoftNIC: @unchecked Sendable {
 
     public func counters(vf: Int) -> VirtualFunction.Counters { locked { vfs[vf].counters } }
 
-    private static func key(_ mac: UInt64, _ vlan: Int) -> UInt64 { UInt64(vlan) << 48 | mac }
-
     private func learn(_ vf: Int) {
         let f = vfs[vf]
         guard f.mac != .zero else { return }
-        for v in 0..<4096 where f.isMember(vlan: UInt16(v)) { macTable[Self.key(f.mac.value, v)] = vf }
+        for v in 0..<4096 where f.isMember(vlan: UInt16(v)) { macTable.insert(MACTable.key(mac: f.mac.value, vlan: UInt16(v)), port: vf) }
     }
 
     private func forget(_ vf: Int) {
         let f = vfs[vf]
         for v in 0..<4096 where f.isMember(vlan: UInt16(v)) {
-            let k = Self.key(f.mac.value, v)
-            if macTable[k] == vf { macTable.removeValue(forKey: k) }
+            let k = MACTable.key(mac: f.mac.value, vlan: UInt16(v))
+            if macTable[k] == vf { macTable.remove(k) }
         }
     }
 
@@ -182,11 +179,11 @@ public final class SoftNIC: @unchecked Sendable {
         defer { lock.unlock() }
         var work = 0
         for vf in vfs where vf.enabled {
-            for q in 0..<vf.txQueues.count {
+            for q in 0..<vf.txQueueCount {
                 work += model == .dring ? pullDescriptorRing(vf, q) : pullSubmissionQueue(vf, q)
             }
         }
-        raiseInterrupts()
+        publishAndInterrupt()
         return work
     }
 
@@ -226,7 +223,17 @@ public final class SoftNIC: @unchecked Sendable {
         thread = nil
     }
 
-    private func raiseInterrupts() {
+    /// End of a pass: publish each RX head that moved (once per pass, not per frame), then
+    /// raise the interrupts the pass earned.
+    private func publishAndInterrupt() {
+        if model == .dring {
+            for vf in vfs where vf.pendingInterrupt {
+                for q in 0..<vf.rxQueueCount where vf.rxQueues[q].publishedHead != vf.rxQueues[q].head {
+                    vf.rxQueues[q].publishedHead = vf.rxQueues[q].head
+                    vf.write(NPA_DRING_REG_RDH(UInt32(q)), vf.rxQueues[q].head)
+                }
+            }
+        }
         cnpa_fence_seq_cst()
         for vf in vfs where vf.pendingInterrupt {
             vf.pendingInterrupt = false
@@ -276,7 +283,7 @@ public final class SoftNIC: @unchecked Sendable {
                 n += 1
             }
             upward = true
-        } else if let target = macTable[Self.key(dst, Int(vlan))] {
+        } else if let target = macTable.port(mac: dst, vlan: vlan) {
             if target == sender?.index {
                 // no hairpin
             } else if vfs[target].enabled {
@@ -334,7 +341,7 @@ public final class SoftNIC: @unchecked Sendable {
                 uplinkBytes &+= UInt64(length)
             }
         }
-        raiseInterrupts()
+        publishAndInterrupt()
     }
 
     /// True if the received copy still carries the source MAC and VLAN that were checked.
@@ -347,7 +354,7 @@ public final class SoftNIC: @unchecked Sendable {
 
     private func pullDescriptorRing(_ vf: VirtualFunction, _ q: Int) -> Int {
         guard let memory = vf.grant else { return 0 }
-        var queue = vf.txQueues[q]
+        var queue = vf.txQueues[q]  // a local copy for the loop, stored back once
         let size = queue.config.ringSize
         let tail = vf.read(NPA_DRING_REG_TDT(UInt32(q)))
         guard tail < size else {
@@ -387,16 +394,19 @@ public final class SoftNIC: @unchecked Sendable {
     private func deliverDescriptorRing(
         to vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16, sender: VirtualFunction?
     ) {
-        guard let memory = vf.grant, !vf.rxQueues.isEmpty else { return }
-        let q = Int(hash % UInt32(vf.rxQueues.count))
-        var queue = vf.rxQueues[q]
-        let size = queue.config.ringSize
-        let tail = vf.read(NPA_DRING_REG_RDT(UInt32(q)))
-        guard tail < size, queue.head != tail else {
-            vf.counters.noBufferDrops &+= 1
-            return
+        guard let memory = vf.grant, vf.rxQueueCount > 0 else { return }
+        let q = vf.rxQueueCount == 1 ? 0 : Int(hash % UInt32(vf.rxQueueCount))
+        let queue = vf.rxQueues + q
+        let size = queue.pointee.config.ringSize
+        if queue.pointee.head == queue.pointee.cachedTail {
+            let tail = vf.read(NPA_DRING_REG_RDT(UInt32(q)))
+            guard tail < size, queue.pointee.head != tail else {
+                vf.counters.noBufferDrops &+= 1
+                return
+            }
+            queue.pointee.cachedTail = tail
         }
-        let d = memory.base + Int(queue.config.ringGPA) + Int(queue.head) * 16
+        let d = memory.base + Int(queue.pointee.config.ringGPA) + Int(queue.pointee.head) * 16
         let address = UInt64(littleEndian: d.load(as: UInt64.self))
         var errors: UInt32 = 0
         var written = length
@@ -414,9 +424,7 @@ public final class SoftNIC: @unchecked Sendable {
         d.storeBytes(of: UInt32(written).littleEndian, toByteOffset: 8, as: UInt32.self)
         let status = NPA_DRING_RXD_STATUS_DD | NPA_DRING_RXD_STATUS_EOP
         cnpa_store_release_u32(d + 12, (status | errors << 8).littleEndian)
-        queue.head = (queue.head + 1) & (size - 1)
-        vf.rxQueues[q] = queue
-        vf.write(NPA_DRING_REG_RDH(UInt32(q)), queue.head)
+        queue.pointee.head = (queue.pointee.head + 1) & (size - 1)
         if errors == 0 {
             vf.counters.rxFrames &+= 1
             vf.counters.rxBytes &+= UInt64(length)
@@ -481,14 +489,18 @@ public final class SoftNIC: @unchecked Sendable {
     private func deliverCompletionQueue(
         to vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16, sender: VirtualFunction?
     ) {
-        guard let memory = vf.grant, !vf.rxQueues.isEmpty else { return }
-        let q = Int(hash % UInt32(vf.rxQueues.count))
-        var queue = vf.rxQueues[q]
+        guard let memory = vf.grant, vf.rxQueueCount > 0 else { return }
+        let q = vf.rxQueueCount == 1 ? 0 : Int(hash % UInt32(vf.rxQueueCount))
+        let rxQueue = vf.rxQueues + q
+        var queue = rxQueue.pointee
         let size = queue.config.ringSize
-        let tail = vf.read(NPA_CQ_REG_RX_SQ_TAIL(UInt32(q)))
-        guard tail &- queue.head <= size, tail != queue.head else {
-            vf.counters.noBufferDrops &+= 1
-            return
+        if queue.head == queue.cachedTail {
+            let tail = vf.read(NPA_CQ_REG_RX_SQ_TAIL(UInt32(q)))
+            guard tail &- queue.head <= size, tail != queue.head else {
+                vf.counters.noBufferDrops &+= 1
+                return
+            }
+            queue.cachedTail = tail
         }
         let e = memory.base + Int(queue.config.ringGPA) + Int(queue.head & (size - 1)) * 16
         let flags = e.load(fromByteOffset: 12, as: UInt8.self)
@@ -515,7 +527,7 @@ public final class SoftNIC: @unchecked Sendable {
         writeCompletion(memory, &queue, requestID: requestID, length: UInt16(written), status: status, hash: hash)
         queue.head &+= 1
         if queue.head & (size - 1) == 0 { queue.submissionPhase ^= 1 }
-        vf.rxQueues[q] = queue
+        rxQueue.pointee = queue
         if status == 0 {
             vf.counters.rxFrames &+= 1
             vf.counters.rxBytes &+= UInt64(length)

@@ -36,6 +36,11 @@ public final class VirtualFunction {
         var completionPhase: UInt8 = 1
         /// dring RX: requests to write back; cq RX: posted buffers not yet used (free running).
         var posted: UInt32 = 0
+        /// RX: the guest's tail as last read. The engine re-reads the register only when the
+        /// ring looks empty, so it does not pull the guest's cache line once per frame.
+        var cachedTail: UInt32 = 0
+        /// dring RX: the head last published in RDH (written once per pass, not per frame).
+        var publishedHead: UInt32 = 0
     }
 
     public struct Counters: Sendable, Equatable {
@@ -58,8 +63,12 @@ public final class VirtualFunction {
     public let kick: EventNotifier
     var interrupt: EventNotifier?
     var grant: GuestMemory?
-    var txQueues: [Queue] = []
-    var rxQueues: [Queue] = []
+    /// Queue cursors, allocated once at the VF maximum: the engine updates them in place per
+    /// frame (an array of structs would be copied in and out, with a uniqueness check each time).
+    let txQueues: UnsafeMutablePointer<Queue>
+    let rxQueues: UnsafeMutablePointer<Queue>
+    var txQueueCount = 0
+    var rxQueueCount = 0
     var enabled = false
     var pendingInterrupt = false
     public internal(set) var mac: MACAddress = .zero
@@ -73,7 +82,22 @@ public final class VirtualFunction {
         self.model = model
         registers = try SharedMemory(name: "npa-vf\(index)-regs", size: Int(NPA_VF_REG_PAGE_SIZE))
         kick = try EventNotifier()
+        txQueues = .allocate(capacity: Int(NPA_VF_MAX_QUEUES))
+        rxQueues = .allocate(capacity: Int(NPA_VF_MAX_QUEUES))
         write(NPA_VF_REG_INTR_MASK, 1)
+    }
+
+    deinit {
+        txQueues.deallocate()
+        rxQueues.deallocate()
+    }
+
+    /// Sets up the queue cursors for the rings the PF driver initialised.
+    func setQueues(tx: [QueueConfig], rx: [QueueConfig]) {
+        for (i, c) in tx.enumerated() { (txQueues + i).initialize(to: Queue(config: c)) }
+        for (i, c) in rx.enumerated() { (rxQueues + i).initialize(to: Queue(config: c)) }
+        txQueueCount = tx.count
+        rxQueueCount = rx.count
     }
 
     @inline(__always)
@@ -96,8 +120,8 @@ public final class VirtualFunction {
     func functionLevelReset() {
         enabled = false
         grant = nil
-        txQueues = []
-        rxQueues = []
+        txQueueCount = 0
+        rxQueueCount = 0
         interrupt = nil
         pendingInterrupt = false
         counters = Counters()

@@ -8,11 +8,11 @@ public enum EthernetFrame {
     public static let etherTypeIPv4: UInt16 = 0x0800
     public static let etherTypeIPv6: UInt16 = 0x86DD
 
-    @inlinable
+    /// The 6-byte MAC at `offset` as a 48-bit number (first byte most significant): one 4- and
+    /// one 2-byte load, since this runs several times per switched frame.
+    @inlinable @inline(__always)
     public static func mac(_ p: UnsafeRawPointer, at offset: Int) -> UInt64 {
-        var v: UInt64 = 0
-        for i in 0..<6 { v = (v << 8) | UInt64(p.load(fromByteOffset: offset + i, as: UInt8.self)) }
-        return v
+        UInt64(u32(p, at: offset)) << 16 | UInt64(u16(p, at: offset + 4))
     }
 
     @inlinable
@@ -20,18 +20,19 @@ public enum EthernetFrame {
         for i in 0..<6 { p.storeBytes(of: UInt8(truncatingIfNeeded: value >> (40 - 8 * i)), toByteOffset: offset + i, as: UInt8.self) }
     }
 
-    @inlinable
+    /// Big-endian (network order) fields at any alignment.
+    @inlinable @inline(__always)
     public static func u16(_ p: UnsafeRawPointer, at offset: Int) -> UInt16 {
-        UInt16(p.load(fromByteOffset: offset, as: UInt8.self)) << 8 | UInt16(p.load(fromByteOffset: offset + 1, as: UInt8.self))
+        UInt16(bigEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public static func u32(_ p: UnsafeRawPointer, at offset: Int) -> UInt32 {
-        UInt32(u16(p, at: offset)) << 16 | UInt32(u16(p, at: offset + 2))
+        UInt32(bigEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
     /// The 802.1Q VLAN ID of a frame of at least 14 bytes, 0 if untagged.
-    @inlinable
+    @inlinable @inline(__always)
     public static func vlanID(_ p: UnsafeRawPointer, length: Int) -> UInt16 {
         guard length >= headerLength + vlanTagLength, u16(p, at: 12) == etherTypeVLAN else { return 0 }
         return u16(p, at: 14) & 0x0FFF

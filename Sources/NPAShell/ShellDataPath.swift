@@ -281,9 +281,13 @@ package final class ShellDataPath {
         if timeoutMilliseconds == 0 { return false }
         let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
         while true {
-            for _ in 0..<spinPolls {
+            var spins = 0
+            while spins < spinPolls {
                 cnpa_cpu_relax()
                 if condition() { return true }
+                spins += 1
+                // A long spin (busy-poll mode) still honours the deadline and the DIC event.
+                if spins & 1023 == 0 && (cnpa_monotonic_ns() >= deadline || interruptHook()) { return false }
             }
             _ = plugin.ops.enable_interrupt!(plugin.state, 0)
             if condition() {

@@ -28,6 +28,7 @@ public final class VirtualNIC {
         public var bufferSize: Int = 2048
         public var mtu: Int = 1500
         /// Receive polls before sleeping on the interrupt; spinning a little saves wake-ups.
+        /// `Int.max` is busy-poll mode: the guest never sleeps on its interrupt line.
         public var spinPolls: Int = 200
 
         public init(name: String, mac: MACAddress? = nil) {

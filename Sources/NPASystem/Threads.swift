@@ -42,3 +42,10 @@ extension EngineThread {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }
+
+extension EngineThread {
+    /// Pins `thread` to one CPU (for benchmarks that place roles on cores).
+    public static func pin(_ thread: pthread_t, toCPU cpu: Int) throws {
+        _ = try shimCall("pthread_setaffinity_np(cpu \(cpu))") { cnpa_pin_thread_to_cpu(thread, Int32(cpu)) }
+    }
+}

@@ -8,6 +8,9 @@ public enum TrafficFrame {
     public static let minimumLength = 64
     public static let maximumLength = 9018
     static let payloadOffset = 14 + 20 + 8
+    /// The flow id of a receiver's acknowledgement in a windowed stream; its sequence number is
+    /// how many distinct frames the receiver has verified so far.
+    public static let acknowledgementFlow = UInt32.max
 
     /// Writes a frame of `length` bytes into `buffer`; returns the length.
     @inline(__always)

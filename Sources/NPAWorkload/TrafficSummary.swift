@@ -18,6 +18,8 @@ public struct TrafficSummary: Codable, Equatable, Sendable {
     public var cpuSeconds: Double = 0
     public var doorbellKicks: UInt64 = 0
     public var interruptWaits: UInt64 = 0
+    /// Windowed sends: times the window stayed full without an acknowledgement (frames lost).
+    public var windowStalls = 0
 
     public init(role: String) { self.role = role }
 
@@ -28,6 +30,7 @@ public struct TrafficSummary: Codable, Equatable, Sendable {
         case cpuSeconds = "cpu_seconds"
         case doorbellKicks = "doorbell_kicks"
         case interruptWaits = "interrupt_waits"
+        case windowStalls = "window_stalls"
     }
 
     public func json() -> String {

@@ -15,6 +15,10 @@ public struct TrafficWorkload {
     /// The first flow id this sender uses, so several senders to one receiver use disjoint flows.
     public var flowBase: Int = 0
     public var timeoutSeconds: Double = 30
+    /// Frames the sender keeps in flight before it waits for the receiver's acknowledgement (a
+    /// windowed stream, like netperf's TCP_STREAM: a fast sender cannot overrun the receiver);
+    /// nil sends without waiting (like UDP). The receiver acknowledges every quarter window.
+    public var window: Int?
 
     public init(count: Int, frameBytes: Int = 1514, rate: Double? = nil, flows: Int = 1, flowBase: Int = 0, timeoutSeconds: Double = 30) {
         self.count = count
@@ -36,6 +40,7 @@ public struct TrafficWorkload {
         guard (0...(1 << 20)).contains(flowBase) else { throw Invalid(description: "--flow-base must be 0...1048576") }
         if let rate, rate <= 0 { throw Invalid(description: "--rate must be positive") }
         guard timeoutSeconds > 0 else { throw Invalid(description: "--timeout must be positive") }
+        if let window, window < 4 { throw Invalid(description: "--window must be at least 4 frames") }
     }
 
     private struct Sender {
@@ -62,9 +67,9 @@ public struct TrafficWorkload {
             return due > now ? Int((due - now) / 1_000_000) : 0
         }
 
-        /// Sends one burst (one flow, up to 32 frames, paced by the rate); returns frames sent.
-        mutating func step(_ nic: VirtualNIC) -> Int {
-            var burst = min(32, workload.count - sent)
+        /// Sends one burst (one flow, up to 32 frames and `limit`, paced by the rate); returns frames sent.
+        mutating func step(_ nic: VirtualNIC, limit: Int = 32) -> Int {
+            var burst = min(32, limit, workload.count - sent)
             if let rate = workload.rate {
                 let elapsed = Double(cnpa_monotonic_ns() - start) / 1e9
                 burst = min(burst, Int(rate * elapsed) + 1 - sent)
@@ -108,15 +113,29 @@ public struct TrafficWorkload {
         s.interruptWaits = nic.interruptWaits
     }
 
-    /// Sends `count` frames to `destination`; waits until the device completed them all.
-    public func send(_ nic: VirtualNIC, to destination: MACAddress) -> TrafficSummary {
+    /// Sends `count` frames to `destination` (fewer if `shouldStop` says so first; checked
+    /// between bursts); waits until the device completed them all.
+    public func send(_ nic: VirtualNIC, to destination: MACAddress, shouldStop: () -> Bool = { false }) -> TrafficSummary {
         var s = TrafficSummary(role: "send")
         let start = cnpa_monotonic_ns()
         let cpu = Clock.threadCPUNanoseconds()
         let deadline = start + UInt64(timeoutSeconds * 1e9)
         var sender = Sender(destination: destination, workload: self)
-        while !sender.done && cnpa_monotonic_ns() < deadline {
-            if sender.step(nic) == 0 {
+        var window = WindowState()
+        while !sender.done && cnpa_monotonic_ns() < deadline && !shouldStop() {
+            var limit = 32
+            if let size = self.window {
+                window.takeAcknowledgements(nic, waitMilliseconds: 0)
+                limit = size - window.inFlight(sent: sender.sent)
+                if limit <= 0 {
+                    // Window full: wait on the receive interrupt for the next acknowledgement.
+                    if !window.takeAcknowledgements(nic, waitMilliseconds: WindowState.stallMilliseconds) {
+                        window.writeOff(sent: sender.sent)
+                    }
+                    continue
+                }
+            }
+            if sender.step(nic, limit: limit) == 0 {
                 let wait = sender.millisecondsUntilNextBurst
                 if rate != nil {
                     nic.reclaimTransmitted()
@@ -128,8 +147,40 @@ public struct TrafficWorkload {
         }
         _ = nic.flush(timeoutMilliseconds: 10_000)
         s.sent = sender.sent
+        s.windowStalls = window.stalls
         finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent)
         return s
+    }
+
+    /// The sender's view of a windowed stream: what the receiver has acknowledged.
+    private struct WindowState {
+        /// Without a new acknowledgement for this long, the frames in flight count as lost (the
+        /// receiver dropped some), so a lost frame cannot stall the stream for good.
+        static let stallMilliseconds = 20
+        var acknowledged = 0
+        var writtenOff = 0
+        var stalls = 0
+
+        func inFlight(sent: Int) -> Int { sent - acknowledged - writtenOff }
+
+        mutating func writeOff(sent: Int) {
+            writtenOff = sent - acknowledged
+            stalls += 1
+        }
+
+        /// Takes the acknowledgements that arrived (waiting up to `waitMilliseconds` for one);
+        /// returns whether one arrived.
+        @discardableResult
+        mutating func takeAcknowledgements(_ nic: VirtualNIC, waitMilliseconds: Int) -> Bool {
+            var newest = acknowledged
+            let n = nic.receive(maxFrames: 64, timeoutMilliseconds: waitMilliseconds) { frame in
+                if let (flow, count) = TrafficFrame.parse(frame.bytes), flow == TrafficFrame.acknowledgementFlow {
+                    newest = max(newest, Int(count))
+                }
+            }
+            acknowledged = newest
+            return n > 0
+        }
     }
 
     /// Receives until `count` distinct frames arrived, the timeout passed, or `shouldStop` says
@@ -142,10 +193,25 @@ public struct TrafficWorkload {
         let deadline = start + UInt64(timeoutSeconds * 1e9)
         var firstFrame: UInt64 = 0
         var stopping = false
+        // A windowed stream: acknowledge to the sender every quarter window, and whenever the
+        // ring runs dry, so the sender never waits on frames already verified.
+        var peer: MACAddress?
+        var acknowledged = 0
+        let ackEvery = max(1, (window ?? 0) / 4)
+        let record = { (frame: VirtualNIC.ReceivedFrame) in
+            verifier.record(frame.bytes)
+            if peer == nil, window != nil { peer = TrafficFrame.source(frame.bytes) }
+        }
         while verifier.unique < count {
             let now = cnpa_monotonic_ns()
             if now >= deadline { break }
-            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: stopping ? 0 : Int(min(100, (deadline - now) / 1_000_000 + 1))) { verifier.record($0.bytes) }
+            var n = nic.receive(maxFrames: 256, timeoutMilliseconds: 0, record)
+            if let to = peer, verifier.unique > acknowledged, verifier.unique - acknowledged >= ackEvery || n == 0 {
+                if acknowledge(nic, to: to, count: verifier.unique) { acknowledged = verifier.unique }
+            }
+            if n == 0 && !stopping {
+                n = nic.receive(maxFrames: 256, timeoutMilliseconds: Int(min(100, (deadline - now) / 1_000_000 + 1)), record)
+            }
             if firstFrame == 0 && verifier.unique > 0 { firstFrame = cnpa_monotonic_ns() }
             if stopping && n == 0 { break }
             if !stopping && shouldStop() { stopping = true }
@@ -157,6 +223,15 @@ public struct TrafficWorkload {
         s.lost = count - verifier.unique
         finish(&s, nic: nic, start: firstFrame == 0 ? start : firstFrame, cpuStart: cpu, frames: s.received)
         return s
+    }
+
+    /// Sends the receiver's acknowledgement (frames verified so far) to the sender.
+    private func acknowledge(_ nic: VirtualNIC, to sender: MACAddress, count: Int) -> Bool {
+        let own = nic.mac
+        return nic.transmit(queue: 0, count: 1) { _, buffer in
+            TrafficFrame.write(into: buffer, destination: sender, source: own, flow: TrafficFrame.acknowledgementFlow,
+                               sequence: UInt64(count), length: TrafficFrame.minimumLength)
+        } == 1
     }
 
     /// Sends every frame received back to its source, `count` times or until the timeout.

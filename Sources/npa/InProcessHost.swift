@@ -34,7 +34,9 @@ final class InProcessHost {
     }
 
     /// Attaches a guest in this process (1024-descriptor rings; jumbo buffers for large frames).
-    func attach(_ name: String, mac: String, memoryMiB: Int = 32, frameBytes: Int = 1514) throws -> VirtualNIC {
+    /// `configure` may adjust the rest (queues, spinning) before the guest attaches.
+    func attach(_ name: String, mac: String, memoryMiB: Int = 32, frameBytes: Int = 1514,
+                configure: (inout VirtualNIC.Configuration) -> Void = { _ in }) throws -> VirtualNIC {
         var c = VirtualNIC.Configuration(name: name, mac: MACAddress(mac))
         c.ringSize = 1024
         c.memoryBytes = memoryMiB << 20
@@ -42,6 +44,7 @@ final class InProcessHost {
             c.bufferSize = 9216
             c.mtu = 9000
         }
+        configure(&c)
         return try VirtualNIC.attach(hostSocket: socket, configuration: c)
     }
 

@@ -196,8 +196,14 @@ enum SeqPacketProbe {
             #expect(sent > 0 && received + dropped == sent, "\(r)")
             #expect((r["cpu_cores"] as? [String: Double])?["guest"] != nil)
         }
-        #expect((json?["ratios"] as? [String: Double])?["TX 1514"] != nil)
-        #expect((json?["equal_load"] as? [[String: Double]])?.first?["saving_percent"] != nil)
-        #expect((json?["ghz"] as? Double ?? 0) > 0)
+        let ratios = json?["ratios"] as? [[String: Any]] ?? []
+        #expect(Set(ratios.compactMap { $0["direction"] as? String }) == ["TX", "RX"])
+        #expect(ratios.allSatisfy { ($0["passthrough_over_emulated"] as? Double ?? 0) > 0 && $0["frame_bytes"] as? Int == 1514 })
+        let equal = (json?["equal_load"] as? [[String: Any]])?.first ?? [:]
+        let offered = equal["sent"] as? Int ?? -1
+        #expect(offered > 0 && equal["saving_percent"] is Double)
+        #expect((equal["emulated_verified"] as? Int).map { $0 > 0 && $0 <= offered } == true, "\(equal)")
+        #expect((equal["passthrough_verified"] as? Int).map { $0 > 0 && $0 <= offered } == true, "\(equal)")
+        #expect(((json?["machine"] as? [String: Any])?["ghz"] as? Double ?? 0) > 0)
     }
 }

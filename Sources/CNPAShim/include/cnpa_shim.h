@@ -8,6 +8,7 @@
 #define CNPA_SHIM_H
 
 #include <stdint.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdatomic.h>
 
@@ -47,6 +48,8 @@ uint64_t cnpa_thread_cpu_ns(void);
 uint64_t cnpa_monotonic_ns(void);
 /// Pins the calling thread to one CPU. Returns 0 or -errno.
 int cnpa_pin_to_cpu(int cpu);
+/// Pins another thread of this process to one CPU. Returns 0 or -errno.
+int cnpa_pin_thread_to_cpu(pthread_t thread, int cpu);
 
 // ---- Fences and atomic accessors for memory shared with another process ----
 // Plain loads and stores to shared memory are not enough: the compiler may reorder or merge them.

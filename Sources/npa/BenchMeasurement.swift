@@ -1,0 +1,155 @@
+import ArgumentParser
+import CNPAShim
+import Foundation
+import NPAHost
+import NPAShell
+import NPASystem
+import NPAWorkload
+
+/// What both modes of one `npa bench` comparison share: the NIC model, queues per guest, the
+/// notification policy (interrupts after a short spin, or busy-polling everywhere) and where
+/// each role's thread runs. Nothing here differs between emulation and passthrough.
+struct BenchSetup {
+    var model = "npa-dring"
+    var queues = 1
+    var busyPoll = false
+    /// Frames in flight before the sender waits for an acknowledgement; nil: no window.
+    var window: Int? = 768
+    /// CPUs for the sending guest, the receiving guest, the host and the NIC engine, or nil.
+    var cpus: [Int]?
+    var plugins: String
+
+    /// The polling passes an engine makes before it sleeps; the guests spin as long.
+    var idlePasses: Int { busyPoll ? Int.max : 256 }
+    var guestSpinPolls: Int { busyPoll ? Int.max : 200 }
+}
+
+/// One measured run: a sending guest thread, a receiving guest thread, the host engine and the
+/// NIC engine, each with its own CPU clock, over one wall-clock window.
+struct BenchRun {
+    var passthrough: Bool
+    var frameBytes: Int
+    /// Frames per second offered, or nil for as fast as the rings allow.
+    var offeredRate: Double?
+    var seconds = 0.0
+    var sent = 0
+    var received = 0
+    var duplicates = 0
+    var outOfOrder = 0
+    var invalid = 0
+    /// Frames the receiving side dropped, by reason (counted by the device or the VF).
+    var dropped: UInt64 = 0
+    var senderCPU = 0.0, receiverCPU = 0.0, hostCPU = 0.0, hardwareCPU = 0.0
+    var doorbellKicks: UInt64 = 0
+    var interruptWaits: UInt64 = 0
+    var windowStalls = 0
+
+    var mode: String { passthrough ? "passthrough" : "emulated" }
+    var mpps: Double { seconds > 0 ? Double(received) / seconds / 1e6 : 0 }
+    var gbps: Double { seconds > 0 ? Double(received * frameBytes) * 8 / seconds / 1e9 : 0 }
+    var megabytes: Double { Double(received * frameBytes) / 1e6 }
+    var wakeupsPerMB: Double { megabytes > 0 ? Double(doorbellKicks + interruptWaits) / megabytes : 0 }
+    func cores(_ cpuSeconds: Double) -> Double { seconds > 0 ? cpuSeconds / seconds : 0 }
+}
+
+extension BenchSetup {
+    /// Runs one measurement: a fresh in-process host with one NIC, two guests attached (switched
+    /// in automatically for passthrough), `seconds` of traffic from one to the other.
+    func measure(frameBytes size: Int, passthrough: Bool, rate: Double?, seconds: Double) throws -> BenchRun {
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: model, vfs: 2)]
+        config.uplink = .nic("nic0")
+        config.autoPassthrough = passthrough
+        config.pluginDirectory = plugins
+        config.idlePassesBeforeSleep = idlePasses
+        config.maxQueuesPerVNIC = max(config.maxQueuesPerVNIC, queues)
+        let host = try InProcessHost(label: "bench", configuration: config)
+        defer { host.stop() }
+        let guest: (String, String) throws -> VirtualNIC = { name, mac in
+            try host.attach(name, mac: mac, memoryMiB: 96, frameBytes: size) { c in
+                c.txQueues = queues
+                c.rxQueues = queues
+                c.spinPolls = guestSpinPolls
+            }
+        }
+        let tx = try guest("bench-tx", "02:00:00:00:e0:01")
+        let rx = try guest("bench-rx", "02:00:00:00:e0:02")
+        _ = tx.reclaimTransmitted()  // carries out the automatic switch-in in passthrough mode
+        _ = rx.reclaimTransmitted()
+        guard tx.mode == (passthrough ? "passthrough" : "emulated"), rx.mode == tx.mode else {
+            throw ValidationError("guests did not reach \(passthrough ? "passthrough" : "emulation"): \(tx.lastSwitchError ?? rx.lastSwitchError ?? "?")")
+        }
+        // Enough sequence numbers for the fastest path; the receiver's bitmap is one bit each.
+        let count = rate.map { Int($0 * seconds) } ?? Int(seconds * (size <= 128 ? 40e6 : size <= 2048 ? 10e6 : 3e6))
+        var workload = TrafficWorkload(count: count, frameBytes: size, rate: rate, flows: 2 * queues, timeoutSeconds: seconds * 3 + 10)
+        workload.window = window
+        let nicThread = host.daemon.nics.first?.engineThread
+        let engines = [host.thread] + (nicThread.map { [$0] } ?? [])
+        let control = BenchControl(deadline: cnpa_monotonic_ns() + UInt64(seconds * 1e9), paced: rate != nil)
+        defer { control.release() }
+        let txBox = Unmanaged.passRetained(tx), rxBox = Unmanaged.passRetained(rx)
+        defer { txBox.release(); rxBox.release() }
+        let results = BenchResults()
+        let hostStart = EngineThread.cpuNanoseconds(of: host.thread)
+        let hardwareStart = nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0
+        let wallStart = cnpa_monotonic_ns()
+        let receiver = EngineThread.start(name: "guest-rx") {
+            results.receive = workload.receive(rxBox.takeUnretainedValue()) { control.senderFinished }
+        }
+        let sender = EngineThread.start(name: "guest-tx") {
+            results.send = workload.send(txBox.takeUnretainedValue(), to: rxBox.takeUnretainedValue().mac) { control.timeIsUp }
+            control.senderFinished = true
+        }
+        if let cpus {
+            for (thread, cpu) in zip([sender, receiver] + engines, cpus) { try EngineThread.pin(thread, toCPU: cpu) }
+        }
+        EngineThread.join(sender)
+        EngineThread.join(receiver)
+        var run = BenchRun(passthrough: passthrough, frameBytes: size, offeredRate: rate)
+        run.seconds = Double(cnpa_monotonic_ns() - wallStart) / 1e9
+        run.hostCPU = Double(EngineThread.cpuNanoseconds(of: host.thread) - hostStart) / 1e9
+        run.hardwareCPU = Double((nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0) - hardwareStart) / 1e9
+        run.senderCPU = results.send.cpuSeconds
+        run.receiverCPU = results.receive.cpuSeconds
+        run.sent = results.send.sent
+        run.received = results.receive.received
+        run.duplicates = results.receive.duplicates
+        run.outOfOrder = results.receive.outOfOrder
+        run.invalid = results.receive.invalid
+        run.dropped = results.receive.dropped.values.reduce(0, +)
+        run.windowStalls = results.send.windowStalls
+        run.doorbellKicks = tx.doorbellKicks + rx.doorbellKicks
+        run.interruptWaits = tx.interruptWaits + rx.interruptWaits
+        return run
+    }
+}
+
+/// The flags the bench's sender and receiver threads share: when to stop sending, and that
+/// the sender has finished (so the receiver drains and stops).
+private final class BenchControl: @unchecked Sendable {
+    private let finished = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    let deadline: UInt64
+    let paced: Bool
+
+    init(deadline: UInt64, paced: Bool) {
+        self.deadline = deadline
+        self.paced = paced
+        finished.initialize(to: 0)
+    }
+
+    /// A full-rate run sends until the deadline; a paced one sends its count.
+    var timeIsUp: Bool { !paced && cnpa_monotonic_ns() >= deadline }
+
+    var senderFinished: Bool {
+        get { cnpa_load_acquire_u32(finished) != 0 }
+        set { cnpa_store_release_u32(finished, newValue ? 1 : 0) }
+    }
+
+    func release() { finished.deallocate() }
+}
+
+/// What the two guest threads report back; each writes its own field and is joined before reading.
+private final class BenchResults: @unchecked Sendable {
+    var send = TrafficSummary(role: "send")
+    var receive = TrafficSummary(role: "recv")
+}

@@ -1,0 +1,162 @@
+import Foundation
+
+/// The outcome of `npa bench`: per direction, mode and frame size the full-rate figures, the
+/// passthrough/emulated ratios, and the CPU each mode needs at one equal offered load. Encodes
+/// to the JSON `npa bench --json` prints and renders the text table.
+struct BenchReport: Codable {
+    struct Cores: Codable {
+        var guest: Double
+        var host: Double
+        var hardware: Double
+    }
+
+    /// One row: TX charges the sending guest and the host, RX the receiving guest and the host;
+    /// the NIC model's engine is "hardware" and, as in the RFC, not charged.
+    struct Result: Codable {
+        var direction: String
+        var mode: String
+        var frameBytes: Int
+        var mpps: Double
+        var gbps: Double
+        var cpuCores: Cores
+        var mbpsPerGHz: Double
+        var wakeupsPerMB: Double
+        var sent: Int
+        var received: Int
+        var dropped: UInt64
+        enum CodingKeys: String, CodingKey {
+            case direction, mode, mpps, gbps, sent, received, dropped
+            case frameBytes = "frame_bytes"
+            case cpuCores = "cpu_cores"
+            case mbpsPerGHz = "mbps_per_ghz"
+            case wakeupsPerMB = "wakeups_per_mb"
+        }
+    }
+
+    struct Ratio: Codable {
+        var direction: String
+        var frameBytes: Int
+        var passthroughOverEmulated: Double
+        enum CodingKeys: String, CodingKey {
+            case direction
+            case frameBytes = "frame_bytes"
+            case passthroughOverEmulated = "passthrough_over_emulated"
+        }
+    }
+
+    /// Guest + host cores each mode needs to carry the same paced load (hardware shown apart).
+    struct EqualLoad: Codable {
+        var frameBytes: Int
+        var offeredFPS: Double
+        var emulatedCores: Double
+        var passthroughCores: Double
+        var emulatedHardwareCores: Double
+        var passthroughHardwareCores: Double
+        var emulatedVerified: Int
+        var passthroughVerified: Int
+        var sent: Int
+        var savingPercent: Double
+        enum CodingKeys: String, CodingKey {
+            case sent
+            case frameBytes = "frame_bytes"
+            case offeredFPS = "offered_fps"
+            case emulatedCores = "emulated_cores"
+            case passthroughCores = "passthrough_cores"
+            case emulatedHardwareCores = "emulated_hardware_cores"
+            case passthroughHardwareCores = "passthrough_hardware_cores"
+            case emulatedVerified = "emulated_verified"
+            case passthroughVerified = "passthrough_verified"
+            case savingPercent = "saving_percent"
+        }
+    }
+
+    struct Machine: Codable {
+        var date: String
+        var cpus: Int
+        var ghz: Double
+        var ghzMethod: String
+        var model: String
+        var queues: Int
+        var polling: String
+        var pinning: String
+        var secondsPerRun: Double
+        enum CodingKeys: String, CodingKey {
+            case date, cpus, ghz, model, queues, polling, pinning
+            case ghzMethod = "ghz_method"
+            case secondsPerRun = "seconds_per_run"
+        }
+    }
+
+    var machine: Machine
+    var results: [Result] = []
+    var ratios: [Ratio] = []
+    var equalLoad: [EqualLoad] = []
+
+    enum CodingKeys: String, CodingKey {
+        case machine, results, ratios
+        case equalLoad = "equal_load"
+    }
+
+    /// Adds the two rows (TX, RX) of one full-rate run.
+    mutating func add(fullRate r: BenchRun) {
+        let mbps = r.gbps * 1000
+        for (direction, guest) in [("TX", r.senderCPU), ("RX", r.receiverCPU)] {
+            let cores = r.cores(guest + r.hostCPU)
+            results.append(Result(
+                direction: direction, mode: r.mode, frameBytes: r.frameBytes, mpps: r.mpps, gbps: r.gbps,
+                cpuCores: Cores(guest: r.cores(guest), host: r.cores(r.hostCPU), hardware: r.cores(r.hardwareCPU)),
+                mbpsPerGHz: cores > 0 ? mbps / (cores * machine.ghz) : 0, wakeupsPerMB: r.wakeupsPerMB,
+                sent: r.sent, received: r.received, dropped: r.dropped))
+        }
+    }
+
+    /// Adds the ratios for one frame size once both modes' rows are in.
+    mutating func addRatios(frameBytes: Int) {
+        for direction in ["TX", "RX"] {
+            let rows = results.filter { $0.direction == direction && $0.frameBytes == frameBytes }
+            guard let e = rows.first(where: { $0.mode == "emulated" }), let p = rows.first(where: { $0.mode == "passthrough" }),
+                  e.mbpsPerGHz > 0 else { continue }
+            ratios.append(Ratio(direction: direction, frameBytes: frameBytes, passthroughOverEmulated: p.mbpsPerGHz / e.mbpsPerGHz))
+        }
+    }
+
+    mutating func add(equalLoadOf emulated: BenchRun, _ passthrough: BenchRun) {
+        let e = emulated.cores(emulated.senderCPU + emulated.receiverCPU + emulated.hostCPU)
+        let p = passthrough.cores(passthrough.senderCPU + passthrough.receiverCPU + passthrough.hostCPU)
+        equalLoad.append(EqualLoad(
+            frameBytes: emulated.frameBytes, offeredFPS: emulated.offeredRate ?? 0, emulatedCores: e, passthroughCores: p,
+            emulatedHardwareCores: emulated.cores(emulated.hardwareCPU), passthroughHardwareCores: passthrough.cores(passthrough.hardwareCPU),
+            emulatedVerified: emulated.received, passthroughVerified: passthrough.received, sent: emulated.sent,
+            savingPercent: e > 0 ? (1 - p / e) * 100 : 0))
+    }
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    func text() -> String {
+        let m = machine
+        var out = "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.polling), pinning: \(m.pinning), \(m.secondsPerRun) s per run\n"
+        out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n\n", m.ghz, m.ghzMethod)
+        out += "full rate (frames the receiver verified; cores = CPU seconds per second):\n"
+        var rows = [["dir", "mode", "frame B", "verified/sent", "dropped", "Mpps", "Gbit/s", "guest", "host", "hw", "Mbps/GHz", "wake-ups/MB"]]
+        for r in results {
+            rows.append([r.direction, r.mode, "\(r.frameBytes)", "\(r.received)/\(r.sent)", "\(r.dropped)",
+                         String(format: "%.3f", r.mpps), String(format: "%.2f", r.gbps),
+                         String(format: "%.2f", r.cpuCores.guest), String(format: "%.2f", r.cpuCores.host), String(format: "%.2f", r.cpuCores.hardware),
+                         String(format: "%.0f", r.mbpsPerGHz), String(format: "%.2f", r.wakeupsPerMB)])
+        }
+        out += StatusTable.table(rows)
+        out += "\n\npassthrough / emulated Mbps per GHz of guest + host CPU (RFC 2010, 16 KiB netperf: TX 1.43, RX 1.70):\n"
+        for r in ratios { out += String(format: "  %@ %5d B: %.2f\n", r.direction, r.frameBytes, r.passthroughOverEmulated) }
+        out += "\nequal offered load (guest + host cores; the RFC: \"up to 40 % CPU saved\"):\n"
+        for e in equalLoad {
+            out += String(format: "  %5d B at %.0f frames/s: emulated %.3f cores (%d/%d verified), passthrough %.3f cores (%d/%d) + %.3f hw, saving %.0f %%\n",
+                          e.frameBytes, e.offeredFPS, e.emulatedCores, e.emulatedVerified, e.sent, e.passthroughCores,
+                          e.passthroughVerified, e.sent, e.passthroughHardwareCores, e.savingPercent)
+        }
+        return out
+    }
+}

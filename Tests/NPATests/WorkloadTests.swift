@@ -1,0 +1,76 @@
+import Foundation
+import NPAControlProtocol
+import NPARingFormats
+import NPAShell
+import NPASystem
+import NPAWorkload
+import Testing
+
+/// The pieces `npa bench` leans on: the switches' MAC table and the windowed stream.
+@Suite(.serialized) struct WorkloadTests {
+    /// A deterministic generator, so a failure replays.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    @Test func theMACTableAgreesWithADictionaryThroughInsertsRemovesAndGrowth() {
+        var rng = SplitMix(state: 42)
+        var table = MACTable(capacity: 4)
+        var reference: [UInt64: Int] = [:]
+        // Few distinct MACs and VLANs, so keys collide, repeat and are removed from probe runs.
+        let keys = (0..<300).map { _ in MACTable.key(mac: 0x0200_0000_0000 | UInt64.random(in: 0..<64, using: &rng), vlan: UInt16.random(in: 0..<8, using: &rng)) }
+        for step in 0..<20_000 {
+            let key = keys[Int.random(in: 0..<keys.count, using: &rng)]
+            if Bool.random(using: &rng) {
+                table.insert(key, port: step % 97)
+                reference[key] = step % 97
+            } else {
+                table.remove(key)
+                reference[key] = nil
+            }
+            if step % 100 == 0 {
+                for k in keys where table[k] != reference[k] {
+                    Issue.record("step \(step): key \(String(k, radix: 16)) → \(String(describing: table[k])), expected \(String(describing: reference[k]))")
+                    return
+                }
+            }
+        }
+        #expect(table.count == reference.count)
+        #expect(table.port(mac: 0x0200_0000_00FF, vlan: 9) == nil)
+    }
+
+    /// A sender far faster than its receiver, with a window smaller than the receiver's posted
+    /// buffers: nothing is dropped for lack of buffers, every frame is verified once, in order.
+    @Test func aWindowedStreamNeverOverrunsTheReceiver() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let a = try attach(host, "a", queues: 1), b = try attach(host, "b", queues: 1)
+        var workload = TrafficWorkload(count: 20_000, frameBytes: 64, flows: 2, timeoutSeconds: 120)
+        workload.window = 128
+        let results = Results()
+        let tx = Unmanaged.passRetained(a), rx = Unmanaged.passRetained(b)
+        defer { tx.release(); rx.release() }
+        let receiver = EngineThread.start(name: "test-rx") { results.receive = workload.receive(rx.takeUnretainedValue()) }
+        let sender = EngineThread.start(name: "test-tx") { results.send = workload.send(tx.takeUnretainedValue(), to: rx.takeUnretainedValue().mac) }
+        EngineThread.join(sender)
+        EngineThread.join(receiver)
+        #expect(results.send.sent == 20_000)
+        #expect(results.receive.received == 20_000)
+        #expect(results.receive.duplicates == 0 && results.receive.outOfOrder == 0 && results.receive.invalid == 0)
+        #expect(try b.deviceCounters()["drop_no_buffers", default: 0] == 0)
+        // The sender's receive side saw only acknowledgements, the last one for every frame.
+        #expect(try a.deviceCounters()["rx_frames", default: 0] > 0)
+    }
+
+    final class Results: @unchecked Sendable {
+        var send = TrafficSummary(role: "send")
+        var receive = TrafficSummary(role: "recv")
+    }
+}
