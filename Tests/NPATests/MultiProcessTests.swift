@@ -1,4 +1,5 @@
 import Foundation
+import FoundationXML
 import NPAControlProtocol
 import NPAHost
 import NPAShell
@@ -181,7 +182,9 @@ enum SeqPacketProbe {
         let p = Process()
         let out = Pipe()
         p.executableURL = npaExecutable
-        p.arguments = ["bench", "--duration", "0.3", "--sizes", "1514", "--json"]
+        let plot = NSTemporaryDirectory() + "npa-bench-\(getpid()).svg"
+        defer { try? FileManager.default.removeItem(atPath: plot) }
+        p.arguments = ["bench", "--duration", "0.3", "--sizes", "1514", "--json", "--plot", plot]
         p.currentDirectoryURL = root
         p.standardOutput = out
         try p.run()
@@ -205,5 +208,9 @@ enum SeqPacketProbe {
         #expect((equal["emulated_verified"] as? Int).map { $0 > 0 && $0 <= offered } == true, "\(equal)")
         #expect((equal["passthrough_verified"] as? Int).map { $0 > 0 && $0 <= offered } == true, "\(equal)")
         #expect(((json?["machine"] as? [String: Any])?["ghz"] as? Double ?? 0) > 0)
+        // The chart is well-formed SVG with a bar per mode and group.
+        let svg = try XMLDocument(contentsOf: URL(fileURLWithPath: plot))
+        let bars = try svg.nodes(forXPath: "//*[local-name()='rect'][*[local-name()='title']]")
+        #expect(bars.count == 2 * 2 + 2 + 2 + 2)  // Mbps/GHz (TX, RX), ratios (TX, RX), throughput, equal load
     }
 }
