@@ -31,6 +31,11 @@ public final class HostDaemon: @unchecked Sendable {
     /// Port index → the device on it, unretained so routing a frame costs no reference counting
     /// (`devices` keeps them alive).
     private var portOwners: [Unmanaged<EmulatedDevice>?] = []
+    /// `devices`, unretained, in a buffer rebuilt on attach/detach: the per-pass loops read it
+    /// without retaining the array or its elements (iterating `devices` retains each one).
+    private var activeDevices = UnsafeMutableBufferPointer<Unmanaged<EmulatedDevice>>.allocate(capacity: 0)
+    /// `uplinkNIC`, unretained, for the same reason (`nics` keeps it alive).
+    private var uplinkRef: Unmanaged<SoftNIC>?
     private var wire: CountingWire?
     /// The host's software SR-IOV NICs (engines on their own threads, accounted as hardware).
     package private(set) var nics: [SoftNIC] = []
@@ -84,7 +89,10 @@ public final class HostDaemon: @unchecked Sendable {
             _ = vswitch.addUplink()
             uplinkNIC = nics.first { $0.name == name }
             uplinkNIC?.setPFEnabled(true)
-            if let nic = uplinkNIC { try epoll.add(nic.pfReceive.wake.fd, tag: Self.pfTag) }
+            if let nic = uplinkNIC {
+                try epoll.add(nic.pfReceive.wake.fd, tag: Self.pfTag)
+                uplinkRef = Unmanaged.passUnretained(nic)
+            }
         }
         syncPortOwners()
         for nic in nics { nic.start(idlePasses: configuration.idlePassesBeforeSleep) }
@@ -93,6 +101,7 @@ public final class HostDaemon: @unchecked Sendable {
     deinit {
         for nic in nics { nic.stop() }
         pfBatch.deallocate()
+        activeDevices.deallocate()
     }
 
     /// Asks `run()` to return. Async-signal-safe (one eventfd write).
@@ -155,17 +164,22 @@ public final class HostDaemon: @unchecked Sendable {
     /// raise the interrupts the pass earned. Returns the number of TX chains consumed.
     private func dataPathPass() -> Int {
         var work = 0
-        for device in devices where device.isActive {
-            for q in 0..<device.txQueues.count {
-                let n = device.pullTransmit(queue: q, arena: arena, budget: arena.capacity)
-                if n > 0 {
-                    work += n
-                    switchBurst(from: device)
+        for ref in activeDevices {
+            work += ref._withUnsafeGuaranteedRef { device in
+                guard device.isActive else { return 0 }
+                var n = 0
+                for q in 0..<device.txQueues.count {
+                    let pulled = device.pullTransmit(queue: q, arena: arena, budget: arena.capacity)
+                    if pulled > 0 {
+                        n += pulled
+                        switchBurst(from: device)
+                    }
                 }
+                return n
             }
         }
-        if let nic = uplinkNIC { work += receiveFromPF(nic) }
-        for device in devices { device.raiseInterrupts() }
+        if let nic = uplinkRef { work += nic._withUnsafeGuaranteedRef { receiveFromPF($0) } }
+        for ref in activeDevices { ref._withUnsafeGuaranteedRef { $0.raiseInterrupts() } }
         return work
     }
 
@@ -254,6 +268,9 @@ public final class HostDaemon: @unchecked Sendable {
     private func syncPortOwners() {
         portOwners = [Unmanaged<EmulatedDevice>?](repeating: nil, count: vswitch.portCount)
         for d in devices { portOwners[d.port] = Unmanaged.passUnretained(d) }
+        activeDevices.deallocate()
+        activeDevices = .allocate(capacity: devices.count)
+        _ = activeDevices.initialize(from: devices.map { Unmanaged.passUnretained($0) })
         arena.ensureDestinations(vswitch.portCount)
     }
 

@@ -28,6 +28,9 @@ public final class SoftNIC: @unchecked Sendable {
     public let name: String
     public let model: Model
     public let vfs: [VirtualFunction]
+    /// `vfs`, unretained, for the engine's loops: iterating or indexing the array retains and
+    /// releases the element each time, once per pass per VF and once per frame.
+    private let vfRefs: [Unmanaged<VirtualFunction>]
     private let lock = NSLock()
     private var macTable = MACTable()
     private let destinations: UnsafeMutablePointer<Int>
@@ -53,6 +56,7 @@ public final class SoftNIC: @unchecked Sendable {
         self.name = name
         self.model = model
         vfs = try (0..<vfCount).map { try VirtualFunction(index: $0, model: model) }
+        vfRefs = vfs.map { Unmanaged.passUnretained($0) }
         destinations = .allocate(capacity: vfCount + 1)
         wake = try EventNotifier()
         stopFlag.pointee = 0
@@ -178,9 +182,14 @@ public final class SoftNIC: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         var work = 0
-        for vf in vfs where vf.enabled {
-            for q in 0..<vf.txQueueCount {
-                work += model == .dring ? pullDescriptorRing(vf, q) : pullSubmissionQueue(vf, q)
+        for ref in vfRefs {
+            work += ref._withUnsafeGuaranteedRef { vf in
+                guard vf.enabled else { return 0 }
+                var n = 0
+                for q in 0..<vf.txQueueCount {
+                    n += model == .dring ? pullDescriptorRing(vf, q) : pullSubmissionQueue(vf, q)
+                }
+                return n
             }
         }
         publishAndInterrupt()
@@ -227,20 +236,26 @@ public final class SoftNIC: @unchecked Sendable {
     /// raise the interrupts the pass earned.
     private func publishAndInterrupt() {
         if model == .dring {
-            for vf in vfs where vf.pendingInterrupt {
-                for q in 0..<vf.rxQueueCount where vf.rxQueues[q].publishedHead != vf.rxQueues[q].head {
-                    vf.rxQueues[q].publishedHead = vf.rxQueues[q].head
-                    vf.write(NPA_DRING_REG_RDH(UInt32(q)), vf.rxQueues[q].head)
+            for ref in vfRefs {
+                ref._withUnsafeGuaranteedRef { vf in
+                    guard vf.pendingInterrupt else { return }
+                    for q in 0..<vf.rxQueueCount where vf.rxQueues[q].publishedHead != vf.rxQueues[q].head {
+                        vf.rxQueues[q].publishedHead = vf.rxQueues[q].head
+                        vf.write(NPA_DRING_REG_RDH(UInt32(q)), vf.rxQueues[q].head)
+                    }
                 }
             }
         }
         cnpa_fence_seq_cst()
-        for vf in vfs where vf.pendingInterrupt {
-            vf.pendingInterrupt = false
-            if vf.read(NPA_VF_REG_INTR_MASK) == 0 {
-                vf.write(NPA_VF_REG_INTR_MASK, 1)
-                vf.interrupt?.signal()
-                vf.counters.interrupts &+= 1
+        for ref in vfRefs {
+            ref._withUnsafeGuaranteedRef { vf in
+                guard vf.pendingInterrupt else { return }
+                vf.pendingInterrupt = false
+                if vf.read(NPA_VF_REG_INTR_MASK) == 0 {
+                    vf.write(NPA_VF_REG_INTR_MASK, 1)
+                    vf.interrupt?.signal()
+                    vf.counters.interrupts &+= 1
+                }
             }
         }
     }
@@ -278,15 +293,18 @@ public final class SoftNIC: @unchecked Sendable {
         var n = 0
         var upward = false
         if (dst >> 40) & 1 == 1 {
-            for other in vfs where other !== sender && other.enabled && other.isMember(vlan: vlan) && other.accepts(destination: dst) {
-                destinations[n] = other.index
-                n += 1
+            for ref in vfRefs {
+                ref._withUnsafeGuaranteedRef { other in
+                    guard other !== sender, other.enabled, other.isMember(vlan: vlan), other.accepts(destination: dst) else { return }
+                    destinations[n] = other.index
+                    n += 1
+                }
             }
             upward = true
         } else if let target = macTable.port(mac: dst, vlan: vlan) {
             if target == sender?.index {
                 // no hairpin
-            } else if vfs[target].enabled {
+            } else if vfRefs[target]._withUnsafeGuaranteedRef({ $0.enabled }) {
                 destinations[0] = target
                 n = 1
             } else {
@@ -298,11 +316,12 @@ public final class SoftNIC: @unchecked Sendable {
         guard n > 0 else { return upward }
         let hash = EthernetFrame.flowHash(frame, length: min(length, 64))
         for k in 0..<n {
-            let target = vfs[destinations[k]]
-            if model == .dring {
-                deliverDescriptorRing(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: sender)
-            } else {
-                deliverCompletionQueue(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: sender)
+            vfRefs[destinations[k]]._withUnsafeGuaranteedRef { target in
+                if model == .dring {
+                    deliverDescriptorRing(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: sender)
+                } else {
+                    deliverCompletionQueue(to: target, frame, length: length, hash: hash, source: src, vlan: vlan, sender: sender)
+                }
             }
         }
         return upward

@@ -146,6 +146,12 @@ public struct TrafficWorkload {
             }
         }
         _ = nic.flush(timeoutMilliseconds: 10_000)
+        // A windowed stream ends when the receiver has acknowledged everything (or stalls).
+        while self.window != nil && window.inFlight(sent: sender.sent) > 0 {
+            if !window.takeAcknowledgements(nic, waitMilliseconds: WindowState.stallMilliseconds) {
+                window.writeOff(sent: sender.sent)
+            }
+        }
         s.sent = sender.sent
         s.windowStalls = window.stalls
         finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent)
@@ -156,7 +162,7 @@ public struct TrafficWorkload {
     private struct WindowState {
         /// Without a new acknowledgement for this long, the frames in flight count as lost (the
         /// receiver dropped some), so a lost frame cannot stall the stream for good.
-        static let stallMilliseconds = 20
+        static let stallMilliseconds = 50
         var acknowledged = 0
         var writtenOff = 0
         var stalls = 0
@@ -209,8 +215,9 @@ public struct TrafficWorkload {
             if let to = peer, verifier.unique > acknowledged, verifier.unique - acknowledged >= ackEvery || n == 0 {
                 if acknowledge(nic, to: to, count: verifier.unique) { acknowledged = verifier.unique }
             }
-            if n == 0 && !stopping {
-                n = nic.receive(maxFrames: 256, timeoutMilliseconds: Int(min(100, (deadline - now) / 1_000_000 + 1)), record)
+            if n == 0 {
+                // Once the sender has finished, a short wait drains frames still being delivered.
+                n = nic.receive(maxFrames: 256, timeoutMilliseconds: stopping ? 10 : Int(min(100, (deadline - now) / 1_000_000 + 1)), record)
             }
             if firstFrame == 0 && verifier.unique > 0 { firstFrame = cnpa_monotonic_ns() }
             if stopping && n == 0 { break }

@@ -29,6 +29,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Pin the sending guest, receiving guest, host and NIC engine threads to these CPUs, e.g. 0,1,0,1.")
     var cpus: String?
 
+    @Option(help: "Run one mode only (emulated or passthrough), e.g. under a profiler; no ratios then.")
+    var only: Mode?
+
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
@@ -36,6 +39,7 @@ struct Bench: ParsableCommand {
     var plot: String?
 
     enum PollMode: String, ExpressibleByArgument, CaseIterable { case interrupt, busy }
+    enum Mode: String, ExpressibleByArgument, CaseIterable { case emulated, passthrough }
 
     var parsedSizes: [Int] {
         sizes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
@@ -85,6 +89,10 @@ struct Bench: ParsableCommand {
             ghz: ClockCalibration.gigahertz(), ghzMethod: ClockCalibration.method, model: model, queues: queues,
             polling: poll == .busy ? "busy-poll" : "interrupts after a short spin", pinning: cpus ?? "none", secondsPerRun: duration))
         for size in parsedSizes {
+            if let only {
+                report.add(fullRate: try setup.measure(frameBytes: size, passthrough: only == .passthrough, rate: nil, seconds: duration))
+                continue
+            }
             let emulated = try setup.measure(frameBytes: size, passthrough: false, rate: nil, seconds: duration)
             let passthrough = try setup.measure(frameBytes: size, passthrough: true, rate: nil, seconds: duration)
             report.add(fullRate: emulated)
