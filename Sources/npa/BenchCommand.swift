@@ -8,8 +8,11 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Emulated vs passthrough: throughput, CPU by role, Mbps/GHz, ratios, CPU at equal load.")
 
-    @Option(help: "Seconds of traffic per run (four runs per frame size).")
-    var duration: Double = 3
+    @Option(help: "Seconds of traffic per run.")
+    var duration: Double = 2
+
+    @Option(name: .customLong("repeat"), help: "Full-rate runs per mode and frame size; the median is reported.")
+    var repeats: Int = 3
 
     @Option(help: "Frame sizes in bytes, comma separated (64...9018).")
     var sizes: String = "64,1514,9014"
@@ -20,16 +23,24 @@ struct Bench: ParsableCommand {
     @Option(help: "TX/RX queues per guest (1...8); the sender spreads 2 flows per queue.")
     var queues: Int = 1
 
-    @Option(help: "Frames in flight before the sender waits for the receiver's acknowledgement, like TCP (0: none, like UDP).")
-    var window: Int = 768
+    @Option(help: "Descriptors per TX and RX ring, a power of two in 32...4096 (both modes).")
+    var ring: Int = 4096
+
+    @Option(help: "Frames in flight before the sender waits for the receiver's acknowledgement, like TCP (0: none, like UDP); default: 4 MiB worth, at most 3/4 of a ring.")
+    var window: Int?
 
     @Option(help: "Notification policy of guests and engines: interrupt (spin briefly, then sleep) or busy (never sleep).")
     var poll: PollMode = .interrupt
 
-    @Option(help: "Pin the sending guest, receiving guest, host and NIC engine threads to these CPUs, e.g. 0,1,0,1.")
-    var cpus: String?
+    @Option(help: "Interrupt mode: polls before a guest or an engine sleeps (both modes alike).")
+    var spin: Int = 256
 
-    @Option(help: "Run one mode only (emulated or passthrough), e.g. under a profiler; no ratios then.")
+    @Option(help: ArgumentHelp(
+        "Where the threads run: auto, none, or four CPUs for the sending guest, receiving guest, host and NIC engine (e.g. 0,1,0,1).",
+        discussion: "auto (the default) puts the host and NIC engines on CPU 0 and both guests on CPU 1, as a host keeps its data-path core apart from guest vCPUs; none leaves placement to the scheduler."))
+    var cpus: String = "auto"
+
+    @Option(help: "Run one mode only (emulated or passthrough), e.g. under a profiler; no ratios or equal load then.")
     var only: Mode?
 
     @Flag(help: "Print one JSON object instead of tables.")
@@ -39,28 +50,36 @@ struct Bench: ParsableCommand {
     var plot: String?
 
     enum PollMode: String, ExpressibleByArgument, CaseIterable { case interrupt, busy }
-    enum Mode: String, ExpressibleByArgument, CaseIterable { case emulated, passthrough }
+    enum Mode: String, ExpressibleByArgument, CaseIterable, Hashable { case emulated, passthrough }
 
     var parsedSizes: [Int] {
         sizes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     }
 
+    /// CPUs for (sending guest, receiving guest, host, NIC engine), or nil for no pinning.
     var parsedCPUs: [Int]? {
-        cpus.map { $0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+        switch cpus {
+        case "none": return nil
+        case "auto": return ProcessInfo.processInfo.activeProcessorCount >= 2 ? [1, 1, 0, 0] : nil
+        default: return cpus.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        }
     }
 
     func validate() throws {
         guard duration > 0, duration <= 600 else { throw ValidationError("--duration must be in (0, 600] seconds") }
+        guard (1...15).contains(repeats) else { throw ValidationError("--repeat must be 1...15") }
         let sizes = parsedSizes
         guard !sizes.isEmpty, sizes.count == self.sizes.split(separator: ",").count, sizes.allSatisfy({ (64...9018).contains($0) }) else {
             throw ValidationError("--sizes must list frame sizes from 64 to 9018 bytes, e.g. 64,1514,9014")
         }
         guard ["npa-dring", "npa-cq"].contains(model) else { throw ValidationError("--model must be npa-dring or npa-cq") }
         guard (1...8).contains(queues) else { throw ValidationError("--queues must be 1...8") }
-        guard window == 0 || (4...1000).contains(window) else {
-            throw ValidationError("--window must be 0 (none) or 4...1000 frames (the receiver posts 1023 buffers per queue)")
+        guard (1...1_000_000).contains(spin) else { throw ValidationError("--spin must be 1...1000000 polls") }
+        guard (32...4096).contains(ring), ring & (ring - 1) == 0 else { throw ValidationError("--ring must be a power of two in 32...4096") }
+        if let window, window != 0 && !(4...ring * 3 / 4).contains(window) {
+            throw ValidationError("--window must be 0 (none) or 4...\(ring * 3 / 4) frames (3/4 of the receiver's \(ring)-descriptor ring)")
         }
-        if let cpus {
+        if cpus != "auto" && cpus != "none" {
             let online = ProcessInfo.processInfo.activeProcessorCount
             guard let list = parsedCPUs, list.count == 4, list.count == cpus.split(separator: ",").count, list.allSatisfy({ (0..<online).contains($0) }) else {
                 throw ValidationError("--cpus needs four CPU numbers (sending guest, receiving guest, host, NIC engine) in 0...\(online - 1)")
@@ -81,26 +100,32 @@ struct Bench: ParsableCommand {
         guard let plugins = Demo.pluginDirectory() else {
             throw ValidationError("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
         }
-        let setup = BenchSetup(model: model, queues: queues, busyPoll: poll == .busy, window: window == 0 ? nil : window,
+        let setup = BenchSetup(model: model, queues: queues, busyPoll: poll == .busy, spin: spin, ringSize: ring, windowFrames: window,
                                cpus: parsedCPUs, plugins: plugins)
         let formatter = ISO8601DateFormatter()
         var report = BenchReport(machine: .init(
             date: formatter.string(from: Date()), cpus: ProcessInfo.processInfo.activeProcessorCount,
             ghz: ClockCalibration.gigahertz(), ghzMethod: ClockCalibration.method, model: model, queues: queues,
-            polling: poll == .busy ? "busy-poll" : "interrupts after a short spin", pinning: cpus ?? "none", secondsPerRun: duration))
+            polling: poll == .busy ? "busy-poll" : "interrupts after a short spin", pinning: parsedCPUs.map { "tx guest \($0[0]), rx guest \($0[1]), host \($0[2]), NIC \($0[3])" } ?? "none",
+            secondsPerRun: duration,
+            fullRateRuns: repeats, ringSize: ring, window: setup.windowDescription))
         for size in parsedSizes {
-            if let only {
-                report.add(fullRate: try setup.measure(frameBytes: size, passthrough: only == .passthrough, rate: nil, seconds: duration))
-                continue
+            // Full rate: `repeat` runs per mode, alternating modes so machine noise falls on
+            // both alike; each mode reports its median run by verified throughput.
+            var runs: [Mode: [BenchRun]] = [:]
+            for _ in 0..<repeats {
+                for mode in only.map({ [$0] }) ?? Mode.allCases {
+                    runs[mode, default: []].append(try setup.measure(frameBytes: size, passthrough: mode == .passthrough, rate: nil, seconds: duration))
+                }
             }
-            let emulated = try setup.measure(frameBytes: size, passthrough: false, rate: nil, seconds: duration)
-            let passthrough = try setup.measure(frameBytes: size, passthrough: true, rate: nil, seconds: duration)
-            report.add(fullRate: emulated)
-            report.add(fullRate: passthrough)
-            report.addRatios(frameBytes: size)
-            let rate = Self.equalLoadRate(emulated, passthrough)
-            report.add(equalLoadOf: try setup.measure(frameBytes: size, passthrough: false, rate: rate, seconds: duration),
-                       try setup.measure(frameBytes: size, passthrough: true, rate: rate, seconds: duration))
+            let median = runs.mapValues { $0.sorted { $0.mpps < $1.mpps }[$0.count / 2] }
+            for mode in Mode.allCases { if let run = median[mode] { report.add(fullRate: run) } }
+            if let emulated = median[.emulated], let passthrough = median[.passthrough] {
+                report.addRatios(frameBytes: size)
+                let rate = Self.equalLoadRate(emulated, passthrough)
+                report.add(equalLoadOf: try setup.measure(frameBytes: size, passthrough: false, rate: rate, seconds: duration),
+                           try setup.measure(frameBytes: size, passthrough: true, rate: rate, seconds: duration))
+            }
             if !json { FileHandle.standardError.write(Data("bench: \(size) B done\n".utf8)) }
         }
         if let plot {

@@ -13,15 +13,34 @@ struct BenchSetup {
     var model = "npa-dring"
     var queues = 1
     var busyPoll = false
-    /// Frames in flight before the sender waits for an acknowledgement; nil: no window.
-    var window: Int? = 768
+    /// Interrupt mode: empty polling passes before an engine sleeps, and polls before a guest
+    /// sleeps on its interrupt (the same in both modes).
+    var spin = 256
+    /// Descriptors per ring (vmxnet3 allows up to 4096), the same for both modes.
+    var ringSize = 4096
+    /// Frames in flight before the sender waits for an acknowledgement: a fixed count, 0 for no
+    /// window at all, or nil for `windowBytes` worth of frames (like a TCP window, in bytes, so
+    /// jumbo frames do not keep tens of megabytes in flight), at most 3/4 of a ring.
+    var windowFrames: Int? = nil
+    var windowBytes = 4 << 20
+
+    func window(frameBytes: Int) -> Int? {
+        if let frames = windowFrames { return frames == 0 ? nil : frames }
+        return max(64, min(ringSize * 3 / 4, windowBytes / frameBytes))
+    }
+
+    /// How the window is chosen, for the report.
+    var windowDescription: String {
+        guard let frames = windowFrames else { return "window \(windowBytes >> 20) MiB (at most \(ringSize * 3 / 4) frames)" }
+        return frames == 0 ? "no window" : "window \(frames) frames"
+    }
     /// CPUs for the sending guest, the receiving guest, the host and the NIC engine, or nil.
     var cpus: [Int]?
     var plugins: String
 
     /// The polling passes an engine makes before it sleeps; the guests spin as long.
-    var idlePasses: Int { busyPoll ? Int.max : 256 }
-    var guestSpinPolls: Int { busyPoll ? Int.max : 200 }
+    var idlePasses: Int { busyPoll ? Int.max : spin }
+    var guestSpinPolls: Int { busyPoll ? Int.max : spin }
 }
 
 /// One measured run: a sending guest thread, a receiving guest thread, the host engine and the
@@ -66,7 +85,10 @@ extension BenchSetup {
         let host = try InProcessHost(label: "bench", configuration: config)
         defer { host.stop() }
         let guest: (String, String) throws -> VirtualNIC = { name, mac in
-            try host.attach(name, mac: mac, memoryMiB: 96, frameBytes: size) { c in
+            // Room for every ring's buffers plus the TX pool, at the frame's buffer size.
+            let buffersMiB = (2 * queues * ringSize + ringSize) * (size > 2030 ? 9216 : 2048) >> 20
+            return try host.attach(name, mac: mac, memoryMiB: max(96, buffersMiB + 32), frameBytes: size) { c in
+                c.ringSize = ringSize
                 c.txQueues = queues
                 c.rxQueues = queues
                 c.spinPolls = guestSpinPolls
@@ -82,7 +104,7 @@ extension BenchSetup {
         // Enough sequence numbers for the fastest path; the receiver's bitmap is one bit each.
         let count = rate.map { Int($0 * seconds) } ?? Int(seconds * (size <= 128 ? 40e6 : size <= 2048 ? 10e6 : 3e6))
         var workload = TrafficWorkload(count: count, frameBytes: size, rate: rate, flows: 2 * queues, timeoutSeconds: seconds * 3 + 10)
-        workload.window = window
+        workload.window = window(frameBytes: size)
         let nicThread = host.daemon.nics.first?.engineThread
         let engines = [host.thread] + (nicThread.map { [$0] } ?? [])
         let control = BenchControl(deadline: cnpa_monotonic_ns() + UInt64(seconds * 1e9), paced: rate != nil)

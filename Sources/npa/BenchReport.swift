@@ -80,10 +80,16 @@ struct BenchReport: Codable {
         var polling: String
         var pinning: String
         var secondsPerRun: Double
+        var fullRateRuns: Int
+        var ringSize: Int
+        /// How many frames a windowed stream keeps in flight (or that it has no window).
+        var window: String
         enum CodingKeys: String, CodingKey {
-            case date, cpus, ghz, model, queues, polling, pinning
+            case date, cpus, ghz, model, queues, polling, pinning, window
             case ghzMethod = "ghz_method"
             case secondsPerRun = "seconds_per_run"
+            case fullRateRuns = "full_rate_runs"
+            case ringSize = "ring_size"
         }
     }
 
@@ -138,7 +144,9 @@ struct BenchReport: Codable {
 
     func text() -> String {
         let m = machine
-        var out = "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.polling), pinning: \(m.pinning), \(m.secondsPerRun) s per run\n"
+        var out = "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.ringSize)-descriptor rings, "
+            + "\(m.window), \(m.polling), pinning: \(m.pinning)\n"
+        out += "\(m.secondsPerRun) s per run; full rate: median of \(m.fullRateRuns) run(s) per mode by verified throughput\n"
         out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n\n", m.ghz, m.ghzMethod)
         out += "full rate (frames the receiver verified; cores = CPU seconds per second):\n"
         var rows = [["dir", "mode", "frame B", "verified/sent", "dropped", "Mpps", "Gbit/s", "guest", "host", "hw", "Mbps/GHz", "wake-ups/MB"]]

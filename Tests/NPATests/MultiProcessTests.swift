@@ -184,7 +184,7 @@ enum SeqPacketProbe {
         p.executableURL = npaExecutable
         let plot = NSTemporaryDirectory() + "npa-bench-\(getpid()).svg"
         defer { try? FileManager.default.removeItem(atPath: plot) }
-        p.arguments = ["bench", "--duration", "0.3", "--sizes", "1514", "--json", "--plot", plot]
+        p.arguments = ["bench", "--duration", "0.3", "--repeat", "1", "--sizes", "1514", "--json", "--plot", plot]
         p.currentDirectoryURL = root
         p.standardOutput = out
         try p.run()
