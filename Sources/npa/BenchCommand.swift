@@ -108,7 +108,8 @@ struct Bench: ParsableCommand {
             ghz: ClockCalibration.gigahertz(), ghzMethod: ClockCalibration.method, model: model, queues: queues,
             polling: poll == .busy ? "busy-poll" : "interrupts after a short spin", pinning: parsedCPUs.map { "tx guest \($0[0]), rx guest \($0[1]), host \($0[2]), NIC \($0[3])" } ?? "none",
             secondsPerRun: duration,
-            fullRateRuns: repeats, ringSize: ring, window: setup.windowDescription))
+            fullRateRuns: repeats, ringSize: ring, window: setup.windowDescription,
+            coreToCoreRoundTripNS: parsedCPUs.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0]) }))
         for size in parsedSizes {
             // Full rate: `repeat` runs per mode, alternating modes so machine noise falls on
             // both alike; each mode reports its median run by verified throughput.

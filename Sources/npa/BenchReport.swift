@@ -84,8 +84,11 @@ struct BenchReport: Codable {
         var ringSize: Int
         /// How many frames a windowed stream keeps in flight (or that it has no window).
         var window: String
+        /// Cache-line round trip between the guests' and the engines' CPUs (nil: not pinned).
+        var coreToCoreRoundTripNS: Double?
         enum CodingKeys: String, CodingKey {
             case date, cpus, ghz, model, queues, polling, pinning, window
+            case coreToCoreRoundTripNS = "core_to_core_round_trip_ns"
             case ghzMethod = "ghz_method"
             case secondsPerRun = "seconds_per_run"
             case fullRateRuns = "full_rate_runs"
@@ -147,7 +150,11 @@ struct BenchReport: Codable {
         var out = "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.ringSize)-descriptor rings, "
             + "\(m.window), \(m.polling), pinning: \(m.pinning)\n"
         out += "\(m.secondsPerRun) s per run; full rate: median of \(m.fullRateRuns) run(s) per mode by verified throughput\n"
-        out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n\n", m.ghz, m.ghzMethod)
+        out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n", m.ghz, m.ghzMethod)
+        if let rt = m.coreToCoreRoundTripNS {
+            out += String(format: "cache line round trip between the guests' and the engines' CPUs: %.0f ns (the VM's vCPU placement; it moves every figure)\n", rt)
+        }
+        out += "\n"
         out += "full rate (frames the receiver verified; cores = CPU seconds per second):\n"
         var rows = [["dir", "mode", "frame B", "verified/sent", "dropped", "Mpps", "Gbit/s", "guest", "host", "hw", "Mbps/GHz", "wake-ups/MB"]]
         for r in results {
