@@ -174,6 +174,20 @@ enum SeqPacketProbe {
 }
 
 @Suite(.serialized) struct BenchCommandTests {
+    /// Bad options are refused before anything runs, each with a message naming the option.
+    @Test(arguments: [
+        (["--sizes", "10"], "--sizes"), (["--sizes", "64,abc"], "--sizes"), (["--cpus", "0,1"], "--cpus"),
+        (["--cpus", "0,1,0,99"], "--cpus"), (["--ring", "1000"], "--ring"), (["--window", "5000"], "--window"),
+        (["--plot", "chart.png"], "--plot"), (["--queues", "9"], "--queues"), (["--duration", "0"], "--duration"),
+        (["--model", "e1000"], "--model"), (["--repeat", "0"], "--repeat"),
+    ])
+    func badOptionsAreRefusedWithTheirName(_ arguments: [String], _ option: String) throws {
+        let p = try NPAProcess(["bench"] + arguments)
+        let (status, _, stderr) = p.finish()
+        #expect(status != 0)
+        #expect(stderr.contains(option), "\(stderr)")
+    }
+
     /// `npa bench`, short: both modes run, every offered frame is verified or counted, and the
     /// JSON has the documented shape.
     @Test func theBenchRunsBothModesAndReportsRatios() throws {

@@ -69,6 +69,24 @@ import Testing
         #expect(try a.deviceCounters()["rx_frames", default: 0] > 0)
     }
 
+    /// Busy-poll mode never sleeps on the interrupt, yet a wait with nothing to receive still
+    /// ends at its deadline, and frames that do arrive are still taken.
+    @Test func aBusyPollingGuestHonoursItsDeadlineAndStillReceives() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        var c = VirtualNIC.Configuration(name: "busy", mac: MACAddress("02:00:00:00:b0:01"))
+        c.ringSize = 256
+        c.memoryBytes = 8 << 20
+        c.spinPolls = Int.max
+        let busy = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c)
+        let peer = try attach(host, "peer", queues: 1)
+        #expect(busy.receive(maxFrames: 8, timeoutMilliseconds: 30).isEmpty)
+        #expect(busy.interruptWaits == 0)
+        #expect(peer.send([ethernetFrame(to: busy.mac, from: peer.mac)]) == 1)
+        #expect(receiveFrames(busy, count: 1).count == 1)
+        #expect(busy.interruptWaits == 0)
+    }
+
     final class Results: @unchecked Sendable {
         var send = TrafficSummary(role: "send")
         var receive = TrafficSummary(role: "recv")
