@@ -253,6 +253,7 @@ package final class ShellDataPath {
             plugin.receivedCount = 0
             let budget = UInt32(min(maxFrames - total, PluginHost.batchCapacity))
             let n = Int(plugin.ops.check_rx_ring!(plugin.state, UInt32(q), budget))
+            for i in 0..<n { cnpa_prefetch(plugin.pool.va(plugin.receivedIDs[i])) }
             for i in 0..<n {
                 let id = plugin.receivedIDs[i]
                 if plugin.receivedFlags[i] & UInt16(NPA_RX_FLAG_ERROR) != 0 || Int(plugin.receivedLengths[i]) > plugin.pool.bufferSize {

@@ -57,23 +57,37 @@ public struct TrafficWorkload {
             sequences = [UInt64](repeating: 0, count: workload.flows)
         }
 
+        /// Frames of the current paced burst not yet sent.
+        var burstRemaining = 0
+
         var done: Bool { sent >= workload.count }
 
-        /// Milliseconds until the rate allows the next burst (0 when it already does).
-        var millisecondsUntilNextBurst: Int {
-            guard let rate = workload.rate else { return 0 }
-            let due = start + UInt64(Double(sent + min(32, workload.count - sent) - 1) / rate * 1e9)
+        /// A paced sender waits until a quantum's worth of frames (50 µs, about the shortest
+        /// sleep the kernel gives) has fallen due and then sends them back to back, so a high
+        /// rate does not turn into a busy loop of one-frame bursts.
+        static let pacingQuantum = 50e-6
+
+        private func pacedBurst(_ rate: Double) -> Int { max(1, min(workload.count - sent, Int(rate * Self.pacingQuantum))) }
+
+        /// Microseconds until the rate allows the next burst (0 when it already does).
+        var microsecondsUntilNextBurst: Int {
+            guard let rate = workload.rate, burstRemaining == 0 else { return 0 }
+            let due = start + UInt64(Double(sent + pacedBurst(rate) - 1) / rate * 1e9)
             let now = cnpa_monotonic_ns()
-            return due > now ? Int((due - now) / 1_000_000) : 0
+            return due > now ? Int((due - now) / 1_000) : 0
         }
 
-        /// Sends one burst (one flow, up to 32 frames and `limit`, paced by the rate); returns frames sent.
+        /// Sends one batch (one flow, up to 32 frames and `limit`; paced: from the burst that
+        /// has fallen due); returns frames sent.
         mutating func step(_ nic: VirtualNIC, limit: Int = 32) -> Int {
             var burst = min(32, limit, workload.count - sent)
             if let rate = workload.rate {
-                let elapsed = Double(cnpa_monotonic_ns() - start) / 1e9
-                burst = min(burst, Int(rate * elapsed) + 1 - sent)
-                if burst <= 0 { return 0 }
+                if burstRemaining == 0 {
+                    let due = Int(rate * Double(cnpa_monotonic_ns() - start) / 1e9) + 1 - sent
+                    if due < pacedBurst(rate) { return 0 }
+                    burstRemaining = due
+                }
+                burst = min(burst, burstRemaining)
             }
             let flow = nextFlow
             let queue = flow % nic.txQueueCount
@@ -89,6 +103,7 @@ public struct TrafficWorkload {
             }
             sequences[flow] += UInt64(n)
             sent += n
+            burstRemaining = max(0, burstRemaining - n)
             // Round-robin over flows that still have frames to send.
             if n == burst || burst == 0 {
                 for _ in 0..<workload.flows {
@@ -136,10 +151,10 @@ public struct TrafficWorkload {
                 }
             }
             if sender.step(nic, limit: limit) == 0 {
-                let wait = sender.millisecondsUntilNextBurst
+                let wait = sender.microsecondsUntilNextBurst
                 if rate != nil {
                     nic.reclaimTransmitted()
-                    usleep(UInt32(max(50, min(wait, 100) * 1000)))  // pacing, not synchronisation
+                    usleep(UInt32(max(50, min(wait, 100_000))))  // pacing, not synchronisation
                 } else {
                     _ = nic.waitForTransmitSpace(queue: 0, timeoutMilliseconds: 10)
                 }
@@ -303,7 +318,7 @@ public struct TrafficWorkload {
             var progressed = false
             if !active.done { progressed = active.step(nic) > 0 }
             // Between paced bursts, sleep on the receive interrupt rather than spin.
-            let idle = active.done ? 100 : (progressed ? 0 : active.millisecondsUntilNextBurst)
+            let idle = active.done ? 100 : (progressed ? 0 : active.microsecondsUntilNextBurst / 1000)
             let n = nic.receive(maxFrames: 256, timeoutMilliseconds: idle) { verifier.record($0.bytes) }
             if !progressed && n == 0 && !active.done {
                 if rate != nil {

@@ -9,9 +9,9 @@ struct Bench: ParsableCommand {
         abstract: "Emulated vs passthrough: throughput, CPU by role, Mbps/GHz, ratios, CPU at equal load.")
 
     @Option(help: "Seconds of traffic per run.")
-    var duration: Double = 2
+    var duration: Double = 1.5
 
-    @Option(name: .customLong("repeat"), help: "Full-rate runs per mode and frame size; the median is reported.")
+    @Option(name: .customLong("repeat"), help: "Runs per mode, frame size and phase (full rate, equal load); the median is reported.")
     var repeats: Int = 3
 
     @Option(help: "Frame sizes in bytes, comma separated (64...9018).")
@@ -39,6 +39,9 @@ struct Bench: ParsableCommand {
         "Where the threads run: auto, none, or four CPUs for the sending guest, receiving guest, host and NIC engine (e.g. 0,1,0,1).",
         discussion: "auto (the default) puts the host and NIC engines on CPU 0 and both guests on CPU 1, as a host keeps its data-path core apart from guest vCPUs; none leaves placement to the scheduler."))
     var cpus: String = "auto"
+
+    @Option(help: "Offered load of the equal-load phase in frames/s (default: half the slower mode's full rate); with --only, that mode runs paced at it.")
+    var load: Double?
 
     @Option(help: "Run one mode only (emulated or passthrough), e.g. under a profiler; no ratios or equal load then.")
     var only: Mode?
@@ -68,6 +71,7 @@ struct Bench: ParsableCommand {
     func validate() throws {
         guard duration > 0, duration <= 600 else { throw ValidationError("--duration must be in (0, 600] seconds") }
         guard (1...15).contains(repeats) else { throw ValidationError("--repeat must be 1...15") }
+        if let load, !(1...100_000_000).contains(load) { throw ValidationError("--load must be 1...100000000 frames/s") }
         let sizes = parsedSizes
         guard !sizes.isEmpty, sizes.count == self.sizes.split(separator: ",").count, sizes.allSatisfy({ (64...9018).contains($0) }) else {
             throw ValidationError("--sizes must list frame sizes from 64 to 9018 bytes, e.g. 64,1514,9014")
@@ -116,16 +120,25 @@ struct Bench: ParsableCommand {
             var runs: [Mode: [BenchRun]] = [:]
             for _ in 0..<repeats {
                 for mode in only.map({ [$0] }) ?? Mode.allCases {
-                    runs[mode, default: []].append(try setup.measure(frameBytes: size, passthrough: mode == .passthrough, rate: nil, seconds: duration))
+                    let rate = only != nil ? load : nil
+                    runs[mode, default: []].append(try setup.measure(frameBytes: size, passthrough: mode == .passthrough, rate: rate, seconds: duration))
                 }
             }
             let median = runs.mapValues { $0.sorted { $0.mpps < $1.mpps }[$0.count / 2] }
             for mode in Mode.allCases { if let run = median[mode] { report.add(fullRate: run) } }
             if let emulated = median[.emulated], let passthrough = median[.passthrough] {
                 report.addRatios(frameBytes: size)
-                let rate = Self.equalLoadRate(emulated, passthrough)
-                report.add(equalLoadOf: try setup.measure(frameBytes: size, passthrough: false, rate: rate, seconds: duration),
-                           try setup.measure(frameBytes: size, passthrough: true, rate: rate, seconds: duration))
+                // Equal load: as many runs, alternating; each mode's median run by CPU used.
+                let rate = load ?? Self.equalLoadRate(emulated, passthrough)
+                var paced: [Mode: [BenchRun]] = [:]
+                for _ in 0..<repeats {
+                    for mode in Mode.allCases {
+                        paced[mode, default: []].append(try setup.measure(frameBytes: size, passthrough: mode == .passthrough, rate: rate, seconds: duration))
+                    }
+                }
+                let cpu = { (r: BenchRun) in r.cores(r.senderCPU + r.receiverCPU + r.hostCPU) }
+                let middle = paced.mapValues { $0.sorted { cpu($0) < cpu($1) }[$0.count / 2] }
+                report.add(equalLoadOf: middle[.emulated]!, middle[.passthrough]!)
             }
             if !json { FileHandle.standardError.write(Data("bench: \(size) B done\n".utf8)) }
         }

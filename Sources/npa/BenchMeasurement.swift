@@ -62,6 +62,9 @@ struct BenchRun {
     var doorbellKicks: UInt64 = 0
     var interruptWaits: UInt64 = 0
     var windowStalls = 0
+    /// Cache-line round trip between the guests' and the engines' CPUs just before the run
+    /// (nil without pinning): the VM's vCPU placement, which can change between runs.
+    var coreRoundTripNS: Double?
 
     var mode: String { passthrough ? "passthrough" : "emulated" }
     var mpps: Double { seconds > 0 ? Double(received) / seconds / 1e6 : 0 }
@@ -111,6 +114,7 @@ extension BenchSetup {
         defer { control.release() }
         let txBox = Unmanaged.passRetained(tx), rxBox = Unmanaged.passRetained(rx)
         defer { txBox.release(); rxBox.release() }
+        let roundTrip = cpus.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0], rounds: 20_000) }
         let results = BenchResults()
         let hostStart = EngineThread.cpuNanoseconds(of: host.thread)
         let hardwareStart = nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0
@@ -140,6 +144,7 @@ extension BenchSetup {
         run.invalid = results.receive.invalid
         run.dropped = results.receive.dropped.values.reduce(0, +)
         run.windowStalls = results.send.windowStalls
+        run.coreRoundTripNS = roundTrip
         run.doorbellKicks = tx.doorbellKicks + rx.doorbellKicks
         run.interruptWaits = tx.interruptWaits + rx.interruptWaits
         return run

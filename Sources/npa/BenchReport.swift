@@ -24,8 +24,10 @@ struct BenchReport: Codable {
         var sent: Int
         var received: Int
         var dropped: UInt64
+        var coreRoundTripNS: Double?
         enum CodingKeys: String, CodingKey {
             case direction, mode, mpps, gbps, sent, received, dropped
+            case coreRoundTripNS = "core_round_trip_ns"
             case frameBytes = "frame_bytes"
             case cpuCores = "cpu_cores"
             case mbpsPerGHz = "mbps_per_ghz"
@@ -115,7 +117,7 @@ struct BenchReport: Codable {
                 direction: direction, mode: r.mode, frameBytes: r.frameBytes, mpps: r.mpps, gbps: r.gbps,
                 cpuCores: Cores(guest: r.cores(guest), host: r.cores(r.hostCPU), hardware: r.cores(r.hardwareCPU)),
                 mbpsPerGHz: cores > 0 ? mbps / (cores * machine.ghz) : 0, wakeupsPerMB: r.wakeupsPerMB,
-                sent: r.sent, received: r.received, dropped: r.dropped))
+                sent: r.sent, received: r.received, dropped: r.dropped, coreRoundTripNS: r.coreRoundTripNS))
         }
     }
 
@@ -149,19 +151,20 @@ struct BenchReport: Codable {
         let m = machine
         var out = "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.ringSize)-descriptor rings, "
             + "\(m.window), \(m.polling), pinning: \(m.pinning)\n"
-        out += "\(m.secondsPerRun) s per run; full rate: median of \(m.fullRateRuns) run(s) per mode by verified throughput\n"
+        out += "\(m.secondsPerRun) s per run; median of \(m.fullRateRuns) run(s) per mode: by verified throughput at full rate, by CPU at equal load\n"
         out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n", m.ghz, m.ghzMethod)
         if let rt = m.coreToCoreRoundTripNS {
-            out += String(format: "cache line round trip between the guests' and the engines' CPUs: %.0f ns (the VM's vCPU placement; it moves every figure)\n", rt)
+            out += String(format: "cache line round trip between the guests' and the engines' CPUs: %.0f ns at the start (rt: before each run; the VM's vCPU placement moves every figure)\n", rt)
         }
         out += "\n"
         out += "full rate (frames the receiver verified; cores = CPU seconds per second):\n"
-        var rows = [["dir", "mode", "frame B", "verified/sent", "dropped", "Mpps", "Gbit/s", "guest", "host", "hw", "Mbps/GHz", "wake-ups/MB"]]
+        var rows = [["dir", "mode", "frame B", "verified/sent", "dropped", "Mpps", "Gbit/s", "guest", "host", "hw", "Mbps/GHz", "wake-ups/MB", "rt ns"]]
         for r in results {
             rows.append([r.direction, r.mode, "\(r.frameBytes)", "\(r.received)/\(r.sent)", "\(r.dropped)",
                          String(format: "%.3f", r.mpps), String(format: "%.2f", r.gbps),
                          String(format: "%.2f", r.cpuCores.guest), String(format: "%.2f", r.cpuCores.host), String(format: "%.2f", r.cpuCores.hardware),
-                         String(format: "%.0f", r.mbpsPerGHz), String(format: "%.2f", r.wakeupsPerMB)])
+                         String(format: "%.0f", r.mbpsPerGHz), String(format: "%.2f", r.wakeupsPerMB),
+                         r.coreRoundTripNS.map { String(format: "%.0f", $0) } ?? "-"])
         }
         out += StatusTable.table(rows)
         out += "\n\npassthrough / emulated Mbps per GHz of guest + host CPU (RFC 2010, 16 KiB netperf: TX 1.43, RX 1.70):\n"

@@ -79,6 +79,13 @@ static inline void cnpa_fence_seq_cst(void) { atomic_thread_fence(memory_order_s
 static inline void cnpa_fence_acquire(void) { atomic_thread_fence(memory_order_acquire); }
 static inline void cnpa_fence_release(void) { atomic_thread_fence(memory_order_release); }
 
+/// Starts pulling a cache line toward this core (a hint; never faults). The data paths issue
+/// these for a whole batch before touching any of it, so the misses on lines another core wrote
+/// overlap instead of queueing one behind the other.
+static inline void cnpa_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+/// The same for a line about to be written.
+static inline void cnpa_prefetch_for_write(const void *p) { __builtin_prefetch(p, 1, 3); }
+
 static inline void cnpa_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
