@@ -106,39 +106,15 @@ struct Bench: ParsableCommand {
         }
         let setup = BenchSetup(model: model, queues: queues, busyPoll: poll == .busy, spin: spin, ringSize: ring, windowFrames: window,
                                cpus: parsedCPUs, plugins: plugins)
-        let formatter = ISO8601DateFormatter()
-        var report = BenchReport(machine: .init(
-            date: formatter.string(from: Date()), cpus: ProcessInfo.processInfo.activeProcessorCount,
-            ghz: ClockCalibration.gigahertz(), ghzMethod: ClockCalibration.method, model: model, queues: queues,
-            polling: poll == .busy ? "busy-poll" : "interrupts after a short spin", pinning: parsedCPUs.map { "tx guest \($0[0]), rx guest \($0[1]), host \($0[2]), NIC \($0[3])" } ?? "none",
-            secondsPerRun: duration,
-            fullRateRuns: repeats, ringSize: ring, window: setup.windowDescription,
-            coreToCoreRoundTripNS: parsedCPUs.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0]) }))
+        var report = BenchReport(machine: machine(setup))
         for size in parsedSizes {
-            // Full rate: `repeat` runs per mode, alternating modes so machine noise falls on
-            // both alike; each mode reports its median run by verified throughput.
-            var runs: [Mode: [BenchRun]] = [:]
-            for _ in 0..<repeats {
-                for mode in only.map({ [$0] }) ?? Mode.allCases {
-                    let rate = only != nil ? load : nil
-                    runs[mode, default: []].append(try setup.measure(frameBytes: size, passthrough: mode == .passthrough, rate: rate, seconds: duration))
-                }
-            }
-            let median = runs.mapValues { $0.sorted { $0.mpps < $1.mpps }[$0.count / 2] }
-            for mode in Mode.allCases { if let run = median[mode] { report.add(fullRate: run) } }
-            if let emulated = median[.emulated], let passthrough = median[.passthrough] {
+            let full = try medianRuns(setup, frameBytes: size, modes: only.map { [$0] } ?? Mode.allCases, rate: only != nil ? load : nil) { $0.mpps }
+            for mode in Mode.allCases { if let run = full[mode] { report.add(fullRate: run) } }
+            if let emulated = full[.emulated], let passthrough = full[.passthrough] {
                 report.addRatios(frameBytes: size)
-                // Equal load: as many runs, alternating; each mode's median run by CPU used.
                 let rate = load ?? Self.equalLoadRate(emulated, passthrough)
-                var paced: [Mode: [BenchRun]] = [:]
-                for _ in 0..<repeats {
-                    for mode in Mode.allCases {
-                        paced[mode, default: []].append(try setup.measure(frameBytes: size, passthrough: mode == .passthrough, rate: rate, seconds: duration))
-                    }
-                }
-                let cpu = { (r: BenchRun) in r.cores(r.senderCPU + r.receiverCPU + r.hostCPU) }
-                let middle = paced.mapValues { $0.sorted { cpu($0) < cpu($1) }[$0.count / 2] }
-                report.add(equalLoadOf: middle[.emulated]!, middle[.passthrough]!)
+                let paced = try medianRuns(setup, frameBytes: size, modes: Mode.allCases, rate: rate) { $0.guestAndHostCores }
+                report.add(equalLoadOf: paced[.emulated]!, paced[.passthrough]!)
             }
             if !json { FileHandle.standardError.write(Data("bench: \(size) B done\n".utf8)) }
         }
@@ -146,5 +122,31 @@ struct Bench: ParsableCommand {
             try BenchPlot(report: report).svg().write(toFile: plot, atomically: true, encoding: .utf8)
         }
         print(json ? try report.json() : report.text())
+    }
+
+    /// `repeats` runs per mode, alternating modes so machine noise falls on both alike; each
+    /// mode's median run by `key` (verified throughput at full rate, CPU at a paced load).
+    private func medianRuns(
+        _ setup: BenchSetup, frameBytes: Int, modes: [Mode], rate: Double?, by key: (BenchRun) -> Double
+    ) throws -> [Mode: BenchRun] {
+        var runs: [Mode: [BenchRun]] = [:]
+        for _ in 0..<repeats {
+            for mode in modes {
+                runs[mode, default: []].append(try setup.measure(frameBytes: frameBytes, passthrough: mode == .passthrough, rate: rate, seconds: duration))
+            }
+        }
+        return runs.mapValues { $0.sorted { key($0) < key($1) }[$0.count / 2] }
+    }
+
+    /// What the report says about the machine and the policy both modes shared.
+    private func machine(_ setup: BenchSetup) -> BenchReport.Machine {
+        let cpus = setup.cpus
+        return BenchReport.Machine(
+            date: ISO8601DateFormatter().string(from: Date()), cpus: ProcessInfo.processInfo.activeProcessorCount,
+            ghz: ClockCalibration.gigahertz(), ghzMethod: ClockCalibration.method, model: model, queues: queues,
+            polling: poll == .busy ? "busy-poll" : "interrupts after a short spin",
+            pinning: cpus.map { "tx guest \($0[0]), rx guest \($0[1]), host \($0[2]), NIC \($0[3])" } ?? "none",
+            secondsPerRun: duration, fullRateRuns: repeats, ringSize: ring, window: setup.windowDescription,
+            coreToCoreRoundTripNS: cpus.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0]) })
     }
 }

@@ -72,6 +72,8 @@ struct BenchRun {
     var megabytes: Double { Double(received * frameBytes) / 1e6 }
     var wakeupsPerMB: Double { megabytes > 0 ? Double(doorbellKicks + interruptWaits) / megabytes : 0 }
     func cores(_ cpuSeconds: Double) -> Double { seconds > 0 ? cpuSeconds / seconds : 0 }
+    /// Both guests and the host, the CPU the RFC charges (the NIC engine is hardware).
+    var guestAndHostCores: Double { cores(senderCPU + receiverCPU + hostCPU) }
 }
 
 extension BenchSetup {

@@ -132,8 +132,7 @@ struct BenchReport: Codable {
     }
 
     mutating func add(equalLoadOf emulated: BenchRun, _ passthrough: BenchRun) {
-        let e = emulated.cores(emulated.senderCPU + emulated.receiverCPU + emulated.hostCPU)
-        let p = passthrough.cores(passthrough.senderCPU + passthrough.receiverCPU + passthrough.hostCPU)
+        let e = emulated.guestAndHostCores, p = passthrough.guestAndHostCores
         equalLoad.append(EqualLoad(
             frameBytes: emulated.frameBytes, offeredFPS: emulated.offeredRate ?? 0, emulatedCores: e, passthroughCores: p,
             emulatedHardwareCores: emulated.cores(emulated.hardwareCPU), passthroughHardwareCores: passthrough.cores(passthrough.hardwareCPU),
