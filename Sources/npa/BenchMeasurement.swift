@@ -112,11 +112,14 @@ extension BenchSetup {
         workload.window = window(frameBytes: size)
         let nicThread = host.daemon.nics.first?.engineThread
         let engines = [host.thread] + (nicThread.map { [$0] } ?? [])
+        if let cpus {
+            for (thread, cpu) in zip(engines, cpus.dropFirst(2)) { try EngineThread.pin(thread, toCPU: cpu) }
+        }
+        let roundTrip = cpus.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0], rounds: 20_000) }
         let control = BenchControl(deadline: cnpa_monotonic_ns() + UInt64(seconds * 1e9), paced: rate != nil)
         defer { control.release() }
         let txBox = Unmanaged.passRetained(tx), rxBox = Unmanaged.passRetained(rx)
         defer { txBox.release(); rxBox.release() }
-        let roundTrip = cpus.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0], rounds: 20_000) }
         let results = BenchResults()
         let hostStart = EngineThread.cpuNanoseconds(of: host.thread)
         let hardwareStart = nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0
@@ -129,7 +132,7 @@ extension BenchSetup {
             control.senderFinished = true
         }
         if let cpus {
-            for (thread, cpu) in zip([sender, receiver] + engines, cpus) { try EngineThread.pin(thread, toCPU: cpu) }
+            for (thread, cpu) in zip([sender, receiver], cpus) { try EngineThread.pin(thread, toCPU: cpu) }
         }
         EngineThread.join(sender)
         EngineThread.join(receiver)

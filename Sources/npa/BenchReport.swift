@@ -24,9 +24,14 @@ struct BenchReport: Codable {
         var sent: Int
         var received: Int
         var dropped: UInt64
+        /// Verification failures (should all be 0): repeated, reordered or malformed frames.
+        var duplicates: Int
+        var outOfOrder: Int
+        var invalid: Int
         var coreRoundTripNS: Double?
         enum CodingKeys: String, CodingKey {
-            case direction, mode, mpps, gbps, sent, received, dropped
+            case direction, mode, mpps, gbps, sent, received, dropped, duplicates, invalid
+            case outOfOrder = "out_of_order"
             case coreRoundTripNS = "core_round_trip_ns"
             case frameBytes = "frame_bytes"
             case cpuCores = "cpu_cores"
@@ -117,7 +122,8 @@ struct BenchReport: Codable {
                 direction: direction, mode: r.mode, frameBytes: r.frameBytes, mpps: r.mpps, gbps: r.gbps,
                 cpuCores: Cores(guest: r.cores(guest), host: r.cores(r.hostCPU), hardware: r.cores(r.hardwareCPU)),
                 mbpsPerGHz: cores > 0 ? mbps / (cores * machine.ghz) : 0, wakeupsPerMB: r.wakeupsPerMB,
-                sent: r.sent, received: r.received, dropped: r.dropped, coreRoundTripNS: r.coreRoundTripNS))
+                sent: r.sent, received: r.received, dropped: r.dropped,
+                duplicates: r.duplicates, outOfOrder: r.outOfOrder, invalid: r.invalid, coreRoundTripNS: r.coreRoundTripNS))
         }
     }
 
@@ -166,6 +172,9 @@ struct BenchReport: Codable {
                          r.coreRoundTripNS.map { String(format: "%.0f", $0) } ?? "-"])
         }
         out += StatusTable.table(rows)
+        for r in results where r.direction == "RX" && r.duplicates + r.outOfOrder + r.invalid > 0 {
+            out += "\nverification FAILED for \(r.mode) \(r.frameBytes) B: \(r.duplicates) duplicates, \(r.outOfOrder) out of order, \(r.invalid) invalid"
+        }
         out += "\n\npassthrough / emulated Mbps per GHz of guest + host CPU (RFC 2010, 16 KiB netperf: TX 1.43, RX 1.70):\n"
         for r in ratios { out += String(format: "  %@ %5d B: %.2f\n", r.direction, r.frameBytes, r.passthroughOverEmulated) }
         out += "\nequal offered load (guest + host cores; the RFC: \"up to 40 % CPU saved\"):\n"

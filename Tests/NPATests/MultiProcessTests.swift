@@ -211,6 +211,7 @@ enum SeqPacketProbe {
         for r in results {
             let sent = r["sent"] as? Int ?? -1, received = r["received"] as? Int ?? -2, dropped = r["dropped"] as? Int ?? -3
             #expect(sent > 0 && received + dropped == sent, "\(r)")
+            #expect(r["duplicates"] as? Int == 0 && r["out_of_order"] as? Int == 0 && r["invalid"] as? Int == 0, "\(r)")
             #expect((r["cpu_cores"] as? [String: Double])?["guest"] != nil)
         }
         let ratios = json?["ratios"] as? [[String: Any]] ?? []
