@@ -21,10 +21,11 @@ public enum TrafficFrame {
         let p = buffer.baseAddress!
         func be16(_ v: UInt16, _ off: Int) { p.storeBytes(of: v.bigEndian, toByteOffset: off, as: UInt16.self) }
         func be32(_ v: UInt32, _ off: Int) { p.storeBytes(of: v.bigEndian, toByteOffset: off, as: UInt32.self) }
-        for i in 0..<6 {
-            p.storeBytes(of: UInt8(truncatingIfNeeded: destination.value >> (40 - 8 * i)), toByteOffset: i, as: UInt8.self)
-            p.storeBytes(of: UInt8(truncatingIfNeeded: source.value >> (40 - 8 * i)), toByteOffset: 6 + i, as: UInt8.self)
-        }
+        // MACs as one 4-byte and one 2-byte store each (this runs once per frame sent).
+        be32(UInt32(truncatingIfNeeded: destination.value >> 16), 0)
+        be16(UInt16(truncatingIfNeeded: destination.value), 4)
+        be32(UInt32(truncatingIfNeeded: source.value >> 16), 6)
+        be16(UInt16(truncatingIfNeeded: source.value), 10)
         be16(0x0800, 12)
         // IPv4: 10.0.x.y addresses derived from the MACs, protocol UDP.
         let ipLength = UInt16(length - 14)
