@@ -143,9 +143,11 @@ enum EmulationPlugin {
             let regs = state.pointee.registers!
             cnpa_store_relaxed_u32(regs + VMXNET3.RegisterPage.txProducer(q), c.next)
             // Publish, then read the device's sleep flag; pairs with the device's "announce
-            // sleep, fence, re-check rings".
+            // sleep, fence, re-check rings". Taking the flag with an exchange makes one sleep
+            // cost one kick, not one per batch written while the device wakes up.
             cnpa_fence_seq_cst()
-            if cnpa_load_relaxed_u32(regs + VMXNET3.RegisterPage.deviceSleeping) != 0 {
+            let sleeping = regs + VMXNET3.RegisterPage.deviceSleeping
+            if cnpa_load_relaxed_u32(sleeping) != 0 && cnpa_exchange_u32(sleeping, 0) != 0 {
                 state.pointee.shell.pointee.kick(state.pointee.shell.pointee.shell, UInt32(q))
             }
         }

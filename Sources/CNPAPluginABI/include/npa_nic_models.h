@@ -19,7 +19,7 @@
 
 /* ---- VF register page, common part (both models) ---- */
 #define NPA_VF_REG_PAGE_SIZE 4096u
-#define NPA_VF_REG_ENGINE_SLEEPING 0x000u /* u32, NIC: 1 = asleep, a doorbell write needs a kick */
+#define NPA_VF_REG_ENGINE_SLEEPING 0x000u /* u32, NIC: 1 = asleep, a doorbell write needs a kick; the driver that kicks swaps it to 0 */
 #define NPA_VF_REG_INTR_MASK 0x008u       /* u32, 1 = masked; the NIC sets it when it fires (auto-mask) */
 #define NPA_VF_REG_STATUS 0x010u          /* u32, NIC: bit 0 enabled, bit 1 error (DMA fault) */
 #define NPA_VF_STATUS_ENABLED 0x1u

@@ -33,11 +33,16 @@ static inline int32_t npa_set_interrupt_mask(npa_plugin_state *s, uint32_t vecto
 }
 
 /* Publishes a doorbell value (descriptors first: release), then asks the shell to wake the
- * engine only if the VF page says it sleeps; pairs with the engine's "announce, fence, re-check". */
+ * engine only if the VF page says it sleeps; pairs with the engine's "announce, fence, re-check".
+ * The flag is taken with an exchange, so one sleep earns one kick: the batches written while the
+ * engine is still waking up do not each pay a system call. The plain read first keeps the common
+ * case (engine awake) free of a locked instruction. */
 static inline void npa_ring_doorbell(npa_plugin_state *s, uint32_t queue, uint32_t offset, uint32_t value) {
     npa_reg_write(s, offset, value);
     npa_fence_seq_cst();
-    if (npa_reg_read(s, NPA_VF_REG_ENGINE_SLEEPING)) s->shell->kick(s->shell->shell, queue);
+    if (npa_reg_read(s, NPA_VF_REG_ENGINE_SLEEPING) &&
+        npa_exchange_u32((char *)s->registers + NPA_VF_REG_ENGINE_SLEEPING, 0))
+        s->shell->kick(s->shell->shell, queue);
 }
 
 #endif

@@ -73,6 +73,10 @@ static inline uint64_t cnpa_load_relaxed_u64(const void *p) {
 static inline void cnpa_store_relaxed_u64(void *p, uint64_t v) {
     atomic_store_explicit((_Atomic uint64_t *)p, v, memory_order_relaxed);
 }
+/// Atomically replaces a word and returns the old value (sequentially consistent).
+static inline uint32_t cnpa_exchange_u32(void *p, uint32_t v) {
+    return atomic_exchange_explicit((_Atomic uint32_t *)p, v, memory_order_seq_cst);
+}
 /// Orders earlier writes before later reads: the "store flag, then re-check the ring" half of
 /// every sleep/wake handshake (both sides do it, so no wake-up is lost).
 static inline void cnpa_fence_seq_cst(void) { atomic_thread_fence(memory_order_seq_cst); }
