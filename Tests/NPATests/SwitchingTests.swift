@@ -220,14 +220,20 @@ import Testing
         while atB.unique < total && ContinuousClock.now < deadline {
             b.receive(maxFrames: 256, timeoutMilliseconds: 10) { atB.record($0.bytes) }
         }
-        while a.receive(maxFrames: 256, timeoutMilliseconds: 50, { atA.record($0.bytes) }) > 0 {}
+        // What b sent to a arrives, or a's NIC says it dropped it: wait (generously) until every
+        // frame is accounted for one way or the other, not for a quiet period.
+        var drops = try a.dropCounts()
+        var told = drops.values.reduce(0, +)
+        let accounted = ContinuousClock.now + .seconds(10)
+        while UInt64(atA.unique) + told < UInt64(total) && ContinuousClock.now < accounted {
+            a.receive(maxFrames: 256, timeoutMilliseconds: 10) { atA.record($0.bytes) }
+            drops = try a.dropCounts()
+            told = drops.values.reduce(0, +)
+        }
         #expect(a.mode == "emulated")
         // Everything a sent arrived, once, in order.
         #expect(atB.unique == total)
         #expect(atB.duplicates == 0 && atB.outOfOrder == 0)
-        // What b sent to a arrived, or a's NIC says it dropped it.
-        let drops = try a.dropCounts()
-        let told = drops.values.reduce(0, +)
         let ca = try a.deviceCounters().filter { $0.value > 0 }, cb = try b.deviceCounters().filter { $0.value > 0 }
         let up = try a.hostStatus().uplink
         #expect(UInt64(atA.unique) + told == UInt64(total),
