@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Seconds of traffic per run.")
     var duration: Double = 1.5
 
-    @Option(name: .customLong("repeat"), help: "Runs per mode, frame size and phase (full rate, equal load); the median is reported.")
+    @Option(name: .customLong("repeat"), help: "Rounds (one run per mode, back to back) per frame size and phase; the median round is reported.")
     var repeats: Int = 3
 
     @Option(help: "Frame sizes in bytes, comma separated (64...9018).")
@@ -124,18 +124,34 @@ struct Bench: ParsableCommand {
         print(json ? try report.json() : report.text())
     }
 
-    /// `repeats` runs per mode, alternating modes so machine noise falls on both alike; each
-    /// mode's median run by `key` (verified throughput at full rate, CPU at a paced load).
+    /// `repeats` rounds of one run per mode, back to back, so the two runs of a round see the
+    /// same machine. With both modes the reported round is the median by `key` (verified
+    /// throughput at full rate, CPU at a paced load) of the passthrough run, among the rounds
+    /// whose two runs met the same vCPU placement (see `samePlacement`), or among all rounds if
+    /// none did: comparing runs from different placements would skew the ratio several-fold.
     private func medianRuns(
         _ setup: BenchSetup, frameBytes: Int, modes: [Mode], rate: Double?, by key: (BenchRun) -> Double
     ) throws -> [Mode: BenchRun] {
-        var runs: [Mode: [BenchRun]] = [:]
+        var rounds: [[Mode: BenchRun]] = []
         for _ in 0..<repeats {
+            var round: [Mode: BenchRun] = [:]
             for mode in modes {
-                runs[mode, default: []].append(try setup.measure(frameBytes: frameBytes, passthrough: mode == .passthrough, rate: rate, seconds: duration))
+                round[mode] = try setup.measure(frameBytes: frameBytes, passthrough: mode == .passthrough, rate: rate, seconds: duration)
             }
+            rounds.append(round)
         }
-        return runs.mapValues { $0.sorted { key($0) < key($1) }[$0.count / 2] }
+        let judged = modes.last!
+        let comparable = rounds.filter { Self.samePlacement($0.values.map(\.coreRoundTripNS)) }
+        let pool = (comparable.isEmpty ? rounds : comparable).sorted { key($0[judged]!) < key($1[judged]!) }
+        return pool[pool.count / 2]
+    }
+
+    /// Whether runs met the same vCPU placement: their cache-line round trips lie within a factor
+    /// of 1.5 (the two placements of this VM differ by a factor of five), or were not measured.
+    static func samePlacement(_ roundTrips: [Double?]) -> Bool {
+        let known = roundTrips.compactMap { $0 }
+        guard let low = known.min(), let high = known.max(), low > 0 else { return true }
+        return high / low <= 1.5
     }
 
     /// What the report says about the machine and the policy both modes shared.

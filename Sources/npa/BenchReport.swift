@@ -156,7 +156,8 @@ struct BenchReport: Codable {
         let m = machine
         var out = "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.ringSize)-descriptor rings, "
             + "\(m.window), \(m.polling), pinning: \(m.pinning)\n"
-        out += "\(m.secondsPerRun) s per run; median of \(m.fullRateRuns) run(s) per mode: by verified throughput at full rate, by CPU at equal load\n"
+        out += "\(m.secondsPerRun) s per run; \(m.fullRateRuns) round(s) of one run per mode, back to back; reported: the median round (by passthrough's "
+            + "verified throughput at full rate, by its CPU at equal load) among rounds whose two runs met one vCPU placement\n"
         out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n", m.ghz, m.ghzMethod)
         if let rt = m.coreToCoreRoundTripNS {
             out += String(format: "cache line round trip between the guests' and the engines' CPUs: %.0f ns at the start (rt: before each run; the VM's vCPU placement moves every figure)\n", rt)
@@ -172,6 +173,12 @@ struct BenchReport: Codable {
                          r.coreRoundTripNS.map { String(format: "%.0f", $0) } ?? "-"])
         }
         out += StatusTable.table(rows)
+        for size in Set(results.map(\.frameBytes)).sorted() {
+            let trips = results.filter { $0.frameBytes == size }.map(\.coreRoundTripNS)
+            if !Bench.samePlacement(trips) {
+                out += "\nnote: at \(size) B no round had both modes in one vCPU placement (rt differs); its ratios compare unlike machines"
+            }
+        }
         for r in results where r.direction == "RX" && r.duplicates + r.outOfOrder + r.invalid > 0 {
             out += "\nverification FAILED for \(r.mode) \(r.frameBytes) B: \(r.duplicates) duplicates, \(r.outOfOrder) out of order, \(r.invalid) invalid"
         }
