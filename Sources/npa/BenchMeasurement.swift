@@ -59,8 +59,9 @@ struct BenchRun {
     /// Frames the receiving side dropped, by reason (counted by the device or the VF).
     var dropped: UInt64 = 0
     var senderCPU = 0.0, receiverCPU = 0.0, hostCPU = 0.0, hardwareCPU = 0.0
+    /// Eventfd signals: doorbell kicks the guests' drivers sent, interrupts the engines raised.
     var doorbellKicks: UInt64 = 0
-    var interruptWaits: UInt64 = 0
+    var interrupts: UInt64 = 0
     var windowStalls = 0
     /// Cache-line round trip between the guests' and the engines' CPUs just before the run
     /// (nil without pinning): the VM's vCPU placement, which can change between runs.
@@ -70,7 +71,7 @@ struct BenchRun {
     var mpps: Double { seconds > 0 ? Double(received) / seconds / 1e6 : 0 }
     var gbps: Double { seconds > 0 ? Double(received * frameBytes) * 8 / seconds / 1e9 : 0 }
     var megabytes: Double { Double(received * frameBytes) / 1e6 }
-    var wakeupsPerMB: Double { megabytes > 0 ? Double(doorbellKicks + interruptWaits) / megabytes : 0 }
+    var wakeupsPerMB: Double { megabytes > 0 ? Double(doorbellKicks + interrupts) / megabytes : 0 }
     func cores(_ cpuSeconds: Double) -> Double { seconds > 0 ? cpuSeconds / seconds : 0 }
     /// Both guests and the host, the CPU the RFC charges (the NIC engine is hardware).
     var guestAndHostCores: Double { cores(senderCPU + receiverCPU + hostCPU) }
@@ -120,6 +121,7 @@ extension BenchSetup {
         defer { control.release() }
         let txBox = Unmanaged.passRetained(tx), rxBox = Unmanaged.passRetained(rx)
         defer { txBox.release(); rxBox.release() }
+        let interruptsBefore = try Self.interruptsRaised(for: [tx, rx])
         let results = BenchResults()
         let hostStart = EngineThread.cpuNanoseconds(of: host.thread)
         let hardwareStart = nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0
@@ -151,8 +153,18 @@ extension BenchSetup {
         run.windowStalls = results.send.windowStalls
         run.coreRoundTripNS = roundTrip
         run.doorbellKicks = tx.doorbellKicks + rx.doorbellKicks
-        run.interruptWaits = tx.interruptWaits + rx.interruptWaits
+        run.interrupts = try Self.interruptsRaised(for: [tx, rx]) - interruptsBefore
         return run
+    }
+}
+
+extension BenchSetup {
+    /// Interrupts the engines signalled to these guests so far (device emulation and VF alike).
+    static func interruptsRaised(for nics: [VirtualNIC]) throws -> UInt64 {
+        try nics.reduce(UInt64(0)) { total, nic in
+            let c = try nic.deviceCounters()
+            return total + (c["interrupts"] ?? 0) + (c["vf_interrupts"] ?? 0)
+        }
     }
 }
 
