@@ -37,6 +37,10 @@ public final class SoftNIC: @unchecked Sendable {
     /// Frames the embedded switch sent out of the uplink port (unknown unicast, floods).
     public private(set) var uplinkFrames: UInt64 = 0
     public private(set) var uplinkBytes: UInt64 = 0
+    /// Frames that came in from the wire, and those the NIC could not take (malformed, or for
+    /// no VF while no PF driver listens).
+    public private(set) var wireFramesIn: UInt64 = 0
+    public private(set) var wireFramesDropped: UInt64 = 0
     /// The PF's receive queue: frames for MACs that are not on a VF, for the host's PF driver,
     /// which plugs it into the vswitch as its uplink (NPA's "PF filter for every vswitch MAC").
     public let pfReceive = FrameQueue(capacity: 2048)
@@ -361,6 +365,33 @@ public final class SoftNIC: @unchecked Sendable {
             }
         }
         publishAndInterrupt()
+    }
+
+    /// Frames arriving from the wire on the uplink port (a traffic source or a test plays the
+    /// network): switched to the VFs that own their (MAC, VLAN), flooded to VFs, and sent up the
+    /// PF for the vswitch — unknown unicast, floods, frames for a quiesced VF — when the PF
+    /// driver listens (otherwise those are counted in `wireFramesDropped`). Returns how many
+    /// frames were taken: it stops early while the PF queue is full, as a port honouring pause
+    /// frames would; the caller offers the rest again. Malformed frames are taken and counted.
+    public func receiveFromWire(count: Int, frame: (Int) -> (UnsafeRawPointer, Int)) -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        var taken = 0
+        while taken < count && (!pfEnabled || pfReceive.hasRoom) {
+            let (p, length) = frame(taken)
+            taken += 1
+            guard length >= EthernetFrame.headerLength, length <= Self.maximumFrame else {
+                wireFramesDropped &+= 1
+                continue
+            }
+            wireFramesIn &+= 1
+            if switchFrame(p, length: length, destination: EthernetFrame.mac(p, at: 0), source: EthernetFrame.mac(p, at: 6),
+                           vlan: EthernetFrame.vlanID(p, length: length), from: nil) {
+                if pfEnabled { pfReceive.push(p, length: length) } else { wireFramesDropped &+= 1 }
+            }
+        }
+        publishAndInterrupt()
+        return taken
     }
 
     /// True if the received copy still carries the source MAC and VLAN that were checked.
