@@ -162,7 +162,7 @@ struct Bench: ParsableCommand {
             ghz: ClockCalibration.gigahertz(), ghzMethod: ClockCalibration.method, model: model, queues: queues,
             polling: poll == .busy ? "busy-poll" : "interrupts after a short spin",
             pinning: cpus.map { "tx guest \($0[0]), rx guest \($0[1]), host \($0[2]), NIC \($0[3])" } ?? "none",
-            secondsPerRun: duration, fullRateRuns: repeats, ringSize: ring, window: setup.windowDescription,
+            secondsPerRun: duration, roundsPerPhase: repeats, ringSize: ring, window: setup.windowDescription,
             coreToCoreRoundTripNS: cpus.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0]) })
     }
 }

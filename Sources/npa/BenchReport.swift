@@ -93,7 +93,7 @@ struct BenchReport: Codable {
         var polling: String
         var pinning: String
         var secondsPerRun: Double
-        var fullRateRuns: Int
+        var roundsPerPhase: Int
         var ringSize: Int
         /// How many frames a windowed stream keeps in flight (or that it has no window).
         var window: String
@@ -104,7 +104,7 @@ struct BenchReport: Codable {
             case coreToCoreRoundTripNS = "core_to_core_round_trip_ns"
             case ghzMethod = "ghz_method"
             case secondsPerRun = "seconds_per_run"
-            case fullRateRuns = "full_rate_runs"
+            case roundsPerPhase = "rounds_per_phase"
             case ringSize = "ring_size"
         }
     }
@@ -163,7 +163,7 @@ struct BenchReport: Codable {
         let m = machine
         var out = "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.ringSize)-descriptor rings, "
             + "\(m.window), \(m.polling), pinning: \(m.pinning)\n"
-        out += "\(m.secondsPerRun) s per run; \(m.fullRateRuns) round(s) of one run per mode, back to back; reported: the median round (by passthrough's "
+        out += "\(m.secondsPerRun) s per run; \(m.roundsPerPhase) round(s) of one run per mode, back to back; reported: the median round (by passthrough's "
             + "verified throughput at full rate, by its CPU at equal load) among rounds whose two runs met one vCPU placement\n"
         out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n", m.ghz, m.ghzMethod)
         if let rt = m.coreToCoreRoundTripNS {
