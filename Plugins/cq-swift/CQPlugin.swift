@@ -142,6 +142,7 @@ func checkTx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32) -> UInt3
 
 func refillRx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32) -> UInt32 {
     guard qi < s.pointee.num_rx_queues else { return 0 }
+    _ = npa_vf_check_enabled(s)  // reports a VF that went down under us; harvest regardless
     let q = queue(s, qi, rx: true)
     let shell = s.pointee.shell.pointee
     let length = UInt16(truncatingIfNeeded: min(s.pointee.rx_buffer_size, 65535))
@@ -160,6 +161,7 @@ func refillRx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32) -> UInt
 
 func checkRx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32, _ maxFrames: UInt32) -> UInt32 {
     guard qi < s.pointee.num_rx_queues else { return 0 }
+    _ = npa_vf_check_enabled(s)  // reports a VF that went down under us; harvest regardless
     let q = queue(s, qi, rx: true)
     let shell = s.pointee.shell.pointee
     var n: UInt32 = 0

@@ -156,6 +156,7 @@ static uint32_t refill_rx_ring(npa_plugin_state *s, uint32_t qi) {
 
 static uint32_t check_rx_ring(npa_plugin_state *s, uint32_t qi, uint32_t max_frames) {
     if (qi >= s->num_rx_queues) return 0;
+    (void)npa_vf_check_enabled(s);  /* reports a VF that went down under us; harvest regardless */
     queue_state *q = &priv(s)->rx[qi];
     uint32_t n = 0;
     npa_cq_cq_entry *c;

@@ -146,6 +146,7 @@ static uint32_t refill_rx_ring(npa_plugin_state *s, uint32_t qi) {
 
 static uint32_t check_rx_ring(npa_plugin_state *s, uint32_t qi, uint32_t max_frames) {
     if (qi >= s->num_rx_queues) return 0;
+    (void)npa_vf_check_enabled(s);  /* reports a VF that went down under us; harvest regardless */
     queue_state *q = &priv(s)->rx[qi];
     npa_dring_rx_desc *ring = (npa_dring_rx_desc *)q->ring;
     uint32_t n = 0;

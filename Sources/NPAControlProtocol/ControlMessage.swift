@@ -41,6 +41,10 @@ public enum ControlMessage: Equatable, Sendable {
     /// Guest → host: the switch-in could not be completed (the plugin did not load, its init
     /// failed...); the guest stays on emulation. The host releases the VF and keeps the reason.
     case switchInFailed(reason: String)
+    /// Guest → host, in passthrough: the plugin reports that its device stopped working under it
+    /// (e.g. the VF was disabled without a DIC). The host resets the VF and switches the guest
+    /// out to emulation, keeping the reason for `npa status`.
+    case pluginFault(reason: String)
     /// Admin → host: switch a vNIC by name (`npa vnic switch-in/out`).
     case adminSwitch(vnic: String, toPassthrough: Bool)
     /// Admin → host: reset (FLR) a vNIC's VF now, without the guest's cooperation; the guest is
@@ -129,7 +133,7 @@ public enum ControlMessage: Equatable, Sendable {
         case attach = 1, attached, registerWrite, registerRead, registerResult
         case statusRequest, statusReply, countersRequest, countersReply, detach
         case error = 15
-        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed
+        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed, pluginFault
     }
 
     public func encode() -> [UInt8] {
@@ -211,6 +215,9 @@ public enum ControlMessage: Equatable, Sendable {
         case .switchInFailed(let reason):
             tag = .switchInFailed
             p.string(reason)
+        case .pluginFault(let reason):
+            tag = .pluginFault
+            p.string(reason)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -287,6 +294,8 @@ public enum ControlMessage: Equatable, Sendable {
             message = .adminResetVF(vnic: try r.string())
         case .switchInFailed:
             message = .switchInFailed(reason: try r.string())
+        case .pluginFault:
+            message = .pluginFault(reason: try r.string())
         }
         try r.expectEnd()
         return message

@@ -419,6 +419,12 @@ public final class HostDaemon: @unchecked Sendable {
             guard let d = c.device else { return reply(c, notAttached) }
             if d.pendingSwitch == .switchIn && d.mode == .emulated { abandonSwitch(d, "guest: \(reason)") }
             reply(c, .ok("staying on emulation"))
+        case .pluginFault(let reason):
+            guard let d = c.device else { return reply(c, notAttached) }
+            switch resetVF(d, reason: "plugin fault: \(reason)") {
+            case .success(let note): reply(c, .ok(note))
+            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            }
         case .adminResetVF(let name):
             guard let d = devices.first(where: { $0.name == name }) else {
                 return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))

@@ -97,7 +97,7 @@ extension HostDaemon {
     /// A VF reset without the guest's cooperation (VF reclaim, a faulting plugin): FLR now, the
     /// MAC back on the vswitch at once (frames for the guest then reach its emulated vNIC, where
     /// they are received or counted as dropped), then DIC so the guest moves to emulation.
-    func resetVF(_ device: EmulatedDevice) -> Result<String, SwitchRefusal> {
+    func resetVF(_ device: EmulatedDevice, reason: String = "VF reset by the host") -> Result<String, SwitchRefusal> {
         guard device.mode == .passthrough, let (nic, index) = device.vf else { return .failure(SwitchRefusal("the vNIC is not in passthrough")) }
         guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
         // FLR restarts the VF's counters: keep what it counted for this guest.
@@ -107,7 +107,7 @@ extension HostDaemon {
         if let uplink = uplinkNIC { drainPF(uplink) }
         device.pendingSwitch = .switchOut
         device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
-        device.switchReason = "VF reset by the host"
+        device.switchReason = reason
         logger.warning("vNIC '\(device.name)': \(nic.name)/vf\(index) reset (FLR); switching the guest out")
         device.raiseDeviceImplementationChange()
         return .success("\(nic.name)/vf\(index) of '\(device.name)' reset; the guest is moving to emulation")

@@ -33,6 +33,10 @@ package final class PluginHost {
     /// Indications naming a buffer the plugin did not hold: a plugin bug, counted and ignored.
     package private(set) var pluginFaults: UInt64 = 0
     package var kicks: UInt64 = 0
+    /// What the plugin reported through `report_fault`, first report only (the shell acts on it).
+    package private(set) var deviceFault: String?
+    /// Set once the shell has told the host about `deviceFault`.
+    package var faultForwarded = false
     var receiveErrors: UInt64 = 0
 
     package struct LoadError: Error, CustomStringConvertible {
@@ -109,7 +113,12 @@ package final class PluginHost {
             log: { _, level, message in
                 if level <= NPA_LOG_WARNING, let message { print("plugin: \(String(cString: message))") }
             },
-            time_ns: { _ in cnpa_monotonic_ns() }))
+            time_ns: { _ in cnpa_monotonic_ns() },
+            report_fault: { shell, reason in
+                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                    if host.deviceFault == nil { host.deviceFault = reason.map { String(cString: $0) } ?? "unspecified" }
+                }
+            }))
         services.pointee.shell = Unmanaged.passUnretained(self).toOpaque()
         state.pointee.abi_version = NPA_PLUGIN_ABI_VERSION
         state.pointee.num_tx_queues = UInt32(txRegions.count)

@@ -297,13 +297,23 @@ public final class VirtualNIC {
 
     private func installInterruptHook(_ path: ShellDataPath) {
         let ds = memory.base + Int(driverSharedGPA + VMXNET3.DriverShared.ecr)
-        path.interruptHook = { cnpa_load_acquire_u32(ds) & VMXNET3.Event.deviceImplementationChange != 0 }
+        let plugin = path.plugin
+        path.interruptHook = { [unowned plugin] in
+            cnpa_load_acquire_u32(ds) & VMXNET3.Event.deviceImplementationChange != 0 || (plugin.deviceFault != nil && !plugin.faultForwarded)
+        }
     }
 
     /// If the host raised DIC, asks it what changed and carries the switch out. Returns true if
     /// a switch request was handled (whether or not it succeeded).
     @discardableResult
     private func serviceSwitchIfRequested() -> Bool {
+        // A plugin that reported its device dead: ask the host (once) to reset the VF; it answers
+        // with DIC, handled below. A switch the host already started comes first.
+        if !dicPending, let current = passthrough, let fault = current.path.plugin.deviceFault, !current.path.plugin.faultForwarded {
+            current.path.plugin.faultForwarded = true
+            logTransition("plugin fault: \(fault)")
+            _ = try? channel.request(.pluginFault(reason: fault))
+        }
         guard dicPending else { return false }
         _ = try? channel.writeRegister(VMXNET3.Register.ecr.rawValue, VMXNET3.Event.deviceImplementationChange)
         logTransition("DIC: device implementation change")

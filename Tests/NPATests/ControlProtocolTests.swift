@@ -25,6 +25,7 @@ import Testing
         .ok("switched"),
         .adminResetVF(vnic: "beta"),
         .switchInFailed(reason: "plugin image does not load"),
+        .pluginFault(reason: "VF disabled under the plugin"),
     ]
 
     @Test(arguments: samples)

@@ -248,6 +248,52 @@ import Testing
     }
 }
 
+@Suite(.serialized) struct PluginFaultTests {
+    /// The PF side disables a guest's VF without telling it (no DIC). The plugin notices on its
+    /// next poll and reports the fault; the shell asks the host to reset the VF; the guest moves
+    /// to emulation with the reason in `npa status`, and nothing it sent is lost silently.
+    @Test(arguments: ["npa-dring", "npa-cq"])
+    func aVFThatDiesUnderThePluginIsReportedAndTheGuestMovesToEmulation(_ model: String) throws {
+        let host = try TestHost(configuration: .withNIC(model: model, vfs: 2))
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:f0:01", queues: 1, ringSize: 1024, memoryMiB: 32)
+        let b = try attach(host, "b", mac: "02:00:00:00:f0:02", queues: 1, ringSize: 1024, memoryMiB: 32)
+        try a.requestSwitch(toPassthrough: true)
+        _ = a.reclaimTransmitted()
+        #expect(a.mode == "passthrough")
+        let nic = try #require(host.daemon.nics.first)
+        let vf = try #require(try a.hostStatus().vnics.first { $0.name == "a" }?.vf?.split(separator: "f").last.flatMap { Int($0) })
+        let total = 2000
+        var atB = FlowVerifier(total: total, flows: 1)
+        var sent = 0
+        let deadline = ContinuousClock.now + .seconds(30)
+        while sent < total && ContinuousClock.now < deadline {
+            if sent == total / 2 && a.mode == "passthrough" { nic.quiesce(vf: vf) }  // dies silently
+            let first = sent
+            sent += a.transmit(count: min(20, total - sent)) { i, buf in
+                TrafficFrame.write(into: buf, destination: b.mac, source: a.mac, flow: 0, sequence: UInt64(first + i), length: 200)
+            }
+            a.receive(maxFrames: 64, timeoutMilliseconds: 0) { _ in }
+            b.receive(maxFrames: 256, timeoutMilliseconds: 0) { atB.record($0.bytes) }
+        }
+        #expect(a.flush(timeoutMilliseconds: 10_000))
+        var drops = try b.dropCounts()
+        let accounted = ContinuousClock.now + .seconds(10)
+        while UInt64(atB.unique) + drops.values.reduce(0, +) < UInt64(total) && ContinuousClock.now < accounted {
+            b.receive(maxFrames: 256, timeoutMilliseconds: 10) { atB.record($0.bytes) }
+            drops = try b.dropCounts()
+        }
+        #expect(sent == total)
+        #expect(a.mode == "emulated")
+        #expect(UInt64(atB.unique) + drops.values.reduce(0, +) == UInt64(total), "received \(atB.unique), told \(drops)")
+        #expect(atB.duplicates == 0 && atB.outOfOrder == 0)
+        let status = try a.hostStatus().vnics.first { $0.name == "a" }
+        #expect(status?.mode == "emulated")
+        #expect(status?.lastSwitchError == "plugin fault: VF disabled under the plugin")
+        #expect(a.switchLog.contains { $0.contains("plugin fault") })
+    }
+}
+
 @Suite(.serialized) struct FailedPluginTests {
     /// A plugin image that does not load leaves the guest on emulation, working, with the reason
     /// in `npa status`; the VF goes back to the pool.

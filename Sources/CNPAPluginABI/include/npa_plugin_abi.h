@@ -102,6 +102,11 @@ typedef struct npa_shell_services {
     void (*kick)(void *shell, uint32_t queue);
     void (*log)(void *shell, int32_t level, const char *message);
     uint64_t (*time_ns)(void *shell);
+    /** The device stopped working under the plugin (e.g. its VF was disabled without a switch
+     *  event). The shell asks the host to reset the VF and moves the guest back to emulation;
+     *  `reason` (copied, may be freed after the call) shows in the host's status. Appended in
+     *  ABI v1: a plugin built before it never calls it. */
+    void (*report_fault)(void *shell, const char *reason);
 } npa_shell_services;
 
 /** Everything the shell hands a plugin. Filled by the shell before sw_init. */

@@ -32,6 +32,16 @@ static inline int32_t npa_set_interrupt_mask(npa_plugin_state *s, uint32_t vecto
     return NPA_OK;
 }
 
+/* Whether the VF is enabled. A plugin calls it where it polls its rings and carries on either
+ * way (the shell drains the rings of a VF the host quiesced for a switch); if the VF went down
+ * without a switch event, the shell learns it through report_fault (it keeps the first report
+ * and ignores the rest, so calling this on every poll is fine). */
+static inline int npa_vf_check_enabled(npa_plugin_state *s) {
+    if (npa_reg_read(s, NPA_VF_REG_STATUS) & NPA_VF_STATUS_ENABLED) return 1;
+    if (s->shell->report_fault) s->shell->report_fault(s->shell->shell, "VF disabled under the plugin");
+    return 0;
+}
+
 /* Publishes a doorbell value (descriptors first: release), then asks the shell to wake the
  * engine only if the VF page says it sleeps; pairs with the engine's "announce, fence, re-check".
  * The flag is taken with an exchange, so one sleep earns one kick: the batches written while the
