@@ -59,6 +59,9 @@ struct Guest: ParsableCommand {
     @Option(help: "Give up after this many seconds.")
     var timeout: Double = 30
 
+    @Option(help: "send/recv: a windowed stream, like TCP: the sender keeps at most this many frames in flight and the receiver acknowledges every quarter window (give both the same value; keep it under the receiver's ring).")
+    var window: Int?
+
     @Flag(help: "send: wait until the destination is attached before sending.")
     var waitPeer = false
 
@@ -72,7 +75,9 @@ struct Guest: ParsableCommand {
     var hold = false
 
     var traffic: TrafficWorkload {
-        TrafficWorkload(count: count, frameBytes: size, rate: rate, flows: flows, flowBase: flowBase, timeoutSeconds: timeout)
+        var workload = TrafficWorkload(count: count, frameBytes: size, rate: rate, flows: flows, flowBase: flowBase, timeoutSeconds: timeout)
+        workload.window = window
+        return workload
     }
 
     func validate() throws {

@@ -58,6 +58,25 @@ import Testing
         #expect(UInt64(r.received) + dropped == UInt64(sent), "received \(r.received), dropped \(r.dropped)")
     }
 
+    /// Two processes at full speed with `--window`: the sender waits for acknowledgements, so
+    /// the receiver is never overrun: every frame arrives, nothing is even counted as dropped.
+    @Test func aWindowedStreamBetweenProcessesDropsNothingAtFullSpeed() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:00:32",
+                                   "--count", "30000", "--size", "128", "--window", "128", "--timeout", "120", "--json"])
+        #expect(recv.line(containing: "attached") != nil)
+        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:00:31",
+                                   "--to", "02:00:00:00:00:32", "--count", "30000", "--size", "128", "--window", "128",
+                                   "--wait-peer", "--json"])
+        let s = try summary(send.finish().stdout)
+        let r = try summary(recv.finish().stdout)
+        #expect(s.sent == 30_000)
+        #expect(r.received == 30_000)
+        #expect(r.duplicates == 0 && r.outOfOrder == 0 && r.invalid == 0)
+        #expect(r.dropped.isEmpty, "\(r.dropped)")
+    }
+
     @Test func aGuestThatDiesIsTornDownAndTheOthersKeepRunning() throws {
         let host = try TestHost()
         defer { host.stop() }
