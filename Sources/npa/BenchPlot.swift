@@ -82,8 +82,9 @@ struct BenchPlot {
         let h = Self.panelHeight, w = Self.panelWidth
         let values = panel.groups.flatMap { [$0.emulated, $0.passthrough] }.filter { $0 > 0 } + panel.references.map(\.0)
         let top = max(values.max() ?? 1, 1e-9)
-        // Linear axes start at 0; logarithmic ones span whole decades around the values.
-        let lowDecade = floor(log10(max(values.min() ?? 1, 1e-9))), highDecade = ceil(log10(top * 1.05))
+        // Linear axes start at 0; logarithmic ones span whole decades, from one below the
+        // smallest value (so the smallest bar is still a bar) to the one above the largest.
+        let lowDecade = floor(log10(max(values.min() ?? 1, 1e-9))) - 1, highDecade = ceil(log10(top * 1.05))
         let maximum = top * 1.15
         func height(_ v: Double) -> Double {
             guard v > 0 else { return 0 }
