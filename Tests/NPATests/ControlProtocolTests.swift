@@ -87,8 +87,8 @@ import Testing
     }
 }
 
-/// A small deterministic generator for fuzz-style tests.
-struct SplitMix {
+/// A small deterministic generator for fuzz-style tests (usable with `random(in:using:)`).
+struct SplitMix: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

@@ -48,3 +48,16 @@ func attach(_ host: TestHost, _ name: String, mac: String? = nil, queues: Int = 
 }
 
 import Glibc
+
+/// Receives on `nic` until each of `total` frames sent to it is either verified or counted as
+/// dropped by its NIC (waiting up to `timeoutMilliseconds`, a generous bound, never a quiet
+/// period). Returns the drop counts by reason.
+func receiveUntilAccounted(_ nic: VirtualNIC, _ verifier: inout FlowVerifier, total: Int, timeoutMilliseconds: Int = 10_000) throws -> [String: UInt64] {
+    var drops = try nic.dropCounts()
+    let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
+    while UInt64(verifier.unique) + drops.values.reduce(0, +) < UInt64(total) && ContinuousClock.now < deadline {
+        nic.receive(maxFrames: 256, timeoutMilliseconds: 10) { verifier.record($0.bytes) }
+        drops = try nic.dropCounts()
+    }
+    return drops
+}

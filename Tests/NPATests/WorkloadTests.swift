@@ -8,20 +8,8 @@ import Testing
 
 /// The pieces `npa bench` leans on: the switches' MAC table and the windowed stream.
 @Suite(.serialized) struct WorkloadTests {
-    /// A deterministic generator, so a failure replays.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test func theMACTableAgreesWithADictionaryThroughInsertsRemovesAndGrowth() {
-        var rng = SplitMix(state: 42)
+        var rng = SplitMix(seed: 42)  // deterministic, so a failure replays
         var table = MACTable(capacity: 4)
         var reference: [UInt64: Int] = [:]
         // Few distinct MACs and VLANs, so keys collide, repeat and are removed from probe runs.
