@@ -127,7 +127,7 @@ struct Bench: ParsableCommand {
     /// `repeats` rounds of one run per mode, back to back, so the two runs of a round see the
     /// same machine. With both modes the reported round is the median by `key` (verified
     /// throughput at full rate, CPU at a paced load) of the passthrough run, among the rounds
-    /// whose two runs met the same vCPU placement (see `samePlacement`), or among all rounds if
+    /// whose two runs met the same vCPU placement (`CoreToCoreLatency.samePlacement`), or among all rounds if
     /// none did: comparing runs from different placements would skew the ratio several-fold.
     private func medianRuns(
         _ setup: BenchSetup, frameBytes: Int, modes: [Mode], rate: Double?, by key: (BenchRun) -> Double
@@ -141,17 +141,9 @@ struct Bench: ParsableCommand {
             rounds.append(round)
         }
         let judged = modes.last!
-        let comparable = rounds.filter { Self.samePlacement($0.values.map(\.coreRoundTripNS)) }
+        let comparable = rounds.filter { CoreToCoreLatency.samePlacement($0.values.map(\.coreRoundTripNS)) }
         let pool = (comparable.isEmpty ? rounds : comparable).sorted { key($0[judged]!) < key($1[judged]!) }
         return pool[pool.count / 2]
-    }
-
-    /// Whether runs met the same vCPU placement: their cache-line round trips lie within a factor
-    /// of 1.5 (the two placements of this VM differ by a factor of five), or were not measured.
-    static func samePlacement(_ roundTrips: [Double?]) -> Bool {
-        let known = roundTrips.compactMap { $0 }
-        guard let low = known.min(), let high = known.max(), low > 0 else { return true }
-        return high / low <= 1.5
     }
 
     /// What the report says about the machine and the policy both modes shared.
@@ -163,6 +155,6 @@ struct Bench: ParsableCommand {
             polling: poll == .busy ? "busy-poll" : "interrupts after a short spin",
             pinning: cpus.map { "tx guest \($0[0]), rx guest \($0[1]), host \($0[2]), NIC \($0[3])" } ?? "none",
             secondsPerRun: duration, roundsPerPhase: repeats, ringSize: ring, window: setup.windowDescription,
-            coreToCoreRoundTripNS: cpus.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0]) })
+            coreToCoreRoundTripNS: setup.guestToEngineRoundTrip())
     }
 }

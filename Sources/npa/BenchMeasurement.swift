@@ -116,7 +116,7 @@ extension BenchSetup {
         if let cpus {
             for (thread, cpu) in zip(engines, cpus.dropFirst(2)) { try EngineThread.pin(thread, toCPU: cpu) }
         }
-        let roundTrip = cpus.flatMap { $0[0] == $0[2] ? nil : CoreToCoreLatency.roundTripNanoseconds(between: $0[2], and: $0[0], rounds: 20_000) }
+        let roundTrip = guestToEngineRoundTrip(rounds: 20_000)
         let control = BenchControl(deadline: cnpa_monotonic_ns() + UInt64(seconds * 1e9), paced: rate != nil)
         defer { control.release() }
         let txBox = Unmanaged.passRetained(tx), rxBox = Unmanaged.passRetained(rx)
@@ -159,6 +159,13 @@ extension BenchSetup {
 }
 
 extension BenchSetup {
+    /// The cache-line round trip between the sending guest's CPU and the host's, or nil when
+    /// the threads are not pinned apart.
+    func guestToEngineRoundTrip(rounds: Int = 200_000) -> Double? {
+        guard let cpus, cpus[0] != cpus[2] else { return nil }
+        return CoreToCoreLatency.roundTripNanoseconds(between: cpus[2], and: cpus[0], rounds: rounds)
+    }
+
     /// Interrupts the engines signalled to these guests so far (device emulation and VF alike).
     static func interruptsRaised(for nics: [VirtualNIC]) throws -> UInt64 {
         try nics.reduce(UInt64(0)) { total, nic in

@@ -182,7 +182,7 @@ struct BenchReport: Codable {
         out += StatusTable.table(rows)
         for size in Set(results.map(\.frameBytes)).sorted() {
             let trips = results.filter { $0.frameBytes == size }.map(\.coreRoundTripNS)
-            if !Bench.samePlacement(trips) {
+            if !CoreToCoreLatency.samePlacement(trips) {
                 out += "\nnote: at \(size) B no round had both modes in one vCPU placement (rt differs); its ratios compare unlike machines"
             }
         }

@@ -13,6 +13,14 @@ enum CoreToCoreLatency {
         return samples.sorted()[2]
     }
 
+    /// Whether runs met the same vCPU placement: their round trips lie within a factor of 1.5
+    /// (the two placements of this VM differ by a factor of five), or were not measured.
+    static func samePlacement(_ roundTrips: [Double?]) -> Bool {
+        let known = roundTrips.compactMap { $0 }
+        guard let low = known.min(), let high = known.max(), low > 0 else { return true }
+        return high / low <= 1.5
+    }
+
     /// Two threads take turns incrementing one word: the pinger sees even values, the ponger odd.
     private static func measure(_ a: Int, _ b: Int, rounds: Int) -> Double {
         let words = Shared(UnsafeMutablePointer<UInt64>.allocate(capacity: 8))  // one cache line

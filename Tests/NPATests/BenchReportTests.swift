@@ -43,9 +43,9 @@ import Testing
     }
 
     @Test func roundsFromDifferentVCPUPlacementsAreNotCompared() {
-        #expect(Bench.samePlacement([60, 64]))
-        #expect(Bench.samePlacement([nil, nil]))
-        #expect(Bench.samePlacement([320, nil]))
-        #expect(!Bench.samePlacement([62, 320]))
+        #expect(CoreToCoreLatency.samePlacement([60, 64]))
+        #expect(CoreToCoreLatency.samePlacement([nil, nil]))
+        #expect(CoreToCoreLatency.samePlacement([320, nil]))
+        #expect(!CoreToCoreLatency.samePlacement([62, 320]))
     }
 }
