@@ -358,8 +358,7 @@ public final class SoftNIC: @unchecked Sendable {
             pfTransmitted &+= 1
             // The PF is trusted and its frames sit in host memory the host does not change
             // mid-copy. What is for no VF leaves by the wire, never back up to the PF.
-            if switchFrame(p, length: length, destination: EthernetFrame.mac(p, at: 0), source: EthernetFrame.mac(p, at: 6),
-                           vlan: EthernetFrame.vlanID(p, length: length), from: nil) {
+            if switchFromUplinkPort(p, length: length) {
                 uplinkFrames &+= 1
                 uplinkBytes &+= UInt64(length)
             }
@@ -385,13 +384,20 @@ public final class SoftNIC: @unchecked Sendable {
                 continue
             }
             wireFramesIn &+= 1
-            if switchFrame(p, length: length, destination: EthernetFrame.mac(p, at: 0), source: EthernetFrame.mac(p, at: 6),
-                           vlan: EthernetFrame.vlanID(p, length: length), from: nil) {
+            if switchFromUplinkPort(p, length: length) {
                 if pfEnabled { pfReceive.push(p, length: length) } else { wireFramesDropped &+= 1 }
             }
         }
         publishAndInterrupt()
         return taken
+    }
+
+    /// A frame from the PF or the wire (no anti-spoofing on these ports) into the embedded
+    /// switch; true if it is also for no VF (flood, unknown unicast, quiesced VF).
+    @inline(__always)
+    private func switchFromUplinkPort(_ p: UnsafeRawPointer, length: Int) -> Bool {
+        switchFrame(p, length: length, destination: EthernetFrame.mac(p, at: 0), source: EthernetFrame.mac(p, at: 6),
+                    vlan: EthernetFrame.vlanID(p, length: length), from: nil)
     }
 
     /// True if the received copy still carries the source MAC and VLAN that were checked.

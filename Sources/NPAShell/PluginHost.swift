@@ -37,6 +37,8 @@ package final class PluginHost {
     package private(set) var deviceFault: String?
     /// Set once the shell has told the host about `deviceFault`.
     package var faultForwarded = false
+    /// The fault the host has not heard of yet, if any.
+    package var unforwardedFault: String? { faultForwarded ? nil : deviceFault }
     var receiveErrors: UInt64 = 0
 
     package struct LoadError: Error, CustomStringConvertible {

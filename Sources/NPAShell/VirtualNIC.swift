@@ -299,7 +299,7 @@ public final class VirtualNIC {
         let ds = memory.base + Int(driverSharedGPA + VMXNET3.DriverShared.ecr)
         let plugin = path.plugin
         path.interruptHook = { [unowned plugin] in
-            cnpa_load_acquire_u32(ds) & VMXNET3.Event.deviceImplementationChange != 0 || (plugin.deviceFault != nil && !plugin.faultForwarded)
+            cnpa_load_acquire_u32(ds) & VMXNET3.Event.deviceImplementationChange != 0 || plugin.unforwardedFault != nil
         }
     }
 
@@ -309,7 +309,7 @@ public final class VirtualNIC {
     private func serviceSwitchIfRequested() -> Bool {
         // A plugin that reported its device dead: ask the host (once) to reset the VF; it answers
         // with DIC, handled below. A switch the host already started comes first.
-        if !dicPending, let current = passthrough, let fault = current.path.plugin.deviceFault, !current.path.plugin.faultForwarded {
+        if !dicPending, let current = passthrough, let fault = current.path.plugin.unforwardedFault {
             current.path.plugin.faultForwarded = true
             logTransition("plugin fault: \(fault)")
             _ = try? channel.request(.pluginFault(reason: fault))
