@@ -15,9 +15,8 @@ trap 'kill $HOST 2>/dev/null || true' EXIT
 while [ ! -S "$SOCK" ]; do sleep 0.05; done
 cpu() { awk '{print ($14+$15)/100}' /proc/$1/stat; }
 H0=$(cpu $HOST)
-exec 3< <($NPA guest recv --host "$SOCK" --name rx --mac 02:00:00:00:00:02 --count "$COUNT" --size "$SIZE" --flows 4 --timeout 120 --json --until-eof < <(while kill -0 $HOST 2>/dev/null && [ ! -e "$SOCK.done" ]; do sleep 0.1; done))
-read -r _attached <&3
-$NPA guest send --host "$SOCK" --name tx --mac 02:00:00:00:00:01 --to 02:00:00:00:00:02 --count "$COUNT" --size "$SIZE" --flows 4 --json > "$SOCK.send"
+exec 3< <($NPA guest recv --host "$SOCK" --name rx --mac 02:00:00:00:00:02 --count "$COUNT" --timeout 120 --json --until-eof < <(while kill -0 $HOST 2>/dev/null && [ ! -e "$SOCK.done" ]; do sleep 0.1; done))
+$NPA guest send --host "$SOCK" --name tx --mac 02:00:00:00:00:01 --to 02:00:00:00:00:02 --count "$COUNT" --size "$SIZE" --flows 4 --wait-peer --json > "$SOCK.send"
 touch "$SOCK.done"
 RECV=$(cat <&3)
 H1=$(cpu $HOST)

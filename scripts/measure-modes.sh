@@ -31,8 +31,7 @@ for MODE in emulated passthrough; do
     $NPA host --socket "$SOCK" --config "$CONF" --log-level error &
     HOST=$!
     while [ ! -S "$SOCK" ]; do sleep 0.05; done
-    exec 3< <($NPA guest recv --host "$SOCK" --name rx --mac 02:00:00:00:00:02 --count "$COUNT" --size "$SIZE" --flows 2 --timeout 60 --json --until-eof < <(while [ ! -e "$SOCK.done" ]; do sleep 0.1; done))
-    read -r _attached <&3
+    exec 3< <($NPA guest recv --host "$SOCK" --name rx --mac 02:00:00:00:00:02 --count "$COUNT" --timeout 60 --json --until-eof < <(while [ ! -e "$SOCK.done" ]; do sleep 0.1; done))
     SEND=$($NPA guest send --host "$SOCK" --name tx --mac 02:00:00:00:00:01 --to 02:00:00:00:00:02 --count "$COUNT" --size "$SIZE" --flows 2 --wait-peer --json "${RATE_ARG[@]}" | tail -1)
     touch "$SOCK.done"
     RECV=$(cat <&3)

@@ -25,7 +25,7 @@ public struct TrafficWorkload {
         self.flowBase = flowBase
         self.frameBytes = frameBytes
         self.rate = rate
-        self.flows = max(1, flows)
+        self.flows = flows
         self.timeoutSeconds = timeoutSeconds
     }
 
@@ -115,13 +115,16 @@ public struct TrafficWorkload {
         }
     }
 
-    private func finish(_ s: inout TrafficSummary, nic: VirtualNIC, start: UInt64, cpuStart: UInt64, frames: Int) {
+    /// Fills in time, CPU and rates. `frames` and `bytes` are what the rates count: what was
+    /// sent for a sender, what was verified for a receiver (its actual lengths), both for duplex.
+    private func finish(_ s: inout TrafficSummary, nic: VirtualNIC, start: UInt64, cpuStart: UInt64, frames: Int, bytes: Int) {
         s.seconds = Double(cnpa_monotonic_ns() - start) / 1e9
         s.cpuSeconds = Double(Clock.threadCPUNanoseconds() - cpuStart) / 1e9
-        s.frameBytes = frameBytes
+        s.bytes = bytes
+        s.frameBytes = frames > 0 ? (bytes + frames / 2) / frames : 0
         if s.seconds > 0 {
             s.mpps = Double(frames) / s.seconds / 1e6
-            s.gbps = Double(frames) * Double(frameBytes) * 8 / s.seconds / 1e9
+            s.gbps = Double(bytes) * 8 / s.seconds / 1e9
         }
         s.dropped = (try? nic.dropCounts()) ?? [:]
         s.doorbellKicks = nic.doorbellKicks
@@ -167,9 +170,10 @@ public struct TrafficWorkload {
                 window.writeOff(sent: sender.sent)
             }
         }
+        s.expected = count
         s.sent = sender.sent
         s.windowStalls = window.stalls
-        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent)
+        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent, bytes: s.sent * frameBytes)
         return s
     }
 
@@ -208,7 +212,7 @@ public struct TrafficWorkload {
     /// so (checked between bursts; frames already in the ring are still taken), verifying each.
     public func receive(_ nic: VirtualNIC, shouldStop: () -> Bool = { false }) -> TrafficSummary {
         var s = TrafficSummary(role: "recv")
-        var verifier = FlowVerifier(total: count, flows: flows)
+        var verifier = FlowVerifier()
         let start = cnpa_monotonic_ns()
         let cpu = Clock.threadCPUNanoseconds()
         let deadline = start + UInt64(timeoutSeconds * 1e9)
@@ -240,12 +244,8 @@ public struct TrafficWorkload {
         }
         // The last frames end the loop: acknowledge them too, or the sender waits for nothing.
         if let to = peer, verifier.unique > acknowledged { _ = acknowledge(nic, to: to, count: verifier.unique) }
-        s.received = verifier.unique
-        s.duplicates = verifier.duplicates
-        s.outOfOrder = verifier.outOfOrder
-        s.invalid = verifier.invalid
-        s.lost = count - verifier.unique
-        finish(&s, nic: nic, start: firstFrame == 0 ? start : firstFrame, cpuStart: cpu, frames: s.received)
+        s.record(verifier, expected: count)
+        finish(&s, nic: nic, start: firstFrame == 0 ? start : firstFrame, cpuStart: cpu, frames: s.received, bytes: verifier.bytes)
         return s
     }
 
@@ -261,11 +261,13 @@ public struct TrafficWorkload {
     /// Sends every frame received back to its source, `count` times or until the timeout.
     public func echo(_ nic: VirtualNIC) -> TrafficSummary {
         var s = TrafficSummary(role: "echo")
+        s.expected = count
         let start = cnpa_monotonic_ns()
         let cpu = Clock.threadCPUNanoseconds()
         let deadline = start + UInt64(timeoutSeconds * 1e9)
         let own = nic.mac
         var pending: [[UInt8]] = []
+        var bytes = 0
         while (count == 0 || s.sent < count) && cnpa_monotonic_ns() < deadline {
             pending.removeAll(keepingCapacity: true)
             nic.receive(maxFrames: 64, timeoutMilliseconds: 200) { frame in
@@ -275,6 +277,7 @@ public struct TrafficWorkload {
                 for (i, b) in own.bytes.enumerated() { bytes[6 + i] = b }
                 pending.append(bytes)
             }
+            for frame in pending { bytes += frame.count }
             s.received += pending.count
             var offset = 0
             while offset < pending.count && cnpa_monotonic_ns() < deadline {
@@ -285,7 +288,7 @@ public struct TrafficWorkload {
             }
         }
         _ = nic.flush(timeoutMilliseconds: 10_000)
-        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent)
+        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent, bytes: bytes)
         return s
     }
 
@@ -294,7 +297,7 @@ public struct TrafficWorkload {
     /// receiving starts at once, so the peer's first frames find buffers.
     public func duplex(_ nic: VirtualNIC, peer: MACAddress) -> TrafficSummary {
         var s = TrafficSummary(role: "duplex")
-        var verifier = FlowVerifier(total: count, flows: flows)
+        var verifier = FlowVerifier()
         var start = cnpa_monotonic_ns()
         let cpu = Clock.threadCPUNanoseconds()
         var deadline = start + UInt64(timeoutSeconds * 1e9)
@@ -332,12 +335,8 @@ public struct TrafficWorkload {
         }
         _ = nic.flush(timeoutMilliseconds: 10_000)
         s.sent = sender?.sent ?? 0
-        s.received = verifier.unique
-        s.duplicates = verifier.duplicates
-        s.outOfOrder = verifier.outOfOrder
-        s.invalid = verifier.invalid
-        s.lost = count - verifier.unique
-        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent + s.received)
+        s.record(verifier, expected: count)
+        finish(&s, nic: nic, start: start, cpuStart: cpu, frames: s.sent + s.received, bytes: s.sent * frameBytes + verifier.bytes)
         return s
     }
 }

@@ -101,8 +101,14 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        // The plot is written after a minute of measuring: find out now whether it can be.
+        if let plot {
+            guard FileManager.default.createFile(atPath: plot, contents: nil) else {
+                throw CommandFailure("--plot \(plot): cannot create the file (does its folder exist and is it writable?)")
+            }
+        }
         guard let plugins = Demo.pluginDirectory() else {
-            throw ValidationError("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
+            throw CommandFailure("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
         }
         let setup = BenchSetup(model: model, queues: queues, busyPoll: poll == .busy, spin: spin, ringSize: ring, windowFrames: window,
                                cpus: parsedCPUs, plugins: plugins)
@@ -119,7 +125,9 @@ struct Bench: ParsableCommand {
             if !json { FileHandle.standardError.write(Data("bench: \(size) B done\n".utf8)) }
         }
         if let plot {
-            try BenchPlot(report: report).svg().write(toFile: plot, atomically: true, encoding: .utf8)
+            do { try BenchPlot(report: report).svg().write(toFile: plot, atomically: true, encoding: .utf8) } catch {
+                throw CommandFailure("--plot \(plot): \(error.localizedDescription)")
+            }
         }
         print(json ? try report.json() : report.text())
     }

@@ -109,7 +109,7 @@ struct Demo: ParsableCommand {
         for (spec, process, out, _) in running {
             guard let line = readSummaryLine(out.fileHandleForReading), let summary = try? TrafficSummary.decode(line) else {
                 process.waitUntilExit()
-                throw ValidationError("guest \(spec.name) exited (status \(process.terminationStatus)) without a summary")
+                throw CommandFailure("guest \(spec.name) exited (status \(process.terminationStatus)) without a summary")
             }
             summaries.append((spec, summary))
         }
@@ -121,8 +121,13 @@ struct Demo: ParsableCommand {
             try? input.fileHandleForWriting.close()
             process.waitUntilExit()
         }
+        let failures = summaries.flatMap { spec, summary in summary.failures.map { "\(spec.name): \($0)" } }
         if json {
             print(demoJSON(summaries, status: status, hostCPU: hostCPU, wallSeconds: wallSeconds))
+            if !failures.isEmpty {
+                standardError("npa demo: not verified: " + failures.joined(separator: "; "))
+                throw ExitCode(ExitStatus.notVerified)
+            }
             return
         }
         var rows = [["guest", "frame B", "sent", "received", "lost", "dup", "out of order", "Mpps", "Gbit/s", "guest CPU s", "drops"]]
@@ -146,6 +151,10 @@ struct Demo: ParsableCommand {
         let dropped = summaries.reduce(UInt64(0)) { $0 + $1.1.dropped.values.reduce(0, +) } + (status.uplink?.framesInDropped ?? 0)
         print(lost == 0 ? "every frame sent was received exactly once, in order per flow"
               : "\(lost) frames not received; \(dropped) drops were counted with a reason (vNICs and the PF queue, see above)")
+        if !failures.isEmpty {
+            standardError("npa demo: not verified: " + failures.joined(separator: "; "))
+            throw ExitCode(ExitStatus.notVerified)
+        }
     }
 
     /// The plugin image directory: .build/plugins, built by scripts/build-plugins.sh if needed.

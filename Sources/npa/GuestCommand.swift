@@ -10,10 +10,19 @@ struct Guest: ParsableCommand {
         abstract: "Attach a guest to a host and run a traffic workload, then print a summary.",
         discussion: """
             Workloads:
-              send    --to MAC --count N --size BYTES [--rate FRAMES_PER_S] [--flows K] [--wait-peer]
-              recv    --count N [--timeout S]        verifies length, flow and sequence of every frame
+              send    --to MAC --count N --size BYTES [--rate FRAMES_PER_S] [--flows K] [--flow-base B] [--wait-peer]
+              recv    --count N [--timeout S]        verifies every frame of every flow it sees (length as the
+                                                     frame carries it, flow, sequence: once, in order)
               echo    [--count N] [--timeout S]      sends every frame back to its source
               duplex  --to MAC --count N ...         sends N to the peer while receiving N from it
+
+            Standard output is the summary only (one JSON object with --json); progress such as
+            "attached as MAC" goes to standard error.
+
+            Exit status: 0 everything asked for was sent, or received and verified (nothing lost,
+            duplicated, reordered, invalid or dropped); 1 it was not (the summary says what);
+            2 the run could not go on (the host refused the attach, the host went away, the
+            peer never attached); 64 a usage error.
             """)
 
     enum Workload: String, ExpressibleByArgument, CaseIterable {
@@ -44,13 +53,16 @@ struct Guest: ParsableCommand {
     @Option(help: "Frames to send or receive (echo: 0 = until the timeout).")
     var count: Int = 10000
 
-    @Option(help: "Frame size in bytes (64...9018).")
+    @Option(help: "send, duplex: frame size in bytes (64...9018).")
     var size: Int = 1514
 
-    @Option(help: "Offered rate in frames per second (default: as fast as possible).")
+    @Option(help: "The vNIC's MTU, 68...9000 (default: 9000 for workloads that receive, so any frame a sender sends fits; for send, what --size needs).")
+    var mtu: Int?
+
+    @Option(help: "send, duplex: offered rate in frames per second (default: as fast as possible).")
     var rate: Double?
 
-    @Option(help: "Flows (each with its own sequence numbers and UDP source port).")
+    @Option(help: "send, duplex: flows (each with its own sequence numbers and UDP source port); a receiver verifies whatever flows arrive.")
     var flows: Int = 1
 
     @Option(help: "send: the first flow id (several senders to one receiver use disjoint flows).")
@@ -74,6 +86,18 @@ struct Guest: ParsableCommand {
     @Flag(help: "After the workload, stay attached until standard input closes (lets a caller read the host's counters first).")
     var hold = false
 
+    /// Options that only a sender uses, and so are refused where they would be ignored.
+    private var senderOptionsGiven: [String] {
+        var given: [String] = []
+        if to != nil { given.append("--to") }
+        if rate != nil { given.append("--rate") }
+        if flows != 1 { given.append("--flows") }
+        if flowBase != 0 { given.append("--flow-base") }
+        if size != 1514 { given.append("--size") }
+        if waitPeer { given.append("--wait-peer") }
+        return given
+    }
+
     var traffic: TrafficWorkload {
         var workload = TrafficWorkload(count: count, frameBytes: size, rate: rate, flows: flows, flowBase: flowBase, timeoutSeconds: timeout)
         workload.window = window
@@ -84,7 +108,12 @@ struct Guest: ParsableCommand {
         if let mac, MACAddress(mac).map({ $0.isUnicast && $0 != .zero }) != true {
             throw ValidationError("--mac '\(mac)' is not a unicast MAC like 02:00:00:00:00:01")
         }
+        guard GuestName.isValid(name) else { throw ValidationError("--name '\(name.prefix(80))': \(GuestName.rule)") }
         guard (1...16384).contains(memory) else { throw ValidationError("--memory must be 1...16384 MiB") }
+        if let mtu, !(68...9000).contains(mtu) { throw ValidationError("--mtu must be 68...9000") }
+        if let mtu, workload == .send || workload == .duplex, size > mtu + 18 {
+            throw ValidationError("--size \(size) does not fit --mtu \(mtu) (at most MTU + 18 bytes)")
+        }
         guard (1...8).contains(queues) else { throw ValidationError("--queues must be 1...8") }
         do { try traffic.validate() } catch { throw ValidationError("\(error)") }
         switch workload {
@@ -92,8 +121,12 @@ struct Guest: ParsableCommand {
             guard let to else { throw ValidationError("\(workload.rawValue) needs --to MAC") }
             guard MACAddress(to)?.isUnicast == true else { throw ValidationError("--to '\(to)' is not a unicast MAC") }
         case .recv, .echo:
-            break
+            if let option = senderOptionsGiven.first {
+                throw ValidationError("\(option) is for send and duplex; \(workload.rawValue) takes every frame that arrives")
+            }
+            if window != nil && workload == .echo { throw ValidationError("--window is for send and recv") }
         }
+        if untilEof && workload != .recv { throw ValidationError("--until-eof is for recv") }
     }
 
     func run() throws {
@@ -101,27 +134,25 @@ struct Guest: ParsableCommand {
         c.memoryBytes = memory << 20
         c.txQueues = queues
         c.rxQueues = queues
-        if size > 2030 {
-            c.bufferSize = 9216
-            c.mtu = 9000
-        }
+        c.mtu = mtu ?? (workload == .send ? max(1500, size - 18) : 9000)
+        c.bufferSize = c.mtu + 18 <= 2048 ? 2048 : 9216
         let nic: VirtualNIC
         do {
             nic = try VirtualNIC.attach(hostSocket: host, configuration: c)
         } catch {
-            throw ValidationError("attach to \(host) failed: \(error)")
+            throw CommandFailure("attach to \(host) failed: \(error)")
         }
         defer { nic.detach() }
         let peer = to.flatMap(MACAddress.init)
         if let peer, waitPeer {
-            guard try nic.waitForPeer(peer, timeoutMilliseconds: Int(timeout * 1000)) else {
-                throw ValidationError("peer \(peer) did not attach within \(timeout) s")
+            let attached: Bool
+            do { attached = try nic.waitForPeer(peer, timeoutMilliseconds: Int(timeout * 1000)) } catch {
+                throw CommandFailure("waiting for peer \(peer): \(error)")
             }
+            guard attached else { throw CommandFailure("peer \(peer) did not attach within \(timeout) s") }
         }
-        if workload == .recv || workload == .echo {
-            print(json ? "{\"attached\":\"\(nic.mac)\"}" : "attached as \(nic.mac)")
-            fflush(nil)  // whoever waits for this line is usually reading a pipe
-        }
+        // Progress goes to standard error: standard output is the summary alone.
+        standardError("attached as \(nic.mac)")
         let summary: TrafficSummary
         switch workload {
         case .send: summary = traffic.send(nic, to: peer!)
@@ -137,6 +168,11 @@ struct Guest: ParsableCommand {
         if hold {
             fflush(nil)
             while readLine() != nil {}
+        }
+        let failures = summary.failures
+        if !failures.isEmpty {
+            standardError("npa guest \(name): not verified: " + failures.joined(separator: ", "))
+            throw ExitCode(ExitStatus.notVerified)
         }
     }
 }

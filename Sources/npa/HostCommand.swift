@@ -56,11 +56,11 @@ struct Host: ParsableCommand {
 func loadConfiguration(_ path: String?) throws -> HostConfiguration {
     guard let path else { return HostConfiguration() }
     guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-        throw ValidationError("\(path): cannot read the configuration file")
+        throw CommandFailure("\(path): cannot read the configuration file")
     }
     do {
         return try HostConfiguration.parse(yaml: text, file: path)
     } catch let error as HostConfiguration.LoadError {
-        throw ValidationError(error.description)
+        throw CommandFailure(error.description)
     }
 }

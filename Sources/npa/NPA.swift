@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 
 /// `npa`: the command line. Each subcommand is a user of the public APIs (host daemon, guest
 /// API, workloads); none has a private path into them.
@@ -8,4 +9,18 @@ struct NPA: ParsableCommand {
         commandName: "npa",
         abstract: "NPA-Swift: VMware's Network Plugin Architecture in user space.",
         subcommands: [Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Soak.self, Bench.self])
+
+    /// ArgumentParser's own `main`, except that a `CommandFailure` is one line on standard error
+    /// and exit status 2 (see `ExitStatus`), not "Error: ..." and 1.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let failure as CommandFailure {
+            standardError("npa: \(failure)")
+            Glibc.exit(ExitStatus.failed)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

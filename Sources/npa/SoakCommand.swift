@@ -58,14 +58,14 @@ struct Soak: ParsableCommand {
 
     func run() throws {
         guard let plugins = Demo.pluginDirectory() else {
-            throw ValidationError("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
+            throw CommandFailure("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
         }
         let host = try InProcessHost.withNIC(label: "soak", model: model, plugins: plugins)
         defer { host.stop() }
         let a = try host.attach("soak-a", mac: "02:00:00:00:c0:01"), b = try host.attach("soak-b", mac: "02:00:00:00:c0:02")
         let flows = 2
         let total = switches * framesPerSwitch
-        var atA = FlowVerifier(total: total, flows: flows), atB = FlowVerifier(total: total, flows: flows)
+        var atA = FlowVerifier(), atB = FlowVerifier()
         var seqA = [UInt64](repeating: 0, count: flows), seqB = [UInt64](repeating: 0, count: flows)
         func pump() {
             a.receive(maxFrames: 128, timeoutMilliseconds: 0) { atA.record($0.bytes) }

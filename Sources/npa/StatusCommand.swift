@@ -17,7 +17,7 @@ struct Status: ParsableCommand {
         do {
             report = try fetchStatus(socket: host)
         } catch {
-            throw ValidationError("cannot reach the host at \(host): \(error)")
+            throw CommandFailure("cannot reach the host at \(host): \(error)")
         }
         print(json ? report.json(pretty: true) : StatusTable.render(report))
     }
@@ -27,10 +27,10 @@ func fetchStatus(socket path: String) throws -> StatusReport {
     let socket = try SeqPacketSocket.connect(path: path)
     try socket.send(ControlMessage.statusRequest.encode())
     guard socket.waitReadable(timeoutMilliseconds: 5000), let (bytes, _) = try socket.receive() else {
-        throw ValidationError("no answer")
+        throw CommandFailure("the host did not answer")
     }
     let reply = try ControlMessage.parse(bytes)
-    guard case .statusReply(let json) = reply else { throw ValidationError("unexpected reply: \(reply)") }
+    guard case .statusReply(let json) = reply else { throw CommandFailure("unexpected reply from the host: \(reply)") }
     return try StatusReport.decode(json)
 }
 

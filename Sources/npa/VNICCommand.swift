@@ -28,17 +28,17 @@ struct VNIC: ParsableCommand {
         do {
             socket = try SeqPacketSocket.connect(path: host)
         } catch {
-            throw ValidationError("cannot reach the host at \(host): \(error)")
+            throw CommandFailure("cannot reach the host at \(host): \(error)")
         }
         let request: ControlMessage = action == .resetVF ? .adminResetVF(vnic: name) : .adminSwitch(vnic: name, toPassthrough: action == .switchIn)
         try socket.send(request.encode())
         guard socket.waitReadable(timeoutMilliseconds: 5000), let (bytes, _) = try socket.receive() else {
-            throw ValidationError("the host did not answer")
+            throw CommandFailure("the host did not answer")
         }
         switch try ControlMessage.parse(bytes) {
         case .ok(let note): print(note)
-        case .error(_, let message): throw ValidationError(message)
-        default: throw ValidationError("unexpected reply from the host")
+        case .error(_, let message): throw CommandFailure(message)
+        default: throw CommandFailure("unexpected reply from the host")
         }
     }
 }

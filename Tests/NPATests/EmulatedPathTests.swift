@@ -125,7 +125,7 @@ import Testing
         let a = try attach(host, "a", queues: 2), b = try attach(host, "b", queues: 2)
         let flows = 8, perFlow = 40
         var queuesSeen = Set<Int>()
-        var verifier = FlowVerifier(total: flows * perFlow, flows: flows)
+        var verifier = FlowVerifier()
         var sequences = [UInt64](repeating: 0, count: flows)
         var received = 0
         for round in 0..<perFlow / 10 {

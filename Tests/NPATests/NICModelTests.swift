@@ -107,7 +107,7 @@ final class VFGuest {
         let a = try VFGuest(nic: nic, vf: 0, mac: MACAddress("02:00:00:00:10:01")!)
         let b = try VFGuest(nic: nic, vf: 3, mac: MACAddress("02:00:00:00:10:02")!)
         let flows = 4, perFlow = 500
-        var verifier = FlowVerifier(total: flows * perFlow, flows: flows)
+        var verifier = FlowVerifier()
         var queuesSeen = Set<Int>()
         for round in 0..<(perFlow / 25) {
             for flow in 0..<flows {
@@ -320,7 +320,7 @@ final class VFGuest {
         let b = try VFGuest(nic: nic, vf: 1, mac: MACAddress("02:00:00:00:50:02")!, ringSize: 1024)
         let flows = 2, switches = 20, perSwitch = 300
         let total = switches * perSwitch
-        var verifier = FlowVerifier(total: total, flows: flows)
+        var verifier = FlowVerifier()
         var sequences = [UInt64](repeating: 0, count: flows)
         var unsentAtSwitches = 0, harvestedAtSwitches = 0
         for round in 0..<switches {

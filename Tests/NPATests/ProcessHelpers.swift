@@ -11,6 +11,7 @@ final class NPAProcess {
     private let stderr = Pipe()
     private let stdin = Pipe()
     private var buffered = Data()
+    private var bufferedErrors = Data()
 
     init(_ arguments: [String]) throws {
         process.executableURL = npaExecutable
@@ -21,17 +22,21 @@ final class NPAProcess {
         try process.run()
     }
 
-    /// Reads lines until one contains `marker`; nil at end of output.
-    func line(containing marker: String) -> String? {
+    /// Reads standard output (or standard error) until a line contains `marker`; nil at end.
+    func line(containing marker: String, onStandardError: Bool = false) -> String? {
         while true {
-            if let text = String(data: buffered, encoding: .utf8) {
+            let seen = onStandardError ? bufferedErrors : buffered
+            if let text = String(data: seen, encoding: .utf8) {
                 for line in text.split(separator: "\n") where line.contains(marker) { return String(line) }
             }
-            let chunk = stdout.fileHandleForReading.availableData
+            let chunk = (onStandardError ? stderr : stdout).fileHandleForReading.availableData
             if chunk.isEmpty { return nil }
-            buffered.append(chunk)
+            if onStandardError { bufferedErrors.append(chunk) } else { buffered.append(chunk) }
         }
     }
+
+    /// Waits until the guest says it is attached (on standard error).
+    func waitUntilAttached() -> Bool { line(containing: "attached as", onStandardError: true) != nil }
 
     /// Waits for exit; returns (status, all remaining stdout, stderr).
     func finish() -> (status: Int32, stdout: String, stderr: String) {
@@ -40,7 +45,8 @@ final class NPAProcess {
         let err = stderr.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         buffered.append(rest)
-        return (process.terminationStatus, String(decoding: buffered, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        bufferedErrors.append(err)
+        return (process.terminationStatus, String(decoding: buffered, as: UTF8.self), String(decoding: bufferedErrors, as: UTF8.self))
     }
 
     func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }

@@ -24,8 +24,8 @@ import Testing
         let b = try attach(host, "b", mac: "02:00:00:00:90:02", ringSize: 1024, memoryMiB: 32)
         let switches = 40, perPhase = 80, flows = 2  // 40 frames per send call: 20 per flow
         let total = switches * perPhase
-        var atB = FlowVerifier(total: total, flows: flows)
-        var atA = FlowVerifier(total: total, flows: flows)
+        var atB = FlowVerifier()
+        var atA = FlowVerifier()
         var seqA = [UInt64](repeating: 0, count: flows), seqB = [UInt64](repeating: 0, count: flows)
         func send(_ from: VirtualNIC, _ to: VirtualNIC, _ seq: inout [UInt64], count: Int) {
             var sent = 0
@@ -198,7 +198,7 @@ import Testing
         _ = a.reclaimTransmitted()
         #expect(a.mode == "passthrough")
         let total = 2000
-        var atA = FlowVerifier(total: total, flows: 1), atB = FlowVerifier(total: total, flows: 1)
+        var atA = FlowVerifier(), atB = FlowVerifier()
         var sentA = 0, sentB = 0
         while sentA < total || sentB < total {
             if sentA == total / 2 && a.mode == "passthrough" { try a.requestVFReset() }
@@ -256,7 +256,7 @@ import Testing
         let nic = try #require(host.daemon.nics.first)
         let vf = try #require(try a.hostStatus().vnics.first { $0.name == "a" }?.vf?.split(separator: "f").last.flatMap { Int($0) })
         let total = 2000
-        var atB = FlowVerifier(total: total, flows: 1)
+        var atB = FlowVerifier()
         var sent = 0
         let deadline = ContinuousClock.now + .seconds(30)
         while sent < total && ContinuousClock.now < deadline {
@@ -351,7 +351,7 @@ import Testing
                 injected += burst
             }
         }
-        var verifier = FlowVerifier(total: total, flows: 1)
+        var verifier = FlowVerifier()
         var switches = 0, nextSwitch = switchEvery
         let deadline = ContinuousClock.now + .seconds(60)
         while verifier.unique < total && ContinuousClock.now < deadline {

@@ -1,0 +1,166 @@
+import Foundation
+import NPAControlProtocol
+import NPAShell
+import NPAWorkload
+import Testing
+
+/// `npa guest` as a user runs it: what it verifies, what it prints where, and its exit status
+/// (0 verified, 1 not verified, 2 could not go on, 64 usage).
+@Suite(.serialized) struct GuestCommandTests {
+    /// The whole of standard output, parsed as one JSON summary (fails if anything else is there).
+    func onlySummary(_ stdout: String) throws -> TrafficSummary {
+        try TrafficSummary.decode(stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// The README's example: a receiver told only the count verifies all four flows of a sender,
+    /// reports the 64-byte frames it actually got, prints one JSON object, and exits 0.
+    @Test func aReceiverVerifiesEveryFlowItSeesAndCountsTheBytesItGot() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:01:02",
+                                   "--count", "8000", "--timeout", "120", "--json"])
+        #expect(recv.waitUntilAttached())
+        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:01:01",
+                                   "--to", "02:00:00:00:01:02", "--count", "8000", "--size", "64", "--flows", "4",
+                                   "--rate", "20000", "--json"])
+        let sent = send.finish()
+        let received = recv.finish()
+        let s = try onlySummary(sent.stdout), r = try onlySummary(received.stdout)
+        #expect(sent.status == 0 && received.status == 0, "\(sent.stderr) \(received.stderr)")
+        #expect(s.sent == 8000)
+        #expect(r.received == 8000 && r.lost == 0 && r.invalid == 0 && r.duplicates == 0 && r.outOfOrder == 0)
+        #expect(r.frameBytes == 64)
+        #expect(r.bytes == 8000 * 64)
+        // Throughput from those bytes: Gbit/s and Mpps agree on 64-byte frames.
+        #expect(abs(r.gbps - r.mpps * 1e6 * 64 * 8 / 1e9) < 1e-6 * max(1, r.gbps))
+        #expect(received.stderr.contains("attached as 02:00:00:00:01:02"))
+    }
+
+    /// Frames that never arrive make the receiver exit 1 with one line saying how many.
+    @Test func lossExitsOneAndSaysWhatWasLost() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:02:02",
+                                   "--count", "2000", "--timeout", "600", "--json", "--until-eof"])
+        #expect(recv.waitUntilAttached())
+        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:02:01",
+                                   "--to", "02:00:00:00:02:02", "--count", "1500", "--rate", "20000", "--json"])
+        #expect(send.finish().status == 0)
+        // The sender waited for its frames to complete: they are in the receiver's ring.
+        let out = recv.finish()
+        let r = try onlySummary(out.stdout)
+        #expect(r.received == 1500 && r.lost == 500)
+        #expect(out.status == 1)
+        #expect(out.stderr.contains("not verified: 500 lost"), "\(out.stderr)")
+    }
+
+    /// A host refusal is not a usage error: one line, exit 2, no usage text.
+    @Test func aRefusedAttachIsOneLineAndExitTwo() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let taken = try attach(host, "taken")
+        let out = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "taken", "--count", "1"]).finish()
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("already attached"), "\(out.stderr)")
+        #expect(!out.stderr.contains("Usage"))
+        #expect(out.stderr.split(separator: "\n").count == 1, "\(out.stderr)")
+        _ = taken
+    }
+
+    /// Jumbo frames reach a receiver that was not told their size: it verifies what each frame
+    /// says about itself.
+    @Test func aReceiverTakesJumboFramesWithoutBeingTold() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:03:02",
+                                   "--count", "500", "--timeout", "120", "--json"])
+        #expect(recv.waitUntilAttached())
+        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:03:01",
+                                   "--to", "02:00:00:00:03:02", "--count", "500", "--size", "9014", "--rate", "5000", "--json"])
+        #expect(send.finish().status == 0)
+        let out = recv.finish()
+        let r = try onlySummary(out.stdout)
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(r.received == 500 && r.frameBytes == 9014 && r.invalid == 0)
+    }
+
+    /// Usage errors exit 64 and name the option; options a workload would ignore are refused.
+    @Test(arguments: [
+        (["recv", "--rate", "5"], "--rate"), (["recv", "--to", "02:00:00:00:00:01"], "--to"),
+        (["recv", "--flow-base", "3"], "--flow-base"), (["recv", "--flows", "2"], "--flows"), (["echo", "--size", "64"], "--size"),
+        (["send", "--to", "02:00:00:00:00:01", "--flows", "0"], "--flows"),
+        (["recv", "--name-override"], "name-override"),
+    ])
+    func usageErrorsExit64AndNameTheOption(_ arguments: [String], _ option: String) throws {
+        let out = try NPAProcess(["guest"] + arguments.prefix(1) + ["--name", "g"] + arguments.dropFirst()).finish()
+        #expect(out.status == 64)
+        #expect(out.stderr.contains(option), "\(out.stderr)")
+    }
+
+    /// A name longer than the host accepts is refused by its rule before anything is created.
+    @Test func anOverlongNameIsRefusedByTheRule() throws {
+        let out = try NPAProcess(["guest", "recv", "--name", String(repeating: "n", count: 5000)]).finish()
+        #expect(out.status == 64)
+        #expect(out.stderr.contains(GuestName.rule), "\(out.stderr)")
+        #expect(!out.stderr.contains("memfd"))
+    }
+
+    /// `bench --plot` into a folder that does not exist fails before measuring anything.
+    @Test func benchRefusesAPlotPathItCannotWriteBeforeItRuns() throws {
+        let out = try NPAProcess(["bench", "--plot", "/nonexistent-\(getpid())/chart.svg"]).finish()
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("cannot create"), "\(out.stderr)")
+        #expect(out.stdout.isEmpty)
+    }
+}
+
+/// The receiver's verifier, which is told nothing about the flows it will see.
+@Suite struct FlowVerifierTests {
+    func record(_ v: inout FlowVerifier, _ flow: UInt32, _ sequences: [UInt64]) {
+        for s in sequences { v.record(flow: flow, sequence: s, length: 100) }
+    }
+
+    @Test func flowsAreLearnedOnFirstSightAndCheckedEachOnTheirOwn() {
+        var v = FlowVerifier()
+        record(&v, 7, [0, 1, 2])
+        record(&v, 1_000_000, [0, 1])
+        record(&v, 7, [3])
+        #expect(v.flows == 2 && v.unique == 6 && v.bytes == 600)
+        #expect(v.duplicates == 0 && v.outOfOrder == 0 && v.invalid == 0 && v.gaps == 0)
+    }
+
+    @Test func duplicatesLateFramesAndGapsAreToldApart() {
+        var v = FlowVerifier()
+        record(&v, 0, [0, 1, 3, 4])  // 2 is missing so far
+        #expect(v.gaps == 1)
+        record(&v, 0, [2])  // late, not a duplicate
+        #expect(v.outOfOrder == 1 && v.duplicates == 0 && v.unique == 5 && v.gaps == 0)
+        record(&v, 0, [2, 4, 0])  // each seen before
+        #expect(v.duplicates == 3 && v.unique == 5)
+        // A jump past the window forgets what it skipped; a frame from before the window is too late to judge.
+        record(&v, 0, [UInt64(FlowVerifier.windowFrames) * 3])
+        #expect(v.gaps == FlowVerifier.windowFrames * 3 - 5)
+        record(&v, 0, [1])
+        #expect(v.tooLate == 1 && v.duplicates == 3 && v.unique == 6)
+    }
+
+    @Test func flowsBeyondTheBoundAreInvalidNotAllocated() {
+        var v = FlowVerifier(maximumFlows: 4)
+        for flow in UInt32(0)..<6 { record(&v, flow, [0]) }
+        #expect(v.flows == 4 && v.unique == 4 && v.invalid == 2)
+        record(&v, UInt32.max, [0])  // the acknowledgement flow is not a data flow
+        #expect(v.invalid == 3)
+    }
+
+    @Test func aFrameWhoseLengthDisagreesWithItselfIsInvalid() {
+        var v = FlowVerifier()
+        var bytes = [UInt8](repeating: 0, count: 256)
+        bytes.withUnsafeMutableBytes { buffer in
+            _ = TrafficFrame.write(into: buffer, destination: MACAddress(value: 0x0200_0000_0002), source: MACAddress(value: 0x0200_0000_0001),
+                                   flow: 3, sequence: 0, length: 200)
+        }
+        bytes.withUnsafeBytes { v.record(UnsafeRawBufferPointer(rebasing: $0[0..<200])) }
+        bytes.withUnsafeBytes { v.record(UnsafeRawBufferPointer(rebasing: $0[0..<256])) }
+        #expect(v.unique == 1 && v.invalid == 1 && v.bytes == 200)
+    }
+}
