@@ -7,35 +7,38 @@ import NPARingFormats
 /// ACTIVATE, so ring slots are addressed without further checks; every buffer address and
 /// length inside a descriptor is checked on every use.
 extension EmulatedDevice {
-    /// Stages up to `budget` frames from TX queue `q` into `arena` and completes them.
-    /// Returns the number of descriptor chains consumed (good or bad).
+    /// Stages up to `budget` TX chains from queue `q` into `arena` (good frames copied out,
+    /// bad chains noted with their reason) without completing any: `completeTransmit` does that
+    /// once the switch has said how many frames it took. Returns the chains staged.
     func pullTransmit(queue q: Int, arena: FrameArena, budget: Int) -> Int {
+        arena.count = 0
+        arena.chains = 0
         guard isActive else { return 0 }
-        var tq = txQueues[q]
+        let tq = txQueues[q]
         let mask = tq.ringSize &- 1
         let ring = memory.base + Int(tq.ringBase)  // SAFETY: whole ring checked at ACTIVATE
-        var consumed = 0
-        arena.count = 0
-        while consumed < budget && arena.count < arena.capacity {
+        var idx = tq.next
+        var gen = tq.generation
+        while arena.chains < budget && arena.count < arena.capacity {
             // Phase 1: find a complete chain, reading each descriptor once into locals.
-            var idx = tq.next
-            var gen = tq.generation
             var descriptors = 0
             var complete = false
             var eopIndex: UInt32 = 0
+            var chainIdx = idx
+            var chainGen = gen
             while descriptors < VMXNET3.maximumDescriptorsPerPacket {
-                let d = ring + Int(idx) &* 16
+                let d = ring + Int(chainIdx) &* 16
                 // Acquire: the guest writes gen last; everything before it is then visible.
                 let dw2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
-                guard (dw2 >> 14) & 1 == gen else { break }
+                guard (dw2 >> 14) & 1 == chainGen else { break }
                 let dw3 = UInt32(littleEndian: d.load(fromByteOffset: 12, as: UInt32.self))
                 let len = dw2 & 0x3FFF
                 arena.chainAddresses[descriptors] = UInt64(littleEndian: d.load(as: UInt64.self))
                 arena.chainLengths[descriptors] = len == 0 ? 16384 : len
                 descriptors += 1
-                eopIndex = idx
-                idx = (idx &+ 1) & mask
-                if idx == 0 { gen ^= 1 }
+                eopIndex = chainIdx
+                chainIdx = (chainIdx &+ 1) & mask
+                if chainIdx == 0 { chainGen ^= 1 }
                 if dw3 & VMXNET3Descriptor.txEOPBit != 0 {
                     complete = true
                     break
@@ -44,9 +47,12 @@ extension EmulatedDevice {
             if !complete && descriptors < VMXNET3.maximumDescriptorsPerPacket {
                 break  // empty ring, or the guest has not finished publishing this chain
             }
-            tq.next = idx
-            tq.generation = gen
-            consumed += 1
+            idx = chainIdx
+            gen = chainGen
+            let chain = arena.chains
+            arena.chains += 1
+            arena.chainEnds[chain] = idx << 1 | gen
+            arena.chainEOPs[chain] = eopIndex
             // Phase 2: validate and copy out of guest memory.
             var reason: DropReason? = complete ? nil : .chainTooLong
             var length = 0
@@ -65,18 +71,39 @@ extension EmulatedDevice {
             }
             if reason == nil && length < EthernetFrame.headerLength { reason = .runt }
             if reason == nil && length > Int(mtu) + 18 { reason = .frameTooLong }
-            writeTxCompletion(&tq, eopIndex: eopIndex)
             if let reason {
-                drop(reason)
-                if !isActive { break }
+                arena.chainOutcomes[chain] = -1 - Int32(reason.rawValue)
                 continue
             }
+            arena.chainOutcomes[chain] = Int32(arena.count)
             arena.lengths[arena.count] = length
             arena.count += 1
         }
+        return arena.chains
+    }
+
+    /// Completes, in ring order, the staged chains up to the first frame the switch did not
+    /// take (`framesTaken`), counting the bad ones' drops; the rest stay in the guest's ring
+    /// and are staged again on a later pass. Returns the chains completed.
+    func completeTransmit(queue q: Int, arena: FrameArena, framesTaken: Int) -> Int {
+        var tq = txQueues[q]
+        var completed = 0
+        while completed < arena.chains {
+            let outcome = arena.chainOutcomes[completed]
+            if outcome >= 0 && Int(outcome) >= framesTaken { break }
+            let end = arena.chainEnds[completed]
+            tq.next = end >> 1
+            tq.generation = end & 1
+            writeTxCompletion(&tq, eopIndex: arena.chainEOPs[completed])
+            completed += 1
+            if outcome < 0 {
+                drop(DropReason(rawValue: Int(-1 - outcome))!)
+                if !isActive { break }  // too many faults: the device stopped
+            }
+        }
         txQueues[q] = tq
-        if consumed > 0 { pendingVectors |= 1 << UInt32(tq.vector) }
-        return consumed
+        if completed > 0 { pendingVectors |= 1 << UInt32(tq.vector) }
+        return completed
     }
 
     @inline(__always)
@@ -91,6 +118,44 @@ extension EmulatedDevice {
             tq.compNext = 0
             tq.compGeneration ^= 1
         }
+    }
+
+    /// True if the RX queue `hash` selects has a buffer posted. False also starts (or continues)
+    /// this receiver's stall clock.
+    @inline(__always)
+    func hasReceiveBuffer(hash: UInt32) -> Bool {
+        guard isActive else { return true }  // deliver() drops it as vnic_inactive: nothing to wait for
+        let rq = rxQueues[Int(hash % UInt32(rxQueues.count))]
+        guard isPosted(rq, ahead: 0) else {
+            if receiverStalledSince == 0 { receiverStalledSince = cnpa_monotonic_ns() }
+            return false
+        }
+        // A receiver that used up its stall limit is held for again only once it has half its
+        // ring posted: one that posts a buffer now and then cannot keep its senders waiting.
+        if receiverStalledSince != 0 && (!exceededStallLimit || isPosted(rq, ahead: rq.ringSize / 2)) {
+            receiverStalledSince = 0
+            exceededStallLimit = false
+        }
+        return true
+    }
+
+    /// Whether the RX descriptor `ahead` slots after the queue's next one is posted.
+    @inline(__always)
+    private func isPosted(_ rq: Queue, ahead: UInt32) -> Bool {
+        let index = rq.next &+ ahead
+        let wraps = index >= rq.ringSize
+        let d = memory.base + Int(rq.ringBase) + Int(wraps ? index &- rq.ringSize : index) &* 16  // SAFETY: checked at ACTIVATE
+        let dw2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
+        return VMXNET3Descriptor.rxDescriptorGeneration(dword2: dw2) == (wraps ? rq.generation ^ 1 : rq.generation)
+    }
+
+    /// Whether a sender should wait for this receiver (it has been without buffers for less
+    /// than the stall limit) rather than have its frame dropped.
+    var holdsSenders: Bool {
+        guard receiverStalledSince != 0, !exceededStallLimit else { return false }
+        if cnpa_monotonic_ns() - receiverStalledSince < receiverStallLimitNanoseconds { return true }
+        exceededStallLimit = true
+        return false
     }
 
     /// Copies one frame into the next RX buffer of the queue its flow hashes to.

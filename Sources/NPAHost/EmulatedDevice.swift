@@ -90,6 +90,16 @@ final class EmulatedDevice {
     var counters = DeviceCounters()
     var autoMask = true
     var pendingVectors: UInt32 = 0
+    /// How long senders are held back for this vNIC when it has no free receive buffer before
+    /// frames to it are dropped instead (as `no_buffers`): long enough for a guest the scheduler
+    /// set aside to run again, short enough that a guest that stopped receiving cannot hold
+    /// others up for long (`receiver_stall_ms`).
+    var receiverStallLimitNanoseconds: UInt64 = 500_000_000
+    /// When this vNIC was first found with no receive buffer for a waiting frame (0: it has one).
+    var receiverStalledSince: UInt64 = 0
+    /// Set once a stall outlasted the limit: frames to this vNIC are dropped, not held, until
+    /// it has half a ring of buffers posted again.
+    var exceededStallLimit = false
     var mtu: UInt32 = 1500
     /// Faults since the last ACTIVATE; at `faultLimit` the device enters the error state.
     var faults = 0

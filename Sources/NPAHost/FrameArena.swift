@@ -3,12 +3,23 @@ import Glibc
 /// Host-private staging for one TX burst. Frames are copied here out of guest memory before
 /// anything parses them, so a guest cannot change a header between the policy check and the
 /// delivery (anti-spoofing would otherwise be a race). Allocated once; reused every burst.
+///
+/// It also remembers, per TX chain the burst consumed, where the chain ended and what became of
+/// it, because completions are written only after the switch has taken the frames: a frame
+/// the switch holds back (its receiver has no buffer yet) stays in the guest's TX ring.
 final class FrameArena {
     static let slotSize = 16384
     let capacity: Int
     let base: UnsafeMutableRawPointer
     let lengths: UnsafeMutablePointer<Int>
     var count = 0
+    /// Per consumed chain: the ring position after it (`next << 1 | generation`), its EOP
+    /// descriptor index, and its outcome (`>= 0`: the arena frame it became; `< 0`:
+    /// `-1 - DropReason.rawValue`).
+    let chainEnds: UnsafeMutablePointer<UInt32>
+    let chainEOPs: UnsafeMutablePointer<UInt32>
+    let chainOutcomes: UnsafeMutablePointer<Int32>
+    var chains = 0
     /// Scratch for one TX chain: (address, length) of up to 16 descriptors, read once each.
     let chainAddresses: UnsafeMutablePointer<UInt64>
     let chainLengths: UnsafeMutablePointer<UInt32>
@@ -20,6 +31,9 @@ final class FrameArena {
         self.capacity = capacity
         base = UnsafeMutableRawPointer.allocate(byteCount: capacity * Self.slotSize, alignment: 64)
         lengths = .allocate(capacity: capacity)
+        chainEnds = .allocate(capacity: capacity)
+        chainEOPs = .allocate(capacity: capacity)
+        chainOutcomes = .allocate(capacity: capacity)
         chainAddresses = .allocate(capacity: 32)
         chainLengths = .allocate(capacity: 32)
         destinationCapacity = 64
@@ -40,6 +54,9 @@ final class FrameArena {
     deinit {
         base.deallocate()
         lengths.deallocate()
+        chainEnds.deallocate()
+        chainEOPs.deallocate()
+        chainOutcomes.deallocate()
         chainAddresses.deallocate()
         chainLengths.deallocate()
         destinations.deallocate()

@@ -60,6 +60,9 @@ public struct HostConfiguration: Equatable, Sendable {
     public var guestPolicies: [String: GuestPolicy] = [:]
     /// Polling passes without work before the device engine sleeps and asks for kicks.
     public var idlePassesBeforeSleep: Int = 256
+    /// How long a sender's frames wait in its TX ring for a receiver with no free buffer before
+    /// frames to that receiver are dropped (as `no_buffers`); 0 drops at once.
+    public var receiverStallMilliseconds: Int = 500
 
     public init() {}
 
@@ -90,6 +93,10 @@ public struct HostConfiguration: Equatable, Sendable {
 
         # Polling passes without work before device emulation sleeps and asks guests to kick.
         idle_passes: 256
+
+        # Milliseconds a sender's frames wait (in its TX ring: backpressure) for a receiver
+        # whose buffers are all full before frames to it are dropped as no_buffers; 0 = at once.
+        receiver_stall_ms: 500
 
         # Policy for guests not listed under `guests`.
         default_policy:
@@ -157,6 +164,9 @@ public struct HostConfiguration: Equatable, Sendable {
             case "idle_passes":
                 guard let n = value.int, n >= 1 else { throw LoadError(file, line, "idle_passes must be a positive integer") }
                 config.idlePassesBeforeSleep = n
+            case "receiver_stall_ms":
+                guard let n = value.int, (0...60_000).contains(n) else { throw LoadError(file, line, "receiver_stall_ms must be 0...60000") }
+                config.receiverStallMilliseconds = n
             case "default_policy":
                 config.defaultPolicy = try parsePolicy(value, file: file, path: "default_policy")
             case "guests":
@@ -166,7 +176,7 @@ public struct HostConfiguration: Equatable, Sendable {
                     config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
                 }
             default:
-                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, default_policy, guests)")
+                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, default_policy, guests)")
             }
         }
         if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {

@@ -47,6 +47,8 @@ public final class HostDaemon: @unchecked Sendable {
     private let pfBatch = UnsafeMutablePointer<Int32>.allocate(capacity: 64)
     private var pfBatchCount = 0
     private var sleeping = false
+    /// Set by a pass that held a frame back for a receiver without buffers (see `switchBurst`).
+    private var heldBack = false
     public private(set) var sleeps: UInt64 = 0
 
     private static let listenerTag: UInt64 = 0
@@ -143,9 +145,14 @@ public final class HostDaemon: @unchecked Sendable {
                 timeout = 1000
             } else if passesSinceControl >= 64 {
                 timeout = 0
+            } else if work == 0 && heldBack {
+                // A sender waits for a receiver with no free buffer: give that receiver's vCPU
+                // the core (the only syscall here, and only while frames are held back).
+                sched_yield()
             } else if work == 0 {
                 cnpa_cpu_relax()
             }
+            heldBack = false
             if timeout != -2 {
                 passesSinceControl = 0
                 let tags = try epoll.wait(timeoutMilliseconds: timeout)  // a slice of Epoll's buffer: no allocation per wake-up
@@ -169,11 +176,10 @@ public final class HostDaemon: @unchecked Sendable {
                 guard device.isActive else { return 0 }
                 var n = 0
                 for q in 0..<device.txQueues.count {
-                    let pulled = device.pullTransmit(queue: q, arena: arena, budget: arena.capacity)
-                    if pulled > 0 {
-                        n += pulled
-                        switchBurst(from: device)
-                    }
+                    guard device.pullTransmit(queue: q, arena: arena, budget: arena.capacity) > 0 else { continue }
+                    let taken = switchBurst(from: device)
+                    if taken < arena.count { heldBack = true }
+                    n += device.completeTransmit(queue: q, arena: arena, framesTaken: taken)
                 }
                 return n
             }
@@ -184,26 +190,41 @@ public final class HostDaemon: @unchecked Sendable {
     }
 
     /// Frames the NIC sent up to its PF (for MACs not on a VF) enter the vswitch by the uplink.
+    /// A unicast frame whose receiver has no free buffer (within its stall limit) stays in the
+    /// PF queue, which then fills and holds back the NIC's senders in turn.
     func receiveFromPF(_ nic: SoftNIC) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
-        return nic.pfReceive.pop(max: arena.capacity) { frame, length in
+        return nic.pfReceive.pop(max: arena.capacity, while: { frame, length in
             let dst = EthernetFrame.mac(frame, at: 0)
             let vlan = EthernetFrame.vlanID(frame, length: length)
-            guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else { return }
+            guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else { return true }
             let hash = EthernetFrame.flowHash(frame, length: length)
+            if n == 1, let owner = portOwners[Int(arena.destinations[0])],
+                owner._withUnsafeGuaranteedRef({ !$0.hasReceiveBuffer(hash: hash) && $0.holdsSenders }) {
+                heldBack = true
+                return false
+            }
             for k in 0..<n {
                 if let owner = portOwners[Int(arena.destinations[k])] {
                     owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
                 }
             }
-        }
+            return true
+        })
     }
 
     /// Anti-spoofing, VLAN policy, then the vswitch decides; the copies into each destination
     /// happen here. No allocation or reference counting per frame.
-    private func switchBurst(from device: EmulatedDevice) {
+    ///
+    /// Returns how many of the burst's frames were taken. It stops at a unicast frame whose
+    /// receiver has no free buffer but is still within its stall limit: that frame and the
+    /// rest stay in the sender's TX ring (backpressure, like a NIC honouring pause frames),
+    /// and are offered again on the next pass, in order. Broadcast and flooded frames never
+    /// wait: one slow receiver must not hold up a frame meant for many.
+    private func switchBurst(from device: EmulatedDevice) -> Int {
         let ingress = device.port
         let mac = device.mac.value
+        var taken = arena.count
         for i in 0..<arena.count {
             let frame = UnsafeRawPointer(arena.slot(i))
             let length = arena.lengths[i]
@@ -217,6 +238,18 @@ public final class HostDaemon: @unchecked Sendable {
                 continue
             }
             let dst = EthernetFrame.mac(frame, at: 0)
+            let route = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations)
+            var hash: UInt32 = 0
+            if case .forward(let n) = route {
+                hash = EthernetFrame.flowHash(frame, length: length)
+                if n == 1, let owner = portOwners[Int(arena.destinations[0])] {
+                    let wait = owner._withUnsafeGuaranteedRef { !$0.hasReceiveBuffer(hash: hash) && $0.holdsSenders }
+                    if wait {
+                        taken = i
+                        break
+                    }
+                }
+            }
             device.counters.txFrames &+= 1
             device.counters.txBytes &+= UInt64(length)
             if dst == MACAddress.broadcast.value {
@@ -224,9 +257,8 @@ public final class HostDaemon: @unchecked Sendable {
             } else if (dst >> 40) & 1 == 1 {
                 device.counters.txMulticast &+= 1
             }
-            switch vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) {
+            switch route {
             case .forward(let n):
-                let hash = EthernetFrame.flowHash(frame, length: length)
                 for k in 0..<n {
                     let port = Int(arena.destinations[k])
                     if let owner = portOwners[port] {
@@ -251,6 +283,7 @@ public final class HostDaemon: @unchecked Sendable {
             nic.transmitFromPF(count: pfBatchCount) { k in (UnsafeRawPointer(arena.slot(Int(batch[k]))), arena.lengths[Int(batch[k])]) }
             pfBatchCount = 0
         }
+        return taken
     }
 
     /// Passthrough: the vNIC's port keeps its place but holds no MAC and accepts nothing, so the
@@ -502,6 +535,7 @@ public final class HostDaemon: @unchecked Sendable {
         } catch {
             return reply(c, .error(code: ControlMessage.ErrorCode.resourceExhausted, message: "could not create the vNIC: \(error)"))
         }
+        device.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
         nextVNICID += 1
         c.device = device
         devices.append(device)

@@ -75,6 +75,24 @@ public final class FrameQueue: @unchecked Sendable {
         return n
     }
 
+    /// Consumer side, with backpressure: hands up to `max` frames to `body` in order and stops
+    /// at the first one `body` does not take (returns false for); that frame stays at the head
+    /// for the next call. Returns the frames taken.
+    @discardableResult
+    public func pop(max: Int, while body: (UnsafeRawPointer, Int) -> Bool) -> Int {
+        var head = cnpa_load_relaxed_u32(indices)
+        let tail = cnpa_load_acquire_u32(indices + 64)
+        var n = 0
+        while head != tail && n < max {
+            let i = Int(head & (capacity - 1))
+            guard body(slots + i * Self.slotSize, Int(lengths[i])) else { break }
+            head &+= 1
+            n += 1
+        }
+        cnpa_store_release_u32(indices, head)
+        return n
+    }
+
     /// Producer side: true if a push would find a free slot now.
     @inline(__always)
     public var hasRoom: Bool { cnpa_load_relaxed_u32(indices + 64) &- cnpa_load_acquire_u32(indices) < capacity }

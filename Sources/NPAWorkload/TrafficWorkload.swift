@@ -227,6 +227,7 @@ public struct TrafficWorkload {
             verifier.record(frame.bytes)
             if peer == nil, window != nil { peer = TrafficFrame.source(frame.bytes) }
         }
+        var accounting = ReceiveAccounting()
         while verifier.unique < count {
             let now = cnpa_monotonic_ns()
             if now >= deadline { break }
@@ -240,6 +241,8 @@ public struct TrafficWorkload {
             }
             if firstFrame == 0 && verifier.unique > 0 { firstFrame = cnpa_monotonic_ns() }
             if stopping && n == 0 { break }
+            // Whatever did not arrive was dropped here, with a reason: nothing more will come.
+            if accounting.accounted(nic, received: n, verified: verifier.unique, expected: count) { break }
             if !stopping && shouldStop() { stopping = true }
         }
         // The last frames end the loop: acknowledge them too, or the sender waits for nothing.
@@ -303,7 +306,9 @@ public struct TrafficWorkload {
         var deadline = start + UInt64(timeoutSeconds * 1e9)
         var sender: Sender?
         var lastPeerCheck: UInt64 = 0
-        while verifier.unique < count || sender?.done != true {
+        var accounting = ReceiveAccounting()
+        var receiveAccounted = false
+        while !receiveAccounted || sender?.done != true {
             let now = cnpa_monotonic_ns()
             if now >= deadline { break }
             if sender == nil, now - lastPeerCheck > 20_000_000 {
@@ -316,7 +321,8 @@ public struct TrafficWorkload {
                 }
             }
             guard var active = sender else {
-                nic.receive(maxFrames: 256, timeoutMilliseconds: 5) { verifier.record($0.bytes) }
+                let n = nic.receive(maxFrames: 256, timeoutMilliseconds: 5) { verifier.record($0.bytes) }
+                receiveAccounted = accounting.accounted(nic, received: n, verified: verifier.unique, expected: count)
                 continue
             }
             defer { sender = active }
@@ -324,7 +330,8 @@ public struct TrafficWorkload {
             if !active.done { progressed = active.step(nic) > 0 }
             // Between paced bursts, sleep on the receive interrupt rather than spin.
             let idle = active.done ? 100 : (progressed ? 0 : active.microsecondsUntilNextBurst / 1000)
-            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: idle) { verifier.record($0.bytes) }
+            let n = nic.receive(maxFrames: 256, timeoutMilliseconds: receiveAccounted ? 0 : idle) { verifier.record($0.bytes) }
+            receiveAccounted = accounting.accounted(nic, received: n, verified: verifier.unique, expected: count)
             if !progressed && n == 0 && !active.done {
                 if rate != nil {
                     usleep(50)  // pacing below a millisecond: yield the core instead of spinning
