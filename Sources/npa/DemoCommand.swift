@@ -79,7 +79,7 @@ struct Demo: ParsableCommand {
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         let hostCPUStart = EngineThread.cpuNanoseconds(of: hostThread)
         let wallStart = Clock.monotonicNanoseconds()
-        var running: [(GuestSpec, Process, Pipe, Pipe)] = []
+        var running: [(GuestSpec, Process, Pipe, Pipe, Pipe)] = []
         for spec in specs {
             let p = Process()
             p.executableURL = executable
@@ -90,10 +90,12 @@ struct Demo: ParsableCommand {
             ]
             let out = Pipe()
             let input = Pipe()
+            let errors = Pipe()  // a guest's progress lines; shown only if it fails
             p.standardOutput = out
             p.standardInput = input
+            p.standardError = errors
             try p.run()
-            running.append((spec, p, out, input))
+            running.append((spec, p, out, input, errors))
         }
         var switchLog: [String] = []
         if switching {
@@ -106,10 +108,12 @@ struct Demo: ParsableCommand {
             }
         }
         var summaries: [(GuestSpec, TrafficSummary)] = []
-        for (spec, process, out, _) in running {
+        for (spec, process, out, _, errors) in running {
             guard let line = readSummaryLine(out.fileHandleForReading), let summary = try? TrafficSummary.decode(line) else {
+                let said = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                    .split(separator: "\n").last { !$0.hasPrefix("attached as") }.map(String.init) ?? ""
                 process.waitUntilExit()
-                throw CommandFailure("guest \(spec.name) exited (status \(process.terminationStatus)) without a summary")
+                throw CommandFailure("guest \(spec.name) exited (status \(process.terminationStatus)) without a summary\(said.isEmpty ? "" : ": " + said)")
             }
             summaries.append((spec, summary))
         }
@@ -117,7 +121,7 @@ struct Demo: ParsableCommand {
         let hostCPU = Double(EngineThread.cpuNanoseconds(of: hostThread) - hostCPUStart) / 1e9
         // Every guest has finished and is holding its vNIC: read the host's counters now.
         let status = try fetchStatus(socket: socket)
-        for (_, process, _, input) in running {
+        for (_, process, _, input, _) in running {
             try? input.fileHandleForWriting.close()
             process.waitUntilExit()
         }
