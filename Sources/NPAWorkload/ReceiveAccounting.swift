@@ -6,11 +6,11 @@ import NPAShell
 ///
 /// Asking the host costs a control round trip, so it asks only once the stream has gone quiet
 /// (no frame for `quietNanoseconds`) and then at most once per quiet period.
-struct ReceiveAccounting {
+public struct ReceiveAccounting {
     /// Drops that happen at the receiving vNIC (emulated or VF): frames that reached it and
     /// found no place. Drops at the sender (spoofing, policy, unknown destination) are the
     /// sender's to report.
-    static let receiveSideReasons: Set<String> = [
+    public static let receiveSideReasons: Set<String> = [
         "no_buffers", "buffer_too_small", "bad_rx_descriptor", "vnic_inactive", "rx_error",
         "vf_no_buffers",
     ]

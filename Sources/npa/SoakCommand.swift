@@ -11,7 +11,15 @@ import NPAWorkload
 /// sequence-numbered traffic both ways while both switch in and out N times. Prints what was
 /// verified, the switch times (p50/p99/max, as the guests measured them) and leaked buffers.
 struct Soak: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Switch two guests in and out N times under bidirectional load; verify nothing is lost.")
+    static let configuration = CommandConfiguration(
+        abstract: "Switch two guests in and out N times under bidirectional load; verify nothing is lost.",
+        discussion: """
+            --chaos runs the chaos soak instead: one host per NIC model (npa-dring, npa-cq), each with
+            two surviving guests streaming both ways, two victim guests in their own processes and a
+            hostile guest, while a schedule drawn from --seed switches the survivors, resets and
+            disables their VFs, SIGKILLs and restarts the victims, writes random descriptors and
+            abandons control connections. Exit status 1 if any invariant broke (each is listed).
+            """)
 
     @Option(help: "Switches per guest (each is one switch-in or one switch-out).")
     var switches: Int = 200
@@ -25,7 +33,25 @@ struct Soak: ParsableCommand {
     @Flag(help: "Print the summary as one JSON object.")
     var json = false
 
+    @Flag(help: "Run the chaos soak (see below) instead of the switching soak.")
+    var chaos = false
+
+    @Option(help: "--chaos: minutes to run.")
+    var minutes: Double = 1
+
+    @Option(help: "--chaos: seconds to run (instead of --minutes).")
+    var seconds: Double?
+
+    @Option(help: "--chaos: the schedule's seed (default: from the clock; printed, so a run replays).")
+    var seed: UInt64?
+
     func validate() throws {
+        if chaos {
+            guard minutes > 0, minutes <= 24 * 60 else { throw ValidationError("--minutes must be in (0, 1440]") }
+            if let seconds, !(seconds > 0 && seconds <= 86_400) { throw ValidationError("--seconds must be in (0, 86400]") }
+        } else if seconds != nil || seed != nil {
+            throw ValidationError("--seconds, --minutes and --seed are for --chaos")
+        }
         guard switches >= 1, switches <= 1_000_000 else { throw ValidationError("--switches must be 1...1000000") }
         guard framesPerSwitch >= 40, framesPerSwitch % 40 == 0 else { throw ValidationError("--frames-per-switch must be a positive multiple of 40 (two sends per guest per switch, two flows, bursts of 10)") }
         guard ["npa-dring", "npa-cq"].contains(model) else { throw ValidationError("--model must be npa-dring or npa-cq") }
@@ -60,6 +86,7 @@ struct Soak: ParsableCommand {
         guard let plugins = Demo.pluginDirectory() else {
             throw CommandFailure("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
         }
+        if chaos { return try runChaos(plugins: plugins) }
         let host = try InProcessHost.withNIC(label: "soak", model: model, plugins: plugins)
         defer { host.stop() }
         let a = try host.attach("soak-a", mac: "02:00:00:00:c0:01"), b = try host.attach("soak-b", mac: "02:00:00:00:c0:02")
@@ -125,5 +152,29 @@ struct Soak: ParsableCommand {
             print(String(format: "  switch-out ms: p50 %.3f  p99 %.3f  max %.3f", s.switchOutMs.p50, s.switchOutMs.p99, s.switchOutMs.max))
         }
         if s.lost != 0 || s.duplicates != 0 || s.outOfOrder != 0 || s.leakedBuffers != 0 { throw ExitCode(1) }
+    }
+
+    private func runChaos(plugins: String) throws {
+        let seed = seed ?? Clock.monotonicNanoseconds()
+        let duration = seconds ?? minutes * 60
+        if !json { print("chaos soak: \(String(format: "%.0f", duration)) s, seed \(seed) (npa soak --chaos --seconds \(String(format: "%.0f", duration)) --seed \(seed) replays the schedule)") }
+        let report = try ChaosSoak(.init(seconds: duration, seed: seed, plugins: plugins)).run()
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            print(String(decoding: try e.encode(report), as: UTF8.self))
+        } else {
+            print(String(format: "ran %.1f s; actions: ", report.seconds) + report.actions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            for s in report.streams {
+                let drops = s.dropped.isEmpty ? "none" : s.dropped.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                print("  \(s.name): sent \(s.sent), verified \(s.received), duplicates \(s.duplicates), out of order \(s.outOfOrder), dropped (counted) \(drops)")
+            }
+            print("  process before/after: " + report.baseline.keys.sorted().map { "\($0) \(report.baseline[$0]!)/\(report.final[$0] ?? -1)" }.joined(separator: ", "))
+            print(report.violations.isEmpty ? "every invariant held" : "violations:\n" + report.violations.map { "  " + $0 }.joined(separator: "\n"))
+        }
+        if !report.violations.isEmpty {
+            standardError("npa soak --chaos: \(report.violations.count) invariant(s) broken (seed \(seed))")
+            throw ExitCode(ExitStatus.notVerified)
+        }
     }
 }

@@ -1,4 +1,5 @@
 import NPAControlProtocol
+import NPAWorkload
 import Testing
 
 @Suite struct ControlProtocolTests {
@@ -84,18 +85,5 @@ import Testing
         #expect(MACAddress("02:00:00:00:00") == nil)
         #expect(MACAddress("zz:00:00:00:00:00") == nil)
         #expect(MACAddress("002:00:00:00:00:00") == nil)
-    }
-}
-
-/// A small deterministic generator for fuzz-style tests (usable with `random(in:using:)`).
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

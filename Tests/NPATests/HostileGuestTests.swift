@@ -1,6 +1,7 @@
 import NPAControlProtocol
 import NPAHost
 import NPARingFormats
+import NPAWorkload
 import NPAShell
 import Testing
 
