@@ -6,8 +6,9 @@ enum DropReason: Int, CaseIterable, Sendable {
     case spoofedSource, vlanRefused
     // Switching.
     case unknownDestination, filtered
-    // Receive side.
-    case noBuffers, bufferTooSmall, badRxDescriptor, inactive
+    // Receive side. `rxFrameTooLong`: longer than the receiver's MTU allows (its buffers are
+    // sized for that); the sender's doing, so no fault of the receiver.
+    case noBuffers, bufferTooSmall, badRxDescriptor, inactive, rxFrameTooLong
 
     var name: String {
         switch self {
@@ -23,6 +24,7 @@ enum DropReason: Int, CaseIterable, Sendable {
         case .bufferTooSmall: "buffer_too_small"
         case .badRxDescriptor: "bad_rx_descriptor"
         case .inactive: "vnic_inactive"
+        case .rxFrameTooLong: "rx_frame_too_long"
         }
     }
 

@@ -7,6 +7,10 @@ import NPARingFormats
 /// ACTIVATE, so ring slots are addressed without further checks; every buffer address and
 /// length inside a descriptor is checked on every use.
 extension EmulatedDevice {
+    /// The longest frame the guest's MTU allows (header and one 802.1Q tag, no FCS): the most it
+    /// may send, and the most it is asked to receive — its receive buffers are sized for it.
+    var maximumFrameLength: Int { Int(mtu) + 18 }
+
     /// Stages up to `budget` TX chains from queue `q` into `arena` (good frames copied out,
     /// bad chains noted with their reason) without completing any: `completeTransmit` does that
     /// once the switch has said how many frames it took. Returns the chains staged.
@@ -70,7 +74,7 @@ extension EmulatedDevice {
                 }
             }
             if reason == nil && length < EthernetFrame.headerLength { reason = .runt }
-            if reason == nil && length > Int(mtu) + 18 { reason = .frameTooLong }
+            if reason == nil && length > maximumFrameLength { reason = .frameTooLong }
             if let reason {
                 arena.chainOutcomes[chain] = -1 - Int32(reason.rawValue)
                 continue
@@ -164,6 +168,13 @@ extension EmulatedDevice {
             drop(.inactive)
             return
         }
+        // Longer than the guest's MTU allows: the sender's doing, not this guest's, so it is
+        // dropped before a descriptor is taken and is no fault (else a stream of jumbo frames
+        // from anyone would put this vNIC in the error state). The VF path drops the same frames.
+        guard length <= maximumFrameLength else {
+            drop(.rxFrameTooLong)
+            return
+        }
         let q = Int(hash % UInt32(rxQueues.count))
         var rq = rxQueues[q]
         let d = memory.base + Int(rq.ringBase) + Int(rq.next) &* 16  // SAFETY: checked at ACTIVATE
@@ -182,6 +193,8 @@ extension EmulatedDevice {
         }
         var written = length
         var failed = false
+        // Never past the buffer the descriptor names. A guest whose buffer cannot hold a frame
+        // its own MTU allows posted it wrong: that is its fault.
         if length > capacity {
             drop(.bufferTooSmall)
             failed = true

@@ -445,7 +445,10 @@ final class EmulatedDevice {
             memory.storeU64(gpa: s + 16, counters.rxFrames)
             memory.storeU64(gpa: s + 24, counters.rxBytes)
             memory.storeU64(gpa: s + 64, counters.drops[DropReason.noBuffers.rawValue])
-            memory.storeU64(gpa: s + 72, counters.drops[DropReason.bufferTooSmall.rawValue] + counters.drops[DropReason.badRxDescriptor.rawValue])
+            memory.storeU64(
+                gpa: s + 72,
+                counters.drops[DropReason.bufferTooSmall.rawValue] + counters.drops[DropReason.badRxDescriptor.rawValue]
+                    + counters.drops[DropReason.rxFrameTooLong.rawValue])
         }
     }
 

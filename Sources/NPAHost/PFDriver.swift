@@ -41,7 +41,7 @@ extension HostDaemon {
         [
             "vf_tx_frames": v.txFrames, "vf_rx_frames": v.rxFrames, "drop_vf_no_buffers": v.noBufferDrops,
             "drop_vf_spoofed_source": v.spoofedDrops, "drop_vf_vlan_refused": v.vlanDrops, "drop_vf_dma_fault": v.dmaFaults,
-            "drop_vf_bad_descriptor": v.badDescriptors, "vf_interrupts": v.interrupts,
+            "drop_vf_bad_descriptor": v.badDescriptors, "drop_vf_frame_too_long": v.frameTooLong, "vf_interrupts": v.interrupts,
         ]
     }
 
@@ -151,10 +151,18 @@ extension HostDaemon {
 
     /// Switch-in step: the PF initialises the VF's queues from the shell's GPAs and grants it the
     /// guest's memory. The MAC stays on the vswitch until ACTIVATE_VF.
+    ///
+    /// Each RX queue's buffer size (SRRCTL.BSIZEPACKET) is the longest frame the guest's MTU
+    /// allows, MTU + 18 (header and an 802.1Q tag), the MTU being what the guest declared in
+    /// DriverShared at ACTIVATE: a vmxnet3 driver sizes its receive buffers for it, and the
+    /// shell refuses a configuration whose buffers do not hold it. So the NIC never writes past
+    /// a buffer, and a frame is taken or refused by the same rule on both paths (the emulated
+    /// device drops the same frames as `rx_frame_too_long`).
     func prepareVF(_ device: EmulatedDevice, tx: [ControlMessage.QueueRegion], rx: [ControlMessage.QueueRegion]) -> Result<Void, SwitchRefusal> {
         guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
+        let bufferSize = device.maximumFrameLength
         func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
-            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.gpa &+ UInt64(r.ringSize) &* 16)
+            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.gpa &+ UInt64(r.ringSize) &* 16, bufferSize: UInt32(bufferSize))
         }
         nic.grant(vf: index, memory: device.memory)
         do {

@@ -106,13 +106,24 @@ public final class SoftNIC: @unchecked Sendable {
         }
     }
 
-    /// The IOMMU role: the VF may DMA only inside this memory.
+    /// The IOMMU role: the VF may DMA only inside this memory. A new grant stops the VF and
+    /// forgets its queues: the engine addresses ring slots without re-checking them, on the
+    /// strength of `initializeQueues` having checked the rings against the grant in force then,
+    /// so the PF initialises the queues again (inside the new grant) before enabling the VF.
     public func grant(vf: Int, memory: GuestMemory) {
-        locked { vfs[vf].grant = memory }
+        locked {
+            let f = vfs[vf]
+            f.grant = memory
+            f.enabled = false
+            f.txQueueCount = 0
+            f.rxQueueCount = 0
+            f.write(NPA_VF_REG_STATUS, 0)
+        }
     }
 
     /// Initialises a VF's queues from the GPAs the guest's shell allocated (the PF does this on
-    /// the VF's behalf, as in NPA). Every ring must lie inside the grant.
+    /// the VF's behalf, as in NPA), with each RX queue's buffer size (SRRCTL). Every ring must
+    /// lie inside the grant and be 16-byte aligned (the engine loads descriptor words in place).
     public func initializeQueues(vf: Int, tx: [VirtualFunction.QueueConfig], rx: [VirtualFunction.QueueConfig], interrupt: EventNotifier) throws {
         try locked {
             let f = vfs[vf]
@@ -122,9 +133,12 @@ public final class SoftNIC: @unchecked Sendable {
             }
             for q in tx + rx {
                 guard q.ringSize >= 32, q.ringSize <= 4096, q.ringSize & (q.ringSize - 1) == 0,
-                    memory.contains(gpa: q.ringGPA, length: UInt64(q.ringSize) * 16),
-                    model == .dring || memory.contains(gpa: q.completionGPA, length: UInt64(q.ringSize) * 16)
-                else { throw ConfigurationError(description: "VF \(vf): a ring lies outside the grant or has a bad size") }
+                    q.ringGPA & 15 == 0, memory.contains(gpa: q.ringGPA, length: UInt64(q.ringSize) * 16),
+                    model == .dring || (q.completionGPA & 15 == 0 && memory.contains(gpa: q.completionGPA, length: UInt64(q.ringSize) * 16))
+                else { throw ConfigurationError(description: "VF \(vf): a ring lies outside the grant, is not 16-byte aligned or has a bad size") }
+            }
+            for q in rx where !VirtualFunction.QueueConfig.bufferSizes.contains(q.bufferSize) {
+                throw ConfigurationError(description: "VF \(vf): RX buffer size \(q.bufferSize) is not in \(VirtualFunction.QueueConfig.bufferSizes)")
             }
             f.setQueues(tx: tx, rx: rx)
             f.interrupt = interrupt
@@ -133,6 +147,7 @@ public final class SoftNIC: @unchecked Sendable {
                 f.write(0x104 + 8 * UInt32(q), 0)
                 f.write(0x200 + 8 * UInt32(q), 0)
                 f.write(0x204 + 8 * UInt32(q), 0)
+                f.write(NPA_VF_REG_RX_BUFFER_SIZE(UInt32(q)), q < rx.count ? rx[q].bufferSize : 0)
             }
         }
     }
@@ -453,6 +468,12 @@ public final class SoftNIC: @unchecked Sendable {
         guard let memory = vf.grant, vf.rxQueueCount > 0 else { return }
         let q = vf.rxQueueCount == 1 ? 0 : Int(hash % UInt32(vf.rxQueueCount))
         let queue = vf.rxQueues + q
+        // The descriptor names only an address; the buffer's size is the PF's (SRRCTL). A longer
+        // frame is dropped here, before a descriptor is taken or a byte is written.
+        guard length <= Int(queue.pointee.config.bufferSize) else {
+            vf.counters.frameTooLong &+= 1
+            return
+        }
         let size = queue.pointee.config.ringSize
         if queue.pointee.head == queue.pointee.cachedTail {
             let tail = vf.read(NPA_DRING_REG_RDT(UInt32(q)))
@@ -548,6 +569,12 @@ public final class SoftNIC: @unchecked Sendable {
         guard let memory = vf.grant, vf.rxQueueCount > 0 else { return }
         let q = vf.rxQueueCount == 1 ? 0 : Int(hash % UInt32(vf.rxQueueCount))
         let rxQueue = vf.rxQueues + q
+        // As in npa-dring: longer than the PF-programmed buffer size, dropped before an entry is
+        // taken. (An entry's own length, the guest's word, can only lower the limit below.)
+        guard length <= Int(rxQueue.pointee.config.bufferSize) else {
+            vf.counters.frameTooLong &+= 1
+            return
+        }
         var queue = rxQueue.pointee
         let size = queue.config.ringSize
         if queue.head == queue.cachedTail {

@@ -17,11 +17,21 @@ public final class VirtualFunction {
         public var ringSize: UInt32
         /// npa-cq only: the completion queue's GPA.
         public var completionGPA: UInt64
+        /// RX queues: the size of every receive buffer the guest posts (the 82599's
+        /// SRRCTL.BSIZEPACKET, which the PF driver programs). The NIC writes no frame longer than
+        /// this into a buffer: it drops and counts it (`Counters.frameTooLong`) before taking a
+        /// descriptor. The default is the 82599's reset value, 2 KiB. TX queues ignore it.
+        public var bufferSize: UInt32
 
-        public init(ringGPA: UInt64, ringSize: UInt32, completionGPA: UInt64 = 0) {
+        public static let defaultBufferSize: UInt32 = 2048
+        /// What a PF may program: at least a minimum Ethernet frame, at most 16 KiB.
+        public static let bufferSizes: ClosedRange<UInt32> = 64...16384
+
+        public init(ringGPA: UInt64, ringSize: UInt32, completionGPA: UInt64 = 0, bufferSize: UInt32 = Self.defaultBufferSize) {
             self.ringGPA = ringGPA
             self.ringSize = ringSize
             self.completionGPA = completionGPA
+            self.bufferSize = bufferSize
         }
     }
 
@@ -53,6 +63,8 @@ public final class VirtualFunction {
         public var dmaFaults: UInt64 = 0
         public var noBufferDrops: UInt64 = 0
         public var badDescriptors: UInt64 = 0
+        /// Frames for this VF longer than its RX queue's buffer size: dropped, never written.
+        public var frameTooLong: UInt64 = 0
         public var interrupts: UInt64 = 0
     }
 

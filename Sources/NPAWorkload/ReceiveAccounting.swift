@@ -12,7 +12,7 @@ public struct ReceiveAccounting {
     /// sender's to report.
     public static let receiveSideReasons: Set<String> = [
         "no_buffers", "buffer_too_small", "bad_rx_descriptor", "vnic_inactive", "rx_error",
-        "vf_no_buffers",
+        "vf_no_buffers", "rx_frame_too_long", "vf_frame_too_long",
     ]
     static let quietNanoseconds: UInt64 = 100_000_000
 

@@ -25,6 +25,14 @@
 #define NPA_VF_STATUS_ENABLED 0x1u
 #define NPA_VF_STATUS_ERROR 0x2u
 #define NPA_VF_MAX_QUEUES 8u
+/* u32 per RX queue, PF/NIC, read-only for the driver: the receive buffer size the PF driver
+ * programmed for queue q (the 82599's SRRCTL.BSIZEPACKET, here in bytes). The NIC never writes
+ * more than this into one receive buffer: a longer frame is dropped before any byte of it
+ * reaches guest memory, uses no descriptor and is counted (the guest sees drop_vf_frame_too_long);
+ * it is not spanned over several buffers. The NIC acts on its own copy; this is a mirror for the
+ * driver, rewritten when the PF initialises the queues. Added in ABI version 1 without a bump:
+ * an offset no earlier plugin used. */
+static inline uint32_t NPA_VF_REG_RX_BUFFER_SIZE(uint32_t q) { return 0x300u + 4u * q; }
 
 /* ---- npa-dring ---- */
 /* Functions, not macros, so Swift can call them too. */
@@ -48,7 +56,9 @@ _Static_assert(sizeof(npa_dring_tx_desc) == 16, "npa_dring_tx_desc");
 #define NPA_DRING_TXD_STATUS_DD 0x01u
 #define NPA_DRING_TXD_STATUS_ERR 0x02u /* the NIC refused the frame (counted by the NIC) */
 
-/* An RX descriptor is posted in read format (addr) and written back in place. */
+/* An RX descriptor is posted in read format (addr: a buffer of at least the queue's
+ * NPA_VF_REG_RX_BUFFER_SIZE bytes) and written back in place. One frame per descriptor: the
+ * NIC writes back DD | EOP, never a frame spanning descriptors. */
 typedef struct npa_dring_rx_desc {
     uint64_t addr;
     uint16_t length;  /* write-back: frame length */
@@ -68,7 +78,8 @@ static inline uint32_t NPA_CQ_REG_RX_SQ_TAIL(uint32_t q) { return 0x200u + 8u * 
 
 typedef struct npa_cq_sq_entry {
     uint64_t addr;
-    uint16_t length;
+    uint16_t length;  /* TX: frame length. RX: buffer size; the NIC writes at most the smaller of
+                         this and NPA_VF_REG_RX_BUFFER_SIZE(q) (longer frames: dropped, counted) */
     uint16_t req_id;  /* echoed in the completion */
     uint8_t flags;    /* NPA_CQ_FLAG_PHASE must equal the queue's current phase */
     uint8_t reserved[3];
