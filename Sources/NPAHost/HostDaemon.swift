@@ -47,6 +47,9 @@ public final class HostDaemon: @unchecked Sendable {
     private let pfBatch = UnsafeMutablePointer<Int32>.allocate(capacity: 64)
     private var pfBatchCount = 0
     private var sleeping = false
+    /// Frames from the PF that no vNIC took (unknown destination or filtered): shown with the
+    /// uplink's dropped frames in `npa status`.
+    private var pfFramesUnroutable: UInt64 = 0
     /// Set by a pass that held a frame back for a receiver without buffers (see `switchBurst`).
     private var heldBack = false
     public private(set) var sleeps: UInt64 = 0
@@ -191,15 +194,20 @@ public final class HostDaemon: @unchecked Sendable {
 
     /// Frames the NIC sent up to its PF (for MACs not on a VF) enter the vswitch by the uplink.
     /// A unicast frame whose receiver has no free buffer (within its stall limit) stays in the
-    /// PF queue, which then fills and holds back the NIC's senders in turn.
-    func receiveFromPF(_ nic: SoftNIC) -> Int {
+    /// PF queue, which then fills and holds back the NIC's senders in turn — unless `holding`
+    /// is false (a switch point drains the queue completely: a frame left behind would be
+    /// routed after the MAC moved). A frame for no vNIC is counted in `pfFramesUnroutable`.
+    func receiveFromPF(_ nic: SoftNIC, holding: Bool = true) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
         return nic.pfReceive.pop(max: arena.capacity, while: { frame, length in
             let dst = EthernetFrame.mac(frame, at: 0)
             let vlan = EthernetFrame.vlanID(frame, length: length)
-            guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else { return true }
+            guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
+                pfFramesUnroutable &+= 1
+                return true
+            }
             let hash = EthernetFrame.flowHash(frame, length: length)
-            if n == 1, let owner = portOwners[Int(arena.destinations[0])],
+            if holding, n == 1, let owner = portOwners[Int(arena.destinations[0])],
                 owner._withUnsafeGuaranteedRef({ !$0.hasReceiveBuffer(hash: hash) && $0.holdsSenders }) {
                 heldBack = true
                 return false
@@ -582,7 +590,7 @@ public final class HostDaemon: @unchecked Sendable {
                 v.lastSwitchError = d.switchReason
                 return v
             },
-            uplink: uplinkNIC.map { StatusReport.Uplink(kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0, framesInDropped: $0.pfReceive.drops) }
+            uplink: uplinkNIC.map { StatusReport.Uplink(kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0, framesInDropped: $0.pfReceive.drops &+ pfFramesUnroutable) }
                 ?? wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) })
     }
 }

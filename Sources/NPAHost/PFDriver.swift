@@ -225,7 +225,7 @@ extension HostDaemon {
     /// Delivers everything the PF holds now (at a switch point, not one burst: frames left behind
     /// would be overtaken by what the guest sends next on its new path).
     func drainPF(_ nic: SoftNIC) {
-        while receiveFromPF(nic) > 0 {}
+        while receiveFromPF(nic, holding: false) > 0 {}
     }
 
     /// In passthrough the guest's control operations go to the VF too (through the PF).
