@@ -27,7 +27,7 @@ public final class HostDaemon: @unchecked Sendable {
     private var connections: [UInt64: Connection] = [:]
     private var nextConnectionID: UInt64 = 1
     private var nextVNICID: UInt32 = 1
-    private var devices: [EmulatedDevice] = []
+    private(set) var devices: [EmulatedDevice] = []
     /// Port index → the device on it, unretained so routing a frame costs no reference counting
     /// (`devices` keeps them alive).
     private var portOwners: [Unmanaged<EmulatedDevice>?] = []
@@ -82,7 +82,9 @@ public final class HostDaemon: @unchecked Sendable {
         try epoll.add(stopNotifier.fd, tag: Self.stopTag)
         for n in configuration.nics {
             let model = SoftNIC.Model(rawValue: n.model) ?? .dring
-            nics.append(try SoftNIC(name: n.name, model: model, vfCount: n.vfs))
+            let nic = try SoftNIC(name: n.name, model: model, vfCount: n.vfs)
+            nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+            nics.append(nic)
         }
         switch configuration.uplink {
         case .none:
@@ -194,11 +196,11 @@ public final class HostDaemon: @unchecked Sendable {
 
     /// Frames the NIC sent up to its PF (for MACs not on a VF) enter the vswitch by the uplink.
     /// A unicast frame whose receiver has no free buffer (within its stall limit) stays in the
-    /// PF queue, which then fills and holds back the NIC's senders in turn — unless `holding`
-    /// is false (a switch point drains the queue completely: a frame left behind would be
-    /// routed after the MAC moved). A frame for no vNIC is counted in `pfFramesUnroutable`.
-    func receiveFromPF(_ nic: SoftNIC, holding: Bool = true) -> Int {
+    /// PF queue, which then fills and holds back the NIC's senders in turn; frames for `exempt`
+    /// are never held. A frame for no vNIC is counted in `pfFramesUnroutable`.
+    func receiveFromPF(_ nic: SoftNIC, exempt: EmulatedDevice? = nil) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
+        let exemptOwner = exempt.map { Unmanaged.passUnretained($0).toOpaque() }
         return nic.pfReceive.pop(max: arena.capacity, while: { frame, length in
             let dst = EthernetFrame.mac(frame, at: 0)
             let vlan = EthernetFrame.vlanID(frame, length: length)
@@ -207,7 +209,7 @@ public final class HostDaemon: @unchecked Sendable {
                 return true
             }
             let hash = EthernetFrame.flowHash(frame, length: length)
-            if holding, n == 1, let owner = portOwners[Int(arena.destinations[0])],
+            if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
                 owner._withUnsafeGuaranteedRef({ !$0.hasReceiveBuffer(hash: hash) && $0.holdsSenders }) {
                 heldBack = true
                 return false
@@ -225,15 +227,18 @@ public final class HostDaemon: @unchecked Sendable {
     /// happen here. No allocation or reference counting per frame.
     ///
     /// Returns how many of the burst's frames were taken. It stops at a unicast frame whose
-    /// receiver has no free buffer but is still within its stall limit: that frame and the
-    /// rest stay in the sender's TX ring (backpressure, like a NIC honouring pause frames),
-    /// and are offered again on the next pass, in order. Broadcast and flooded frames never
-    /// wait: one slow receiver must not hold up a frame meant for many.
+    /// receiver has no free buffer but is still within its stall limit — a vNIC here, or a VF
+    /// behind the PF (the NIC takes a PF burst only up to such a frame): that frame and the rest
+    /// stay in the sender's TX ring (backpressure, like a NIC honouring pause frames) and are
+    /// offered again on the next pass, in order. Broadcast and flooded frames never wait: one
+    /// slow receiver must not hold up a frame meant for many. Frames for the PF are batched
+    /// (one NIC lock per batch); the batch goes before any later frame is delivered here, so
+    /// what was taken is always a prefix of the burst.
     private func switchBurst(from device: EmulatedDevice) -> Int {
         let ingress = device.port
         let mac = device.mac.value
         var taken = arena.count
-        for i in 0..<arena.count {
+        frames: for i in 0..<arena.count {
             let frame = UnsafeRawPointer(arena.slot(i))
             let length = arena.lengths[i]
             guard EthernetFrame.mac(frame, at: 6) == mac else {
@@ -250,26 +255,24 @@ public final class HostDaemon: @unchecked Sendable {
             var hash: UInt32 = 0
             if case .forward(let n) = route {
                 hash = EthernetFrame.flowHash(frame, length: length)
-                if n == 1, let owner = portOwners[Int(arena.destinations[0])] {
-                    let wait = owner._withUnsafeGuaranteedRef { !$0.hasReceiveBuffer(hash: hash) && $0.holdsSenders }
-                    if wait {
-                        taken = i
-                        break
-                    }
+                if n == 1, let owner = portOwners[Int(arena.destinations[0])],
+                    owner._withUnsafeGuaranteedRef({ !$0.hasReceiveBuffer(hash: hash) && $0.holdsSenders }) {
+                    taken = i
+                    heldBack = true
+                    break
                 }
             }
-            device.counters.txFrames &+= 1
-            device.counters.txBytes &+= UInt64(length)
-            if dst == MACAddress.broadcast.value {
-                device.counters.txBroadcast &+= 1
-            } else if (dst >> 40) & 1 == 1 {
-                device.counters.txMulticast &+= 1
-            }
+            countTransmit(device, destination: dst, length: length, sign: 1)
             switch route {
             case .forward(let n):
                 for k in 0..<n {
                     let port = Int(arena.destinations[k])
                     if let owner = portOwners[port] {
+                        if let held = flushPFBatch() {
+                            uncountBurst(device, from: held, through: i)
+                            taken = held
+                            break frames
+                        }
                         owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
                     } else if port == vswitch.uplinkPort {
                         if uplinkNIC != nil {
@@ -286,12 +289,62 @@ public final class HostDaemon: @unchecked Sendable {
                 device.drop(.filtered)
             }
         }
-        if pfBatchCount > 0, let nic = uplinkNIC {
-            let arena = self.arena, batch = pfBatch
-            nic.transmitFromPF(count: pfBatchCount) { k in (UnsafeRawPointer(arena.slot(Int(batch[k]))), arena.lengths[Int(batch[k])]) }
-            pfBatchCount = 0
+        if let held = flushPFBatch() {
+            uncountBurst(device, from: held, through: taken - 1)
+            taken = held
         }
         return taken
+    }
+
+    /// Sends the frames batched for the PF into the NIC. Returns the arena index of the first
+    /// frame it did not take (its VF has no free buffer yet), or nil when it took them all.
+    private func flushPFBatch() -> Int? {
+        guard pfBatchCount > 0, let nic = uplinkNIC else { return nil }
+        let arena = self.arena, batch = pfBatch, count = pfBatchCount
+        pfBatchCount = 0
+        let sent = nic.transmitFromPF(count: count) { k in (UnsafeRawPointer(arena.slot(Int(batch[k]))), arena.lengths[Int(batch[k])]) }
+        guard sent < count else { return nil }
+        heldBack = true
+        return Int(batch[sent])
+    }
+
+    @inline(__always)
+    private func countTransmit(_ device: EmulatedDevice, destination dst: UInt64, length: Int, sign: UInt64) {
+        device.counters.txFrames &+= sign
+        device.counters.txBytes &+= UInt64(length) &* sign
+        if dst == MACAddress.broadcast.value {
+            device.counters.txBroadcast &+= sign
+        } else if (dst >> 40) & 1 == 1 {
+            device.counters.txMulticast &+= sign
+        }
+    }
+
+    /// Takes back what `switchBurst` counted for frames `first...last`, which stay in the guest's
+    /// ring and will be counted when they are taken. (The same checks on the same private copy
+    /// under the same switch state give the same outcome, so nothing needs remembering.)
+    private func uncountBurst(_ device: EmulatedDevice, from first: Int, through last: Int) {
+        guard first <= last else { return }
+        let back = UInt64.max  // adding 2^64 - 1 wraps to subtracting one
+        for i in first...last {
+            let frame = UnsafeRawPointer(arena.slot(i))
+            let length = arena.lengths[i]
+            if EthernetFrame.mac(frame, at: 6) != device.mac.value {
+                device.counters.drops[DropReason.spoofedSource.rawValue] &-= 1
+                continue
+            }
+            let vlan = EthernetFrame.vlanID(frame, length: length)
+            guard vswitch.isMember(device.port, vlan: vlan) else {
+                device.counters.drops[DropReason.vlanRefused.rawValue] &-= 1
+                continue
+            }
+            let dst = EthernetFrame.mac(frame, at: 0)
+            countTransmit(device, destination: dst, length: length, sign: back)
+            switch vswitch.route(destination: dst, vlan: vlan, ingress: device.port, into: arena.destinations) {
+            case .forward: break
+            case .unknownDestination: device.counters.drops[DropReason.unknownDestination.rawValue] &-= 1
+            case .filtered: device.counters.drops[DropReason.filtered.rawValue] &-= 1
+            }
+        }
     }
 
     /// Passthrough: the vNIC's port keeps its place but holds no MAC and accepts nothing, so the

@@ -104,7 +104,7 @@ extension HostDaemon {
         device.earlierVFCounters = vfCounterTotals(device)
         nic.reset(vf: index)
         reattachToSwitch(device)
-        if let uplink = uplinkNIC { drainPF(uplink) }
+        if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         device.pendingSwitch = .switchOut
         device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
         device.switchReason = reason
@@ -183,7 +183,7 @@ extension HostDaemon {
     func activateVF(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
         guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
         nic.setMAC(vf: index, device.mac)
-        if let uplink = uplinkNIC { drainPF(uplink) }
+        if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         detachFromSwitch(device)
         device.mode = .passthrough
         device.pendingSwitch = .none
@@ -203,7 +203,7 @@ extension HostDaemon {
         nic.quiesce(vf: index)
         nic.setMAC(vf: index, .zero)
         reattachToSwitch(device)
-        if let uplink = uplinkNIC { drainPF(uplink) }
+        if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         return .success(())
     }
 
@@ -223,9 +223,19 @@ extension HostDaemon {
     }
 
     /// Delivers everything the PF holds now (at a switch point, not one burst: frames left behind
-    /// would be overtaken by what the guest sends next on its new path).
-    func drainPF(_ nic: SoftNIC) {
-        while receiveFromPF(nic, holding: false) > 0 {}
+    /// would be overtaken by what the guest sends next on its new path, or routed after its MAC
+    /// moved). A receiver with no free buffer is waited for — the host thread yields until it
+    /// posts one, within that receiver's stall limit — so a switch loses nothing to a slow
+    /// receiver; the wait is bounded by the limit and happens only at a switch point. Frames for
+    /// the switching guest itself are not waited for: it is busy in the switch handshake.
+    func drainPF(_ nic: SoftNIC, switching device: EmulatedDevice) {
+        while !nic.pfReceive.isEmpty {
+            if receiveFromPF(nic, exempt: device) == 0 {
+                for d in devices { d.raiseInterrupts() }  // a sleeping receiver must wake to take its frames
+                sched_yield()
+            }
+        }
+        for d in devices { d.raiseInterrupts() }
     }
 
     /// In passthrough the guest's control operations go to the VF too (through the PF).

@@ -54,6 +54,13 @@ public final class SoftNIC: @unchecked Sendable {
     private let wake: EventNotifier
     public static let maximumFrame = 9018
     public let passBudget = 64
+    /// How long a sender's frame waits (in its TX ring, or in the PF driver's burst) for a VF
+    /// with no free receive buffer before frames to that VF are dropped as `vf_no_buffers`
+    /// (the host's `receiver_stall_ms`; 0 drops at once). Set before `start()`.
+    public var receiverStallLimitNanoseconds: UInt64 = 500_000_000
+    /// Set by a pass that left a frame waiting for a receiver: the engine then keeps polling
+    /// (yielding the core) instead of sleeping, since posting a buffer rings no doorbell.
+    private var heldBack = false
 
     public init(name: String, model: Model, vfCount: Int) throws {
         guard (1...64).contains(vfCount) else { throw ConfigurationError(description: "a NIC has 1...64 VFs, not \(vfCount)") }
@@ -200,6 +207,7 @@ public final class SoftNIC: @unchecked Sendable {
     public func runPass() -> Int {
         lock.lock()
         defer { lock.unlock() }
+        heldBack = false
         var work = 0
         for ref in vfRefs {
             work += ref._withUnsafeGuaranteedRef { vf in
@@ -228,6 +236,11 @@ public final class SoftNIC: @unchecked Sendable {
             var idle = 0
             while cnpa_load_relaxed_u32(flag) == 0 {
                 if runPass() > 0 { idle = 0; continue }
+                if heldBack {
+                    // A sender waits for a receiver's buffers: let the receiver's vCPU run.
+                    sched_yield()
+                    continue
+                }
                 idle += 1
                 if idle < idlePasses { cnpa_cpu_relax(); continue }
                 for vf in vfs { vf.write(NPA_VF_REG_ENGINE_SLEEPING, 1) }
@@ -363,13 +376,23 @@ public final class SoftNIC: @unchecked Sendable {
 
     /// The PF driver sends a burst into the NIC (one lock for the whole burst). Frames are
     /// switched to VFs by (MAC, VLAN); frames for no VF leave by the uplink wire, never back up
-    /// to the PF. The PF is trusted: no anti-spoofing on this port.
-    public func transmitFromPF(count: Int, frame: (Int) -> (UnsafeRawPointer, Int)) {
+    /// to the PF. The PF is trusted: no anti-spoofing on this port. Returns how many frames were
+    /// taken: it stops at a frame for a VF that has no free buffer and is within its stall limit
+    /// (backpressure); the caller keeps that frame and the rest.
+    @discardableResult
+    public func transmitFromPF(count: Int, frame: (Int) -> (UnsafeRawPointer, Int)) -> Int {
         lock.lock()
         defer { lock.unlock() }
+        var taken = 0
+        defer { publishAndInterrupt() }
         for i in 0..<count {
             let (p, length) = frame(i)
-            guard length >= EthernetFrame.headerLength, length <= Self.maximumFrame else { continue }
+            guard length >= EthernetFrame.headerLength, length <= Self.maximumFrame else {
+                taken += 1
+                continue
+            }
+            if mustWait(p, length: length, from: nil) { return taken }
+            taken += 1
             pfTransmitted &+= 1
             // The PF is trusted and its frames sit in host memory the host does not change
             // mid-copy. What is for no VF leaves by the wire, never back up to the PF.
@@ -378,7 +401,7 @@ public final class SoftNIC: @unchecked Sendable {
                 uplinkBytes &+= UInt64(length)
             }
         }
-        publishAndInterrupt()
+        return taken
     }
 
     /// Frames arriving from the wire on the uplink port (a traffic source or a test plays the
@@ -393,11 +416,13 @@ public final class SoftNIC: @unchecked Sendable {
         var taken = 0
         while taken < count && (!pfEnabled || pfReceive.hasRoom) {
             let (p, length) = frame(taken)
-            taken += 1
             guard length >= EthernetFrame.headerLength, length <= Self.maximumFrame else {
+                taken += 1
                 wireFramesDropped &+= 1
                 continue
             }
+            if mustWait(p, length: length, from: nil) { break }
+            taken += 1
             wireFramesIn &+= 1
             if switchFromUplinkPort(p, length: length) {
                 if pfEnabled { pfReceive.push(p, length: length) } else { wireFramesDropped &+= 1 }
@@ -413,6 +438,51 @@ public final class SoftNIC: @unchecked Sendable {
     private func switchFromUplinkPort(_ p: UnsafeRawPointer, length: Int) -> Bool {
         switchFrame(p, length: length, destination: EthernetFrame.mac(p, at: 0), source: EthernetFrame.mac(p, at: 6),
                     vlan: EthernetFrame.vlanID(p, length: length), from: nil)
+    }
+
+    /// Whether a frame must wait before it is taken (from a VF's TX ring, the PF or the wire):
+    /// it is unicast to another enabled VF whose receive queue for its flow has no free buffer,
+    /// and that VF has been without one for less than the stall limit. A hint read from the
+    /// sender's buffer before the copy (the switch decides again on what it copies); it never
+    /// holds a frame the receiver would refuse anyway (too long for its buffers).
+    private func mustWait(_ frame: UnsafeRawPointer, length: Int, from sender: VirtualFunction?) -> Bool {
+        let dst = EthernetFrame.mac(frame, at: 0)
+        guard (dst >> 40) & 1 == 0, let target = macTable.port(mac: dst, vlan: EthernetFrame.vlanID(frame, length: length)),
+            target != sender?.index
+        else { return false }
+        let wait = vfRefs[target]._withUnsafeGuaranteedRef { vf -> Bool in
+            guard vf.enabled, vf.grant != nil, vf.rxQueueCount > 0 else { return false }
+            let q = vf.rxQueueCount == 1 ? 0 : Int(EthernetFrame.flowHash(frame, length: min(length, 64)) % UInt32(vf.rxQueueCount))
+            let queue = vf.rxQueues + q
+            guard length <= Int(queue.pointee.config.bufferSize) else { return false }
+            let size = queue.pointee.config.ringSize
+            // Buffers posted and not yet used; the guest's tail is read only when none are known.
+            var available: UInt32 = 0
+            if queue.pointee.head != queue.pointee.cachedTail && !vf.exceededStallLimit {
+                available = 1
+            } else {
+                let tail = vf.read(model == .dring ? NPA_DRING_REG_RDT(UInt32(q)) : NPA_CQ_REG_RX_SQ_TAIL(UInt32(q)))
+                let posted = model == .dring ? (tail &- queue.pointee.head) & (size &- 1) : tail &- queue.pointee.head
+                guard model == .cq || tail < size, posted <= size else { return false }  // a bad tail: deliver() refuses it
+                available = posted
+            }
+            if available > 0 {
+                // One that used up its stall limit is held for again only with half a ring posted.
+                if vf.receiverStalledSince != 0 && (!vf.exceededStallLimit || available >= size / 2) {
+                    vf.receiverStalledSince = 0
+                    vf.exceededStallLimit = false
+                }
+                return false
+            }
+            let now = cnpa_monotonic_ns()
+            if vf.receiverStalledSince == 0 { vf.receiverStalledSince = now }
+            guard !vf.exceededStallLimit else { return false }
+            if now - vf.receiverStalledSince < receiverStallLimitNanoseconds { return true }
+            vf.exceededStallLimit = true
+            return false
+        }
+        if wait { heldBack = true }
+        return wait
     }
 
     /// True if the received copy still carries the source MAC and VLAN that were checked.
@@ -445,6 +515,7 @@ public final class SoftNIC: @unchecked Sendable {
                 vf.counters.badDescriptors &+= 1
                 status |= UInt8(NPA_DRING_TXD_STATUS_ERR)
             } else if let p = memory.pointer(gpa: address, length: UInt64(length)) {
+                if mustWait(p, length: length, from: vf) { break }  // the descriptor stays for a later pass
                 forward(from: vf, p, length: length)
             } else {
                 vf.counters.dmaFaults &+= 1
@@ -533,6 +604,7 @@ public final class SoftNIC: @unchecked Sendable {
                 vf.counters.badDescriptors &+= 1
                 status = UInt8(NPA_CQ_STATUS_ERROR)
             } else if let p = memory.pointer(gpa: address, length: UInt64(length)) {
+                if mustWait(p, length: length, from: vf) { break }  // the entry stays for a later pass
                 forward(from: vf, p, length: length)
             } else {
                 vf.counters.dmaFaults &+= 1

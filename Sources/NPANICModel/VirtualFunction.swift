@@ -83,6 +83,10 @@ public final class VirtualFunction {
     var rxQueueCount = 0
     var enabled = false
     var pendingInterrupt = false
+    /// When a frame for this VF first found no free receive buffer (0: it has one), and whether
+    /// that stall outlasted the NIC's limit (see `SoftNIC.receiverStallLimitNanoseconds`).
+    var receiverStalledSince: UInt64 = 0
+    var exceededStallLimit = false
     public internal(set) var mac: MACAddress = .zero
     var vlans = [UInt64](repeating: 1, count: 1) + [UInt64](repeating: 0, count: 63)
     var rxMode: VMXNET3.RxMode = [.unicast, .broadcast, .multicast]
@@ -136,6 +140,8 @@ public final class VirtualFunction {
         rxQueueCount = 0
         interrupt = nil
         pendingInterrupt = false
+        receiverStalledSince = 0
+        exceededStallLimit = false
         counters = Counters()
         registers.base.initializeMemory(as: UInt8.self, repeating: 0, count: registers.size)
         write(NPA_VF_REG_INTR_MASK, 1)
