@@ -63,4 +63,28 @@ import Testing
         #expect(atStuck.unique == 255, "its posted buffers")  // a 256-descriptor ring holds 255
         #expect(drops == ["no_buffers": 2000 - 255])
     }
+
+    /// The same through the NIC model: a VF receiver without buffers holds back a VF sender (its
+    /// descriptors stay in its ring) and an emulated sender (the host's PF burst stops there).
+    @Test(arguments: [("npa-dring", false, true), ("npa-dring", true, true), ("npa-cq", false, true), ("npa-cq", true, true), ("npa-cq", true, false)])
+    func aVFReceiverThatFallsBehindHoldsItsSenderBack(_ model: String, _ senderOnVF: Bool, _ receiverOnVF: Bool) throws {
+        var config = try HostConfiguration.withNIC(model: model, vfs: 4)
+        config.receiverStallMilliseconds = 60_000
+        let host = try TestHost(configuration: config)
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:e0:01", queues: 1, memoryMiB: 32)
+        let b = try attach(host, "b", mac: "02:00:00:00:e0:02", queues: 1, memoryMiB: 32)
+        // A switch requested by the guest is carried out on its next data-path call.
+        if senderOnVF { try a.requestSwitch(toPassthrough: true); _ = a.reclaimTransmitted() }
+        if receiverOnVF { try b.requestSwitch(toPassthrough: true); _ = b.reclaimTransmitted() }
+        #expect(a.mode == (senderOnVF ? "passthrough" : "emulated") && b.mode == (receiverOnVF ? "passthrough" : "emulated"))
+        var verifier = FlowVerifier()
+        let held = send(3000, from: a, to: b.mac) {
+            b.receive(maxFrames: 64, timeoutMilliseconds: 0) { verifier.record($0.bytes) }
+        }
+        let drops = try receiveUntilAccounted(b, &verifier, total: 3000)
+        #expect(held > 0, "the sender was never held back: the test did not exercise backpressure")
+        #expect(verifier.unique == 3000 && verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.invalid == 0)
+        #expect(drops.isEmpty, "\(drops)")
+    }
 }
