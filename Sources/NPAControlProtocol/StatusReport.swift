@@ -17,6 +17,8 @@ public struct StatusReport: Codable, Equatable, Sendable {
         public var plugin: String?
         public var lastSwitchMilliseconds: Double?
         public var lastSwitchError: String?
+        /// A switch under way: "switch-in" or "switch-out", how long, and what it waits for.
+        public var switchPending: String?
 
         public init(name: String, mac: String, mode: String, link: String, state: String, txQueues: Int, rxQueues: Int, counters: [String: UInt64]) {
             self.name = name
@@ -33,6 +35,7 @@ public struct StatusReport: Codable, Equatable, Sendable {
             case name, mac, mode, link, state, counters, vf, plugin
             case lastSwitchMilliseconds = "last_switch_ms"
             case lastSwitchError = "last_switch_error"
+            case switchPending = "switch_pending"
             case txQueues = "tx_queues"
             case rxQueues = "rx_queues"
         }

@@ -71,6 +71,14 @@ final class EmulatedDevice {
     var pluginName: String?
     var pendingSwitch: ControlMessage.SwitchOffer.Kind = .none
     var switchStartedNanoseconds: UInt64 = 0
+    /// When the guest last answered a step of the switch under way (or DIC was raised): each
+    /// step has `switch_timeout_ms` from here.
+    var switchStepStartedNanoseconds: UInt64 = 0
+    /// The switch-out under way can no longer be called off: the VF was quiesced or reset and
+    /// the MAC is back on the vswitch; only the guest can finish it.
+    var switchOutCommitted = false
+    /// The step deadline passed for a committed switch-out (said once, in `switchReason`).
+    var switchStepExpired = false
     var lastSwitchMilliseconds: Double?
     var switchReason: String?
     /// VF counters of VFs this vNIC held before (a VF's counters restart at its next FLR).

@@ -63,6 +63,10 @@ public struct HostConfiguration: Equatable, Sendable {
     /// How long a sender's frames wait in its TX ring for a receiver with no free buffer before
     /// frames to that receiver are dropped (as `no_buffers`); 0 drops at once.
     public var receiverStallMilliseconds: Int = 500
+    /// How long each step of a switch waits for the guest before the host calls it off (a
+    /// switch-in is abandoned and its VF released; an admin's switch-out is cancelled and the
+    /// guest keeps its VF).
+    public var switchTimeoutMilliseconds: Int = 5000
 
     public init() {}
 
@@ -97,6 +101,11 @@ public struct HostConfiguration: Equatable, Sendable {
         # Milliseconds a sender's frames wait (in its TX ring: backpressure) for a receiver
         # whose buffers are all full before frames to it are dropped as no_buffers; 0 = at once.
         receiver_stall_ms: 500
+
+        # Milliseconds each step of a switch waits for the guest (a stopped or hung guest):
+        # then a switch-in is abandoned (VF released), a switch-out called off (the guest keeps
+        # its VF), and npa status says why.
+        switch_timeout_ms: 5000
 
         # Policy for guests not listed under `guests`.
         default_policy:
@@ -167,6 +176,9 @@ public struct HostConfiguration: Equatable, Sendable {
             case "receiver_stall_ms":
                 guard let n = value.int, (0...60_000).contains(n) else { throw LoadError(file, line, "receiver_stall_ms must be 0...60000") }
                 config.receiverStallMilliseconds = n
+            case "switch_timeout_ms":
+                guard let n = value.int, (1...600_000).contains(n) else { throw LoadError(file, line, "switch_timeout_ms must be 1...600000") }
+                config.switchTimeoutMilliseconds = n
             case "default_policy":
                 config.defaultPolicy = try parsePolicy(value, file: file, path: "default_policy")
             case "guests":
@@ -176,7 +188,7 @@ public struct HostConfiguration: Equatable, Sendable {
                     config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
                 }
             default:
-                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, default_policy, guests)")
+                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, default_policy, guests)")
             }
         }
         if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {

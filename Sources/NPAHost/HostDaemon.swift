@@ -168,6 +168,7 @@ public final class HostDaemon: @unchecked Sendable {
                     idlePasses = 0
                 }
                 if try handleEvents(tags) == false { return }
+                if devices.contains(where: { $0.pendingSwitch != .none }) { expireSwitchSteps(now: Clock.monotonicNanoseconds()) }
             }
         }
     }
@@ -441,6 +442,13 @@ public final class HostDaemon: @unchecked Sendable {
     }
 
     private func handle(_ message: ControlMessage, from c: Connection) {
+        // The guest is answering: its switch under way gets a new step deadline.
+        if let d = c.device, d.pendingSwitch != .none {
+            switch message {
+            case .switchQuery, .switchInReady, .switchOutBegin, .switchOutDone, .registerWrite: d.switchStepStartedNanoseconds = Clock.monotonicNanoseconds()
+            default: break
+            }
+        }
         switch message {
         case .statusRequest:
             reply(c, .statusReply(json: status().json()))
@@ -641,6 +649,7 @@ public final class HostDaemon: @unchecked Sendable {
                 }
                 v.lastSwitchMilliseconds = d.lastSwitchMilliseconds
                 v.lastSwitchError = d.switchReason
+                v.switchPending = switchPendingDescription(d, now: Clock.monotonicNanoseconds())
                 return v
             },
             uplink: uplinkNIC.map { StatusReport.Uplink(kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0, framesInDropped: $0.pfReceive.drops &+ pfFramesUnroutable) }

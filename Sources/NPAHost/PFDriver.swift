@@ -73,8 +73,8 @@ extension HostDaemon {
     func requestSwitch(_ device: EmulatedDevice, toPassthrough: Bool) -> Result<String, SwitchRefusal> {
         guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
         if toPassthrough {
-            guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
             guard device.mode == .emulated else { return .failure(SwitchRefusal("already in passthrough")) }
+            guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
             guard device.policy.allowPassthrough else { return .failure(SwitchRefusal("passthrough is not allowed for guest '\(device.name)' by host policy")) }
             switch acquireVF() {
             case .failure(let refusal):
@@ -89,6 +89,8 @@ extension HostDaemon {
             device.pendingSwitch = .switchOut
         }
         device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
+        device.switchStepStartedNanoseconds = device.switchStartedNanoseconds
+        device.switchStepExpired = false
         logger.info("vNIC '\(device.name)': switch \(toPassthrough ? "in" : "out") requested, DIC raised")
         device.raiseDeviceImplementationChange()
         return .success(toPassthrough ? "switch-in of '\(device.name)' to \(device.vf!.nic.name)/vf\(device.vf!.index) started" : "switch-out of '\(device.name)' started")
@@ -106,7 +108,10 @@ extension HostDaemon {
         reattachToSwitch(device)
         if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         device.pendingSwitch = .switchOut
+        device.switchOutCommitted = true
         device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
+        device.switchStepStartedNanoseconds = device.switchStartedNanoseconds
+        device.switchStepExpired = false
         device.switchReason = reason
         logger.warning("vNIC '\(device.name)': \(nic.name)/vf\(index) reset (FLR); switching the guest out")
         device.raiseDeviceImplementationChange()
@@ -133,6 +138,40 @@ extension HostDaemon {
         }
     }
 
+    /// Calls off switch steps the guest has not answered within `switch_timeout_ms` (a stopped
+    /// or hung guest must not hold a VF or a pending switch for ever). A switch-in is abandoned
+    /// and its VF released; a switch-out an admin asked for is cancelled (the guest keeps its
+    /// VF, consistent with what it runs on); a switch-out that is already committed — the VF
+    /// quiesced or reset, the MAC back on the vswitch — cannot be undone: it stays pending for
+    /// the guest to finish (or its detach to clean up), and status says it timed out.
+    func expireSwitchSteps(now: UInt64) {
+        let limit = UInt64(configuration.switchTimeoutMilliseconds) * 1_000_000
+        for device in devices where device.pendingSwitch != .none && !device.switchStepExpired {
+            guard now &- device.switchStepStartedNanoseconds > limit else { continue }
+            let waited = "the guest did not answer within \(configuration.switchTimeoutMilliseconds) ms"
+            switch device.pendingSwitch {
+            case .switchIn where device.mode == .emulated:
+                abandonSwitch(device, "switch-in timed out: \(waited); VF released")
+            case .switchOut where !device.switchOutCommitted:
+                device.pendingSwitch = .none
+                device.lastSwitchMilliseconds = nil
+                device.switchReason = "switch-out timed out: \(waited); it stays in passthrough"
+                logger.warning("vNIC '\(device.name)': \(device.switchReason!)")
+            default:
+                device.switchStepExpired = true
+                device.switchReason = "switch-out timed out: \(waited) (\(device.switchReason ?? "requested")); its VF stays reset until it answers or detaches"
+                logger.warning("vNIC '\(device.name)': \(device.switchReason!)")
+            }
+        }
+    }
+
+    /// What `npa status` says about a switch under way.
+    func switchPendingDescription(_ device: EmulatedDevice, now: UInt64) -> String? {
+        guard device.pendingSwitch != .none else { return nil }
+        let kind = device.pendingSwitch == .switchIn ? "switch-in" : "switch-out"
+        return String(format: "%@ for %.0f ms, waiting for the guest", kind, Double(now &- device.switchStartedNanoseconds) / 1e6)
+    }
+
     /// Injection: the image's bytes in a memfd (nothing is installed in the guest).
     private func imageMemfd(_ path: String) throws -> SharedMemory {
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -147,6 +186,7 @@ extension HostDaemon {
         if device.mode == .emulated { releaseVF(device) }
         device.pendingSwitch = .none
         device.switchReason = reason
+        device.lastSwitchMilliseconds = nil
     }
 
     /// Switch-in step: the PF initialises the VF's queues from the shell's GPAs and grants it the
@@ -202,6 +242,7 @@ extension HostDaemon {
         guard device.pendingSwitch == .switchOut, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-out under way")) }
         nic.quiesce(vf: index)
         nic.setMAC(vf: index, .zero)
+        device.switchOutCommitted = true
         reattachToSwitch(device)
         if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         return .success(())
@@ -217,6 +258,7 @@ extension HostDaemon {
         releaseVF(device)
         device.mode = .emulated
         device.pendingSwitch = .none
+        device.switchOutCommitted = false
         device.lastSwitchMilliseconds = Double(Clock.monotonicNanoseconds() - device.switchStartedNanoseconds) / 1e6
         logger.info("vNIC '\(device.name)' back on emulation")
         return .success(())

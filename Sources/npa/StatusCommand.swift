@@ -45,7 +45,7 @@ enum StatusTable {
             let passthrough = v.mode == "passthrough"
             rows.append([
                 v.name, v.mac, v.mode, v.vf ?? "-", v.plugin ?? "-",
-                v.lastSwitchMilliseconds.map { String(format: "%.2f ms", $0) } ?? (v.lastSwitchError.map { "failed: \($0)" } ?? "-"),
+                v.switchPending ?? v.lastSwitchMilliseconds.map { String(format: "%.2f ms", $0) } ?? v.lastSwitchError.map { "failed: \($0)" } ?? "-",
                 v.link, v.state,
                 "\((passthrough ? c["vf_tx_frames"] : nil) ?? c["tx_frames"] ?? 0)", "\((passthrough ? c["vf_rx_frames"] : nil) ?? c["rx_frames"] ?? 0)",
                 String(format: "%.1f", Double(c["tx_bytes"] ?? 0) / 1e6), String(format: "%.1f", Double(c["rx_bytes"] ?? 0) / 1e6),

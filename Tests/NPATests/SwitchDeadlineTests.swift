@@ -1,0 +1,65 @@
+import Foundation
+import NPAControlProtocol
+import NPAHost
+import NPAShell
+import Testing
+@testable import npa
+
+/// A guest that stops answering (stopped, hung) cannot hold a switch pending or a VF for ever:
+/// each step has `switch_timeout_ms`, then the host rolls back to a consistent state and says
+/// why in `npa status`; the guest, when it runs again, carries on where the host left it.
+@Suite(.serialized) struct SwitchDeadlineTests {
+    func host(vfs: Int) throws -> TestHost {
+        var config = try HostConfiguration.withNIC(model: "npa-dring", vfs: vfs)
+        config.switchTimeoutMilliseconds = 200
+        return try TestHost(configuration: config)
+    }
+
+    func status(_ nic: VirtualNIC, _ name: String) throws -> StatusReport.VNIC? {
+        try nic.hostStatus().vnics.first { $0.name == name }
+    }
+
+    @Test func aSwitchInTheGuestNeverAnswersIsAbandonedAndItsVFReleased() throws {
+        let host = try host(vfs: 1)
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:a1:01", queues: 1, memoryMiB: 32)
+        let b = try attach(host, "b", mac: "02:00:00:00:a1:02", queues: 1, memoryMiB: 32)
+        // The admin asks; `a` makes no data-path call from here on, so it never sees DIC.
+        #expect(Demo.adminSwitch(socket: host.socketPath, vnic: "a", toPassthrough: true).contains("started"))
+        #expect(try status(b, "a")?.switchPending?.hasPrefix("switch-in") == true)
+        #expect(try eventually { try status(b, "a")?.switchPending == nil })
+        let a1 = try status(b, "a")
+        #expect(a1?.mode == "emulated" && a1?.vf == nil)
+        #expect(a1?.lastSwitchError?.hasPrefix("switch-in timed out") == true, "\(String(describing: a1?.lastSwitchError))")
+        // The only VF is free again: b can have it.
+        try b.requestSwitch(toPassthrough: true)
+        _ = b.reclaimTransmitted()
+        #expect(b.mode == "passthrough")
+        // `a` runs again: it finds nothing to switch, stays emulated, and its traffic flows.
+        let f = ethernetFrame(to: b.mac, from: a.mac)
+        #expect(a.send([f]) == 1)
+        #expect(receiveFrames(b, count: 1) == [f])
+        #expect(a.mode == "emulated")
+    }
+
+    @Test func aSwitchOutTheGuestNeverAnswersIsCalledOffAndTheGuestKeepsItsVF() throws {
+        let host = try host(vfs: 2)
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:a2:01", queues: 1, memoryMiB: 32)
+        let b = try attach(host, "b", mac: "02:00:00:00:a2:02", queues: 1, memoryMiB: 32)
+        try a.requestSwitch(toPassthrough: true)
+        _ = a.reclaimTransmitted()
+        #expect(a.mode == "passthrough")
+        #expect(Demo.adminSwitch(socket: host.socketPath, vnic: "a", toPassthrough: false).contains("started"))
+        #expect(try eventually { try status(b, "a")?.switchPending == nil })
+        let a1 = try status(b, "a")
+        #expect(a1?.mode == "passthrough" && a1?.vf != nil)
+        #expect(a1?.lastSwitchError?.hasPrefix("switch-out timed out") == true, "\(String(describing: a1?.lastSwitchError))")
+        let f = ethernetFrame(to: b.mac, from: a.mac)
+        #expect(a.send([f]) == 1)
+        #expect(receiveFrames(b, count: 1) == [f])
+        #expect(a.mode == "passthrough")
+        // Switch-in on a vNIC already in passthrough says so.
+        #expect(Demo.adminSwitch(socket: host.socketPath, vnic: "a", toPassthrough: true) == "refused: already in passthrough")
+    }
+}
