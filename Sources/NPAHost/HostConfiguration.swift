@@ -60,6 +60,13 @@ public struct HostConfiguration: Equatable, Sendable {
     public var guestPolicies: [String: GuestPolicy] = [:]
     /// Polling passes without work before the device engine sleeps and asks for kicks.
     public var idlePassesBeforeSleep: Int = 256
+    /// Control connections open at once (attached guests, guests attaching, `npa status`...);
+    /// one more is told why and closed. Each attached guest holds about five descriptors, so the
+    /// default fits well within the usual hard limit the host raises its descriptor limit to.
+    public var maxConnections: Int = 256
+    /// Seconds a connection may stay open without attaching a vNIC before the host closes it
+    /// (admin requests answer at once; only an idle or stuck client is cut).
+    public var attachTimeoutSeconds: Double = 5
 
     public init() {}
 
@@ -90,6 +97,13 @@ public struct HostConfiguration: Equatable, Sendable {
 
         # Polling passes without work before device emulation sleeps and asks guests to kick.
         idle_passes: 256
+
+        # Control connections open at once (guests, attaching guests, npa status/vnic); one
+        # more is told why and closed. An attached guest holds about five descriptors.
+        max_connections: 256
+
+        # Seconds a connection may stay open without attaching a vNIC before it is closed.
+        attach_timeout: 5
 
         # Policy for guests not listed under `guests`.
         default_policy:
@@ -157,6 +171,16 @@ public struct HostConfiguration: Equatable, Sendable {
             case "idle_passes":
                 guard let n = value.int, n >= 1 else { throw LoadError(file, line, "idle_passes must be a positive integer") }
                 config.idlePassesBeforeSleep = n
+            case "max_connections":
+                guard let n = value.int, (1...65536).contains(n) else {
+                    throw LoadError(file, line, "max_connections must be an integer from 1 to 65536")
+                }
+                config.maxConnections = n
+            case "attach_timeout":
+                guard let seconds = value.float, seconds > 0, seconds <= 3600 else {
+                    throw LoadError(file, line, "attach_timeout must be a number of seconds above 0 and at most 3600")
+                }
+                config.attachTimeoutSeconds = seconds
             case "default_policy":
                 config.defaultPolicy = try parsePolicy(value, file: file, path: "default_policy")
             case "guests":
@@ -166,7 +190,7 @@ public struct HostConfiguration: Equatable, Sendable {
                     config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
                 }
             default:
-                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, default_policy, guests)")
+                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, max_connections, attach_timeout, default_policy, guests)")
             }
         }
         if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {
