@@ -63,12 +63,51 @@ public struct StatusReport: Codable, Equatable, Sendable {
         }
     }
 
+    /// The host's own connection accounting: how close it is to its limits, and what it shed.
+    public struct Host: Codable, Equatable, Sendable {
+        /// Control connections open now, and the cap (`max_connections`).
+        public var connections: Int
+        public var maxConnections: Int
+        /// Connections closed at once because `max_connections` were open.
+        public var connectionsRefused: UInt64
+        /// Connections closed because they did not attach within `attach_timeout`.
+        public var attachTimeouts: UInt64
+        /// accept() failures for want of descriptors (EMFILE, ENFILE): the host backed off
+        /// and kept serving; the connection waited in the backlog.
+        public var acceptFDExhausted: UInt64
+        /// The host's soft limit on open descriptors.
+        public var fdLimit: UInt64
+
+        public init(
+            connections: Int, maxConnections: Int, connectionsRefused: UInt64, attachTimeouts: UInt64, acceptFDExhausted: UInt64, fdLimit: UInt64
+        ) {
+            self.connections = connections
+            self.maxConnections = maxConnections
+            self.connectionsRefused = connectionsRefused
+            self.attachTimeouts = attachTimeouts
+            self.acceptFDExhausted = acceptFDExhausted
+            self.fdLimit = fdLimit
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case connections
+            case maxConnections = "max_connections"
+            case connectionsRefused = "connections_refused"
+            case attachTimeouts = "attach_timeouts"
+            case acceptFDExhausted = "accept_fd_exhausted"
+            case fdLimit = "fd_limit"
+        }
+    }
+
     public var vnics: [VNIC]
     public var uplink: Uplink?
+    /// nil from a host that does not report it.
+    public var host: Host?
 
-    public init(vnics: [VNIC], uplink: Uplink?) {
+    public init(vnics: [VNIC], uplink: Uplink?, host: Host? = nil) {
         self.vnics = vnics
         self.uplink = uplink
+        self.host = host
     }
 
     public func json(pretty: Bool = false) -> String {

@@ -67,6 +67,13 @@ public struct HostConfiguration: Equatable, Sendable {
     /// switch-in is abandoned and its VF released; an admin's switch-out is cancelled and the
     /// guest keeps its VF).
     public var switchTimeoutMilliseconds: Int = 5000
+    /// Control connections open at once (attached guests, guests attaching, `npa status`...);
+    /// one more is told why and closed. Each attached guest holds about five descriptors, so the
+    /// default fits well within the usual hard limit the host raises its descriptor limit to.
+    public var maxConnections: Int = 256
+    /// Seconds a connection may stay open without attaching a vNIC before the host closes it
+    /// (admin requests answer at once; only an idle or stuck client is cut).
+    public var attachTimeoutSeconds: Double = 5
 
     public init() {}
 
@@ -106,6 +113,13 @@ public struct HostConfiguration: Equatable, Sendable {
         # then a switch-in is abandoned (VF released), a switch-out called off (the guest keeps
         # its VF), and npa status says why.
         switch_timeout_ms: 5000
+
+        # Control connections open at once (guests, attaching guests, npa status/vnic); one
+        # more is told why and closed. An attached guest holds about five descriptors.
+        max_connections: 256
+
+        # Seconds a connection may stay open without attaching a vNIC before it is closed.
+        attach_timeout: 5
 
         # Policy for guests not listed under `guests`.
         default_policy:
@@ -179,6 +193,16 @@ public struct HostConfiguration: Equatable, Sendable {
             case "switch_timeout_ms":
                 guard let n = value.int, (1...600_000).contains(n) else { throw LoadError(file, line, "switch_timeout_ms must be 1...600000") }
                 config.switchTimeoutMilliseconds = n
+            case "max_connections":
+                guard let n = value.int, (1...65536).contains(n) else {
+                    throw LoadError(file, line, "max_connections must be an integer from 1 to 65536")
+                }
+                config.maxConnections = n
+            case "attach_timeout":
+                guard let seconds = value.float, seconds > 0, seconds <= 3600 else {
+                    throw LoadError(file, line, "attach_timeout must be a number of seconds above 0 and at most 3600")
+                }
+                config.attachTimeoutSeconds = seconds
             case "default_policy":
                 config.defaultPolicy = try parsePolicy(value, file: file, path: "default_policy")
             case "guests":
@@ -188,7 +212,7 @@ public struct HostConfiguration: Equatable, Sendable {
                     config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
                 }
             default:
-                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, default_policy, guests)")
+                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, default_policy, guests)")
             }
         }
         if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {

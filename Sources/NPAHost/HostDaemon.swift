@@ -15,6 +15,12 @@ import SystemPackage
 /// path passes, so device and switch state need no locks. The data path polls while there is
 /// work and sleeps in epoll (asking guests to kick) after `idlePassesBeforeSleep` empty passes.
 /// `stop()` may be called from any thread or a signal handler.
+///
+/// Its socket path is its own: it refuses a path holding anything but a stale socket, and on
+/// exit removes the socket file only if it is still the one it bound. Connections are capped
+/// (`maxConnections`), must attach within `attachTimeoutSeconds`, and running out of
+/// descriptors only pauses accepting (counted in `npa status`): the guests already attached
+/// keep being served.
 public final class HostDaemon: @unchecked Sendable {
     public let socketPath: String
     public let configuration: HostConfiguration
@@ -53,6 +59,20 @@ public final class HostDaemon: @unchecked Sendable {
     /// Set by a pass that held a frame back for a receiver without buffers (see `switchBurst`).
     private var heldBack = false
     public private(set) var sleeps: UInt64 = 0
+    /// Unattached connections in accept order with their attach deadlines (one timeout for all,
+    /// so accept order is deadline order: a FIFO, no heap). Entries of connections that attached
+    /// or closed are skipped when they come up.
+    private var attachDeadlines: [(id: UInt64, deadline: UInt64)] = []
+    private var attachDeadlinesHead = 0
+    /// While accept() fails for want of descriptors the listener is out of the epoll set (it is
+    /// level-triggered: left in, the pending connection would spin the loop) until this time.
+    private var listenerPausedUntil: UInt64?
+    private var connectionsRefused: UInt64 = 0
+    private var attachTimeouts: UInt64 = 0
+    private var acceptFDExhausted: UInt64 = 0
+    /// How long accepting pauses after running out of descriptors: long enough not to spin,
+    /// short enough that a freed descriptor is used soon.
+    static let acceptBackoffNanoseconds: UInt64 = 100_000_000
 
     private static let listenerTag: UInt64 = 0
     private static let stopTag: UInt64 = 1
@@ -74,35 +94,47 @@ public final class HostDaemon: @unchecked Sendable {
         self.socketPath = socketPath
         self.configuration = configuration
         self.logger = logger
-        listener = try SeqPacketSocket.listen(path: socketPath)
-        listener.setNonBlocking()
         epoll = try Epoll()
         stopNotifier = try EventNotifier()
-        try epoll.add(listener.fd, tag: Self.listenerTag)
-        try epoll.add(stopNotifier.fd, tag: Self.stopTag)
-        for n in configuration.nics {
-            let model = SoftNIC.Model(rawValue: n.model) ?? .dring
-            let nic = try SoftNIC(name: n.name, model: model, vfCount: n.vfs)
-            nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
-            nics.append(nic)
-        }
-        switch configuration.uplink {
-        case .none:
-            break
-        case .counting:
-            _ = vswitch.addUplink()
-            wire = CountingWire()
-        case .nic(let name):
-            _ = vswitch.addUplink()
-            uplinkNIC = nics.first { $0.name == name }
-            uplinkNIC?.setPFEnabled(true)
-            if let nic = uplinkNIC {
-                try epoll.add(nic.pfReceive.wake.fd, tag: Self.pfTag)
-                uplinkRef = Unmanaged.passUnretained(nic)
+        // Throws SocketPathError if the path is not ours to take (a file, a live host).
+        let listener = try SeqPacketSocket.listen(path: socketPath)
+        self.listener = listener
+        do {
+            listener.setNonBlocking()
+            try epoll.add(listener.fd, tag: Self.listenerTag)
+            try epoll.add(stopNotifier.fd, tag: Self.stopTag)
+            for n in configuration.nics {
+                let model = SoftNIC.Model(rawValue: n.model) ?? .dring
+                let nic = try SoftNIC(name: n.name, model: model, vfCount: n.vfs)
+                nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+                nics.append(nic)
             }
+            switch configuration.uplink {
+            case .none:
+                break
+            case .counting:
+                _ = vswitch.addUplink()
+                wire = CountingWire()
+            case .nic(let name):
+                _ = vswitch.addUplink()
+                uplinkNIC = nics.first { $0.name == name }
+                uplinkNIC?.setPFEnabled(true)
+                if let nic = uplinkNIC {
+                    try epoll.add(nic.pfReceive.wake.fd, tag: Self.pfTag)
+                    uplinkRef = Unmanaged.passUnretained(nic)
+                }
+            }
+        } catch {
+            // A host that never ran leaves no socket file behind.
+            listener.removeSocketFileIfOurs()
+            throw error
         }
         syncPortOwners()
         for nic in nics { nic.start(idlePasses: configuration.idlePassesBeforeSleep) }
+        if let limit = try? ResourceLimits.openFiles().soft, UInt64(configuration.maxConnections) * 5 + 64 > limit {
+            let text = "max_connections \(configuration.maxConnections) may need more descriptors than this process may open (\(limit)); "
+            logger.warning("\(text)the host will pause accepting when it runs out")
+        }
     }
 
     deinit {
@@ -117,12 +149,13 @@ public final class HostDaemon: @unchecked Sendable {
     /// The descriptor a signal handler may write to (via `cnpa_eventfd_signal`) to stop the host.
     public var stopDescriptor: Int32 { stopNotifier.fd.rawValue }
 
-    /// Serves until `stop()`. Removes the socket file on return.
+    /// Serves until `stop()`. Removes the socket file on return, if it is still the one this
+    /// host bound (another host may have replaced a path it thought stale).
     public func run() throws {
         EngineThread.setCurrentName("npa-host")
         logger.info("host listening on \(socketPath)")
         defer {
-            unlink(socketPath)
+            listener.removeSocketFileIfOurs()
             for c in connections.values { closeConnection(c, reason: "host stopping") }
             logger.info("host stopped")
         }
@@ -160,6 +193,7 @@ public final class HostDaemon: @unchecked Sendable {
             heldBack = false
             if timeout != -2 {
                 passesSinceControl = 0
+                if timeout > 0 { timeout = min(timeout, millisecondsUntilNextTimer()) }
                 let tags = try epoll.wait(timeoutMilliseconds: timeout)  // a slice of Epoll's buffer: no allocation per wake-up
                 if sleeping {
                     sleeping = false
@@ -167,7 +201,8 @@ public final class HostDaemon: @unchecked Sendable {
                     for d in devices { d.setSleeping(false) }
                     idlePasses = 0
                 }
-                if try handleEvents(tags) == false { return }
+                if handleEvents(tags) == false { return }
+                serviceTimers()
                 if devices.contains(where: { $0.pendingSwitch != .none }) { expireSwitchSteps(now: Clock.monotonicNanoseconds()) }
             }
         }
@@ -372,7 +407,7 @@ public final class HostDaemon: @unchecked Sendable {
     // MARK: Control plane
 
     /// Returns false when the host must stop.
-    private func handleEvents(_ tags: ArraySlice<UInt64>) throws -> Bool {
+    private func handleEvents(_ tags: ArraySlice<UInt64>) -> Bool {
         for tag in tags {
             if tag == Self.stopTag {
                 stopNotifier.drain()
@@ -380,13 +415,7 @@ public final class HostDaemon: @unchecked Sendable {
             } else if tag == Self.pfTag {
                 uplinkNIC?.pfReceive.wake.drain()
             } else if tag == Self.listenerTag {
-                while let socket = try listener.accept() {
-                    socket.setNonBlocking()
-                    let c = Connection(id: nextConnectionID, socket: socket)
-                    nextConnectionID += 1
-                    connections[c.id] = c
-                    try epoll.add(socket.fd, tag: Self.connectionTagBase + c.id)
-                }
+                acceptPending()
             } else if tag >= Self.doorbellTagBase {
                 let id = UInt32(truncatingIfNeeded: tag - Self.doorbellTagBase)
                 if let d = devices.first(where: { $0.id == id }) {
@@ -400,12 +429,112 @@ public final class HostDaemon: @unchecked Sendable {
         return true
     }
 
+    /// Accepts every pending connection, within `maxConnections`. Never throws: no failure to
+    /// accept one more client is a reason to drop the guests already attached.
+    private func acceptPending() {
+        while listenerPausedUntil == nil {
+            let socket: SeqPacketSocket
+            do {
+                guard let accepted = try listener.accept() else { return }
+                socket = accepted
+            } catch let error as SystemCallError {
+                if error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem { acceptFDExhausted &+= 1 }
+                pauseAccepting(error)
+                return
+            } catch {
+                pauseAccepting(error)
+                return
+            }
+            socket.setNonBlocking()
+            guard connections.count < configuration.maxConnections else {
+                // Say why before closing: the client reads this instead of a bare hang-up.
+                connectionsRefused &+= 1
+                let text =
+                    "the host has \(connections.count) connections open (max_connections \(configuration.maxConnections)); try again later"
+                try? socket.send(ControlMessage.error(code: ControlMessage.ErrorCode.resourceExhausted, message: text).encode())
+                if connectionsRefused & (connectionsRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
+                    logger.warning("connection refused (\(connectionsRefused) so far): \(text)")
+                }
+                continue  // `socket` is released here, which closes it
+            }
+            let c = Connection(id: nextConnectionID, socket: socket)
+            do {
+                try epoll.add(socket.fd, tag: Self.connectionTagBase + c.id)
+            } catch {
+                logger.warning("connection dropped: \(error)")
+                continue
+            }
+            nextConnectionID += 1
+            connections[c.id] = c
+            let timeout = UInt64(configuration.attachTimeoutSeconds * 1e9)
+            attachDeadlines.append((c.id, cnpa_monotonic_ns() + timeout))
+        }
+    }
+
+    /// Out of descriptors (or kernel memory): stop asking for a while. The connection stays in
+    /// the backlog and is accepted once descriptors free up (an idle connection closing at its
+    /// attach deadline, a guest leaving).
+    private func pauseAccepting(_ error: Error) {
+        epoll.remove(listener.fd)
+        listenerPausedUntil = cnpa_monotonic_ns() + Self.acceptBackoffNanoseconds
+        let exhausted = acceptFDExhausted
+        if exhausted <= 1 || exhausted & (exhausted - 1) == 0 {  // logged at 1, 2, 4, 8, ...
+            let text = "accept failed (\(error)); \(connections.count) connections open, \(exhausted) times out of descriptors so far; "
+            logger.warning("\(text)pausing accept for \(Self.acceptBackoffNanoseconds / 1_000_000) ms")
+        }
+    }
+
+    private func millisecondsUntilNextTimer() -> Int32 {
+        var next = listenerPausedUntil ?? UInt64.max
+        if attachDeadlinesHead < attachDeadlines.count { next = min(next, attachDeadlines[attachDeadlinesHead].deadline) }
+        guard next != UInt64.max else { return Int32.max }
+        let now = cnpa_monotonic_ns()
+        return next <= now ? 0 : Int32(clamping: (next - now) / 1_000_000 + 1)
+    }
+
+    /// Resumes accepting after a back-off and closes connections past their attach deadline.
+    /// Runs after every epoll wait: one clock read when nothing is due.
+    private func serviceTimers() {
+        let now = cnpa_monotonic_ns()
+        if let until = listenerPausedUntil, now >= until {
+            do {
+                try epoll.add(listener.fd, tag: Self.listenerTag)
+                listenerPausedUntil = nil
+            } catch {
+                listenerPausedUntil = now + Self.acceptBackoffNanoseconds
+            }
+        }
+        while attachDeadlinesHead < attachDeadlines.count, attachDeadlines[attachDeadlinesHead].deadline <= now {
+            let id = attachDeadlines[attachDeadlinesHead].id
+            attachDeadlinesHead += 1
+            guard let c = connections[id], c.device == nil else { continue }
+            attachTimeouts &+= 1
+            let text = "no vNIC attached within \(configuration.attachTimeoutSeconds) s (attach_timeout): closing"
+            reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: text))
+            closeConnection(c, reason: text)
+        }
+        if attachDeadlinesHead == attachDeadlines.count {
+            attachDeadlines.removeAll(keepingCapacity: true)
+            attachDeadlinesHead = 0
+        } else if attachDeadlinesHead >= 1024 {
+            attachDeadlines.removeFirst(attachDeadlinesHead)
+            attachDeadlinesHead = 0
+        }
+    }
+
     private func serve(_ c: Connection) {
         while true {
             let received: (bytes: [UInt8], descriptors: [FileDescriptor])?
             do {
                 received = try c.socket.receive()
             } catch let e as SystemCallError where e.errno == .wouldBlock || e.errno == .resourceTemporarilyUnavailable {
+                return
+            } catch let e as SystemCallError where e.errno == .messageTooLong {
+                // The message or its descriptors did not fit; with descriptors, usually because
+                // this process is out of them. Say so before closing.
+                let text = "the host could not take this message and its descriptors (\(e))"
+                reply(c, .error(code: ControlMessage.ErrorCode.resourceExhausted, message: text))
+                closeConnection(c, reason: "receive failed: \(e)")
                 return
             } catch {
                 closeConnection(c, reason: "receive failed: \(error)")
@@ -653,6 +782,9 @@ public final class HostDaemon: @unchecked Sendable {
                 return v
             },
             uplink: uplinkNIC.map { StatusReport.Uplink(kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0, framesInDropped: $0.pfReceive.drops &+ pfFramesUnroutable) }
-                ?? wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) })
+                ?? wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) },
+            host: StatusReport.Host(
+                connections: connections.count, maxConnections: configuration.maxConnections, connectionsRefused: connectionsRefused,
+                attachTimeouts: attachTimeouts, acceptFDExhausted: acceptFDExhausted, fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0))
     }
 }

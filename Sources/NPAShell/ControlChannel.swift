@@ -1,3 +1,4 @@
+import CNPAShim
 import NPAControlProtocol
 import NPASystem
 import SystemPackage
@@ -10,24 +11,103 @@ public struct HostRefusal: Error, CustomStringConvertible, Sendable, Equatable {
     public var isPolicyRefusal: Bool { code == ControlMessage.ErrorCode.refusedByPolicy }
 }
 
+/// The host is gone: the vNIC's control connection closed (the host process died, or was
+/// stopped). From then on the link is down for good: data-path calls return at once (0 frames,
+/// `false`) and control operations throw this. A guest that wants a network again attaches a
+/// new vNIC.
+public struct HostGone: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The control socket the vNIC was attached through.
+    public let socketPath: String
+    /// What the shell saw: the connection closed, a send failed, ...
+    public let reason: String
+
+    public init(socketPath: String, reason: String) {
+        self.socketPath = socketPath
+        self.reason = reason
+    }
+
+    public var description: String { "the host at \(socketPath) is gone: \(reason)" }
+}
+
+/// Whether the host is still there, shared by the control channel and every data path of one
+/// vNIC. The host never talks first on the control socket, so a hang-up there is the one sign
+/// that it died; the shell looks for it where it costs nothing extra: in the poll that sleeps on
+/// the interrupt, on a failed request, and, at most every `checkInterval`, when a data-path
+/// call makes no progress (a dead host completes nothing). Never per frame.
+///
+/// Single-threaded, like the vNIC that owns it.
+package final class HostLink {
+    package let socket: SeqPacketSocket
+    package let socketPath: String
+    package private(set) var gone: HostGone?
+    private var nextCheck: UInt64 = 0
+    /// How stale the answer of `checkIfDue` may be: short enough that a guest notices well within
+    /// a second, long enough that an idle poller pays one syscall per 5 ms, not one per call.
+    static let checkInterval: UInt64 = 5_000_000
+
+    init(socket: SeqPacketSocket, socketPath: String) {
+        self.socket = socket
+        self.socketPath = socketPath
+    }
+
+    /// Marks the link down (the first reason sticks) and returns the error to throw.
+    @discardableResult
+    package func markGone(_ reason: String) -> HostGone {
+        if let gone { return gone }
+        let error = HostGone(socketPath: socketPath, reason: reason)
+        gone = error
+        return error
+    }
+
+    /// Looks now (one non-blocking poll).
+    @discardableResult
+    package func check() -> HostGone? {
+        if gone == nil && socket.peerHasHungUp() { markGone("the control connection closed") }
+        return gone
+    }
+
+    /// Looks if the last look is older than `checkInterval`; true if the host is gone.
+    @inline(__always)
+    package func checkIfDue(now: UInt64 = cnpa_monotonic_ns()) -> Bool {
+        if gone != nil { return true }
+        guard now >= nextCheck else { return false }
+        nextCheck = now + Self.checkInterval
+        return check() != nil
+    }
+}
+
 /// The guest's end of the control socket: synchronous request/reply, one at a time. Each
-/// register access is one round trip, the user-space equivalent of a VM exit.
+/// register access is one round trip, the user-space equivalent of a VM exit. A closed
+/// connection marks the link down and every request then throws `HostGone`.
 final class ControlChannel {
     let socket: SeqPacketSocket
+    let link: HostLink
     let timeoutMilliseconds: Int32
 
     init(path: String, timeoutMilliseconds: Int32 = 10_000) throws {
         socket = try SeqPacketSocket.connect(path: path)
+        link = HostLink(socket: socket, socketPath: path)
         self.timeoutMilliseconds = timeoutMilliseconds
     }
 
     func request(_ message: ControlMessage, descriptors: [FileDescriptor] = []) throws -> (ControlMessage, [FileDescriptor]) {
-        try socket.send(message.encode(), descriptors: descriptors)
+        if let gone = link.gone { throw gone }
+        do {
+            try socket.send(message.encode(), descriptors: descriptors)
+        } catch let error as SystemCallError where Self.meansClosed(error.errno) {
+            throw closed(error.errno)
+        }
         guard socket.waitReadable(timeoutMilliseconds: timeoutMilliseconds) else {
             throw HostRefusal(code: 0, message: "the host did not answer within \(timeoutMilliseconds) ms")
         }
-        guard let (bytes, fds) = try socket.receive() else {
-            throw HostRefusal(code: 0, message: "the host closed the control connection")
+        let received: (bytes: [UInt8], descriptors: [FileDescriptor])?
+        do {
+            received = try socket.receive()
+        } catch let error as SystemCallError where Self.meansClosed(error.errno) {
+            throw closed(error.errno)
+        }
+        guard let (bytes, fds) = received else {
+            throw link.markGone("the control connection closed")
         }
         let reply = try ControlMessage.parse(bytes)
         if case .error(let code, let text) = reply {
@@ -37,6 +117,29 @@ final class ControlChannel {
         return (reply, fds)
     }
 
+    /// The connection closed under a request. A host that refuses a connection (too many, no
+    /// attach in time) says why before it closes, and that message is still queued here: more
+    /// useful than "broken pipe". (The first read after the peer closed with our request
+    /// unread may report ECONNRESET instead; the message comes on the next.)
+    private func closed(_ errno: Errno) -> Error {
+        for _ in 0..<2 {
+            do {
+                guard let (bytes, fds) = try socket.receive() else { break }
+                for fd in fds { try? fd.close() }
+                if case .error(let code, let text) = try ControlMessage.parse(bytes) {
+                    link.markGone("it closed the connection: \(text)")
+                    return HostRefusal(code: code, message: text)
+                }
+            } catch {
+                continue
+            }
+        }
+        return link.markGone("the control connection closed (\(errno))")
+    }
+
+    private static func meansClosed(_ errno: Errno) -> Bool {
+        errno == .brokenPipe || errno == .connectionReset || errno == .socketNotConnected
+    }
     @discardableResult
     func writeRegister(_ offset: UInt32, _ value: UInt32) throws -> UInt32 {
         let (reply, _) = try request(.registerWrite(bar: 1, offset: offset, value: value))

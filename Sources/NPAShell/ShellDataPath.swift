@@ -16,6 +16,9 @@ package final class ShellDataPath {
     /// Checked after every wake-up from the interrupt line: true makes a wait return early (the
     /// vNIC uses it to notice a device-implementation-change event while it sleeps).
     package var interruptHook: () -> Bool = { false }
+    /// The vNIC's link to its host, if it has one (tests may drive a data path straight over a
+    /// VF without a host). Once it is down, waits return false at once.
+    package var link: HostLink?
     private let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: 64)
     package private(set) var framesSent: UInt64 = 0
     package private(set) var framesReceived: UInt64 = 0
@@ -160,7 +163,11 @@ package final class ShellDataPath {
                 room = ringSize - 1 - plugin.txFIFOs[queue].count
             }
             let n = min(count - sent, room, 64, plugin.pool.freeCount)
-            if n <= 0 { break }
+            if n <= 0 {
+                // No room: the device is behind, or dead. Look (at most every few ms) which.
+                _ = link?.checkIfDue()
+                break
+            }
             for i in 0..<n {
                 let id = plugin.pool.take()!
                 let length = fill(sent + i, UnsafeMutableRawBufferPointer(start: plugin.pool.va(id), count: plugin.pool.bufferSize))
@@ -193,6 +200,10 @@ package final class ShellDataPath {
     package func reclaimTransmitted() -> Int {
         var n = 0
         for q in 0..<txQueueCount { n += Int(plugin.ops.check_tx_ring!(plugin.state, UInt32(q))) }
+        // Nothing completed while frames are in flight: a paced sender calls this between bursts,
+        // and a dead host completes nothing, so this is where such a sender learns it (cheaply:
+        // at most one poll every few ms, none while completions flow).
+        if n == 0, let link, transmitsInFlight > 0 { _ = link.checkIfDue() }
         return n
     }
 
@@ -278,8 +289,12 @@ package final class ShellDataPath {
     /// vmxnet3 handshake: unmask, re-check, sleep. No wake-up is lost: the device fences between
     /// publishing a completion and reading the mask, and so do we between unmasking and re-checking.
     package func waitFor(timeoutMilliseconds: Int, _ condition: () -> Bool) -> Bool {
+        if link?.gone != nil { return false }
         if condition() { return true }
-        if timeoutMilliseconds == 0 { return false }
+        if timeoutMilliseconds == 0 {
+            _ = link?.checkIfDue()
+            return false
+        }
         let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
         while true {
             var spins = 0
@@ -287,8 +302,12 @@ package final class ShellDataPath {
                 cnpa_cpu_relax()
                 if condition() { return true }
                 spins += 1
-                // A long spin (busy-poll mode) still honours the deadline and the DIC event.
-                if spins & 1023 == 0 && (cnpa_monotonic_ns() >= deadline || interruptHook()) { return false }
+                // A long spin (busy-poll mode) still honours the deadline, the DIC event and the
+                // host's hang-up (that last one at most every few ms).
+                if spins & 1023 == 0 {
+                    let now = cnpa_monotonic_ns()
+                    if now >= deadline || interruptHook() || link?.checkIfDue(now: now) == true { return false }
+                }
             }
             _ = plugin.ops.enable_interrupt!(plugin.state, 0)
             if condition() {
@@ -298,15 +317,26 @@ package final class ShellDataPath {
             let now = cnpa_monotonic_ns()
             if now >= deadline {
                 _ = plugin.ops.disable_interrupt!(plugin.state, 0)
+                _ = link?.checkIfDue(now: now)
                 return false
             }
-            let remaining = min((deadline - now) / 1_000_000 + 1, 1000)
+            let remaining = Int32(min((deadline - now) / 1_000_000 + 1, 1000))
             interruptWaits &+= 1
-            _ = interrupt.wait(timeoutMilliseconds: Int32(remaining))
+            // The control socket sleeps in the same poll: a host that dies wakes us at once.
+            let hungUp: Bool
+            if let link {
+                hungUp = interrupt.wait(timeoutMilliseconds: remaining, orHangUpOf: link.socket.fd) == .peerHungUp
+            } else {
+                _ = interrupt.wait(timeoutMilliseconds: remaining)
+                hungUp = false
+            }
             _ = plugin.ops.disable_interrupt!(plugin.state, 0)
+            if hungUp {
+                link?.markGone("the control connection closed")
+                return false
+            }
             if condition() { return true }
             if interruptHook() { return false }
         }
     }
-
 }

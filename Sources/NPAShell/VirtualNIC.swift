@@ -11,6 +11,10 @@ import SystemPackage
 /// the plugin's rings in guest memory; every control operation (MAC, VLANs, rx mode, counters)
 /// is a vmxnet3 register access or command to the host's device emulation.
 ///
+/// When the host goes away (its control connection closes) the link goes down for good:
+/// `hostGone` says why, data-path calls return at once (0 frames, `false`), control operations
+/// throw `HostGone`. A caller's loop checks `isHostGone` (one load) to stop.
+///
 /// Not thread-safe: one guest thread drives one vNIC, as one driver instance would.
 public final class VirtualNIC {
     /// How a guest wants its vNIC.
@@ -175,6 +179,7 @@ public final class VirtualNIC {
             entry: EmulationPlugin.entry, txRegions: tx, rxRegions: rx, registers: registerPage.base,
             registersSize: registerPage.size, pool: pool, ringSize: c.ringSize, doorbell: doorbell)
         dataPath = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: c.ringSize, spinPolls: c.spinPolls)
+        dataPath.link = channel.link
         emulationPath = dataPath
         try activate(tx: tx, rx: rx)
         installInterruptHook(emulationPath)
@@ -227,6 +232,34 @@ public final class VirtualNIC {
         _ = try channel.command(VMXNET3.Command.updateRxMode.rawValue)
     }
 
+    // MARK: The host's presence
+
+    /// Why the host is gone, once the shell saw its control connection close; nil while it is
+    /// there. Set by any data-path call or control operation that noticed (no syscall to read).
+    public var hostGone: HostGone? { channel.link.gone }
+
+    /// True once the host is gone (one load): what a workload loop checks to stop.
+    public var isHostGone: Bool { channel.link.gone != nil }
+
+    /// Looks now (one non-blocking poll of the control socket), for a caller that makes no
+    /// data-path calls for a while. Returns why the host is gone, or nil.
+    @discardableResult
+    public func checkHost() -> HostGone? { channel.link.check() }
+
+    /// Sleeps until the host goes away, `descriptor` (if given) becomes readable, or
+    /// `timeoutMilliseconds` passes (negative: no limit). Returns why the host is gone, or nil
+    /// (then the descriptor is readable, or the time is up). For a guest that holds its vNIC
+    /// while it waits for something else, e.g. `--hold` waiting for standard input to close.
+    public func waitForHostGone(timeoutMilliseconds: Int, orReadable descriptor: Int32? = nil) -> HostGone? {
+        let link = channel.link
+        if let gone = link.gone { return gone }
+        let timeout = Int32(clamping: timeoutMilliseconds < 0 ? -1 : timeoutMilliseconds)
+        if link.socket.waitForHangUp(timeoutMilliseconds: timeout, orReadable: descriptor) {
+            link.markGone("the control connection closed")
+        }
+        return link.gone
+    }
+
     // MARK: Data path (forwarded to the active plugin's data path)
 
     /// Sends up to `count` frames on TX queue `queue`. For each frame `fill` writes it into the
@@ -235,17 +268,22 @@ public final class VirtualNIC {
     /// pool is full (nothing is filled that is not sent).
     @discardableResult
     public func transmit(queue: Int = 0, count: Int, _ fill: (Int, UnsafeMutableRawBufferPointer) -> Int) -> Int {
+        if channel.link.gone != nil { return 0 }
         serviceSwitchIfRequested()
         return dataPath.transmit(queue: queue, count: count, fill)
     }
 
     /// Sends copies of `frames`; returns how many were handed to the device.
     @discardableResult
-    public func send(_ frames: [[UInt8]], queue: Int = 0) -> Int { dataPath.send(frames, queue: queue) }
+    public func send(_ frames: [[UInt8]], queue: Int = 0) -> Int {
+        if channel.link.gone != nil { return 0 }
+        return dataPath.send(frames, queue: queue)
+    }
 
     /// Reclaims completed TX buffers on every queue; returns how many frames completed.
     @discardableResult
     public func reclaimTransmitted() -> Int {
+        if channel.link.gone != nil { return 0 }
         serviceSwitchIfRequested()
         return dataPath.reclaimTransmitted()
     }
@@ -253,22 +291,27 @@ public final class VirtualNIC {
     /// Frames handed to the device and not yet completed.
     public var transmitsInFlight: Int { dataPath.transmitsInFlight }
 
-    /// Waits until TX ring space frees up on `queue` or `timeoutMilliseconds` passes.
+    /// Waits until TX ring space frees up on `queue` or `timeoutMilliseconds` passes. False at
+    /// once when the host is gone.
     public func waitForTransmitSpace(queue: Int = 0, timeoutMilliseconds: Int) -> Bool {
         dataPath.waitForTransmitSpace(queue: queue, timeoutMilliseconds: timeoutMilliseconds)
     }
 
-    /// Waits until every frame sent has completed, up to `timeoutMilliseconds`.
+    /// Waits until every frame sent has completed, up to `timeoutMilliseconds`. False at once
+    /// when the host is gone (what is in flight then is lost with it).
     public func flush(timeoutMilliseconds: Int) -> Bool {
+        if channel.link.gone != nil { return false }
         serviceSwitchIfRequested()
         return dataPath.flush(timeoutMilliseconds: timeoutMilliseconds)
     }
 
     /// Receives up to `maxFrames` frames, calling `handler` for each (the bytes are valid only
     /// during the call). Polls briefly, then sleeps on the interrupt until a frame arrives or
-    /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever). Returns frames handled.
+    /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever), or the host goes
+    /// away (then 0, at once, and `hostGone` says why). Returns frames handled.
     @discardableResult
     public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0, _ handler: (ReceivedFrame) -> Void) -> Int {
+        if channel.link.gone != nil { return 0 }
         serviceSwitchIfRequested()
         let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
         while true {
@@ -307,6 +350,8 @@ public final class VirtualNIC {
     /// a switch request was handled (whether or not it succeeded).
     @discardableResult
     private func serviceSwitchIfRequested() -> Bool {
+        // A dead host asks for nothing; its last DIC cannot be carried out.
+        if channel.link.gone != nil { return false }
         // A plugin that reported its device dead: ask the host (once) to reset the VF; it answers
         // with DIC, handled below. A switch the host already started comes first.
         if !dicPending, let current = passthrough, let fault = current.path.plugin.unforwardedFault {
@@ -380,6 +425,7 @@ public final class VirtualNIC {
             throw error
         }
         let path = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: configuration.ringSize, spinPolls: configuration.spinPolls)
+        path.link = channel.link
         let region = { (r: npa_queue_region) in ControlMessage.QueueRegion(gpa: r.gpa, ringSize: r.ring_size) }
         do {
             _ = try channel.request(.switchInReady(txRegions: vfTxRegions.map(region), rxRegions: vfRxRegions.map(region), plugin: "\(image.name) \(image.version)"))
@@ -517,6 +563,7 @@ public final class VirtualNIC {
     }
 
     /// Waits until a vNIC with `peer` as its MAC is attached to the host (or the timeout passes).
+    /// Throws `HostGone` as soon as the host is gone.
     public func waitForPeer(_ peer: MACAddress, timeoutMilliseconds: Int) throws -> Bool {
         let deadline = cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
         while cnpa_monotonic_ns() < deadline {
@@ -552,6 +599,7 @@ public final class VirtualNIC {
     public func detach() {
         guard !detached else { return }
         detached = true
+        if channel.link.gone != nil { return }
         try? channel.socket.send(ControlMessage.detach.encode())
     }
 

@@ -32,5 +32,32 @@ public final class EventNotifier: @unchecked Sendable {
         return false
     }
 
+    /// How `wait(timeoutMilliseconds:orHangUpOf:)` ended.
+    public enum WaitResult: Equatable, Sendable {
+        case signalled
+        case timedOut
+        /// The watched connection's peer closed it (checked before the signal: a dead peer
+        /// signals nothing more).
+        case peerHungUp
+    }
+
+    /// Like `wait(timeoutMilliseconds:)`, but also returns when `connection`'s peer hangs up:
+    /// both descriptors in one poll, so a sleeper learns that its host died at no extra cost.
+    /// The connection is polled for no events: a pending message does not wake the sleeper,
+    /// only a hang-up or an error does.
+    public func wait(timeoutMilliseconds: Int32, orHangUpOf connection: FileDescriptor) -> WaitResult {
+        var pfds = (pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0), pollfd(fd: connection.rawValue, events: 0, revents: 0))
+        let n = withUnsafeMutablePointer(to: &pfds) {
+            $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, timeoutMilliseconds) }
+        }
+        if n <= 0 { return .timedOut }
+        if pfds.1.revents & Int16(POLLHUP | POLLERR) != 0 { return .peerHungUp }
+        if pfds.0.revents != 0 {
+            drain()
+            return .signalled
+        }
+        return .timedOut
+    }
+
     deinit { try? fd.close() }
 }

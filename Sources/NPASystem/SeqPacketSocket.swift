@@ -11,24 +11,121 @@ public final class SeqPacketSocket: @unchecked Sendable {
 
     public init(adopting fd: FileDescriptor) { self.fd = fd }
 
-    /// Creates a listening socket at `path`, replacing a stale socket file there.
-    public static func listen(path: String) throws -> SeqPacketSocket {
-        let sock = try open()
+    /// The socket file a listening socket created, identified by its inode, so that only that
+    /// file is ever removed (another host may have replaced it since).
+    private var boundFile: (path: String, device: UInt64, inode: UInt64)?
+
+    /// Creates a listening socket at `path`. Refuses a path that holds anything but a socket, and
+    /// a socket some process still listens on; removes only a stale socket (nobody listening).
+    /// Throws `SocketPathError` for those refusals, `SystemCallError` for the environment.
+    public static func listen(path: String, backlog: Int32 = 64) throws -> SeqPacketSocket {
         var addr = try address(path)
-        unlink(path)
-        _ = try syscall("bind(\(path))") {
-            withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(sock.fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
+        let sock = try open()
+        try removeStaleSocket(at: path)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(sock.fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
-        _ = try syscall("listen") { Glibc.listen(sock.fd.rawValue, 64) }
+        if rc != 0 {
+            let err = Errno(rawValue: Glibc.errno)
+            // bind creates the file or fails: someone created it between our check and now.
+            if err == .addressInUse { throw SocketPathError.inUse(path: path, detail: "another process bound it while this one started") }
+            throw SystemCallError("bind(\(path))", err)
+        }
+        var st = stat()
+        if lstat(path, &st) == 0 { sock.boundFile = (path, UInt64(st.st_dev), UInt64(st.st_ino)) }
+        _ = try syscall("listen") { Glibc.listen(sock.fd.rawValue, backlog) }
         return sock
     }
 
-    public static func connect(path: String) throws -> SeqPacketSocket {
+    /// Removes the socket file `listen` created, if the file at that path is still it (same
+    /// inode): a host must never delete a socket another host bound there since. Returns whether
+    /// it removed the file.
+    @discardableResult
+    public func removeSocketFileIfOurs() -> Bool {
+        guard let bound = boundFile else { return false }
+        var st = stat()
+        guard lstat(bound.path, &st) == 0, UInt64(st.st_dev) == bound.device, UInt64(st.st_ino) == bound.inode else { return false }
+        boundFile = nil
+        return unlink(bound.path) == 0
+    }
+
+    /// What a non-blocking connect to `path` says about the socket there.
+    public enum Probe: Equatable, Sendable {
+        /// Nothing at the path.
+        case absent
+        /// A socket file nobody listens on (its owner exited without removing it).
+        case stale
+        /// A process listens on it (a connection was accepted into its backlog, or the backlog
+        /// is full).
+        case live
+        /// A live socket of another type (a SOCK_STREAM or datagram server): someone else's.
+        case foreign
+        /// A file that is not a socket.
+        case notASocket
+    }
+
+    /// Looks at `path` without changing it. The connect is non-blocking, so a live listener with
+    /// a full backlog answers EAGAIN at once instead of making us wait.
+    public static func probe(path: String) throws -> Probe {
+        var st = stat()
+        if lstat(path, &st) != 0 {
+            let err = Errno(rawValue: Glibc.errno)
+            if err == .noSuchFileOrDirectory { return .absent }
+            throw SystemCallError("lstat(\(path))", err)
+        }
+        guard st.st_mode & S_IFMT == S_IFSOCK else { return .notASocket }
+        var addr = try address(path)
+        let type = Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+        let raw = try syscall("socket") { socket(AF_UNIX, type, 0) }
+        defer { close(raw) }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if rc == 0 { return .live }
+        switch Errno(rawValue: Glibc.errno) {
+        case .resourceTemporarilyUnavailable, .wouldBlock, .interrupted: return .live
+        case .connectionRefused: return .stale
+        case .protocolWrongTypeForSocket: return .foreign
+        case .noSuchFileOrDirectory: return .absent
+        case let err: throw SystemCallError("connect(\(path))", err)
+        }
+    }
+
+    /// Clears the way for `bind`: nothing there is fine, a stale socket is removed, anything
+    /// else is refused.
+    private static func removeStaleSocket(at path: String) throws {
+        var before = stat()
+        guard lstat(path, &before) == 0 else { return }
+        switch try probe(path: path) {
+        case .absent:
+            return
+        case .notASocket:
+            throw SocketPathError.notASocket(path: path)
+        case .live:
+            throw SocketPathError.inUse(path: path, detail: "a host is already listening on it")
+        case .foreign:
+            throw SocketPathError.inUse(path: path, detail: "another program listens on it")
+        case .stale:
+            // Remove the very file we probed, not one another host may have bound there since.
+            // (Two hosts starting at the same instant on one stale path still race between this
+            // check and unlink; bind itself never replaces a file, so a host that loses finds
+            // the path taken and says so.)
+            var now = stat()
+            if lstat(path, &now) == 0, now.st_dev == before.st_dev, now.st_ino == before.st_ino {
+                unlink(path)
+            }
+        }
+    }
+
+    /// Connects to the listener at `path`. Non-blocking, a full backlog throws EAGAIN at once
+    /// instead of waiting for room (and the socket stays non-blocking).
+    public static func connect(path: String, nonBlocking: Bool = false) throws -> SeqPacketSocket {
         let sock = try open()
+        if nonBlocking { sock.setNonBlocking() }
         var addr = try address(path)
         _ = try syscall("connect(\(path))") {
             withUnsafePointer(to: &addr) {
@@ -41,11 +138,14 @@ public final class SeqPacketSocket: @unchecked Sendable {
     }
 
     /// Accepts one pending connection, or nil if none is pending (the socket is non-blocking).
+    /// Throws for the environment, notably EMFILE/ENFILE (out of descriptors), which leave the
+    /// connection pending: the caller decides how to back off.
     public func accept() throws -> SeqPacketSocket? {
         let raw = Glibc.accept(fd.rawValue, nil, nil)
         if raw < 0 {
             let err = Errno(rawValue: Glibc.errno)
-            if err == .wouldBlock || err == .resourceTemporarilyUnavailable || err == .interrupted { return nil }
+            // ECONNABORTED: that peer gave up while queued; the next one is reported again by epoll.
+            if err == .wouldBlock || err == .resourceTemporarilyUnavailable || err == .interrupted || err == .connectionAbort { return nil }
             throw SystemCallError("accept", err)
         }
         _ = fcntl(raw, F_SETFD, FD_CLOEXEC)
@@ -88,6 +188,23 @@ public final class SeqPacketSocket: @unchecked Sendable {
         return (Array(buffer[0..<n]), received)
     }
 
+    /// True once the peer has closed its end (or the connection broke): one non-blocking poll.
+    /// Asks for no events, so only hang-up and error conditions answer; a pending message does not.
+    public func peerHasHungUp() -> Bool {
+        var pfd = pollfd(fd: fd.rawValue, events: 0, revents: 0)
+        return poll(&pfd, 1, 0) > 0 && pfd.revents & Int16(POLLHUP | POLLERR) != 0
+    }
+
+    /// Sleeps until the peer hangs up, `other` (if given) becomes readable, or the timeout passes
+    /// (-1: no limit). True if the peer hung up.
+    public func waitForHangUp(timeoutMilliseconds: Int32, orReadable other: Int32? = nil) -> Bool {
+        var pfds = (pollfd(fd: fd.rawValue, events: 0, revents: 0), pollfd(fd: other ?? -1, events: Int16(POLLIN), revents: 0))
+        let n = withUnsafeMutablePointer(to: &pfds) {
+            $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, other == nil ? 1 : 2, timeoutMilliseconds) }
+        }
+        return n > 0 && pfds.0.revents & Int16(POLLHUP | POLLERR) != 0
+    }
+
     /// Waits until a message can be read, up to `timeoutMilliseconds`. False on timeout.
     public func waitReadable(timeoutMilliseconds: Int32) -> Bool {
         var pfd = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
@@ -112,4 +229,19 @@ public final class SeqPacketSocket: @unchecked Sendable {
     }
 
     deinit { try? fd.close() }
+}
+
+/// Why a host could not take its socket path. One line each, naming the path.
+public enum SocketPathError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// Something other than a socket is there (a regular file, a directory): never removed.
+    case notASocket(path: String)
+    /// A process listens on the socket there.
+    case inUse(path: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case .notASocket(let path): "\(path) exists and is not a socket; refusing to replace it"
+        case .inUse(let path, let detail): "\(path) is in use: \(detail)"
+        }
+    }
 }

@@ -29,6 +29,8 @@ public struct TrafficSummary: Codable, Equatable, Sendable {
     public var interruptWaits: UInt64 = 0
     /// Windowed sends: times the window stayed full without an acknowledgement (frames lost).
     public var windowStalls = 0
+    /// Why the run stopped early because the host went away (nil: it did not).
+    public var hostGone: String?
 
     public init(role: String) { self.role = role }
 
@@ -40,6 +42,7 @@ public struct TrafficSummary: Codable, Equatable, Sendable {
         case doorbellKicks = "doorbell_kicks"
         case interruptWaits = "interrupt_waits"
         case windowStalls = "window_stalls"
+        case hostGone = "host_gone"
     }
 
     /// Takes a receiver's verification against the frames it expected.

@@ -127,6 +127,7 @@ public struct TrafficWorkload {
             s.gbps = Double(bytes) * 8 / s.seconds / 1e9
         }
         s.dropped = (try? nic.dropCounts()) ?? [:]
+        s.hostGone = nic.hostGone?.description
         s.doorbellKicks = nic.doorbellKicks
         s.interruptWaits = nic.interruptWaits
     }
@@ -140,7 +141,7 @@ public struct TrafficWorkload {
         let deadline = start + UInt64(timeoutSeconds * 1e9)
         var sender = Sender(destination: destination, workload: self)
         var window = WindowState()
-        while !sender.done && cnpa_monotonic_ns() < deadline && !shouldStop() {
+        while !sender.done && cnpa_monotonic_ns() < deadline && !shouldStop() && !nic.isHostGone {
             var limit = 32
             if let size = self.window {
                 window.takeAcknowledgements(nic, waitMilliseconds: 0)
@@ -165,7 +166,7 @@ public struct TrafficWorkload {
         }
         _ = nic.flush(timeoutMilliseconds: 10_000)
         // A windowed stream ends when the receiver has acknowledged everything (or stalls).
-        while self.window != nil && window.inFlight(sent: sender.sent) > 0 {
+        while self.window != nil && window.inFlight(sent: sender.sent) > 0 && !nic.isHostGone {
             if !window.takeAcknowledgements(nic, waitMilliseconds: WindowState.stallMilliseconds) {
                 window.writeOff(sent: sender.sent)
             }
@@ -228,7 +229,7 @@ public struct TrafficWorkload {
             if peer == nil, window != nil { peer = TrafficFrame.source(frame.bytes) }
         }
         var accounting = ReceiveAccounting()
-        while verifier.unique < count {
+        while verifier.unique < count && !nic.isHostGone {
             let now = cnpa_monotonic_ns()
             if now >= deadline { break }
             var n = nic.receive(maxFrames: 256, timeoutMilliseconds: 0, record)
@@ -271,7 +272,7 @@ public struct TrafficWorkload {
         let own = nic.mac
         var pending: [[UInt8]] = []
         var bytes = 0
-        while (count == 0 || s.sent < count) && cnpa_monotonic_ns() < deadline {
+        while (count == 0 || s.sent < count) && cnpa_monotonic_ns() < deadline && !nic.isHostGone {
             pending.removeAll(keepingCapacity: true)
             nic.receive(maxFrames: 64, timeoutMilliseconds: 200) { frame in
                 var bytes = Array(frame.bytes)
@@ -283,7 +284,7 @@ public struct TrafficWorkload {
             for frame in pending { bytes += frame.count }
             s.received += pending.count
             var offset = 0
-            while offset < pending.count && cnpa_monotonic_ns() < deadline {
+            while offset < pending.count && cnpa_monotonic_ns() < deadline && !nic.isHostGone {
                 let n = nic.send(Array(pending[offset...]))
                 offset += n
                 s.sent += n
@@ -310,7 +311,7 @@ public struct TrafficWorkload {
         var receiveAccounted = false
         while !receiveAccounted || sender?.done != true {
             let now = cnpa_monotonic_ns()
-            if now >= deadline { break }
+            if now >= deadline || nic.isHostGone { break }
             if sender == nil, now - lastPeerCheck > 20_000_000 {
                 lastPeerCheck = now
                 let present = (try? nic.hostStatus().vnics.contains { $0.mac == peer.description && $0.state == "active" }) ?? false

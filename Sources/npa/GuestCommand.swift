@@ -21,8 +21,9 @@ struct Guest: ParsableCommand {
 
             Exit status: 0 everything asked for was sent, or received and verified (nothing lost,
             duplicated, reordered, invalid or dropped); 1 it was not (the summary says what);
-            2 the run could not go on (the host refused the attach, the host went away, the
-            peer never attached); 64 a usage error.
+            2 the run could not go on (the host refused the attach, the host went away — noticed
+            within milliseconds, the summary so far is still printed — the peer never attached);
+            64 a usage error.
             """)
 
     enum Workload: String, ExpressibleByArgument, CaseIterable {
@@ -165,9 +166,15 @@ struct Guest: ParsableCommand {
             print("switch transitions (guest side):")
             for line in nic.switchLog { print("  " + line) }
         }
+        if let gone = nic.hostGone { throw CommandFailure("guest \(name): \(gone)") }
         if hold {
             fflush(nil)
-            while readLine() != nil {}
+            // Until standard input closes, or the host goes away (which ends the hold at once).
+            var byte: UInt8 = 0
+            while true {
+                if let gone = nic.waitForHostGone(timeoutMilliseconds: -1, orReadable: 0) { throw CommandFailure("guest \(name): \(gone)") }
+                if read(0, &byte, 1) <= 0 { break }
+            }
         }
         let failures = summary.failures
         if !failures.isEmpty {

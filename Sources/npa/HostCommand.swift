@@ -4,12 +4,18 @@ import Foundation
 import Glibc
 import Logging
 import NPAHost
+import NPASystem
 
 nonisolated(unsafe) private var stopDescriptor: Int32 = -1
 
 struct Host: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a host daemon in the foreground (SIGINT/SIGTERM stop it and remove the socket).")
+        abstract: "Run a host daemon in the foreground (SIGINT/SIGTERM stop it and remove the socket).",
+        discussion: """
+            The socket path must be free or hold a stale socket (one nobody listens on, left by a host that \
+            died): a live host or any other file there is refused and left alone. On exit the host removes \
+            the socket only if it is still the one it created.
+            """)
 
     @Option(help: "Path of the control socket guests attach to.")
     var socket: String = "/tmp/npa.sock"
@@ -22,6 +28,11 @@ struct Host: ParsableCommand {
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
+
+    /// For tests: set the soft descriptor limit to this instead of raising it to the hard limit,
+    /// so running out of descriptors takes dozens of connections, not thousands.
+    @Option(help: .hidden)
+    var fdLimit: UInt64?
 
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -37,6 +48,19 @@ struct Host: ParsableCommand {
         let configuration = try loadConfiguration(config)
         var logger = Logger(label: "npa.host")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        // Each guest holds several descriptors; the usual soft limit (1024) is far below what a
+        // host may open (the hard limit), so take it all.
+        do {
+            if let fdLimit {
+                try ResourceLimits.setOpenFiles(soft: fdLimit)
+            } else {
+                try ResourceLimits.raiseOpenFilesToHardLimit()
+            }
+        } catch {
+            logger.warning("could not change the descriptor limit: \(error)")
+        }
+        if let (soft, hard) = try? ResourceLimits.openFiles() { logger.info("descriptor limit \(soft) (hard \(hard))") }
+        // Refusals of the socket path (a file there, a live host) are one line: "Error: <why>".
         let daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger)
         stopDescriptor = daemon.stopDescriptor
         let handler: @convention(c) (Int32) -> Void = { _ in _ = cnpa_eventfd_signal(stopDescriptor) }

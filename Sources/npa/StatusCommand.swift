@@ -57,6 +57,10 @@ enum StatusTable {
             text += "\nuplink (\(u.kind)): \(u.framesOut) frames out" + (u.framesInDropped.map { ", \($0) frames in dropped (PF queue full)" } ?? ", \(u.bytesOut) bytes")
         }
         if report.vnics.isEmpty { text += "\n(no vNICs attached)" }
+        if let h = report.host {
+            text += "\nconnections: \(h.connections) of \(h.maxConnections); refused at the cap \(h.connectionsRefused), "
+                + "closed without attaching \(h.attachTimeouts), accept out of descriptors \(h.acceptFDExhausted) (limit \(h.fdLimit))"
+        }
         return text
     }
 

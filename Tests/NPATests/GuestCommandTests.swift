@@ -67,6 +67,29 @@ import Testing
         _ = taken
     }
 
+    /// A guest whose host is killed says so in one line and exits 2 at once — not at its
+    /// timeout — whether it is receiving, sending at a rate, or holding after its workload.
+    @Test(arguments: [["recv", "--count", "1000000"], ["send", "--to", "02:00:00:00:04:09", "--count", "100000000", "--rate", "1000"],
+                      ["recv", "--count", "0", "--hold"]])
+    func aGuestWhoseHostDiesSaysSoAndExits(_ workload: [String]) throws {
+        let socket = NSTemporaryDirectory() + "npa-gone-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let host = try NPAProcess(["host", "--socket", socket, "--log-level", "error"])
+        defer {
+            host.kill()
+            _ = host.finish()
+            unlink(socket)
+        }
+        #expect(eventually { (try? SeqPacketProbe.connect(socket)) == true })
+        let guest = try NPAProcess(["guest"] + workload.prefix(1) + ["--host", socket, "--name", "g", "--timeout", "600"] + workload.dropFirst())
+        defer { guest.kill() }
+        #expect(guest.waitUntilAttached())
+        host.kill()
+        let out = guest.finish()
+        #expect(out.status == 2)
+        let lines = out.stderr.split(separator: "\n").filter { !$0.hasPrefix("attached as") }
+        #expect(lines.count == 1 && lines.first?.contains("is gone") == true, "\(out.stderr)")
+    }
+
     /// Jumbo frames reach a receiver that was not told their size: it verifies what each frame
     /// says about itself.
     @Test func aReceiverTakesJumboFramesWithoutBeingTold() throws {

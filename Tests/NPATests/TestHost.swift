@@ -9,15 +9,20 @@ final class TestHost: @unchecked Sendable {
     let socketPath: String
     private var thread: pthread_t?
 
-    init(configuration: HostConfiguration = HostConfiguration(), label: String = #function) throws {
-        socketPath = NSTemporaryDirectory() + "npa-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+    init(configuration: HostConfiguration = HostConfiguration(), socketPath: String? = nil, label: String = #function) throws {
+        self.socketPath = socketPath ?? Self.freshSocketPath()
         var logger = Logger(label: "npa.test.host")
         logger.logLevel = ProcessInfo.processInfo.environment["NPA_TEST_LOG"] != nil ? .debug : .critical
-        daemon = try HostDaemon(socketPath: socketPath, configuration: configuration, logger: logger)
+        daemon = try HostDaemon(socketPath: self.socketPath, configuration: configuration, logger: logger)
         let d = daemon
         thread = EngineThread.start(name: "npa-host") {
             do { try d.run() } catch { print("host failed: \(error)") }
         }
+    }
+
+    /// A socket path no other test uses.
+    static func freshSocketPath() -> String {
+        NSTemporaryDirectory() + "npa-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
     }
 
     func stop() {
