@@ -52,6 +52,9 @@ public final class HostDaemon: @unchecked Sendable {
     private var pfFramesUnroutable: UInt64 = 0
     /// Set by a pass that held a frame back for a receiver without buffers (see `switchBurst`).
     private var heldBack = false
+    /// Whether some vNIC's MAC waits for its switch-out after a VF reset (`awaitingSwitchOut`):
+    /// only then does `switchBurst` look for it among frames bound for the uplink.
+    private var anyAwaitingSwitchOut = false
     public private(set) var sleeps: UInt64 = 0
 
     private static let listenerTag: UInt64 = 0
@@ -203,6 +206,17 @@ public final class HostDaemon: @unchecked Sendable {
             let dst = EthernetFrame.mac(frame, at: 0)
             let vlan = EthernetFrame.vlanID(frame, length: length)
             guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
+                // For a vNIC in passthrough whose VF did not take it (reset, or disabled under
+                // the plugin): it waits here until the MAC is back on the vswitch (the guest is
+                // switching out), or is dropped and counted where that guest sees it.
+                if let owner = passthroughOwner(of: dst, vlan: vlan) {
+                    if holding && owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
+                        heldBack = true
+                        return false
+                    }
+                    owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
+                    return true
+                }
                 pfFramesUnroutable &+= 1
                 return true
             }
@@ -256,6 +270,17 @@ public final class HostDaemon: @unchecked Sendable {
                         taken = i
                         break
                     }
+                } else if n == 1, anyAwaitingSwitchOut, Int(arena.destinations[0]) == vswitch.uplinkPort,
+                    let owner = awaitingOwner(of: dst, vlan: vlan)
+                {
+                    // Unknown to the vswitch because its VF was reset and its guest has not yet
+                    // switched out: not for the uplink (the NIC forgot the MAC) but held back.
+                    if owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
+                        taken = i
+                        break
+                    }
+                    owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
+                    continue
                 }
             }
             device.counters.txFrames &+= 1
@@ -292,6 +317,32 @@ public final class HostDaemon: @unchecked Sendable {
             pfBatchCount = 0
         }
         return taken
+    }
+
+    /// The vNIC in passthrough that owns unicast `dst` in `vlan` (its port keeps its VLANs, not
+    /// its MAC). A frame the vswitch cannot route: a linear search, off the per-frame path.
+    private func passthroughOwner(of dst: UInt64, vlan: UInt16) -> Unmanaged<EmulatedDevice>? {
+        guard (dst >> 40) & 1 == 0 else { return nil }
+        for ref in activeDevices {
+            let found = ref._withUnsafeGuaranteedRef { $0.mode == .passthrough && $0.mac.value == dst && vswitch.isMember($0.port, vlan: vlan) }
+            if found { return ref }
+        }
+        return nil
+    }
+
+    /// As `passthroughOwner`, among vNICs whose VF was reset and whose guest has not switched out.
+    private func awaitingOwner(of dst: UInt64, vlan: UInt16) -> Unmanaged<EmulatedDevice>? {
+        guard let ref = passthroughOwner(of: dst, vlan: vlan), ref._withUnsafeGuaranteedRef({ $0.awaitingSwitchOut }) else { return nil }
+        return ref
+    }
+
+    func setAwaitingSwitchOut(_ d: EmulatedDevice, _ awaiting: Bool) {
+        guard d.awaitingSwitchOut != awaiting else { return }
+        d.awaitingSwitchOut = awaiting
+        // The MAC moves now (or the vNIC goes): its stall clock starts afresh.
+        d.receiverStalledSince = 0
+        d.exceededStallLimit = false
+        anyAwaitingSwitchOut = devices.contains { $0.awaitingSwitchOut }
     }
 
     /// Passthrough: the vNIC's port keeps its place but holds no MAC and accepts nothing, so the
