@@ -189,6 +189,10 @@ extension HostDaemon {
         if let uplink = uplinkNIC { drainPF(uplink) }
         detachFromSwitch(device)
         device.mode = .passthrough
+        // The emulated device's stall clock is of no use now (nothing consults it while the VF
+        // carries the vNIC); left running, a later wait for a failing VF would start expired.
+        device.receiverStalledSince = 0
+        device.exceededStallLimit = false
         device.pendingSwitch = .none
         device.switchReason = nil
         device.lastSwitchMilliseconds = Double(Clock.monotonicNanoseconds() - device.switchStartedNanoseconds) / 1e6
