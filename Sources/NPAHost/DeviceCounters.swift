@@ -48,6 +48,9 @@ struct DeviceCounters {
     var txMulticast: UInt64 = 0
     var doorbellKicks: UInt64 = 0
     var interruptsRaised: UInt64 = 0
+    /// Times this vNIC began holding its senders back (no free receive buffer, or its MAC
+    /// waiting for a switch-out after a VF reset): pause frames, in Ethernet terms.
+    var senderHolds: UInt64 = 0
     var drops = [UInt64](repeating: 0, count: DropReason.allCases.count)
 
     var totalDrops: UInt64 { drops.reduce(0, &+) }
@@ -56,7 +59,7 @@ struct DeviceCounters {
         var out: [(String, UInt64)] = [
             ("tx_frames", txFrames), ("tx_bytes", txBytes), ("rx_frames", rxFrames), ("rx_bytes", rxBytes),
             ("tx_broadcast", txBroadcast), ("tx_multicast", txMulticast),
-            ("doorbell_kicks", doorbellKicks), ("interrupts", interruptsRaised),
+            ("doorbell_kicks", doorbellKicks), ("interrupts", interruptsRaised), ("sender_holds", senderHolds),
         ]
         for r in DropReason.allCases { out.append(("drop_" + r.name, drops[r.rawValue])) }
         return out

@@ -131,7 +131,10 @@ extension EmulatedDevice {
         guard isActive else { return true }  // deliver() drops it as vnic_inactive: nothing to wait for
         let rq = rxQueues[Int(hash % UInt32(rxQueues.count))]
         guard isPosted(rq, ahead: 0) else {
-            if receiverStalledSince == 0 { receiverStalledSince = cnpa_monotonic_ns() }
+            if receiverStalledSince == 0 {
+                receiverStalledSince = cnpa_monotonic_ns()
+                counters.senderHolds &+= 1
+            }
             return false
         }
         // A receiver that used up its stall limit is held for again only once it has half its
@@ -151,6 +154,18 @@ extension EmulatedDevice {
         let d = memory.base + Int(rq.ringBase) + Int(wraps ? index &- rq.ringSize : index) &* 16  // SAFETY: checked at ACTIVATE
         let dw2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
         return VMXNET3Descriptor.rxDescriptorGeneration(dword2: dw2) == (wraps ? rq.generation ^ 1 : rq.generation)
+    }
+
+    /// Whether a sender should wait with a frame for this vNIC while it is in passthrough and its
+    /// VF cannot take frames (reset, or disabled under the plugin): yes until the receiver's stall
+    /// limit passes (the guest is expected to switch out meanwhile), then the frame is dropped
+    /// and counted as `vnic_inactive` by the caller.
+    func holdsSendersUntilSwitchOut() -> Bool {
+        if receiverStalledSince == 0 {
+            receiverStalledSince = cnpa_monotonic_ns()
+            counters.senderHolds &+= 1
+        }
+        return holdsSenders
     }
 
     /// Whether a sender should wait for this receiver (it has been without buffers for less

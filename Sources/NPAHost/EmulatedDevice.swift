@@ -83,6 +83,10 @@ final class EmulatedDevice {
     var switchReason: String?
     /// VF counters of VFs this vNIC held before (a VF's counters restart at its next FLR).
     var earlierVFCounters: [String: UInt64] = [:]
+    /// Set by a VF reset until the guest's `switchOutBegin`: the MAC is on neither the VF (FLR)
+    /// nor the vswitch (the guest has not re-armed emulation yet), and frames for it are held
+    /// back — in their senders' TX rings or the PF queue — until the MAC moves, as at a switch-out.
+    var awaitingSwitchOut = false
 
     /// Raises DIC ("device implementation change") in DriverShared.ecr and fires the event
     /// interrupt: the guest's shell then asks the host what changed.

@@ -58,6 +58,9 @@ public final class HostDaemon: @unchecked Sendable {
     private var pfFramesUnroutable: UInt64 = 0
     /// Set by a pass that held a frame back for a receiver without buffers (see `switchBurst`).
     private var heldBack = false
+    /// Whether some vNIC's MAC waits for its switch-out after a VF reset (`awaitingSwitchOut`):
+    /// only then does `switchBurst` look for it among frames bound for the uplink.
+    private var anyAwaitingSwitchOut = false
     public private(set) var sleeps: UInt64 = 0
     /// Unattached connections in accept order with their attach deadlines (one timeout for all,
     /// so accept order is deadline order: a FIFO, no heap). Entries of connections that attached
@@ -232,15 +235,28 @@ public final class HostDaemon: @unchecked Sendable {
 
     /// Frames the NIC sent up to its PF (for MACs not on a VF) enter the vswitch by the uplink.
     /// A unicast frame whose receiver has no free buffer (within its stall limit) stays in the
-    /// PF queue, which then fills and holds back the NIC's senders in turn; frames for `exempt`
-    /// are never held. A frame for no vNIC is counted in `pfFramesUnroutable`.
-    func receiveFromPF(_ nic: SoftNIC, exempt: EmulatedDevice? = nil) -> Int {
+    /// PF queue, which then fills and holds back the NIC's senders in turn. At a switch point
+    /// (`switching` given) frames for the switching guest, and for a guest whose VF was reset,
+    /// are not held: the drain must finish, and those guests are busy in their own switch.
+    /// A frame for no vNIC is counted in `pfFramesUnroutable`.
+    func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
         let exemptOwner = exempt.map { Unmanaged.passUnretained($0).toOpaque() }
         return nic.pfReceive.pop(max: arena.capacity, while: { frame, length in
             let dst = EthernetFrame.mac(frame, at: 0)
             let vlan = EthernetFrame.vlanID(frame, length: length)
             guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
+                // For a vNIC in passthrough whose VF did not take it (reset, or disabled under
+                // the plugin): it waits here until the MAC is back on the vswitch (the guest is
+                // switching out), or is dropped and counted where that guest sees it.
+                if let owner = passthroughOwner(of: dst, vlan: vlan) {
+                    if exempt == nil && owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
+                        heldBack = true
+                        return false
+                    }
+                    owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
+                    return true
+                }
                 pfFramesUnroutable &+= 1
                 return true
             }
@@ -296,6 +312,18 @@ public final class HostDaemon: @unchecked Sendable {
                     taken = i
                     heldBack = true
                     break
+                } else if n == 1, anyAwaitingSwitchOut, Int(arena.destinations[0]) == vswitch.uplinkPort,
+                    let owner = awaitingOwner(of: dst, vlan: vlan)
+                {
+                    // Unknown to the vswitch because its VF was reset and its guest has not yet
+                    // switched out: not for the uplink (the NIC forgot the MAC) but held back.
+                    if owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
+                        taken = i
+                        heldBack = true
+                        break
+                    }
+                    owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
+                    continue
                 }
             }
             countTransmit(device, destination: dst, length: length, sign: 1)
@@ -374,13 +402,45 @@ public final class HostDaemon: @unchecked Sendable {
                 continue
             }
             let dst = EthernetFrame.mac(frame, at: 0)
+            let route = vswitch.route(destination: dst, vlan: vlan, ingress: device.port, into: arena.destinations)
+            if case .forward(1) = route, anyAwaitingSwitchOut, Int(arena.destinations[0]) == vswitch.uplinkPort,
+                let owner = awaitingOwner(of: dst, vlan: vlan) {
+                owner._withUnsafeGuaranteedRef { $0.counters.drops[DropReason.inactive.rawValue] &-= 1 }  // dropped for a reset VF's guest
+                continue
+            }
             countTransmit(device, destination: dst, length: length, sign: back)
-            switch vswitch.route(destination: dst, vlan: vlan, ingress: device.port, into: arena.destinations) {
+            switch route {
             case .forward: break
             case .unknownDestination: device.counters.drops[DropReason.unknownDestination.rawValue] &-= 1
             case .filtered: device.counters.drops[DropReason.filtered.rawValue] &-= 1
             }
         }
+    }
+
+    /// The vNIC in passthrough that owns unicast `dst` in `vlan` (its port keeps its VLANs, not
+    /// its MAC). A frame the vswitch cannot route: a linear search, off the per-frame path.
+    private func passthroughOwner(of dst: UInt64, vlan: UInt16) -> Unmanaged<EmulatedDevice>? {
+        guard (dst >> 40) & 1 == 0 else { return nil }
+        for ref in activeDevices {
+            let found = ref._withUnsafeGuaranteedRef { $0.mode == .passthrough && $0.mac.value == dst && vswitch.isMember($0.port, vlan: vlan) }
+            if found { return ref }
+        }
+        return nil
+    }
+
+    /// As `passthroughOwner`, among vNICs whose VF was reset and whose guest has not switched out.
+    private func awaitingOwner(of dst: UInt64, vlan: UInt16) -> Unmanaged<EmulatedDevice>? {
+        guard let ref = passthroughOwner(of: dst, vlan: vlan), ref._withUnsafeGuaranteedRef({ $0.awaitingSwitchOut }) else { return nil }
+        return ref
+    }
+
+    func setAwaitingSwitchOut(_ d: EmulatedDevice, _ awaiting: Bool) {
+        guard d.awaitingSwitchOut != awaiting else { return }
+        d.awaitingSwitchOut = awaiting
+        // The MAC moves now (or the vNIC goes): its stall clock starts afresh.
+        d.receiverStalledSince = 0
+        d.exceededStallLimit = false
+        anyAwaitingSwitchOut = devices.contains { $0.awaitingSwitchOut }
     }
 
     /// Passthrough: the vNIC's port keeps its place but holds no MAC and accepts nothing, so the

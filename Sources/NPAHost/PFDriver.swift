@@ -56,6 +56,7 @@ extension HostDaemon {
     }
 
     func releaseVF(_ device: EmulatedDevice) {
+        setAwaitingSwitchOut(device, false)
         guard let (nic, index) = device.vf else { return }
         device.earlierVFCounters = vfCounterTotals(device)
         nic.reset(vf: index)
@@ -96,17 +97,19 @@ extension HostDaemon {
         return .success(toPassthrough ? "switch-in of '\(device.name)' to \(device.vf!.nic.name)/vf\(device.vf!.index) started" : "switch-out of '\(device.name)' started")
     }
 
-    /// A VF reset without the guest's cooperation (VF reclaim, a faulting plugin): FLR now, the
-    /// MAC back on the vswitch at once (frames for the guest then reach its emulated vNIC, where
-    /// they are received or counted as dropped), then DIC so the guest moves to emulation.
+    /// A VF reset without the guest's cooperation (VF reclaim, a faulting plugin): FLR now, then
+    /// DIC so the guest moves to emulation. The MAC moves back to the vswitch where it does at
+    /// any switch-out, at `switchOutBegin`, once the guest has re-armed its emulated device:
+    /// until then its emulated rings are quiesced and hold buffers the VF path reuses, so a frame
+    /// handed to it now could only be dropped. Frames for the guest meanwhile wait in their
+    /// senders' TX rings or the PF queue (`awaitingSwitchOut`), up to the receiver stall limit.
     func resetVF(_ device: EmulatedDevice, reason: String = "VF reset by the host") -> Result<String, SwitchRefusal> {
         guard device.mode == .passthrough, let (nic, index) = device.vf else { return .failure(SwitchRefusal("the vNIC is not in passthrough")) }
         guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
         // FLR restarts the VF's counters: keep what it counted for this guest.
         device.earlierVFCounters = vfCounterTotals(device)
         nic.reset(vf: index)
-        reattachToSwitch(device)
-        if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
+        setAwaitingSwitchOut(device, true)
         device.pendingSwitch = .switchOut
         device.switchOutCommitted = true
         device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
@@ -226,6 +229,10 @@ extension HostDaemon {
         if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         detachFromSwitch(device)
         device.mode = .passthrough
+        // The emulated device's stall clock is of no use now (nothing consults it while the VF
+        // carries the vNIC); left running, a later wait for a failing VF would start expired.
+        device.receiverStalledSince = 0
+        device.exceededStallLimit = false
         device.pendingSwitch = .none
         device.switchReason = nil
         device.lastSwitchMilliseconds = Double(Clock.monotonicNanoseconds() - device.switchStartedNanoseconds) / 1e6
@@ -244,6 +251,9 @@ extension HostDaemon {
         nic.setMAC(vf: index, .zero)
         device.switchOutCommitted = true
         reattachToSwitch(device)
+        // Frames held back for it (after a VF reset) go now: the PF queue's first, then, from
+        // the next pass on, those in emulated senders' TX rings — each sender's in its order.
+        setAwaitingSwitchOut(device, false)
         if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         return .success(())
     }
@@ -272,7 +282,7 @@ extension HostDaemon {
     /// the switching guest itself are not waited for: it is busy in the switch handshake.
     func drainPF(_ nic: SoftNIC, switching device: EmulatedDevice) {
         while !nic.pfReceive.isEmpty {
-            if receiveFromPF(nic, exempt: device) == 0 {
+            if receiveFromPF(nic, switching: device) == 0 {
                 for d in devices { d.raiseInterrupts() }  // a sleeping receiver must wake to take its frames
                 sched_yield()
             }

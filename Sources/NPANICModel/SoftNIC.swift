@@ -395,10 +395,16 @@ public final class SoftNIC: @unchecked Sendable {
             taken += 1
             pfTransmitted &+= 1
             // The PF is trusted and its frames sit in host memory the host does not change
-            // mid-copy. What is for no VF leaves by the wire, never back up to the PF.
+            // mid-copy. What is for no VF leaves by the wire, never back up to the PF — except a
+            // frame for a VF that is stopped (disabled under its plugin): the PF driver owns that
+            // MAC next, so it goes back up to the PF, which holds it for the guest's switch-out.
             if switchFromUplinkPort(p, length: length) {
-                uplinkFrames &+= 1
-                uplinkBytes &+= UInt64(length)
+                if pfEnabled, let stopped = stoppedVF(owning: p, length: length) {
+                    if !pfReceive.push(p, length: length) { vfs[stopped].counters.noBufferDrops &+= 1 }
+                } else {
+                    uplinkFrames &+= 1
+                    uplinkBytes &+= UInt64(length)
+                }
             }
         }
         return taken
@@ -430,6 +436,16 @@ public final class SoftNIC: @unchecked Sendable {
         }
         publishAndInterrupt()
         return taken
+    }
+
+    /// The VF a unicast frame is addressed to if that VF is known but stopped (the frame then
+    /// left the switch upward instead of reaching it).
+    private func stoppedVF(owning p: UnsafeRawPointer, length: Int) -> Int? {
+        let dst = EthernetFrame.mac(p, at: 0)
+        guard (dst >> 40) & 1 == 0, let target = macTable.port(mac: dst, vlan: EthernetFrame.vlanID(p, length: length)),
+            !vfRefs[target]._withUnsafeGuaranteedRef({ $0.enabled })
+        else { return nil }
+        return target
     }
 
     /// A frame from the PF or the wire (no anti-spoofing on these ports) into the embedded
