@@ -79,6 +79,21 @@ public struct HostConfiguration: Equatable, Sendable {
 
     public func policy(forGuest name: String) -> GuestPolicy { guestPolicies[name] ?? defaultPolicy }
 
+    /// What in a valid configuration will surprise its user, one line each (`npa host` prints
+    /// them at start): a plugin directory that does not exist, NICs whose VFs' guests no
+    /// emulated guest can reach.
+    public func warnings(fileExists: (String) -> Bool) -> [String] {
+        var found: [String] = []
+        if !nics.isEmpty && !fileExists(pluginDirectory) {
+            found.append("plugin_dir '\(pluginDirectory)' does not exist: no guest can switch to a VF (build the images with scripts/build-plugins.sh, or set plugin_dir)")
+        }
+        let uplinkNIC: String? = if case .nic(let name) = uplink { name } else { nil }
+        for nic in nics where nic.name != uplinkNIC {
+            found.append("NIC '\(nic.name)' is not the uplink (uplink: \(uplinkNIC ?? "\(uplink)")): guests on its VFs cannot reach emulated guests, whose frames to them are dropped as unknown_destination (set uplink: \(nic.name))")
+        }
+        return found
+    }
+
     public static let example = """
         # npa host configuration (YAML). Every key is optional.
 
@@ -89,7 +104,7 @@ public struct HostConfiguration: Equatable, Sendable {
         #   none     - no uplink; unknown unicast is dropped and counted
         #   counting - a test wire that counts the frames leaving the host
         #   <nic>    - the PF of one of the NICs below (its VFs' guests are then reachable)
-        uplink: none
+        uplink: nic0
 
         # Software SR-IOV NICs: model npa-dring (descriptor rings, 82599 VF style) or
         # npa-cq (submission/completion queues, ENA style), and how many VFs (1-64).

@@ -46,6 +46,9 @@ struct Host: ParsableCommand {
             return
         }
         let configuration = try loadConfiguration(config)
+        for warning in configuration.warnings(fileExists: { FileManager.default.fileExists(atPath: $0) }) {
+            standardError("npa host: warning: \(warning)")
+        }
         var logger = Logger(label: "npa.host")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         // Each guest holds several descriptors; the usual soft limit (1024) is far below what a
@@ -60,8 +63,11 @@ struct Host: ParsableCommand {
             logger.warning("could not change the descriptor limit: \(error)")
         }
         if let (soft, hard) = try? ResourceLimits.openFiles() { logger.info("descriptor limit \(soft) (hard \(hard))") }
-        // Refusals of the socket path (a file there, a live host) are one line: "Error: <why>".
-        let daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger)
+        // Refusals of the socket path (a file there, a live host) are one line, exit status 2.
+        let daemon: HostDaemon
+        do { daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger) } catch {
+            throw CommandFailure("\(error)")
+        }
         stopDescriptor = daemon.stopDescriptor
         let handler: @convention(c) (Int32) -> Void = { _ in _ = cnpa_eventfd_signal(stopDescriptor) }
         signal(SIGINT, handler)

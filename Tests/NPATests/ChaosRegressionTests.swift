@@ -18,7 +18,11 @@ import Testing
         var atB = FlowVerifier()
 
         init(model: String) throws {
-            host = try TestHost(configuration: .withNIC(model: model, vfs: 4))
+            // Frames wait for the guest's switch-out up to the receiver stall limit: far longer
+            // here than any wait a loaded machine imposes, so the outcome does not depend on timing.
+            var config = try HostConfiguration.withNIC(model: model, vfs: 4)
+            config.receiverStallMilliseconds = 60_000
+            host = try TestHost(configuration: config)
             a = try attach(host, "a", mac: "02:00:00:00:c1:01", queues: 1, ringSize: 1024, memoryMiB: 32)
             b = try attach(host, "b", mac: "02:00:00:00:c1:02", queues: 1, ringSize: 1024, memoryMiB: 32)
             c = try attach(host, "c", mac: "02:00:00:00:c1:03", queues: 1, ringSize: 1024, memoryMiB: 32)

@@ -1,3 +1,4 @@
+import Foundation
 import NPAControlProtocol
 import NPAHost
 import Testing
@@ -6,7 +7,7 @@ import Testing
     @Test func theExampleConfigurationParses() throws {
         let config = try HostConfiguration.parse(yaml: HostConfiguration.example, file: "example.yaml")
         #expect(config.maxQueuesPerVNIC == 4)
-        #expect(config.uplink == .none)
+        #expect(config.uplink == .nic("nic0"))
         #expect(config.nics == [.init(name: "nic0", model: "npa-dring", vfs: 8)])
         let alpha = config.policy(forGuest: "alpha")
         #expect(alpha.allowedMACs == [MACAddress("02:00:00:00:00:0a")!])
@@ -52,5 +53,45 @@ import Testing
             #expect("\(error)".hasPrefix("x.yaml: not valid YAML"))
             #expect(!"\(error)".contains("\n"))
         }
+    }
+}
+
+/// The example configuration is a working one, and the README shows exactly it.
+@Suite(.serialized) struct ExampleConfigurationTests {
+    @Test func theREADMEShowsTheExampleConfigurationVerbatim() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let section = try #require(readme.range(of: "## The host configuration"))
+        let open = try #require(readme.range(of: "```yaml\n", range: section.upperBound..<readme.endIndex))
+        let close = try #require(readme.range(of: "```", range: open.upperBound..<readme.endIndex))
+        #expect(String(readme[open.upperBound..<close.lowerBound]) == HostConfiguration.example + "\n")
+    }
+
+    @Test func aConfigurationThatWouldSurpriseItsUserSaysWhy() throws {
+        let example = try HostConfiguration.parse(yaml: HostConfiguration.example, file: "example.yaml")
+        #expect(example.warnings(fileExists: { _ in true }).isEmpty)
+        let missing = example.warnings(fileExists: { _ in false })
+        #expect(missing.count == 1 && missing[0].contains("plugin_dir '.build/plugins' does not exist"))
+        var isolated = example
+        isolated.uplink = .none
+        #expect(isolated.warnings(fileExists: { _ in true }).first?.contains("NIC 'nic0' is not the uplink") == true)
+    }
+
+    /// Under the example configuration, a guest switched to a VF still gets every frame an
+    /// emulated guest sends it (with `uplink: none` half the traffic was unknown_destination).
+    @Test func underTheExampleConfigurationASwitchedGuestIsReachable() throws {
+        var config = try HostConfiguration.parse(yaml: HostConfiguration.example, file: "example.yaml")
+        config.pluginDirectory = try NICModelTests.buildPluginImages().path
+        let host = try TestHost(configuration: config)
+        defer { host.stop() }
+        let a = try attach(host, "a", mac: "02:00:00:00:ee:01", queues: 1, memoryMiB: 32)
+        let b = try attach(host, "b", mac: "02:00:00:00:ee:02", queues: 1, memoryMiB: 32)
+        try b.requestSwitch(toPassthrough: true)
+        _ = b.reclaimTransmitted()
+        #expect(b.mode == "passthrough")
+        let frames = (0..<50).map { i in ethernetFrame(to: b.mac, from: a.mac, payload: Array(repeating: UInt8(i), count: 60)) }
+        #expect(a.send(frames) == 50)
+        #expect(receiveFrames(b, count: 50) == frames)
+        #expect(try a.dropCounts().isEmpty)
     }
 }

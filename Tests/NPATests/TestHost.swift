@@ -10,6 +10,13 @@ final class TestHost: @unchecked Sendable {
     private var thread: pthread_t?
 
     init(configuration: HostConfiguration = HostConfiguration(), socketPath: String? = nil, label: String = #function) throws {
+        // Time limits that protect a host from stuck guests (a receiver that stops taking frames,
+        // a guest that stops answering a switch) are set far beyond any pause a loaded CI
+        // machine imposes, so no outcome here depends on timing; tests of those limits set their own.
+        var configuration = configuration
+        let defaults = HostConfiguration()
+        if configuration.receiverStallMilliseconds == defaults.receiverStallMilliseconds { configuration.receiverStallMilliseconds = 60_000 }
+        if configuration.switchTimeoutMilliseconds == defaults.switchTimeoutMilliseconds { configuration.switchTimeoutMilliseconds = 60_000 }
         self.socketPath = socketPath ?? Self.freshSocketPath()
         var logger = Logger(label: "npa.test.host")
         logger.logLevel = ProcessInfo.processInfo.environment["NPA_TEST_LOG"] != nil ? .debug : .critical
