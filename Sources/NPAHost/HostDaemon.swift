@@ -748,8 +748,8 @@ public final class HostDaemon: @unchecked Sendable {
             return refuse(ControlMessage.ErrorCode.invalidArgument, "attach needs \(2 + vectors) descriptors (memory, doorbell, \(vectors) interrupts), got \(fds.count)")
         }
         let name = request.name
-        guard !name.isEmpty, name.utf8.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
-            return refuse(ControlMessage.ErrorCode.invalidArgument, "guest name must be 1-64 letters, digits, '-', '_' or '.'")
+        guard GuestName.isValid(name) else {
+            return refuse(ControlMessage.ErrorCode.invalidArgument, GuestName.rule)
         }
         guard !devices.contains(where: { $0.name == name }) else {
             return refuse(ControlMessage.ErrorCode.invalidState, "a guest named '\(name)' is already attached")

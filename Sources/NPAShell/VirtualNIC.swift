@@ -122,6 +122,7 @@ public final class VirtualNIC {
     }
 
     private init(hostSocket: String, configuration c: Configuration) throws {
+        guard GuestName.isValid(c.name) else { throw AttachError.invalidConfiguration(GuestName.rule) }
         guard (1...8).contains(c.txQueues), (1...8).contains(c.rxQueues) else {
             throw AttachError.invalidConfiguration("queues must be 1...8 per direction")
         }

@@ -187,3 +187,16 @@ import Testing
         #expect(v.unique == 1 && v.invalid == 1 && v.bytes == 200)
     }
 }
+
+/// The guest name rule holds for library users too: refused before any kernel object is named.
+@Suite struct GuestNameTests {
+    @Test func anOverlongNameIsRefusedByTheGuestAPIWithTheRule() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        var c = VirtualNIC.Configuration(name: String(repeating: "n", count: 5000), mac: nil)
+        c.memoryBytes = 4 << 20
+        #expect(performing: { try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c) },
+                throws: { ($0 as? VirtualNIC.AttachError)?.description.contains(GuestName.rule) == true })
+        #expect(GuestName.isValid("web-1.a_b") && !GuestName.isValid("") && !GuestName.isValid("naïve") && !GuestName.isValid("a b"))
+    }
+}
