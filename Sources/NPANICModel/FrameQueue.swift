@@ -62,17 +62,10 @@ public final class FrameQueue: @unchecked Sendable {
     /// Consumer side: hands up to `max` frames to `body` (valid only during the call).
     @discardableResult
     public func pop(max: Int, _ body: (UnsafeRawPointer, Int) -> Void) -> Int {
-        var head = cnpa_load_relaxed_u32(indices)
-        let tail = cnpa_load_acquire_u32(indices + 64)
-        var n = 0
-        while head != tail && n < max {
-            let i = Int(head & (capacity - 1))
-            body(slots + i * Self.slotSize, Int(lengths[i]))
-            head &+= 1
-            n += 1
-        }
-        cnpa_store_release_u32(indices, head)
-        return n
+        pop(max: max, while: { frame, length in
+            body(frame, length)
+            return true
+        })
     }
 
     /// Consumer side, with backpressure: hands up to `max` frames to `body` in order and stops

@@ -34,14 +34,20 @@ import Testing
         let host = try TestHost(configuration: config)
         defer { host.stop() }
         let a = try attach(host, "a", queues: 1), b = try attach(host, "b", queues: 1)
-        var verifier = FlowVerifier()
         // b takes nothing until a's ring is full: 2000 frames are far more than b's 255 buffers.
-        let held = send(2000, from: a, to: b.mac) {
-            b.receive(maxFrames: 64, timeoutMilliseconds: 0) { verifier.record($0.bytes) }
+        try expectHeldBackLosingNothing(2000, from: a, to: b)
+    }
+
+    /// `receiver` takes frames only while `sender`'s ring stays full: the sender must have been
+    /// held back, and every frame must arrive once, in order, with nothing dropped.
+    func expectHeldBackLosingNothing(_ count: Int, from sender: VirtualNIC, to receiver: VirtualNIC) throws {
+        var verifier = FlowVerifier()
+        let held = send(count, from: sender, to: receiver.mac) {
+            receiver.receive(maxFrames: 64, timeoutMilliseconds: 0) { verifier.record($0.bytes) }
         }
-        let drops = try receiveUntilAccounted(b, &verifier, total: 2000)
+        let drops = try receiveUntilAccounted(receiver, &verifier, total: count)
         #expect(held > 0, "the sender was never held back: the test did not exercise backpressure")
-        #expect(verifier.unique == 2000 && verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.invalid == 0)
+        #expect(verifier.unique == count && verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.invalid == 0)
         #expect(drops.isEmpty, "\(drops)")
     }
 
@@ -78,13 +84,6 @@ import Testing
         if senderOnVF { try a.requestSwitch(toPassthrough: true); _ = a.reclaimTransmitted() }
         if receiverOnVF { try b.requestSwitch(toPassthrough: true); _ = b.reclaimTransmitted() }
         #expect(a.mode == (senderOnVF ? "passthrough" : "emulated") && b.mode == (receiverOnVF ? "passthrough" : "emulated"))
-        var verifier = FlowVerifier()
-        let held = send(3000, from: a, to: b.mac) {
-            b.receive(maxFrames: 64, timeoutMilliseconds: 0) { verifier.record($0.bytes) }
-        }
-        let drops = try receiveUntilAccounted(b, &verifier, total: 3000)
-        #expect(held > 0, "the sender was never held back: the test did not exercise backpressure")
-        #expect(verifier.unique == 3000 && verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.invalid == 0)
-        #expect(drops.isEmpty, "\(drops)")
+        try expectHeldBackLosingNothing(3000, from: a, to: b)
     }
 }
