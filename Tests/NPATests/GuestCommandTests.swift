@@ -200,3 +200,41 @@ import Testing
         #expect(GuestName.isValid("web-1.a_b") && !GuestName.isValid("") && !GuestName.isValid("naïve") && !GuestName.isValid("a b"))
     }
 }
+
+/// What makes each workload's run "not verified" (exit status 1 of `npa guest` and `npa demo`).
+@Suite struct TrafficSummaryFailureTests {
+    @Test func eachRoleFailsOnWhatItCanSee() {
+        var send = TrafficSummary(role: "send")
+        send.expected = 100
+        send.sent = 100
+        #expect(send.failures.isEmpty)
+        send.sent = 90
+        send.dropped = ["unknown_destination": 3]
+        #expect(send.failures == ["sent 90 of 100", "3 dropped by the vNIC"])
+
+        var recv = TrafficSummary(role: "recv")
+        recv.expected = 100
+        recv.received = 100
+        #expect(recv.failures.isEmpty)
+        recv.received = 98
+        recv.lost = 2
+        recv.duplicates = 1
+        recv.outOfOrder = 4
+        recv.invalid = 5
+        #expect(recv.failures == ["2 lost", "1 duplicates", "4 out of order", "5 invalid"])
+
+        var echo = TrafficSummary(role: "echo")
+        echo.received = 10
+        echo.sent = 7
+        #expect(echo.failures == ["echoed 7 of 10"])
+
+        var duplex = TrafficSummary(role: "duplex")
+        duplex.expected = 50
+        duplex.sent = 50
+        duplex.received = 50
+        #expect(duplex.failures.isEmpty)
+        duplex.sent = 49
+        duplex.lost = 1
+        #expect(duplex.failures == ["sent 49 of 50", "1 lost"])
+    }
+}
