@@ -109,9 +109,19 @@ final class ChaosSoak {
             cells.append(try makeCell(index: i, model: model))
         }
         // Foundation starts its child-process machinery (dispatch threads, an event loop's
-        // descriptors) with the first child and keeps it: start it now, before the baseline.
-        let warmUp = try Process.run(URL(fileURLWithPath: "/bin/true"), arguments: [])
+        // descriptors) with the first child it kills and reaps, and keeps it, setting it up on
+        // its own threads: start it now, as the victims will use it, and let it settle before
+        // the baseline.
+        let warmUp = try Process.run(URL(fileURLWithPath: "/bin/sleep"), arguments: ["60"])
+        kill(warmUp.processIdentifier, SIGKILL)
         warmUp.waitUntilExit()
+        var settled = processResources()
+        for _ in 0..<20 {
+            usleep(50_000)
+            let now = processResources()
+            if now == settled { break }
+            settled = now
+        }
         report.baseline = processResources()
         baselineDescriptors = Set(descriptorTargets())
         for cell in cells {
