@@ -118,7 +118,14 @@ extension EmulatedDevice {
         var written = length
         var failed = false
         if length > capacity {
-            drop(.bufferTooSmall)
+            // A frame longer than this vNIC's MTU allows (a jumbo frame from a 9000-byte sender)
+            // is the sender's doing, not a fault of this guest's ring: counted, never held against
+            // it, or any sender could put any receiver in the error state.
+            if length > Int(mtu) + 18 {
+                counters.drops[DropReason.bufferTooSmall.rawValue] &+= 1
+            } else {
+                drop(.bufferTooSmall)
+            }
             failed = true
         } else if let dst = memory.pointer(gpa: address, length: UInt64(length)) {
             memcpy(dst, frame, length)
