@@ -18,6 +18,9 @@ final class VirtualSwitch {
     private var portMulticast: [Set<MACAddress>] = []
     private var macTable = MACTable()
     private var promiscuousPorts = 0
+    /// The MAC each vNIC's port belongs to, whatever its mode (in passthrough the port holds no
+    /// MAC, its VF does): no two vNICs own one MAC.
+    private var ownedMAC: [UInt64] = []
     private(set) var uplinkPort: Int?
 
     enum Verdict {
@@ -41,9 +44,11 @@ final class VirtualSwitch {
             portIsUplink.append(false)
             portVLANs += [UInt64](repeating: 0, count: 64)
             portMulticast.append([])
+            ownedMAC.append(0)
         }
         portInUse[index] = true
         portMAC[index] = mac.value
+        ownedMAC[index] = mac.value
         portRxMode[index] = VMXNET3.RxMode([.unicast, .broadcast]).rawValue
         portIsUplink[index] = false
         for w in 0..<64 { portVLANs[index * 64 + w] = 0 }
@@ -68,7 +73,16 @@ final class VirtualSwitch {
         if portRxMode[index] & VMXNET3.RxMode.promiscuous.rawValue != 0 && !portIsUplink[index] { promiscuousPorts -= 1 }
         portInUse[index] = false
         portRxMode[index] = 0
+        ownedMAC[index] = 0
     }
+
+    /// The port of the vNIC that owns `mac`, if any.
+    func owner(of mac: MACAddress) -> Int? {
+        ownedMAC.indices.first { portInUse[$0] && !portIsUplink[$0] && ownedMAC[$0] == mac.value }
+    }
+
+    /// Records that the vNIC on `index` now owns `mac` (its port's MAC follows with `setMAC`).
+    func setOwnedMAC(_ index: Int, _ mac: MACAddress) { ownedMAC[index] = mac.value }
 
     func setMAC(_ index: Int, _ mac: MACAddress) {
         forget(index)

@@ -31,4 +31,20 @@ import Testing
         #expect(peer.send([f]) == 1)
         #expect(receiveFrames(small, count: 1) == [f])
     }
+
+    /// fuzz-vmxnet3-registers, "evil took another vNIC's MAC": MACL/MACH accepted any MAC the
+    /// policy allows, also one another vNIC was using, and the vswitch then sent that vNIC's
+    /// frames to the guest that took it (attach already refused a MAC in use; the register did not).
+    @Test func aGuestCannotTakeAnotherVNICsMAC() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let evil = try attach(host, "evil"), victim = try attach(host, "victim"), peer = try attach(host, "peer")
+        #expect {
+            try evil.setMAC(victim.mac)
+        } throws: { ($0 as? HostRefusal)?.message == "MAC \(victim.mac) is already used by another vNIC" }
+        let f = ethernetFrame(to: victim.mac, from: peer.mac)
+        #expect(peer.send([f]) == 1)
+        #expect(receiveFrames(victim, count: 1) == [f])
+        #expect(drain(evil).isEmpty)
+    }
 }
