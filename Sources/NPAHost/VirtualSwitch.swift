@@ -114,15 +114,25 @@ final class VirtualSwitch {
     /// Static learning: a vNIC's MAC lives on its port in every VLAN it is a member of.
     private func learn(_ index: Int) {
         guard portInUse[index], !portIsUplink[index], portMAC[index] != 0 else { return }
-        for v in 0..<4096 where isMember(index, vlan: UInt16(v)) {
-            macTable.insert(MACTable.key(mac: portMAC[index], vlan: UInt16(v)), port: index)
+        forEachVLAN(of: index) { macTable.insert(MACTable.key(mac: portMAC[index], vlan: $0), port: index) }
+    }
+
+    /// Calls `body` with each VLAN the port is a member of: a walk over the set bits of its 64
+    /// bitmap words, not over all 4096 IDs (a MAC or filter change was 4096 probes per port).
+    private func forEachVLAN(of index: Int, _ body: (UInt16) -> Void) {
+        for w in 0..<64 {
+            var bits = portVLANs[index * 64 + w]
+            while bits != 0 {
+                body(UInt16(w * 64 + bits.trailingZeroBitCount))
+                bits &= bits &- 1
+            }
         }
     }
 
     private func forget(_ index: Int) {
         guard portInUse[index], !portIsUplink[index] else { return }
-        for v in 0..<4096 where isMember(index, vlan: UInt16(v)) {
-            let k = MACTable.key(mac: portMAC[index], vlan: UInt16(v))
+        forEachVLAN(of: index) { v in
+            let k = MACTable.key(mac: portMAC[index], vlan: v)
             if macTable[k] == index { macTable.remove(k) }
         }
     }
