@@ -204,7 +204,12 @@ final class EmulatedDevice {
                 logger.warning("refused MAC \(requested): not allowed by policy")
                 return (ControlMessage.ErrorCode.refusedByPolicy, "MAC \(requested) is not allowed for guest '\(name)' by host policy")
             }
+            if let other = vswitch.owner(of: requested), other != port {
+                logger.warning("refused MAC \(requested): used by another vNIC")
+                return (ControlMessage.ErrorCode.invalidState, "MAC \(requested) is already used by another vNIC")
+            }
             mac = requested
+            vswitch.setOwnedMAC(port, requested)
             vswitch.setMAC(port, requested)
             logger.info("MAC set to \(requested)")
             return (0, "")

@@ -848,3 +848,17 @@ public final class HostDaemon: @unchecked Sendable {
                 attachTimeouts: attachTimeouts, acceptFDExhausted: acceptFDExhausted, fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0))
     }
 }
+
+// MARK: Stepping in-process (FuzzTesting drives the host on its own thread: no engine thread)
+
+extension HostDaemon {
+    /// Handles the control events that are ready now (connections, attach, register writes)
+    /// without sleeping. Returns false if the host was asked to stop.
+    func serveReadyEvents() throws -> Bool { try handleEvents(epoll.wait(timeoutMilliseconds: 0)) }
+
+    /// One data-path pass, as `run()` makes it. Returns the TX chains consumed.
+    func runDataPathPass() -> Int { devices.isEmpty && uplinkNIC == nil ? 0 : dataPathPass() }
+
+    /// The vNIC of the guest named `name`.
+    func device(named name: String) -> EmulatedDevice? { devices.first { $0.name == name } }
+}

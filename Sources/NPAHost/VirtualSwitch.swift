@@ -18,6 +18,9 @@ final class VirtualSwitch {
     private var portMulticast: [Set<MACAddress>] = []
     private var macTable = MACTable()
     private var promiscuousPorts = 0
+    /// The MAC each vNIC's port belongs to, whatever its mode (in passthrough the port holds no
+    /// MAC, its VF does): no two vNICs own one MAC.
+    private var ownedMAC: [UInt64] = []
     private(set) var uplinkPort: Int?
 
     enum Verdict {
@@ -41,9 +44,11 @@ final class VirtualSwitch {
             portIsUplink.append(false)
             portVLANs += [UInt64](repeating: 0, count: 64)
             portMulticast.append([])
+            ownedMAC.append(0)
         }
         portInUse[index] = true
         portMAC[index] = mac.value
+        ownedMAC[index] = mac.value
         portRxMode[index] = VMXNET3.RxMode([.unicast, .broadcast]).rawValue
         portIsUplink[index] = false
         for w in 0..<64 { portVLANs[index * 64 + w] = 0 }
@@ -68,7 +73,16 @@ final class VirtualSwitch {
         if portRxMode[index] & VMXNET3.RxMode.promiscuous.rawValue != 0 && !portIsUplink[index] { promiscuousPorts -= 1 }
         portInUse[index] = false
         portRxMode[index] = 0
+        ownedMAC[index] = 0
     }
+
+    /// The port of the vNIC that owns `mac`, if any.
+    func owner(of mac: MACAddress) -> Int? {
+        ownedMAC.indices.first { portInUse[$0] && !portIsUplink[$0] && ownedMAC[$0] == mac.value }
+    }
+
+    /// Records that the vNIC on `index` now owns `mac` (its port's MAC follows with `setMAC`).
+    func setOwnedMAC(_ index: Int, _ mac: MACAddress) { ownedMAC[index] = mac.value }
 
     func setMAC(_ index: Int, _ mac: MACAddress) {
         forget(index)
@@ -100,15 +114,25 @@ final class VirtualSwitch {
     /// Static learning: a vNIC's MAC lives on its port in every VLAN it is a member of.
     private func learn(_ index: Int) {
         guard portInUse[index], !portIsUplink[index], portMAC[index] != 0 else { return }
-        for v in 0..<4096 where isMember(index, vlan: UInt16(v)) {
-            macTable.insert(MACTable.key(mac: portMAC[index], vlan: UInt16(v)), port: index)
+        forEachVLAN(of: index) { macTable.insert(MACTable.key(mac: portMAC[index], vlan: $0), port: index) }
+    }
+
+    /// Calls `body` with each VLAN the port is a member of: a walk over the set bits of its 64
+    /// bitmap words, not over all 4096 IDs (a MAC or filter change was 4096 probes per port).
+    private func forEachVLAN(of index: Int, _ body: (UInt16) -> Void) {
+        for w in 0..<64 {
+            var bits = portVLANs[index * 64 + w]
+            while bits != 0 {
+                body(UInt16(w * 64 + bits.trailingZeroBitCount))
+                bits &= bits &- 1
+            }
         }
     }
 
     private func forget(_ index: Int) {
         guard portInUse[index], !portIsUplink[index] else { return }
-        for v in 0..<4096 where isMember(index, vlan: UInt16(v)) {
-            let k = MACTable.key(mac: portMAC[index], vlan: UInt16(v))
+        forEachVLAN(of: index) { v in
+            let k = MACTable.key(mac: portMAC[index], vlan: v)
             if macTable[k] == index { macTable.remove(k) }
         }
     }

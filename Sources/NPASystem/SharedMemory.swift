@@ -46,16 +46,28 @@ public final class SharedMemory: @unchecked Sendable {
         self.fd = fd
     }
 
+    /// Inaccessible address space on each side of every mapping: a stray access just past a
+    /// guest's region (a ring index one lap too far, a length that overruns) faults instead of
+    /// reading or corrupting whatever the kernel mapped next to it. Address space only, no memory.
+    public static let guardBytes = 2 << 20
+
     private static func map(fd: Int32, size: Int) throws -> UnsafeMutableRawPointer {
-        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        guard let p, p != MAP_FAILED else {
+        let reserved = mmap(nil, size + 2 * guardBytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let reserved, reserved != MAP_FAILED else {
             throw SystemCallError("mmap", Errno(rawValue: Glibc.errno))
+        }
+        // SAFETY: the fixed mapping replaces the middle of our own reservation, nothing else.
+        let p = mmap(reserved + guardBytes, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0)
+        guard let p, p != MAP_FAILED else {
+            let e = Glibc.errno
+            munmap(reserved, size + 2 * guardBytes)
+            throw SystemCallError("mmap", Errno(rawValue: e))
         }
         return p
     }
 
     deinit {
-        munmap(base, size)
+        munmap(base - Self.guardBytes, size + 2 * Self.guardBytes)
         try? fd.close()
     }
 }

@@ -1,0 +1,14 @@
+import FuzzSupport
+import NPANICModel
+
+// The npa-dring VF data path against a hostile plugin/guest: see FuzzSupport/VFHarness.swift.
+
+nonisolated(unsafe) var harness: VFFuzz! = nil
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    if harness == nil { harness = try! VFFuzz(model: .dring) }
+    var input = FuzzInput(UnsafeRawBufferPointer(start: data, count: size))
+    harness.run(&input)
+    return 0
+}
