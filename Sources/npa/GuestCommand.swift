@@ -10,19 +10,19 @@ struct Guest: ParsableCommand {
         abstract: "Attach a guest to a host and run a traffic workload, then print a summary.",
         discussion: """
             Workloads:
-              send    --to MAC --count N --size BYTES [--rate FRAMES_PER_S] [--flows K] [--flow-base B] [--wait-peer]
-              recv    --count N [--timeout S]        verifies every frame of every flow it sees (length as the
-                                                     frame carries it, flow, sequence: once, in order)
-              echo    [--count N] [--timeout S]      sends every frame back to its source
-              duplex  --to MAC --count N ...         sends N to the peer while receiving N from it
+              send    --to MAC --count N [--size B] [--rate FPS] [--flows K] [--wait-peer]
+              recv    --count N [--timeout S]    verifies every frame of every flow:
+                                                 its length, flow and sequence, once, in order
+              echo    [--count N] [--timeout S]  sends every frame back to its source
+              duplex  --to MAC --count N ...     sends N to the peer, receives N from it
 
-            Standard output is the summary only (one JSON object with --json); progress such as
+            Standard output is the summary only (one JSON object with --json); progress such as \
             "attached as MAC" goes to standard error.
 
-            Exit status: 0 everything asked for was sent, or received and verified (nothing lost,
-            duplicated, reordered, invalid or dropped); 1 it was not (the summary says what);
-            2 the run could not go on (the host refused the attach, the host went away — noticed
-            within milliseconds, the summary so far is still printed — the peer never attached);
+            Exit status: 0 everything asked for was sent, or received and verified (nothing lost, \
+            duplicated, reordered, invalid or dropped); 1 it was not (the summary says what); \
+            2 the run could not go on (the host refused the attach, the host went away — noticed \
+            within milliseconds, the summary so far is still printed — the peer never attached); \
             64 a usage error.
             """)
 

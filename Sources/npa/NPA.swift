@@ -8,6 +8,13 @@ struct NPA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "npa",
         abstract: "NPA-Swift: VMware's Network Plugin Architecture in user space.",
+        discussion: """
+            Exit status, for every command: 0 everything asked for was done and verified; 1 the run \
+            finished but did not verify (frames lost, duplicated, reordered, invalid or dropped; an \
+            invariant broken); 2 the command could not go on (refused by the host, the host gone or \
+            unreachable, a file that cannot be written), with one line on standard error; 64 a \
+            usage error.
+            """,
         subcommands: [Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Soak.self, Bench.self])
 
     /// ArgumentParser's own `main`, except that a `CommandFailure` is one line on standard error

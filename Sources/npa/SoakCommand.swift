@@ -14,10 +14,10 @@ struct Soak: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Switch two guests in and out N times under bidirectional load; verify nothing is lost.",
         discussion: """
-            --chaos runs the chaos soak instead: one host per NIC model (npa-dring, npa-cq), each with
-            two surviving guests streaming both ways, two victim guests in their own processes and a
-            hostile guest, while a schedule drawn from --seed switches the survivors, resets and
-            disables their VFs, SIGKILLs and restarts the victims, writes random descriptors and
+            --chaos runs the chaos soak instead: one host per NIC model (npa-dring, npa-cq), each with \
+            two surviving guests streaming both ways, two victim guests in their own processes and a \
+            hostile guest, while a schedule drawn from --seed switches the survivors, resets and \
+            disables their VFs, SIGKILLs and restarts the victims, writes random descriptors and \
             abandons control connections. Exit status 1 if any invariant broke (each is listed).
             """)
 
