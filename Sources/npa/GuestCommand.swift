@@ -12,7 +12,7 @@ struct Guest: ParsableCommand {
             Workloads:
               send    --to MAC --count N [--size B] [--rate FPS] [--flows K] [--wait-peer]
               recv    --count N [--timeout S]    verifies every frame of every flow:
-                                                 its length, flow and sequence, once, in order
+                                                 length, flow, sequence: once, in order
               echo    [--count N] [--timeout S]  sends every frame back to its source
               duplex  --to MAC --count N ...     sends N to the peer, receives N from it
 
