@@ -99,11 +99,20 @@ struct Demo: ParsableCommand {
         }
         var switchLog: [String] = []
         if switching {
+            // The schedule is relative to the traffic, which starts once the guests are attached
+            // and active (a short run would otherwise ask to switch guests that are not there yet).
+            let attachDeadline = Clock.monotonicNanoseconds() + 30_000_000_000
+            while Clock.monotonicNanoseconds() < attachDeadline {
+                let active = ((try? fetchStatus(socket: socket))?.vnics.filter { $0.state == "active" }.count) ?? 0
+                if active == specs.count { break }
+                usleep(5_000)
+            }
+            let scheduleStart = Clock.monotonicNanoseconds()
             // Switch while the guests stream (the guests are separate processes; each switch is
             // DIC from the host, carried out by the guest's shell in its data-path calls).
             let period = Double(frames) / rate
             for (at, name, toPassthrough) in [(0.2, "alpha", true), (0.3, "gamma", true), (0.5, "alpha", false), (0.7, "alpha", true)] {
-                usleep(UInt32(max(0, at * period - (Double(Clock.monotonicNanoseconds() - wallStart) / 1e9)) * 1e6))
+                usleep(UInt32(max(0, at * period - (Double(Clock.monotonicNanoseconds() - scheduleStart) / 1e9)) * 1e6))
                 switchLog.append("\(name) \(toPassthrough ? "switch-in" : "switch-out"): " + Demo.adminSwitch(socket: socket, vnic: name, toPassthrough: toPassthrough))
             }
         }
