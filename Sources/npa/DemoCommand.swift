@@ -42,6 +42,9 @@ struct Demo: ParsableCommand {
         var logger = Logger(label: "npa.demo.host")
         logger.logLevel = .warning
         var config = HostConfiguration()
+        // The demo's guests all receive: its host lets a receiver the scheduler set aside (a busy
+        // 2-core machine) hold its senders back for up to 5 s before dropping, not 500 ms.
+        config.receiverStallMilliseconds = 5_000
         // A software SR-IOV NIC whose PF is the vswitch's uplink, if its plugin images exist
         // (scripts/build-plugins.sh builds them; the demo runs it when it can).
         let plugins = Demo.pluginDirectory()
