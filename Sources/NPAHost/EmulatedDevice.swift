@@ -65,22 +65,12 @@ final class EmulatedDevice {
     /// Which data path the guest uses. In passthrough the vNIC's vswitch port accepts nothing and
     /// holds no MAC; the VF has them (programmed by the PF driver).
     enum Mode: String { case emulated, passthrough }
-    var mode: Mode = .emulated
-    /// The VF this vNIC holds (reserved at switch-in offer, released after switch-out).
-    var vf: (nic: SoftNIC, index: Int)?
+    var mode: Mode { switching.isPassthrough ? .passthrough : .emulated }
+    /// The vNIC's switches between emulation and a VF: which path carries it, the VF it holds
+    /// and the switch under way. Only the PF driver sends it events.
+    var switching = VNICSwitchMachine()
+    /// The plugin the guest runs on its VF (the host's image name, then what the guest reports).
     var pluginName: String?
-    var pendingSwitch: ControlMessage.SwitchOffer.Kind = .none
-    var switchStartedNanoseconds: UInt64 = 0
-    /// When the guest last answered a step of the switch under way (or DIC was raised): each
-    /// step has `switch_timeout_ms` from here.
-    var switchStepStartedNanoseconds: UInt64 = 0
-    /// The switch-out under way can no longer be called off: the VF was quiesced or reset and
-    /// the MAC is back on the vswitch; only the guest can finish it.
-    var switchOutCommitted = false
-    /// The step deadline passed for a committed switch-out (said once, in `switchReason`).
-    var switchStepExpired = false
-    var lastSwitchMilliseconds: Double?
-    var switchReason: String?
     /// VF counters of VFs this vNIC held before (a VF's counters restart at its next FLR).
     var earlierVFCounters: [String: UInt64] = [:]
     /// Set by a VF reset until the guest's `switchOutBegin`: the MAC is on neither the VF (FLR)

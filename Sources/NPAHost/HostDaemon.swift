@@ -206,7 +206,7 @@ public final class HostDaemon: @unchecked Sendable {
                 }
                 if handleEvents(tags) == false { return }
                 serviceTimers()
-                if devices.contains(where: { $0.pendingSwitch != .none }) { expireSwitchSteps(now: Clock.monotonicNanoseconds()) }
+                if devices.contains(where: { $0.switching.isSwitching }) { expireSwitchSteps(now: Clock.monotonicNanoseconds()) }
             }
         }
     }
@@ -632,9 +632,9 @@ public final class HostDaemon: @unchecked Sendable {
 
     private func handle(_ message: ControlMessage, from c: Connection) {
         // The guest is answering: its switch under way gets a new step deadline.
-        if let d = c.device, d.pendingSwitch != .none {
+        if let d = c.device, d.switching.isSwitching {
             switch message {
-            case .switchQuery, .switchInReady, .switchOutBegin, .switchOutDone, .registerWrite: d.switchStepStartedNanoseconds = Clock.monotonicNanoseconds()
+            case .switchQuery, .switchInReady, .switchOutBegin, .switchOutDone, .registerWrite: d.switching.guestAnswered(now: Clock.monotonicNanoseconds())
             default: break
             }
         }
@@ -708,8 +708,10 @@ public final class HostDaemon: @unchecked Sendable {
             }
         case .switchInFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
-            if d.pendingSwitch == .switchIn && d.mode == .emulated { abandonSwitch(d, "guest: \(reason)") }
-            reply(c, .ok("staying on emulation"))
+            switch guestFailedSwitchIn(d, reason: reason) {
+            case .success: reply(c, .ok("staying on emulation"))
+            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            }
         case .pluginFault(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
             switch resetVF(d, reason: "plugin fault: \(reason)") {
@@ -827,7 +829,7 @@ public final class HostDaemon: @unchecked Sendable {
                     // In passthrough the emulated device is quiesced on purpose; the VF carries the vNIC.
                     state: d.mode == .passthrough && d.state == .quiesced ? "active" : d.state.name,
                     txQueues: d.txQueues.count, rxQueues: d.rxQueues.count, counters: counters)
-                if d.mode == .passthrough, let (nic, index) = d.vf {
+                if d.mode == .passthrough, let (nic, index) = vf(of: d) {
                     v.vf = "\(nic.name)/vf\(index)"
                     v.plugin = d.pluginName
                     let current = Self.vfCounters(nic.counters(vf: index))
@@ -836,8 +838,8 @@ public final class HostDaemon: @unchecked Sendable {
                     v.counters["vf_spoofed_drops"] = current["drop_vf_spoofed_source"]
                     v.counters["vf_no_buffer_drops"] = current["drop_vf_no_buffers"]
                 }
-                v.lastSwitchMilliseconds = d.lastSwitchMilliseconds
-                v.lastSwitchError = d.switchReason
+                v.lastSwitchMilliseconds = d.switching.lastSwitchMilliseconds
+                v.lastSwitchError = d.switching.reason
                 v.switchPending = switchPendingDescription(d, now: Clock.monotonicNanoseconds())
                 return v
             },

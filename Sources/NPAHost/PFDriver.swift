@@ -45,56 +45,127 @@ extension HostDaemon {
         ]
     }
 
+    /// The NIC and VF a lease names.
+    func vf(of lease: VNICSwitchMachine.VFLease) -> (nic: SoftNIC, index: Int)? {
+        nics.first { $0.name == lease.nic }.map { ($0, lease.index) }
+    }
+
+    /// The VF a vNIC holds now, if any.
+    func vf(of device: EmulatedDevice) -> (nic: SoftNIC, index: Int)? {
+        device.switching.lease.flatMap { vf(of: $0) }
+    }
+
     /// Counters of the VF now held plus those held before, so nothing the guest's NIC counted
     /// disappears when it moves back to emulation.
     func vfCounterTotals(_ device: EmulatedDevice) -> [String: UInt64] {
         var totals = device.earlierVFCounters
-        if let (nic, index) = device.vf {
+        if let (nic, index) = vf(of: device) {
             for (k, v) in Self.vfCounters(nic.counters(vf: index)) { totals[k, default: 0] += v }
         }
         return totals
     }
 
-    func releaseVF(_ device: EmulatedDevice) {
-        setAwaitingSwitchOut(device, false)
-        guard let (nic, index) = device.vf else { return }
-        device.earlierVFCounters = vfCounterTotals(device)
-        nic.reset(vf: index)
-        vfsInUse[nic.name]?.remove(index)
-        device.vf = nil
-        device.pluginName = nil
-    }
-
     struct SwitchRefusal: Error, CustomStringConvertible {
         let description: String
         init(_ d: String) { description = d }
+        init(_ r: VNICSwitchMachine.Refusal) { description = r.description }
+    }
+
+    // MARK: Events to a vNIC's switch machine, and its actions carried out
+
+    /// Carries out what the switch machine decided that needs no more than the vNIC: DIC, a VF
+    /// reset, handing the MAC between the vswitch and the VF, releasing the VF. (Offers and VF
+    /// programming need a connection or the guest's regions: their events' callers do those.)
+    private func perform(_ actions: [VNICSwitchMachine.Action], for device: EmulatedDevice) {
+        for action in actions {
+            switch action {
+            case .raiseDeviceImplementationChange:
+                device.raiseDeviceImplementationChange()
+            case .resetVF(let lease):
+                guard let (nic, index) = vf(of: lease) else { continue }
+                // FLR restarts the VF's counters: keep what it counted for this guest.
+                device.earlierVFCounters = vfCounterTotals(device)
+                nic.reset(vf: index)
+                setAwaitingSwitchOut(device, true)
+                logger.warning("vNIC '\(device.name)': \(nic.name)/vf\(index) reset (FLR); switching the guest out")
+            case .moveMACToVF(let lease):
+                guard let (nic, index) = vf(of: lease) else { continue }
+                nic.setMAC(vf: index, device.mac)
+                if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
+                detachFromSwitch(device)
+                // The emulated device's stall clock is of no use now (nothing consults it while the VF
+                // carries the vNIC); left running, a later wait for a failing VF would start expired.
+                device.receiverStalledSince = 0
+                device.exceededStallLimit = false
+                logger.info("vNIC '\(device.name)' in passthrough on \(nic.name)/vf\(index) (\(device.pluginName ?? "?"))")
+            case .quiesceVFAndReturnMAC(let lease):
+                guard let (nic, index) = vf(of: lease) else { continue }
+                nic.quiesce(vf: index)
+                nic.setMAC(vf: index, .zero)
+                reattachToSwitch(device)
+                // Frames held back for it (after a VF reset) go now: the PF queue's first, then, from
+                // the next pass on, those in emulated senders' TX rings — each sender's in its order.
+                setAwaitingSwitchOut(device, false)
+                if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
+            case .releaseVF(let lease):
+                release(lease, of: device)
+            case .offerSwitchIn, .offerSwitchOut, .offerNothing, .programVF:
+                preconditionFailure("\(action) is carried out by its event's caller")
+            }
+        }
+    }
+
+    private func release(_ lease: VNICSwitchMachine.VFLease, of device: EmulatedDevice) {
+        setAwaitingSwitchOut(device, false)
+        guard let (nic, index) = vf(of: lease) else { return }
+        var totals = device.earlierVFCounters
+        for (k, v) in Self.vfCounters(nic.counters(vf: index)) { totals[k, default: 0] += v }
+        device.earlierVFCounters = totals
+        nic.reset(vf: index)
+        vfsInUse[nic.name]?.remove(index)
+        device.pluginName = nil
+    }
+
+    /// The vNIC goes (its connection closed): whatever VF it holds is released.
+    func releaseVF(_ device: EmulatedDevice) {
+        perform(device.switching.detached(), for: device)
+    }
+
+    /// Performs an event's actions, or turns its refusal into the PF driver's.
+    private func apply(_ result: Result<[VNICSwitchMachine.Action], VNICSwitchMachine.Refusal>, to device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
+        switch result {
+        case .success(let actions):
+            perform(actions, for: device)
+            return .success(())
+        case .failure(let refusal):
+            return .failure(SwitchRefusal(refusal))
+        }
     }
 
     /// `npa vnic switch-in/out`: reserve what the switch needs, raise DIC; the guest drives the rest.
     func requestSwitch(_ device: EmulatedDevice, toPassthrough: Bool) -> Result<String, SwitchRefusal> {
-        guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
+        let now = Clock.monotonicNanoseconds()
         if toPassthrough {
-            guard device.mode == .emulated else { return .failure(SwitchRefusal("already in passthrough")) }
+            if let refusal = device.switching.mayRequestSwitchIn() { return .failure(SwitchRefusal(refusal)) }
             guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
             guard device.policy.allowPassthrough else { return .failure(SwitchRefusal("passthrough is not allowed for guest '\(device.name)' by host policy")) }
             switch acquireVF() {
             case .failure(let refusal):
                 return .failure(refusal)
             case .success(let vf):
-                device.vf = (vf.nic, vf.index)
                 device.pluginName = vf.plugin
-                device.pendingSwitch = .switchIn
+                let lease = VNICSwitchMachine.VFLease(nic: vf.nic.name, index: vf.index, plugin: vf.plugin)
+                if case .failure(let refusal) = apply(device.switching.vfAcquired(lease, now: now), to: device) {
+                    vfsInUse[vf.nic.name]?.remove(vf.index)
+                    return .failure(refusal)
+                }
+                logger.info("vNIC '\(device.name)': switch in requested, DIC raised")
+                return .success("switch-in of '\(device.name)' to \(vf.nic.name)/vf\(vf.index) started")
             }
-        } else {
-            guard device.mode == .passthrough else { return .failure(SwitchRefusal("already emulated")) }
-            device.pendingSwitch = .switchOut
         }
-        device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
-        device.switchStepStartedNanoseconds = device.switchStartedNanoseconds
-        device.switchStepExpired = false
-        logger.info("vNIC '\(device.name)': switch \(toPassthrough ? "in" : "out") requested, DIC raised")
-        device.raiseDeviceImplementationChange()
-        return .success(toPassthrough ? "switch-in of '\(device.name)' to \(device.vf!.nic.name)/vf\(device.vf!.index) started" : "switch-out of '\(device.name)' started")
+        if case .failure(let refusal) = apply(device.switching.requestSwitchOut(now: now), to: device) { return .failure(refusal) }
+        logger.info("vNIC '\(device.name)': switch out requested, DIC raised")
+        return .success("switch-out of '\(device.name)' started")
     }
 
     /// A VF reset without the guest's cooperation (VF reclaim, a faulting plugin): FLR now, then
@@ -104,75 +175,50 @@ extension HostDaemon {
     /// handed to it now could only be dropped. Frames for the guest meanwhile wait in their
     /// senders' TX rings or the PF queue (`awaitingSwitchOut`), up to the receiver stall limit.
     func resetVF(_ device: EmulatedDevice, reason: String = "VF reset by the host") -> Result<String, SwitchRefusal> {
-        guard device.mode == .passthrough, let (nic, index) = device.vf else { return .failure(SwitchRefusal("the vNIC is not in passthrough")) }
-        guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
-        // FLR restarts the VF's counters: keep what it counted for this guest.
-        device.earlierVFCounters = vfCounterTotals(device)
-        nic.reset(vf: index)
-        setAwaitingSwitchOut(device, true)
-        device.pendingSwitch = .switchOut
-        device.switchOutCommitted = true
-        device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
-        device.switchStepStartedNanoseconds = device.switchStartedNanoseconds
-        device.switchStepExpired = false
-        device.switchReason = reason
-        logger.warning("vNIC '\(device.name)': \(nic.name)/vf\(index) reset (FLR); switching the guest out")
-        device.raiseDeviceImplementationChange()
-        return .success("\(nic.name)/vf\(index) of '\(device.name)' reset; the guest is moving to emulation")
+        let lease = device.switching.lease
+        if case .failure(let refusal) = apply(device.switching.resetVF(reason: reason, now: Clock.monotonicNanoseconds()), to: device) {
+            return .failure(refusal)
+        }
+        let name = lease.map { "\($0.nic)/vf\($0.index)" } ?? "the VF"
+        return .success("\(name) of '\(device.name)' reset; the guest is moving to emulation")
     }
 
     /// The guest asks what changed: offer the plugin image, the VF page and its kick eventfd.
     func offerSwitch(_ device: EmulatedDevice, to c: Connection) {
-        switch device.pendingSwitch {
-        case .switchIn:
-            guard let (nic, index) = device.vf, let plugin = device.pluginName, let path = pluginImagePath(for: nic.model)?.path,
-                let image = try? imageMemfd(path)
-            else {
-                abandonSwitch(device, "the plugin image could not be read")
-                return reply(c, .switchOffer(.init(kind: .none)))
+        for action in device.switching.guestQueried(now: Clock.monotonicNanoseconds()) {
+            switch action {
+            case .offerSwitchIn(let lease):
+                guard let (nic, index) = vf(of: lease), let path = pluginImagePath(for: nic.model)?.path, let image = try? imageMemfd(path) else {
+                    abandonSwitch(device, "the plugin image could not be read")
+                    return reply(c, .switchOffer(.init(kind: .none)))
+                }
+                let vf = nic.vfs[index]
+                reply(c, .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: lease.plugin)),
+                      descriptors: [image.fd, vf.registers.fd, vf.kick.fd])
+            case .offerSwitchOut(let lease):
+                reply(c, .switchOffer(.init(kind: .switchOut, vf: UInt16(lease.index))))
+            default:
+                reply(c, .switchOffer(.init(kind: .none)))
             }
-            let vf = nic.vfs[index]
-            reply(c, .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: plugin)),
-                  descriptors: [image.fd, vf.registers.fd, vf.kick.fd])
-        case .switchOut:
-            reply(c, .switchOffer(.init(kind: .switchOut, vf: UInt16(device.vf?.index ?? 0))))
-        case .none:
-            reply(c, .switchOffer(.init(kind: .none)))
         }
     }
 
     /// Calls off switch steps the guest has not answered within `switch_timeout_ms` (a stopped
-    /// or hung guest must not hold a VF or a pending switch for ever). A switch-in is abandoned
-    /// and its VF released; a switch-out an admin asked for is cancelled (the guest keeps its
-    /// VF, consistent with what it runs on); a switch-out that is already committed — the VF
-    /// quiesced or reset, the MAC back on the vswitch — cannot be undone: it stays pending for
-    /// the guest to finish (or its detach to clean up), and status says it timed out.
+    /// or hung guest must not hold a VF or a pending switch for ever); the switch machine says
+    /// what that means in each state.
     func expireSwitchSteps(now: UInt64) {
-        let limit = UInt64(configuration.switchTimeoutMilliseconds) * 1_000_000
-        for device in devices where device.pendingSwitch != .none && !device.switchStepExpired {
-            guard now &- device.switchStepStartedNanoseconds > limit else { continue }
-            let waited = "the guest did not answer within \(configuration.switchTimeoutMilliseconds) ms"
-            switch device.pendingSwitch {
-            case .switchIn where device.mode == .emulated:
-                abandonSwitch(device, "switch-in timed out: \(waited); VF released")
-            case .switchOut where !device.switchOutCommitted:
-                device.pendingSwitch = .none
-                device.lastSwitchMilliseconds = nil
-                device.switchReason = "switch-out timed out: \(waited); it stays in passthrough"
-                logger.warning("vNIC '\(device.name)': \(device.switchReason!)")
-            default:
-                device.switchStepExpired = true
-                device.switchReason = "switch-out timed out: \(waited) (\(device.switchReason ?? "requested")); its VF stays reset until it answers or detaches"
-                logger.warning("vNIC '\(device.name)': \(device.switchReason!)")
-            }
+        for device in devices where device.switching.isSwitching && !device.switching.deadlineExpired {
+            let before = device.switching.reason
+            perform(device.switching.stepDeadlinePassed(now: now, limitMilliseconds: configuration.switchTimeoutMilliseconds), for: device)
+            if let reason = device.switching.reason, reason != before { logger.warning("vNIC '\(device.name)': \(reason)") }
         }
     }
 
     /// What `npa status` says about a switch under way.
     func switchPendingDescription(_ device: EmulatedDevice, now: UInt64) -> String? {
-        guard device.pendingSwitch != .none else { return nil }
-        let kind = device.pendingSwitch == .switchIn ? "switch-in" : "switch-out"
-        return String(format: "%@ for %.0f ms, waiting for the guest", kind, Double(now &- device.switchStartedNanoseconds) / 1e6)
+        guard device.switching.isSwitching else { return nil }
+        let kind = device.switching.isSwitchingIn ? "switch-in" : "switch-out"
+        return String(format: "%@ for %.0f ms, waiting for the guest", kind, Double(now &- device.switching.startedAt) / 1e6)
     }
 
     /// Injection: the image's bytes in a memfd (nothing is installed in the guest).
@@ -183,13 +229,18 @@ extension HostDaemon {
         return memory
     }
 
-    /// A switch that cannot go on ends in a consistent emulated state, with the reason kept.
+    /// A switch-in that cannot go on ends in a consistent emulated state, with the reason kept.
     func abandonSwitch(_ device: EmulatedDevice, _ reason: String) {
-        logger.warning("vNIC '\(device.name)': switch abandoned: \(reason)")
-        if device.mode == .emulated { releaseVF(device) }
-        device.pendingSwitch = .none
-        device.switchReason = reason
-        device.lastSwitchMilliseconds = nil
+        if case .success = apply(device.switching.switchInFailed(reason), to: device) {
+            logger.warning("vNIC '\(device.name)': switch abandoned: \(reason)")
+        }
+    }
+
+    /// The guest could not go on with a switch-in (`switchInFailed`): it stays on emulation.
+    func guestFailedSwitchIn(_ device: EmulatedDevice, reason: String) -> Result<Void, SwitchRefusal> {
+        let result = apply(device.switching.guestFailedSwitchIn(reason), to: device)
+        if case .success = result { logger.warning("vNIC '\(device.name)': switch abandoned: guest: \(reason)") }
+        return result
     }
 
     /// Switch-in step: the PF initialises the VF's queues from the shell's GPAs and grants it the
@@ -202,7 +253,15 @@ extension HostDaemon {
     /// a buffer, and a frame is taken or refused by the same rule on both paths (the emulated
     /// device drops the same frames as `rx_frame_too_long`).
     func prepareVF(_ device: EmulatedDevice, tx: [ControlMessage.QueueRegion], rx: [ControlMessage.QueueRegion]) -> Result<Void, SwitchRefusal> {
-        guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
+        let actions: [VNICSwitchMachine.Action]
+        switch device.switching.guestReadyForVF(now: Clock.monotonicNanoseconds()) {
+        case .success(let a): actions = a
+        case .failure(let refusal): return .failure(SwitchRefusal(refusal))
+        }
+        guard case .programVF(let lease)? = actions.first, let (nic, index) = vf(of: lease) else {
+            abandonSwitch(device, "the VF is gone")
+            return .failure(SwitchRefusal("the VF is gone"))
+        }
         let bufferSize = device.maximumFrameLength
         func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
             .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.gpa &+ UInt64(r.ringSize) &* 16, bufferSize: UInt32(bufferSize))
@@ -224,20 +283,7 @@ extension HostDaemon {
     /// already sent up for this MAC are delivered to the emulated rings first (the guest harvests
     /// them before anything from the VF), so per-flow order survives the move.
     func activateVF(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
-        guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
-        nic.setMAC(vf: index, device.mac)
-        if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
-        detachFromSwitch(device)
-        device.mode = .passthrough
-        // The emulated device's stall clock is of no use now (nothing consults it while the VF
-        // carries the vNIC); left running, a later wait for a failing VF would start expired.
-        device.receiverStalledSince = 0
-        device.exceededStallLimit = false
-        device.pendingSwitch = .none
-        device.switchReason = nil
-        device.lastSwitchMilliseconds = Double(Clock.monotonicNanoseconds() - device.switchStartedNanoseconds) / 1e6
-        logger.info("vNIC '\(device.name)' in passthrough on \(nic.name)/vf\(index) (\(device.pluginName ?? "?"))")
-        return .success(())
+        apply(device.switching.guestActivatedVF(now: Clock.monotonicNanoseconds()), to: device)
     }
 
     /// Switch-out step, in this order: quiesce the VF (it sends nothing more up the PF), forget
@@ -246,32 +292,16 @@ extension HostDaemon {
     /// before anything the guest re-sends through emulation, and frames for the guest reach its
     /// emulated rings after everything the VF still holds (the guest harvests that first).
     func beginSwitchOut(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
-        guard device.pendingSwitch == .switchOut, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-out under way")) }
-        nic.quiesce(vf: index)
-        nic.setMAC(vf: index, .zero)
-        device.switchOutCommitted = true
-        reattachToSwitch(device)
-        // Frames held back for it (after a VF reset) go now: the PF queue's first, then, from
-        // the next pass on, those in emulated senders' TX rings — each sender's in its order.
-        setAwaitingSwitchOut(device, false)
-        if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
-        return .success(())
+        apply(device.switching.guestBeganSwitchOut(now: Clock.monotonicNanoseconds()), to: device)
     }
 
+    /// The guest drained the VF path: the VF is released. During a switch-in the guest gave it
+    /// up: it stays on emulation.
     func finishSwitchOut(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
-        if device.pendingSwitch == .switchIn && device.mode == .emulated {
-            // The guest could not complete a switch-in: it stays on emulation; release the VF.
-            abandonSwitch(device, "the guest abandoned the switch-in")
-            return .success(())
-        }
-        guard device.pendingSwitch == .switchOut else { return .failure(SwitchRefusal("no switch-out under way")) }
-        releaseVF(device)
-        device.mode = .emulated
-        device.pendingSwitch = .none
-        device.switchOutCommitted = false
-        device.lastSwitchMilliseconds = Double(Clock.monotonicNanoseconds() - device.switchStartedNanoseconds) / 1e6
-        logger.info("vNIC '\(device.name)' back on emulation")
-        return .success(())
+        let switchingIn = device.switching.isSwitchingIn
+        let result = apply(device.switching.guestFinishedSwitchOut(now: Clock.monotonicNanoseconds()), to: device)
+        if case .success = result { logger.info(switchingIn ? "vNIC '\(device.name)': the guest abandoned the switch-in" : "vNIC '\(device.name)' back on emulation") }
+        return result
     }
 
     /// Delivers everything the PF holds now (at a switch point, not one burst: frames left behind
@@ -294,7 +324,7 @@ extension HostDaemon {
     func syncPassthroughFilters(_ device: EmulatedDevice) {
         // Not while a switch is under way: the switch itself decides where the MAC lives (the
         // guest re-arms emulation with commands before the host hands the MAC back).
-        guard device.mode == .passthrough, device.pendingSwitch == .none, let (nic, index) = device.vf else { return }
+        guard device.switching.filtersFollowVF, let (nic, index) = vf(of: device) else { return }
         nic.setMAC(vf: index, device.mac)
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)

@@ -239,6 +239,12 @@ struct VNICSwitchMachine {
 
     // MARK: The guest's handshake
 
+    /// Any message of the guest's while a switch is under way (re-arming emulation is a series
+    /// of register writes): it is answering, so the step gets a new deadline.
+    mutating func guestAnswered(now: UInt64) {
+        if isSwitching { stepStartedAt = now }
+    }
+
     /// `switchQuery` after DIC: what changed.
     mutating func guestQueried(now: UInt64) -> [Action] {
         if isSwitching { stepStartedAt = now }
