@@ -1,4 +1,3 @@
-import CNPAPluginABI
 import CNPAShim
 import NPAControlProtocol
 import NPARingFormats
@@ -10,6 +9,12 @@ import SystemPackage
 /// vmxnet3 emulation plugin) and activates the device. Sending and receiving then go through
 /// the plugin's rings in guest memory; every control operation (MAC, VLANs, rx mode, counters)
 /// is a vmxnet3 register access or command to the host's device emulation.
+///
+/// It is the public face over the shell's parts and may touch only them and its control
+/// channel: `GuestMemoryLayout` (where everything lives in guest memory), `VMXNET3Programming`
+/// (DriverShared, activation, the control operations' tables and commands), `ShellSwitcher`
+/// (the switch state machine; it says which `ShellDataPath` carries the data) and the active
+/// data path itself.
 ///
 /// When the host goes away (its control connection closes) the link goes down for good:
 /// `hostGone` says why, data-path calls return at once (0 frames, `false`), control operations
