@@ -118,7 +118,7 @@ final class ShellSwitcher {
         case .prepareVF(let lease):
             let region = { (r: npa_queue_region) in ControlMessage.QueueRegion(gpa: r.gpa, ringSize: r.ring_size) }
             do {
-                _ = try channel.request(
+                try channel.requestAcknowledged(
                     .switchInReady(txRegions: vfRegions.tx.map(region), rxRegions: vfRegions.rx.map(region), plugin: lease.pluginDescription))
             } catch {
                 return stepFailed(error)
@@ -156,7 +156,7 @@ final class ShellSwitcher {
             case .reclaimPostedRxBuffers(let lease): _ = lease.path.plugin.reclaimPostedRxBuffers()
             case .drainVF(let lease): _ = lease.path.quiesceAndDrain()
             }
-            _ = try? channel.request(.switchInFailed(reason: reason))
+            _ = try? channel.requestAcknowledged(.switchInFailed(reason: reason))
             record.failed(reason, mode: mode)
             return nil
         case .rearmEmulation:
@@ -174,7 +174,7 @@ final class ShellSwitcher {
             return step { try $0.emulationRearmed() }
         case .beginSwitchOut:
             do {
-                _ = try channel.request(.switchOutBegin)
+                try channel.requestAcknowledged(.switchOutBegin)
             } catch {
                 return stepFailed(error)
             }
@@ -189,7 +189,7 @@ final class ShellSwitcher {
             _ = emulationPath.adopt(drained)
             activePath = emulationPath
             do {
-                _ = try channel.request(.switchOutDone)
+                try channel.requestAcknowledged(.switchOutDone)
             } catch {
                 return stepFailed(error)
             }
@@ -202,7 +202,7 @@ final class ShellSwitcher {
             return nil
         case .reportPluginFault(let reason):
             record.note("plugin fault: \(reason)")
-            _ = try? channel.request(.pluginFault(reason: reason))
+            _ = try? channel.requestAcknowledged(.pluginFault(reason: reason))
             return nil
         }
     }

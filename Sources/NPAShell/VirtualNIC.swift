@@ -364,7 +364,7 @@ public final class VirtualNIC {
         guard !detached else { return }
         detached = true
         if channel.link.gone != nil { return }
-        try? channel.socket.send(ControlMessage.detach.encode())
+        try? channel.notify(.detach)
     }
 
     deinit {
