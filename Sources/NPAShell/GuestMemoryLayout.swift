@@ -6,27 +6,27 @@ import CNPAPluginABI
 ///
 /// Pure arithmetic over a configuration: it touches no memory. Its regions and pool carry
 /// virtual addresses only when given the mapping's base.
-struct GuestMemoryLayout {
+package struct GuestMemoryLayout {
     /// GPA 0 stays unused: a zero DriverShared address means "not set" to the device.
-    static let driverSharedGPA: UInt64 = 0x1000
+    package static let driverSharedGPA: UInt64 = 0x1000
     /// TX queues, then RX queues, 256 bytes each.
-    static let queueTableGPA: UInt64 = 0x2000
+    package static let queueTableGPA: UInt64 = 0x2000
     /// Up to 256 six-byte MACs.
-    static let multicastTableGPA: UInt64 = 0x3000
-    static let queueRegionsGPA = 0x4000
+    package static let multicastTableGPA: UInt64 = 0x3000
+    package static let queueRegionsGPA = 0x4000
 
-    let txQueues: Int
-    let rxQueues: Int
-    let ringSize: Int
+    package let txQueues: Int
+    package let rxQueues: Int
+    package let ringSize: Int
     /// Bytes of one queue region (page-aligned), carved by its plugin.
-    let regionBytes: Int
-    let poolGPA: Int
-    let bufferSize: Int
-    let bufferCount: Int
+    package let regionBytes: Int
+    package let poolGPA: Int
+    package let bufferSize: Int
+    package let bufferCount: Int
 
     /// Lays out `configuration` in its memory size; throws if the pool cannot hold the buffers
     /// the rings need.
-    init(_ c: VirtualNIC.Configuration) throws {
+    package init(_ c: VirtualNIC.Configuration) throws {
         txQueues = c.txQueues
         rxQueues = c.rxQueues
         ringSize = c.ringSize
@@ -44,12 +44,12 @@ struct GuestMemoryLayout {
 
     /// The queue regions the emulation plugin carves (and the device is told of in the queue
     /// table), with their addresses in the mapping at `base`.
-    func emulationRegions(base: UnsafeMutableRawPointer) -> (tx: [npa_queue_region], rx: [npa_queue_region]) {
+    package func emulationRegions(base: UnsafeMutableRawPointer) -> (tx: [npa_queue_region], rx: [npa_queue_region]) {
         regions(firstIndex: 0, base: base)
     }
 
     /// The queue regions a VF plugin carves (the PF driver initialises the VF's queues from them).
-    func vfRegions(base: UnsafeMutableRawPointer) -> (tx: [npa_queue_region], rx: [npa_queue_region]) {
+    package func vfRegions(base: UnsafeMutableRawPointer) -> (tx: [npa_queue_region], rx: [npa_queue_region]) {
         regions(firstIndex: txQueues + rxQueues, base: base)
     }
 
