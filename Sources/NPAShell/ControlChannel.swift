@@ -76,9 +76,13 @@ package final class HostLink {
     }
 }
 
-/// The guest's end of the control socket: synchronous request/reply, one at a time. Each
-/// register access is one round trip, the user-space equivalent of a VM exit. A closed
-/// connection marks the link down and every request then throws `HostGone`.
+/// The guest's end of the control socket, and the one place the shell talks on it: synchronous
+/// request/reply, one at a time (plus the one message that has no reply, detach). Each register
+/// access is one round trip, the user-space equivalent of a VM exit. A closed connection marks
+/// the link down and every request then throws `HostGone`; an `error` reply throws
+/// `HostRefusal`.
+///
+/// It may touch its socket and the link it shares with the data paths (`HostLink`), nothing else.
 final class ControlChannel {
     let socket: SeqPacketSocket
     let link: HostLink
@@ -115,6 +119,22 @@ final class ControlChannel {
             throw HostRefusal(code: code, message: text)
         }
         return (reply, fds)
+    }
+
+    /// A request whose one good answer is `ok` (the switch steps); returns the host's note.
+    /// Descriptors that came with the reply are closed; any other reply is refused.
+    @discardableResult
+    func requestAcknowledged(_ message: ControlMessage) throws -> String {
+        let (reply, fds) = try request(message)
+        for fd in fds { try? fd.close() }
+        guard case .ok(let note) = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
+        return note
+    }
+
+    /// Sends a message that has no reply (detach: the host closes the connection instead).
+    func notify(_ message: ControlMessage) throws {
+        if let gone = link.gone { throw gone }
+        try socket.send(message.encode())
     }
 
     /// The connection closed under a request. A host that refuses a connection (too many, no

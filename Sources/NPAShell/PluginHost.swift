@@ -33,12 +33,9 @@ package final class PluginHost {
     /// Indications naming a buffer the plugin did not hold: a plugin bug, counted and ignored.
     package private(set) var pluginFaults: UInt64 = 0
     package var kicks: UInt64 = 0
-    /// What the plugin reported through `report_fault`, first report only (the shell acts on it).
+    /// What the plugin reported through `report_fault`, first report only (the shell's switch
+    /// state machine decides what to do about it, once).
     package private(set) var deviceFault: String?
-    /// Set once the shell has told the host about `deviceFault`.
-    package var faultForwarded = false
-    /// The fault the host has not heard of yet, if any.
-    package var unforwardedFault: String? { faultForwarded ? nil : deviceFault }
     var receiveErrors: UInt64 = 0
 
     package struct LoadError: Error, CustomStringConvertible {

@@ -5,7 +5,11 @@ import NPASystem
 /// The shell's data path over whichever plugin is loaded: batched transmit into shell-owned
 /// buffers, in-order reclaim, zero-copy receive, and the sleep/wake handshake on the interrupt
 /// line. It knows no ring format; only the plugin does. A `VirtualNIC` owns one per mode; tests
-/// drive one straight over a VF.
+/// drive one straight over a VF. What one path hands the next at a switch (drain, adopt) is in
+/// ShellDataPath+Handover.swift.
+///
+/// It may touch its plugin (through the operations table), the buffers it takes from the pool,
+/// the interrupt eventfd and the host link's socket (a poll, never a message).
 ///
 /// Single-threaded, like the driver instance it stands for.
 package final class ShellDataPath {
@@ -19,10 +23,10 @@ package final class ShellDataPath {
     /// The vNIC's link to its host, if it has one (tests may drive a data path straight over a
     /// VF without a host). Once it is down, waits return false at once.
     package var link: HostLink?
-    private let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: 64)
+    let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: 64)
     package private(set) var framesSent: UInt64 = 0
     package private(set) var framesReceived: UInt64 = 0
-    package private(set) var receiveErrors: UInt64 = 0
+    package internal(set) var receiveErrors: UInt64 = 0
     package private(set) var interruptWaits: UInt64 = 0
 
     package var txQueueCount: Int { Int(plugin.state.pointee.num_tx_queues) }
@@ -30,114 +34,20 @@ package final class ShellDataPath {
     /// RX buffers the rings hold when full (each ring keeps one slot empty).
     private var postedTarget: Int { rxQueueCount * (ringSize - 1) }
 
-    /// Frames received before a switch and not yet handed to the user (buffer id, length),
-    /// delivered first by the next receive. Allocated once, as large as the pool.
-    private let backlogIDs: UnsafeMutablePointer<UInt32>
-    private let backlogLengths: UnsafeMutablePointer<UInt32>
-    private var backlogHead = 0
-    private var backlogCount = 0
+    /// Frames received before a switch and not yet handed to the user, delivered first.
+    var backlog: ReceiveBacklog
 
     package init(plugin: PluginHost, interrupt: EventNotifier, ringSize: Int, spinPolls: Int) {
         self.plugin = plugin
         self.interrupt = interrupt
         self.ringSize = ringSize
         self.spinPolls = spinPolls
-        backlogIDs = .allocate(capacity: plugin.pool.count)
-        backlogLengths = .allocate(capacity: plugin.pool.count)
+        backlog = ReceiveBacklog(capacity: plugin.pool.count)
     }
 
     deinit {
         txBatch.deallocate()
-        backlogIDs.deallocate()
-        backlogLengths.deallocate()
-    }
-
-    /// What a data path hands the next one at a switch: nothing the guest sent or received is
-    /// lost, because the shell owns every buffer and TX completions are in-order counts.
-    package struct DrainedState {
-        /// Per TX queue, in order: buffers handed to the old plugin that the device never sent.
-        package var unsent: [[(id: UInt32, length: UInt32)]]
-        /// Received frames not yet handed to the user, in arrival order per queue.
-        package var received: [(id: UInt32, length: UInt32)]
-        /// Frames the old device completed during the drain.
-        package var completedDuringDrain: Int
-        /// RX buffers taken back from the old plugin's rings.
-        package var reclaimedRxBuffers: Int
-    }
-
-    /// Switch-out, shell side, after the device was quiesced: mask the interrupt, reap TX
-    /// completions (the rest of each TX FIFO is exactly what was not sent), harvest every
-    /// received frame, take back every posted RX buffer. The plugin can be torn down after this.
-    package func quiesceAndDrain() -> DrainedState {
-        _ = plugin.ops.disable_interrupt!(plugin.state, 0)
-        var completed = 0
-        for q in 0..<txQueueCount { completed += Int(plugin.ops.check_tx_ring!(plugin.state, UInt32(q))) }
-        var unsent: [[(id: UInt32, length: UInt32)]] = []
-        for q in 0..<txQueueCount {
-            var frames: [(id: UInt32, length: UInt32)] = []
-            while let id = plugin.txFIFOs[q].pop() { frames.append((id, plugin.txLengths[Int(id)])) }
-            unsent.append(frames)
-        }
-        var received: [(id: UInt32, length: UInt32)] = []
-        while backlogCount > 0 {
-            received.append((backlogIDs[backlogHead], backlogLengths[backlogHead]))
-            backlogHead = (backlogHead + 1) % plugin.pool.count
-            backlogCount -= 1
-        }
-        for q in 0..<rxQueueCount {
-            while true {
-                plugin.receivedCount = 0
-                let n = Int(plugin.ops.check_rx_ring!(plugin.state, UInt32(q), UInt32(PluginHost.batchCapacity)))
-                for i in 0..<plugin.receivedCount {
-                    let id = plugin.receivedIDs[i]
-                    if plugin.receivedFlags[i] & UInt16(NPA_RX_FLAG_ERROR) != 0 || Int(plugin.receivedLengths[i]) > plugin.pool.bufferSize {
-                        receiveErrors &+= 1
-                        plugin.pool.give(id)
-                    } else {
-                        received.append((id, plugin.receivedLengths[i]))
-                    }
-                }
-                if n == 0 { break }
-            }
-        }
-        let reclaimed = plugin.reclaimPostedRxBuffers()
-        return DrainedState(unsent: unsent, received: received, completedDuringDrain: completed, reclaimedRxBuffers: reclaimed)
-    }
-
-    /// Switch-in, shell side: takes over what the previous data path left. Received frames go
-    /// to the user first; unsent frames are re-sent in their order (TX queue q maps to
-    /// q mod this path's TX queue count, so a flow stays in order). Returns false if the new
-    /// device did not take every unsent frame within `timeoutMilliseconds`.
-    package func adopt(_ state: DrainedState, timeoutMilliseconds: Int = 10_000) -> Bool {
-        for (id, length) in state.received {
-            let slot = (backlogHead + backlogCount) % plugin.pool.count
-            backlogIDs[slot] = id
-            backlogLengths[slot] = length
-            backlogCount += 1
-        }
-        for (q, frames) in state.unsent.enumerated() where !frames.isEmpty {
-            let target = q % txQueueCount
-            var next = 0
-            while next < frames.count {
-                let n = min(64, frames.count - next, ringSize - 1 - plugin.txFIFOs[target].count)
-                if n <= 0 {
-                    guard waitForTransmitSpace(queue: target, timeoutMilliseconds: timeoutMilliseconds) else {
-                        for f in frames[next...] { plugin.pool.give(f.id) }
-                        return false
-                    }
-                    continue
-                }
-                for i in 0..<n {
-                    let (id, length) = frames[next + i]
-                    plugin.txLengths[Int(id)] = length
-                    txBatch[i] = npa_tx_frame(gpa: plugin.pool.gpa(id), buf_id: id, length: length, vlan_tci: 0, flags: 0, reserved: 0)
-                }
-                let accepted = Int(plugin.ops.add_tx_frames!(plugin.state, UInt32(target), txBatch, UInt32(n), NPA_TX_FLAG_LAST_HINT))
-                for i in 0..<accepted { plugin.txFIFOs[target].push(txBatch[i].buf_id) }
-                next += accepted
-            }
-        }
-        return true
+        backlog.deallocate()
     }
 
     /// Posts RX buffers on every queue.
@@ -251,13 +161,10 @@ package final class ShellDataPath {
 
     private func pollReceive(maxFrames: Int, _ handler: (VirtualNIC.ReceivedFrame) -> Void) -> Int {
         var total = 0
-        while backlogCount > 0 && total < maxFrames {
-            let id = backlogIDs[backlogHead]
-            handler(VirtualNIC.ReceivedFrame(
-                bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(backlogLengths[backlogHead])), queue: 0, rssHash: 0))
+        while !backlog.isEmpty && total < maxFrames {
+            let (id, length) = backlog.removeFirst()
+            handler(VirtualNIC.ReceivedFrame(bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(length)), queue: 0, rssHash: 0))
             plugin.pool.give(id)
-            backlogHead = (backlogHead + 1) % plugin.pool.count
-            backlogCount -= 1
             total += 1
         }
         for q in 0..<rxQueueCount where total < maxFrames {
