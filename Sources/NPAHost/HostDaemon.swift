@@ -16,16 +16,22 @@ import SystemPackage
 /// work and sleeps in epoll (asking guests to kick) after `idlePassesBeforeSleep` empty passes.
 /// `stop()` may be called from any thread or a signal handler.
 ///
-/// Its socket path is its own: it refuses a path holding anything but a stale socket, and on
-/// exit removes the socket file only if it is still the one it bound. Connections are capped
+/// Its socket paths are its own: it refuses a path holding anything but a stale socket, and on
+/// exit removes a socket file only if it is still the one it bound. Administration (status,
+/// switch, VF reset) has its own socket, mode 0600, beside the control socket
+/// (`HostSocketPath.admin(forControl:)`); a guest's control connection may act only on its own
+/// vNIC, and each administrative request it sends is refused and counted. Guest connections are capped
 /// (`maxConnections`), must attach within `attachTimeoutSeconds`, and running out of
 /// descriptors only pauses accepting (counted in `npa status`): the guests already attached
 /// keep being served.
 public final class HostDaemon: @unchecked Sendable {
     public let socketPath: String
+    /// The admin socket: status, switch and VF-reset requests, never a guest's messages.
+    public let adminSocketPath: String
     public let configuration: HostConfiguration
     let logger: Logger
     private let listener: SeqPacketSocket
+    private let adminListener: SeqPacketSocket
     private let epoll: Epoll
     private let stopNotifier: EventNotifier
     private let vswitch = VirtualSwitch()
@@ -71,6 +77,12 @@ public final class HostDaemon: @unchecked Sendable {
     /// level-triggered: left in, the pending connection would spin the loop) until this time.
     private var listenerPausedUntil: UInt64?
     private var connectionsRefused: UInt64 = 0
+    /// Administrative requests refused on guests' connections.
+    private var adminRefused: UInt64 = 0
+    /// Admin connections open now: capped apart from the guests' (`maxAdminConnections`), so
+    /// guests filling `max_connections` cannot lock the administrator out.
+    private var adminConnectionCount = 0
+    static let maxAdminConnections = 16
     private var attachTimeouts: UInt64 = 0
     private var acceptFDExhausted: UInt64 = 0
     /// How long accepting pauses after running out of descriptors: long enough not to spin,
@@ -80,21 +92,27 @@ public final class HostDaemon: @unchecked Sendable {
     private static let listenerTag: UInt64 = 0
     private static let stopTag: UInt64 = 1
     private static let pfTag: UInt64 = 2
+    private static let adminListenerTag: UInt64 = 3
     private static let connectionTagBase: UInt64 = 1 << 32
     private static let doorbellTagBase: UInt64 = 2 << 32
 
     final class Connection {
         let id: UInt64
         let socket: SeqPacketSocket
+        /// Accepted on the admin socket: administrative requests only, never a vNIC.
+        let isAdmin: Bool
         var device: EmulatedDevice?
-        init(id: UInt64, socket: SeqPacketSocket) {
+        init(id: UInt64, socket: SeqPacketSocket, isAdmin: Bool) {
             self.id = id
             self.socket = socket
+            self.isAdmin = isAdmin
         }
     }
 
-    public init(socketPath: String, configuration: HostConfiguration = HostConfiguration(), logger: Logger) throws {
+    /// `adminSocketPath` defaults to `HostSocketPath.admin(forControl: socketPath)`.
+    public init(socketPath: String, adminSocketPath: String? = nil, configuration: HostConfiguration = HostConfiguration(), logger: Logger) throws {
         self.socketPath = socketPath
+        self.adminSocketPath = adminSocketPath ?? HostSocketPath.admin(forControl: socketPath)
         self.configuration = configuration
         self.logger = logger
         epoll = try Epoll()
@@ -103,8 +121,16 @@ public final class HostDaemon: @unchecked Sendable {
         let listener = try SeqPacketSocket.listen(path: socketPath)
         self.listener = listener
         do {
+            adminListener = try SeqPacketSocket.listen(path: self.adminSocketPath, permissions: 0o600)
+        } catch {
+            listener.removeSocketFileIfOurs()
+            throw error
+        }
+        do {
             listener.setNonBlocking()
+            adminListener.setNonBlocking()
             try epoll.add(listener.fd, tag: Self.listenerTag)
+            try epoll.add(adminListener.fd, tag: Self.adminListenerTag)
             try epoll.add(stopNotifier.fd, tag: Self.stopTag)
             for n in configuration.nics {
                 let model = SoftNIC.Model(rawValue: n.model) ?? .dring
@@ -130,6 +156,7 @@ public final class HostDaemon: @unchecked Sendable {
         } catch {
             // A host that never ran leaves no socket file behind.
             listener.removeSocketFileIfOurs()
+            adminListener.removeSocketFileIfOurs()
             throw error
         }
         syncPortOwners()
@@ -156,9 +183,10 @@ public final class HostDaemon: @unchecked Sendable {
     /// host bound (another host may have replaced a path it thought stale).
     public func run() throws {
         EngineThread.setCurrentName("npa-host")
-        logger.info("host listening on \(socketPath)")
+        logger.info("host listening on \(socketPath), admin socket \(adminSocketPath)")
         defer {
             listener.removeSocketFileIfOurs()
+            adminListener.removeSocketFileIfOurs()
             for c in connections.values { closeConnection(c, reason: "host stopping") }
             logger.info("host stopped")
         }
@@ -475,7 +503,9 @@ public final class HostDaemon: @unchecked Sendable {
             } else if tag == Self.pfTag {
                 uplinkNIC?.pfReceive.wake.drain()
             } else if tag == Self.listenerTag {
-                acceptPending()
+                acceptPending(admin: false)
+            } else if tag == Self.adminListenerTag {
+                acceptPending(admin: true)
             } else if tag >= Self.doorbellTagBase {
                 let id = UInt32(truncatingIfNeeded: tag - Self.doorbellTagBase)
                 if let d = devices.first(where: { $0.id == id }) {
@@ -489,13 +519,14 @@ public final class HostDaemon: @unchecked Sendable {
         return true
     }
 
-    /// Accepts every pending connection, within `maxConnections`. Never throws: no failure to
-    /// accept one more client is a reason to drop the guests already attached.
-    private func acceptPending() {
+    /// Accepts every pending connection, within `maxConnections` (guests) or
+    /// `maxAdminConnections` (the admin socket). Never throws: no failure to accept one more
+    /// client is a reason to drop the guests already attached.
+    private func acceptPending(admin: Bool) {
         while listenerPausedUntil == nil {
             let socket: SeqPacketSocket
             do {
-                guard let accepted = try listener.accept() else { return }
+                guard let accepted = try (admin ? adminListener : listener).accept() else { return }
                 socket = accepted
             } catch let error as SystemCallError {
                 if error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem { acceptFDExhausted &+= 1 }
@@ -506,7 +537,13 @@ public final class HostDaemon: @unchecked Sendable {
                 return
             }
             socket.setNonBlocking()
-            guard connections.count < configuration.maxConnections else {
+            if admin {
+                guard adminConnectionCount < Self.maxAdminConnections else {
+                    let text = "the host has \(adminConnectionCount) admin connections open (at most \(Self.maxAdminConnections)); try again later"
+                    try? socket.send(ControlMessage.error(code: ControlMessage.ErrorCode.resourceExhausted, message: text).encode())
+                    continue
+                }
+            } else if connections.count - adminConnectionCount >= configuration.maxConnections {
                 // Say why before closing: the client reads this instead of a bare hang-up.
                 connectionsRefused &+= 1
                 let text =
@@ -517,7 +554,7 @@ public final class HostDaemon: @unchecked Sendable {
                 }
                 continue  // `socket` is released here, which closes it
             }
-            let c = Connection(id: nextConnectionID, socket: socket)
+            let c = Connection(id: nextConnectionID, socket: socket, isAdmin: admin)
             do {
                 try epoll.add(socket.fd, tag: Self.connectionTagBase + c.id)
             } catch {
@@ -526,6 +563,12 @@ public final class HostDaemon: @unchecked Sendable {
             }
             nextConnectionID += 1
             connections[c.id] = c
+            // An admin connection is the administrator's (mode 0600) and attaches nothing: it
+            // stays open as long as its client keeps it (a tool or a test asking repeatedly).
+            if admin {
+                adminConnectionCount += 1
+                continue
+            }
             let timeout = UInt64(configuration.attachTimeoutSeconds * 1e9)
             attachDeadlines.append((c.id, cnpa_monotonic_ns() + timeout))
         }
@@ -536,6 +579,7 @@ public final class HostDaemon: @unchecked Sendable {
     /// attach deadline, a guest leaving).
     private func pauseAccepting(_ error: Error) {
         epoll.remove(listener.fd)
+        epoll.remove(adminListener.fd)
         listenerPausedUntil = cnpa_monotonic_ns() + Self.acceptBackoffNanoseconds
         let exhausted = acceptFDExhausted
         if exhausted <= 1 || exhausted & (exhausted - 1) == 0 {  // logged at 1, 2, 4, 8, ...
@@ -559,6 +603,7 @@ public final class HostDaemon: @unchecked Sendable {
         if let until = listenerPausedUntil, now >= until {
             do {
                 try epoll.add(listener.fd, tag: Self.listenerTag)
+                try epoll.add(adminListener.fd, tag: Self.adminListenerTag)
                 listenerPausedUntil = nil
             } catch {
                 listenerPausedUntil = now + Self.acceptBackoffNanoseconds
@@ -612,11 +657,20 @@ public final class HostDaemon: @unchecked Sendable {
                 reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "malformed message: \(error)"))
                 continue
             }
+            if c.isAdmin {
+                for fd in fds { try? fd.close() }
+                handleAdmin(message, from: c)
+                continue
+            }
             if case .attach(let request) = message {
                 attach(c, request, fds)
                 continue
             }
             for fd in fds { try? fd.close() }
+            if message.isAdministrative {
+                refuseAdministrative(message, from: c)
+                continue
+            }
             handle(message, from: c)
             if connections[c.id] == nil { return }
         }
@@ -639,8 +693,10 @@ public final class HostDaemon: @unchecked Sendable {
             }
         }
         switch message {
-        case .statusRequest:
-            reply(c, .statusReply(json: status().json()))
+        case .peerQuery(let mac):
+            guard c.device != nil else { return reply(c, notAttached) }
+            let active = devices.contains { $0.mac == mac && ($0.isActive || ($0.mode == .passthrough && $0.state == .quiesced)) }
+            reply(c, .peerReply(mac: mac, active: active))
         case .registerWrite(let bar, let offset, let value):
             guard let d = c.device else { return reply(c, notAttached) }
             guard bar == 1 else { return reply(c, .registerResult(status: ControlMessage.ErrorCode.invalidArgument, value: 0, message: "only BAR1 registers are reached through the control channel")) }
@@ -696,16 +752,6 @@ public final class HostDaemon: @unchecked Sendable {
             case .success: reply(c, .ok("emulated"))
             case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
             }
-        case .adminSwitch(let name, let toPassthrough):
-            guard let d = devices.first(where: { $0.name == name }) else {
-                return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))
-            }
-            switch requestSwitch(d, toPassthrough: toPassthrough) {
-            case .success(let note): reply(c, .ok(note))
-            case .failure(let r):
-                let code = r.description.contains("policy") ? ControlMessage.ErrorCode.refusedByPolicy : ControlMessage.ErrorCode.invalidState
-                reply(c, .error(code: code, message: r.description))
-            }
         case .switchInFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
             if d.pendingSwitch == .switchIn && d.mode == .emulated { abandonSwitch(d, "guest: \(reason)") }
@@ -716,6 +762,37 @@ public final class HostDaemon: @unchecked Sendable {
             case .success(let note): reply(c, .ok(note))
             case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
             }
+        case .statusRequest, .adminSwitch, .adminResetVF:
+            refuseAdministrative(message, from: c)
+        case .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply:
+            reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "unexpected message from a guest"))
+        }
+    }
+
+    /// An administrative request on a guest's connection: refused, counted, nothing changed.
+    private func refuseAdministrative(_ message: ControlMessage, from c: Connection) {
+        adminRefused &+= 1
+        if adminRefused & (adminRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
+            logger.warning("administrative request refused on a guest's connection (\(adminRefused) so far); the admin socket is \(adminSocketPath)")
+        }
+        reply(c, .error(code: ControlMessage.ErrorCode.notPermitted, message: "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"))
+    }
+
+    /// A request on the admin socket: status, switch or VF reset of any vNIC; nothing else.
+    private func handleAdmin(_ message: ControlMessage, from c: Connection) {
+        switch message {
+        case .statusRequest:
+            reply(c, .statusReply(json: status().json()))
+        case .adminSwitch(let name, let toPassthrough):
+            guard let d = devices.first(where: { $0.name == name }) else {
+                return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))
+            }
+            switch requestSwitch(d, toPassthrough: toPassthrough) {
+            case .success(let note): reply(c, .ok(note))
+            case .failure(let r):
+                let code = r.description.contains("policy") ? ControlMessage.ErrorCode.refusedByPolicy : ControlMessage.ErrorCode.invalidState
+                reply(c, .error(code: code, message: r.description))
+            }
         case .adminResetVF(let name):
             guard let d = devices.first(where: { $0.name == name }) else {
                 return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))
@@ -724,8 +801,8 @@ public final class HostDaemon: @unchecked Sendable {
             case .success(let note): reply(c, .ok(note))
             case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
             }
-        case .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok:
-            reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "unexpected message from a guest"))
+        default:
+            reply(c, .error(code: ControlMessage.ErrorCode.notPermitted, message: "the admin socket takes only status, switch and VF-reset requests; guests attach on the control socket"))
         }
     }
 
@@ -804,7 +881,8 @@ public final class HostDaemon: @unchecked Sendable {
 
     private func closeConnection(_ c: Connection, reason: String) {
         epoll.remove(c.socket.fd)
-        connections.removeValue(forKey: c.id)
+        guard connections.removeValue(forKey: c.id) != nil else { return }
+        if c.isAdmin { adminConnectionCount -= 1 }
         if let d = c.device {
             epoll.remove(d.doorbell.fd)
             releaseVF(d)
@@ -844,8 +922,9 @@ public final class HostDaemon: @unchecked Sendable {
             uplink: uplinkNIC.map { StatusReport.Uplink(kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0, framesInDropped: $0.pfReceive.drops &+ pfFramesUnroutable) }
                 ?? wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) },
             host: StatusReport.Host(
-                connections: connections.count, maxConnections: configuration.maxConnections, connectionsRefused: connectionsRefused,
-                attachTimeouts: attachTimeouts, acceptFDExhausted: acceptFDExhausted, fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0))
+                connections: connections.count - adminConnectionCount, maxConnections: configuration.maxConnections, connectionsRefused: connectionsRefused,
+                attachTimeouts: attachTimeouts, acceptFDExhausted: acceptFDExhausted, fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0,
+                adminRefused: adminRefused))
     }
 }
 
