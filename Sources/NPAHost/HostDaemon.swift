@@ -35,6 +35,8 @@ public final class HostDaemon: @unchecked Sendable {
     private let epoll: Epoll
     private let stopNotifier: EventNotifier
     private let vswitch = VirtualSwitch()
+    /// Every MAC, VLAN, rx-mode and passthrough decision passes here.
+    let admission: Admission
     private let arena = FrameArena(capacity: 64)
     private var connections: [UInt64: Connection] = [:]
     private var nextConnectionID: UInt64 = 1
@@ -115,6 +117,7 @@ public final class HostDaemon: @unchecked Sendable {
         self.adminSocketPath = adminSocketPath ?? HostSocketPath.admin(forControl: socketPath)
         self.configuration = configuration
         self.logger = logger
+        admission = Admission(vswitch: vswitch)
         epoll = try Epoll()
         stopNotifier = try EventNotifier()
         // Throws SocketPathError if the path is not ours to take (a file, a live host).
@@ -709,7 +712,8 @@ public final class HostDaemon: @unchecked Sendable {
             let (status, text) = d.writeRegister(offset: offset, value: value)
             if status == 0 { syncPassthroughFilters(d) }
             if status == 0 && offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateDevice.rawValue
-                && d.readRegister(offset: offset).1 == 0 && configuration.autoPassthrough && d.mode == .emulated && d.policy.allowPassthrough
+                && d.readRegister(offset: offset).1 == 0 && configuration.autoPassthrough && d.mode == .emulated
+                && admission.admitSwitch(toPassthrough: true, for: d) == nil
             {
                 if case .failure(let refusal) = requestSwitch(d, toPassthrough: true) {
                     logger.info("vNIC '\(d.name)' stays emulated: \(refusal)")
@@ -832,25 +836,10 @@ public final class HostDaemon: @unchecked Sendable {
             return refuse(ControlMessage.ErrorCode.invalidState, "a guest named '\(name)' is already attached")
         }
         let policy = configuration.policy(forGuest: name)
-        let inUse = Set(devices.map(\.mac))
         let mac: MACAddress
-        if let requested = request.mac {
-            guard policy.allows(mac: requested) else {
-                return refuse(ControlMessage.ErrorCode.refusedByPolicy, "MAC \(requested) is not allowed for guest '\(name)' by host policy")
-            }
-            guard !inUse.contains(requested) else {
-                return refuse(ControlMessage.ErrorCode.invalidState, "MAC \(requested) is already used by another vNIC")
-            }
-            mac = requested
-        } else if let allowed = policy.allowedMACs {
-            guard let free = allowed.first(where: { !inUse.contains($0) }) else {
-                return refuse(ControlMessage.ErrorCode.resourceExhausted, "every MAC policy allows guest '\(name)' is in use")
-            }
-            mac = free
-        } else {
-            var candidate = nextVNICID
-            while inUse.contains(MACAddress(value: 0x024E_5000_0000 | UInt64(candidate))) { candidate += 1 }
-            mac = MACAddress(value: 0x024E_5000_0000 | UInt64(candidate))
+        switch admission.chooseMAC(requested: request.mac, guest: name, policy: policy, candidate: nextVNICID) {
+        case .success(let chosen): mac = chosen
+        case .failure(let refusal): return refuse(refusal.code, refusal.description)
         }
         let region: SharedMemory
         do {
@@ -865,7 +854,7 @@ public final class HostDaemon: @unchecked Sendable {
             device = try EmulatedDevice(
                 id: nextVNICID, name: name, mac: mac, policy: policy, region: region,
                 doorbell: EventNotifier(adopting: fds[1]), interrupts: fds[2...].map { EventNotifier(adopting: $0) },
-                maxQueues: configuration.maxQueuesPerVNIC, vswitch: vswitch, logger: logger)
+                maxQueues: configuration.maxQueuesPerVNIC, vswitch: vswitch, admission: admission, logger: logger)
             try epoll.add(device.doorbell.fd, tag: Self.doorbellTagBase + UInt64(device.id))
         } catch {
             return reply(c, .error(code: ControlMessage.ErrorCode.resourceExhausted, message: "could not create the vNIC: \(error)"))

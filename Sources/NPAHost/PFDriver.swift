@@ -76,7 +76,7 @@ extension HostDaemon {
         if toPassthrough {
             guard device.mode == .emulated else { return .failure(SwitchRefusal("already in passthrough")) }
             guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
-            guard device.policy.allowPassthrough else { return .failure(SwitchRefusal("passthrough is not allowed for guest '\(device.name)' by host policy")) }
+            if let refusal = admission.admitSwitch(toPassthrough: true, for: device) { return .failure(SwitchRefusal(refusal.description)) }
             switch acquireVF() {
             case .failure(let refusal):
                 return .failure(refusal)
