@@ -542,18 +542,17 @@ public final class HostDaemon: @unchecked Sendable {
             socket.setNonBlocking()
             if admin {
                 guard adminConnectionCount < Self.maxAdminConnections else {
-                    let text = "the host has \(adminConnectionCount) admin connections open (at most \(Self.maxAdminConnections)); try again later"
-                    try? socket.send(ControlMessage.error(code: ControlMessage.ErrorCode.resourceExhausted, message: text).encode())
+                    let refusal = ControlRefusal.adminConnectionCap(open: adminConnectionCount, max: Self.maxAdminConnections)
+                    try? socket.send(refusal.reply.encode())
                     continue
                 }
             } else if connections.count - adminConnectionCount >= configuration.maxConnections {
                 // Say why before closing: the client reads this instead of a bare hang-up.
                 connectionsRefused &+= 1
-                let text =
-                    "the host has \(connections.count) connections open (max_connections \(configuration.maxConnections)); try again later"
-                try? socket.send(ControlMessage.error(code: ControlMessage.ErrorCode.resourceExhausted, message: text).encode())
+                let refusal = ControlRefusal.connectionCap(open: connections.count - adminConnectionCount, max: configuration.maxConnections)
+                try? socket.send(refusal.reply.encode())
                 if connectionsRefused & (connectionsRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
-                    logger.warning("connection refused (\(connectionsRefused) so far): \(text)")
+                    logger.warning("connection refused (\(connectionsRefused) so far): \(refusal)")
                 }
                 continue  // `socket` is released here, which closes it
             }
@@ -617,9 +616,9 @@ public final class HostDaemon: @unchecked Sendable {
             attachDeadlinesHead += 1
             guard let c = connections[id], c.device == nil else { continue }
             attachTimeouts &+= 1
-            let text = "no vNIC attached within \(configuration.attachTimeoutSeconds) s (attach_timeout): closing"
-            reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: text))
-            closeConnection(c, reason: text)
+            let refusal = ControlRefusal.attachTimeout(seconds: configuration.attachTimeoutSeconds)
+            reply(c, refusal.reply)
+            closeConnection(c, reason: refusal.description)
         }
         if attachDeadlinesHead == attachDeadlines.count {
             attachDeadlines.removeAll(keepingCapacity: true)
@@ -640,8 +639,7 @@ public final class HostDaemon: @unchecked Sendable {
             } catch let e as SystemCallError where e.errno == .messageTooLong {
                 // The message or its descriptors did not fit; with descriptors, usually because
                 // this process is out of them. Say so before closing.
-                let text = "the host could not take this message and its descriptors (\(e))"
-                reply(c, .error(code: ControlMessage.ErrorCode.resourceExhausted, message: text))
+                reply(c, ControlRefusal.messageTooLarge("\(e)").reply)
                 closeConnection(c, reason: "receive failed: \(e)")
                 return
             } catch {
@@ -657,7 +655,7 @@ public final class HostDaemon: @unchecked Sendable {
                 message = try ControlMessage.parse(bytes)
             } catch {
                 for fd in fds { try? fd.close() }
-                reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "malformed message: \(error)"))
+                reply(c, ControlRefusal.malformed("\(error)").reply)
                 continue
             }
             if c.isAdmin {
@@ -702,11 +700,11 @@ public final class HostDaemon: @unchecked Sendable {
             reply(c, .peerReply(mac: mac, active: active))
         case .registerWrite(let bar, let offset, let value):
             guard let d = c.device else { return reply(c, notAttached) }
-            guard bar == 1 else { return reply(c, .registerResult(status: ControlMessage.ErrorCode.invalidArgument, value: 0, message: "only BAR1 registers are reached through the control channel")) }
+            guard bar == 1 else { return reply(c, registerRefusal(.onlyBAR1)) }
             if offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateVF.rawValue {
                 switch activateVF(d) {
                 case .success: return reply(c, .registerResult(status: 0, value: 0, message: ""))
-                case .failure(let r): return reply(c, .registerResult(status: ControlMessage.ErrorCode.invalidState, value: VMXNET3.QueueError.modeSwitchFailed, message: r.description))
+                case .failure(let r): return reply(c, registerRefusal(.switching(r), value: VMXNET3.QueueError.modeSwitchFailed))
                 }
             }
             let (status, text) = d.writeRegister(offset: offset, value: value)
@@ -723,7 +721,7 @@ public final class HostDaemon: @unchecked Sendable {
             reply(c, .registerResult(status: status, value: result, message: text))
         case .registerRead(let bar, let offset):
             guard let d = c.device else { return reply(c, notAttached) }
-            guard bar == 1 else { return reply(c, .registerResult(status: ControlMessage.ErrorCode.invalidArgument, value: 0, message: "only BAR1 registers are reached through the control channel")) }
+            guard bar == 1 else { return reply(c, registerRefusal(.onlyBAR1)) }
             let (status, value, text) = d.readRegister(offset: offset)
             reply(c, .registerResult(status: status, value: value, message: text))
         case .countersRequest:
@@ -742,19 +740,19 @@ public final class HostDaemon: @unchecked Sendable {
             if !plugin.isEmpty { d.pluginName = String(plugin.prefix(64)) }
             switch prepareVF(d, tx: tx, rx: rx) {
             case .success: reply(c, .ok("VF initialised"))
-            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
         case .switchOutBegin:
             guard let d = c.device else { return reply(c, notAttached) }
             switch beginSwitchOut(d) {
             case .success: reply(c, .ok("VF quiesced"))
-            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
         case .switchOutDone:
             guard let d = c.device else { return reply(c, notAttached) }
             switch finishSwitchOut(d) {
             case .success: reply(c, .ok("emulated"))
-            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
         case .switchInFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
@@ -764,12 +762,12 @@ public final class HostDaemon: @unchecked Sendable {
             guard let d = c.device else { return reply(c, notAttached) }
             switch resetVF(d, reason: "plugin fault: \(reason)") {
             case .success(let note): reply(c, .ok(note))
-            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
         case .statusRequest, .adminSwitch, .adminResetVF:
             refuseAdministrative(message, from: c)
         case .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply:
-            reply(c, .error(code: ControlMessage.ErrorCode.malformed, message: "unexpected message from a guest"))
+            reply(c, ControlRefusal.unexpectedMessage.reply)
         }
     }
 
@@ -779,7 +777,7 @@ public final class HostDaemon: @unchecked Sendable {
         if adminRefused & (adminRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
             logger.warning("administrative request refused on a guest's connection (\(adminRefused) so far); the admin socket is \(adminSocketPath)")
         }
-        reply(c, .error(code: ControlMessage.ErrorCode.notPermitted, message: "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"))
+        reply(c, ControlRefusal.administrativeOnGuestConnection.reply)
     }
 
     /// A request on the admin socket: status, switch or VF reset of any vNIC; nothing else.
@@ -789,57 +787,58 @@ public final class HostDaemon: @unchecked Sendable {
             reply(c, .statusReply(json: status().json()))
         case .adminSwitch(let name, let toPassthrough):
             guard let d = devices.first(where: { $0.name == name }) else {
-                return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))
+                return reply(c, ControlRefusal.noSuchVNIC(name).reply)
             }
             switch requestSwitch(d, toPassthrough: toPassthrough) {
             case .success(let note): reply(c, .ok(note))
-            case .failure(let r):
-                let code = r.description.contains("policy") ? ControlMessage.ErrorCode.refusedByPolicy : ControlMessage.ErrorCode.invalidState
-                reply(c, .error(code: code, message: r.description))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
         case .adminResetVF(let name):
             guard let d = devices.first(where: { $0.name == name }) else {
-                return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named '\(name)'"))
+                return reply(c, ControlRefusal.noSuchVNIC(name).reply)
             }
             switch resetVF(d) {
             case .success(let note): reply(c, .ok(note))
-            case .failure(let r): reply(c, .error(code: ControlMessage.ErrorCode.invalidState, message: r.description))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
         default:
-            reply(c, .error(code: ControlMessage.ErrorCode.notPermitted, message: "the admin socket takes only status, switch and VF-reset requests; guests attach on the control socket"))
+            reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }
     }
 
-    private var notAttached: ControlMessage {
-        .error(code: ControlMessage.ErrorCode.notAttached, message: "this connection has no vNIC: attach first")
+    private var notAttached: ControlMessage { ControlRefusal.notAttached.reply }
+
+    /// A refused register access, as the register result the guest's driver reads.
+    private func registerRefusal(_ refusal: ControlRefusal, value: UInt32 = 0) -> ControlMessage {
+        .registerResult(status: refusal.code, value: value, message: refusal.description)
     }
 
     private func attach(_ c: Connection, _ request: ControlMessage.AttachRequest, _ fds: [FileDescriptor]) {
-        func refuse(_ code: UInt32, _ text: String) {
+        func refuse(_ refusal: ControlRefusal) {
             for fd in fds { try? fd.close() }
-            logger.warning("attach of '\(request.name)' refused: \(text)")
-            reply(c, .error(code: code, message: text))
+            logger.warning("attach of '\(request.name)' refused: \(refusal)")
+            reply(c, refusal.reply)
         }
-        guard c.device == nil else { return refuse(ControlMessage.ErrorCode.invalidState, "this connection already has a vNIC") }
+        guard c.device == nil else { return refuse(.alreadyAttached) }
         let vectors = Int(request.interruptVectors)
         guard (1...VMXNET3.RegisterPage.maximumVectors).contains(vectors) else {
-            return refuse(ControlMessage.ErrorCode.invalidArgument, "interrupt vectors must be 1...\(VMXNET3.RegisterPage.maximumVectors), got \(vectors)")
+            return refuse(.interruptVectors(vectors))
         }
         guard fds.count == 2 + vectors else {
-            return refuse(ControlMessage.ErrorCode.invalidArgument, "attach needs \(2 + vectors) descriptors (memory, doorbell, \(vectors) interrupts), got \(fds.count)")
+            return refuse(.descriptorCount(expected: 2 + vectors, vectors: vectors, got: fds.count))
         }
         let name = request.name
         guard GuestName.isValid(name) else {
-            return refuse(ControlMessage.ErrorCode.invalidArgument, GuestName.rule)
+            return refuse(.invalidGuestName)
         }
         guard !devices.contains(where: { $0.name == name }) else {
-            return refuse(ControlMessage.ErrorCode.invalidState, "a guest named '\(name)' is already attached")
+            return refuse(.guestNameInUse(name))
         }
         let policy = configuration.policy(forGuest: name)
         let mac: MACAddress
         switch admission.chooseMAC(requested: request.mac, guest: name, policy: policy, candidate: nextVNICID) {
         case .success(let chosen): mac = chosen
-        case .failure(let refusal): return refuse(refusal.code, refusal.description)
+        case .failure(let refusal): return refuse(.admission(refusal))
         }
         let region: SharedMemory
         do {
@@ -847,7 +846,7 @@ public final class HostDaemon: @unchecked Sendable {
         } catch {
             for fd in fds.dropFirst() { try? fd.close() }
             logger.warning("attach of '\(name)' refused: guest memory: \(error)")
-            return reply(c, .error(code: ControlMessage.ErrorCode.invalidArgument, message: "guest memory must be a memfd of 1 MiB to 16 GiB: \(error)"))
+            return reply(c, ControlRefusal.guestMemory("\(error)").reply)
         }
         let device: EmulatedDevice
         do {
@@ -857,7 +856,7 @@ public final class HostDaemon: @unchecked Sendable {
                 maxQueues: configuration.maxQueuesPerVNIC, vswitch: vswitch, admission: admission, logger: logger)
             try epoll.add(device.doorbell.fd, tag: Self.doorbellTagBase + UInt64(device.id))
         } catch {
-            return reply(c, .error(code: ControlMessage.ErrorCode.resourceExhausted, message: "could not create the vNIC: \(error)"))
+            return reply(c, ControlRefusal.vnicCreation("\(error)").reply)
         }
         device.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
         nextVNICID += 1

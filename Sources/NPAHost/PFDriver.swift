@@ -29,11 +29,11 @@ extension HostDaemon {
                 return .success((nic, free, image.name, image.path))
             }
         }
-        if nics.isEmpty { return .failure(SwitchRefusal("this host has no NIC with VFs")) }
+        if nics.isEmpty { return .failure(.noNICWithVFs) }
         if nics.allSatisfy({ pluginImagePath(for: $0.model) == nil }) {
-            return .failure(SwitchRefusal("no plugin image for this host's NICs in \(configuration.pluginDirectory) (run scripts/build-plugins.sh)"))
+            return .failure(.noPluginImage(directory: configuration.pluginDirectory))
         }
-        return .failure(SwitchRefusal("no free VF"))
+        return .failure(.noFreeVF)
     }
 
     /// The guest-visible counters of a VF, by name (drops as `drop_vf_<reason>`).
@@ -65,18 +65,13 @@ extension HostDaemon {
         device.pluginName = nil
     }
 
-    struct SwitchRefusal: Error, CustomStringConvertible {
-        let description: String
-        init(_ d: String) { description = d }
-    }
-
     /// `npa vnic switch-in/out`: reserve what the switch needs, raise DIC; the guest drives the rest.
     func requestSwitch(_ device: EmulatedDevice, toPassthrough: Bool) -> Result<String, SwitchRefusal> {
-        guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
+        guard device.pendingSwitch == .none else { return .failure(.alreadyUnderWay) }
         if toPassthrough {
-            guard device.mode == .emulated else { return .failure(SwitchRefusal("already in passthrough")) }
-            guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
-            if let refusal = admission.admitSwitch(toPassthrough: true, for: device) { return .failure(SwitchRefusal(refusal.description)) }
+            guard device.mode == .emulated else { return .failure(.alreadyInPassthrough) }
+            guard device.isActive else { return .failure(.notActive) }
+            if let refusal = admission.admitSwitch(toPassthrough: true, for: device) { return .failure(.admission(refusal)) }
             switch acquireVF() {
             case .failure(let refusal):
                 return .failure(refusal)
@@ -86,7 +81,7 @@ extension HostDaemon {
                 device.pendingSwitch = .switchIn
             }
         } else {
-            guard device.mode == .passthrough else { return .failure(SwitchRefusal("already emulated")) }
+            guard device.mode == .passthrough else { return .failure(.alreadyEmulated) }
             device.pendingSwitch = .switchOut
         }
         device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
@@ -104,8 +99,8 @@ extension HostDaemon {
     /// handed to it now could only be dropped. Frames for the guest meanwhile wait in their
     /// senders' TX rings or the PF queue (`awaitingSwitchOut`), up to the receiver stall limit.
     func resetVF(_ device: EmulatedDevice, reason: String = "VF reset by the host") -> Result<String, SwitchRefusal> {
-        guard device.mode == .passthrough, let (nic, index) = device.vf else { return .failure(SwitchRefusal("the vNIC is not in passthrough")) }
-        guard device.pendingSwitch == .none else { return .failure(SwitchRefusal("a switch is already under way")) }
+        guard device.mode == .passthrough, let (nic, index) = device.vf else { return .failure(.notInPassthrough) }
+        guard device.pendingSwitch == .none else { return .failure(.alreadyUnderWay) }
         // FLR restarts the VF's counters: keep what it counted for this guest.
         device.earlierVFCounters = vfCounterTotals(device)
         nic.reset(vf: index)
@@ -202,7 +197,7 @@ extension HostDaemon {
     /// a buffer, and a frame is taken or refused by the same rule on both paths (the emulated
     /// device drops the same frames as `rx_frame_too_long`).
     func prepareVF(_ device: EmulatedDevice, tx: [ControlMessage.QueueRegion], rx: [ControlMessage.QueueRegion]) -> Result<Void, SwitchRefusal> {
-        guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
+        guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(.noSwitchInUnderWay) }
         let bufferSize = device.maximumFrameLength
         func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
             .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.gpa &+ UInt64(r.ringSize) &* 16, bufferSize: UInt32(bufferSize))
@@ -212,7 +207,7 @@ extension HostDaemon {
             try nic.initializeQueues(vf: index, tx: tx.map(config), rx: rx.map(config), interrupt: device.interrupts[0])
         } catch {
             abandonSwitch(device, "\(error)")
-            return .failure(SwitchRefusal("\(error)"))
+            return .failure(.queueSetupFailed("\(error)"))
         }
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
@@ -224,7 +219,7 @@ extension HostDaemon {
     /// already sent up for this MAC are delivered to the emulated rings first (the guest harvests
     /// them before anything from the VF), so per-flow order survives the move.
     func activateVF(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
-        guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
+        guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(.noSwitchInUnderWay) }
         nic.setMAC(vf: index, device.mac)
         if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         detachFromSwitch(device)
@@ -246,7 +241,7 @@ extension HostDaemon {
     /// before anything the guest re-sends through emulation, and frames for the guest reach its
     /// emulated rings after everything the VF still holds (the guest harvests that first).
     func beginSwitchOut(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
-        guard device.pendingSwitch == .switchOut, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-out under way")) }
+        guard device.pendingSwitch == .switchOut, let (nic, index) = device.vf else { return .failure(.noSwitchOutUnderWay) }
         nic.quiesce(vf: index)
         nic.setMAC(vf: index, .zero)
         device.switchOutCommitted = true
@@ -264,7 +259,7 @@ extension HostDaemon {
             abandonSwitch(device, "the guest abandoned the switch-in")
             return .success(())
         }
-        guard device.pendingSwitch == .switchOut else { return .failure(SwitchRefusal("no switch-out under way")) }
+        guard device.pendingSwitch == .switchOut else { return .failure(.noSwitchOutUnderWay) }
         releaseVF(device)
         device.mode = .emulated
         device.pendingSwitch = .none

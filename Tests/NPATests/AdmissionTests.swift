@@ -55,4 +55,25 @@ import Testing
             _ = try attach(host, "free", mac: "02:00:00:00:ad:21")
         } throws: { ($0 as? HostRefusal)?.message == "MAC 02:00:00:00:ad:21 is already used by another vNIC" }
     }
+
+    /// Errors as types: each refusal's wire code is chosen in one place (ControlRefusal), not
+    /// guessed from its text — a policy refusal says refusedByPolicy, a host without a free VF
+    /// says invalidState.
+    @Test func aSwitchRefusalCarriesTheCodeOfItsRule() throws {
+        let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 1, policies: ["locked": GuestPolicy(allowPassthrough: false)]))
+        defer { host.stop() }
+        let locked = try attach(host, "locked"), a = try attach(host, "a"), b = try attach(host, "b")
+        #expect(throws: AdminClient.Failure.refused(code: ControlMessage.ErrorCode.refusedByPolicy, message: "passthrough is not allowed for guest 'locked' by host policy")) {
+            try host.admin.switchVNIC(name: locked.name, toPassthrough: true)
+        }
+        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
+        #expect(throws: AdminClient.Failure.refused(code: ControlMessage.ErrorCode.invalidState, message: "no free VF")) {
+            try host.admin.switchVNIC(name: b.name, toPassthrough: true)
+        }
+        #expect(throws: AdminClient.Failure.refused(code: ControlMessage.ErrorCode.invalidArgument, message: "no vNIC named 'nobody'")) {
+            try host.admin.resetVF(name: "nobody")
+        }
+        _ = a.reclaimTransmitted()
+        #expect([locked.mode, a.mode, b.mode] == ["emulated", "passthrough", "emulated"])
+    }
 }
