@@ -11,7 +11,7 @@ import NPARingFormats
 /// applies what was admitted, so a refusal leaves every state as it was. Only the host's thread
 /// calls it.
 final class Admission {
-    private unowned let vswitch: VirtualSwitch
+    private let vswitch: VirtualSwitch
 
     init(vswitch: VirtualSwitch) { self.vswitch = vswitch }
 

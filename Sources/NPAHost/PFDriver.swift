@@ -1,28 +1,56 @@
 import Foundation
+import Glibc
+import Logging
 import NPAControlProtocol
 import NPANICModel
 import NPARingFormats
 import NPASystem
 import SystemPackage
 
-/// The host's PF driver role: it alone programs VFs and the embedded switch, on behalf of the
-/// guests, after policy. It keeps which VFs are in use and where the plugin images live, and it
-/// moves a vNIC's MAC between the vswitch and a VF at exactly one point of each switch.
-extension HostDaemon {
-    /// The image the host injects for a NIC model (first one found in the plugin directory).
-    func pluginImagePath(for model: SoftNIC.Model) -> (name: String, path: String)? {
-        let candidates = model == .cq ? ["npa-cq-swift", "npa-cq"] : ["npa-dring"]
-        for name in candidates {
-            let path = configuration.pluginDirectory + "/" + name + ".so"
-            if FileManager.default.fileExists(atPath: path) { return (name, path) }
-        }
-        return nil
+/// The host's PF driver: it alone programs VFs and the embedded switch, on behalf of the
+/// guests, after admission. It owns the host's software NICs, keeps which VFs are in use, takes
+/// plugin images from the plugin store, and moves a vNIC's MAC between the vswitch and a VF at
+/// exactly one point of each switch (the switching functions below; see docs/architecture.md).
+///
+/// It may touch: the NICs (VF grants, queues, MAC/VLAN/rx-mode filters, resets), the vNICs'
+/// switch fields, and the data path's vswitch ports and PF queue at switch points. Only the
+/// host's thread calls it.
+final class PFDriver {
+    let configuration: HostConfiguration
+    let logger: Logger
+    let admission: Admission
+    let plugins: PluginStore
+    let dataPath: HostDataPath
+    /// The host's software SR-IOV NICs (engines on their own threads, accounted as hardware).
+    let nics: [SoftNIC]
+    /// VFs reserved or in use, per NIC name.
+    var vfsInUse: [String: Set<Int>] = [:]
+
+    init(configuration: HostConfiguration, nics: [SoftNIC], dataPath: HostDataPath, admission: Admission, logger: Logger) {
+        self.configuration = configuration
+        self.nics = nics
+        self.dataPath = dataPath
+        self.admission = admission
+        self.logger = logger
+        plugins = PluginStore(directory: configuration.pluginDirectory)
     }
+
+    /// The NICs `configuration` describes, each with its receiver stall limit (not started).
+    static func makeNICs(_ configuration: HostConfiguration) throws -> [SoftNIC] {
+        try configuration.nics.map { n in
+            let nic = try SoftNIC(name: n.name, model: SoftNIC.Model(rawValue: n.model) ?? .dring, vfCount: n.vfs)
+            nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+            return nic
+        }
+    }
+
+    private var devices: [EmulatedDevice] { dataPath.devices }
+    private var uplinkNIC: SoftNIC? { dataPath.uplinkNIC }
 
     /// A free VF on a NIC that has a plugin image, or the reason there is none.
     func acquireVF() -> Result<(nic: SoftNIC, index: Int, plugin: String, path: String), SwitchRefusal> {
         for nic in nics {
-            guard let image = pluginImagePath(for: nic.model) else { continue }
+            guard let image = plugins.image(for: nic.model) else { continue }
             let used = vfsInUse[nic.name, default: []]
             if let free = (0..<nic.vfs.count).first(where: { !used.contains($0) }) {
                 vfsInUse[nic.name, default: []].insert(free)
@@ -30,7 +58,7 @@ extension HostDaemon {
             }
         }
         if nics.isEmpty { return .failure(.noNICWithVFs) }
-        if nics.allSatisfy({ pluginImagePath(for: $0.model) == nil }) {
+        if nics.allSatisfy({ plugins.image(for: $0.model) == nil }) {
             return .failure(.noPluginImage(directory: configuration.pluginDirectory))
         }
         return .failure(.noFreeVF)
@@ -56,7 +84,7 @@ extension HostDaemon {
     }
 
     func releaseVF(_ device: EmulatedDevice) {
-        setAwaitingSwitchOut(device, false)
+        dataPath.setAwaitingSwitchOut(device, false)
         guard let (nic, index) = device.vf else { return }
         device.earlierVFCounters = vfCounterTotals(device)
         nic.reset(vf: index)
@@ -104,7 +132,7 @@ extension HostDaemon {
         // FLR restarts the VF's counters: keep what it counted for this guest.
         device.earlierVFCounters = vfCounterTotals(device)
         nic.reset(vf: index)
-        setAwaitingSwitchOut(device, true)
+        dataPath.setAwaitingSwitchOut(device, true)
         device.pendingSwitch = .switchOut
         device.switchOutCommitted = true
         device.switchStartedNanoseconds = Clock.monotonicNanoseconds()
@@ -116,23 +144,24 @@ extension HostDaemon {
         return .success("\(nic.name)/vf\(index) of '\(device.name)' reset; the guest is moving to emulation")
     }
 
-    /// The guest asks what changed: offer the plugin image, the VF page and its kick eventfd.
-    func offerSwitch(_ device: EmulatedDevice, to c: Connection) {
+    /// The guest asks what changed: offer the plugin image, the VF page and its kick eventfd
+    /// (`reply` sends the offer with its descriptors before they are released).
+    func offerSwitch(_ device: EmulatedDevice, reply: (ControlMessage, [FileDescriptor]) -> Void) {
         switch device.pendingSwitch {
         case .switchIn:
-            guard let (nic, index) = device.vf, let plugin = device.pluginName, let path = pluginImagePath(for: nic.model)?.path,
-                let image = try? imageMemfd(path)
+            guard let (nic, index) = device.vf, let plugin = device.pluginName, let path = plugins.image(for: nic.model)?.path,
+                let image = try? plugins.memfd(path)
             else {
                 abandonSwitch(device, "the plugin image could not be read")
-                return reply(c, .switchOffer(.init(kind: .none)))
+                return reply(.switchOffer(.init(kind: .none)), [])
             }
             let vf = nic.vfs[index]
-            reply(c, .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: plugin)),
-                  descriptors: [image.fd, vf.registers.fd, vf.kick.fd])
+            reply(.switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: plugin)),
+                  [image.fd, vf.registers.fd, vf.kick.fd])
         case .switchOut:
-            reply(c, .switchOffer(.init(kind: .switchOut, vf: UInt16(device.vf?.index ?? 0))))
+            reply(.switchOffer(.init(kind: .switchOut, vf: UInt16(device.vf?.index ?? 0))), [])
         case .none:
-            reply(c, .switchOffer(.init(kind: .none)))
+            reply(.switchOffer(.init(kind: .none)), [])
         }
     }
 
@@ -168,14 +197,6 @@ extension HostDaemon {
         guard device.pendingSwitch != .none else { return nil }
         let kind = device.pendingSwitch == .switchIn ? "switch-in" : "switch-out"
         return String(format: "%@ for %.0f ms, waiting for the guest", kind, Double(now &- device.switchStartedNanoseconds) / 1e6)
-    }
-
-    /// Injection: the image's bytes in a memfd (nothing is installed in the guest).
-    private func imageMemfd(_ path: String) throws -> SharedMemory {
-        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        let memory = try SharedMemory(name: "npa-plugin-image", size: max(bytes.count, 1))
-        bytes.withUnsafeBytes { memory.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        return memory
     }
 
     /// A switch that cannot go on ends in a consistent emulated state, with the reason kept.
@@ -222,7 +243,7 @@ extension HostDaemon {
         guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(.noSwitchInUnderWay) }
         nic.setMAC(vf: index, device.mac)
         if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
-        detachFromSwitch(device)
+        dataPath.detachFromSwitch(device)
         device.mode = .passthrough
         // The emulated device's stall clock is of no use now (nothing consults it while the VF
         // carries the vNIC); left running, a later wait for a failing VF would start expired.
@@ -245,10 +266,10 @@ extension HostDaemon {
         nic.quiesce(vf: index)
         nic.setMAC(vf: index, .zero)
         device.switchOutCommitted = true
-        reattachToSwitch(device)
+        dataPath.reattachToSwitch(device)
         // Frames held back for it (after a VF reset) go now: the PF queue's first, then, from
         // the next pass on, those in emulated senders' TX rings — each sender's in its order.
-        setAwaitingSwitchOut(device, false)
+        dataPath.setAwaitingSwitchOut(device, false)
         if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
         return .success(())
     }
@@ -277,7 +298,7 @@ extension HostDaemon {
     /// the switching guest itself are not waited for: it is busy in the switch handshake.
     func drainPF(_ nic: SoftNIC, switching device: EmulatedDevice) {
         while !nic.pfReceive.isEmpty {
-            if receiveFromPF(nic, switching: device) == 0 {
+            if dataPath.receiveFromPF(nic, switching: device) == 0 {
                 for d in devices { d.raiseInterrupts() }  // a sleeping receiver must wake to take its frames
                 sched_yield()
             }
@@ -293,6 +314,6 @@ extension HostDaemon {
         nic.setMAC(vf: index, device.mac)
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
-        detachFromSwitch(device)
+        dataPath.detachFromSwitch(device)
     }
 }
