@@ -306,7 +306,7 @@ final class EmulatedDevice {
             writeQueueStatus()
             return .done()
         case .stopEmulation, .loadPlugin, .activateVF:
-            // Handled by the host's PF driver (HostDaemon) when a switch is under way.
+            // Handled by the host's PF driver (PFDriver, reached through ControlServer) when a switch is under way.
             return .refused(ControlMessage.ErrorCode.invalidState, "no switch to passthrough is under way for this vNIC", result: UInt32.max)
         }
     }
