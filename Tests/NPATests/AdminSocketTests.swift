@@ -159,3 +159,26 @@ extension AdminSocketTests {
         #expect(lstat(path, &st) != 0, "the control socket of a host that never ran was left behind")
     }
 }
+
+extension AdminSocketTests {
+    /// An admin connection is the host user's: no attach deadline cuts it (a guest connection
+    /// accepted after it is closed at its deadline; the admin one still answers).
+    @Test func anAdminConnectionHasNoAttachDeadline() throws {
+        var config = HostConfiguration()
+        config.attachTimeoutSeconds = 0.2
+        let host = try TestHost(configuration: config)
+        defer { host.stop() }
+        let admin = try SeqPacketSocket.connect(path: host.adminSocketPath)
+        let idle = try SeqPacketSocket.connect(path: host.socketPath)
+        #expect(idle.waitForHangUp(timeoutMilliseconds: 30_000), "the idle guest connection was never closed")
+        #expect(!admin.peerHasHungUp())
+        try admin.send(ControlMessage.statusRequest.encode())
+        #expect(admin.waitReadable(timeoutMilliseconds: 20_000))
+        let reply = try admin.receive().map { try ControlMessage.parse($0.bytes) }
+        guard case .statusReply(let json)? = reply else {
+            Issue.record("the admin connection was answered \(String(describing: reply))")
+            return
+        }
+        #expect(try StatusReport.decode(json).host?.attachTimeouts == 1)
+    }
+}
