@@ -185,7 +185,7 @@ final class ControlServer {
         switch message {
         case .peerQuery(let mac):
             guard c.device != nil else { return reply(c, notAttached) }
-            let active = dataPath.devices.contains { $0.mac == mac && ($0.isActive || ($0.mode == .passthrough && $0.state == .quiesced)) }
+            let active = dataPath.devices.contains { $0.mac == mac && HostStatus.reportedState(of: $0) == "active" }
             reply(c, .peerReply(mac: mac, active: active))
         case .registerWrite(let bar, let offset, let value):
             guard let d = c.device else { return reply(c, notAttached) }

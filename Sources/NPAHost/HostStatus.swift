@@ -5,6 +5,12 @@ import NPASystem
 /// shows it (the admin socket's `statusReply`). It reads the data path, the PF driver and the
 /// control server, and changes nothing.
 enum HostStatus {
+    /// A vNIC's state as status shows it (and as a guest's `peerQuery` judges "active"): in
+    /// passthrough the emulated device is quiesced on purpose, the VF carries the vNIC.
+    static func reportedState(of d: EmulatedDevice) -> String {
+        d.mode == .passthrough && d.state == .quiesced ? "active" : d.state.name
+    }
+
     static func report(dataPath: HostDataPath, pfDriver: PFDriver, server: ControlServer) -> StatusReport {
         let configuration = server.configuration
         return StatusReport(
@@ -13,8 +19,7 @@ enum HostStatus {
                 for (k, v) in d.counters.named() { counters[k] = v }
                 var v = StatusReport.VNIC(
                     name: d.name, mac: d.mac.description, mode: d.mode.rawValue, link: "up",
-                    // In passthrough the emulated device is quiesced on purpose; the VF carries the vNIC.
-                    state: d.mode == .passthrough && d.state == .quiesced ? "active" : d.state.name,
+                    state: reportedState(of: d),
                     txQueues: d.txQueues.count, rxQueues: d.rxQueues.count, counters: counters)
                 if d.mode == .passthrough, let (nic, index) = d.vf {
                     v.vf = "\(nic.name)/vf\(index)"
