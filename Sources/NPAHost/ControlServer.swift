@@ -113,6 +113,11 @@ final class ControlServer {
         if let c = connections[id] { serve(c) }
     }
 
+    /// The guest connection holding `old` holds `new` from now on (a device restored in its place).
+    func rebind(_ old: EmulatedDevice, to new: EmulatedDevice) {
+        for c in connections.values where c.device === old { c.device = new }
+    }
+
     /// Closes every connection (the host is stopping).
     func closeAll(reason: String) {
         for c in connections.values { closeConnection(c, reason: reason) }

@@ -83,6 +83,14 @@ final class HostDataPath {
         syncPortOwners()
     }
 
+    /// Puts `new` in `old`'s place (same port, same position): a device restored from `old`'s
+    /// saved state takes over (the device-state checkpoint).
+    func replace(_ old: EmulatedDevice, with new: EmulatedDevice) {
+        guard let index = devices.firstIndex(where: { $0 === old }) else { return }
+        devices[index] = new
+        syncPortOwners()
+    }
+
     /// The vNIC of the guest named `name`.
     func device(named name: String) -> EmulatedDevice? { devices.first { $0.name == name } }
 
