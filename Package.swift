@@ -35,6 +35,8 @@ let package = Package(
             dependencies: ["CNPAShim", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "NPARingFormats", dependencies: ["CNPAShim"], swiftSettings: dataPath),
         .target(name: "NPAControlProtocol"),
+        // The admin socket's client (`npa status`, `npa vnic`, the soaks, the tests).
+        .target(name: "NPAAdmin", dependencies: ["NPASystem", "NPAControlProtocol"]),
         // The software SR-IOV NIC ("hardware"): never imports the host or the shell.
         .target(name: "NPANICModel", dependencies: ["NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim", "CNPAPluginABI"],
                 swiftSettings: dataPath),
@@ -57,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "npa",
             dependencies: [
-                "NPAHost", "NPAShell", "NPAWorkload", "NPASystem",
+                "NPAHost", "NPAShell", "NPAWorkload", "NPASystem", "NPAAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -76,7 +78,7 @@ let package = Package(
                 "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
                 .product(name: "SystemPackage", package: "swift-system"),
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
-                "NPASystem", "CNPAShim", "CNPAPluginABI", "npa",
+                "NPASystem", "CNPAShim", "CNPAPluginABI", "npa", "NPAAdmin",
             ]),
     ],
     swiftLanguageModes: [.v6]

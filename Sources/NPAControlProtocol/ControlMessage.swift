@@ -15,7 +15,8 @@ public enum ControlMessage: Equatable, Sendable {
     case registerRead(bar: UInt8, offset: UInt32)
     /// The answer to a register access: status 0 and the value read, or an error and why.
     case registerResult(status: UInt32, value: UInt32, message: String)
-    /// Asks for the host's vNIC table as JSON (`npa status`).
+    /// Admin → host: the host's vNIC table as JSON (`npa status`). Every guest's counters and
+    /// VFs: refused on a guest's connection (`ErrorCode.notPermitted`).
     case statusRequest
     case statusReply(json: String)
     /// Asks for the caller's own vNIC counters by name.
@@ -52,6 +53,19 @@ public enum ControlMessage: Equatable, Sendable {
     case adminResetVF(vnic: String)
     /// Host → peer: the request succeeded (with an optional note).
     case ok(String)
+    /// Guest → host: is a vNIC with this MAC attached and active? The one fact about other
+    /// guests a guest may ask for (a sender waits for its peer before streaming).
+    case peerQuery(mac: MACAddress)
+    /// Host → guest: the answer to `peerQuery`.
+    case peerReply(mac: MACAddress, active: Bool)
+
+    /// The messages only the admin socket accepts; a guest's connection refuses them.
+    public var isAdministrative: Bool {
+        switch self {
+        case .statusRequest, .adminSwitch, .adminResetVF: true
+        default: false
+        }
+    }
 
     public struct QueueRegion: Equatable, Sendable {
         public var gpa: UInt64
@@ -127,6 +141,8 @@ public enum ControlMessage: Equatable, Sendable {
         public static let invalidArgument: UInt32 = 5
         public static let resourceExhausted: UInt32 = 6
         public static let notAttached: UInt32 = 7
+        /// An administrative request on a guest's connection (or a guest's on the admin socket).
+        public static let notPermitted: UInt32 = 8
     }
 
     private enum Tag: UInt16 {
@@ -134,6 +150,7 @@ public enum ControlMessage: Equatable, Sendable {
         case statusRequest, statusReply, countersRequest, countersReply, detach
         case error = 15
         case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed, pluginFault
+        case peerQuery, peerReply
     }
 
     public func encode() -> [UInt8] {
@@ -218,6 +235,13 @@ public enum ControlMessage: Equatable, Sendable {
         case .pluginFault(let reason):
             tag = .pluginFault
             p.string(reason)
+        case .peerQuery(let mac):
+            tag = .peerQuery
+            p.u64(mac.value)
+        case .peerReply(let mac, let active):
+            tag = .peerReply
+            p.u64(mac.value)
+            p.u8(active ? 1 : 0)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -296,6 +320,10 @@ public enum ControlMessage: Equatable, Sendable {
             message = .switchInFailed(reason: try r.string())
         case .pluginFault:
             message = .pluginFault(reason: try r.string())
+        case .peerQuery:
+            message = .peerQuery(mac: MACAddress(value: try r.u64()))
+        case .peerReply:
+            message = .peerReply(mac: MACAddress(value: try r.u64()), active: try r.u8() != 0)
         }
         try r.expectEnd()
         return message

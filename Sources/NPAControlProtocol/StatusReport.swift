@@ -77,9 +77,13 @@ public struct StatusReport: Codable, Equatable, Sendable {
         public var acceptFDExhausted: UInt64
         /// The host's soft limit on open descriptors.
         public var fdLimit: UInt64
+        /// Administrative requests (status, switch, VF reset) refused on a guest's connection:
+        /// only the admin socket takes them.
+        public var adminRefused: UInt64
 
         public init(
-            connections: Int, maxConnections: Int, connectionsRefused: UInt64, attachTimeouts: UInt64, acceptFDExhausted: UInt64, fdLimit: UInt64
+            connections: Int, maxConnections: Int, connectionsRefused: UInt64, attachTimeouts: UInt64, acceptFDExhausted: UInt64, fdLimit: UInt64,
+            adminRefused: UInt64 = 0
         ) {
             self.connections = connections
             self.maxConnections = maxConnections
@@ -87,6 +91,7 @@ public struct StatusReport: Codable, Equatable, Sendable {
             self.attachTimeouts = attachTimeouts
             self.acceptFDExhausted = acceptFDExhausted
             self.fdLimit = fdLimit
+            self.adminRefused = adminRefused
         }
 
         enum CodingKeys: String, CodingKey {
@@ -96,6 +101,7 @@ public struct StatusReport: Codable, Equatable, Sendable {
             case attachTimeouts = "attach_timeouts"
             case acceptFDExhausted = "accept_fd_exhausted"
             case fdLimit = "fd_limit"
+            case adminRefused = "admin_refused"
         }
     }
 

@@ -168,6 +168,11 @@ extension EmulatedDevice {
         return holdsSenders
     }
 
+    /// Whether a frame of flow `hash` for this vNIC must wait in its sender's ring: the RX queue
+    /// it hashes to has no buffer posted, and the receiver is still within its stall limit.
+    @inline(__always)
+    func holdsSenderWithoutBuffer(hash: UInt32) -> Bool { !hasReceiveBuffer(hash: hash) && holdsSenders }
+
     /// Whether a sender should wait for this receiver (it has been without buffers for less
     /// than the stall limit) rather than have its frame dropped.
     var holdsSenders: Bool {

@@ -58,6 +58,8 @@ final class EmulatedDevice {
     private(set) var mac: MACAddress
     let logger: Logger
     unowned let vswitch: VirtualSwitch
+    /// Asked before any MAC, VLAN or rx-mode change is applied (policy and the whole host).
+    unowned let admission: Admission
     let port: Int
 
     private(set) var state: State = .reset
@@ -119,7 +121,7 @@ final class EmulatedDevice {
 
     init(
         id: UInt32, name: String, mac: MACAddress, policy: GuestPolicy, region: SharedMemory,
-        doorbell: EventNotifier, interrupts: [EventNotifier], maxQueues: Int, vswitch: VirtualSwitch, logger: Logger
+        doorbell: EventNotifier, interrupts: [EventNotifier], maxQueues: Int, vswitch: VirtualSwitch, admission: Admission, logger: Logger
     ) throws {
         self.id = id
         self.name = name
@@ -133,6 +135,7 @@ final class EmulatedDevice {
         self.interrupts = interrupts
         self.maxQueues = maxQueues
         self.vswitch = vswitch
+        self.admission = admission
         self.port = vswitch.addPort(mac: mac)
         var l = logger
         l[metadataKey: "vnic"] = "\(name)"
@@ -190,13 +193,9 @@ final class EmulatedDevice {
                 UInt8(truncatingIfNeeded: value), UInt8(truncatingIfNeeded: value >> 8),
             ]
             let requested = MACAddress(bytes: bytes)
-            guard policy.allows(mac: requested) else {
-                logger.warning("refused MAC \(requested): not allowed by policy")
-                return (ControlMessage.ErrorCode.refusedByPolicy, "MAC \(requested) is not allowed for guest '\(name)' by host policy")
-            }
-            if let other = vswitch.owner(of: requested), other != port {
-                logger.warning("refused MAC \(requested): used by another vNIC")
-                return (ControlMessage.ErrorCode.invalidState, "MAC \(requested) is already used by another vNIC")
+            if let refusal = admission.admitMAC(requested, for: self) {
+                logger.warning("refused: \(refusal)")
+                return (refusal.code, refusal.description)
             }
             mac = requested
             vswitch.setOwnedMAC(port, requested)
@@ -297,7 +296,7 @@ final class EmulatedDevice {
             writeQueueStatus()
             return .done()
         case .stopEmulation, .loadPlugin, .activateVF:
-            // Handled by the host's PF driver (HostDaemon) when a switch is under way.
+            // Handled by the host's PF driver (PFDriver, reached through ControlServer) when a switch is under way.
             return .refused(ControlMessage.ErrorCode.invalidState, "no switch to passthrough is under way for this vNIC", result: UInt32.max)
         }
     }
@@ -386,9 +385,9 @@ final class EmulatedDevice {
             return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set")
         }
         let mode = VMXNET3.RxMode(rawValue: raw & 0x1F)
-        if mode.contains(.promiscuous) && !policy.allowPromiscuous {
-            logger.warning("refused promiscuous mode: not allowed by policy")
-            return .refused(ControlMessage.ErrorCode.refusedByPolicy, "promiscuous mode is not allowed for guest '\(name)' by host policy")
+        if let refusal = admission.admitRxMode(mode, for: self) {
+            logger.warning("refused: \(refusal)")
+            return .refused(refusal.code, refusal.description)
         }
         rxMode = mode
         vswitch.setRxMode(port, mode)
@@ -426,11 +425,9 @@ final class EmulatedDevice {
             for b in 0..<32 where bits & (1 << UInt32(b)) != 0 { requested.insert(UInt16(word * 32 + b)) }
         }
         requested.remove(4095)
-        let refused = requested.subtracting(policy.allowedVLANs)
-        guard refused.isEmpty else {
-            let list = refused.sorted().map(String.init).joined(separator: ", ")
-            logger.warning("refused VLANs \(list): not allowed by policy")
-            return .refused(ControlMessage.ErrorCode.refusedByPolicy, "VLAN \(list) not allowed for guest '\(name)' by host policy")
+        if let refusal = admission.admitVLANs(requested, for: self) {
+            logger.warning("refused: \(refusal)")
+            return .refused(refusal.code, refusal.description)
         }
         vlans = requested
         vswitch.setVLANs(port, requested)

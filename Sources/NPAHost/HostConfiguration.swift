@@ -67,12 +67,12 @@ public struct HostConfiguration: Equatable, Sendable {
     /// switch-in is abandoned and its VF released; an admin's switch-out is cancelled and the
     /// guest keeps its VF).
     public var switchTimeoutMilliseconds: Int = 5000
-    /// Control connections open at once (attached guests, guests attaching, `npa status`...);
-    /// one more is told why and closed. Each attached guest holds about five descriptors, so the
+    /// Guest connections open at once (attached guests, guests attaching; the admin socket's
+    /// connections are capped apart); one more is told why and closed. Each attached guest holds about five descriptors, so the
     /// default fits well within the usual hard limit the host raises its descriptor limit to.
     public var maxConnections: Int = 256
-    /// Seconds a connection may stay open without attaching a vNIC before the host closes it
-    /// (admin requests answer at once; only an idle or stuck client is cut).
+    /// Seconds a guest connection may stay open without attaching a vNIC before the host closes
+    /// it (only an idle or stuck client is cut; admin connections are exempt).
     public var attachTimeoutSeconds: Double = 5
 
     public init() {}
@@ -129,7 +129,7 @@ public struct HostConfiguration: Equatable, Sendable {
         # its VF), and npa status says why.
         switch_timeout_ms: 5000
 
-        # Control connections open at once (guests, attaching guests, npa status/vnic); one
+        # Guest connections open at once (attached and attaching; the admin socket has its own); one
         # more is told why and closed. An attached guest holds about five descriptors.
         max_connections: 256
 

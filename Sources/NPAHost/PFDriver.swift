@@ -1,39 +1,67 @@
 import Foundation
+import Glibc
+import Logging
 import NPAControlProtocol
 import NPANICModel
 import NPARingFormats
 import NPASystem
 import SystemPackage
 
-/// The host's PF driver role: it alone programs VFs and the embedded switch, on behalf of the
-/// guests, after policy. It keeps which VFs are in use and where the plugin images live, and it
-/// moves a vNIC's MAC between the vswitch and a VF at exactly one point of each switch.
-extension HostDaemon {
-    /// The image the host injects for a NIC model (first one found in the plugin directory).
-    func pluginImagePath(for model: SoftNIC.Model) -> (name: String, path: String)? {
-        let candidates = model == .cq ? ["npa-cq-swift", "npa-cq"] : ["npa-dring"]
-        for name in candidates {
-            let path = configuration.pluginDirectory + "/" + name + ".so"
-            if FileManager.default.fileExists(atPath: path) { return (name, path) }
-        }
-        return nil
+/// The host's PF driver: it alone programs VFs and the embedded switch, on behalf of the
+/// guests, after admission. It owns the host's software NICs, keeps which VFs are in use, takes
+/// plugin images from the plugin store, and moves a vNIC's MAC between the vswitch and a VF at
+/// exactly one point of each switch (the switching functions below; see docs/architecture.md).
+///
+/// It may touch: the NICs (VF grants, queues, MAC/VLAN/rx-mode filters, resets), the vNICs'
+/// switch machines (`EmulatedDevice.switching`: it sends their events and performs their actions), and the data path's vswitch ports and PF queue at switch points. Only the
+/// host's thread calls it.
+final class PFDriver {
+    let configuration: HostConfiguration
+    let logger: Logger
+    let admission: Admission
+    let plugins: PluginStore
+    let dataPath: HostDataPath
+    /// The host's software SR-IOV NICs (engines on their own threads, accounted as hardware).
+    let nics: [SoftNIC]
+    /// VFs reserved or in use, per NIC name.
+    var vfsInUse: [String: Set<Int>] = [:]
+
+    init(configuration: HostConfiguration, nics: [SoftNIC], dataPath: HostDataPath, admission: Admission, logger: Logger) {
+        self.configuration = configuration
+        self.nics = nics
+        self.dataPath = dataPath
+        self.admission = admission
+        self.logger = logger
+        plugins = PluginStore(directory: configuration.pluginDirectory)
     }
+
+    /// The NICs `configuration` describes, each with its receiver stall limit (not started).
+    static func makeNICs(_ configuration: HostConfiguration) throws -> [SoftNIC] {
+        try configuration.nics.map { n in
+            let nic = try SoftNIC(name: n.name, model: SoftNIC.Model(rawValue: n.model) ?? .dring, vfCount: n.vfs)
+            nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+            return nic
+        }
+    }
+
+    private var devices: [EmulatedDevice] { dataPath.devices }
+    private var uplinkNIC: SoftNIC? { dataPath.uplinkNIC }
 
     /// A free VF on a NIC that has a plugin image, or the reason there is none.
     func acquireVF() -> Result<(nic: SoftNIC, index: Int, plugin: String, path: String), SwitchRefusal> {
         for nic in nics {
-            guard let image = pluginImagePath(for: nic.model) else { continue }
+            guard let image = plugins.image(for: nic.model) else { continue }
             let used = vfsInUse[nic.name, default: []]
             if let free = (0..<nic.vfs.count).first(where: { !used.contains($0) }) {
                 vfsInUse[nic.name, default: []].insert(free)
                 return .success((nic, free, image.name, image.path))
             }
         }
-        if nics.isEmpty { return .failure(SwitchRefusal("this host has no NIC with VFs")) }
-        if nics.allSatisfy({ pluginImagePath(for: $0.model) == nil }) {
-            return .failure(SwitchRefusal("no plugin image for this host's NICs in \(configuration.pluginDirectory) (run scripts/build-plugins.sh)"))
+        if nics.isEmpty { return .failure(.noNICWithVFs) }
+        if nics.allSatisfy({ plugins.image(for: $0.model) == nil }) {
+            return .failure(.noPluginImage(directory: configuration.pluginDirectory))
         }
-        return .failure(SwitchRefusal("no free VF"))
+        return .failure(.noFreeVF)
     }
 
     /// The guest-visible counters of a VF, by name (drops as `drop_vf_<reason>`).
@@ -65,12 +93,6 @@ extension HostDaemon {
         return totals
     }
 
-    struct SwitchRefusal: Error, CustomStringConvertible {
-        let description: String
-        init(_ d: String) { description = d }
-        init(_ r: VNICSwitchMachine.Refusal) { description = r.description }
-    }
-
     // MARK: Events to a vNIC's switch machine, and its actions carried out
 
     /// Carries out what the switch machine decided that needs no more than the vNIC: DIC, a VF
@@ -86,13 +108,13 @@ extension HostDaemon {
                 // FLR restarts the VF's counters: keep what it counted for this guest.
                 device.earlierVFCounters = vfCounterTotals(device)
                 nic.reset(vf: index)
-                setAwaitingSwitchOut(device, true)
+                dataPath.setAwaitingSwitchOut(device, true)
                 logger.warning("vNIC '\(device.name)': \(nic.name)/vf\(index) reset (FLR); switching the guest out")
             case .moveMACToVF(let lease):
                 guard let (nic, index) = vf(of: lease) else { continue }
                 nic.setMAC(vf: index, device.mac)
                 if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
-                detachFromSwitch(device)
+                dataPath.detachFromSwitch(device)
                 // The emulated device's stall clock is of no use now (nothing consults it while the VF
                 // carries the vNIC); left running, a later wait for a failing VF would start expired.
                 device.receiverStalledSince = 0
@@ -102,10 +124,10 @@ extension HostDaemon {
                 guard let (nic, index) = vf(of: lease) else { continue }
                 nic.quiesce(vf: index)
                 nic.setMAC(vf: index, .zero)
-                reattachToSwitch(device)
+                dataPath.reattachToSwitch(device)
                 // Frames held back for it (after a VF reset) go now: the PF queue's first, then, from
                 // the next pass on, those in emulated senders' TX rings — each sender's in its order.
-                setAwaitingSwitchOut(device, false)
+                dataPath.setAwaitingSwitchOut(device, false)
                 if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
             case .releaseVF(let lease):
                 release(lease, of: device)
@@ -116,7 +138,7 @@ extension HostDaemon {
     }
 
     private func release(_ lease: VNICSwitchMachine.VFLease, of device: EmulatedDevice) {
-        setAwaitingSwitchOut(device, false)
+        dataPath.setAwaitingSwitchOut(device, false)
         guard let (nic, index) = vf(of: lease) else { return }
         var totals = device.earlierVFCounters
         for (k, v) in Self.vfCounters(nic.counters(vf: index)) { totals[k, default: 0] += v }
@@ -124,11 +146,6 @@ extension HostDaemon {
         nic.reset(vf: index)
         vfsInUse[nic.name]?.remove(index)
         device.pluginName = nil
-    }
-
-    /// The vNIC goes (its connection closed): whatever VF it holds is released.
-    func releaseVF(_ device: EmulatedDevice) {
-        perform(device.switching.detached(), for: device)
     }
 
     /// Performs an event's actions, or turns its refusal into the PF driver's.
@@ -142,13 +159,18 @@ extension HostDaemon {
         }
     }
 
+    /// The vNIC goes (its connection closed): whatever VF it holds is released.
+    func releaseVF(_ device: EmulatedDevice) {
+        perform(device.switching.detached(), for: device)
+    }
+
     /// `npa vnic switch-in/out`: reserve what the switch needs, raise DIC; the guest drives the rest.
     func requestSwitch(_ device: EmulatedDevice, toPassthrough: Bool) -> Result<String, SwitchRefusal> {
         let now = Clock.monotonicNanoseconds()
         if toPassthrough {
             if let refusal = device.switching.mayRequestSwitchIn() { return .failure(SwitchRefusal(refusal)) }
-            guard device.isActive else { return .failure(SwitchRefusal("the vNIC is not active")) }
-            guard device.policy.allowPassthrough else { return .failure(SwitchRefusal("passthrough is not allowed for guest '\(device.name)' by host policy")) }
+            guard device.isActive else { return .failure(.notActive) }
+            if let refusal = admission.admitSwitch(toPassthrough: true, for: device) { return .failure(.admission(refusal)) }
             switch acquireVF() {
             case .failure(let refusal):
                 return .failure(refusal)
@@ -183,22 +205,23 @@ extension HostDaemon {
         return .success("\(name) of '\(device.name)' reset; the guest is moving to emulation")
     }
 
-    /// The guest asks what changed: offer the plugin image, the VF page and its kick eventfd.
-    func offerSwitch(_ device: EmulatedDevice, to c: Connection) {
+    /// The guest asks what changed: offer the plugin image, the VF page and its kick eventfd
+    /// (`reply` sends the offer with its descriptors before they are released).
+    func offerSwitch(_ device: EmulatedDevice, reply: (ControlMessage, [FileDescriptor]) -> Void) {
         for action in device.switching.guestQueried(now: Clock.monotonicNanoseconds()) {
             switch action {
             case .offerSwitchIn(let lease):
-                guard let (nic, index) = vf(of: lease), let path = pluginImagePath(for: nic.model)?.path, let image = try? imageMemfd(path) else {
+                guard let (nic, index) = vf(of: lease), let path = plugins.image(for: nic.model)?.path, let image = try? plugins.memfd(path) else {
                     abandonSwitch(device, "the plugin image could not be read")
-                    return reply(c, .switchOffer(.init(kind: .none)))
+                    return reply(.switchOffer(.init(kind: .none)), [])
                 }
                 let vf = nic.vfs[index]
-                reply(c, .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: lease.plugin)),
-                      descriptors: [image.fd, vf.registers.fd, vf.kick.fd])
+                reply(.switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: lease.plugin)),
+                      [image.fd, vf.registers.fd, vf.kick.fd])
             case .offerSwitchOut(let lease):
-                reply(c, .switchOffer(.init(kind: .switchOut, vf: UInt16(lease.index))))
+                reply(.switchOffer(.init(kind: .switchOut, vf: UInt16(lease.index))), [])
             default:
-                reply(c, .switchOffer(.init(kind: .none)))
+                reply(.switchOffer(.init(kind: .none)), [])
             }
         }
     }
@@ -219,14 +242,6 @@ extension HostDaemon {
         guard device.switching.isSwitching else { return nil }
         let kind = device.switching.isSwitchingIn ? "switch-in" : "switch-out"
         return String(format: "%@ for %.0f ms, waiting for the guest", kind, Double(now &- device.switching.startedAt) / 1e6)
-    }
-
-    /// Injection: the image's bytes in a memfd (nothing is installed in the guest).
-    private func imageMemfd(_ path: String) throws -> SharedMemory {
-        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        let memory = try SharedMemory(name: "npa-plugin-image", size: max(bytes.count, 1))
-        bytes.withUnsafeBytes { memory.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        return memory
     }
 
     /// A switch-in that cannot go on ends in a consistent emulated state, with the reason kept.
@@ -260,7 +275,7 @@ extension HostDaemon {
         }
         guard case .programVF(let lease)? = actions.first, let (nic, index) = vf(of: lease) else {
             abandonSwitch(device, "the VF is gone")
-            return .failure(SwitchRefusal("the VF is gone"))
+            return .failure(.noSwitchInUnderWay)
         }
         let bufferSize = device.maximumFrameLength
         func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
@@ -271,7 +286,7 @@ extension HostDaemon {
             try nic.initializeQueues(vf: index, tx: tx.map(config), rx: rx.map(config), interrupt: device.interrupts[0])
         } catch {
             abandonSwitch(device, "\(error)")
-            return .failure(SwitchRefusal("\(error)"))
+            return .failure(.queueSetupFailed("\(error)"))
         }
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
@@ -312,7 +327,7 @@ extension HostDaemon {
     /// the switching guest itself are not waited for: it is busy in the switch handshake.
     func drainPF(_ nic: SoftNIC, switching device: EmulatedDevice) {
         while !nic.pfReceive.isEmpty {
-            if receiveFromPF(nic, switching: device) == 0 {
+            if dataPath.receiveFromPF(nic, switching: device) == 0 {
                 for d in devices { d.raiseInterrupts() }  // a sleeping receiver must wake to take its frames
                 sched_yield()
             }
@@ -328,6 +343,6 @@ extension HostDaemon {
         nic.setMAC(vf: index, device.mac)
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
-        detachFromSwitch(device)
+        dataPath.detachFromSwitch(device)
     }
 }

@@ -268,20 +268,6 @@ public final class VirtualNIC {
     @discardableResult
     private func serviceSwitchIfRequested() -> Bool { switcher.serviceIfRequested() }
 
-    /// Asks the host to reset this vNIC's VF (FLR) now; the switch-out follows on the next
-    /// data-path call. For tests and tools; a host does this on its own to reclaim a VF.
-    public func requestVFReset() throws {
-        let (reply, _) = try channel.request(.adminResetVF(vnic: name))
-        guard case .ok = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
-    }
-
-    /// Asks the host to switch this vNIC (the admin path `npa vnic` uses, here for the guest
-    /// itself or a test); the switch then happens on the next data-path call.
-    public func requestSwitch(toPassthrough: Bool) throws {
-        let (reply, _) = try channel.request(.adminSwitch(vnic: name, toPassthrough: toPassthrough))
-        guard case .ok = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
-    }
-
     // MARK: Control path: every operation is a register access or command to the host
 
     /// Changes the vNIC's MAC (MACL, then MACH applies it). Throws `HostRefusal` if policy refuses.
@@ -319,22 +305,18 @@ public final class VirtualNIC {
         return out
     }
 
-    /// The host's vNIC table (what `npa status` shows).
-    public func hostStatus() throws -> StatusReport {
-        let (reply, _) = try channel.request(.statusRequest)
-        guard case .statusReply(let json) = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
-        return try StatusReport.decode(json)
-    }
-
-    /// Waits until a vNIC with `peer` as its MAC is attached to the host (or the timeout passes).
-    /// Throws `HostGone` as soon as the host is gone.
+    /// Waits until a vNIC with `peer` as its MAC is attached to the host and active (or the
+    /// timeout passes; 0 asks once). Asks the host with `peerQuery`, the one question about
+    /// other guests a guest's connection may put. Throws `HostGone` as soon as the host is gone.
     public func waitForPeer(_ peer: MACAddress, timeoutMilliseconds: Int) throws -> Bool {
         let deadline = cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
-        while cnpa_monotonic_ns() < deadline {
-            if try hostStatus().vnics.contains(where: { $0.mac == peer.description && $0.state == "active" }) { return true }
+        while true {
+            let (reply, _) = try channel.request(.peerQuery(mac: peer))
+            guard case .peerReply(_, let active) = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
+            if active { return true }
+            guard cnpa_monotonic_ns() < deadline else { return false }
             _ = interrupt.wait(timeoutMilliseconds: 20)
         }
-        return false
     }
 
     /// Drops by reason as the host's device reports them (only reasons with a non-zero count).

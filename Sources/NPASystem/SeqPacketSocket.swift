@@ -18,7 +18,9 @@ public final class SeqPacketSocket: @unchecked Sendable {
     /// Creates a listening socket at `path`. Refuses a path that holds anything but a socket, and
     /// a socket some process still listens on; removes only a stale socket (nobody listening).
     /// Throws `SocketPathError` for those refusals, `SystemCallError` for the environment.
-    public static func listen(path: String, backlog: Int32 = 64) throws -> SeqPacketSocket {
+    /// `permissions` (e.g. 0o600 for an admin socket) is set between bind and listen, so no
+    /// client can connect while the file still has the umask's mode.
+    public static func listen(path: String, backlog: Int32 = 64, permissions: mode_t? = nil) throws -> SeqPacketSocket {
         var addr = try address(path)
         let sock = try open()
         try removeStaleSocket(at: path)
@@ -35,6 +37,14 @@ public final class SeqPacketSocket: @unchecked Sendable {
         }
         var st = stat()
         if lstat(path, &st) == 0 { sock.boundFile = (path, UInt64(st.st_dev), UInt64(st.st_ino)) }
+        if let permissions {
+            do {
+                _ = try syscall("chmod(\(path))") { chmod(path, permissions) }
+            } catch {
+                sock.removeSocketFileIfOurs()
+                throw error
+            }
+        }
         _ = try syscall("listen") { Glibc.listen(sock.fd.rawValue, backlog) }
         return sock
     }

@@ -297,7 +297,7 @@ public struct TrafficWorkload {
     }
 
     /// Sends `count` frames to `peer` while receiving `count` from it, verifying them.
-    /// Sending starts once the peer is attached (checked every 20 ms through the host's status);
+    /// Sending starts once the peer is attached and active (asked of the host every 20 ms);
     /// receiving starts at once, so the peer's first frames find buffers.
     public func duplex(_ nic: VirtualNIC, peer: MACAddress) -> TrafficSummary {
         var s = TrafficSummary(role: "duplex")
@@ -314,7 +314,7 @@ public struct TrafficWorkload {
             if now >= deadline || nic.isHostGone { break }
             if sender == nil, now - lastPeerCheck > 20_000_000 {
                 lastPeerCheck = now
-                let present = (try? nic.hostStatus().vnics.contains { $0.mac == peer.description && $0.state == "active" }) ?? false
+                let present = (try? nic.waitForPeer(peer, timeoutMilliseconds: 0)) ?? false
                 if present {
                     sender = Sender(destination: peer, workload: self)
                     start = cnpa_monotonic_ns()

@@ -1,4 +1,5 @@
 import Foundation
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPARingFormats
@@ -230,11 +231,11 @@ final class ChaosSoak {
         switch action {
         case .switchSurvivor:
             // A refusal (no free VF, a switch already under way) is an answer, not a failure.
-            _ = try? survivor.requestSwitch(toPassthrough: survivor.mode == "emulated")
+            _ = try? cell.host.admin.switchVNIC(name: survivor.name, toPassthrough: survivor.mode == "emulated")
         case .resetVF:
-            if survivor.mode == "passthrough" { _ = try? survivor.requestVFReset() }
+            if survivor.mode == "passthrough" { _ = try? cell.host.admin.resetVF(name: survivor.name) }
         case .disableVFUnderPlugin:
-            if survivor.mode == "passthrough", let vf = vfIndex(of: survivor), let nic = cell.host.daemon.nics.first {
+            if survivor.mode == "passthrough", let vf = vfIndex(of: survivor, in: cell), let nic = cell.host.daemon.nics.first {
                 nic.quiesce(vf: vf)  // the plugin finds its VF dead on its next poll
             }
         case .killVictim:
@@ -245,7 +246,7 @@ final class ChaosSoak {
             }
             // The host tears the dead guest's vNIC down when its connection closes; then its
             // name is free for the restarted guest.
-            if !waitUntil({ (try? survivor.hostStatus().vnics.contains { $0.name == victim.name }) == false }) {
+            if !waitUntil({ (try? cell.host.admin.status().vnics.contains { $0.name == victim.name }) == false }) {
                 violation("\(cell.model): killed guest \(victim.name) still attached after 20 s")
             }
             try launch(victim)
@@ -256,8 +257,8 @@ final class ChaosSoak {
         }
     }
 
-    private func vfIndex(of nic: VirtualNIC) -> Int? {
-        guard let vf = try? nic.hostStatus().vnics.first(where: { $0.name == nic.name })?.vf else { return nil }
+    private func vfIndex(of nic: VirtualNIC, in cell: Cell) -> Int? {
+        guard let vf = try? cell.host.admin.status().vnics.first(where: { $0.name == nic.name })?.vf else { return nil }
         return vf.split(separator: "f").last.flatMap { Int($0) }
     }
 
@@ -281,11 +282,11 @@ final class ChaosSoak {
             evil.registerPageForTesting.storeBytes(of: UInt32.random(in: 0...UInt32.max, using: &rng), toByteOffset: VMXNET3.RegisterPage.txProducer(0), as: UInt32.self)
         }
         evil.kickForTesting()
-        let state = try? evil.hostStatus().vnics.first { $0.name == "hostile" }?.state
+        let state = try? cell.host.admin.status().vnics.first { $0.name == "hostile" }?.state
         if let state, state != "active" {
             evil.detach()
             cell.hostile = nil
-            if !waitUntil({ (try? cell.survivors[0].hostStatus().vnics.contains { $0.name == "hostile" }) == false }) {
+            if !waitUntil({ (try? cell.host.admin.status().vnics.contains { $0.name == "hostile" }) == false }) {
                 violation("\(cell.model): a detached hostile vNIC stayed attached for 20 s")
             }
             report.actions["hostile_reattached", default: 0] += 1
@@ -320,7 +321,7 @@ final class ChaosSoak {
             for stream in cell.streams where stream.verifier.duplicates > 0 || stream.verifier.outOfOrder > 0 || stream.verifier.invalid > 0 {
                 violation("\(stream.name): \(stream.verifier.duplicates) duplicates, \(stream.verifier.outOfOrder) out of order, \(stream.verifier.invalid) invalid")
             }
-            if (try? cell.survivors[0].hostStatus()) == nil { violation("\(cell.model): the host did not answer a status request") }
+            if (try? cell.host.admin.status()) == nil { violation("\(cell.model): the host did not answer a status request") }
         }
     }
 
@@ -340,7 +341,7 @@ final class ChaosSoak {
         for cell in cells {
             // Back to emulation, so no VF is held and the descriptors a VF needs are closed.
             for survivor in cell.survivors where survivor.mode == "passthrough" {
-                _ = try? survivor.requestSwitch(toPassthrough: false)
+                _ = try? cell.host.admin.switchVNIC(name: survivor.name, toPassthrough: false)
             }
             for s in cell.streams.indices {
                 var stream = cell.streams[s]
@@ -359,13 +360,13 @@ final class ChaosSoak {
                 }
             }
             let onlySurvivors = waitUntil {
-                (try? cell.survivors[0].hostStatus().vnics.map(\.name).sorted()) == ["survivor1", "survivor2"]
+                (try? cell.host.admin.status().vnics.map(\.name).sorted()) == ["survivor1", "survivor2"]
             }
             if !onlySurvivors {
-                let names = (try? cell.survivors[0].hostStatus().vnics.map(\.name)) ?? []
+                let names = (try? cell.host.admin.status().vnics.map(\.name)) ?? []
                 violation("\(cell.model): after the run the host still has \(names)")
             }
-            if let held = try? cell.survivors[0].hostStatus().vnics.filter({ $0.vf != nil }).map(\.name), !held.isEmpty {
+            if let held = try? cell.host.admin.status().vnics.filter({ $0.vf != nil }).map(\.name), !held.isEmpty {
                 violation("\(cell.model): VFs still held by \(held) after switching out")
             }
         }

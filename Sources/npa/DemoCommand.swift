@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPASystem
@@ -57,6 +58,7 @@ struct Demo: ParsableCommand {
         }
         let switching = plugins != nil && !noSwitch
         let daemon = try HostDaemon(socketPath: socket, configuration: config, logger: logger)
+        let admin = AdminClient(socketPath: daemon.adminSocketPath)
         let hostThread = EngineThread.start(name: "npa-host") {
             do { try daemon.run() } catch { print("host failed: \(error)") }
         }
@@ -106,7 +108,7 @@ struct Demo: ParsableCommand {
             // and active (a short run would otherwise ask to switch guests that are not there yet).
             let attachDeadline = Clock.monotonicNanoseconds() + 30_000_000_000
             while Clock.monotonicNanoseconds() < attachDeadline {
-                let active = ((try? fetchStatus(socket: socket))?.vnics.filter { $0.state == "active" }.count) ?? 0
+                let active = ((try? admin.status())?.vnics.filter { $0.state == "active" }.count) ?? 0
                 if active == specs.count { break }
                 usleep(5_000)
             }
@@ -116,7 +118,7 @@ struct Demo: ParsableCommand {
             let period = Double(frames) / rate
             for (at, name, toPassthrough) in [(0.2, "alpha", true), (0.3, "gamma", true), (0.5, "alpha", false), (0.7, "alpha", true)] {
                 usleep(UInt32(max(0, at * period - (Double(Clock.monotonicNanoseconds() - scheduleStart) / 1e9)) * 1e6))
-                switchLog.append("\(name) \(toPassthrough ? "switch-in" : "switch-out"): " + Demo.adminSwitch(socket: socket, vnic: name, toPassthrough: toPassthrough))
+                switchLog.append("\(name) \(toPassthrough ? "switch-in" : "switch-out"): " + Demo.adminSwitch(admin, vnic: name, toPassthrough: toPassthrough))
             }
         }
         var summaries: [(GuestSpec, TrafficSummary)] = []
@@ -132,7 +134,7 @@ struct Demo: ParsableCommand {
         let wallSeconds = Double(Clock.monotonicNanoseconds() - wallStart) / 1e9
         let hostCPU = Double(EngineThread.cpuNanoseconds(of: hostThread) - hostCPUStart) / 1e9
         // Every guest has finished and is holding its vNIC: read the host's counters now.
-        let status = try fetchStatus(socket: socket)
+        let status = try admin.status()
         for (_, process, _, input, _) in running {
             try? input.fileHandleForWriting.close()
             process.waitUntilExit()
@@ -190,16 +192,15 @@ struct Demo: ParsableCommand {
     }
 
     /// What `npa vnic switch-in/out` does.
-    static func adminSwitch(socket path: String, vnic: String, toPassthrough: Bool) -> String {
-        guard let socket = try? SeqPacketSocket.connect(path: path),
-            (try? socket.send(ControlMessage.adminSwitch(vnic: vnic, toPassthrough: toPassthrough).encode())) != nil,
-            socket.waitReadable(timeoutMilliseconds: 5000), let received = try? socket.receive(),
-            let reply = try? ControlMessage.parse(received.bytes)
-        else { return "no answer from the host" }
-        switch reply {
-        case .ok(let note): return note
-        case .error(_, let message): return "refused: \(message)"
-        default: return "unexpected reply"
+    static func adminSwitch(_ admin: AdminClient, vnic: String, toPassthrough: Bool) -> String {
+        do {
+            return try admin.switchVNIC(name: vnic, toPassthrough: toPassthrough)
+        } catch .refused(_, let message) {
+            return "refused: \(message)"
+        } catch .unreachable, .noAnswer {
+            return "no answer from the host"
+        } catch {
+            return "unexpected reply"
         }
     }
 

@@ -3,6 +3,7 @@ import CNPAShim
 import Foundation
 import Glibc
 import Logging
+import NPAControlProtocol
 import NPAHost
 import NPASystem
 
@@ -14,11 +15,16 @@ struct Host: ParsableCommand {
         discussion: """
             The socket path must be free or hold a stale socket (one nobody listens on, left by a host that \
             died): a live host or any other file there is refused and left alone. On exit the host removes \
-            the socket only if it is still the one it created.
+            the socket only if it is still the one it created. The same holds for the admin socket, which \
+            `npa status` and `npa vnic` use and guests may not: mode 0600, by default the control socket's \
+            path with ".admin" appended.
             """)
 
     @Option(help: "Path of the control socket guests attach to.")
-    var socket: String = "/tmp/npa.sock"
+    var socket: String = HostSocketPath.defaultControl
+
+    @Option(help: "Path of the admin socket (status, switch, VF reset; mode 0600). Default: the control socket's path + \".admin\".")
+    var adminSocket: String?
 
     @Option(help: "YAML configuration file (see --example-config).")
     var config: String?
@@ -65,7 +71,7 @@ struct Host: ParsableCommand {
         if let (soft, hard) = try? ResourceLimits.openFiles() { logger.info("descriptor limit \(soft) (hard \(hard))") }
         // Refusals of the socket path (a file there, a live host) are one line, exit status 2.
         let daemon: HostDaemon
-        do { daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger) } catch {
+        do { daemon = try HostDaemon(socketPath: socket, adminSocketPath: adminSocket, configuration: configuration, logger: logger) } catch {
             throw CommandFailure("\(error)")
         }
         stopDescriptor = daemon.stopDescriptor

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
@@ -10,6 +11,8 @@ import NPASystem
 final class InProcessHost {
     let daemon: HostDaemon
     let socket: String
+    /// The host's admin socket: status, switches and VF resets.
+    let admin: AdminClient
     let thread: pthread_t
 
     init(label: String, configuration: HostConfiguration) throws {
@@ -17,6 +20,7 @@ final class InProcessHost {
         var logger = Logger(label: "npa.\(label).host")
         logger.logLevel = .warning
         daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger)
+        admin = AdminClient(socketPath: daemon.adminSocketPath)
         let d = daemon
         thread = EngineThread.start(name: "npa-host") {
             do { try d.run() } catch { print("host failed: \(error)") }

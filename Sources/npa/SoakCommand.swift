@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
@@ -115,9 +116,9 @@ struct Soak: ParsableCommand {
         let start = Clock.monotonicNanoseconds()
         for round in 0..<switches {
             // Both guests switch in (even rounds) or out (odd rounds) with traffic in flight both ways.
-            try a.requestSwitch(toPassthrough: round % 2 == 0)
+            try host.admin.switchVNIC(name: a.name, toPassthrough: round % 2 == 0)
             send(a, b, &seqA, count: framesPerSwitch / 2)
-            try b.requestSwitch(toPassthrough: round % 2 == 0)
+            try host.admin.switchVNIC(name: b.name, toPassthrough: round % 2 == 0)
             send(b, a, &seqB, count: framesPerSwitch / 2)
             send(a, b, &seqA, count: framesPerSwitch / 2)
             send(b, a, &seqB, count: framesPerSwitch / 2)

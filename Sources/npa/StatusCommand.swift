@@ -1,37 +1,33 @@
 import ArgumentParser
 import Foundation
+import NPAAdmin
 import NPAControlProtocol
 import NPASystem
 
 struct Status: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List a host's vNICs: name, MAC, mode, link, counters.")
+    static let configuration = CommandConfiguration(
+        abstract: "List a host's vNICs: name, MAC, mode, link, counters.",
+        discussion: "Asks the host's admin socket (mode 0600: run as the host's user); a guest's control connection may not.")
 
-    @Option(help: "The host's control socket.")
-    var host: String = "/tmp/npa.sock"
+    @Option(help: "The host's control socket (the admin socket is derived from it).")
+    var host: String = HostSocketPath.defaultControl
+
+    @Option(help: "The host's admin socket (default: the control socket's path + \".admin\").")
+    var adminSocket: String?
 
     @Flag(help: "Print {\"vnics\": [...]} as JSON.")
     var json = false
 
     func run() throws {
+        let admin = AdminClient(socketPath: adminSocket ?? HostSocketPath.admin(forControl: host))
         let report: StatusReport
         do {
-            report = try fetchStatus(socket: host)
+            report = try admin.status()
         } catch {
-            throw CommandFailure("cannot reach the host at \(host): \(error)")
+            throw CommandFailure("\(error)")
         }
         print(json ? report.json(pretty: true) : StatusTable.render(report))
     }
-}
-
-func fetchStatus(socket path: String) throws -> StatusReport {
-    let socket = try SeqPacketSocket.connect(path: path)
-    try socket.send(ControlMessage.statusRequest.encode())
-    guard socket.waitReadable(timeoutMilliseconds: 5000), let (bytes, _) = try socket.receive() else {
-        throw CommandFailure("the host did not answer")
-    }
-    let reply = try ControlMessage.parse(bytes)
-    guard case .statusReply(let json) = reply else { throw CommandFailure("unexpected reply from the host: \(reply)") }
-    return try StatusReport.decode(json)
 }
 
 /// Renders a status report as a fixed-width table a person can read.
@@ -60,6 +56,7 @@ enum StatusTable {
         if let h = report.host {
             text += "\nconnections: \(h.connections) of \(h.maxConnections); refused at the cap \(h.connectionsRefused), "
                 + "closed without attaching \(h.attachTimeouts), accept out of descriptors \(h.acceptFDExhausted) (limit \(h.fdLimit))"
+                + "\nadmin requests refused on guests' connections (admin_refused): \(h.adminRefused)"
         }
         return text
     }

@@ -1,12 +1,13 @@
 import ArgumentParser
+import NPAAdmin
 import NPAControlProtocol
-import NPASystem
 
 /// `npa vnic switch-in|switch-out NAME`: asks the host to move a vNIC between emulation and a VF.
 /// The host raises DIC; the guest's shell carries the switch out on its next data-path call.
 struct VNIC: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "vnic", abstract: "Switch a vNIC between emulation and passthrough.")
+        commandName: "vnic", abstract: "Switch a vNIC between emulation and passthrough.",
+        discussion: "Asks the host's admin socket (mode 0600: run as the host's user); a guest's control connection may not.")
 
     enum Action: String, ExpressibleByArgument, CaseIterable {
         case switchIn = "switch-in"
@@ -20,25 +21,21 @@ struct VNIC: ParsableCommand {
     @Argument(help: "The vNIC's (guest's) name.")
     var name: String
 
-    @Option(help: "The host's control socket.")
-    var host: String = "/tmp/npa.sock"
+    @Option(help: "The host's control socket (the admin socket is derived from it).")
+    var host: String = HostSocketPath.defaultControl
+
+    @Option(help: "The host's admin socket (default: the control socket's path + \".admin\").")
+    var adminSocket: String?
 
     func run() throws {
-        let socket: SeqPacketSocket
+        let admin = AdminClient(socketPath: adminSocket ?? HostSocketPath.admin(forControl: host))
         do {
-            socket = try SeqPacketSocket.connect(path: host)
+            switch action {
+            case .resetVF: print(try admin.resetVF(name: name))
+            case .switchIn, .switchOut: print(try admin.switchVNIC(name: name, toPassthrough: action == .switchIn))
+            }
         } catch {
-            throw CommandFailure("cannot reach the host at \(host): \(error)")
-        }
-        let request: ControlMessage = action == .resetVF ? .adminResetVF(vnic: name) : .adminSwitch(vnic: name, toPassthrough: action == .switchIn)
-        try socket.send(request.encode())
-        guard socket.waitReadable(timeoutMilliseconds: 5000), let (bytes, _) = try socket.receive() else {
-            throw CommandFailure("the host did not answer")
-        }
-        switch try ControlMessage.parse(bytes) {
-        case .ok(let note): print(note)
-        case .error(_, let message): throw CommandFailure(message)
-        default: throw CommandFailure("unexpected reply from the host")
+            throw CommandFailure("\(error)")
         }
     }
 }

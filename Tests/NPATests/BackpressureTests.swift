@@ -1,4 +1,5 @@
 import Foundation
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
@@ -81,8 +82,8 @@ import Testing
         let a = try attach(host, "a", mac: "02:00:00:00:e0:01", queues: 1, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:e0:02", queues: 1, memoryMiB: 32)
         // A switch requested by the guest is carried out on its next data-path call.
-        if senderOnVF { try a.requestSwitch(toPassthrough: true); _ = a.reclaimTransmitted() }
-        if receiverOnVF { try b.requestSwitch(toPassthrough: true); _ = b.reclaimTransmitted() }
+        if senderOnVF { try host.admin.switchVNIC(name: a.name, toPassthrough: true); _ = a.reclaimTransmitted() }
+        if receiverOnVF { try host.admin.switchVNIC(name: b.name, toPassthrough: true); _ = b.reclaimTransmitted() }
         #expect(a.mode == (senderOnVF ? "passthrough" : "emulated") && b.mode == (receiverOnVF ? "passthrough" : "emulated"))
         try expectHeldBackLosingNothing(3000, from: a, to: b)
     }

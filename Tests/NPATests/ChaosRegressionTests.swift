@@ -1,4 +1,5 @@
 import Foundation
+import NPAAdmin
 import NPAHost
 import NPAShell
 import NPAWorkload
@@ -27,7 +28,7 @@ import Testing
             b = try attach(host, "b", mac: "02:00:00:00:c1:02", queues: 1, ringSize: 1024, memoryMiB: 32)
             c = try attach(host, "c", mac: "02:00:00:00:c1:03", queues: 1, ringSize: 1024, memoryMiB: 32)
             for nic in [b, c] {
-                try nic.requestSwitch(toPassthrough: true)
+                try host.admin.switchVNIC(name: nic.name, toPassthrough: true)
                 _ = nic.reclaimTransmitted()
             }
         }
@@ -47,7 +48,7 @@ import Testing
         }
 
         var vfOfB: Int? {
-            (try? b.hostStatus().vnics.first { $0.name == "b" }?.vf)??.split(separator: "f").last.flatMap { Int($0) }
+            (try? host.admin.status().vnics.first { $0.name == "b" }?.vf)??.split(separator: "f").last.flatMap { Int($0) }
         }
     }
 
@@ -101,7 +102,7 @@ import Testing
         let nic = try #require(t.host.daemon.nics.first)
         // The host resets b's VF; b makes no data-path call (so does not switch out) until the
         // host has dealt with the frames sent to it meanwhile.
-        try t.b.requestVFReset()
+        try t.host.admin.resetVF(name: t.b.name)
         let holdsBefore = try t.b.deviceCounters()["sender_holds"] ?? 0
         total += t.burstToB()
         #expect(t.c.flush(timeoutMilliseconds: 10_000))
@@ -119,7 +120,7 @@ import Testing
         #expect(drops.isEmpty)
         #expect(t.atB.duplicates == 0 && t.atB.outOfOrder == 0 && t.atB.invalid == 0)
         #expect(t.a.flush(timeoutMilliseconds: 10_000))
-        let status = try t.b.hostStatus().vnics.first { $0.name == "b" }
+        let status = try t.host.admin.status().vnics.first { $0.name == "b" }
         #expect(status?.lastSwitchError == "VF reset by the host")
     }
 }

@@ -27,6 +27,8 @@ import Testing
         .adminResetVF(vnic: "beta"),
         .switchInFailed(reason: "plugin image does not load"),
         .pluginFault(reason: "VF disabled under the plugin"),
+        .peerQuery(mac: MACAddress(value: 0x0200_0000_0002)),
+        .peerReply(mac: MACAddress(value: 0x0200_0000_0002), active: true),
     ]
 
     @Test(arguments: samples)

@@ -1,3 +1,4 @@
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPARingFormats
@@ -101,7 +102,7 @@ import Testing
             try s.setVLANs([5, 7])
         } throws: { ($0 as? HostRefusal)?.message == "VLAN 7 not allowed for guest 'strict' by host policy" }
         try s.setVLANs([5])
-        let status = try s.hostStatus()
+        let status = try host.admin.status()
         #expect(status.vnics.first?.mac == "02:00:00:00:01:02")
     }
 
@@ -177,7 +178,7 @@ import Testing
         defer { host2.stop() }
         let b = try attach(host2, "b")
         #expect(b.send([ethernetFrame(to: MACAddress("02:77:77:77:77:77")!, from: b.mac)]) == 1)
-        #expect(try eventually { try b.hostStatus().uplink?.framesOut == 1 })
+        #expect(try eventually { try host2.admin.status().uplink?.framesOut == 1 })
         #expect(try b.deviceCounters()["drop_unknown_destination"] == 0)
     }
 

@@ -1,3 +1,4 @@
+import NPAAdmin
 import NPAControlProtocol
 import NPAShell
 import Testing
@@ -26,7 +27,7 @@ import Testing
             #expect(try eventually { try small.deviceCounters()["drop_rx_frame_too_long"] == UInt64(round * 30) })
             #expect(drain(small).isEmpty)
         }
-        #expect(try small.hostStatus().vnics.first { $0.name == "small" }?.state == "active")
+        #expect(try host.admin.status().vnics.first { $0.name == "small" }?.state == "active")
         let f = ethernetFrame(to: small.mac, from: peer.mac)
         #expect(peer.send([f]) == 1)
         #expect(receiveFrames(small, count: 1) == [f])

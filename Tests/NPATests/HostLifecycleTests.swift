@@ -1,4 +1,5 @@
 import Foundation
+import NPAAdmin
 import Logging
 import NPAControlProtocol
 import NPAHost
@@ -17,11 +18,13 @@ import Testing
     /// the end of the test whatever happens (`defer { host.end() }`).
     final class HostProcess {
         let socketPath: String
+        let admin: AdminClient
         let process: NPAProcess
         private let configPath: String?
 
         init(config: String? = nil, extraArguments: [String] = []) throws {
             socketPath = TestHost.freshSocketPath()
+            admin = AdminClient(controlSocket: socketPath)
             var arguments = ["host", "--socket", socketPath, "--log-level", "error"] + extraArguments
             if let config {
                 let path = socketPath + ".yaml"
@@ -63,15 +66,9 @@ import Testing
         return try VirtualNIC.attach(hostSocket: socketPath, configuration: c)
     }
 
-    /// `npa status` over a fresh connection, as the CLI asks it; nil if it is not answered.
+    /// `npa status` over a fresh admin connection, as the CLI asks it; nil if it is not answered.
     func freshStatus(_ socketPath: String) -> StatusReport? {
-        guard let socket = try? SeqPacketSocket.connect(path: socketPath) else { return nil }
-        guard (try? socket.send(ControlMessage.statusRequest.encode())) != nil,
-            socket.waitReadable(timeoutMilliseconds: 5000),
-            let received = try? socket.receive(),
-            case .statusReply(let json)? = try? ControlMessage.parse(received.bytes)
-        else { return nil }
-        return try? StatusReport.decode(json)
+        try? AdminClient(controlSocket: socketPath).status()
     }
 
     /// Runs `npa ARGUMENTS` that should exit by itself (a refused host); kills it if it is still
@@ -177,7 +174,7 @@ import Testing
             Issue.record("expected HostGone, got \(error)")
         }
         #expect(nic.isHostGone)
-        #expect(throws: HostGone.self) { try nic.hostStatus() }
+        #expect(throws: HostGone.self) { _ = try nic.waitForPeer(MACAddress("02:00:00:00:00:99")!, timeoutMilliseconds: 0) }
     }
 
     @Test func aGuestNoticesItsInProcessHostStopped() throws {
@@ -234,7 +231,7 @@ import Testing
         #expect(out.stderr.contains("a host is already listening on it"), "\(out.stderr)")
         #expect(inode(first.socketPath) == before)
         let nic = try attachGuest(first.socketPath, "still-here")
-        #expect(try nic.hostStatus().vnics.map(\.name) == ["still-here"])
+        #expect(try first.admin.status().vnics.map(\.name) == ["still-here"])
     }
 
     @Test func aStaleSocketIsReplaced() throws {
@@ -249,7 +246,7 @@ import Testing
         let host = try TestHost(socketPath: path)
         defer { host.stop() }
         let nic = try attachGuest(path, "after-stale")
-        #expect(try nic.hostStatus().vnics.count == 1)
+        #expect(try host.admin.status().vnics.count == 1)
     }
 
     @Test func anExitingHostLeavesAnotherHostsSocketAlone() throws {
@@ -257,17 +254,21 @@ import Testing
         defer { unlink(path) }
         let old = try TestHost(socketPath: path)
         defer { old.stop() }
-        // Someone removed the old host's file and a new host took the path.
+        // Someone removed the old host's files and a new host took the paths.
+        let adminPath = old.adminSocketPath
         unlink(path)
+        unlink(adminPath)
         let new = try TestHost(socketPath: path)
         defer { new.stop() }
-        let newInode = inode(path)
+        let newInode = inode(path), newAdminInode = inode(adminPath)
         old.stop()
         #expect(inode(path) == newInode, "the old host deleted the new host's socket")
+        #expect(inode(adminPath) == newAdminInode, "the old host deleted the new host's admin socket")
         let nic = try attachGuest(path, "on-new")
-        #expect(try nic.hostStatus().vnics.map(\.name) == ["on-new"])
+        #expect(try new.admin.status().vnics.map(\.name) == ["on-new"])
         new.stop()
         #expect(inode(path) == nil, "a host removes its own socket on exit")
+        #expect(inode(adminPath) == nil, "a host removes its own admin socket on exit")
     }
 
     // MARK: Defect 8: connections and descriptors
@@ -286,7 +287,7 @@ import Testing
         } catch let refusal as HostRefusal {
             #expect(refusal.message.contains("max_connections 3"), "\(refusal)")
         }
-        #expect(try a.hostStatus().host?.connectionsRefused == 1)
+        #expect(try host.admin.status().host?.connectionsRefused == 1)
         let f = ethernetFrame(to: b.mac, from: a.mac)
         #expect(a.send([f]) == 1)
         #expect(receiveFrames(b, count: 1) == [f])
@@ -316,7 +317,7 @@ import Testing
         }
         // The guest that attached in time (and was accepted before the idle one, so its
         // deadline passed first) is still there.
-        let status = try a.hostStatus()
+        let status = try host.admin.status()
         #expect(status.vnics.map(\.name) == ["a"])
         #expect(status.host?.attachTimeouts == 1)
     }
@@ -332,7 +333,7 @@ import Testing
         let b = try attachGuest(host.socketPath, "b", mac: "02:00:00:00:00:0b")
         var idle: [SeqPacketSocket] = []
         defer { idle.removeAll() }
-        func exhausted() -> Bool { (try? a.hostStatus().host?.acceptFDExhausted) ?? 0 > 0 }
+        func exhausted() -> Bool { (try? host.admin.status().host?.acceptFDExhausted) ?? 0 > 0 }
         // Open connections until the host says it ran out (or the backlog is full: then it has
         // certainly run out, and says so once it next tries to accept).
         while !exhausted() && idle.count < 500 {
@@ -349,6 +350,6 @@ import Testing
         idle.removeAll()
         #expect(eventually { freshStatus(host.socketPath) != nil })
         #expect(freshStatus(host.socketPath)?.host?.acceptFDExhausted ?? 0 > 0)
-        #expect(try a.hostStatus().vnics.count == 2)
+        #expect(try host.admin.status().vnics.count == 2)
     }
 }

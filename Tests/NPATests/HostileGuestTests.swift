@@ -1,3 +1,4 @@
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPARingFormats
@@ -54,7 +55,7 @@ import Testing
         #expect(try evil.deviceCounters()["tx_frames"] == 0)
         #expect(goodPairStillWorks(host, good1, good2))
         #expect(goodPairStillWorks(host, good2, good1))
-        #expect(try good1.hostStatus().vnics.first { $0.name == "evil" }?.state == "active")
+        #expect(try host.admin.status().vnics.first { $0.name == "evil" }?.state == "active")
     }
 
     @Test func aDescriptorWithTheWrongGenerationIsNotConsumed() throws {
@@ -69,8 +70,8 @@ import Testing
         writeTx(evil, slot: 0, address: buffer, length: UInt32(frame.count), generation: 0, eop: true)
         evil.kickForTesting()
         // Prove the device looked (a status round trip is handled after a data-path pass) and left it.
-        _ = try evil.hostStatus()
-        _ = try evil.hostStatus()
+        _ = try host.admin.status()
+        _ = try host.admin.status()
         #expect(try evil.deviceCounters()["tx_frames"] == 0)
         #expect(drain(peer).isEmpty)
         // Handing it over (gen 1) delivers it exactly once.
@@ -104,7 +105,7 @@ import Testing
         #expect {
             _ = try evil.writeRegister(.cmd, VMXNET3.Command.activateDevice.rawValue)
         } throws: { ($0 as? HostRefusal)?.message == "ACTIVATE refused: \(reason)" }
-        #expect(try evil.hostStatus().vnics.first { $0.name == "evil" }?.state == "reset")
+        #expect(try host.admin.status().vnics.first { $0.name == "evil" }?.state == "reset")
         #expect(goodPairStillWorks(host, good1, good2))
     }
 
@@ -130,17 +131,17 @@ import Testing
         // One lap of the 256-entry ring with bad addresses: 256 faults reach the limit.
         for slot in 0..<256 { writeTx(evil, slot: slot, address: size + 1, length: 64, generation: 1, eop: true) }
         evil.kickForTesting()
-        #expect(try eventually { try evil.hostStatus().vnics.first { $0.name == "evil" }?.state == "error" })
+        #expect(try eventually { try host.admin.status().vnics.first { $0.name == "evil" }?.state == "error" })
         // In the error state the device takes no more descriptors: a second lap is ignored.
         for slot in 0..<256 { writeTx(evil, slot: slot, address: size + 1, length: 64, generation: 0, eop: true) }
         evil.kickForTesting()
-        _ = try evil.hostStatus()  // two round trips: the host ran at least one data-path pass between them
-        _ = try evil.hostStatus()
+        _ = try host.admin.status()  // two round trips: the host ran at least one data-path pass between them
+        _ = try host.admin.status()
         #expect(try evil.deviceCounters()["drop_bad_descriptor"] == 256)
         // The guest can recover the way a vmxnet3 driver does: RESET, then ACTIVATE.
         _ = try evil.writeRegister(.cmd, VMXNET3.Command.resetDevice.rawValue)
         _ = try evil.writeRegister(.cmd, VMXNET3.Command.activateDevice.rawValue)
-        #expect(try evil.hostStatus().vnics.first { $0.name == "evil" }?.state == "active")
+        #expect(try host.admin.status().vnics.first { $0.name == "evil" }?.state == "active")
         #expect(goodPairStillWorks(host, good1, good2))
     }
 }
@@ -193,7 +194,7 @@ import Testing
             }
         }
         #expect(activations > 20)  // the garbage really reached the data path, not just ACTIVATE's checks
-        let status = try good1.hostStatus()
+        let status = try host.admin.status()
         #expect(status.vnics.count == 3)
         #expect(status.vnics.first { $0.name == "g2" }?.counters["rx_frames"] == 10)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import NPAAdmin
 import FoundationXML
 import NPAControlProtocol
 import NPAHost
@@ -83,10 +84,10 @@ import Testing
         let a = try attach(host, "a"), b = try attach(host, "b")
         let doomed = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "doomed", "--count", "1000000", "--timeout", "600"])
         #expect(doomed.waitUntilAttached())
-        #expect(try a.hostStatus().vnics.contains { $0.name == "doomed" })
+        #expect(try host.admin.status().vnics.contains { $0.name == "doomed" })
         doomed.kill()
         _ = doomed.finish()
-        #expect(try eventually { try !a.hostStatus().vnics.contains { $0.name == "doomed" } })
+        #expect(try eventually { try !host.admin.status().vnics.contains { $0.name == "doomed" } })
         let f = ethernetFrame(to: b.mac, from: a.mac)
         #expect(a.send([f]) == 1)
         #expect(receiveFrames(b, count: 1) == [f])

@@ -1,5 +1,6 @@
 import CNPAPluginABI
 import Foundation
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPANICModel
@@ -100,7 +101,7 @@ import Testing
         let tx = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: jumbo)
         let rx = try attach(host, "small", mac: "02:00:00:00:c1:02", ringSize: 256, memoryMiB: 8)
         for (nic, onVF) in [(tx, senderOnVF), (rx, receiverOnVF)] where onVF {
-            try nic.requestSwitch(toPassthrough: true)
+            try host.admin.switchVNIC(name: nic.name, toPassthrough: true)
             _ = nic.reclaimTransmitted()  // the next data-path call carries the switch out
             #expect(nic.mode == "passthrough", "\(nic.lastSwitchError ?? "")")
         }
@@ -141,7 +142,7 @@ import Testing
         for (k, v) in dropsBefore { delta[k, default: 0] -= v }
         #expect(delta.filter { $0.value > 0 } == [reason: UInt64(oversize)])
         #expect(rx.mode == (receiverOnVF ? "passthrough" : "emulated"))
-        #expect(try rx.hostStatus().vnics.first { $0.name == "small" }?.state == "active")
+        #expect(try host.admin.status().vnics.first { $0.name == "small" }?.state == "active")
     }
 
     /// The PF driver programs each VF RX queue's buffer size from the guest's MTU (MTU + 18, which
@@ -158,10 +159,10 @@ import Testing
         let big = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: jumbo)
         let small = try attach(host, "small", mac: "02:00:00:00:c2:02", queues: 2, ringSize: 256)
         for (guest, name, expected) in [(big, "jumbo", UInt32(9018)), (small, "small", UInt32(1518))] {
-            try guest.requestSwitch(toPassthrough: true)
+            try host.admin.switchVNIC(name: guest.name, toPassthrough: true)
             _ = guest.reclaimTransmitted()
             #expect(guest.mode == "passthrough", "\(guest.lastSwitchError ?? "")")
-            let vf = try #require(guest.hostStatus().vnics.first { $0.name == name }?.vf?.split(separator: "f").last.flatMap { Int($0) })
+            let vf = try #require(host.admin.status().vnics.first { $0.name == name }?.vf?.split(separator: "f").last.flatMap { Int($0) })
             let registers = try #require(host.daemon.nics.first).vfs[vf].registers.base
             for q in 0..<2 {
                 #expect(registers.load(fromByteOffset: Int(NPA_VF_REG_RX_BUFFER_SIZE(UInt32(q))), as: UInt32.self) == expected, "\(name) queue \(q)")

@@ -1,4 +1,5 @@
 import Foundation
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
@@ -15,8 +16,8 @@ import Testing
         return try TestHost(configuration: config)
     }
 
-    func status(_ nic: VirtualNIC, _ name: String) throws -> StatusReport.VNIC? {
-        try nic.hostStatus().vnics.first { $0.name == name }
+    func status(_ host: TestHost, _ name: String) throws -> StatusReport.VNIC? {
+        try host.admin.status().vnics.first { $0.name == name }
     }
 
     @Test func aSwitchInTheGuestNeverAnswersIsAbandonedAndItsVFReleased() throws {
@@ -25,14 +26,14 @@ import Testing
         let a = try attach(host, "a", mac: "02:00:00:00:a1:01", queues: 1, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:a1:02", queues: 1, memoryMiB: 32)
         // The admin asks; `a` makes no data-path call from here on, so it never sees DIC.
-        #expect(Demo.adminSwitch(socket: host.socketPath, vnic: "a", toPassthrough: true).contains("started"))
-        #expect(try status(b, "a")?.switchPending?.hasPrefix("switch-in") == true)
-        #expect(try eventually { try status(b, "a")?.switchPending == nil })
-        let a1 = try status(b, "a")
+        #expect(Demo.adminSwitch(host.admin, vnic: "a", toPassthrough: true).contains("started"))
+        #expect(try status(host, "a")?.switchPending?.hasPrefix("switch-in") == true)
+        #expect(try eventually { try status(host, "a")?.switchPending == nil })
+        let a1 = try status(host, "a")
         #expect(a1?.mode == "emulated" && a1?.vf == nil)
         #expect(a1?.lastSwitchError?.hasPrefix("switch-in timed out") == true, "\(String(describing: a1?.lastSwitchError))")
         // The only VF is free again: b can have it.
-        try b.requestSwitch(toPassthrough: true)
+        try host.admin.switchVNIC(name: b.name, toPassthrough: true)
         _ = b.reclaimTransmitted()
         #expect(b.mode == "passthrough")
         // `a` runs again: it finds nothing to switch, stays emulated, and its traffic flows.
@@ -47,12 +48,12 @@ import Testing
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:a2:01", queues: 1, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:a2:02", queues: 1, memoryMiB: 32)
-        try a.requestSwitch(toPassthrough: true)
+        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
         _ = a.reclaimTransmitted()
         #expect(a.mode == "passthrough")
-        #expect(Demo.adminSwitch(socket: host.socketPath, vnic: "a", toPassthrough: false).contains("started"))
-        #expect(try eventually { try status(b, "a")?.switchPending == nil })
-        let a1 = try status(b, "a")
+        #expect(Demo.adminSwitch(host.admin, vnic: "a", toPassthrough: false).contains("started"))
+        #expect(try eventually { try status(host, "a")?.switchPending == nil })
+        let a1 = try status(host, "a")
         #expect(a1?.mode == "passthrough" && a1?.vf != nil)
         #expect(a1?.lastSwitchError?.hasPrefix("switch-out timed out") == true, "\(String(describing: a1?.lastSwitchError))")
         let f = ethernetFrame(to: b.mac, from: a.mac)
@@ -60,6 +61,6 @@ import Testing
         #expect(receiveFrames(b, count: 1) == [f])
         #expect(a.mode == "passthrough")
         // Switch-in on a vNIC already in passthrough says so.
-        #expect(Demo.adminSwitch(socket: host.socketPath, vnic: "a", toPassthrough: true) == "refused: already in passthrough")
+        #expect(Demo.adminSwitch(host.admin, vnic: "a", toPassthrough: true) == "refused: already in passthrough")
     }
 }

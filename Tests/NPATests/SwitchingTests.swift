@@ -1,5 +1,6 @@
 import CNPAShim
 import Foundation
+import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPANICModel
@@ -46,7 +47,7 @@ import Testing
             send(a, b, &seqA, count: perPhase / 2)
             send(b, a, &seqB, count: perPhase / 2)
             // Switch with frames in flight both ways.
-            try b.requestSwitch(toPassthrough: round % 2 == 0)
+            try host.admin.switchVNIC(name: b.name, toPassthrough: round % 2 == 0)
             send(a, b, &seqA, count: perPhase / 2)
             send(b, a, &seqB, count: perPhase / 2)
             #expect(b.mode == (round % 2 == 0 ? "passthrough" : "emulated"), "round \(round): \(b.lastSwitchError ?? "")")
@@ -68,7 +69,7 @@ import Testing
         #expect(b.flush(timeoutMilliseconds: 10_000))
         // Pool accounting: only the posted RX buffers of the active path are lent out.
         #expect(b.buffersOutstanding == 2 * 1023)
-        let status = try a.hostStatus()
+        let status = try host.admin.status()
         #expect(status.vnics.first { $0.name == "b" }?.mode == "emulated")
     }
 
@@ -77,8 +78,8 @@ import Testing
         defer { host.stop() }
         let g = try attach(host, "locked")
         #expect {
-            try g.requestSwitch(toPassthrough: true)
-        } throws: { ($0 as? HostRefusal)?.message == "passthrough is not allowed for guest 'locked' by host policy" }
+            try host.admin.switchVNIC(name: g.name, toPassthrough: true)
+        } throws: { ($0 as? AdminClient.Failure)?.description == "passthrough is not allowed for guest 'locked' by host policy" }
         #expect(g.mode == "emulated")
     }
 }
@@ -88,8 +89,8 @@ import Testing
         try TestHost(configuration: .withNIC(model: model, policies: policies))
     }
 
-    func switchIn(_ nic: VirtualNIC) throws {
-        try nic.requestSwitch(toPassthrough: true)
+    func switchIn(_ nic: VirtualNIC, on host: TestHost) throws {
+        try host.admin.switchVNIC(name: nic.name, toPassthrough: true)
         _ = nic.reclaimTransmitted()  // the next data-path call carries the switch out
         #expect(nic.mode == "passthrough", "\(nic.lastSwitchError ?? "")")
     }
@@ -101,8 +102,8 @@ import Testing
         let host = try host(model: model)
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:a0:01"), b = try attach(host, "b", mac: "02:00:00:00:a0:02")
-        try switchIn(a)
-        try switchIn(b)
+        try switchIn(a, on: host)
+        try switchIn(b, on: host)
         let before = try a.deviceCounters()
         let frames = (0..<200).map { ethernetFrame(to: b.mac, from: a.mac, payload: [UInt8($0)] + Array(repeating: 0, count: 100)) }
         var got: [[UInt8]] = []
@@ -115,7 +116,7 @@ import Testing
         let after = try a.deviceCounters()
         #expect(after["tx_frames"] == before["tx_frames"])
         #expect(try b.deviceCounters()["rx_frames"] == 0)
-        let status = try a.hostStatus()
+        let status = try host.admin.status()
         let sa = status.vnics.first { $0.name == "a" }, sb = status.vnics.first { $0.name == "b" }
         #expect(sa?.mode == "passthrough")
         #expect(sa?.plugin == (model == "npa-cq" ? "npa-cq-swift 1.0" : "npa-dring 1.0"))
@@ -134,8 +135,8 @@ import Testing
         ])
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:b0:01"), b = try attach(host, "b", mac: "02:00:00:00:b0:02")
-        try switchIn(a)
-        try switchIn(b)
+        try switchIn(a, on: host)
+        try switchIn(b, on: host)
         #expect {
             try a.setMAC(MACAddress("02:00:00:00:66:66")!)
         } throws: { ($0 as? HostRefusal)?.isPolicyRefusal == true }
@@ -157,7 +158,7 @@ import Testing
         let spoofed = ethernetFrame(to: b.mac, from: MACAddress("02:00:00:00:b0:01")!)
         #expect(a.send([spoofed]) == 1)
         #expect(a.flush(timeoutMilliseconds: 10_000))
-        #expect(try eventually { try a.hostStatus().vnics.first { $0.name == "a" }?.counters["vf_spoofed_drops"] == 1 })
+        #expect(try eventually { try host.admin.status().vnics.first { $0.name == "a" }?.counters["vf_spoofed_drops"] == 1 })
         #expect(b.receive(maxFrames: 4, timeoutMilliseconds: 0).isEmpty)
     }
 }
@@ -194,14 +195,14 @@ import Testing
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:d0:01", ringSize: 1024, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:d0:02", ringSize: 1024, memoryMiB: 32)
-        try a.requestSwitch(toPassthrough: true)
+        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
         _ = a.reclaimTransmitted()
         #expect(a.mode == "passthrough")
         let total = 2000
         var atA = FlowVerifier(), atB = FlowVerifier()
         var sentA = 0, sentB = 0
         while sentA < total || sentB < total {
-            if sentA == total / 2 && a.mode == "passthrough" { try a.requestVFReset() }
+            if sentA == total / 2 && a.mode == "passthrough" { try host.admin.resetVF(name: a.name) }
             if sentA < total {
                 let first = sentA
                 sentA += a.transmit(count: min(20, total - sentA)) { i, buf in
@@ -230,11 +231,11 @@ import Testing
         #expect(UInt64(atB.unique) + toldB == UInt64(total), "received \(atB.unique), told \(dropsB)")
         #expect(atB.duplicates == 0 && atB.outOfOrder == 0)
         let ca = try a.deviceCounters().filter { $0.value > 0 }, cb = try b.deviceCounters().filter { $0.value > 0 }
-        let up = try a.hostStatus().uplink
+        let up = try host.admin.status().uplink
         #expect(UInt64(atA.unique) + toldA == UInt64(total),
                 "received \(atA.unique) (invalid \(atA.invalid)), told \(dropsA), b sent \(sentB), a: \(ca), b: \(cb), uplink \(String(describing: up)), switchError \(a.lastSwitchError ?? "-")")
         #expect(atA.duplicates == 0 && atA.outOfOrder == 0)
-        let status = try a.hostStatus().vnics.first { $0.name == "a" }
+        let status = try host.admin.status().vnics.first { $0.name == "a" }
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError == "VF reset by the host")
     }
@@ -250,11 +251,11 @@ import Testing
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:f0:01", queues: 1, ringSize: 1024, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:f0:02", queues: 1, ringSize: 1024, memoryMiB: 32)
-        try a.requestSwitch(toPassthrough: true)
+        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
         _ = a.reclaimTransmitted()
         #expect(a.mode == "passthrough")
         let nic = try #require(host.daemon.nics.first)
-        let vf = try #require(try a.hostStatus().vnics.first { $0.name == "a" }?.vf?.split(separator: "f").last.flatMap { Int($0) })
+        let vf = try #require(try host.admin.status().vnics.first { $0.name == "a" }?.vf?.split(separator: "f").last.flatMap { Int($0) })
         let total = 2000
         var atB = FlowVerifier()
         var sent = 0
@@ -274,7 +275,7 @@ import Testing
         #expect(a.mode == "emulated")
         #expect(UInt64(atB.unique) + drops.values.reduce(0, +) == UInt64(total), "received \(atB.unique), told \(drops)")
         #expect(atB.duplicates == 0 && atB.outOfOrder == 0)
-        let status = try a.hostStatus().vnics.first { $0.name == "a" }
+        let status = try host.admin.status().vnics.first { $0.name == "a" }
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError == "plugin fault: VF disabled under the plugin")
         #expect(a.switchLog.contains { $0.contains("plugin fault") })
@@ -292,19 +293,19 @@ import Testing
         let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 1, pluginDirectory: dir.path))
         defer { host.stop() }
         let a = try attach(host, "a"), b = try attach(host, "b")
-        try a.requestSwitch(toPassthrough: true)
+        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
         _ = a.reclaimTransmitted()
         #expect(a.mode == "emulated")
         #expect(a.lastSwitchError?.hasPrefix("plugin image does not load") == true)
         #expect(a.switchLog.last?.contains("switch failed, staying emulated") == true)
-        let status = try a.hostStatus().vnics.first { $0.name == "a" }
+        let status = try host.admin.status().vnics.first { $0.name == "a" }
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError?.hasPrefix("guest: plugin image does not load") == true)
         // Still working, and the only VF is free again for the next guest.
         let f = ethernetFrame(to: b.mac, from: a.mac)
         #expect(a.send([f]) == 1)
         #expect(receiveFrames(b, count: 1) == [f])
-        try b.requestSwitch(toPassthrough: true)  // would throw "no free VF" if the VF leaked
+        try host.admin.switchVNIC(name: b.name, toPassthrough: true)  // would throw "no free VF" if the VF leaked
     }
 }
 
@@ -358,7 +359,7 @@ import Testing
             g.receive(maxFrames: 256, timeoutMilliseconds: 10) { verifier.record($0.bytes) }
             cnpa_store_release_u32(progress, UInt32(verifier.unique))
             if verifier.unique >= nextSwitch && verifier.unique < total {
-                try g.requestSwitch(toPassthrough: g.mode == "emulated")
+                try host.admin.switchVNIC(name: g.name, toPassthrough: g.mode == "emulated")
                 switches += 1
                 nextSwitch += switchEvery
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NPAAdmin
 import NPAHost
 import NPASystem
 
@@ -7,6 +8,9 @@ import NPASystem
 final class TestHost: @unchecked Sendable {
     let daemon: HostDaemon
     let socketPath: String
+    /// The admin socket and its client: status, switches and VF resets go there.
+    var adminSocketPath: String { daemon.adminSocketPath }
+    let admin: AdminClient
     private var thread: pthread_t?
 
     init(configuration: HostConfiguration = HostConfiguration(), socketPath: String? = nil, label: String = #function) throws {
@@ -21,6 +25,7 @@ final class TestHost: @unchecked Sendable {
         var logger = Logger(label: "npa.test.host")
         logger.logLevel = ProcessInfo.processInfo.environment["NPA_TEST_LOG"] != nil ? .debug : .critical
         daemon = try HostDaemon(socketPath: self.socketPath, configuration: configuration, logger: logger)
+        admin = AdminClient(socketPath: daemon.adminSocketPath)
         let d = daemon
         thread = EngineThread.start(name: "npa-host") {
             do { try d.run() } catch { print("host failed: \(error)") }

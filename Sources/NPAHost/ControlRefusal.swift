@@ -1,0 +1,90 @@
+import NPAControlProtocol
+import NPARingFormats
+
+/// Every refusal the host's control server sends a guest or an administrator, typed. `code` is
+/// the one place a wire code (`ControlMessage.ErrorCode`) is chosen for a refusal: callers say
+/// what went wrong, never which number it is. (Device emulation's register and command answers
+/// still carry their own codes: they are the device's ABI, see `EmulatedDevice.CommandOutcome`.)
+enum ControlRefusal: Error, Equatable, CustomStringConvertible {
+    /// A policy or host-state rule refused it (`Admission`).
+    case admission(AdmissionRefusal)
+    /// The PF driver would not take, or could not finish, a switch step.
+    case switching(SwitchRefusal)
+    /// The datagram did not parse.
+    case malformed(String)
+    /// A message a guest never sends (a reply type, an `.ok`).
+    case unexpectedMessage
+    /// An administrative request on a guest's connection.
+    case administrativeOnGuestConnection
+    /// A guest's message on the admin socket.
+    case guestMessageOnAdminSocket
+    /// A vNIC request before attach.
+    case notAttached
+    case onlyBAR1
+    case noSuchVNIC(String)
+    // Attach.
+    case alreadyAttached
+    case interruptVectors(Int)
+    case descriptorCount(expected: Int, vectors: Int, got: Int)
+    case invalidGuestName
+    case guestNameInUse(String)
+    case guestMemory(String)
+    case vnicCreation(String)
+    // Connections.
+    case connectionCap(open: Int, max: Int)
+    case adminConnectionCap(open: Int, max: Int)
+    case attachTimeout(seconds: Double)
+    case messageTooLarge(String)
+
+    var code: UInt32 {
+        switch self {
+        case .admission(let refusal):
+            switch refusal {
+            case .macNotAllowed, .vlansNotAllowed, .promiscuousNotAllowed, .passthroughNotAllowed: ControlMessage.ErrorCode.refusedByPolicy
+            case .macInUse: ControlMessage.ErrorCode.invalidState
+            case .noFreeAllowedMAC: ControlMessage.ErrorCode.resourceExhausted
+            }
+        case .switching(.admission(let refusal)): ControlRefusal.admission(refusal).code
+        case .switching: ControlMessage.ErrorCode.invalidState
+        case .malformed, .unexpectedMessage: ControlMessage.ErrorCode.malformed
+        case .administrativeOnGuestConnection, .guestMessageOnAdminSocket: ControlMessage.ErrorCode.notPermitted
+        case .notAttached: ControlMessage.ErrorCode.notAttached
+        case .onlyBAR1, .noSuchVNIC, .interruptVectors, .descriptorCount, .invalidGuestName, .guestMemory: ControlMessage.ErrorCode.invalidArgument
+        case .alreadyAttached, .guestNameInUse, .attachTimeout: ControlMessage.ErrorCode.invalidState
+        case .vnicCreation, .connectionCap, .adminConnectionCap, .messageTooLarge: ControlMessage.ErrorCode.resourceExhausted
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .admission(let refusal): refusal.description
+        case .switching(let refusal): refusal.description
+        case .malformed(let detail): "malformed message: \(detail)"
+        case .unexpectedMessage: "unexpected message from a guest"
+        case .administrativeOnGuestConnection: "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"
+        case .guestMessageOnAdminSocket: "the admin socket takes only status, switch and VF-reset requests; guests attach on the control socket"
+        case .notAttached: "this connection has no vNIC: attach first"
+        case .onlyBAR1: "only BAR1 registers are reached through the control channel"
+        case .noSuchVNIC(let name): "no vNIC named '\(name)'"
+        case .alreadyAttached: "this connection already has a vNIC"
+        case .interruptVectors(let n): "interrupt vectors must be 1...\(VMXNET3.RegisterPage.maximumVectors), got \(n)"
+        case .descriptorCount(let expected, let vectors, let got): "attach needs \(expected) descriptors (memory, doorbell, \(vectors) interrupts), got \(got)"
+        case .invalidGuestName: GuestName.rule
+        case .guestNameInUse(let name): "a guest named '\(name)' is already attached"
+        case .guestMemory(let detail): "guest memory must be a memfd of 1 MiB to 16 GiB: \(detail)"
+        case .vnicCreation(let detail): "could not create the vNIC: \(detail)"
+        case .connectionCap(let open, let max): "the host has \(open) connections open (max_connections \(max)); try again later"
+        case .adminConnectionCap(let open, let max): "the host has \(open) admin connections open (at most \(max)); try again later"
+        case .attachTimeout(let seconds): "no vNIC attached within \(seconds) s (attach_timeout): closing"
+        case .messageTooLarge(let detail): "the host could not take this message and its descriptors (\(detail))"
+        }
+    }
+
+    /// The refusal as the control protocol's error reply.
+    var reply: ControlMessage { .error(code: code, message: description) }
+}
+
+extension AdmissionRefusal {
+    /// Its wire code, as `ControlRefusal` chooses it.
+    var code: UInt32 { ControlRefusal.admission(self).code }
+}

@@ -1,0 +1,379 @@
+import CNPAShim
+import Logging
+import NPAControlProtocol
+import NPANICModel
+import NPARingFormats
+import NPASystem
+import SystemPackage
+
+/// The host's control server: its connections, guests' and administrators', and what each may
+/// ask. A guest's connection attaches one vNIC (memory and eventfds arrive with SCM_RIGHTS) and
+/// then acts only on it: register accesses, its counters, its switch steps, whether a peer is
+/// there. An admin connection (the 0600 admin socket) asks for status, switches and VF resets,
+/// and never attaches. Every refusal is a typed `ControlRefusal`.
+///
+/// It may touch: the connections, the data path's vNIC table (attach, detach), the PF driver
+/// (switch steps), admission (the attach MAC). Only the host's thread calls it, between data
+/// path passes, so device and switch state need no locks.
+final class ControlServer {
+    /// One accepted connection; a guest's holds its vNIC once attached.
+    final class Connection {
+        let id: UInt64
+        let socket: SeqPacketSocket
+        /// Accepted on the admin socket: administrative requests only, never a vNIC.
+        let isAdmin: Bool
+        var device: EmulatedDevice?
+        init(id: UInt64, socket: SeqPacketSocket, isAdmin: Bool) {
+            self.id = id
+            self.socket = socket
+            self.isAdmin = isAdmin
+        }
+    }
+
+    let configuration: HostConfiguration
+    let logger: Logger
+    let adminSocketPath: String
+    private let epoll: Epoll
+    private let dataPath: HostDataPath
+    private let pfDriver: PFDriver
+    private let admission: Admission
+    private(set) var connections: [UInt64: Connection] = [:]
+    private var nextConnectionID: UInt64 = 1
+    private var nextVNICID: UInt32 = 1
+    /// Admin connections open now: capped apart from the guests' (`maxAdminConnections`), so
+    /// guests filling `max_connections` cannot lock the administrator out.
+    private(set) var adminConnectionCount = 0
+    static let maxAdminConnections = 16
+    var guestConnectionCount: Int { connections.count - adminConnectionCount }
+    private(set) var connectionsRefused: UInt64 = 0
+    private(set) var attachTimeouts: UInt64 = 0
+    /// accept() failures for want of descriptors, counted by the event loop.
+    var acceptFDExhausted: UInt64 = 0
+    /// Administrative requests refused on guests' connections.
+    private(set) var adminRefused: UInt64 = 0
+
+    init(configuration: HostConfiguration, adminSocketPath: String, epoll: Epoll, dataPath: HostDataPath, pfDriver: PFDriver, admission: Admission, logger: Logger) {
+        self.configuration = configuration
+        self.adminSocketPath = adminSocketPath
+        self.epoll = epoll
+        self.dataPath = dataPath
+        self.pfDriver = pfDriver
+        self.admission = admission
+        self.logger = logger
+    }
+
+    /// Takes an accepted connection within its cap (`max_connections` for guests,
+    /// `maxAdminConnections` for the admin socket); one over the cap is told why and closed.
+    /// Returns the id of a guest connection, which must attach by its deadline; nil otherwise
+    /// (an admin connection stays as long as its client keeps it: it is the administrator's).
+    func adopt(_ socket: SeqPacketSocket, admin: Bool) -> UInt64? {
+        socket.setNonBlocking()
+        if admin {
+            guard adminConnectionCount < Self.maxAdminConnections else {
+                try? socket.send(ControlRefusal.adminConnectionCap(open: adminConnectionCount, max: Self.maxAdminConnections).reply.encode())
+                return nil
+            }
+        } else if guestConnectionCount >= configuration.maxConnections {
+            // Say why before closing: the client reads this instead of a bare hang-up.
+            connectionsRefused &+= 1
+            let refusal = ControlRefusal.connectionCap(open: guestConnectionCount, max: configuration.maxConnections)
+            try? socket.send(refusal.reply.encode())
+            if connectionsRefused & (connectionsRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
+                logger.warning("connection refused (\(connectionsRefused) so far): \(refusal)")
+            }
+            return nil  // `socket` is released here, which closes it
+        }
+        let c = Connection(id: nextConnectionID, socket: socket, isAdmin: admin)
+        do {
+            try epoll.add(socket.fd, tag: HostEventTag.connection(c.id))
+        } catch {
+            logger.warning("connection dropped: \(error)")
+            return nil
+        }
+        nextConnectionID += 1
+        connections[c.id] = c
+        if admin {
+            adminConnectionCount += 1
+            return nil
+        }
+        return c.id
+    }
+
+    /// Closes the connection `id` if it is still open without a vNIC (its attach deadline passed).
+    func expireAttach(_ id: UInt64) {
+        guard let c = connections[id], c.device == nil else { return }
+        attachTimeouts &+= 1
+        let refusal = ControlRefusal.attachTimeout(seconds: configuration.attachTimeoutSeconds)
+        reply(c, refusal.reply)
+        closeConnection(c, reason: refusal.description)
+    }
+
+    /// Serves the connection `id` (its socket is readable).
+    func serve(connection id: UInt64) {
+        if let c = connections[id] { serve(c) }
+    }
+
+    /// The guest connection holding `old` holds `new` from now on (a device restored in its place).
+    func rebind(_ old: EmulatedDevice, to new: EmulatedDevice) {
+        for c in connections.values where c.device === old { c.device = new }
+    }
+
+    /// Closes every connection (the host is stopping).
+    func closeAll(reason: String) {
+        for c in connections.values { closeConnection(c, reason: reason) }
+    }
+
+    private func serve(_ c: Connection) {
+        while true {
+            let received: (bytes: [UInt8], descriptors: [FileDescriptor])?
+            do {
+                received = try c.socket.receive()
+            } catch let e as SystemCallError where e.errno == .wouldBlock || e.errno == .resourceTemporarilyUnavailable {
+                return
+            } catch let e as SystemCallError where e.errno == .messageTooLong {
+                // The message or its descriptors did not fit; with descriptors, usually because
+                // this process is out of them. Say so before closing.
+                reply(c, ControlRefusal.messageTooLarge("\(e)").reply)
+                closeConnection(c, reason: "receive failed: \(e)")
+                return
+            } catch {
+                closeConnection(c, reason: "receive failed: \(error)")
+                return
+            }
+            guard let (bytes, fds) = received else {
+                closeConnection(c, reason: "peer closed the connection")
+                return
+            }
+            let message: ControlMessage
+            do {
+                message = try ControlMessage.parse(bytes)
+            } catch {
+                for fd in fds { try? fd.close() }
+                reply(c, ControlRefusal.malformed("\(error)").reply)
+                continue
+            }
+            if c.isAdmin {
+                for fd in fds { try? fd.close() }
+                handleAdmin(message, from: c)
+                continue
+            }
+            if case .attach(let request) = message {
+                attach(c, request, fds)
+                continue
+            }
+            for fd in fds { try? fd.close() }
+            if message.isAdministrative {
+                refuseAdministrative(message, from: c)
+                continue
+            }
+            handle(message, from: c)
+            if connections[c.id] == nil { return }
+        }
+    }
+
+    func reply(_ c: Connection, _ message: ControlMessage, descriptors: [FileDescriptor] = []) {
+        do {
+            try c.socket.send(message.encode(), descriptors: descriptors)
+        } catch {
+            logger.debug("reply to connection \(c.id) failed: \(error)")
+        }
+    }
+
+    private func handle(_ message: ControlMessage, from c: Connection) {
+        // The guest is answering: its switch under way gets a new step deadline.
+        if let d = c.device, d.switching.isSwitching {
+            switch message {
+            case .switchQuery, .switchInReady, .switchOutBegin, .switchOutDone, .registerWrite: d.switching.guestAnswered(now: Clock.monotonicNanoseconds())
+            default: break
+            }
+        }
+        switch message {
+        case .peerQuery(let mac):
+            guard c.device != nil else { return reply(c, notAttached) }
+            let active = dataPath.devices.contains { $0.mac == mac && HostStatus.reportedState(of: $0) == "active" }
+            reply(c, .peerReply(mac: mac, active: active))
+        case .registerWrite(let bar, let offset, let value):
+            guard let d = c.device else { return reply(c, notAttached) }
+            guard bar == 1 else { return reply(c, registerRefusal(.onlyBAR1)) }
+            if offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateVF.rawValue {
+                switch pfDriver.activateVF(d) {
+                case .success: return reply(c, .registerResult(status: 0, value: 0, message: ""))
+                case .failure(let r): return reply(c, registerRefusal(.switching(r), value: VMXNET3.QueueError.modeSwitchFailed))
+                }
+            }
+            let (status, text) = d.writeRegister(offset: offset, value: value)
+            if status == 0 { pfDriver.syncPassthroughFilters(d) }
+            if status == 0 && offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateDevice.rawValue
+                && d.readRegister(offset: offset).1 == 0 && configuration.autoPassthrough && d.mode == .emulated
+                && admission.admitSwitch(toPassthrough: true, for: d) == nil
+            {
+                if case .failure(let refusal) = pfDriver.requestSwitch(d, toPassthrough: true) {
+                    logger.info("vNIC '\(d.name)' stays emulated: \(refusal)")
+                }
+            }
+            let result = offset == VMXNET3.Register.cmd.rawValue ? d.readRegister(offset: offset).1 : 0
+            reply(c, .registerResult(status: status, value: result, message: text))
+        case .registerRead(let bar, let offset):
+            guard let d = c.device else { return reply(c, notAttached) }
+            guard bar == 1 else { return reply(c, registerRefusal(.onlyBAR1)) }
+            let (status, value, text) = d.readRegister(offset: offset)
+            reply(c, .registerResult(status: status, value: value, message: text))
+        case .countersRequest:
+            guard let d = c.device else { return reply(c, notAttached) }
+            // The VF's drops (now and in earlier passthrough periods) are the guest NIC's too.
+            let counters = d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }
+                + pfDriver.vfCounterTotals(d).sorted { $0.key < $1.key }.map { ControlMessage.Counter($0.key, $0.value) }
+            reply(c, .countersReply(counters))
+        case .detach:
+            closeConnection(c, reason: "guest detached")
+        case .switchQuery:
+            guard let d = c.device else { return reply(c, notAttached) }
+            pfDriver.offerSwitch(d) { message, descriptors in reply(c, message, descriptors: descriptors) }
+        case .switchInReady(let tx, let rx, let plugin):
+            guard let d = c.device else { return reply(c, notAttached) }
+            if !plugin.isEmpty { d.pluginName = String(plugin.prefix(64)) }
+            switch pfDriver.prepareVF(d, tx: tx, rx: rx) {
+            case .success: reply(c, .ok("VF initialised"))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            }
+        case .switchOutBegin:
+            guard let d = c.device else { return reply(c, notAttached) }
+            switch pfDriver.beginSwitchOut(d) {
+            case .success: reply(c, .ok("VF quiesced"))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            }
+        case .switchOutDone:
+            guard let d = c.device else { return reply(c, notAttached) }
+            switch pfDriver.finishSwitchOut(d) {
+            case .success: reply(c, .ok("emulated"))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            }
+        case .switchInFailed(let reason):
+            guard let d = c.device else { return reply(c, notAttached) }
+            switch pfDriver.guestFailedSwitchIn(d, reason: reason) {
+            case .success: reply(c, .ok("staying on emulation"))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            }
+        case .pluginFault(let reason):
+            guard let d = c.device else { return reply(c, notAttached) }
+            switch pfDriver.resetVF(d, reason: "plugin fault: \(reason)") {
+            case .success(let note): reply(c, .ok(note))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            }
+        case .statusRequest, .adminSwitch, .adminResetVF:
+            refuseAdministrative(message, from: c)
+        case .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply:
+            reply(c, ControlRefusal.unexpectedMessage.reply)
+        }
+    }
+
+    /// An administrative request on a guest's connection: refused, counted, nothing changed.
+    private func refuseAdministrative(_ message: ControlMessage, from c: Connection) {
+        adminRefused &+= 1
+        if adminRefused & (adminRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
+            logger.warning("administrative request refused on a guest's connection (\(adminRefused) so far); the admin socket is \(adminSocketPath)")
+        }
+        reply(c, ControlRefusal.administrativeOnGuestConnection.reply)
+    }
+
+    /// A request on the admin socket: status, switch or VF reset of any vNIC; nothing else.
+    private func handleAdmin(_ message: ControlMessage, from c: Connection) {
+        switch message {
+        case .statusRequest:
+            reply(c, .statusReply(json: HostStatus.report(dataPath: dataPath, pfDriver: pfDriver, server: self).json()))
+        case .adminSwitch(let name, let toPassthrough):
+            guard let d = dataPath.device(named: name) else {
+                return reply(c, ControlRefusal.noSuchVNIC(name).reply)
+            }
+            switch pfDriver.requestSwitch(d, toPassthrough: toPassthrough) {
+            case .success(let note): reply(c, .ok(note))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            }
+        case .adminResetVF(let name):
+            guard let d = dataPath.device(named: name) else {
+                return reply(c, ControlRefusal.noSuchVNIC(name).reply)
+            }
+            switch pfDriver.resetVF(d) {
+            case .success(let note): reply(c, .ok(note))
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            }
+        default:
+            reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
+        }
+    }
+
+    private var notAttached: ControlMessage { ControlRefusal.notAttached.reply }
+
+    /// A refused register access, as the register result the guest's driver reads.
+    private func registerRefusal(_ refusal: ControlRefusal, value: UInt32 = 0) -> ControlMessage {
+        .registerResult(status: refusal.code, value: value, message: refusal.description)
+    }
+
+    private func attach(_ c: Connection, _ request: ControlMessage.AttachRequest, _ fds: [FileDescriptor]) {
+        func refuse(_ refusal: ControlRefusal) {
+            for fd in fds { try? fd.close() }
+            logger.warning("attach of '\(request.name)' refused: \(refusal)")
+            reply(c, refusal.reply)
+        }
+        guard c.device == nil else { return refuse(.alreadyAttached) }
+        let vectors = Int(request.interruptVectors)
+        guard (1...VMXNET3.RegisterPage.maximumVectors).contains(vectors) else {
+            return refuse(.interruptVectors(vectors))
+        }
+        guard fds.count == 2 + vectors else {
+            return refuse(.descriptorCount(expected: 2 + vectors, vectors: vectors, got: fds.count))
+        }
+        let name = request.name
+        guard GuestName.isValid(name) else {
+            return refuse(.invalidGuestName)
+        }
+        guard dataPath.device(named: name) == nil else {
+            return refuse(.guestNameInUse(name))
+        }
+        let policy = configuration.policy(forGuest: name)
+        let mac: MACAddress
+        switch admission.chooseMAC(requested: request.mac, guest: name, policy: policy, candidate: nextVNICID) {
+        case .success(let chosen): mac = chosen
+        case .failure(let refusal): return refuse(.admission(refusal))
+        }
+        let region: SharedMemory
+        do {
+            region = try SharedMemory(adopting: fds[0], minimumSize: 1 << 20, maximumSize: 1 << 34)
+        } catch {
+            for fd in fds.dropFirst() { try? fd.close() }
+            logger.warning("attach of '\(name)' refused: guest memory: \(error)")
+            return reply(c, ControlRefusal.guestMemory("\(error)").reply)
+        }
+        let device: EmulatedDevice
+        do {
+            device = try EmulatedDevice(
+                id: nextVNICID, name: name, mac: mac, policy: policy, region: region,
+                doorbell: EventNotifier(adopting: fds[1]), interrupts: fds[2...].map { EventNotifier(adopting: $0) },
+                maxQueues: configuration.maxQueuesPerVNIC, vswitch: dataPath.vswitch, admission: admission, logger: logger)
+            try epoll.add(device.doorbell.fd, tag: HostEventTag.doorbell(device.id))
+        } catch {
+            return reply(c, ControlRefusal.vnicCreation("\(error)").reply)
+        }
+        device.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+        nextVNICID += 1
+        c.device = device
+        dataPath.add(device)
+        logger.info("attached guest '\(name)' as vNIC \(device.id), MAC \(mac), \(region.size >> 20) MiB")
+        reply(c, .attached(.init(vnicID: device.id, mac: mac, maxTxQueues: UInt8(configuration.maxQueuesPerVNIC), maxRxQueues: UInt8(configuration.maxQueuesPerVNIC))), descriptors: [device.registerPage.fd])
+    }
+
+    private func closeConnection(_ c: Connection, reason: String) {
+        epoll.remove(c.socket.fd)
+        guard connections.removeValue(forKey: c.id) != nil else { return }
+        if c.isAdmin { adminConnectionCount -= 1 }
+        if let d = c.device {
+            epoll.remove(d.doorbell.fd)
+            pfDriver.releaseVF(d)
+            d.detach()
+            dataPath.remove(d)
+            c.device = nil
+            logger.info("vNIC \(d.id) of guest '\(d.name)' torn down: \(reason)")
+        }
+    }
+
+}
