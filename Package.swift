@@ -57,7 +57,7 @@ let package = Package(
         .executableTarget(
             name: "npa",
             dependencies: [
-                "NPAHost", "NPAShell", "NPAWorkload", "NPASystem",
+                "NPAHost", "NPANICModel", "NPAShell", "NPAWorkload", "NPASystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -107,7 +107,7 @@ public final class HostDaemon: @unchecked Sendable {
             try epoll.add(listener.fd, tag: Self.listenerTag)
             try epoll.add(stopNotifier.fd, tag: Self.stopTag)
             for n in configuration.nics {
-                let model = SoftNIC.Model(rawValue: n.model) ?? .dring
+                let model = try NICModelRegistry.model(named: n.model)
                 let nic = try SoftNIC(name: n.name, model: model, vfCount: n.vfs)
                 nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
                 nics.append(nic)

@@ -10,9 +10,8 @@ import SystemPackage
 /// moves a vNIC's MAC between the vswitch and a VF at exactly one point of each switch.
 extension HostDaemon {
     /// The image the host injects for a NIC model (first one found in the plugin directory).
-    func pluginImagePath(for model: SoftNIC.Model) -> (name: String, path: String)? {
-        let candidates = model == .cq ? ["npa-cq-swift", "npa-cq"] : ["npa-dring"]
-        for name in candidates {
+    func pluginImagePath(for model: NICModel) -> (name: String, path: String)? {
+        for name in model.pluginImages {
             let path = configuration.pluginDirectory + "/" + name + ".so"
             if FileManager.default.fileExists(atPath: path) { return (name, path) }
         }
@@ -132,7 +131,7 @@ extension HostDaemon {
                 return reply(c, .switchOffer(.init(kind: .none)))
             }
             let vf = nic.vfs[index]
-            reply(c, .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: plugin)),
+            reply(c, .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.name, plugin: plugin)),
                   descriptors: [image.fd, vf.registers.fd, vf.kick.fd])
         case .switchOut:
             reply(c, .switchOffer(.init(kind: .switchOut, vf: UInt16(device.vf?.index ?? 0))))

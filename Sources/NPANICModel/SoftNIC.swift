@@ -17,19 +17,12 @@ import NPASystem
 /// enable, quiesce, reset. Guests reach it only through their VF's register page and rings.
 /// Control operations and engine passes serialise on one lock, taken once per pass.
 public final class SoftNIC: @unchecked Sendable {
-    public enum Model: String, Sendable, CaseIterable {
-        /// Descriptor rings, tail doorbell, descriptor-done write-back (82599 VF style).
-        case dring = "npa-dring"
-        /// Submission and completion queues with a phase bit (ENA / mlx5 style).
-        case cq = "npa-cq"
-    }
-
     public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
         public let description: String
     }
 
     public let name: String
-    public let model: Model
+    public let model: NICModel
     /// The model's engine, chosen once here: the only dynamic dispatch, once per pass or burst.
     let engine: any VFModelEngine.Type
     public let vfs: [VirtualFunction]
@@ -67,15 +60,12 @@ public final class SoftNIC: @unchecked Sendable {
     /// (yielding the core) instead of sleeping, since posting a buffer rings no doorbell.
     var heldBack = false
 
-    public init(name: String, model: Model, vfCount: Int) throws {
+    public init(name: String, model: NICModel, vfCount: Int) throws {
         guard (1...64).contains(vfCount) else { throw ConfigurationError(description: "a NIC has 1...64 VFs, not \(vfCount)") }
         self.name = name
         self.model = model
-        switch model {
-        case .dring: engine = DescriptorRingEngine.self
-        case .cq: engine = CompletionQueueEngine.self
-        }
-        vfs = try (0..<vfCount).map { try VirtualFunction(index: $0, model: model) }
+        engine = model.engine
+        vfs = try (0..<vfCount).map { try VirtualFunction(index: $0) }
         vfRefs = vfs.map { Unmanaged.passUnretained($0) }
         destinations = .allocate(capacity: vfCount + 1)
         wake = try EventNotifier()

@@ -69,7 +69,6 @@ public final class VirtualFunction {
     }
 
     public let index: Int
-    public let model: SoftNIC.Model
     public let registers: SharedMemory
     /// The eventfd a guest writes to wake a sleeping engine (handed to the guest's shell).
     public let kick: EventNotifier
@@ -93,9 +92,8 @@ public final class VirtualFunction {
     var multicast: Set<MACAddress> = []
     public internal(set) var counters = Counters()
 
-    init(index: Int, model: SoftNIC.Model) throws {
+    init(index: Int) throws {
         self.index = index
-        self.model = model
         registers = try SharedMemory(name: "npa-vf\(index)-regs", size: Int(NPA_VF_REG_PAGE_SIZE))
         kick = try EventNotifier()
         txQueues = .allocate(capacity: Int(NPA_VF_MAX_QUEUES))

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NPAControlProtocol
 import NPAHost
+import NPANICModel
 import NPASystem
 import NPAWorkload
 
@@ -49,7 +50,7 @@ struct Demo: ParsableCommand {
         // (scripts/build-plugins.sh builds them; the demo runs it when it can).
         let plugins = Demo.pluginDirectory()
         if let plugins {
-            config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 8)]
+            config.nics = [.init(name: "nic0", model: NICModel.dring.name, vfs: 8)]
             config.uplink = .nic("nic0")
             config.pluginDirectory = plugins
         } else {

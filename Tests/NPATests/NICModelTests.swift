@@ -99,8 +99,8 @@ final class VFGuest {
 }
 
 @Suite(.serialized) struct NICModelTests {
-    @Test(arguments: SoftNIC.Model.allCases)
-    func vfToVFTrafficIsSwitchedByTheNICExactlyOnceInOrder(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func vfToVFTrafficIsSwitchedByTheNICExactlyOnceInOrder(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t0", model: model, vfCount: 8)
         nic.start()
         defer { nic.stop() }
@@ -142,8 +142,8 @@ final class VFGuest {
         #expect(nic.counters(vf: 3).rxFrames == UInt64(flows * perFlow))
     }
 
-    @Test(arguments: SoftNIC.Model.allCases)
-    func theNICDropsSpoofedSourcesAndForeignVLANs(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func theNICDropsSpoofedSourcesAndForeignVLANs(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t1", model: model, vfCount: 4)
         nic.start()
         defer { nic.stop() }
@@ -164,8 +164,8 @@ final class VFGuest {
         #expect(nic.counters(vf: 1).rxFrames == 1)
     }
 
-    @Test(arguments: SoftNIC.Model.allCases)
-    func dmaOutsideTheGrantIsRefusedAndCounted(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func dmaOutsideTheGrantIsRefusedAndCounted(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t2", model: model, vfCount: 2)
         nic.start()
         defer { nic.stop() }
@@ -181,8 +181,8 @@ final class VFGuest {
         #expect(nic.counters(vf: 0).dmaFaults == 1)
     }
 
-    @Test(arguments: SoftNIC.Model.allCases)
-    func aFunctionLevelResetStopsAllDMAToTheVF(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func aFunctionLevelResetStopsAllDMAToTheVF(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t3", model: model, vfCount: 2)
         nic.start()
         defer { nic.stop() }
@@ -248,11 +248,11 @@ final class VFGuest {
 
     /// The injection path: the image arrives as a memfd, the shell maps it from the descriptor
     /// and drives a VF with it (nothing is installed in the guest).
-    @Test(arguments: SoftNIC.Model.allCases)
-    func anInjectedImageLoadsFromAMemfdAndDrivesItsVF(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func anInjectedImageLoadsFromAMemfdAndDrivesItsVF(_ model: NICModel) throws {
         let out = try Self.buildPluginImages()
-        let image = try PluginImage(adopting: Self.memfd(holding: out.appendingPathComponent("\(model.rawValue).so").path))
-        #expect(image.name == model.rawValue)
+        let image = try PluginImage(adopting: Self.memfd(holding: out.appendingPathComponent("\(model.name).so").path))
+        #expect(image.name == model.name)
         #expect(image.version == "1.0")
         let nic = try SoftNIC(name: "t5", model: model, vfCount: 2)
         nic.start()
@@ -309,8 +309,8 @@ final class VFGuest {
     /// The shell's half of switching: the sender and the receiver move between VFs (new plugin
     /// instance, new rings) 20 times while frames are in flight both in TX rings and in RX rings.
     /// Every frame is received exactly once, in order; every buffer comes back.
-    @Test(arguments: SoftNIC.Model.allCases)
-    func movingBetweenVFsUnderLoadLosesNothing(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func movingBetweenVFsUnderLoadLosesNothing(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t4", model: model, vfCount: 4)
         nic.start()
         defer { nic.stop() }

@@ -152,7 +152,7 @@ public final class VFFuzz {
     private var sequence: UInt8 = 0
     private var configured = false
 
-    public init(model: SoftNIC.Model) throws {
+    public init(model: NICModel) throws {
         nic = try SoftNIC(name: "fuzz", model: model, vfCount: 3)
         // Frames for a VF without buffers are dropped at once, not held in the sender's ring:
         // every input ends with each frame accounted for.
