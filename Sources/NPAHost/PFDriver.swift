@@ -204,7 +204,7 @@ extension HostDaemon {
         guard device.pendingSwitch == .switchIn, let (nic, index) = device.vf else { return .failure(SwitchRefusal("no switch-in under way")) }
         let bufferSize = device.maximumFrameLength
         func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
-            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.gpa &+ UInt64(r.ringSize) &* 16, bufferSize: UInt32(bufferSize))
+            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.completionGPA, bufferSize: UInt32(bufferSize))
         }
         nic.grant(vf: index, memory: device.memory)
         do {

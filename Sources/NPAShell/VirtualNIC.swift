@@ -166,7 +166,7 @@ public final class VirtualNIC {
         let base = memory.base
         func region(_ i: Int) -> npa_queue_region {
             let gpa = UInt64(16384 + regionBytes * i)
-            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(c.ringSize), interrupt_vector: 0, reserved: 0)
+            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(c.ringSize), interrupt_vector: 0, completion_offset: 0)
         }
         let tx = (0..<c.txQueues).map { region($0) }
         let rx = (0..<c.rxQueues).map { region(c.txQueues + $0) }
@@ -427,9 +427,8 @@ public final class VirtualNIC {
         }
         let path = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: configuration.ringSize, spinPolls: configuration.spinPolls)
         path.link = channel.link
-        let region = { (r: npa_queue_region) in ControlMessage.QueueRegion(gpa: r.gpa, ringSize: r.ring_size) }
         do {
-            _ = try channel.request(.switchInReady(txRegions: vfTxRegions.map(region), rxRegions: vfRxRegions.map(region), plugin: "\(image.name) \(image.version)"))
+            _ = try channel.request(.switchInReady(txRegions: plugin.reportedRegions(rx: false), rxRegions: plugin.reportedRegions(rx: true), plugin: "\(image.name) \(image.version)"))
         } catch {
             _ = plugin.reclaimPostedRxBuffers()
             _ = try? channel.request(.switchInFailed(reason: "\(error)"))

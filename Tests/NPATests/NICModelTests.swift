@@ -53,7 +53,7 @@ final class VFGuest {
         let base = memory.base
         func region(_ i: Int) -> npa_queue_region {
             let gpa = UInt64(0x10000 + regionBytes * (firstRegion + i))
-            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0, reserved: 0)
+            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0, completion_offset: 0)
         }
         let tx = (0..<queues).map { region($0) }
         let rx = (0..<queues).map { region(queues + $0) }
@@ -63,12 +63,14 @@ final class VFGuest {
             entry: entry, txRegions: tx, rxRegions: rx, registers: function.registers.base, registersSize: function.registers.size,
             pool: pool, ringSize: ringSize, doorbell: function.kick)
         let dataPath = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: ringSize, spinPolls: 100)
-        func config(_ r: npa_queue_region) -> VirtualFunction.QueueConfig {
-            .init(ringGPA: r.gpa, ringSize: r.ring_size, completionGPA: r.gpa + UInt64(r.ring_size) * 16)
+        // The PF driver's part, from where the plugin says its rings are.
+        func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
+            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.completionGPA)
         }
         nic.grant(vf: vf, memory: GuestMemory(base: memory.base, size: memory.size))
         nic.setMAC(vf: vf, mac)
-        try nic.initializeQueues(vf: vf, tx: tx.map(config), rx: rx.map(config), interrupt: interrupt)
+        try nic.initializeQueues(
+            vf: vf, tx: plugin.reportedRegions(rx: false).map(config), rx: plugin.reportedRegions(rx: true).map(config), interrupt: interrupt)
         dataPath.refillAll()
         nic.enable(vf: vf)
         return dataPath

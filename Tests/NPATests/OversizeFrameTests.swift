@@ -186,8 +186,11 @@ import Testing
         #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [misaligned], rx: [good], interrupt: interrupt) }
         if model == .cq {
             var badCompletion = good
-            badCompletion.completionGPA += 4
+            badCompletion.completionGPA = 0x11004
             #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [good], rx: [badCompletion], interrupt: interrupt) }
+            var noCompletion = good
+            noCompletion.completionGPA = nil
+            #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [noCompletion], rx: [good], interrupt: interrupt) }
         }
         for size: UInt32 in [0, 63, 16385] {
             var rx = good

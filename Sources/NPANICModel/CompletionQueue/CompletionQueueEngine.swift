@@ -49,7 +49,8 @@ enum CompletionQueueEngine: VFModelEngine {
     private static func complete(
         _ memory: GuestMemory, _ queue: inout VirtualFunction.Queue, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32
     ) {
-        let c = memory.base + Int(queue.config.completionGPA) + Int(queue.completionIndex) * CompletionQueueCodec.entrySize
+        // SAFETY: the completion queue is inside the grant, checked at init (`queueFits`).
+        let c = memory.base + Int(queue.completionGPA) + Int(queue.completionIndex) * CompletionQueueCodec.entrySize
         CompletionQueueCodec.writeCompletion(c, requestID: requestID, length: length, status: status, hash: hash, phase: queue.completionPhase)
         queue.completionIndex += 1
         if queue.completionIndex == queue.config.ringSize {

@@ -9,10 +9,10 @@ import NPASystem
 /// phase the next entry must carry; `completionIndex` and `completionPhase` say where and with
 /// which phase the next completion is written.
 extension CompletionQueueEngine {
-    /// The completion queue must be inside the grant and 16-byte aligned, like the ring.
+    /// The queue needs its completion queue, inside the grant and 16-byte aligned like the ring.
     static func queueFits(_ config: VirtualFunction.QueueConfig, in memory: GuestMemory) -> Bool {
-        config.completionGPA & 15 == 0
-            && memory.contains(gpa: config.completionGPA, length: UInt64(config.ringSize) * UInt64(CompletionQueueCodec.entrySize))
+        guard let completion = config.completionGPA else { return false }
+        return completion & 15 == 0 && memory.contains(gpa: completion, length: UInt64(config.ringSize) * UInt64(CompletionQueueCodec.entrySize))
     }
 
     static func resetQueueRegisters(of vf: VirtualFunction, queue q: Int) {
