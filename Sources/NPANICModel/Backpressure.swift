@@ -9,16 +9,15 @@ extension SoftNIC {
     /// Whether a frame must wait before it is taken (from a VF's TX ring, the PF or the wire):
     /// it is unicast to another enabled VF whose receive queue for its flow has no free buffer,
     /// and that VF has been without one for less than the stall limit. A hint read from the
-    /// sender's buffer before the copy (the switch decides again on what it copies); it never
+    /// sender's buffer before the copy, on the same `route` the switch then uses; it never
     /// holds a frame the receiver would refuse anyway (too long for its buffers).
-    func mustWait<Model: VFModelEngine>(_: Model.Type, _ frame: UnsafeRawPointer, length: Int, from sender: VirtualFunction?) -> Bool {
-        let dst = EthernetFrame.mac(frame, at: 0)
-        guard (dst >> 40) & 1 == 0, let target = macTable.port(mac: dst, vlan: EthernetFrame.vlanID(frame, length: length)),
-            target != sender?.index
-        else { return false }
+    func mustWait<Model: VFModelEngine>(
+        _: Model.Type, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute, from sender: VirtualFunction?
+    ) -> Bool {
+        guard let target = route.port, target != sender?.index else { return false }
         let wait = vfRefs[target]._withUnsafeGuaranteedRef { vf -> Bool in
             guard vf.enabled, vf.grant != nil, vf.rxQueueCount > 0 else { return false }
-            let q = vf.rxQueueCount == 1 ? 0 : Int(EthernetFrame.flowHash(frame, length: min(length, 64)) % UInt32(vf.rxQueueCount))
+            let q = vf.rxQueueCount == 1 ? 0 : Int(route.flowHash(frame, length: length) % UInt32(vf.rxQueueCount))
             let queue = vf.rxQueues + q
             guard length <= Int(queue.pointee.config.bufferSize) else { return false }
             let size = queue.pointee.config.ringSize

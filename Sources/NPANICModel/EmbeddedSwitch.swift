@@ -7,23 +7,32 @@ import NPARingFormats
 /// enter by from outside a VF, the PF and the wire. Runs under the NIC's lock, inside an engine
 /// pass or a PF/wire burst, specialised per VF model.
 extension SoftNIC {
-    /// Anti-spoofing, then switching. `frame` points into the sender's granted memory; each
-    /// destination gets its own copy, re-checked after the copy (the sender could rewrite its
-    /// buffer meanwhile; the copy is what the receiver gets).
-    func forward<Model: VFModelEngine>(_: Model.Type, from vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int) {
-        let src = EthernetFrame.mac(frame, at: 6)
-        guard src == vf.mac.value else {
+    /// A frame from a VF's TX queue (`frame` points into the VF's granted memory): false if it
+    /// must wait for its receiver (`mustWait`; the caller leaves it in the ring), otherwise it is
+    /// taken: anti-spoofing, then switching. Each destination gets its own copy, re-checked after
+    /// the copy (the sender could rewrite its buffer meanwhile; the copy is what the receiver gets).
+    @inline(__always)
+    func transmit<Model: VFModelEngine>(_: Model.Type, from vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int) -> Bool {
+        var route = route(frame, length: length)
+        if mustWait(Model.self, frame, length: length, route: &route, from: vf) { return false }
+        forward(Model.self, from: vf, frame, length: length, route: &route)
+        return true
+    }
+
+    private func forward<Model: VFModelEngine>(
+        _: Model.Type, from vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute
+    ) {
+        guard route.source == vf.mac.value else {
             vf.counters.spoofedDrops &+= 1
             return
         }
-        let vlan = EthernetFrame.vlanID(frame, length: length)
-        guard vf.isMember(vlan: vlan) else {
+        guard vf.isMember(vlan: route.vlan) else {
             vf.counters.vlanDrops &+= 1
             return
         }
         vf.counters.txFrames &+= 1
         vf.counters.txBytes &+= UInt64(length)
-        if switchFrame(Model.self, frame, length: length, destination: EthernetFrame.mac(frame, at: 0), source: src, vlan: vlan, from: vf) {
+        if switchFrame(Model.self, frame, length: length, route: &route, from: vf) {
             sendUp(frame, length: length)
         }
     }
@@ -33,11 +42,12 @@ extension SoftNIC {
     /// upward — floods, unknown unicast, and frames for a quiesced VF (mid-switch, the host owns
     /// that MAC next). Never back to the sender.
     private func switchFrame<Model: VFModelEngine>(
-        _: Model.Type, _ frame: UnsafeRawPointer, length: Int, destination dst: UInt64, source src: UInt64, vlan: UInt16, from sender: VirtualFunction?
+        _: Model.Type, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute, from sender: VirtualFunction?
     ) -> Bool {
+        let dst = route.destination, vlan = route.vlan
         var n = 0
         var upward = false
-        if (dst >> 40) & 1 == 1 {
+        if route.isMulticast {
             for ref in vfRefs {
                 ref._withUnsafeGuaranteedRef { other in
                     guard other !== sender, other.enabled, other.isMember(vlan: vlan), other.accepts(destination: dst) else { return }
@@ -46,7 +56,7 @@ extension SoftNIC {
                 }
             }
             upward = true
-        } else if let target = macTable.port(mac: dst, vlan: vlan) {
+        } else if let target = route.port {
             if target == sender?.index {
                 // no hairpin
             } else if vfRefs[target]._withUnsafeGuaranteedRef({ $0.enabled }) {
@@ -59,7 +69,8 @@ extension SoftNIC {
             upward = true
         }
         guard n > 0 else { return upward }
-        let hash = EthernetFrame.flowHash(frame, length: min(length, 64))
+        let hash = route.flowHash(frame, length: length)
+        let src = route.source
         for k in 0..<n {
             vfRefs[destinations[k]]._withUnsafeGuaranteedRef { target in
                 guard target.grant != nil, target.rxQueueCount > 0 else { return }
@@ -106,15 +117,16 @@ extension SoftNIC {
                 taken += 1
                 continue
             }
-            if mustWait(Model.self, p, length: length, from: nil) { return taken }
+            var route = route(p, length: length)
+            if mustWait(Model.self, p, length: length, route: &route, from: nil) { return taken }
             taken += 1
             pfTransmitted &+= 1
             // The PF is trusted and its frames sit in host memory the host does not change
             // mid-copy. What is for no VF leaves by the wire, never back up to the PF — except a
             // frame for a VF that is stopped (disabled under its plugin): the PF driver owns that
             // MAC next, so it goes back up to the PF, which holds it for the guest's switch-out.
-            if switchFromUplinkPort(Model.self, p, length: length) {
-                if pfEnabled, let stopped = stoppedVF(owning: p, length: length) {
+            if switchFrame(Model.self, p, length: length, route: &route, from: nil) {
+                if pfEnabled, let stopped = stoppedVF(route) {
                     if !pfReceive.push(p, length: length) { vfs[stopped].counters.noBufferDrops &+= 1 }
                 } else {
                     uplinkFrames &+= 1
@@ -146,10 +158,11 @@ extension SoftNIC {
                 wireFramesDropped &+= 1
                 continue
             }
-            if mustWait(Model.self, p, length: length, from: nil) { break }
+            var route = route(p, length: length)
+            if mustWait(Model.self, p, length: length, route: &route, from: nil) { break }
             taken += 1
             wireFramesIn &+= 1
-            if switchFromUplinkPort(Model.self, p, length: length) {
+            if switchFrame(Model.self, p, length: length, route: &route, from: nil) {
                 if pfEnabled { pfReceive.push(p, length: length) } else { wireFramesDropped &+= 1 }
             }
         }
@@ -158,21 +171,11 @@ extension SoftNIC {
     }
 
     /// The VF a unicast frame is addressed to if that VF is known but stopped (the frame then
-    /// left the switch upward instead of reaching it).
-    private func stoppedVF(owning p: UnsafeRawPointer, length: Int) -> Int? {
-        let dst = EthernetFrame.mac(p, at: 0)
-        guard (dst >> 40) & 1 == 0, let target = macTable.port(mac: dst, vlan: EthernetFrame.vlanID(p, length: length)),
-            !vfRefs[target]._withUnsafeGuaranteedRef({ $0.enabled })
-        else { return nil }
+    /// left the switch upward instead of reaching it). The same lookup the switch used: the MAC
+    /// table and the VFs' state change only under the lock this burst holds.
+    private func stoppedVF(_ route: FrameRoute) -> Int? {
+        guard let target = route.port, !vfRefs[target]._withUnsafeGuaranteedRef({ $0.enabled }) else { return nil }
         return target
-    }
-
-    /// A frame from the PF or the wire (no anti-spoofing on these ports) into the embedded
-    /// switch; true if it is also for no VF (flood, unknown unicast, quiesced VF).
-    @inline(__always)
-    private func switchFromUplinkPort<Model: VFModelEngine>(_: Model.Type, _ p: UnsafeRawPointer, length: Int) -> Bool {
-        switchFrame(Model.self, p, length: length, destination: EthernetFrame.mac(p, at: 0), source: EthernetFrame.mac(p, at: 6),
-                    vlan: EthernetFrame.vlanID(p, length: length), from: nil)
     }
 }
 

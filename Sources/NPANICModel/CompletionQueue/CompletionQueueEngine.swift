@@ -28,8 +28,7 @@ enum CompletionQueueEngine: VFModelEngine {
                 vf.counters.badDescriptors &+= 1
                 status = UInt8(NPA_CQ_STATUS_ERROR)
             } else if let p = memory.pointer(gpa: entry.address, length: UInt64(length)) {
-                if nic.mustWait(Self.self, p, length: length, from: vf) { break }  // the entry stays for a later pass
-                nic.forward(Self.self, from: vf, p, length: length)
+                guard nic.transmit(Self.self, from: vf, p, length: length) else { break }  // held back: the entry stays for a later pass
             } else {
                 vf.counters.dmaFaults &+= 1
                 status = UInt8(NPA_CQ_STATUS_ERROR)

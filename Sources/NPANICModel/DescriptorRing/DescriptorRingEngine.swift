@@ -30,8 +30,7 @@ enum DescriptorRingEngine: VFModelEngine {
                 vf.counters.badDescriptors &+= 1
                 refused = true
             } else if let p = memory.pointer(gpa: address, length: UInt64(length)) {
-                if nic.mustWait(Self.self, p, length: length, from: vf) { break }  // the descriptor stays for a later pass
-                nic.forward(Self.self, from: vf, p, length: length)
+                guard nic.transmit(Self.self, from: vf, p, length: length) else { break }  // held back: the descriptor stays for a later pass
             } else {
                 vf.counters.dmaFaults &+= 1
                 refused = true
