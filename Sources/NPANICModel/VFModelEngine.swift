@@ -12,7 +12,7 @@ import NPASystem
 /// through it, once per pass or burst; their default implementations below call the NIC's
 /// generic pass code with `Self`, so each model's whole pass — switching, backpressure and its
 /// own ring code — is specialised for it, with no dynamic dispatch per queue or frame.
-protocol VFModelEngine {
+protocol VFModelEngine: SendableMetatype {
     /// The model-specific checks of a queue the PF initialises (the NIC checked the ring
     /// itself: size, alignment, inside the grant).
     static func queueFits(_ config: VirtualFunction.QueueConfig, in memory: GuestMemory) -> Bool
