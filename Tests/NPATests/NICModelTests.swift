@@ -29,9 +29,19 @@ final class VFGuest {
     var postedRx: Int { queues * (ringSize - 1) }
 
     private let entry: npa_plugin_entry_fn
+    /// The injected image `entry` is in, for a model whose plugin is not linked into the tests.
+    private let image: PluginImage?
 
     init(nic: SoftNIC, vf: Int, mac: MACAddress, queues: Int = 2, ringSize: Int = 256, entry: npa_plugin_entry_fn? = nil) throws {
-        self.entry = entry ?? (nic.model == .dring ? npa_dring_plugin_main : npa_cq_plugin_main)
+        switch (entry, nic.model) {
+        case (let entry?, _): (self.entry, image) = (entry, nil)
+        case (nil, .dring): (self.entry, image) = (npa_dring_plugin_main, nil)
+        case (nil, .cq): (self.entry, image) = (npa_cq_plugin_main, nil)
+        case (nil, let model):
+            let path = try NICModelTests.buildPluginImages().appendingPathComponent("\(model.pluginImages[0]).so").path
+            let image = try PluginImage(adopting: NICModelTests.memfd(holding: path))
+            (self.entry, self.image) = (image.entry, image)
+        }
         self.nic = nic
         self.mac = mac
         self.queues = queues
