@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "npa",
             dependencies: [
-                "NPAHost", "NPAShell", "NPAWorkload", "NPASystem", "NPAAdmin",
+                "NPAHost", "NPANICModel", "NPAShell", "NPAWorkload", "NPASystem", "NPAAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -7,8 +7,8 @@
 //   swiftc -enable-experimental-feature Embedded -wmo -parse-as-library -O -c
 // and linked with `clang -shared -nostdlib`, exporting only npa_plugin_main.
 //
-// Region layout per queue (the PF driver relies on the first two parts): submission queue
-// (ring_size x 16 bytes), completion queue (ring_size x 16 bytes), then the buffer-id shadow.
+// Region layout per queue: submission queue (ring_size x 16 bytes), completion queue (ring_size
+// x 16 bytes; its offset is reported in completion_offset), then the buffer-id shadow.
 
 import CNPAPluginABI
 
@@ -42,6 +42,16 @@ func region(_ s: UnsafeMutablePointer<npa_plugin_state>, _ q: Int, rx: Bool) -> 
     }
 }
 
+/// Tells the shell where queue `q`'s completion ring is in its region (npa_queue_region).
+func reportCompletionOffset(_ s: UnsafeMutablePointer<npa_plugin_state>, _ q: Int, rx: Bool, _ offset: UInt32) {
+    func set(_ regions: UnsafeMutableRawPointer) {
+        regions.assumingMemoryBound(to: npa_queue_region.self)[q].completion_offset = offset
+    }
+    if rx { withUnsafeMutablePointer(to: &s.pointee.rx_queues) { set(UnsafeMutableRawPointer($0)) } } else {
+        withUnsafeMutablePointer(to: &s.pointee.tx_queues) { set(UnsafeMutableRawPointer($0)) }
+    }
+}
+
 func resetQueue(_ q: UnsafeMutablePointer<QueueState>) -> Int32 {
     guard let sq = q.pointee.sq else { return NPA_ERR_INVALID }
     let bytes = Int(q.pointee.size) * 32
@@ -71,6 +81,7 @@ func softwareInit(_ s: UnsafeMutablePointer<npa_plugin_state>) -> Int32 {
             q.pointee.cq = va + Int(n) * 16
             q.pointee.bufferIDs = (va + Int(n) * 32).assumingMemoryBound(to: UInt32.self)
             q.pointee.size = n
+            reportCompletionOffset(s, i, rx: rx, n * 16)
             _ = resetQueue(q)
         }
     }

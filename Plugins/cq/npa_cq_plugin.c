@@ -3,8 +3,8 @@
  * queue and a completion queue per queue, request ids, ownership by a phase bit that flips on
  * every wrap). See npa_nic_models.h and npa_plugin_abi.h for the rules.
  *
- * Region layout per queue (the PF driver relies on the first two parts): submission queue
- * (ring_size x 16 bytes), completion queue (ring_size x 16 bytes), then the buffer-id shadow.
+ * Region layout per queue: submission queue (ring_size x 16 bytes), completion queue
+ * (ring_size x 16 bytes; its offset is reported in completion_offset), then the buffer-id shadow.
  */
 #include "npa_plugin_support.h"
 
@@ -34,7 +34,7 @@ typedef struct {
 
 static inline cq_private *priv(npa_plugin_state *s) { return (cq_private *)s->private_area; }
 
-static int32_t carve(queue_state *q, const npa_queue_region *r) {
+static int32_t carve(queue_state *q, npa_queue_region *r) {
     uint32_t n = r->ring_size;
     if (n < 32 || n > 4096 || (n & (n - 1)) != 0 || r->va == 0) return NPA_ERR_INVALID;
     if ((uint64_t)r->size < (uint64_t)n * 36u) return NPA_ERR_NO_SPACE;
@@ -42,6 +42,7 @@ static int32_t carve(queue_state *q, const npa_queue_region *r) {
     q->cq = (npa_cq_cq_entry *)((char *)r->va + n * 16u);
     q->buf_ids = (uint32_t *)((char *)r->va + n * 32u);
     q->size = n;
+    r->completion_offset = n * 16u;
     return NPA_OK;
 }
 

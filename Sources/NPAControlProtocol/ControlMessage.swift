@@ -70,9 +70,13 @@ public enum ControlMessage: Equatable, Sendable {
     public struct QueueRegion: Equatable, Sendable {
         public var gpa: UInt64
         public var ringSize: UInt32
-        public init(gpa: UInt64, ringSize: UInt32) {
+        /// Where the plugin put the queue's completion ring (npa_queue_region.completion_offset),
+        /// nil if its model has none. Sent as a u64, UInt64.max for none.
+        public var completionGPA: UInt64?
+        public init(gpa: UInt64, ringSize: UInt32, completionGPA: UInt64? = nil) {
             self.gpa = gpa
             self.ringSize = ringSize
+            self.completionGPA = completionGPA
         }
     }
 
@@ -92,7 +96,7 @@ public enum ControlMessage: Equatable, Sendable {
     }
 
     public static let magic: UInt32 = 0x3141_504E  // "NPA1" little endian
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
     public static let headerSize = 12
     public static let maximumPayload = 60 * 1024
 
@@ -215,6 +219,7 @@ public enum ControlMessage: Equatable, Sendable {
             for r in tx.prefix(8) + rx.prefix(8) {
                 p.u64(r.gpa)
                 p.u32(r.ringSize)
+                p.u64(r.completionGPA ?? UInt64.max)
             }
             p.string(plugin)
         case .switchOutBegin: tag = .switchOutBegin
@@ -306,7 +311,10 @@ public enum ControlMessage: Equatable, Sendable {
             let nt = Int(try r.u8()), nr = Int(try r.u8())
             guard nt <= 8, nr <= 8 else { throw ProtocolError("at most 8 queues per direction") }
             var regions: [QueueRegion] = []
-            for _ in 0..<(nt + nr) { regions.append(QueueRegion(gpa: try r.u64(), ringSize: try r.u32())) }
+            for _ in 0..<(nt + nr) {
+                let gpa = try r.u64(), ringSize = try r.u32(), completion = try r.u64()
+                regions.append(QueueRegion(gpa: gpa, ringSize: ringSize, completionGPA: completion == UInt64.max ? nil : completion))
+            }
             message = .switchInReady(txRegions: Array(regions[0..<nt]), rxRegions: Array(regions[nt...]), plugin: try r.string())
         case .switchOutBegin: message = .switchOutBegin
         case .switchOutDone: message = .switchOutDone

@@ -1,4 +1,5 @@
 import NPAControlProtocol
+import NPANICModel
 import Yams
 
 /// What one guest may do: the host's policy, checked on every control operation.
@@ -37,7 +38,7 @@ public struct HostConfiguration: Equatable, Sendable {
     /// A software SR-IOV NIC on this host.
     public struct NICConfiguration: Equatable, Sendable {
         public var name: String
-        /// "npa-dring" or "npa-cq".
+        /// A name in `NICModelRegistry` (checked when the file is loaded).
         public var model: String
         public var vfs: Int
 
@@ -188,7 +189,7 @@ public struct HostConfiguration: Equatable, Sendable {
                     guard let map = item.mapping, let name = map["name"]?.string, !name.isEmpty,
                         let model = map["model"]?.string, let vfs = map["vfs"]?.int
                     else { throw LoadError(file, l, "each NIC needs name, model and vfs") }
-                    guard ["npa-dring", "npa-cq"].contains(model) else { throw LoadError(file, l, "NIC model must be npa-dring or npa-cq, not '\(model)'") }
+                    do { _ = try NICModelRegistry.model(named: model) } catch { throw LoadError(file, l, error.description) }
                     guard (1...64).contains(vfs) else { throw LoadError(file, l, "a NIC has 1 to 64 VFs") }
                     guard !config.nics.contains(where: { $0.name == name }) else { throw LoadError(file, l, "NIC '\(name)' is defined twice") }
                     config.nics.append(NICConfiguration(name: name, model: model, vfs: vfs))

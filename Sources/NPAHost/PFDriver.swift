@@ -38,7 +38,7 @@ final class PFDriver {
     /// The NICs `configuration` describes, each with its receiver stall limit (not started).
     static func makeNICs(_ configuration: HostConfiguration) throws -> [SoftNIC] {
         try configuration.nics.map { n in
-            let nic = try SoftNIC(name: n.name, model: SoftNIC.Model(rawValue: n.model) ?? .dring, vfCount: n.vfs)
+            let nic = try SoftNIC(name: n.name, model: NICModelRegistry.model(named: n.model), vfCount: n.vfs)
             nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
             return nic
         }
@@ -216,7 +216,7 @@ final class PFDriver {
                     return reply(.switchOffer(.init(kind: .none)), [])
                 }
                 let vf = nic.vfs[index]
-                reply(.switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.rawValue, plugin: lease.plugin)),
+                reply(.switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.name, plugin: lease.plugin)),
                       [image.fd, vf.registers.fd, vf.kick.fd])
             case .offerSwitchOut(let lease):
                 reply(.switchOffer(.init(kind: .switchOut, vf: UInt16(lease.index))), [])
@@ -279,7 +279,7 @@ final class PFDriver {
         }
         let bufferSize = device.maximumFrameLength
         func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
-            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.gpa &+ UInt64(r.ringSize) &* 16, bufferSize: UInt32(bufferSize))
+            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.completionGPA, bufferSize: UInt32(bufferSize))
         }
         nic.grant(vf: index, memory: device.memory)
         do {

@@ -10,9 +10,8 @@ struct PluginStore {
     let directory: String
 
     /// The image the host injects for a NIC model: the first of its plugins found in the directory.
-    func image(for model: SoftNIC.Model) -> (name: String, path: String)? {
-        let candidates = model == .cq ? ["npa-cq-swift", "npa-cq"] : ["npa-dring"]
-        for name in candidates {
+    func image(for model: NICModel) -> (name: String, path: String)? {
+        for name in model.pluginImages {
             let path = directory + "/" + name + ".so"
             if FileManager.default.fileExists(atPath: path) { return (name, path) }
         }

@@ -15,8 +15,9 @@ public final class VirtualFunction {
     public struct QueueConfig: Sendable, Equatable {
         public var ringGPA: UInt64
         public var ringSize: UInt32
-        /// npa-cq only: the completion queue's GPA.
-        public var completionGPA: UInt64
+        /// The completion ring's GPA, as the guest's plugin reported it; nil if it has none
+        /// (npa-cq needs one, npa-dring has none).
+        public var completionGPA: UInt64?
         /// RX queues: the size of every receive buffer the guest posts (the 82599's
         /// SRRCTL.BSIZEPACKET, which the PF driver programs). The NIC writes no frame longer than
         /// this into a buffer: it drops and counts it (`Counters.frameTooLong`) before taking a
@@ -27,7 +28,7 @@ public final class VirtualFunction {
         /// What a PF may program: at least a minimum Ethernet frame, at most 16 KiB.
         public static let bufferSizes: ClosedRange<UInt32> = 64...16384
 
-        public init(ringGPA: UInt64, ringSize: UInt32, completionGPA: UInt64 = 0, bufferSize: UInt32 = Self.defaultBufferSize) {
+        public init(ringGPA: UInt64, ringSize: UInt32, completionGPA: UInt64? = nil, bufferSize: UInt32 = Self.defaultBufferSize) {
             self.ringGPA = ringGPA
             self.ringSize = ringSize
             self.completionGPA = completionGPA
@@ -38,6 +39,8 @@ public final class VirtualFunction {
     /// NIC-side cursors of one queue.
     struct Queue {
         var config: QueueConfig
+        /// `config.completionGPA`, checked at init (the model's `queueFits`); 0 if none.
+        var completionGPA: UInt64
         /// dring: head index. cq: submission entries consumed (free running).
         var head: UInt32 = 0
         /// cq: phase expected in submission entries / written into completions.
@@ -51,6 +54,11 @@ public final class VirtualFunction {
         var cachedTail: UInt32 = 0
         /// dring RX: the head last published in RDH (written once per pass, not per frame).
         var publishedHead: UInt32 = 0
+
+        init(config: QueueConfig) {
+            self.config = config
+            completionGPA = config.completionGPA ?? 0
+        }
     }
 
     public struct Counters: Sendable, Equatable {
@@ -69,7 +77,6 @@ public final class VirtualFunction {
     }
 
     public let index: Int
-    public let model: SoftNIC.Model
     public let registers: SharedMemory
     /// The eventfd a guest writes to wake a sleeping engine (handed to the guest's shell).
     public let kick: EventNotifier
@@ -93,9 +100,8 @@ public final class VirtualFunction {
     var multicast: Set<MACAddress> = []
     public internal(set) var counters = Counters()
 
-    init(index: Int, model: SoftNIC.Model) throws {
+    init(index: Int) throws {
         self.index = index
-        self.model = model
         registers = try SharedMemory(name: "npa-vf\(index)-regs", size: Int(NPA_VF_REG_PAGE_SIZE))
         kick = try EventNotifier()
         txQueues = .allocate(capacity: Int(NPA_VF_MAX_QUEUES))

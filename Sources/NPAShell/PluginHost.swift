@@ -1,5 +1,6 @@
 import CNPAPluginABI
 import CNPAShim
+import NPAControlProtocol
 import NPASystem
 
 /// The shell's side of the plugin ABI: it fills `npa_plugin_state`, provides the shell services
@@ -139,6 +140,29 @@ package final class PluginHost {
         state.pointee.private_area = privateArea
         let rc = ops.sw_init!(state)
         guard rc == NPA_OK else { throw LoadError(description: "plugin software init failed (\(rc))") }
+        for rx in [false, true] {
+            for r in queueRegions(rx: rx) where r.completion_offset != 0 {
+                guard r.completion_offset & 15 == 0, UInt64(r.completion_offset) + UInt64(r.ring_size) * 16 <= UInt64(r.size) else {
+                    throw LoadError(description: "the plugin put a completion ring outside its queue region (offset \(r.completion_offset))")
+                }
+            }
+        }
+    }
+
+    /// The queue regions as the plugin left them after its software init.
+    private func queueRegions(rx: Bool) -> [npa_queue_region] {
+        let count = Int(rx ? state.pointee.num_rx_queues : state.pointee.num_tx_queues)
+        return withUnsafePointer(to: rx ? state.pointee.rx_queues : state.pointee.tx_queues) {
+            $0.withMemoryRebound(to: npa_queue_region.self, capacity: Int(NPA_PLUGIN_MAX_QUEUES)) { Array(UnsafeBufferPointer(start: $0, count: count)) }
+        }
+    }
+
+    /// The queue regions for the host's PF driver: where each ring is, as the plugin reported
+    /// it (the completion ring's GPA from the plugin's `completion_offset`, none if it has none).
+    package func reportedRegions(rx: Bool) -> [ControlMessage.QueueRegion] {
+        queueRegions(rx: rx).map {
+            ControlMessage.QueueRegion(gpa: $0.gpa, ringSize: $0.ring_size, completionGPA: $0.completion_offset == 0 ? nil : $0.gpa + UInt64($0.completion_offset))
+        }
     }
 
     /// In-order completion: the first `count` buffers handed to this queue are free again.

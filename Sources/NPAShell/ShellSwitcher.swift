@@ -116,10 +116,11 @@ final class ShellSwitcher {
                 return stepFailed(error)
             }
         case .prepareVF(let lease):
-            let region = { (r: npa_queue_region) in ControlMessage.QueueRegion(gpa: r.gpa, ringSize: r.ring_size) }
+            // The regions as the plugin carved them (its completion rings where it put them).
+            let plugin = lease.path.plugin
             do {
                 try channel.requestAcknowledged(
-                    .switchInReady(txRegions: vfRegions.tx.map(region), rxRegions: vfRegions.rx.map(region), plugin: lease.pluginDescription))
+                    .switchInReady(txRegions: plugin.reportedRegions(rx: false), rxRegions: plugin.reportedRegions(rx: true), plugin: lease.pluginDescription))
             } catch {
                 return stepFailed(error)
             }

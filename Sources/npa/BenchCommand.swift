@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NPANICModel
 
 /// `npa bench`: the seed's experiment on this system. For each frame size both modes run, one
 /// after the other in one process, first at full rate (throughput, CPU by role, Mbps per GHz of
@@ -17,8 +18,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Frame sizes in bytes, comma separated (64...9018).")
     var sizes: String = "64,1514,9014"
 
-    @Option(help: "NIC model for passthrough: npa-dring or npa-cq.")
-    var model: String = "npa-dring"
+    @Option(help: NICModelOption.help)
+    var model: String = NICModel.dring.name
 
     @Option(help: "TX/RX queues per guest (1...8); the sender spreads 2 flows per queue.")
     var queues: Int = 1
@@ -76,7 +77,7 @@ struct Bench: ParsableCommand {
         guard !sizes.isEmpty, sizes.count == self.sizes.split(separator: ",").count, sizes.allSatisfy({ (64...9018).contains($0) }) else {
             throw ValidationError("--sizes must list frame sizes from 64 to 9018 bytes, e.g. 64,1514,9014")
         }
-        guard ["npa-dring", "npa-cq"].contains(model) else { throw ValidationError("--model must be npa-dring or npa-cq") }
+        try NICModelOption.validate(model)
         guard (1...8).contains(queues) else { throw ValidationError("--queues must be 1...8") }
         guard (1...1_000_000).contains(spin) else { throw ValidationError("--spin must be 1...1000000 polls") }
         guard (32...4096).contains(ring), ring & (ring - 1) == 0 else { throw ValidationError("--ring must be a power of two in 32...4096") }

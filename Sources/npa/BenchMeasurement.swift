@@ -2,6 +2,7 @@ import ArgumentParser
 import CNPAShim
 import Foundation
 import NPAHost
+import NPANICModel
 import NPAShell
 import NPASystem
 import NPAWorkload
@@ -10,7 +11,7 @@ import NPAWorkload
 /// notification policy (interrupts after a short spin, or busy-polling everywhere) and where
 /// each role's thread runs. Nothing here differs between emulation and passthrough.
 struct BenchSetup {
-    var model = "npa-dring"
+    var model = NICModel.dring.name
     var queues = 1
     var busyPoll = false
     /// Interrupt mode: empty polling passes before an engine sleeps, and polls before a guest

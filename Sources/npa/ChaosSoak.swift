@@ -2,6 +2,7 @@ import Foundation
 import NPAAdmin
 import NPAControlProtocol
 import NPAHost
+import NPANICModel
 import NPARingFormats
 import NPAShell
 import NPASystem
@@ -23,7 +24,7 @@ final class ChaosSoak {
         var seconds: Double
         var seed: UInt64
         var plugins: String
-        var models = ["npa-dring", "npa-cq"]
+        var models = NICModelRegistry.names
         var frameBytes = 512
     }
 

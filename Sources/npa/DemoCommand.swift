@@ -4,6 +4,7 @@ import Logging
 import NPAAdmin
 import NPAControlProtocol
 import NPAHost
+import NPANICModel
 import NPASystem
 import NPAWorkload
 
@@ -50,7 +51,7 @@ struct Demo: ParsableCommand {
         // (scripts/build-plugins.sh builds them; the demo runs it when it can).
         let plugins = Demo.pluginDirectory()
         if let plugins {
-            config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 8)]
+            config.nics = [.init(name: "nic0", model: NICModel.dring.name, vfs: 8)]
             config.uplink = .nic("nic0")
             config.pluginDirectory = plugins
         } else {

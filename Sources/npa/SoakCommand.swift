@@ -4,6 +4,7 @@ import Logging
 import NPAAdmin
 import NPAControlProtocol
 import NPAHost
+import NPANICModel
 import NPAShell
 import NPASystem
 import NPAWorkload
@@ -15,7 +16,7 @@ struct Soak: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Switch two guests in and out N times under bidirectional load; verify nothing is lost.",
         discussion: """
-            --chaos runs the chaos soak instead: one host per NIC model (npa-dring, npa-cq), each with \
+            --chaos runs the chaos soak instead: one host per NIC model (each one the NIC implements), each with \
             two surviving guests streaming both ways, two victim guests in their own processes and a \
             hostile guest, while a schedule drawn from --seed switches the survivors, resets and \
             disables their VFs, SIGKILLs and restarts the victims, writes random descriptors and \
@@ -28,8 +29,8 @@ struct Soak: ParsableCommand {
     @Option(help: "Frames each guest sends between two switches.")
     var framesPerSwitch: Int = 200
 
-    @Option(help: "NIC model: npa-dring or npa-cq.")
-    var model: String = "npa-dring"
+    @Option(help: NICModelOption.help)
+    var model: String = NICModel.dring.name
 
     @Flag(help: "Print the summary as one JSON object.")
     var json = false
@@ -55,7 +56,7 @@ struct Soak: ParsableCommand {
         }
         guard switches >= 1, switches <= 1_000_000 else { throw ValidationError("--switches must be 1...1000000") }
         guard framesPerSwitch >= 40, framesPerSwitch % 40 == 0 else { throw ValidationError("--frames-per-switch must be a positive multiple of 40 (two sends per guest per switch, two flows, bursts of 10)") }
-        guard ["npa-dring", "npa-cq"].contains(model) else { throw ValidationError("--model must be npa-dring or npa-cq") }
+        try NICModelOption.validate(model)
     }
 
     struct Percentiles: Codable {

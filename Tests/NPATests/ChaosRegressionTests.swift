@@ -1,6 +1,7 @@
 import Foundation
 import NPAAdmin
 import NPAHost
+import NPANICModel
 import NPAShell
 import NPAWorkload
 import Testing
@@ -57,7 +58,7 @@ import Testing
     /// then nowhere: from the PF (an emulated sender) out of the wire, from another VF into the
     /// vswitch, which had no port for the MAC (`pfFramesUnroutable`). Neither was counted where
     /// the receiver could see it. Now both wait in the PF queue until the guest switches out.
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func framesForAVFDisabledUnderItsPluginWaitForTheSwitchOut(_ model: String) throws {
         var t = try Topology(model: model)
         defer { t.host.stop() }
@@ -91,7 +92,7 @@ import Testing
     /// hold buffers the VF path reuses) until the guest re-armed it on DIC. Frames for the guest
     /// in that window were dropped as `vnic_inactive`. Now the MAC moves at `switchOutBegin`, as
     /// at any switch-out, and frames for it wait in their senders' rings or the PF queue.
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func aVFResetDropsNothingSentToTheGuestBeforeItSwitchesOut(_ model: String) throws {
         var t = try Topology(model: model)
         defer { t.host.stop() }

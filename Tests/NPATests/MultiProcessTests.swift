@@ -3,6 +3,7 @@ import NPAAdmin
 import FoundationXML
 import NPAControlProtocol
 import NPAHost
+import NPANICModel
 import NPAShell
 import NPAWorkload
 import Testing
@@ -166,7 +167,7 @@ enum SeqPacketProbe {
 
 @Suite(.serialized) struct SoakCommandTests {
     /// `npa soak` in a child process, short: both guests switch 100 times each under load (200 switches).
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func theSoakLosesNothingAndLeaksNothing(_ model: String) throws {
         _ = try NICModelTests.buildPluginImages()  // makes sure images exist for the soak's host
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

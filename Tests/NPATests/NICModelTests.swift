@@ -29,9 +29,19 @@ final class VFGuest {
     var postedRx: Int { queues * (ringSize - 1) }
 
     private let entry: npa_plugin_entry_fn
+    /// The injected image `entry` is in, for a model whose plugin is not linked into the tests.
+    private let image: PluginImage?
 
     init(nic: SoftNIC, vf: Int, mac: MACAddress, queues: Int = 2, ringSize: Int = 256, entry: npa_plugin_entry_fn? = nil) throws {
-        self.entry = entry ?? (nic.model == .dring ? npa_dring_plugin_main : npa_cq_plugin_main)
+        switch (entry, nic.model) {
+        case (let entry?, _): (self.entry, image) = (entry, nil)
+        case (nil, .dring): (self.entry, image) = (npa_dring_plugin_main, nil)
+        case (nil, .cq): (self.entry, image) = (npa_cq_plugin_main, nil)
+        case (nil, let model):
+            let path = try NICModelTests.buildPluginImages().appendingPathComponent("\(model.pluginImages[0]).so").path
+            let image = try PluginImage(adopting: NICModelTests.memfd(holding: path))
+            (self.entry, self.image) = (image.entry, image)
+        }
         self.nic = nic
         self.mac = mac
         self.queues = queues
@@ -53,7 +63,7 @@ final class VFGuest {
         let base = memory.base
         func region(_ i: Int) -> npa_queue_region {
             let gpa = UInt64(0x10000 + regionBytes * (firstRegion + i))
-            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0, reserved: 0)
+            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0, completion_offset: 0)
         }
         let tx = (0..<queues).map { region($0) }
         let rx = (0..<queues).map { region(queues + $0) }
@@ -63,12 +73,14 @@ final class VFGuest {
             entry: entry, txRegions: tx, rxRegions: rx, registers: function.registers.base, registersSize: function.registers.size,
             pool: pool, ringSize: ringSize, doorbell: function.kick)
         let dataPath = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: ringSize, spinPolls: 100)
-        func config(_ r: npa_queue_region) -> VirtualFunction.QueueConfig {
-            .init(ringGPA: r.gpa, ringSize: r.ring_size, completionGPA: r.gpa + UInt64(r.ring_size) * 16)
+        // The PF driver's part, from where the plugin says its rings are.
+        func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
+            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.completionGPA)
         }
         nic.grant(vf: vf, memory: GuestMemory(base: memory.base, size: memory.size))
         nic.setMAC(vf: vf, mac)
-        try nic.initializeQueues(vf: vf, tx: tx.map(config), rx: rx.map(config), interrupt: interrupt)
+        try nic.initializeQueues(
+            vf: vf, tx: plugin.reportedRegions(rx: false).map(config), rx: plugin.reportedRegions(rx: true).map(config), interrupt: interrupt)
         dataPath.refillAll()
         nic.enable(vf: vf)
         return dataPath
@@ -99,8 +111,8 @@ final class VFGuest {
 }
 
 @Suite(.serialized) struct NICModelTests {
-    @Test(arguments: SoftNIC.Model.allCases)
-    func vfToVFTrafficIsSwitchedByTheNICExactlyOnceInOrder(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func vfToVFTrafficIsSwitchedByTheNICExactlyOnceInOrder(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t0", model: model, vfCount: 8)
         nic.start()
         defer { nic.stop() }
@@ -142,8 +154,8 @@ final class VFGuest {
         #expect(nic.counters(vf: 3).rxFrames == UInt64(flows * perFlow))
     }
 
-    @Test(arguments: SoftNIC.Model.allCases)
-    func theNICDropsSpoofedSourcesAndForeignVLANs(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func theNICDropsSpoofedSourcesAndForeignVLANs(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t1", model: model, vfCount: 4)
         nic.start()
         defer { nic.stop() }
@@ -164,8 +176,8 @@ final class VFGuest {
         #expect(nic.counters(vf: 1).rxFrames == 1)
     }
 
-    @Test(arguments: SoftNIC.Model.allCases)
-    func dmaOutsideTheGrantIsRefusedAndCounted(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func dmaOutsideTheGrantIsRefusedAndCounted(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t2", model: model, vfCount: 2)
         nic.start()
         defer { nic.stop() }
@@ -181,8 +193,8 @@ final class VFGuest {
         #expect(nic.counters(vf: 0).dmaFaults == 1)
     }
 
-    @Test(arguments: SoftNIC.Model.allCases)
-    func aFunctionLevelResetStopsAllDMAToTheVF(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func aFunctionLevelResetStopsAllDMAToTheVF(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t3", model: model, vfCount: 2)
         nic.start()
         defer { nic.stop() }
@@ -248,11 +260,11 @@ final class VFGuest {
 
     /// The injection path: the image arrives as a memfd, the shell maps it from the descriptor
     /// and drives a VF with it (nothing is installed in the guest).
-    @Test(arguments: SoftNIC.Model.allCases)
-    func anInjectedImageLoadsFromAMemfdAndDrivesItsVF(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func anInjectedImageLoadsFromAMemfdAndDrivesItsVF(_ model: NICModel) throws {
         let out = try Self.buildPluginImages()
-        let image = try PluginImage(adopting: Self.memfd(holding: out.appendingPathComponent("\(model.rawValue).so").path))
-        #expect(image.name == model.rawValue)
+        let image = try PluginImage(adopting: Self.memfd(holding: out.appendingPathComponent("\(model.name).so").path))
+        #expect(image.name == model.name)
         #expect(image.version == "1.0")
         let nic = try SoftNIC(name: "t5", model: model, vfCount: 2)
         nic.start()
@@ -309,8 +321,8 @@ final class VFGuest {
     /// The shell's half of switching: the sender and the receiver move between VFs (new plugin
     /// instance, new rings) 20 times while frames are in flight both in TX rings and in RX rings.
     /// Every frame is received exactly once, in order; every buffer comes back.
-    @Test(arguments: SoftNIC.Model.allCases)
-    func movingBetweenVFsUnderLoadLosesNothing(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func movingBetweenVFsUnderLoadLosesNothing(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "t4", model: model, vfCount: 4)
         nic.start()
         defer { nic.stop() }

@@ -175,8 +175,8 @@ import Testing
     /// the engine does not re-check, on the strength of `initializeQueues` having checked the
     /// rings. So a ring must be aligned for the in-place descriptor loads and stores, a buffer
     /// size must be sane, and a new grant forgets the queues checked against the old one.
-    @Test(arguments: SoftNIC.Model.allCases)
-    func queueSetupIsCheckedAgainstTheGrantInForce(_ model: SoftNIC.Model) throws {
+    @Test(arguments: NICModelRegistry.models)
+    func queueSetupIsCheckedAgainstTheGrantInForce(_ model: NICModel) throws {
         let nic = try SoftNIC(name: "o3", model: model, vfCount: 1)
         let memory = try SharedMemory(name: "o3-guest", size: 1 << 20)
         let interrupt = try EventNotifier()
@@ -187,8 +187,11 @@ import Testing
         #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [misaligned], rx: [good], interrupt: interrupt) }
         if model == .cq {
             var badCompletion = good
-            badCompletion.completionGPA += 4
+            badCompletion.completionGPA = 0x11004
             #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [good], rx: [badCompletion], interrupt: interrupt) }
+            var noCompletion = good
+            noCompletion.completionGPA = nil
+            #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [noCompletion], rx: [good], interrupt: interrupt) }
         }
         for size: UInt32 in [0, 63, 16385] {
             var rx = good

@@ -7,7 +7,7 @@ import Testing
 /// The PF as the vswitch's uplink: emulated guests and guests on VFs reach each other through
 /// the host's vswitch, the PF's queues and the NIC's embedded switch.
 @Suite(.serialized) struct PFUplinkTests {
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func emulatedAndVFGuestsReachEachOtherThroughThePF(_ model: String) throws {
         let host = try TestHost(configuration: .withNIC(model: model, vfs: 4))
         defer { host.stop() }

@@ -17,7 +17,7 @@ import Testing
         try TestHost(configuration: .withNIC(model: model))
     }
 
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func aGuestSwitchesInAndOutUnderBidirectionalLoadLosingNothing(_ model: String) throws {
         let host = try host(model: model)
         defer { host.stop() }
@@ -97,7 +97,7 @@ import Testing
 
     /// In passthrough the frames cross no host thread: device emulation's counters stay flat
     /// while the VF counters rise, and the NIC switches VF to VF.
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func passthroughTrafficBypassesTheHost(_ model: String) throws {
         let host = try host(model: model)
         defer { host.stop() }
@@ -189,7 +189,7 @@ import Testing
     /// still working; nothing either side sent is lost silently (a's unsent frames are re-sent
     /// through emulation): every frame is received once, in order, or counted as dropped by the
     /// receiving NIC.
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func aVFResetUnderTrafficLosesOnlyWhatTheGuestIsToldItLost(_ model: String) throws {
         let host = try TestHost(configuration: .withNIC(model: model, vfs: 4))
         defer { host.stop() }
@@ -245,7 +245,7 @@ import Testing
     /// The PF side disables a guest's VF without telling it (no DIC). The plugin notices on its
     /// next poll and reports the fault; the shell asks the host to reset the VF; the guest moves
     /// to emulation with the reason in `npa status`, and nothing it sent is lost silently.
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func aVFThatDiesUnderThePluginIsReportedAndTheGuestMovesToEmulation(_ model: String) throws {
         let host = try TestHost(configuration: .withNIC(model: model, vfs: 2))
         defer { host.stop() }
@@ -315,7 +315,7 @@ import Testing
     /// the VF; at each switch the PF queue drains first. The guest gets every one exactly once,
     /// in order. The wire keeps at most 512 frames in flight, fewer than a ring's buffers, so
     /// nothing may be dropped either.
-    @Test(arguments: ["npa-dring", "npa-cq"])
+    @Test(arguments: NICModelRegistry.names)
     func wireFramesReachASwitchingGuestExactlyOnceInOrder(_ model: String) throws {
         let host = try TestHost(configuration: .withNIC(model: model, vfs: 2))
         defer { host.stop() }

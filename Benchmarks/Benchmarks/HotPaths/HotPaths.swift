@@ -120,11 +120,11 @@ let benchmarks: @Sendable () -> Void = {
             if passthrough {
                 // The images scripts/build-plugins.sh puts in the main package's .build/plugins.
                 let plugins = FileManager.default.currentDirectoryPath + "/../.build/plugins"
-                guard FileManager.default.fileExists(atPath: plugins + "/npa-dring.so") else {
+                guard FileManager.default.fileExists(atPath: plugins + "/\(NICModel.dring.pluginImages[0]).so") else {
                     print("skipped: run ../scripts/build-plugins.sh first")
                     return
                 }
-                config.nics = [.init(name: "nic0", model: "npa-dring", vfs: 2)]
+                config.nics = [.init(name: "nic0", model: NICModel.dring.name, vfs: 2)]
                 config.uplink = .nic("nic0")
                 config.autoPassthrough = true
                 config.pluginDirectory = plugins

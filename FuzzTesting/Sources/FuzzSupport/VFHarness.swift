@@ -32,8 +32,8 @@ public final class VFGuestDriver {
         nic.grant(vf: vf, memory: memory)
         nic.setMAC(vf: vf, mac)
         try nic.initializeQueues(
-            vf: vf, tx: [.init(ringGPA: Self.txRing, ringSize: Self.size, completionGPA: cq ? Self.txRing + 0x1000 : 0)],
-            rx: [.init(ringGPA: Self.rxRing, ringSize: Self.size, completionGPA: cq ? Self.rxRing + 0x1000 : 0)], interrupt: interrupt)
+            vf: vf, tx: [.init(ringGPA: Self.txRing, ringSize: Self.size, completionGPA: cq ? Self.txRing + 0x1000 : nil)],
+            rx: [.init(ringGPA: Self.rxRing, ringSize: Self.size, completionGPA: cq ? Self.rxRing + 0x1000 : nil)], interrupt: interrupt)
         nic.enable(vf: vf)
         if cq {
             for _ in 0..<Self.size { postRx() }
@@ -152,7 +152,7 @@ public final class VFFuzz {
     private var sequence: UInt8 = 0
     private var configured = false
 
-    public init(model: SoftNIC.Model) throws {
+    public init(model: NICModel) throws {
         nic = try SoftNIC(name: "fuzz", model: model, vfCount: 3)
         // Frames for a VF without buffers are dropped at once, not held in the sender's ring:
         // every input ends with each frame accounted for.

@@ -1,5 +1,6 @@
 import FuzzSupport
 import NPAHost
+import NPANICModel
 
 // The host configuration parser (YAML, Yams underneath) on any bytes. Checked: it returns a
 // configuration or throws its LoadError, saying where (never another error, never traps), and what
@@ -26,7 +27,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     invariant(!config.pluginDirectory.isEmpty, "empty plugin_dir")
     invariant(Set(config.nics.map(\.name)).count == config.nics.count, "duplicate NIC names")
     for n in config.nics {
-        invariant(!n.name.isEmpty && ["npa-dring", "npa-cq"].contains(n.model) && (1...64).contains(n.vfs), "bad NIC \(n)")
+        invariant(!n.name.isEmpty && NICModelRegistry.names.contains(n.model) && (1...64).contains(n.vfs), "bad NIC \(n)")
     }
     if case .nic(let name) = config.uplink {
         invariant(config.nics.contains { $0.name == name }, "uplink \(name) is not a NIC")

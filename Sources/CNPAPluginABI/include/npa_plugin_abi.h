@@ -46,14 +46,19 @@
 #define NPA_LOG_DEBUG 3
 
 /** A DMA region the shell allocated in guest memory for one queue; the plugin carves its rings
- *  (descriptor ring, completion ring, bookkeeping) out of it. */
+ *  (descriptor ring, completion ring, bookkeeping) out of it. The descriptor (or submission)
+ *  ring starts the region; where a completion ring is, only the plugin knows, so it says. */
 typedef struct npa_queue_region {
     void *va;            /* guest virtual address of the region */
     uint64_t gpa;        /* guest physical address: what descriptors and the device see */
     uint32_t size;       /* bytes */
     uint32_t ring_size;  /* descriptors the shell asks for (power of two) */
     uint32_t interrupt_vector;
-    uint32_t reserved;
+    /* Set by the plugin in sw_init: the byte offset in this region of the queue's completion
+     * ring (ring_size entries of 16 bytes), 0 if the model has none. The shell sends it to the
+     * host, whose PF driver points the VF at it. The shell passes 0. Was `reserved` (always 0)
+     * in ABI version 1: no bump, a plugin without a completion ring need not set it. */
+    uint32_t completion_offset;
 } npa_queue_region;
 _Static_assert(sizeof(npa_queue_region) == 32, "npa_queue_region layout");
 

@@ -1,0 +1,50 @@
+import CNPAShim
+import NPARingFormats
+
+/// The NIC's backpressure: a frame for a VF that has no free receive buffer waits where it is
+/// (in the sender's TX ring, or in the PF driver's burst) instead of being dropped, for up to
+/// `receiverStallLimitNanoseconds`. Runs under the NIC's lock, specialised per VF model; it
+/// touches only the receiving VF's stall clock and the NIC's `heldBack` flag.
+extension SoftNIC {
+    /// Whether a frame must wait before it is taken (from a VF's TX ring, the PF or the wire):
+    /// it is unicast to another enabled VF whose receive queue for its flow has no free buffer,
+    /// and that VF has been without one for less than the stall limit. A hint read from the
+    /// sender's buffer before the copy, on the same `route` the switch then uses; it never
+    /// holds a frame the receiver would refuse anyway (too long for its buffers).
+    func mustWait<Model: VFModelEngine>(
+        _: Model.Type, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute, from sender: VirtualFunction?
+    ) -> Bool {
+        guard let target = route.port, target != sender?.index else { return false }
+        let wait = vfRefs[target]._withUnsafeGuaranteedRef { vf -> Bool in
+            guard vf.enabled, vf.grant != nil, vf.rxQueueCount > 0 else { return false }
+            let q = vf.rxQueueCount == 1 ? 0 : Int(route.flowHash(frame, length: length) % UInt32(vf.rxQueueCount))
+            let queue = vf.rxQueues + q
+            guard length <= Int(queue.pointee.config.bufferSize) else { return false }
+            let size = queue.pointee.config.ringSize
+            // Buffers posted and not yet used; the guest's tail is read only when none are known.
+            var available: UInt32 = 0
+            if queue.pointee.head != queue.pointee.cachedTail && !vf.exceededStallLimit {
+                available = 1
+            } else {
+                guard let posted = Model.postedReceiveBuffers(of: vf, queue: q) else { return false }  // a bad tail: deliver() refuses it
+                available = posted
+            }
+            if available > 0 {
+                // One that used up its stall limit is held for again only with half a ring posted.
+                if vf.receiverStalledSince != 0 && (!vf.exceededStallLimit || available >= size / 2) {
+                    vf.receiverStalledSince = 0
+                    vf.exceededStallLimit = false
+                }
+                return false
+            }
+            let now = cnpa_monotonic_ns()
+            if vf.receiverStalledSince == 0 { vf.receiverStalledSince = now }
+            guard !vf.exceededStallLimit else { return false }
+            if now - vf.receiverStalledSince < receiverStallLimitNanoseconds { return true }
+            vf.exceededStallLimit = true
+            return false
+        }
+        if wait { heldBack = true }
+        return wait
+    }
+}

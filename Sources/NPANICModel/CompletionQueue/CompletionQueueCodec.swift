@@ -1,0 +1,46 @@
+import CNPAPluginABI
+import CNPAShim
+
+/// npa-cq's entry formats, read and written only here: `npa_cq_sq_entry` and `npa_cq_cq_entry`
+/// from npa_nic_models.h. A submission entry is read once, as the C struct, into a local that
+/// the engine then validates (no field is fetched twice). A completion is written field by
+/// field, its flags/status word last with release, at the offsets below, which a test checks
+/// against the C structs.
+enum CompletionQueueCodec {
+    /// Bytes per entry, submission and completion alike.
+    static var entrySize: Int { 16 }
+    /// `npa_cq_cq_entry.req_id`, `length`, `hash`.
+    static var completionRequestIDOffset: Int { 0 }
+    static var completionLengthOffset: Int { 2 }
+    static var completionHashOffset: Int { 8 }
+    /// `npa_cq_cq_entry.flags`, `status`, `vlan`: one u32, published last.
+    static var completionFlagsOffset: Int { 4 }
+
+    /// Entry `index` (free running; masked here) of a queue of `size` entries at `base`.
+    @inline(__always)
+    static func slot(_ base: UnsafeMutableRawPointer, _ index: UInt32, size: UInt32) -> UnsafeMutableRawPointer {
+        base + Int(index & (size &- 1)) * entrySize
+    }
+
+    /// A submission entry as the guest wrote it, in host byte order. `length` is the frame's
+    /// length (TX) or the buffer's capacity (RX).
+    @inline(__always)
+    static func readSubmission(_ e: UnsafeRawPointer) -> (address: UInt64, length: Int, requestID: UInt16, phase: UInt8) {
+        let entry = e.load(as: npa_cq_sq_entry.self)
+        return (
+            UInt64(littleEndian: entry.addr), Int(UInt16(littleEndian: entry.length)), UInt16(littleEndian: entry.req_id),
+            entry.flags & UInt8(NPA_CQ_FLAG_PHASE)
+        )
+    }
+
+    /// Writes one completion; the phase (with status) is published last, with release, so the
+    /// driver reads the other fields only after it sees the entry is of its lap.
+    @inline(__always)
+    static func writeCompletion(_ c: UnsafeMutableRawPointer, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32, phase: UInt8) {
+        c.storeBytes(of: requestID.littleEndian, toByteOffset: completionRequestIDOffset, as: UInt16.self)
+        c.storeBytes(of: length.littleEndian, toByteOffset: completionLengthOffset, as: UInt16.self)
+        c.storeBytes(of: hash.littleEndian, toByteOffset: completionHashOffset, as: UInt32.self)
+        // flags (phase) | status << 8 | vlan << 16
+        cnpa_store_release_u32(c + completionFlagsOffset, (UInt32(phase) | UInt32(status) << 8).littleEndian)
+    }
+}

@@ -1,0 +1,96 @@
+import CNPAPluginABI
+import CNPAShim
+import Foundation
+import NPASystem
+
+/// The NIC's engine: its passes over the VFs' TX queues and the thread that runs them. A pass
+/// takes the NIC's lock once; the model's ring code (`VFModelEngine`) runs inside it,
+/// specialised per model (`runPass(_:)` is generic; `runPass()` enters it once per pass).
+extension SoftNIC {
+    /// One engine pass over every enabled VF's TX queues; returns frames processed.
+    @discardableResult
+    public func runPass() -> Int { engine.runPass(on: self) }
+
+    func runPass<Model: VFModelEngine>(_: Model.Type) -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        heldBack = false
+        var work = 0
+        for ref in vfRefs {
+            work += ref._withUnsafeGuaranteedRef { vf in
+                guard vf.enabled else { return 0 }
+                var n = 0
+                for q in 0..<vf.txQueueCount {
+                    n += Model.pullTransmitQueue(self, vf, q)
+                }
+                return n
+            }
+        }
+        publishAndInterrupt(Model.self)
+        return work
+    }
+
+    /// Starts the engine on its own thread ("npa-nic-<name>", accounted as hardware). It polls
+    /// while there is work and sleeps, with each VF page saying so, after `idlePasses` empty passes.
+    public func start(idlePasses: Int = 256) {
+        guard thread == nil else { return }
+        stopFlag.pointee = 0
+        let flag = stopFlag
+        thread = EngineThread.start(name: "npa-nic-\(name)") { [self] in
+            let epoll = try! Epoll()
+            try! epoll.add(wake.fd, tag: UInt64.max)
+            for vf in vfs { try! epoll.add(vf.kick.fd, tag: UInt64(vf.index)) }
+            var idle = 0
+            while cnpa_load_relaxed_u32(flag) == 0 {
+                if runPass() > 0 { idle = 0; continue }
+                if heldBack {
+                    // A sender waits for a receiver's buffers: let the receiver's vCPU run.
+                    sched_yield()
+                    continue
+                }
+                idle += 1
+                if idle < idlePasses { cnpa_cpu_relax(); continue }
+                for vf in vfs { vf.write(NPA_VF_REG_ENGINE_SLEEPING, 1) }
+                cnpa_fence_seq_cst()
+                if runPass() == 0 {
+                    for tag in (try? epoll.wait(timeoutMilliseconds: 100)) ?? [] {
+                        if tag == UInt64.max { wake.drain() } else { vfs[Int(tag)].kick.drain() }
+                    }
+                }
+                for vf in vfs { vf.write(NPA_VF_REG_ENGINE_SLEEPING, 0) }
+                idle = 0
+            }
+        }
+    }
+
+    public func stop() {
+        guard let t = thread else { return }
+        cnpa_store_relaxed_u32(stopFlag, 1)
+        wake.signal()
+        EngineThread.join(t)
+        thread = nil
+    }
+
+    /// End of a pass: publish each RX head that moved (once per pass, not per frame), then
+    /// raise the interrupts the pass earned.
+    func publishAndInterrupt<Model: VFModelEngine>(_: Model.Type) {
+        for ref in vfRefs {
+            ref._withUnsafeGuaranteedRef { vf in
+                guard vf.pendingInterrupt else { return }
+                Model.publishReceiveHeads(of: vf)
+            }
+        }
+        cnpa_fence_seq_cst()
+        for ref in vfRefs {
+            ref._withUnsafeGuaranteedRef { vf in
+                guard vf.pendingInterrupt else { return }
+                vf.pendingInterrupt = false
+                if vf.read(NPA_VF_REG_INTR_MASK) == 0 {
+                    vf.write(NPA_VF_REG_INTR_MASK, 1)
+                    vf.interrupt?.signal()
+                    vf.counters.interrupts &+= 1
+                }
+            }
+        }
+    }
+}
