@@ -28,12 +28,12 @@ public final class HostDaemon: @unchecked Sendable {
     private let listener: SeqPacketSocket
     private let epoll: Epoll
     private let stopNotifier: EventNotifier
-    private let vswitch = VirtualSwitch()
+    let vswitch = VirtualSwitch()
     private let arena = FrameArena(capacity: 64)
-    private var connections: [UInt64: Connection] = [:]
+    var connections: [UInt64: Connection] = [:]
     private var nextConnectionID: UInt64 = 1
     private var nextVNICID: UInt32 = 1
-    private(set) var devices: [EmulatedDevice] = []
+    var devices: [EmulatedDevice] = []
     /// Port index → the device on it, unretained so routing a frame costs no reference counting
     /// (`devices` keeps them alive).
     private var portOwners: [Unmanaged<EmulatedDevice>?] = []
@@ -455,7 +455,7 @@ public final class HostDaemon: @unchecked Sendable {
         vswitch.setRxMode(d.port, d.rxMode)
     }
 
-    private func syncPortOwners() {
+    func syncPortOwners() {
         portOwners = [Unmanaged<EmulatedDevice>?](repeating: nil, count: vswitch.portCount)
         for d in devices { portOwners[d.port] = Unmanaged.passUnretained(d) }
         activeDevices.deallocate()
