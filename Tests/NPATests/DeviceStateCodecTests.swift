@@ -1,3 +1,4 @@
+import Foundation
 import NPAControlProtocol
 @testable import NPAHost
 import NPARingFormats
@@ -142,6 +143,21 @@ import Testing
             }
             #expect(named == field, "\(reason)")
             #expect(!reason.isEmpty)
+        }
+    }
+}
+
+extension DeviceStateCodecTests {
+    /// The fuzzer's seeds (FuzzTesting/make-seeds.py) are states this codec reads: a format
+    /// change that forgets them fails here, not silently in a fuzz run that only sees refusals.
+    @Test func theFuzzSeedsDecodeAndReencodeUnchanged() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../FuzzTesting/corpus/device-state").standardized
+        let files = try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
+        #expect(files.count >= 4)
+        for file in files {
+            let bytes = [UInt8](try Data(contentsOf: file))
+            let state = try DeviceState(decoding: bytes)
+            #expect(state.encoded() == bytes, "\(file.lastPathComponent)")
         }
     }
 }
