@@ -110,6 +110,35 @@ extension EmulatedDevice {
         return completed
     }
 
+    /// TX policy, applied to the host-private copy of a frame the guest sent (never to guest
+    /// memory, which the guest may rewrite meanwhile): its source MAC must be this vNIC's
+    /// (anti-spoofing) and its VLAN one this vNIC's port is a member of. Returns that VLAN if
+    /// the frame may go on; nil if not, counted as `spoofed_source` or `vlan_refused`.
+    /// `vswitch` is the device's own, passed in by the caller, which holds it: reading the
+    /// device's `unowned` reference per frame would cost a retain and a release.
+    @inline(__always)
+    func admittedVLAN(ofTransmitted frame: UnsafeRawPointer, length: Int, on vswitch: VirtualSwitch) -> UInt16? {
+        let (vlan, refusal) = txPolicyVerdict(frame, length: length, on: vswitch)
+        if let refusal { drop(refusal) }
+        return refusal == nil ? vlan : nil
+    }
+
+    /// As `admittedVLAN`, for a frame of a burst the switch did not take after all (it stays in
+    /// the guest's ring and is checked again when offered again): a refusal's count is taken back.
+    func readmittedVLAN(ofTransmitted frame: UnsafeRawPointer, length: Int, on vswitch: VirtualSwitch) -> UInt16? {
+        let (vlan, refusal) = txPolicyVerdict(frame, length: length, on: vswitch)
+        if let refusal { counters.drops[refusal.rawValue] &-= 1 }
+        return refusal == nil ? vlan : nil
+    }
+
+    @inline(__always)
+    private func txPolicyVerdict(_ frame: UnsafeRawPointer, length: Int, on vswitch: VirtualSwitch) -> (vlan: UInt16, refusal: DropReason?) {
+        guard EthernetFrame.mac(frame, at: 6) == mac.value else { return (0, .spoofedSource) }
+        let vlan = EthernetFrame.vlanID(frame, length: length)
+        guard vswitch.isMember(port, vlan: vlan) else { return (vlan, .vlanRefused) }
+        return (vlan, nil)
+    }
+
     @inline(__always)
     private func writeTxCompletion(_ tq: inout Queue, eopIndex: UInt32) {
         let c = memory.base + Int(tq.compBase) + Int(tq.compNext) &* 16  // SAFETY: checked at ACTIVATE
