@@ -73,8 +73,10 @@ extension EmulatedDevice {
             interrupts: handles.interrupts, maxQueues: maxQueues, vswitch: vswitch,
             port: handles.port ?? vswitch.addPort(mac: saved.identity.mac), logger: logger)
         if handles.registerPage == nil {
+            // Vectors the device does not have stay masked, as after a reset.
             for v in 0..<VMXNET3.RegisterPage.maximumVectors {
-                registerWord(VMXNET3.RegisterPage.interruptMask(v)).pointee = v < 32 && saved.interrupts.masked & (1 << UInt32(v)) == 0 ? 0 : 1
+                let unmasked = v < Int(saved.interrupts.vectorCount) && saved.interrupts.masked & (1 << UInt32(v)) == 0
+                registerWord(VMXNET3.RegisterPage.interruptMask(v)).pointee = unmasked ? 0 : 1
             }
         }
         vswitch.setOwnedMAC(port, mac)

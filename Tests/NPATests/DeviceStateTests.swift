@@ -1,8 +1,10 @@
 import Foundation
+import Logging
 import NPAControlProtocol
 @testable import NPAHost
 import NPARingFormats
 import NPAShell
+import NPASystem
 import NPAWorkload
 import Testing
 
@@ -117,5 +119,33 @@ import Testing
         #expect(a.send([f]) == 1)
         #expect(receiveFrames(b, count: 1) == [f])
         #expect(try b.deviceCounters()["rx_frames"] == 1)
+    }
+
+    /// Migration's restore: no register page and no port handed over. The device gets a new
+    /// port that carries its MAC and filters and a new register page with its interrupt masks,
+    /// and saving it again gives back exactly the state it was restored from.
+    @Test func aStateRestoredOntoANewPortAndRegisterPageSavesBackTheSame() throws {
+        let vswitch = VirtualSwitch()
+        let state = DeviceStateCodecTests.sample()
+        let policy = GuestPolicy(allowedVLANs: Set(state.filters.vlans))
+        var logger = Logger(label: "npa.test.device-state")
+        logger.logLevel = .critical
+        let handles = EmulatedDevice.Handles(
+            region: try SharedMemory(name: "npa-test-device-state", size: 1 << 20), doorbell: try EventNotifier(),
+            interrupts: try (0..<Int(state.interrupts.vectorCount)).map { _ in try EventNotifier() }, registerPage: nil, port: nil)
+        let device = try EmulatedDevice(restoring: state, handles: handles, policy: policy, maxQueues: 4, vswitch: vswitch, logger: logger)
+        #expect(vswitch.owner(of: state.identity.mac) == device.port)
+        #expect(vswitch.portMAC[device.port] == state.identity.mac.value)
+        for vlan in state.filters.vlans { #expect(vswitch.isMember(device.port, vlan: vlan)) }
+        #expect(!vswitch.isMember(device.port, vlan: 11))
+        for v in 0..<VMXNET3.RegisterPage.maximumVectors {
+            let masked = v >= Int(state.interrupts.vectorCount) || state.interrupts.masked & (1 << UInt32(v)) != 0
+            #expect(device.registerWord(VMXNET3.RegisterPage.interruptMask(v)).pointee == (masked ? 1 : 0), "IMR \(v)")
+        }
+        #expect(device.state == .failed(state.lifecycle.failureReason))
+        device.stop()
+        #expect(device.save() == state)
+        device.resume()
+        #expect(device.state == .failed(state.lifecycle.failureReason))
     }
 }
