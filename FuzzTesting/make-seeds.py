@@ -74,3 +74,30 @@ for t in ["vf-dring", "vf-cq"]:
     put(t, "rx-from-good", [0x03, 0x00, 0x00, 0x01, 0x01] + [4, 40, 0] + [6, 3, 0, 1, 5] + vf_burst(10, 100, 0x08) + [5])
     put(t, "bad-doorbell", [0x00, 0x00, 0x00, 9, 0, 1, 0xFF, 0xFF, 0x00, 0x00, 5, 7, 0x40, 0, 5, 0, 0, 0, 5])
     put(t, "raw-geometry", [0x81, 0x40] + list(struct.pack("<Q", 0xFFFFF000)) + [0x00, 5])
+
+# device-state: encoded DeviceStates (see DeviceState+Codec.swift): magic, format 1, 7 pieces.
+def device_state(name, mac, phase=1, queues=((0x20000, 0x40000),), vlans=(0,), multicast=(), reason=b"", earlier=()):
+    def piece(pid, payload):
+        return struct.pack("<HHI", pid, 1, len(payload)) + payload
+    def m(v):
+        return v.to_bytes(6, "big")
+    identity = struct.pack("<I", 3) + s(name) + m(mac) + m(mac) + struct.pack("<I", 1500)
+    filters = struct.pack("<IH", 0x07, len(multicast)) + b"".join(m(x) for x in multicast) + struct.pack("<H", len(vlans)) + b"".join(struct.pack("<H", v) for v in vlans)
+    interrupts = struct.pack("<BBII", 2, 1, 0b01, 0b10)
+    def q(base, vector, desc):
+        return struct.pack("<QIIBQIIBBQ", base, 256, 17, 1, base + 0x1000, 256, 200, 0, vector, desc)
+    qs = struct.pack("<BB", len(queues), len(queues))
+    qs += b"".join(q(tx, 0, 0x10000 + 256 * i) for i, (tx, rx) in enumerate(queues))
+    qs += b"".join(q(rx, 1, 0x10000 + 256 * (len(queues) + i)) for i, (tx, rx) in enumerate(queues))
+    if phase == 0:
+        qs = struct.pack("<BB", 0, 0)
+    lifecycle = struct.pack("<B", phase) + s(reason.decode()) + struct.pack("<II", 3, 0b101)
+    latches = struct.pack("<IQII", 0x8000, 0x8000, 0x0202, 0)
+    counters = struct.pack("<9Q", 100, 6400, 90, 5760, 1, 2, 3, 4, 5) + struct.pack("<B", 13) + struct.pack("<13Q", *range(13))
+    counters += struct.pack("<B", len(earlier)) + b"".join(s(k) + struct.pack("<Q", v) for k, v in sorted(earlier))
+    pieces = [identity, filters, interrupts, qs, lifecycle, latches, counters]
+    return b"NPDS" + struct.pack("<HH", 1, len(pieces)) + b"".join(piece(i + 1, p) for i, p in enumerate(pieces))
+put("device-state", "active", device_state("a", 0x020000000001))
+put("device-state", "reset", device_state("guest-b", 0x024E50000002, phase=0))
+put("device-state", "failed-two-queues", device_state("c.1", 0x020000000003, phase=3, queues=((0x20000, 0x40000), (0x60000, 0x80000)), reason=b"256 descriptor faults"))
+put("device-state", "filters", device_state("d", 0x020000000004, vlans=(0, 10, 4094), multicast=(0x01005E000001, 0x333300000001), earlier=(("vf_rx_frames", 9), ("drop_vf_no_buffers", 1))))

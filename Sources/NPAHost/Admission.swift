@@ -57,6 +57,17 @@ final class Admission {
         toPassthrough && !device.policy.allowPassthrough ? .passthroughNotAllowed(guest: device.name) : nil
     }
 
+    /// May a restored device (a checkpoint here, a migration from another host) keep the MAC,
+    /// VLANs and rx mode `state` carries, under this host's `policy`? `port` is its own port if
+    /// it keeps one.
+    func admitRestored(_ state: DeviceState, policy: GuestPolicy, port: Int?) -> AdmissionRefusal? {
+        if let refusal = admit(mac: state.identity.mac, guest: state.name, policy: policy, port: port) { return refusal }
+        let refused = Set(state.filters.vlans).subtracting(policy.allowedVLANs)
+        if !refused.isEmpty { return .vlansNotAllowed(refused.sorted(), guest: state.name) }
+        if state.filters.rxMode.contains(.promiscuous) && !policy.allowPromiscuous { return .promiscuousNotAllowed(guest: state.name) }
+        return nil
+    }
+
     private func admit(mac: MACAddress, guest: String, policy: GuestPolicy, port: Int?) -> AdmissionRefusal? {
         guard policy.allows(mac: mac) else { return .macNotAllowed(mac, guest: guest) }
         guard isFree(mac, except: port) else { return .macInUse(mac) }

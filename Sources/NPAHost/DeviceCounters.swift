@@ -39,7 +39,7 @@ enum DropReason: Int, CaseIterable, Sendable {
 
 /// One vNIC's counters. Written only by the engine thread (single writer, no atomics); read by
 /// the same thread when it answers status and counter requests.
-struct DeviceCounters {
+struct DeviceCounters: Equatable {
     var txFrames: UInt64 = 0
     var txBytes: UInt64 = 0
     var rxFrames: UInt64 = 0

@@ -33,17 +33,19 @@ extension EmulatedDevice {
             while descriptors < VMXNET3.maximumDescriptorsPerPacket {
                 let d = ring + Int(chainIdx) &* 16
                 // Acquire: the guest writes gen last; everything before it is then visible.
-                let dw2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
-                guard (dw2 >> 14) & 1 == chainGen else { break }
-                let dw3 = UInt32(littleEndian: d.load(fromByteOffset: 12, as: UInt32.self))
-                let len = dw2 & 0x3FFF
-                arena.chainAddresses[descriptors] = UInt64(littleEndian: d.load(as: UInt64.self))
-                arena.chainLengths[descriptors] = len == 0 ? 16384 : len
+                let dword2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
+                guard VMXNET3Descriptor.txGeneration(dword2: dword2) == chainGen else { break }
+                // Read once into locals and decoded by the one vmxnet3 codec (the benchmark's).
+                let descriptor = VMXNET3Descriptor.Tx(
+                    dword2: dword2, dword3: UInt32(littleEndian: d.load(fromByteOffset: 12, as: UInt32.self)),
+                    address: UInt64(littleEndian: d.load(as: UInt64.self)))
+                arena.chainAddresses[descriptors] = descriptor.address
+                arena.chainLengths[descriptors] = descriptor.length
                 descriptors += 1
                 eopIndex = chainIdx
                 chainIdx = (chainIdx &+ 1) & mask
                 if chainIdx == 0 { chainGen ^= 1 }
-                if dw3 & VMXNET3Descriptor.txEOPBit != 0 {
+                if descriptor.endOfPacket {
                     complete = true
                     break
                 }
@@ -110,13 +112,43 @@ extension EmulatedDevice {
         return completed
     }
 
+    /// TX policy, applied to the host-private copy of a frame the guest sent (never to guest
+    /// memory, which the guest may rewrite meanwhile): its source MAC must be this vNIC's
+    /// (anti-spoofing) and its VLAN one this vNIC's port is a member of. Returns that VLAN if
+    /// the frame may go on; nil if not, counted as `spoofed_source` or `vlan_refused`.
+    /// `vswitch` is the device's own, passed in by the caller, which holds it: reading the
+    /// device's `unowned` reference per frame would cost a retain and a release.
+    @inline(__always)
+    func admittedVLAN(ofTransmitted frame: UnsafeRawPointer, length: Int, on vswitch: VirtualSwitch) -> UInt16? {
+        let (vlan, refusal) = txPolicyVerdict(frame, length: length, on: vswitch)
+        if let refusal { drop(refusal) }
+        return refusal == nil ? vlan : nil
+    }
+
+    /// As `admittedVLAN`, for a frame of a burst the switch did not take after all (it stays in
+    /// the guest's ring and is checked again when offered again): a refusal's count is taken back.
+    func readmittedVLAN(ofTransmitted frame: UnsafeRawPointer, length: Int, on vswitch: VirtualSwitch) -> UInt16? {
+        let (vlan, refusal) = txPolicyVerdict(frame, length: length, on: vswitch)
+        if let refusal { counters.drops[refusal.rawValue] &-= 1 }
+        return refusal == nil ? vlan : nil
+    }
+
+    @inline(__always)
+    private func txPolicyVerdict(_ frame: UnsafeRawPointer, length: Int, on vswitch: VirtualSwitch) -> (vlan: UInt16, refusal: DropReason?) {
+        guard EthernetFrame.mac(frame, at: 6) == mac.value else { return (0, .spoofedSource) }
+        let vlan = EthernetFrame.vlanID(frame, length: length)
+        guard vswitch.isMember(port, vlan: vlan) else { return (vlan, .vlanRefused) }
+        return (vlan, nil)
+    }
+
     @inline(__always)
     private func writeTxCompletion(_ tq: inout Queue, eopIndex: UInt32) {
         let c = memory.base + Int(tq.compBase) + Int(tq.compNext) &* 16  // SAFETY: checked at ACTIVATE
-        c.storeBytes(of: (eopIndex & 0xFFF).littleEndian, as: UInt32.self)
+        let completion = VMXNET3Descriptor.txCompletion(eopIndex: eopIndex, generation: tq.compGeneration)
+        c.storeBytes(of: completion.dword0.littleEndian, as: UInt32.self)
         c.storeBytes(of: 0, toByteOffset: 4, as: UInt64.self)
         // Release: the guest must see dword0 once it sees the new gen.
-        cnpa_store_release_u32(c + 12, (tq.compGeneration << 31).littleEndian)
+        cnpa_store_release_u32(c + 12, completion.dword3.littleEndian)
         tq.compNext &+= 1
         if tq.compNext == tq.compSize {
             tq.compNext = 0
@@ -282,7 +314,7 @@ extension EmulatedDevice {
         guard isActive else { return false }
         for tq in txQueues {
             let d = memory.base + Int(tq.ringBase) + Int(tq.next) &* 16
-            if (UInt32(littleEndian: cnpa_load_acquire_u32(d + 8)) >> 14) & 1 == tq.generation { return true }
+            if VMXNET3Descriptor.txGeneration(dword2: UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))) == tq.generation { return true }
         }
         return false
     }

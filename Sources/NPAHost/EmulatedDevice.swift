@@ -19,6 +19,8 @@ final class EmulatedDevice {
         case quiesced
         /// The guest misbehaved too often; queues are stopped until RESET + ACTIVATE.
         case failed(String)
+        /// Stopped by the host to be saved (`stop()`): no data-path work until `resume()`.
+        case stopped
 
         var name: String {
             switch self {
@@ -26,6 +28,7 @@ final class EmulatedDevice {
             case .active: "active"
             case .quiesced: "quiesced"
             case .failed: "error"
+            case .stopped: "stopped"
             }
         }
     }
@@ -108,39 +111,89 @@ final class EmulatedDevice {
     /// Faults since the last ACTIVATE; at `faultLimit` the device enters the error state.
     var faults = 0
     let faultLimit = 256
-    private var loggedReasons: UInt32 = 0
+    private(set) var loggedReasons: UInt32 = 0
+    /// The state `stop()` left, which `save()` records and `resume()` returns to.
+    private(set) var stateBeforeStop: State?
 
     // BAR1 latches.
-    private var driverSharedLow: UInt32 = 0
+    private(set) var driverSharedLow: UInt32 = 0
     private(set) var driverSharedPA: UInt64 = 0
-    private var macLowLatch: UInt32 = 0
-    private var lastCommandResult: UInt32 = 0
+    private(set) var macLowLatch: UInt32 = 0
+    private(set) var lastCommandResult: UInt32 = 0
     private(set) var rxMode: VMXNET3.RxMode = [.unicast, .broadcast]
     private(set) var multicast: Set<MACAddress> = []
     private(set) var vlans: Set<UInt16> = [0]
 
-    init(
+    /// A new vNIC at attach: a fresh register page (every vector masked) and a new vswitch port.
+    convenience init(
         id: UInt32, name: String, mac: MACAddress, policy: GuestPolicy, region: SharedMemory,
         doorbell: EventNotifier, interrupts: [EventNotifier], maxQueues: Int, vswitch: VirtualSwitch, admission: Admission, logger: Logger
     ) throws {
-        self.id = id
-        self.name = name
-        self.mac = mac
-        self.permanentMAC = mac
+        let registerPage = try SharedMemory(name: "npa-regs-\(name)", size: VMXNET3.RegisterPage.size)
+        self.init(
+            state: .initial(id: id, name: name, mac: mac, vectorCount: interrupts.count), policy: policy, region: region,
+            registerPage: registerPage, doorbell: doorbell, interrupts: interrupts, maxQueues: maxQueues,
+            vswitch: vswitch, admission: admission, port: vswitch.addPort(mac: mac), logger: logger)
+        maskAllVectors()
+    }
+
+    /// The device `saved` describes, on these handles and vswitch port. Touches neither the
+    /// register page nor the port: the caller (`init(restoring:...)`, or the attach init above)
+    /// has checked `saved` against guest memory and programs them.
+    init(
+        state saved: DeviceState, policy: GuestPolicy, region: SharedMemory, registerPage: SharedMemory,
+        doorbell: EventNotifier, interrupts: [EventNotifier], maxQueues: Int, vswitch: VirtualSwitch, admission: Admission, port: Int,
+        logger: Logger
+    ) {
+        id = saved.identity.id
+        name = saved.identity.name
+        mac = saved.identity.mac
+        permanentMAC = saved.identity.permanentMAC
+        mtu = saved.identity.mtu
         self.policy = policy
         self.region = region
-        self.memory = GuestMemory(base: region.base, size: region.size)
-        self.registerPage = try SharedMemory(name: "npa-regs-\(name)", size: VMXNET3.RegisterPage.size)
+        memory = GuestMemory(base: region.base, size: region.size)
+        self.registerPage = registerPage
         self.doorbell = doorbell
         self.interrupts = interrupts
         self.maxQueues = maxQueues
         self.vswitch = vswitch
         self.admission = admission
-        self.port = vswitch.addPort(mac: mac)
+        self.port = port
         var l = logger
         l[metadataKey: "vnic"] = "\(name)"
         self.logger = l
-        maskAllVectors()
+        rxMode = saved.filters.rxMode
+        multicast = Set(saved.filters.multicast)
+        vlans = Set(saved.filters.vlans)
+        autoMask = saved.interrupts.autoMask
+        pendingVectors = saved.interrupts.pending
+        txQueues = saved.queues.transmit.map(Queue.init(restoring:))
+        rxQueues = saved.queues.receive.map(Queue.init(restoring:))
+        state = State(restoring: saved.lifecycle)
+        faults = Int(saved.lifecycle.faults)
+        loggedReasons = saved.lifecycle.loggedReasons
+        driverSharedLow = saved.latches.driverSharedLow
+        driverSharedPA = saved.latches.driverSharedPA
+        macLowLatch = saved.latches.macLow
+        lastCommandResult = saved.latches.lastCommandResult
+        counters = saved.counters.device
+        earlierVFCounters = saved.counters.earlierVF
+    }
+
+    /// Stops the device for a save: it does no data-path work (it is not active) until
+    /// `resume()`, or until it is discarded for the device restored from its state.
+    func stop() {
+        precondition(stateBeforeStop == nil, "vNIC '\(name)' is stopped already")
+        stateBeforeStop = state
+        state = .stopped
+    }
+
+    /// Undoes `stop()` (a save or restore failed): the device carries on as it was.
+    func resume() {
+        guard let previous = stateBeforeStop else { return }
+        state = previous
+        stateBeforeStop = nil
     }
 
     /// All vectors masked, as after a device reset.

@@ -1,0 +1,71 @@
+import Foundation
+import Logging
+@testable import NPAHost
+import NPASystem
+
+/// A host daemon stepped on a thread of its own by the test (control events, then one
+/// data-path pass, as FuzzTesting steps a host), which also runs work the test hands it
+/// between two passes: how a test reaches host-thread-only operations (checkpoint and restore)
+/// while guests keep running on other threads.
+final class SteppedTestHost: @unchecked Sendable {
+    let daemon: HostDaemon
+    let socketPath: String
+    private let condition = NSCondition()
+    private var requests: [() -> Void] = []
+    private var stopping = false
+    private var thread: pthread_t?
+
+    init(configuration: HostConfiguration = HostConfiguration()) throws {
+        var configuration = configuration
+        // As TestHost: no outcome may depend on how long a loaded machine sets a guest aside.
+        configuration.receiverStallMilliseconds = 60_000
+        configuration.switchTimeoutMilliseconds = 60_000
+        socketPath = TestHost.freshSocketPath()
+        var logger = Logger(label: "npa.test.stepped-host")
+        logger.logLevel = ProcessInfo.processInfo.environment["NPA_TEST_LOG"] != nil ? .debug : .critical
+        daemon = try HostDaemon(socketPath: socketPath, configuration: configuration, logger: logger)
+        thread = EngineThread.start(name: "npa-host") { [self] in step() }
+    }
+
+    private func step() {
+        while true {
+            condition.lock()
+            let work = requests, stop = stopping
+            requests = []
+            condition.unlock()
+            for request in work { request() }
+            if stop { return }
+            guard (try? daemon.serveReadyEvents()) == true else { return }
+            // Never asleep: guests see the device polling and need not kick.
+            if daemon.runDataPathPass() == 0 { sched_yield() }
+        }
+    }
+
+    /// Runs `body` on the host's thread between two data-path passes; returns what it returned.
+    func onHostThread<T>(_ body: @escaping (HostDaemon) throws -> T) throws -> T {
+        var result: Result<T, Error>?
+        let daemon = self.daemon
+        condition.lock()
+        defer { condition.unlock() }
+        requests.append { [condition] in
+            let outcome = Result { try body(daemon) }
+            condition.lock()
+            result = outcome
+            condition.broadcast()
+            condition.unlock()
+        }
+        while result == nil { condition.wait() }
+        return try result!.get()
+    }
+
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.unlock()
+        if let t = thread { EngineThread.join(t) }
+        thread = nil
+        unlink(socketPath)
+    }
+
+    deinit { stop() }
+}
