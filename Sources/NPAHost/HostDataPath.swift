@@ -171,20 +171,12 @@ final class HostDataPath {
     /// what was taken is always a prefix of the burst.
     private func switchBurst(from device: EmulatedDevice) -> Int {
         let ingress = device.port
-        let mac = device.mac.value
         var taken = arena.count
         frames: for i in 0..<arena.count {
             let frame = UnsafeRawPointer(arena.slot(i))
             let length = arena.lengths[i]
-            guard EthernetFrame.mac(frame, at: 6) == mac else {
-                device.drop(.spoofedSource)
-                continue
-            }
-            let vlan = EthernetFrame.vlanID(frame, length: length)
-            guard vswitch.isMember(ingress, vlan: vlan) else {
-                device.drop(.vlanRefused)
-                continue
-            }
+            // The device's TX policy (anti-spoofing, VLAN membership), on the private copy.
+            guard let vlan = device.admittedVLAN(ofTransmitted: frame, length: length, on: vswitch) else { continue }
             let dst = EthernetFrame.mac(frame, at: 0)
             let route = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations)
             var hash: UInt32 = 0
@@ -275,15 +267,7 @@ final class HostDataPath {
         for i in first...last {
             let frame = UnsafeRawPointer(arena.slot(i))
             let length = arena.lengths[i]
-            if EthernetFrame.mac(frame, at: 6) != device.mac.value {
-                device.counters.drops[DropReason.spoofedSource.rawValue] &-= 1
-                continue
-            }
-            let vlan = EthernetFrame.vlanID(frame, length: length)
-            guard vswitch.isMember(device.port, vlan: vlan) else {
-                device.counters.drops[DropReason.vlanRefused.rawValue] &-= 1
-                continue
-            }
+            guard let vlan = device.readmittedVLAN(ofTransmitted: frame, length: length, on: vswitch) else { continue }
             let dst = EthernetFrame.mac(frame, at: 0)
             let route = vswitch.route(destination: dst, vlan: vlan, ingress: device.port, into: arena.destinations)
             if case .forward(1) = route, anyAwaitingSwitchOut, Int(arena.destinations[0]) == vswitch.uplinkPort,
