@@ -1,5 +1,6 @@
-/// What the vswitch's uplink port is plugged into. For now the only wire is a counting sink that
-/// stands in for the physical network (the NIC model's PF queues plug in here next).
+/// A counting sink as the vswitch's uplink (`uplink: counting`): frames for no local vNIC are
+/// counted and dropped. The other uplink is a software NIC's PF (`uplink: <nic>`), which
+/// `HostDataPath` sends to in batches; a TAP port would be a third.
 final class CountingWire {
     private(set) var framesOut: UInt64 = 0
     private(set) var bytesOut: UInt64 = 0
