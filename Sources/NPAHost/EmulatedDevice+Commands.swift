@@ -9,34 +9,29 @@ import NPARingFormats
 /// descriptors, and change the device only through its lifecycle (`start`, `quiesce`, `reset`)
 /// and `program(...)` methods. Switch commands belong to the PF driver and are refused here.
 extension EmulatedDevice {
-    /// What a command did: the value CMD reads back (0 = success for SET commands) and, on
-    /// refusal, the control-channel status and the reason for the guest.
+    /// What a command did: the value CMD reads back (vmxnet3's ABI: 0 = success for SET
+    /// commands, `UInt32.max` for a command the device does not take) and why it was refused.
     struct CommandOutcome {
         var result: UInt32
-        var status: UInt32 = 0
-        var message: String = ""
+        var refusal: DeviceRefusal?
 
         static func done(_ result: UInt32 = 0) -> CommandOutcome { CommandOutcome(result: result) }
-        static func refused(_ status: UInt32, _ message: String, result: UInt32 = 1) -> CommandOutcome {
-            CommandOutcome(result: result, status: status, message: message)
+        static func refused(_ refusal: DeviceRefusal, result: UInt32 = 1) -> CommandOutcome {
+            CommandOutcome(result: result, refusal: refusal)
         }
     }
 
-    /// Executes a vmxnet3 command; each refusal carries its own status (policy, state, argument).
+    /// Executes a vmxnet3 command; each refusal names its rule (`DeviceRefusal`).
     func execute(command raw: UInt32) -> CommandOutcome {
-        guard let command = VMXNET3.Command(rawValue: raw) else {
-            return .refused(ControlMessage.ErrorCode.invalidArgument, "unsupported command 0x\(String(raw, radix: 16))", result: UInt32.max)
-        }
+        guard let command = VMXNET3.Command(rawValue: raw) else { return .refused(.unsupportedCommand(raw), result: UInt32.max) }
         switch command {
         case .activateDevice:
             do {
                 try activate()
                 return .done()
-            } catch let error as ActivationError {
-                logger.warning("ACTIVATE refused: \(error.reason)")
-                return .refused(ControlMessage.ErrorCode.invalidState, "ACTIVATE refused: \(error.reason)")
             } catch {
-                return .refused(ControlMessage.ErrorCode.invalidState, "ACTIVATE refused: \(error)")
+                logger.warning("ACTIVATE refused: \(error.reason)")
+                return .refused(.activation(reason: error.reason))
             }
         case .quiesceDevice:
             quiesce()
@@ -67,19 +62,19 @@ extension EmulatedDevice {
             return .done()
         case .stopEmulation, .loadPlugin, .activateVF:
             // Handled by the host's PF driver (PFDriver, reached through ControlServer) when a switch is under way.
-            return .refused(ControlMessage.ErrorCode.invalidState, "no switch to passthrough is under way for this vNIC", result: UInt32.max)
+            return .refused(.noSwitchUnderWay, result: UInt32.max)
         }
     }
 
     struct ActivationError: Error { let reason: String }
 
-    private func require(_ condition: Bool, _ reason: @autoclosure () -> String) throws {
+    private func require(_ condition: Bool, _ reason: @autoclosure () -> String) throws(ActivationError) {
         if !condition { throw ActivationError(reason: reason()) }
     }
 
     /// ACTIVATE_DEV: reads DriverShared and the queue descriptor table once, validates every
     /// ring against the guest's region, and only then starts the queues.
-    private func activate() throws {
+    private func activate() throws(ActivationError) {
         let ds = driverSharedPA
         try require(ds != 0, "DriverShared address (DSAL/DSAH) is not set")
         try require(memory.contains(gpa: ds, length: VMXNET3.DriverShared.size), "DriverShared at 0x\(String(ds, radix: 16)) lies outside guest memory")
@@ -96,7 +91,7 @@ extension EmulatedDevice {
         let tableLength = UInt64(numTx + numRx) * VMXNET3.queueDescriptorSize
         try require(queueTable & 127 == 0 && memory.contains(gpa: queueTable, length: tableLength), "queue descriptor table at 0x\(String(queueTable, radix: 16)) is misaligned or outside guest memory")
 
-        func ring(_ base: UInt64, _ size: UInt32, _ what: String, maximum: UInt32) throws {
+        func ring(_ base: UInt64, _ size: UInt32, _ what: String, maximum: UInt32) throws(ActivationError) {
             try require(size >= VMXNET3.minimumRingSize && size <= maximum && size & (size - 1) == 0, "\(what) size \(size) is not a power of two in \(VMXNET3.minimumRingSize)...\(maximum)")
             try require(base & 15 == 0 && memory.contains(gpa: base, length: UInt64(size) * VMXNET3.descriptorSize), "\(what) at 0x\(String(base, radix: 16)) is misaligned or outside guest memory")
         }
@@ -147,9 +142,9 @@ extension EmulatedDevice {
 
     private func updateRxMode() -> CommandOutcome {
         guard driverSharedPA != 0, let raw = memory.loadU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.rxMode) else {
-            return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set")
+            return .refused(.driverSharedNotSet)
         }
-        if let refusal = program(rxMode: VMXNET3.RxMode(rawValue: raw & 0x1F)) { return .refused(refusal.code, refusal.description) }
+        if let refusal = program(rxMode: VMXNET3.RxMode(rawValue: raw & 0x1F)) { return .refused(.admission(refusal)) }
         return .done()
     }
 
@@ -157,14 +152,14 @@ extension EmulatedDevice {
         let ds = driverSharedPA
         guard ds != 0, let lenWord = memory.loadU32(gpa: ds &+ VMXNET3.DriverShared.multicastTableLength),
             let tablePA = memory.loadU64(gpa: ds &+ VMXNET3.DriverShared.multicastTablePA)
-        else { return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set") }
+        else { return .refused(.driverSharedNotSet) }
         let length = Int(lenWord & 0xFFFF)
-        guard length % 6 == 0, length <= 6 * 256 else { return .refused(ControlMessage.ErrorCode.invalidState, "multicast table length \(length) is not a multiple of 6 up to 1536") }
-        guard let p = memory.pointer(gpa: tablePA, length: UInt64(length)) else { return .refused(ControlMessage.ErrorCode.invalidState, "multicast table lies outside guest memory") }
+        guard length % 6 == 0, length <= 6 * 256 else { return .refused(.multicastTableLength(length)) }
+        guard let p = memory.pointer(gpa: tablePA, length: UInt64(length)) else { return .refused(.multicastTableOutsideMemory) }
         var list = Set<MACAddress>()
         for i in 0..<(length / 6) {
             let mac = MACAddress(value: EthernetFrame.mac(p, at: i * 6))
-            guard mac.isMulticast else { return .refused(ControlMessage.ErrorCode.invalidState, "MAC filter entry \(mac) is not a multicast address") }
+            guard mac.isMulticast else { return .refused(.notMulticast(mac)) }
             list.insert(mac)
         }
         program(multicast: list)
@@ -174,7 +169,7 @@ extension EmulatedDevice {
     private func updateVLANFilters() -> CommandOutcome {
         let ds = driverSharedPA
         guard ds != 0, let p = memory.pointer(gpa: ds &+ VMXNET3.DriverShared.vlanTable, length: VMXNET3.DriverShared.vlanTableBytes) else {
-            return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set")
+            return .refused(.driverSharedNotSet)
         }
         var requested = Set<UInt16>([0])
         for word in 0..<128 {
@@ -183,7 +178,7 @@ extension EmulatedDevice {
             for b in 0..<32 where bits & (1 << UInt32(b)) != 0 { requested.insert(UInt16(word * 32 + b)) }
         }
         requested.remove(4095)
-        if let refusal = program(vlans: requested) { return .refused(refusal.code, refusal.description) }
+        if let refusal = program(vlans: requested) { return .refused(.admission(refusal)) }
         return .done()
     }
 

@@ -8,29 +8,28 @@ import NPARingFormats
 /// It may touch the BAR1 latches, DriverShared.ecr in guest memory, and the MAC only through
 /// `program(mac:)`. An offset that names no register is refused, never trusted.
 extension EmulatedDevice {
-    /// A guest's register write. Returns (status, message) for the reply.
-    func writeRegister(offset: UInt32, value: UInt32) -> (UInt32, String) {
-        guard let reg = VMXNET3.Register(rawValue: offset) else {
-            return (ControlMessage.ErrorCode.invalidArgument, "no register at BAR1 offset 0x\(String(offset, radix: 16))")
-        }
+    /// A guest's register write; nil when it was done. A refused CMD still sets what CMD reads
+    /// back (`lastCommandResult`).
+    func writeRegister(offset: UInt32, value: UInt32) -> DeviceRefusal? {
+        guard let reg = VMXNET3.Register(rawValue: offset) else { return .noRegister(offset: offset) }
         switch reg {
         case .vrrs, .uvrs:
             // Only revision 1 exists here; the driver must pick bit 0.
-            return value == 1 ? (0, "") : (ControlMessage.ErrorCode.invalidArgument, "only revision 1 is supported")
+            return value == 1 ? nil : .unsupportedRevision
         case .dsal:
             driverSharedLow = value
             if value == 0 { driverSharedPA = 0 }
-            return (0, "")
+            return nil
         case .dsah:
             driverSharedPA = UInt64(value) << 32 | UInt64(driverSharedLow)
-            return (0, "")
+            return nil
         case .cmd:
             let outcome = execute(command: value)
             lastCommandResult = outcome.result
-            return (outcome.status, outcome.message)
+            return outcome.refusal
         case .macl:
             macLowLatch = value
-            return (0, "")
+            return nil
         case .mach:
             // MACL holds bytes 0-3 and MACH bytes 4-5, little endian: byte 0 is the first on the wire.
             let bytes: [UInt8] = [
@@ -38,36 +37,34 @@ extension EmulatedDevice {
                 UInt8(truncatingIfNeeded: macLowLatch >> 16), UInt8(truncatingIfNeeded: macLowLatch >> 24),
                 UInt8(truncatingIfNeeded: value), UInt8(truncatingIfNeeded: value >> 8),
             ]
-            if let refusal = program(mac: MACAddress(bytes: bytes)) { return (refusal.code, refusal.description) }
-            return (0, "")
+            return program(mac: MACAddress(bytes: bytes)).map(DeviceRefusal.admission)
         case .icr:
-            return (0, "")
+            return nil
         case .ecr:
             // Write-1-to-clear acknowledgement of events in DriverShared.ecr.
             if driverSharedPA != 0, let ecr = memory.loadU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.ecr) {
                 memory.storeU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.ecr, ecr & ~value)
             }
-            return (0, "")
+            return nil
         }
     }
 
-    func readRegister(offset: UInt32) -> (UInt32, UInt32, String) {
-        guard let reg = VMXNET3.Register(rawValue: offset) else {
-            return (ControlMessage.ErrorCode.invalidArgument, 0, "no register at BAR1 offset 0x\(String(offset, radix: 16))")
-        }
+    /// A guest's register read: the register's value.
+    func readRegister(offset: UInt32) -> Result<UInt32, DeviceRefusal> {
+        guard let reg = VMXNET3.Register(rawValue: offset) else { return .failure(.noRegister(offset: offset)) }
         switch reg {
-        case .vrrs, .uvrs: return (0, 1, "")
-        case .dsal: return (0, UInt32(truncatingIfNeeded: driverSharedPA), "")
-        case .dsah: return (0, UInt32(truncatingIfNeeded: driverSharedPA >> 32), "")
-        case .cmd: return (0, lastCommandResult, "")
+        case .vrrs, .uvrs: return .success(1)
+        case .dsal: return .success(UInt32(truncatingIfNeeded: driverSharedPA))
+        case .dsah: return .success(UInt32(truncatingIfNeeded: driverSharedPA >> 32))
+        case .cmd: return .success(lastCommandResult)
         case .macl:
             let b = mac.bytes
-            return (0, UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24, "")
+            return .success(UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24)
         case .mach:
             let b = mac.bytes
-            return (0, UInt32(b[4]) | UInt32(b[5]) << 8, "")
+            return .success(UInt32(b[4]) | UInt32(b[5]) << 8)
         case .icr, .ecr:
-            return (0, 0, "")
+            return .success(0)
         }
     }
 }
