@@ -3,13 +3,15 @@ import NPARingFormats
 
 /// Every refusal the host's control server sends a guest or an administrator, typed. `code` is
 /// the one place a wire code (`ControlMessage.ErrorCode`) is chosen for a refusal: callers say
-/// what went wrong, never which number it is. (Device emulation's register and command answers
-/// still carry their own codes: they are the device's ABI, see `EmulatedDevice.CommandOutcome`.)
+/// what went wrong, never which number it is. (What the device's CMD register reads back is
+/// vmxnet3's ABI, not a wire code: see `EmulatedDevice.CommandOutcome`.)
 enum ControlRefusal: Error, Equatable, CustomStringConvertible {
     /// A policy or host-state rule refused it (`Admission`).
     case admission(AdmissionRefusal)
     /// The PF driver would not take, or could not finish, a switch step.
     case switching(SwitchRefusal)
+    /// The emulated device refused a register access or a vmxnet3 command.
+    case device(DeviceRefusal)
     /// The datagram did not parse.
     case malformed(String)
     /// A message a guest never sends (a reply type, an `.ok`).
@@ -46,6 +48,13 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
             }
         case .switching(.admission(let refusal)): ControlRefusal.admission(refusal).code
         case .switching: ControlMessage.ErrorCode.invalidState
+        case .device(let refusal):
+            switch refusal {
+            case .admission(let refusal): ControlRefusal.admission(refusal).code
+            case .noRegister, .unsupportedRevision, .unsupportedCommand: ControlMessage.ErrorCode.invalidArgument
+            case .activation, .noSwitchUnderWay, .driverSharedNotSet, .multicastTableLength, .multicastTableOutsideMemory, .notMulticast:
+                ControlMessage.ErrorCode.invalidState
+            }
         case .malformed, .unexpectedMessage: ControlMessage.ErrorCode.malformed
         case .administrativeOnGuestConnection, .guestMessageOnAdminSocket: ControlMessage.ErrorCode.notPermitted
         case .notAttached: ControlMessage.ErrorCode.notAttached
@@ -59,6 +68,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         switch self {
         case .admission(let refusal): refusal.description
         case .switching(let refusal): refusal.description
+        case .device(let refusal): refusal.description
         case .malformed(let detail): "malformed message: \(detail)"
         case .unexpectedMessage: "unexpected message from a guest"
         case .administrativeOnGuestConnection: "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"

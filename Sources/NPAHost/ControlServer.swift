@@ -201,23 +201,25 @@ final class ControlServer {
                 case .failure(let r): return reply(c, registerRefusal(.switching(r), value: VMXNET3.QueueError.modeSwitchFailed))
                 }
             }
-            let (status, text) = d.writeRegister(offset: offset, value: value)
-            if status == 0 { pfDriver.syncPassthroughFilters(d) }
-            if status == 0 && offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateDevice.rawValue
-                && d.readRegister(offset: offset).1 == 0 && configuration.autoPassthrough && d.mode == .emulated
+            let refusal = d.writeRegister(offset: offset, value: value)
+            if refusal == nil { pfDriver.syncPassthroughFilters(d) }
+            if refusal == nil && offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateDevice.rawValue
+                && d.lastCommandResult == 0 && configuration.autoPassthrough && d.mode == .emulated
                 && admission.admitSwitch(toPassthrough: true, for: d) == nil
             {
                 if case .failure(let refusal) = pfDriver.requestSwitch(d, toPassthrough: true) {
                     logger.info("vNIC '\(d.name)' stays emulated: \(refusal)")
                 }
             }
-            let result = offset == VMXNET3.Register.cmd.rawValue ? d.readRegister(offset: offset).1 : 0
-            reply(c, .registerResult(status: status, value: result, message: text))
+            let result = offset == VMXNET3.Register.cmd.rawValue ? d.lastCommandResult : 0
+            reply(c, refusal.map { registerRefusal(.device($0), value: result) } ?? .registerResult(status: 0, value: result, message: ""))
         case .registerRead(let bar, let offset):
             guard let d = c.device else { return reply(c, notAttached) }
             guard bar == 1 else { return reply(c, registerRefusal(.onlyBAR1)) }
-            let (status, value, text) = d.readRegister(offset: offset)
-            reply(c, .registerResult(status: status, value: value, message: text))
+            switch d.readRegister(offset: offset) {
+            case .success(let value): reply(c, .registerResult(status: 0, value: value, message: ""))
+            case .failure(let refusal): reply(c, registerRefusal(.device(refusal)))
+            }
         case .countersRequest:
             guard let d = c.device else { return reply(c, notAttached) }
             // The VF's drops (now and in earlier passthrough periods) are the guest NIC's too.

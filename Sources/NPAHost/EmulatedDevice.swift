@@ -12,6 +12,11 @@ import NPASystem
 /// It may touch: its guest's memory (only through `memory`), its register page, its port on the
 /// vswitch. It trusts nothing the guest wrote: ring geometry is validated at ACTIVATE, every
 /// descriptor on every use. Only the engine thread calls it.
+///
+/// This file holds its identity, state and lifecycle (the only writers of `state`), the
+/// configuration the guest programs (each change through Admission) and faults. Its other
+/// roles are extensions in their own files: the BAR1 register file (`+Registers`), vmxnet3
+/// commands (`+Commands`), the data path (`+DataPath`) and save/restore (`+Persist`).
 final class EmulatedDevice {
     enum State: Equatable {
         case reset
@@ -115,11 +120,13 @@ final class EmulatedDevice {
     /// The state `stop()` left, which `save()` records and `resume()` returns to.
     private(set) var stateBeforeStop: State?
 
-    // BAR1 latches.
-    private(set) var driverSharedLow: UInt32 = 0
-    private(set) var driverSharedPA: UInt64 = 0
-    private(set) var macLowLatch: UInt32 = 0
-    private(set) var lastCommandResult: UInt32 = 0
+    // BAR1 latches: written only by the register file (`EmulatedDevice+Registers.swift`) and a
+    // restore; everything else reads them.
+    var driverSharedLow: UInt32 = 0
+    var driverSharedPA: UInt64 = 0
+    var macLowLatch: UInt32 = 0
+    var lastCommandResult: UInt32 = 0
+    // What the guest programmed: changed only through `program(...)` below, after Admission.
     private(set) var rxMode: VMXNET3.RxMode = [.unicast, .broadcast]
     private(set) var multicast: Set<MACAddress> = []
     private(set) var vlans: Set<UInt16> = [0]
@@ -213,306 +220,74 @@ final class EmulatedDevice {
 
     var isActive: Bool { state == .active }
 
-    // MARK: Registers (BAR1), reached through the control channel
+    // MARK: Lifecycle: the only writers of `state`
 
-    /// A guest's register write. Returns (status, message) for the reply.
-    func writeRegister(offset: UInt32, value: UInt32) -> (UInt32, String) {
-        guard let reg = VMXNET3.Register(rawValue: offset) else {
-            return (ControlMessage.ErrorCode.invalidArgument, "no register at BAR1 offset 0x\(String(offset, radix: 16))")
-        }
-        switch reg {
-        case .vrrs, .uvrs:
-            // Only revision 1 exists here; the driver must pick bit 0.
-            return value == 1 ? (0, "") : (ControlMessage.ErrorCode.invalidArgument, "only revision 1 is supported")
-        case .dsal:
-            driverSharedLow = value
-            if value == 0 { driverSharedPA = 0 }
-            return (0, "")
-        case .dsah:
-            driverSharedPA = UInt64(value) << 32 | UInt64(driverSharedLow)
-            return (0, "")
-        case .cmd:
-            let outcome = execute(command: value)
-            lastCommandResult = outcome.result
-            return (outcome.status, outcome.message)
-        case .macl:
-            macLowLatch = value
-            return (0, "")
-        case .mach:
-            // MACL holds bytes 0-3 and MACH bytes 4-5, little endian: byte 0 is the first on the wire.
-            let bytes: [UInt8] = [
-                UInt8(truncatingIfNeeded: macLowLatch), UInt8(truncatingIfNeeded: macLowLatch >> 8),
-                UInt8(truncatingIfNeeded: macLowLatch >> 16), UInt8(truncatingIfNeeded: macLowLatch >> 24),
-                UInt8(truncatingIfNeeded: value), UInt8(truncatingIfNeeded: value >> 8),
-            ]
-            let requested = MACAddress(bytes: bytes)
-            if let refusal = admission.admitMAC(requested, for: self) {
-                logger.warning("refused: \(refusal)")
-                return (refusal.code, refusal.description)
-            }
-            mac = requested
-            vswitch.setOwnedMAC(port, requested)
-            vswitch.setMAC(port, requested)
-            logger.info("MAC set to \(requested)")
-            return (0, "")
-        case .icr:
-            return (0, "")
-        case .ecr:
-            // Write-1-to-clear acknowledgement of events in DriverShared.ecr.
-            if driverSharedPA != 0, let ecr = memory.loadU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.ecr) {
-                memory.storeU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.ecr, ecr & ~value)
-            }
-            return (0, "")
-        }
-    }
-
-    func readRegister(offset: UInt32) -> (UInt32, UInt32, String) {
-        guard let reg = VMXNET3.Register(rawValue: offset) else {
-            return (ControlMessage.ErrorCode.invalidArgument, 0, "no register at BAR1 offset 0x\(String(offset, radix: 16))")
-        }
-        switch reg {
-        case .vrrs, .uvrs: return (0, 1, "")
-        case .dsal: return (0, UInt32(truncatingIfNeeded: driverSharedPA), "")
-        case .dsah: return (0, UInt32(truncatingIfNeeded: driverSharedPA >> 32), "")
-        case .cmd: return (0, lastCommandResult, "")
-        case .macl:
-            let b = mac.bytes
-            return (0, UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24, "")
-        case .mach:
-            let b = mac.bytes
-            return (0, UInt32(b[4]) | UInt32(b[5]) << 8, "")
-        case .icr, .ecr:
-            return (0, 0, "")
-        }
-    }
-
-    // MARK: Commands
-
-    /// What a command did: the value CMD reads back (0 = success for SET commands) and, on
-    /// refusal, the control-channel status and the reason for the guest.
-    struct CommandOutcome {
-        var result: UInt32
-        var status: UInt32 = 0
-        var message: String = ""
-
-        static func done(_ result: UInt32 = 0) -> CommandOutcome { CommandOutcome(result: result) }
-        static func refused(_ status: UInt32, _ message: String, result: UInt32 = 1) -> CommandOutcome {
-            CommandOutcome(result: result, status: status, message: message)
-        }
-    }
-
-    /// Executes a vmxnet3 command; each refusal carries its own status (policy, state, argument).
-    func execute(command raw: UInt32) -> CommandOutcome {
-        guard let command = VMXNET3.Command(rawValue: raw) else {
-            return .refused(ControlMessage.ErrorCode.invalidArgument, "unsupported command 0x\(String(raw, radix: 16))", result: UInt32.max)
-        }
-        switch command {
-        case .activateDevice:
-            do {
-                try activate()
-                return .done()
-            } catch let error as ActivationError {
-                logger.warning("ACTIVATE refused: \(error.reason)")
-                return .refused(ControlMessage.ErrorCode.invalidState, "ACTIVATE refused: \(error.reason)")
-            } catch {
-                return .refused(ControlMessage.ErrorCode.invalidState, "ACTIVATE refused: \(error)")
-            }
-        case .quiesceDevice:
-            if state == .active { state = .quiesced }
-            return .done()
-        case .resetDevice:
-            state = .reset
-            txQueues = []
-            rxQueues = []
-            faults = 0
-            maskAllVectors()
-            return .done()
-        case .updateRxMode: return updateRxMode()
-        case .updateMACFilters: return updateMACFilters()
-        case .updateVLANFilters: return updateVLANFilters()
-        case .getStats:
-            writeStats()
-            return .done()
-        case .getLink: return .done(VMXNET3.linkUp10G)
-        case .getPermanentMACLow:
-            let b = permanentMAC.bytes
-            return .done(UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24)
-        case .getPermanentMACHigh:
-            let b = permanentMAC.bytes
-            return .done(UInt32(b[4]) | UInt32(b[5]) << 8)
-        case .getDeviceIDLow: return .done(mode == .passthrough ? VMXNET3.passthroughDeviceID : VMXNET3.emulatedDeviceID)
-        case .getDeviceIDHigh: return .done()
-        case .getConfiguredInterrupts:
-            // MSI-X (3) with auto-mask (mask mode ACTIVE = 1 << 2).
-            return .done(3 | (1 << 2))
-        case .getQueueStatus:
-            writeQueueStatus()
-            return .done()
-        case .stopEmulation, .loadPlugin, .activateVF:
-            // Handled by the host's PF driver (PFDriver, reached through ControlServer) when a switch is under way.
-            return .refused(ControlMessage.ErrorCode.invalidState, "no switch to passthrough is under way for this vNIC", result: UInt32.max)
-        }
-    }
-
-    struct ActivationError: Error { let reason: String }
-
-    private func require(_ condition: Bool, _ reason: @autoclosure () -> String) throws {
-        if !condition { throw ActivationError(reason: reason()) }
-    }
-
-    /// ACTIVATE_DEV: reads DriverShared and the queue descriptor table once, validates every
-    /// ring against the guest's region, and only then starts the queues.
-    private func activate() throws {
-        let ds = driverSharedPA
-        try require(ds != 0, "DriverShared address (DSAL/DSAH) is not set")
-        try require(memory.contains(gpa: ds, length: VMXNET3.DriverShared.size), "DriverShared at 0x\(String(ds, radix: 16)) lies outside guest memory")
-        try require(memory.loadU32(gpa: ds) == VMXNET3.driverSharedMagic, "DriverShared magic is not 0xBABEFEE1")
-        let numTx = Int(memory.loadU8(gpa: ds + VMXNET3.DriverShared.numTxQueues) ?? 0)
-        let numRx = Int(memory.loadU8(gpa: ds + VMXNET3.DriverShared.numRxQueues) ?? 0)
-        try require((1...maxQueues).contains(numTx), "numTxQueues \(numTx) is not in 1...\(maxQueues)")
-        try require((1...maxQueues).contains(numRx), "numRxQueues \(numRx) is not in 1...\(maxQueues)")
-        let numIntrs = Int(memory.loadU8(gpa: ds + VMXNET3.DriverShared.numInterrupts) ?? 0)
-        try require(numIntrs >= 1 && numIntrs <= interrupts.count, "numIntrs \(numIntrs) exceeds the \(interrupts.count) interrupt eventfds attached")
-        let mtuValue = memory.loadU32(gpa: ds + VMXNET3.DriverShared.mtu) ?? 0
-        try require((68...9000).contains(mtuValue), "MTU \(mtuValue) is not in 68...9000")
-        let queueTable = memory.loadU64(gpa: ds + VMXNET3.DriverShared.queueDescPA) ?? 0
-        let tableLength = UInt64(numTx + numRx) * VMXNET3.queueDescriptorSize
-        try require(queueTable & 127 == 0 && memory.contains(gpa: queueTable, length: tableLength), "queue descriptor table at 0x\(String(queueTable, radix: 16)) is misaligned or outside guest memory")
-
-        func ring(_ base: UInt64, _ size: UInt32, _ what: String, maximum: UInt32) throws {
-            try require(size >= VMXNET3.minimumRingSize && size <= maximum && size & (size - 1) == 0, "\(what) size \(size) is not a power of two in \(VMXNET3.minimumRingSize)...\(maximum)")
-            try require(base & 15 == 0 && memory.contains(gpa: base, length: UInt64(size) * VMXNET3.descriptorSize), "\(what) at 0x\(String(base, radix: 16)) is misaligned or outside guest memory")
-        }
-
-        var tx: [Queue] = []
-        for q in 0..<numTx {
-            let d = queueTable + UInt64(q) * VMXNET3.queueDescriptorSize
-            var t = Queue()
-            t.descriptorGPA = d
-            t.ringBase = memory.loadU64(gpa: d + VMXNET3.TxQueueDesc.txRingBasePA) ?? 0
-            t.ringSize = memory.loadU32(gpa: d + VMXNET3.TxQueueDesc.txRingSize) ?? 0
-            t.compBase = memory.loadU64(gpa: d + VMXNET3.TxQueueDesc.compRingBasePA) ?? 0
-            t.compSize = memory.loadU32(gpa: d + VMXNET3.TxQueueDesc.compRingSize) ?? 0
-            t.vector = Int(memory.loadU8(gpa: d + VMXNET3.TxQueueDesc.intrIdx) ?? 0)
-            try ring(t.ringBase, t.ringSize, "TX ring \(q)", maximum: VMXNET3.maximumTxRingSize)
-            try ring(t.compBase, t.compSize, "TX completion ring \(q)", maximum: VMXNET3.maximumTxRingSize)
-            try require(t.compSize >= t.ringSize, "TX completion ring \(q) is smaller than its TX ring")
-            try require(t.vector < numIntrs, "TX queue \(q) interrupt index \(t.vector) >= numIntrs \(numIntrs)")
-            tx.append(t)
-        }
-        var rx: [Queue] = []
-        for q in 0..<numRx {
-            let d = queueTable + UInt64(numTx + q) * VMXNET3.queueDescriptorSize
-            var r = Queue()
-            r.descriptorGPA = d
-            r.ringBase = memory.loadU64(gpa: d + VMXNET3.RxQueueDesc.rxRingBasePA0) ?? 0
-            r.ringSize = memory.loadU32(gpa: d + VMXNET3.RxQueueDesc.rxRingSize0) ?? 0
-            r.compBase = memory.loadU64(gpa: d + VMXNET3.RxQueueDesc.compRingBasePA) ?? 0
-            r.compSize = memory.loadU32(gpa: d + VMXNET3.RxQueueDesc.compRingSize) ?? 0
-            r.vector = Int(memory.loadU8(gpa: d + VMXNET3.RxQueueDesc.intrIdx) ?? 0)
-            try ring(r.ringBase, r.ringSize, "RX ring \(q)", maximum: VMXNET3.maximumRxRingSize)
-            try ring(r.compBase, r.compSize, "RX completion ring \(q)", maximum: VMXNET3.maximumRxRingSize * 2)
-            try require(r.compSize >= r.ringSize, "RX completion ring \(q) is smaller than its RX ring")
-            try require(r.vector < numIntrs, "RX queue \(q) interrupt index \(r.vector) >= numIntrs \(numIntrs)")
-            rx.append(r)
-        }
-        // Completion rings start zeroed (all-zero = empty, since gen starts at 1).
-        for t in tx { memory.pointer(gpa: t.compBase, length: UInt64(t.compSize) * 16)!.initializeMemory(as: UInt8.self, repeating: 0, count: Int(t.compSize) * 16) }
-        for r in rx { memory.pointer(gpa: r.compBase, length: UInt64(r.compSize) * 16)!.initializeMemory(as: UInt8.self, repeating: 0, count: Int(r.compSize) * 16) }
-        for t in tx {
-            // txThreshold = 1: the device wants every doorbell (it polls anyway while awake).
-            memory.storeU32(gpa: t.descriptorGPA + VMXNET3.TxQueueDesc.txThreshold, 1)
-            memory.storeU32(gpa: t.descriptorGPA + VMXNET3.TxQueueDesc.error, 0)
-        }
-        autoMask = (memory.loadU8(gpa: ds + VMXNET3.DriverShared.intrAutoMask) ?? 1) != 0
-        mtu = mtuValue
-        txQueues = tx
-        rxQueues = rx
+    /// ACTIVATE's last step, once every ring has been validated against guest memory
+    /// (`activate()`): the queues start and faults are counted afresh.
+    func start(transmit: [Queue], receive: [Queue], mtu: UInt32, autoMask: Bool) {
+        self.autoMask = autoMask
+        self.mtu = mtu
+        txQueues = transmit
+        rxQueues = receive
         faults = 0
         state = .active
-        logger.info("activated: \(numTx) TX / \(numRx) RX queues, MTU \(mtuValue), \(numIntrs) vectors")
     }
 
-    private func updateRxMode() -> CommandOutcome {
-        guard driverSharedPA != 0, let raw = memory.loadU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.rxMode) else {
-            return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set")
-        }
-        let mode = VMXNET3.RxMode(rawValue: raw & 0x1F)
-        if let refusal = admission.admitRxMode(mode, for: self) {
+    /// QUIESCE_DEV: an active device stops its queues; any other state stays as it is.
+    func quiesce() {
+        if state == .active { state = .quiesced }
+    }
+
+    /// RESET_DEV: the queues are forgotten, faults cleared, every vector masked.
+    func reset() {
+        state = .reset
+        txQueues = []
+        rxQueues = []
+        faults = 0
+        maskAllVectors()
+    }
+
+    // MARK: Configuration the guest programs: MAC, VLAN and rx-mode changes pass Admission
+
+    /// The MAC the guest wrote to MACL/MACH; a refusal changes nothing.
+    func program(mac requested: MACAddress) -> AdmissionRefusal? {
+        if let refusal = admission.admitMAC(requested, for: self) {
             logger.warning("refused: \(refusal)")
-            return .refused(refusal.code, refusal.description)
+            return refusal
         }
-        rxMode = mode
-        vswitch.setRxMode(port, mode)
-        return .done()
+        mac = requested
+        vswitch.setOwnedMAC(port, requested)
+        vswitch.setMAC(port, requested)
+        logger.info("MAC set to \(requested)")
+        return nil
     }
 
-    private func updateMACFilters() -> CommandOutcome {
-        let ds = driverSharedPA
-        guard ds != 0, let lenWord = memory.loadU32(gpa: ds &+ VMXNET3.DriverShared.multicastTableLength),
-            let tablePA = memory.loadU64(gpa: ds &+ VMXNET3.DriverShared.multicastTablePA)
-        else { return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set") }
-        let length = Int(lenWord & 0xFFFF)
-        guard length % 6 == 0, length <= 6 * 256 else { return .refused(ControlMessage.ErrorCode.invalidState, "multicast table length \(length) is not a multiple of 6 up to 1536") }
-        guard let p = memory.pointer(gpa: tablePA, length: UInt64(length)) else { return .refused(ControlMessage.ErrorCode.invalidState, "multicast table lies outside guest memory") }
-        var list = Set<MACAddress>()
-        for i in 0..<(length / 6) {
-            let mac = MACAddress(value: EthernetFrame.mac(p, at: i * 6))
-            guard mac.isMulticast else { return .refused(ControlMessage.ErrorCode.invalidState, "MAC filter entry \(mac) is not a multicast address") }
-            list.insert(mac)
+    /// UPDATE_RX_MODE's mode; a refusal changes nothing.
+    func program(rxMode requested: VMXNET3.RxMode) -> AdmissionRefusal? {
+        if let refusal = admission.admitRxMode(requested, for: self) {
+            logger.warning("refused: \(refusal)")
+            return refusal
         }
-        multicast = list
-        vswitch.setMulticast(port, list)
-        return .done()
+        rxMode = requested
+        vswitch.setRxMode(port, requested)
+        return nil
     }
 
-    private func updateVLANFilters() -> CommandOutcome {
-        let ds = driverSharedPA
-        guard ds != 0, let p = memory.pointer(gpa: ds &+ VMXNET3.DriverShared.vlanTable, length: VMXNET3.DriverShared.vlanTableBytes) else {
-            return .refused(ControlMessage.ErrorCode.invalidState, "DriverShared is not set")
-        }
-        var requested = Set<UInt16>([0])
-        for word in 0..<128 {
-            let bits = UInt32(littleEndian: p.load(fromByteOffset: word * 4, as: UInt32.self))
-            if bits == 0 { continue }
-            for b in 0..<32 where bits & (1 << UInt32(b)) != 0 { requested.insert(UInt16(word * 32 + b)) }
-        }
-        requested.remove(4095)
+    /// UPDATE_VLAN_FILTERS' VLANs; a refusal changes nothing.
+    func program(vlans requested: Set<UInt16>) -> AdmissionRefusal? {
         if let refusal = admission.admitVLANs(requested, for: self) {
             logger.warning("refused: \(refusal)")
-            return .refused(refusal.code, refusal.description)
+            return refusal
         }
         vlans = requested
         vswitch.setVLANs(port, requested)
-        return .done()
+        return nil
     }
 
-    /// GET_STATS: the device writes UPT1 stats into each queue descriptor.
-    private func writeStats() {
-        // Totals go in queue 0's stats; a per-queue split is not kept.
-        if let t = txQueues.first {
-            let s = t.descriptorGPA + VMXNET3.TxQueueDesc.stats
-            memory.storeU64(gpa: s + 16, counters.txFrames)  // ucastPkts (all frames here)
-            memory.storeU64(gpa: s + 24, counters.txBytes)
-            memory.storeU64(gpa: s + 64, counters.drops[DropReason.badDescriptor.rawValue] + counters.drops[DropReason.chainTooLong.rawValue])
-            memory.storeU64(gpa: s + 72, counters.drops[DropReason.spoofedSource.rawValue] + counters.drops[DropReason.vlanRefused.rawValue])
-        }
-        if let r = rxQueues.first {
-            let s = r.descriptorGPA + VMXNET3.RxQueueDesc.stats
-            memory.storeU64(gpa: s + 16, counters.rxFrames)
-            memory.storeU64(gpa: s + 24, counters.rxBytes)
-            memory.storeU64(gpa: s + 64, counters.drops[DropReason.noBuffers.rawValue])
-            memory.storeU64(
-                gpa: s + 72,
-                counters.drops[DropReason.bufferTooSmall.rawValue] + counters.drops[DropReason.badRxDescriptor.rawValue]
-                    + counters.drops[DropReason.rxFrameTooLong.rawValue])
-        }
-    }
-
-    private func writeQueueStatus() {
-        let stopped: UInt8 = isActive ? 0 : 1
-        for t in txQueues { memory.pointer(gpa: t.descriptorGPA + VMXNET3.TxQueueDesc.stopped, length: 1)?.storeBytes(of: stopped, as: UInt8.self) }
-        for r in rxQueues { memory.pointer(gpa: r.descriptorGPA + VMXNET3.RxQueueDesc.stopped, length: 1)?.storeBytes(of: stopped, as: UInt8.self) }
+    /// UPDATE_MAC_FILTERS' multicast list, already checked entry by entry (no policy governs it).
+    func program(multicast list: Set<MACAddress>) {
+        multicast = list
+        vswitch.setMulticast(port, list)
     }
 
     // MARK: Faults
