@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPAHost
 import NPAShell
 import NPASystem
+import NPATestSupport
 import SystemPackage
 import Testing
 

@@ -2,6 +2,7 @@ import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
+import NPATestSupport
 import Testing
 
 /// One admission point (issue 9, the MAC-takeover hole): a MAC belongs to one vNIC at a time,

@@ -3,6 +3,7 @@ import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 

@@ -3,6 +3,7 @@ import NPAAdmin
 import NPAHost
 import NPANICModel
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 

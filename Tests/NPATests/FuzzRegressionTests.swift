@@ -1,6 +1,7 @@
 import NPAAdmin
 import NPAControlProtocol
 import NPAShell
+import NPATestSupport
 import Testing
 
 /// Bugs the fuzz targets (FuzzTesting/) found, each replayed as the invariant it broke. The

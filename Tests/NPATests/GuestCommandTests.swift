@@ -1,6 +1,7 @@
 import Foundation
 import NPAControlProtocol
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 

@@ -2,6 +2,7 @@ import Foundation
 import NPAAdmin
 import NPAControlProtocol
 import NPAHost
+import NPATestSupport
 import Testing
 
 @Suite struct HostConfigurationTests {
@@ -82,7 +83,7 @@ import Testing
     /// emulated guest sends it (with `uplink: none` half the traffic was unknown_destination).
     @Test func underTheExampleConfigurationASwitchedGuestIsReachable() throws {
         var config = try HostConfiguration.parse(yaml: HostConfiguration.example, file: "example.yaml")
-        config.pluginDirectory = try NICModelTests.buildPluginImages().path
+        config.pluginDirectory = try PluginImages.directory().path
         let host = try TestHost(configuration: config)
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:ee:01", queues: 1, memoryMiB: 32)

@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPAHost
 import NPAShell
 import NPASystem
+import NPATestSupport
 import Testing
 
 /// A host's life seen from both sides: guests notice when their host dies (issue 8, defect 6),

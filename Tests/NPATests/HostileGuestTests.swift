@@ -2,6 +2,7 @@ import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPARingFormats
+import NPATestSupport
 import NPAWorkload
 import NPAShell
 import Testing

@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPAHost
 import NPANICModel
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 
@@ -169,7 +170,7 @@ enum SeqPacketProbe {
     /// `npa soak` in a child process, short: both guests switch 100 times each under load (200 switches).
     @Test(arguments: NICModelRegistry.names)
     func theSoakLosesNothingAndLeaksNothing(_ model: String) throws {
-        _ = try NICModelTests.buildPluginImages()  // makes sure images exist for the soak's host
+        _ = try PluginImages.directory()  // makes sure images exist for the soak's host
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let p = Process()
         let out = Pipe()
@@ -211,7 +212,7 @@ enum SeqPacketProbe {
     /// `npa bench`, short: both modes run, every offered frame is verified or counted, and the
     /// JSON has the documented shape.
     @Test func theBenchRunsBothModesAndReportsRatios() throws {
-        _ = try NICModelTests.buildPluginImages()
+        _ = try PluginImages.directory()
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let p = Process()
         let out = Pipe()

@@ -7,6 +7,7 @@ import NPANICModel
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import Testing
 
 /// Frames longer than a receiver can take (issue 8, defect 10: the npa-dring NIC wrote a 9014 B
@@ -32,8 +33,8 @@ import Testing
     /// the frames it received and the descriptors written back.
     @Test(arguments: ["npa-dring", "npa-cq", "npa-cq-swift"])
     func theNICNeverWritesPastAReceiveBuffer(_ plugin: String) throws {
-        let images = try NICModelTests.buildPluginImages()
-        let image = try PluginImage(adopting: NICModelTests.memfd(holding: images.appendingPathComponent("\(plugin).so").path))
+        let images = try PluginImages.directory()
+        let image = try PluginImage(adopting: PluginImages.memfd(holding: images.appendingPathComponent("\(plugin).so").path))
         let nic = try SoftNIC(name: "o1", model: plugin == "npa-dring" ? .dring : .cq, vfCount: 1)
         nic.start()
         defer { nic.stop() }

@@ -7,6 +7,7 @@ import NPANICModel
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import NPAWorkload
 import Testing
 

@@ -3,6 +3,7 @@ import NPAControlProtocol
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import NPAWorkload
 import Testing
 
