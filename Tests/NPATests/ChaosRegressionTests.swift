@@ -29,10 +29,7 @@ import Testing
             a = try attach(host, "a", mac: "02:00:00:00:c1:01", queues: 1, ringSize: 1024, memoryMiB: 32)
             b = try attach(host, "b", mac: "02:00:00:00:c1:02", queues: 1, ringSize: 1024, memoryMiB: 32)
             c = try attach(host, "c", mac: "02:00:00:00:c1:03", queues: 1, ringSize: 1024, memoryMiB: 32)
-            for nic in [b, c] {
-                try host.admin.switchVNIC(name: nic.name, toPassthrough: true)
-                _ = nic.reclaimTransmitted()
-            }
+            for nic in [b, c] { try host.switchIn(nic) }
         }
 
         /// A burst of 16 to `b` from `a` (flow 0) and from `c` (flow 1).

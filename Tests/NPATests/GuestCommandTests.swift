@@ -18,12 +18,10 @@ import Testing
     @Test func aReceiverVerifiesEveryFlowItSeesAndCountsTheBytesItGot() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:01:02",
-                                   "--count", "8000", "--timeout", "120", "--json"])
-        #expect(recv.waitUntilAttached())
-        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:01:01",
-                                   "--to", "02:00:00:00:01:02", "--count", "8000", "--size", "64", "--flows", "4",
-                                   "--rate", "20000", "--json"])
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:01:02",
+            ["--count", "8000", "--timeout", "120", "--json"])
+        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:01:01",
+            ["--to", "02:00:00:00:01:02", "--count", "8000", "--size", "64", "--flows", "4", "--rate", "20000", "--json"])
         let sent = send.finish()
         let received = recv.finish()
         let s = try onlySummary(sent.stdout), r = try onlySummary(received.stdout)
@@ -41,11 +39,10 @@ import Testing
     @Test func lossExitsOneAndSaysWhatWasLost() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:02:02",
-                                   "--count", "2000", "--timeout", "600", "--json", "--until-eof"])
-        #expect(recv.waitUntilAttached())
-        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:02:01",
-                                   "--to", "02:00:00:00:02:02", "--count", "1500", "--rate", "20000", "--json"])
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:02:02",
+            ["--count", "2000", "--timeout", "600", "--json", "--until-eof"])
+        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:02:01",
+            ["--to", "02:00:00:00:02:02", "--count", "1500", "--rate", "20000", "--json"])
         #expect(send.finish().status == 0)
         // The sender waited for its frames to complete: they are in the receiver's ring.
         let out = recv.finish()
@@ -60,7 +57,7 @@ import Testing
         let host = try TestHost()
         defer { host.stop() }
         let taken = try attach(host, "taken")
-        let out = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "taken", "--count", "1"]).finish()
+        let out = try NPAProcess.guest("recv", host: host, name: "taken", ["--count", "1"]).finish()
         #expect(out.status == 2)
         #expect(out.stderr.contains("already attached"), "\(out.stderr)")
         #expect(!out.stderr.contains("Usage"))
@@ -96,11 +93,10 @@ import Testing
     @Test func aReceiverTakesJumboFramesWithoutBeingTold() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:03:02",
-                                   "--count", "500", "--timeout", "120", "--json"])
-        #expect(recv.waitUntilAttached())
-        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:03:01",
-                                   "--to", "02:00:00:00:03:02", "--count", "500", "--size", "9014", "--rate", "5000", "--json"])
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:03:02",
+            ["--count", "500", "--timeout", "120", "--json"])
+        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:03:01",
+            ["--to", "02:00:00:00:03:02", "--count", "500", "--size", "9014", "--rate", "5000", "--json"])
         #expect(send.finish().status == 0)
         let out = recv.finish()
         let r = try onlySummary(out.stdout)

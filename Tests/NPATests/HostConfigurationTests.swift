@@ -88,8 +88,7 @@ import Testing
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:ee:01", queues: 1, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:ee:02", queues: 1, memoryMiB: 32)
-        try host.admin.switchVNIC(name: b.name, toPassthrough: true)
-        _ = b.reclaimTransmitted()
+        try host.switchIn(b)
         #expect(b.mode == "passthrough")
         let frames = (0..<50).map { i in ethernetFrame(to: b.mac, from: a.mac, payload: Array(repeating: UInt8(i), count: 60)) }
         #expect(a.send(frames) == 50)

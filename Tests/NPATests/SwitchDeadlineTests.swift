@@ -34,8 +34,7 @@ import Testing
         #expect(a1?.mode == "emulated" && a1?.vf == nil)
         #expect(a1?.lastSwitchError?.hasPrefix("switch-in timed out") == true, "\(String(describing: a1?.lastSwitchError))")
         // The only VF is free again: b can have it.
-        try host.admin.switchVNIC(name: b.name, toPassthrough: true)
-        _ = b.reclaimTransmitted()
+        try host.switchIn(b)
         #expect(b.mode == "passthrough")
         // `a` runs again: it finds nothing to switch, stays emulated, and its traffic flows.
         let f = ethernetFrame(to: b.mac, from: a.mac)
@@ -49,8 +48,7 @@ import Testing
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:a2:01", queues: 1, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:a2:02", queues: 1, memoryMiB: 32)
-        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
-        _ = a.reclaimTransmitted()
+        try host.switchIn(a)
         #expect(a.mode == "passthrough")
         #expect(Demo.adminSwitch(host.admin, vnic: "a", toPassthrough: false).contains("started"))
         #expect(try eventually { try status(host, "a")?.switchPending == nil })
