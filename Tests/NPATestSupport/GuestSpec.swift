@@ -12,9 +12,12 @@ package struct GuestSpec: Sendable {
     package var memoryMiB = 8
     package var mtu: Int?
     package var bufferSize: Int?
+    /// Polls before sleeping on the interrupt (`Int.max`: busy-poll); nil: the shell's default.
+    package var spinPolls: Int?
 
     package init(
-        _ name: String, mac: String? = nil, queues: Int = 2, ringSize: Int = 256, memoryMiB: Int = 8, mtu: Int? = nil, bufferSize: Int? = nil
+        _ name: String, mac: String? = nil, queues: Int = 2, ringSize: Int = 256, memoryMiB: Int = 8, mtu: Int? = nil,
+        bufferSize: Int? = nil, spinPolls: Int? = nil
     ) {
         self.name = name
         self.mac = mac
@@ -23,6 +26,7 @@ package struct GuestSpec: Sendable {
         self.memoryMiB = memoryMiB
         self.mtu = mtu
         self.bufferSize = bufferSize
+        self.spinPolls = spinPolls
     }
 
     package var configuration: VirtualNIC.Configuration {
@@ -33,13 +37,20 @@ package struct GuestSpec: Sendable {
         c.memoryBytes = memoryMiB << 20
         if let mtu { c.mtu = mtu }
         if let bufferSize { c.bufferSize = bufferSize }
+        if let spinPolls { c.spinPolls = spinPolls }
         return c
+    }
+
+    /// Attaches a guest so described to the host listening on `socketPath` (an in-process host
+    /// or a child `npa host`).
+    package func attach(to socketPath: String) throws -> VirtualNIC {
+        try VirtualNIC.attach(hostSocket: socketPath, configuration: configuration)
     }
 }
 
 /// Attaches a guest described by `spec` to `host`'s control socket.
 package func attach(_ host: TestHost, _ spec: GuestSpec) throws -> VirtualNIC {
-    try VirtualNIC.attach(hostSocket: host.socketPath, configuration: spec.configuration)
+    try spec.attach(to: host.socketPath)
 }
 
 /// Attaches a guest named `name` to `host` (the shorthand most tests use).

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NPAAdmin
 import NPAHost
+import NPAShell
 import NPASystem
 
 /// A host daemon running on its own thread for one test, on a fresh socket path.
@@ -59,5 +60,17 @@ extension HostConfiguration {
         config.guestPolicies = policies
         config.pluginDirectory = try pluginDirectory ?? PluginImages.directory().path
         return config
+    }
+}
+
+extension TestHost {
+    /// Asks the host (on the admin socket) to switch `guest` to passthrough, then lets the
+    /// guest's next data-path call carry the switch out. Returns whether the guest is now in
+    /// passthrough; the caller asserts on it (with `guest.lastSwitchError` to say why not).
+    @discardableResult
+    package func switchIn(_ guest: VirtualNIC) throws -> Bool {
+        try admin.switchVNIC(name: guest.name, toPassthrough: true)
+        _ = guest.reclaimTransmitted()  // the next data-path call carries the switch out
+        return guest.mode == "passthrough"
     }
 }

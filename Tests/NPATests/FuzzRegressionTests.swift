@@ -13,12 +13,7 @@ import Testing
     @Test func jumboFramesToASmallMTUVNICAreDroppedWithoutPuttingItInError() throws {
         let host = try TestHost()
         defer { host.stop() }
-        var c = VirtualNIC.Configuration(name: "jumbo")
-        c.mtu = 9000
-        c.bufferSize = 9018
-        c.ringSize = 256
-        c.memoryBytes = 32 << 20
-        let jumbo = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c)
+        let jumbo = try attach(host, GuestSpec("jumbo", ringSize: 256, memoryMiB: 32, mtu: 9000, bufferSize: 9018))
         let small = try attach(host, "small"), peer = try attach(host, "peer")
         let big = ethernetFrame(to: small.mac, from: jumbo.mac, payload: Array(repeating: 0x5A, count: 4000))
         // In rounds the receiver's ring holds (each refused frame uses up a posted buffer), past

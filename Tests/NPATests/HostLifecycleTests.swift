@@ -59,12 +59,7 @@ import Testing
     }
 
     func attachGuest(_ socketPath: String, _ name: String, mac: String? = nil) throws -> VirtualNIC {
-        var c = VirtualNIC.Configuration(name: name, mac: mac.flatMap(MACAddress.init))
-        c.txQueues = 1
-        c.rxQueues = 1
-        c.ringSize = 256
-        c.memoryBytes = 8 << 20
-        return try VirtualNIC.attach(hostSocket: socketPath, configuration: c)
+        try GuestSpec(name, mac: mac, queues: 1, ringSize: 256, memoryMiB: 8).attach(to: socketPath)
     }
 
     /// `npa status` over a fresh admin connection, as the CLI asks it; nil if it is not answered.
