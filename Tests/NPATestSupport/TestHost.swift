@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NPAAdmin
+import NPAControlProtocol
 import NPAHost
 import NPAShell
 import NPASystem
@@ -72,5 +73,16 @@ extension TestHost {
         try admin.switchVNIC(name: guest.name, toPassthrough: true)
         _ = guest.reclaimTransmitted()  // the next data-path call carries the switch out
         return guest.mode == "passthrough"
+    }
+
+    /// What `npa status` reports for the vNIC named `name`; nil if the host has none.
+    package func status(of name: String) throws -> StatusReport.VNIC? {
+        try admin.status().vnics.first { $0.name == name }
+    }
+
+    /// The index of the VF the vNIC named `name` is on (its status's `vf`, e.g. "nic0:vf3" is 3);
+    /// nil if it is on none.
+    package func vfIndex(of name: String) throws -> Int? {
+        try status(of: name)?.vf?.split(separator: "f").last.flatMap { Int($0) }
     }
 }

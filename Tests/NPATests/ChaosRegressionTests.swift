@@ -47,7 +47,7 @@ import Testing
         }
 
         var vfOfB: Int? {
-            (try? host.admin.status().vnics.first { $0.name == "b" }?.vf)??.split(separator: "f").last.flatMap { Int($0) }
+            try? host.vfIndex(of: "b")
         }
     }
 
@@ -119,7 +119,7 @@ import Testing
         #expect(drops.isEmpty)
         #expect(t.atB.duplicates == 0 && t.atB.outOfOrder == 0 && t.atB.invalid == 0)
         #expect(t.a.flush(timeoutMilliseconds: 10_000))
-        let status = try t.host.admin.status().vnics.first { $0.name == "b" }
+        let status = try t.host.status(of: "b")
         #expect(status?.lastSwitchError == "VF reset by the host")
     }
 }

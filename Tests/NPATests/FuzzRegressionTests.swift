@@ -23,7 +23,7 @@ import Testing
             #expect(try eventually { try small.deviceCounters()["drop_rx_frame_too_long"] == UInt64(round * 30) })
             #expect(drain(small).isEmpty)
         }
-        #expect(try host.admin.status().vnics.first { $0.name == "small" }?.state == "active")
+        #expect(try host.status(of: "small")?.state == "active")
         let f = ethernetFrame(to: small.mac, from: peer.mac)
         #expect(peer.send([f]) == 1)
         #expect(receiveFrames(small, count: 1) == [f])

@@ -141,7 +141,7 @@ import Testing
         for (k, v) in dropsBefore { delta[k, default: 0] -= v }
         #expect(delta.filter { $0.value > 0 } == [reason: UInt64(oversize)])
         #expect(rx.mode == (receiverOnVF ? "passthrough" : "emulated"))
-        #expect(try host.admin.status().vnics.first { $0.name == "small" }?.state == "active")
+        #expect(try host.status(of: "small")?.state == "active")
     }
 
     /// The PF driver programs each VF RX queue's buffer size from the guest's MTU (MTU + 18, which
@@ -156,7 +156,7 @@ import Testing
         for (guest, name, expected) in [(big, "jumbo", UInt32(9018)), (small, "small", UInt32(1518))] {
             try host.switchIn(guest)
             #expect(guest.mode == "passthrough", "\(guest.lastSwitchError ?? "")")
-            let vf = try #require(host.admin.status().vnics.first { $0.name == name }?.vf?.split(separator: "f").last.flatMap { Int($0) })
+            let vf = try #require(try host.vfIndex(of: name))
             let registers = try #require(host.daemon.nics.first).vfs[vf].registers.base
             for q in 0..<2 {
                 #expect(registers.load(fromByteOffset: Int(NPA_VF_REG_RX_BUFFER_SIZE(UInt32(q))), as: UInt32.self) == expected, "\(name) queue \(q)")

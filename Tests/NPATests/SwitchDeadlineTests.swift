@@ -18,7 +18,7 @@ import Testing
     }
 
     func status(_ host: TestHost, _ name: String) throws -> StatusReport.VNIC? {
-        try host.admin.status().vnics.first { $0.name == name }
+        try host.status(of: name)
     }
 
     @Test func aSwitchInTheGuestNeverAnswersIsAbandonedAndItsVFReleased() throws {

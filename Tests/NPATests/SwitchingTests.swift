@@ -151,7 +151,7 @@ import Testing
         let spoofed = ethernetFrame(to: b.mac, from: MACAddress("02:00:00:00:b0:01")!)
         #expect(a.send([spoofed]) == 1)
         #expect(a.flush(timeoutMilliseconds: 10_000))
-        #expect(try eventually { try host.admin.status().vnics.first { $0.name == "a" }?.counters["vf_spoofed_drops"] == 1 })
+        #expect(try eventually { try host.status(of: "a")?.counters["vf_spoofed_drops"] == 1 })
         #expect(b.receive(maxFrames: 4, timeoutMilliseconds: 0).isEmpty)
     }
 }
@@ -227,7 +227,7 @@ import Testing
         #expect(UInt64(atA.unique) + toldA == UInt64(total),
                 "received \(atA.unique) (invalid \(atA.invalid)), told \(dropsA), b sent \(sentB), a: \(ca), b: \(cb), uplink \(String(describing: up)), switchError \(a.lastSwitchError ?? "-")")
         #expect(atA.duplicates == 0 && atA.outOfOrder == 0)
-        let status = try host.admin.status().vnics.first { $0.name == "a" }
+        let status = try host.status(of: "a")
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError == "VF reset by the host")
     }
@@ -246,7 +246,7 @@ import Testing
         let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         #expect(a.mode == "passthrough")
         let nic = try #require(host.daemon.nics.first)
-        let vf = try #require(try host.admin.status().vnics.first { $0.name == "a" }?.vf?.split(separator: "f").last.flatMap { Int($0) })
+        let vf = try #require(try host.vfIndex(of: "a"))
         let total = 2000
         var atB = FlowVerifier()
         var sent = 0
@@ -266,7 +266,7 @@ import Testing
         #expect(a.mode == "emulated")
         #expect(UInt64(atB.unique) + drops.values.reduce(0, +) == UInt64(total), "received \(atB.unique), told \(drops)")
         #expect(atB.duplicates == 0 && atB.outOfOrder == 0)
-        let status = try host.admin.status().vnics.first { $0.name == "a" }
+        let status = try host.status(of: "a")
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError == "plugin fault: VF disabled under the plugin")
         #expect(a.switchLog.contains { $0.contains("plugin fault") })
@@ -288,7 +288,7 @@ import Testing
         #expect(a.mode == "emulated")
         #expect(a.lastSwitchError?.hasPrefix("plugin image does not load") == true)
         #expect(a.switchLog.last?.contains("switch failed, staying emulated") == true)
-        let status = try host.admin.status().vnics.first { $0.name == "a" }
+        let status = try host.status(of: "a")
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError?.hasPrefix("guest: plugin image does not load") == true)
         // Still working, and the only VF is free again for the next guest.
