@@ -1,5 +1,4 @@
 import NPAHost
-import NPANICModel
 import NPAShell
 
 /// A host with one software NIC of a VF model (`nic0`, its PF the vswitch's uplink) and two
@@ -26,9 +25,6 @@ package final class PassthroughFixture {
         if switchIn.a { try host.switchIn(self.a) }
         if switchIn.b { try host.switchIn(self.b) }
     }
-
-    /// The software NIC the guests' VFs belong to.
-    package var nic: SoftNIC { host.daemon.nics[0] }
 
     package func stop() { host.stop() }
 }
