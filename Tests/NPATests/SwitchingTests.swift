@@ -160,10 +160,12 @@ import Testing
     /// With auto_passthrough, an allowed guest lands on a VF at its first data-path call after
     /// activation; a guest whose policy refuses passthrough stays emulated; both can talk.
     @Test func allowedGuestsAreSwitchedInAutomatically() throws {
-        let host = try TestHost(configuration: .withNIC(
-            model: "npa-cq", vfs: 2, autoPassthrough: true, policies: ["stays": GuestPolicy(allowPassthrough: false)]))
-        defer { host.stop() }
-        let moves = try attach(host, "moves"), stays = try attach(host, "stays")
+        let fixture = try PassthroughFixture(model: "npa-cq", vfs: 2, a: GuestSpec("moves"), b: GuestSpec("stays"), switchIn: (false, false)) {
+            $0.autoPassthrough = true
+            $0.guestPolicies = ["stays": GuestPolicy(allowPassthrough: false)]
+        }
+        defer { fixture.stop() }
+        let (moves, stays) = (fixture.a, fixture.b)
         _ = moves.reclaimTransmitted()
         _ = stays.reclaimTransmitted()
         #expect(moves.mode == "passthrough")
