@@ -70,18 +70,14 @@ import Testing
     @Test(arguments: [["recv", "--count", "1000000"], ["send", "--to", "02:00:00:00:04:09", "--count", "100000000", "--rate", "1000"],
                       ["recv", "--count", "0", "--hold"]])
     func aGuestWhoseHostDiesSaysSoAndExits(_ workload: [String]) throws {
-        let socket = NSTemporaryDirectory() + "npa-gone-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
-        let host = try NPAProcess(["host", "--socket", socket, "--log-level", "error"])
-        defer {
-            host.kill()
-            _ = host.finish()
-            unlink(socket)
-        }
-        #expect(eventually { (try? SeqPacketProbe.connect(socket)) == true })
-        let guest = try NPAProcess(["guest"] + workload.prefix(1) + ["--host", socket, "--name", "g", "--timeout", "600"] + workload.dropFirst())
+        let host = try HostProcess()
+        defer { host.end() }
+        #expect(host.waitUntilListening())
+        let guest = try NPAProcess(
+            ["guest"] + workload.prefix(1) + ["--host", host.socketPath, "--name", "g", "--timeout", "600"] + workload.dropFirst())
         defer { guest.kill() }
         #expect(guest.waitUntilAttached())
-        host.kill()
+        host.process.kill()
         let out = guest.finish()
         #expect(out.status == 2)
         let lines = out.stderr.split(separator: "\n").filter { !$0.hasPrefix("attached as") }

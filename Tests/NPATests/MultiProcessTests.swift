@@ -126,13 +126,12 @@ import Testing
     }
 
     @Test func theHostStopsCleanlyOnSIGTERMAndRemovesItsSocket() throws {
-        let socket = NSTemporaryDirectory() + "npa-sig-\(getpid()).sock"
-        let host = try NPAProcess(["host", "--socket", socket, "--log-level", "error"])
-        #expect(eventually { FileManager.default.fileExists(atPath: socket) && (try? SeqPacketProbe.connect(socket)) == true })
-        kill(host.process.processIdentifier, SIGTERM)
-        let out = host.finish()
+        let host = try HostProcess()
+        #expect(host.waitUntilListening())
+        kill(host.process.process.processIdentifier, SIGTERM)
+        let out = host.process.finish()
         #expect(out.status == 0)
-        #expect(!FileManager.default.fileExists(atPath: socket))
+        #expect(!FileManager.default.fileExists(atPath: host.socketPath))
     }
 
     @Test func theDemoRunsAndAccountsForEveryFrame() throws {
@@ -149,15 +148,6 @@ import Testing
             #expect(g["received"] as? Int == 3000, "\(name): \(g)")
             #expect((g["dropped"] as? [String: Int] ?? [:]).isEmpty, "\(name): \(g)")
         }
-    }
-}
-
-import NPASystem
-
-enum SeqPacketProbe {
-    static func connect(_ path: String) throws -> Bool {
-        _ = try SeqPacketSocket.connect(path: path)
-        return true
     }
 }
 
