@@ -72,10 +72,22 @@ let package = Package(
         .target(
             name: "CQPlugin", dependencies: ["CNPAPluginABI"], path: "Plugins/cq",
             cSettings: [.define("NPA_PLUGIN_ENTRY_NAME", to: "npa_cq_plugin_main")]),
+        // What the tests share: in-process hosts and the fixtures built on them, VF guests, the
+        // plugin images, child `npa` processes. A regular target under Tests/ that only the tests
+        // depend on, so no product, benchmark or fuzzer builds it.
+        .target(
+            name: "NPATestSupport",
+            dependencies: [
+                "NPAHost", "NPAShell", "NPAWorkload", "NPANICModel", "NPARingFormats", "NPAControlProtocol", "NPASystem",
+                "NPAAdmin", "CNPAPluginABI", "DRingPlugin", "CQPlugin",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Tests/NPATestSupport"),
         .testTarget(
             name: "NPATests",
             dependencies: [
-                "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
+                "NPATestSupport", "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
                 .product(name: "SystemPackage", package: "swift-system"),
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
                 "NPASystem", "CNPAShim", "CNPAPluginABI", "npa", "NPAAdmin",

@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPAHost
 import NPAShell
 import NPASystem
+import NPATestSupport
 import SystemPackage
 import Testing
 
@@ -45,8 +46,7 @@ import Testing
         let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 2))
         defer { host.stop() }
         let victim = try attach(host, "victim", mac: "02:00:00:00:ad:01")
-        try host.admin.switchVNIC(name: "victim", toPassthrough: true)
-        _ = victim.reclaimTransmitted()  // carries the switch out
+        try host.switchIn(victim)
         #expect(victim.mode == "passthrough")
         let intruder = try RawGuest(socketPath: host.socketPath, name: "intruder")
         let before = try host.admin.status()

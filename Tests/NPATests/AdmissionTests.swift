@@ -2,6 +2,7 @@ import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
+import NPATestSupport
 import Testing
 
 /// One admission point (issue 9, the MAC-takeover hole): a MAC belongs to one vNIC at a time,
@@ -16,8 +17,7 @@ import Testing
         let b = try attach(host, "b", mac: "02:00:00:00:ad:0b")
         let c = try attach(host, "c", mac: "02:00:00:00:ad:0c")
         for (nic, onVF) in [(a, victimOnVF), (b, thiefOnVF)] where onVF {
-            try host.admin.switchVNIC(name: nic.name, toPassthrough: true)
-            _ = nic.reclaimTransmitted()  // carries the switch out
+            try host.switchIn(nic)
             #expect(nic.mode == "passthrough")
         }
         #expect {

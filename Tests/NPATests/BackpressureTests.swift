@@ -3,6 +3,7 @@ import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 
@@ -75,15 +76,12 @@ import Testing
     /// descriptors stay in its ring) and an emulated sender (the host's PF burst stops there).
     @Test(arguments: [("npa-dring", false, true), ("npa-dring", true, true), ("npa-cq", false, true), ("npa-cq", true, true), ("npa-cq", true, false)])
     func aVFReceiverThatFallsBehindHoldsItsSenderBack(_ model: String, _ senderOnVF: Bool, _ receiverOnVF: Bool) throws {
-        var config = try HostConfiguration.withNIC(model: model, vfs: 4)
-        config.receiverStallMilliseconds = 60_000
-        let host = try TestHost(configuration: config)
-        defer { host.stop() }
-        let a = try attach(host, "a", mac: "02:00:00:00:e0:01", queues: 1, memoryMiB: 32)
-        let b = try attach(host, "b", mac: "02:00:00:00:e0:02", queues: 1, memoryMiB: 32)
-        // A switch requested by the guest is carried out on its next data-path call.
-        if senderOnVF { try host.admin.switchVNIC(name: a.name, toPassthrough: true); _ = a.reclaimTransmitted() }
-        if receiverOnVF { try host.admin.switchVNIC(name: b.name, toPassthrough: true); _ = b.reclaimTransmitted() }
+        let fixture = try PassthroughFixture(
+            model: model, vfs: 4, a: GuestSpec("a", mac: "02:00:00:00:e0:01", queues: 1, memoryMiB: 32),
+            b: GuestSpec("b", mac: "02:00:00:00:e0:02", queues: 1, memoryMiB: 32), switchIn: (senderOnVF, receiverOnVF)
+        ) { $0.receiverStallMilliseconds = 60_000 }
+        defer { fixture.stop() }
+        let (a, b) = (fixture.a, fixture.b)
         #expect(a.mode == (senderOnVF ? "passthrough" : "emulated") && b.mode == (receiverOnVF ? "passthrough" : "emulated"))
         try expectHeldBackLosingNothing(3000, from: a, to: b)
     }

@@ -3,6 +3,7 @@ import NPAAdmin
 import NPAHost
 import NPANICModel
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 
@@ -28,10 +29,7 @@ import Testing
             a = try attach(host, "a", mac: "02:00:00:00:c1:01", queues: 1, ringSize: 1024, memoryMiB: 32)
             b = try attach(host, "b", mac: "02:00:00:00:c1:02", queues: 1, ringSize: 1024, memoryMiB: 32)
             c = try attach(host, "c", mac: "02:00:00:00:c1:03", queues: 1, ringSize: 1024, memoryMiB: 32)
-            for nic in [b, c] {
-                try host.admin.switchVNIC(name: nic.name, toPassthrough: true)
-                _ = nic.reclaimTransmitted()
-            }
+            for nic in [b, c] { try host.switchIn(nic) }
         }
 
         /// A burst of 16 to `b` from `a` (flow 0) and from `c` (flow 1).
@@ -49,7 +47,7 @@ import Testing
         }
 
         var vfOfB: Int? {
-            (try? host.admin.status().vnics.first { $0.name == "b" }?.vf)??.split(separator: "f").last.flatMap { Int($0) }
+            try? host.vfIndex(of: "b")
         }
     }
 
@@ -121,7 +119,7 @@ import Testing
         #expect(drops.isEmpty)
         #expect(t.atB.duplicates == 0 && t.atB.outOfOrder == 0 && t.atB.invalid == 0)
         #expect(t.a.flush(timeoutMilliseconds: 10_000))
-        let status = try t.host.admin.status().vnics.first { $0.name == "b" }
+        let status = try t.host.status(of: "b")
         #expect(status?.lastSwitchError == "VF reset by the host")
     }
 }

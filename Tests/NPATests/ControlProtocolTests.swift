@@ -1,4 +1,5 @@
 import NPAControlProtocol
+import NPATestSupport
 import NPAWorkload
 import Testing
 

@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import NPAWorkload
 import Testing
 
@@ -13,12 +14,7 @@ import Testing
 /// nothing lost, duplicated or reordered, counters continuing from the old device's.
 @Suite(.serialized) struct DeviceStateTests {
     func attach(_ host: SteppedTestHost, _ name: String, queues: Int) throws -> VirtualNIC {
-        var c = VirtualNIC.Configuration(name: name, mac: nil)
-        c.txQueues = queues
-        c.rxQueues = queues
-        c.ringSize = 256
-        c.memoryBytes = 8 << 20
-        return try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c)
+        try GuestSpec(name, queues: queues, ringSize: 256, memoryMiB: 8).attach(to: host.socketPath)
     }
 
     /// Checkpoints guest `name`'s device on the host's thread; returns the counters of the old

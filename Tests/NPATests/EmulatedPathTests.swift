@@ -3,6 +3,7 @@ import NPAControlProtocol
 import NPAHost
 import NPARingFormats
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 

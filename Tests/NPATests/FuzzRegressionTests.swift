@@ -1,6 +1,7 @@
 import NPAAdmin
 import NPAControlProtocol
 import NPAShell
+import NPATestSupport
 import Testing
 
 /// Bugs the fuzz targets (FuzzTesting/) found, each replayed as the invariant it broke. The
@@ -12,12 +13,7 @@ import Testing
     @Test func jumboFramesToASmallMTUVNICAreDroppedWithoutPuttingItInError() throws {
         let host = try TestHost()
         defer { host.stop() }
-        var c = VirtualNIC.Configuration(name: "jumbo")
-        c.mtu = 9000
-        c.bufferSize = 9018
-        c.ringSize = 256
-        c.memoryBytes = 32 << 20
-        let jumbo = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c)
+        let jumbo = try attach(host, GuestSpec("jumbo", ringSize: 256, memoryMiB: 32, mtu: 9000, bufferSize: 9018))
         let small = try attach(host, "small"), peer = try attach(host, "peer")
         let big = ethernetFrame(to: small.mac, from: jumbo.mac, payload: Array(repeating: 0x5A, count: 4000))
         // In rounds the receiver's ring holds (each refused frame uses up a posted buffer), past
@@ -27,7 +23,7 @@ import Testing
             #expect(try eventually { try small.deviceCounters()["drop_rx_frame_too_long"] == UInt64(round * 30) })
             #expect(drain(small).isEmpty)
         }
-        #expect(try host.admin.status().vnics.first { $0.name == "small" }?.state == "active")
+        #expect(try host.status(of: "small")?.state == "active")
         let f = ethernetFrame(to: small.mac, from: peer.mac)
         #expect(peer.send([f]) == 1)
         #expect(receiveFrames(small, count: 1) == [f])

@@ -1,6 +1,7 @@
 import Foundation
 import NPAControlProtocol
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 
@@ -17,12 +18,10 @@ import Testing
     @Test func aReceiverVerifiesEveryFlowItSeesAndCountsTheBytesItGot() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:01:02",
-                                   "--count", "8000", "--timeout", "120", "--json"])
-        #expect(recv.waitUntilAttached())
-        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:01:01",
-                                   "--to", "02:00:00:00:01:02", "--count", "8000", "--size", "64", "--flows", "4",
-                                   "--rate", "20000", "--json"])
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:01:02",
+            ["--count", "8000", "--timeout", "120", "--json"])
+        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:01:01",
+            ["--to", "02:00:00:00:01:02", "--count", "8000", "--size", "64", "--flows", "4", "--rate", "20000", "--json"])
         let sent = send.finish()
         let received = recv.finish()
         let s = try onlySummary(sent.stdout), r = try onlySummary(received.stdout)
@@ -40,11 +39,10 @@ import Testing
     @Test func lossExitsOneAndSaysWhatWasLost() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:02:02",
-                                   "--count", "2000", "--timeout", "600", "--json", "--until-eof"])
-        #expect(recv.waitUntilAttached())
-        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:02:01",
-                                   "--to", "02:00:00:00:02:02", "--count", "1500", "--rate", "20000", "--json"])
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:02:02",
+            ["--count", "2000", "--timeout", "600", "--json", "--until-eof"])
+        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:02:01",
+            ["--to", "02:00:00:00:02:02", "--count", "1500", "--rate", "20000", "--json"])
         #expect(send.finish().status == 0)
         // The sender waited for its frames to complete: they are in the receiver's ring.
         let out = recv.finish()
@@ -59,7 +57,7 @@ import Testing
         let host = try TestHost()
         defer { host.stop() }
         let taken = try attach(host, "taken")
-        let out = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "taken", "--count", "1"]).finish()
+        let out = try NPAProcess.guest("recv", host: host, name: "taken", ["--count", "1"]).finish()
         #expect(out.status == 2)
         #expect(out.stderr.contains("already attached"), "\(out.stderr)")
         #expect(!out.stderr.contains("Usage"))
@@ -72,18 +70,14 @@ import Testing
     @Test(arguments: [["recv", "--count", "1000000"], ["send", "--to", "02:00:00:00:04:09", "--count", "100000000", "--rate", "1000"],
                       ["recv", "--count", "0", "--hold"]])
     func aGuestWhoseHostDiesSaysSoAndExits(_ workload: [String]) throws {
-        let socket = NSTemporaryDirectory() + "npa-gone-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
-        let host = try NPAProcess(["host", "--socket", socket, "--log-level", "error"])
-        defer {
-            host.kill()
-            _ = host.finish()
-            unlink(socket)
-        }
-        #expect(eventually { (try? SeqPacketProbe.connect(socket)) == true })
-        let guest = try NPAProcess(["guest"] + workload.prefix(1) + ["--host", socket, "--name", "g", "--timeout", "600"] + workload.dropFirst())
+        let host = try HostProcess()
+        defer { host.end() }
+        #expect(host.waitUntilListening())
+        let guest = try NPAProcess(
+            ["guest"] + workload.prefix(1) + ["--host", host.socketPath, "--name", "g", "--timeout", "600"] + workload.dropFirst())
         defer { guest.kill() }
         #expect(guest.waitUntilAttached())
-        host.kill()
+        host.process.kill()
         let out = guest.finish()
         #expect(out.status == 2)
         let lines = out.stderr.split(separator: "\n").filter { !$0.hasPrefix("attached as") }
@@ -95,11 +89,10 @@ import Testing
     @Test func aReceiverTakesJumboFramesWithoutBeingTold() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:03:02",
-                                   "--count", "500", "--timeout", "120", "--json"])
-        #expect(recv.waitUntilAttached())
-        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:03:01",
-                                   "--to", "02:00:00:00:03:02", "--count", "500", "--size", "9014", "--rate", "5000", "--json"])
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:03:02",
+            ["--count", "500", "--timeout", "120", "--json"])
+        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:03:01",
+            ["--to", "02:00:00:00:03:02", "--count", "500", "--size", "9014", "--rate", "5000", "--json"])
         #expect(send.finish().status == 0)
         let out = recv.finish()
         let r = try onlySummary(out.stdout)

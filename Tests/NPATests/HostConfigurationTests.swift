@@ -2,6 +2,7 @@ import Foundation
 import NPAAdmin
 import NPAControlProtocol
 import NPAHost
+import NPATestSupport
 import Testing
 
 @Suite struct HostConfigurationTests {
@@ -82,13 +83,12 @@ import Testing
     /// emulated guest sends it (with `uplink: none` half the traffic was unknown_destination).
     @Test func underTheExampleConfigurationASwitchedGuestIsReachable() throws {
         var config = try HostConfiguration.parse(yaml: HostConfiguration.example, file: "example.yaml")
-        config.pluginDirectory = try NICModelTests.buildPluginImages().path
+        config.pluginDirectory = try PluginImages.directory().path
         let host = try TestHost(configuration: config)
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:ee:01", queues: 1, memoryMiB: 32)
         let b = try attach(host, "b", mac: "02:00:00:00:ee:02", queues: 1, memoryMiB: 32)
-        try host.admin.switchVNIC(name: b.name, toPassthrough: true)
-        _ = b.reclaimTransmitted()
+        try host.switchIn(b)
         #expect(b.mode == "passthrough")
         let frames = (0..<50).map { i in ethernetFrame(to: b.mac, from: a.mac, payload: Array(repeating: UInt8(i), count: 60)) }
         #expect(a.send(frames) == 50)

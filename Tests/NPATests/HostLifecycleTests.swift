@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPAHost
 import NPAShell
 import NPASystem
+import NPATestSupport
 import Testing
 
 /// A host's life seen from both sides: guests notice when their host dies (issue 8, defect 6),
@@ -14,56 +15,8 @@ import Testing
 @Suite(.serialized) struct HostLifecycleTests {
     // MARK: Helpers
 
-    /// A host in its own `npa host` process, on a fresh path; killed and its socket removed at
-    /// the end of the test whatever happens (`defer { host.end() }`).
-    final class HostProcess {
-        let socketPath: String
-        let admin: AdminClient
-        let process: NPAProcess
-        private let configPath: String?
-
-        init(config: String? = nil, extraArguments: [String] = []) throws {
-            socketPath = TestHost.freshSocketPath()
-            admin = AdminClient(controlSocket: socketPath)
-            var arguments = ["host", "--socket", socketPath, "--log-level", "error"] + extraArguments
-            if let config {
-                let path = socketPath + ".yaml"
-                try config.write(toFile: path, atomically: true, encoding: .utf8)
-                configPath = path
-                arguments += ["--config", path]
-            } else {
-                configPath = nil
-            }
-            process = try NPAProcess(arguments)
-        }
-
-        /// True once the host accepts connections (or false if it never does, or exited).
-        func waitUntilListening() -> Bool {
-            eventually { !process.process.isRunning || (try? SeqPacketSocket.probe(path: socketPath)) == .live } && process.process.isRunning
-        }
-
-        /// SIGKILL, then wait until the process is gone: from then on the kernel has closed
-        /// every descriptor it held, its end of each guest's control connection included.
-        func killAndReap() {
-            process.kill()
-            process.process.waitUntilExit()
-        }
-
-        func end() {
-            if process.process.isRunning { process.kill() }
-            _ = process.finish()
-            unlink(socketPath)
-            if let configPath { unlink(configPath) }
-        }
-    }
-
     func attachGuest(_ socketPath: String, _ name: String, mac: String? = nil) throws -> VirtualNIC {
-        var c = VirtualNIC.Configuration(name: name, mac: mac.flatMap(MACAddress.init))
-        c.txQueues = 1
-        c.rxQueues = 1
-        c.ringSize = 256
-        c.memoryBytes = 8 << 20
-        return try VirtualNIC.attach(hostSocket: socketPath, configuration: c)
+        try GuestSpec(name, mac: mac, queues: 1, ringSize: 256, memoryMiB: 8).attach(to: socketPath)
     }
 
     /// `npa status` over a fresh admin connection, as the CLI asks it; nil if it is not answered.

@@ -2,6 +2,7 @@ import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPARingFormats
+import NPATestSupport
 import NPAWorkload
 import NPAShell
 import Testing
@@ -55,7 +56,7 @@ import Testing
         #expect(try evil.deviceCounters()["tx_frames"] == 0)
         #expect(goodPairStillWorks(host, good1, good2))
         #expect(goodPairStillWorks(host, good2, good1))
-        #expect(try host.admin.status().vnics.first { $0.name == "evil" }?.state == "active")
+        #expect(try host.status(of: "evil")?.state == "active")
     }
 
     @Test func aDescriptorWithTheWrongGenerationIsNotConsumed() throws {
@@ -105,7 +106,7 @@ import Testing
         #expect {
             _ = try evil.writeRegister(.cmd, VMXNET3.Command.activateDevice.rawValue)
         } throws: { ($0 as? HostRefusal)?.message == "ACTIVATE refused: \(reason)" }
-        #expect(try host.admin.status().vnics.first { $0.name == "evil" }?.state == "reset")
+        #expect(try host.status(of: "evil")?.state == "reset")
         #expect(goodPairStillWorks(host, good1, good2))
     }
 
@@ -131,7 +132,7 @@ import Testing
         // One lap of the 256-entry ring with bad addresses: 256 faults reach the limit.
         for slot in 0..<256 { writeTx(evil, slot: slot, address: size + 1, length: 64, generation: 1, eop: true) }
         evil.kickForTesting()
-        #expect(try eventually { try host.admin.status().vnics.first { $0.name == "evil" }?.state == "error" })
+        #expect(try eventually { try host.status(of: "evil")?.state == "error" })
         // In the error state the device takes no more descriptors: a second lap is ignored.
         for slot in 0..<256 { writeTx(evil, slot: slot, address: size + 1, length: 64, generation: 0, eop: true) }
         evil.kickForTesting()
@@ -141,7 +142,7 @@ import Testing
         // The guest can recover the way a vmxnet3 driver does: RESET, then ACTIVATE.
         _ = try evil.writeRegister(.cmd, VMXNET3.Command.resetDevice.rawValue)
         _ = try evil.writeRegister(.cmd, VMXNET3.Command.activateDevice.rawValue)
-        #expect(try host.admin.status().vnics.first { $0.name == "evil" }?.state == "active")
+        #expect(try host.status(of: "evil")?.state == "active")
         #expect(goodPairStillWorks(host, good1, good2))
     }
 }

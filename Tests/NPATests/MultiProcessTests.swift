@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPAHost
 import NPANICModel
 import NPAShell
+import NPATestSupport
 import NPAWorkload
 import Testing
 
@@ -18,11 +19,10 @@ import Testing
     @Test func atARateTheReceiverKeepsUpWithEveryFrameArrivesOnceInOrder() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:00:02",
-                                   "--count", "4000", "--timeout", "120", "--json"])
-        #expect(recv.waitUntilAttached())
-        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:00:01",
-                                   "--to", "02:00:00:00:00:02", "--count", "4000", "--flows", "2", "--rate", "20000", "--json"])
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:00:02",
+            ["--count", "4000", "--timeout", "120", "--json"])
+        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:00:01",
+            ["--to", "02:00:00:00:00:02", "--count", "4000", "--flows", "2", "--rate", "20000", "--json"])
         let s = try summary(send.finish().stdout)
         let r = try summary(recv.finish().stdout)
         #expect(s.sent == 4000)
@@ -38,13 +38,12 @@ import Testing
         let host = try TestHost()
         defer { host.stop() }
         let perSender = 20_000
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:00:10",
-                                   "--count", "\(3 * perSender)", "--timeout", "600", "--json", "--until-eof"])
-        #expect(recv.waitUntilAttached())
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:00:10",
+            ["--count", "\(3 * perSender)", "--timeout", "600", "--json", "--until-eof"])
         let senders = try (0..<3).map { i in
-            try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx\(i)", "--mac", "02:00:00:00:00:2\(i)",
-                            "--to", "02:00:00:00:00:10", "--count", "\(perSender)", "--flows", "2", "--flow-base", "\(2 * i)",
-                            "--size", "256", "--json"])
+            try NPAProcess.guest("send", host: host, name: "tx\(i)", mac: "02:00:00:00:00:2\(i)",
+                ["--to", "02:00:00:00:00:10", "--count", "\(perSender)", "--flows", "2", "--flow-base", "\(2 * i)", "--size", "256",
+                 "--json"])
         }
         var sent = 0
         for s in senders { sent += try summary(s.finish().stdout).sent }
@@ -65,12 +64,10 @@ import Testing
     @Test func aWindowedStreamBetweenProcessesDropsNothingAtFullSpeed() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "rx", "--mac", "02:00:00:00:00:32",
-                                   "--count", "30000", "--window", "128", "--timeout", "120", "--json"])
-        #expect(recv.waitUntilAttached())
-        let send = try NPAProcess(["guest", "send", "--host", host.socketPath, "--name", "tx", "--mac", "02:00:00:00:00:31",
-                                   "--to", "02:00:00:00:00:32", "--count", "30000", "--size", "128", "--window", "128",
-                                   "--wait-peer", "--json"])
+        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:00:32",
+            ["--count", "30000", "--window", "128", "--timeout", "120", "--json"])
+        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:00:31",
+            ["--to", "02:00:00:00:00:32", "--count", "30000", "--size", "128", "--window", "128", "--wait-peer", "--json"])
         let s = try summary(send.finish().stdout)
         let r = try summary(recv.finish().stdout)
         #expect(s.sent == 30_000)
@@ -83,8 +80,7 @@ import Testing
         let host = try TestHost()
         defer { host.stop() }
         let a = try attach(host, "a"), b = try attach(host, "b")
-        let doomed = try NPAProcess(["guest", "recv", "--host", host.socketPath, "--name", "doomed", "--count", "1000000", "--timeout", "600"])
-        #expect(doomed.waitUntilAttached())
+        let doomed = try NPAProcess.attachedGuest("recv", host: host, name: "doomed", ["--count", "1000000", "--timeout", "600"])
         #expect(try host.admin.status().vnics.contains { $0.name == "doomed" })
         doomed.kill()
         _ = doomed.finish()
@@ -130,13 +126,12 @@ import Testing
     }
 
     @Test func theHostStopsCleanlyOnSIGTERMAndRemovesItsSocket() throws {
-        let socket = NSTemporaryDirectory() + "npa-sig-\(getpid()).sock"
-        let host = try NPAProcess(["host", "--socket", socket, "--log-level", "error"])
-        #expect(eventually { FileManager.default.fileExists(atPath: socket) && (try? SeqPacketProbe.connect(socket)) == true })
-        kill(host.process.processIdentifier, SIGTERM)
-        let out = host.finish()
+        let host = try HostProcess()
+        #expect(host.waitUntilListening())
+        kill(host.process.process.processIdentifier, SIGTERM)
+        let out = host.process.finish()
         #expect(out.status == 0)
-        #expect(!FileManager.default.fileExists(atPath: socket))
+        #expect(!FileManager.default.fileExists(atPath: host.socketPath))
     }
 
     @Test func theDemoRunsAndAccountsForEveryFrame() throws {
@@ -156,20 +151,11 @@ import Testing
     }
 }
 
-import NPASystem
-
-enum SeqPacketProbe {
-    static func connect(_ path: String) throws -> Bool {
-        _ = try SeqPacketSocket.connect(path: path)
-        return true
-    }
-}
-
 @Suite(.serialized) struct SoakCommandTests {
     /// `npa soak` in a child process, short: both guests switch 100 times each under load (200 switches).
     @Test(arguments: NICModelRegistry.names)
     func theSoakLosesNothingAndLeaksNothing(_ model: String) throws {
-        _ = try NICModelTests.buildPluginImages()  // makes sure images exist for the soak's host
+        _ = try PluginImages.directory()  // makes sure images exist for the soak's host
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let p = Process()
         let out = Pipe()
@@ -211,7 +197,7 @@ enum SeqPacketProbe {
     /// `npa bench`, short: both modes run, every offered frame is verified or counted, and the
     /// JSON has the documented shape.
     @Test func theBenchRunsBothModesAndReportsRatios() throws {
-        _ = try NICModelTests.buildPluginImages()
+        _ = try PluginImages.directory()
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let p = Process()
         let out = Pipe()

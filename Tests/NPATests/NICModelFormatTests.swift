@@ -4,6 +4,7 @@ import NPAControlProtocol
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import Testing
 
 @testable import NPANICModel
@@ -71,8 +72,8 @@ import Testing
     /// queue; npa-dring: none), and that is what the shell sends the host.
     @Test(arguments: [("npa-dring", false), ("npa-cq", true), ("npa-cq-swift", true)])
     func thePluginReportsItsCompletionRingAndTheShellSendsIt(_ name: String, _ hasCompletions: Bool) throws {
-        let images = try NICModelTests.buildPluginImages()
-        let image = try PluginImage(adopting: NICModelTests.memfd(holding: images.appendingPathComponent("\(name).so").path))
+        let images = try PluginImages.directory()
+        let image = try PluginImage(adopting: PluginImages.memfd(holding: images.appendingPathComponent("\(name).so").path))
         let memory = try SharedMemory(name: "format-guest", size: 4 << 20)
         let registers = try SharedMemory(name: "format-regs", size: Int(NPA_VF_REG_PAGE_SIZE))
         let ringSize = 256, regionBytes = 0x4000

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NPAHost
 import NPANICModel
+import NPATestSupport
 import Testing
 
 @testable import npa
@@ -12,7 +13,7 @@ import Testing
 @Suite struct NICModelRegistryTests {
     @Test func everyRegisteredModelBuildsANICAndHasItsPluginImage() throws {
         #expect(Set(NICModelRegistry.names).count == NICModelRegistry.models.count)
-        let images = try NICModelTests.buildPluginImages()
+        let images = try PluginImages.directory()
         for model in NICModelRegistry.models {
             #expect(try NICModelRegistry.model(named: model.name) == model)
             let nic = try SoftNIC(name: "r", model: model, vfCount: 1)

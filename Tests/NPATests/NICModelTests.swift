@@ -7,108 +7,10 @@ import NPANICModel
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import NPAWorkload
 import SystemPackage
 import Testing
-
-/// A guest driving a VF directly: its memory and buffer pool, the vendor plugin for the NIC's
-/// model behind the shell's data path, and the PF driver's part (grant, MAC, queue addresses,
-/// enable) done here. `bind(to:)` moves it to another VF with a fresh plugin instance, in its own
-/// queue regions, the way a switch-in does.
-final class VFGuest {
-    let memory: SharedMemory
-    let pool: BufferPool
-    let nic: SoftNIC
-    let mac: MACAddress
-    let queues: Int
-    let ringSize: Int
-    private let regionBytes: Int
-    private(set) var dataPath: ShellDataPath
-    private(set) var vf: Int
-    private var generation = 0
-    var postedRx: Int { queues * (ringSize - 1) }
-
-    private let entry: npa_plugin_entry_fn
-    /// The injected image `entry` is in, for a model whose plugin is not linked into the tests.
-    private let image: PluginImage?
-
-    init(nic: SoftNIC, vf: Int, mac: MACAddress, queues: Int = 2, ringSize: Int = 256, entry: npa_plugin_entry_fn? = nil) throws {
-        switch (entry, nic.model) {
-        case (let entry?, _): (self.entry, image) = (entry, nil)
-        case (nil, .dring): (self.entry, image) = (npa_dring_plugin_main, nil)
-        case (nil, .cq): (self.entry, image) = (npa_cq_plugin_main, nil)
-        case (nil, let model):
-            let path = try NICModelTests.buildPluginImages().appendingPathComponent("\(model.pluginImages[0]).so").path
-            let image = try PluginImage(adopting: NICModelTests.memfd(holding: path))
-            (self.entry, self.image) = (image.entry, image)
-        }
-        self.nic = nic
-        self.mac = mac
-        self.queues = queues
-        self.ringSize = ringSize
-        self.vf = vf
-        memory = try SharedMemory(name: "vf-guest-\(vf)", size: 8 << 20)
-        regionBytes = (ringSize * 36 + 4095) & ~4095
-        let poolBase = 0x10000 + regionBytes * 4 * queues  // room for two generations of regions
-        pool = BufferPool(baseVA: memory.base + poolBase, baseGPA: UInt64(poolBase), bufferSize: 2048, count: (memory.size - poolBase) / 2048)
-        dataPath = try Self.makeDataPath(
-            nic: nic, vf: vf, memory: memory, pool: pool, queues: queues, ringSize: ringSize, regionBytes: regionBytes, firstRegion: 0, mac: mac,
-            entry: self.entry)
-    }
-
-    private static func makeDataPath(
-        nic: SoftNIC, vf: Int, memory: SharedMemory, pool: BufferPool, queues: Int, ringSize: Int, regionBytes: Int, firstRegion: Int, mac: MACAddress,
-        entry: npa_plugin_entry_fn
-    ) throws -> ShellDataPath {
-        let base = memory.base
-        func region(_ i: Int) -> npa_queue_region {
-            let gpa = UInt64(0x10000 + regionBytes * (firstRegion + i))
-            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0, completion_offset: 0)
-        }
-        let tx = (0..<queues).map { region($0) }
-        let rx = (0..<queues).map { region(queues + $0) }
-        let function = nic.vfs[vf]
-        let interrupt = try EventNotifier()
-        let plugin = try PluginHost(
-            entry: entry, txRegions: tx, rxRegions: rx, registers: function.registers.base, registersSize: function.registers.size,
-            pool: pool, ringSize: ringSize, doorbell: function.kick)
-        let dataPath = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: ringSize, spinPolls: 100)
-        // The PF driver's part, from where the plugin says its rings are.
-        func config(_ r: ControlMessage.QueueRegion) -> VirtualFunction.QueueConfig {
-            .init(ringGPA: r.gpa, ringSize: r.ringSize, completionGPA: r.completionGPA)
-        }
-        nic.grant(vf: vf, memory: GuestMemory(base: memory.base, size: memory.size))
-        nic.setMAC(vf: vf, mac)
-        try nic.initializeQueues(
-            vf: vf, tx: plugin.reportedRegions(rx: false).map(config), rx: plugin.reportedRegions(rx: true).map(config), interrupt: interrupt)
-        dataPath.refillAll()
-        nic.enable(vf: vf)
-        return dataPath
-    }
-
-    /// Moves to `newVF`: the old VF must be quiesced and drained by the caller (the returned
-    /// state is adopted here), then it is reset.
-    func bind(to newVF: Int, adopting drained: ShellDataPath.DrainedState) throws -> Bool {
-        nic.reset(vf: vf)
-        generation ^= 1
-        vf = newVF
-        dataPath = try Self.makeDataPath(
-            nic: nic, vf: newVF, memory: memory, pool: pool, queues: queues, ringSize: ringSize, regionBytes: regionBytes,
-            firstRegion: generation * 2 * queues, mac: mac, entry: entry)
-        return dataPath.adopt(drained)
-    }
-
-    func send(_ frames: [[UInt8]], queue: Int = 0) -> Int { dataPath.send(frames, queue: queue) }
-
-    func receive(count: Int, timeoutMilliseconds: Int = 20_000) -> [[UInt8]] {
-        var frames: [[UInt8]] = []
-        let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
-        while frames.count < count && ContinuousClock.now < deadline {
-            frames += dataPath.receive(maxFrames: count - frames.count, timeoutMilliseconds: 200)
-        }
-        return frames
-    }
-}
 
 @Suite(.serialized) struct NICModelTests {
     @Test(arguments: NICModelRegistry.models)
@@ -213,33 +115,8 @@ final class VFGuest {
         #expect(b.dataPath.receive(maxFrames: 10, timeoutMilliseconds: 0).isEmpty)
     }
 
-    /// The freestanding images, built once per test process with the project's script.
-    static let builtImages = Result { try buildImagesNow() }
-    static func buildPluginImages() throws -> URL { try builtImages.get() }
-
-    private static func buildImagesNow() throws -> URL {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("npa-plugins-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        let build = Process()
-        build.executableURL = URL(fileURLWithPath: "/bin/bash")
-        build.arguments = [root.appendingPathComponent("scripts/build-plugins.sh").path, out.path]
-        build.standardOutput = FileHandle.nullDevice
-        try build.run()
-        build.waitUntilExit()
-        guard build.terminationStatus == 0 else { throw CocoaError(.executableLoad) }
-        return out
-    }
-
-    /// What the host does to inject an image: put its bytes in a memfd.
-    static func memfd(holding path: String) throws -> FileDescriptor {
-        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        let memory = try SharedMemory(name: "plugin-image", size: bytes.count)
-        bytes.withUnsafeBytes { memory.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        return try memory.fd.duplicate()
-    }
-
     @Test func pluginImagesAreFreestanding() throws {
-        let out = try Self.buildPluginImages()
+        let out = try PluginImages.directory()
         for name in ["npa-dring", "npa-cq", "npa-cq-swift"] {
             let image = out.appendingPathComponent("\(name).so").path
             let nm = Process()
@@ -262,8 +139,8 @@ final class VFGuest {
     /// and drives a VF with it (nothing is installed in the guest).
     @Test(arguments: NICModelRegistry.models)
     func anInjectedImageLoadsFromAMemfdAndDrivesItsVF(_ model: NICModel) throws {
-        let out = try Self.buildPluginImages()
-        let image = try PluginImage(adopting: Self.memfd(holding: out.appendingPathComponent("\(model.name).so").path))
+        let out = try PluginImages.directory()
+        let image = try PluginImage(adopting: PluginImages.memfd(holding: out.appendingPathComponent("\(model.name).so").path))
         #expect(image.name == model.name)
         #expect(image.version == "1.0")
         let nic = try SoftNIC(name: "t5", model: model, vfCount: 2)
@@ -282,8 +159,8 @@ final class VFGuest {
     /// VF is driven by the C plugin for the same model: two independent implementations of one
     /// datasheet agree frame for frame.
     @Test func theEmbeddedSwiftPluginDrivesACQVF() throws {
-        let out = try Self.buildPluginImages()
-        let image = try PluginImage(adopting: Self.memfd(holding: out.appendingPathComponent("npa-cq-swift.so").path))
+        let out = try PluginImages.directory()
+        let image = try PluginImage(adopting: PluginImages.memfd(holding: out.appendingPathComponent("npa-cq-swift.so").path))
         #expect(image.name == "npa-cq-swift")
         let nic = try SoftNIC(name: "t6", model: .cq, vfCount: 2)
         nic.start()

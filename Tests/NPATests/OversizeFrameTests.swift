@@ -7,6 +7,7 @@ import NPANICModel
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import Testing
 
 /// Frames longer than a receiver can take (issue 8, defect 10: the npa-dring NIC wrote a 9014 B
@@ -26,14 +27,18 @@ import Testing
         ethernetFrame(to: dst, from: src, payload: Array(repeating: UInt8(0x80 | (index & 0x7F)), count: length - 14))
     }
 
+    /// A jumbo-capable guest: 9 KiB buffers, MTU 9000, 32 MiB of memory (2 queues, as by default).
+    static func jumbo(mac: String) -> GuestSpec {
+        GuestSpec("jumbo", mac: mac, ringSize: 256, memoryMiB: 32, mtu: 9000, bufferSize: 9216)
+    }
+
     /// The NIC model alone, each plugin image driving the receiving VF: frames from the wire, a
     /// mix of frames that fit and frames that do not, into a VF whose RX queue was set up with the
     /// default buffer size (2 KiB, as its pool's buffers). The guest's memory may change only by
     /// the frames it received and the descriptors written back.
     @Test(arguments: ["npa-dring", "npa-cq", "npa-cq-swift"])
     func theNICNeverWritesPastAReceiveBuffer(_ plugin: String) throws {
-        let images = try NICModelTests.buildPluginImages()
-        let image = try PluginImage(adopting: NICModelTests.memfd(holding: images.appendingPathComponent("\(plugin).so").path))
+        let image = try PluginImage(adopting: PluginImages.memfd(named: plugin))
         let nic = try SoftNIC(name: "o1", model: plugin == "npa-dring" ? .dring : .cq, vfCount: 1)
         nic.start()
         defer { nic.stop() }
@@ -91,18 +96,12 @@ import Testing
         ("npa-cq", true, true), ("npa-cq", false, true), ("npa-cq", true, false),
     ])
     func oversizeFramesAreDroppedAndCountedAndEveryOtherFrameArrivesIntact(_ model: String, _ senderOnVF: Bool, _ receiverOnVF: Bool) throws {
-        let host = try TestHost(configuration: .withNIC(model: model))
-        defer { host.stop() }
-        var jumbo = VirtualNIC.Configuration(name: "jumbo", mac: MACAddress("02:00:00:00:c1:01"))
-        jumbo.bufferSize = 9216
-        jumbo.mtu = 9000
-        jumbo.ringSize = 256
-        jumbo.memoryBytes = 32 << 20
-        let tx = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: jumbo)
-        let rx = try attach(host, "small", mac: "02:00:00:00:c1:02", ringSize: 256, memoryMiB: 8)
+        let fixture = try PassthroughFixture(
+            model: model, a: Self.jumbo(mac: "02:00:00:00:c1:01"), b: GuestSpec("small", mac: "02:00:00:00:c1:02", ringSize: 256, memoryMiB: 8),
+            switchIn: (senderOnVF, receiverOnVF))
+        defer { fixture.stop() }
+        let (host, tx, rx) = (fixture.host, fixture.a, fixture.b)
         for (nic, onVF) in [(tx, senderOnVF), (rx, receiverOnVF)] where onVF {
-            try host.admin.switchVNIC(name: nic.name, toPassthrough: true)
-            _ = nic.reclaimTransmitted()  // the next data-path call carries the switch out
             #expect(nic.mode == "passthrough", "\(nic.lastSwitchError ?? "")")
         }
         let dropsBefore = try rx.dropCounts()
@@ -142,27 +141,22 @@ import Testing
         for (k, v) in dropsBefore { delta[k, default: 0] -= v }
         #expect(delta.filter { $0.value > 0 } == [reason: UInt64(oversize)])
         #expect(rx.mode == (receiverOnVF ? "passthrough" : "emulated"))
-        #expect(try host.admin.status().vnics.first { $0.name == "small" }?.state == "active")
+        #expect(try host.status(of: "small")?.state == "active")
     }
 
     /// The PF driver programs each VF RX queue's buffer size from the guest's MTU (MTU + 18, which
     /// its buffers hold), and the VF's register page mirrors it for the driver.
     @Test(arguments: ["npa-dring", "npa-cq"])
     func thePFDriverProgramsTheReceiveBufferSize(_ model: String) throws {
-        let host = try TestHost(configuration: .withNIC(model: model))
-        defer { host.stop() }
-        var jumbo = VirtualNIC.Configuration(name: "jumbo", mac: MACAddress("02:00:00:00:c2:01"))
-        jumbo.bufferSize = 9216
-        jumbo.mtu = 9000
-        jumbo.ringSize = 256
-        jumbo.memoryBytes = 32 << 20
-        let big = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: jumbo)
-        let small = try attach(host, "small", mac: "02:00:00:00:c2:02", queues: 2, ringSize: 256)
+        let fixture = try PassthroughFixture(
+            model: model, a: Self.jumbo(mac: "02:00:00:00:c2:01"), b: GuestSpec("small", mac: "02:00:00:00:c2:02", queues: 2, ringSize: 256),
+            switchIn: (false, false))
+        defer { fixture.stop() }
+        let (host, big, small) = (fixture.host, fixture.a, fixture.b)
         for (guest, name, expected) in [(big, "jumbo", UInt32(9018)), (small, "small", UInt32(1518))] {
-            try host.admin.switchVNIC(name: guest.name, toPassthrough: true)
-            _ = guest.reclaimTransmitted()
+            try host.switchIn(guest)
             #expect(guest.mode == "passthrough", "\(guest.lastSwitchError ?? "")")
-            let vf = try #require(host.admin.status().vnics.first { $0.name == name }?.vf?.split(separator: "f").last.flatMap { Int($0) })
+            let vf = try #require(try host.vfIndex(of: name))
             let registers = try #require(host.daemon.nics.first).vfs[vf].registers.base
             for q in 0..<2 {
                 #expect(registers.load(fromByteOffset: Int(NPA_VF_REG_RX_BUFFER_SIZE(UInt32(q))), as: UInt32.self) == expected, "\(name) queue \(q)")

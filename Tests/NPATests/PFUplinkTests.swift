@@ -2,6 +2,7 @@ import NPAControlProtocol
 import NPAHost
 import NPANICModel
 import NPAShell
+import NPATestSupport
 import Testing
 
 /// The PF as the vswitch's uplink: emulated guests and guests on VFs reach each other through

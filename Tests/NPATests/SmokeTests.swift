@@ -1,5 +1,6 @@
 import NPAControlProtocol
 import NPAShell
+import NPATestSupport
 import Testing
 
 @Suite struct SmokeTests {

@@ -3,6 +3,7 @@ import NPAAdmin
 import NPAControlProtocol
 import NPAHost
 import NPAShell
+import NPATestSupport
 import Testing
 @testable import npa
 
@@ -10,21 +11,23 @@ import Testing
 /// each step has `switch_timeout_ms`, then the host rolls back to a consistent state and says
 /// why in `npa status`; the guest, when it runs again, carries on where the host left it.
 @Suite(.serialized) struct SwitchDeadlineTests {
-    func host(vfs: Int) throws -> TestHost {
-        var config = try HostConfiguration.withNIC(model: "npa-dring", vfs: vfs)
-        config.switchTimeoutMilliseconds = 200
-        return try TestHost(configuration: config)
+    /// Guests a and b (one queue, 32 MiB each) on an npa-dring NIC with `vfs` VFs, whose host
+    /// gives each switch step 200 ms.
+    func guests(vfs: Int, macs: (String, String), aOnVF: Bool) throws -> PassthroughFixture {
+        try PassthroughFixture(
+            model: "npa-dring", vfs: vfs, a: GuestSpec("a", mac: macs.0, queues: 1, memoryMiB: 32),
+            b: GuestSpec("b", mac: macs.1, queues: 1, memoryMiB: 32), switchIn: (aOnVF, false)
+        ) { $0.switchTimeoutMilliseconds = 200 }
     }
 
     func status(_ host: TestHost, _ name: String) throws -> StatusReport.VNIC? {
-        try host.admin.status().vnics.first { $0.name == name }
+        try host.status(of: name)
     }
 
     @Test func aSwitchInTheGuestNeverAnswersIsAbandonedAndItsVFReleased() throws {
-        let host = try host(vfs: 1)
-        defer { host.stop() }
-        let a = try attach(host, "a", mac: "02:00:00:00:a1:01", queues: 1, memoryMiB: 32)
-        let b = try attach(host, "b", mac: "02:00:00:00:a1:02", queues: 1, memoryMiB: 32)
+        let fixture = try guests(vfs: 1, macs: ("02:00:00:00:a1:01", "02:00:00:00:a1:02"), aOnVF: false)
+        defer { fixture.stop() }
+        let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         // The admin asks; `a` makes no data-path call from here on, so it never sees DIC.
         #expect(Demo.adminSwitch(host.admin, vnic: "a", toPassthrough: true).contains("started"))
         #expect(try status(host, "a")?.switchPending?.hasPrefix("switch-in") == true)
@@ -33,8 +36,7 @@ import Testing
         #expect(a1?.mode == "emulated" && a1?.vf == nil)
         #expect(a1?.lastSwitchError?.hasPrefix("switch-in timed out") == true, "\(String(describing: a1?.lastSwitchError))")
         // The only VF is free again: b can have it.
-        try host.admin.switchVNIC(name: b.name, toPassthrough: true)
-        _ = b.reclaimTransmitted()
+        try host.switchIn(b)
         #expect(b.mode == "passthrough")
         // `a` runs again: it finds nothing to switch, stays emulated, and its traffic flows.
         let f = ethernetFrame(to: b.mac, from: a.mac)
@@ -44,12 +46,9 @@ import Testing
     }
 
     @Test func aSwitchOutTheGuestNeverAnswersIsCalledOffAndTheGuestKeepsItsVF() throws {
-        let host = try host(vfs: 2)
-        defer { host.stop() }
-        let a = try attach(host, "a", mac: "02:00:00:00:a2:01", queues: 1, memoryMiB: 32)
-        let b = try attach(host, "b", mac: "02:00:00:00:a2:02", queues: 1, memoryMiB: 32)
-        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
-        _ = a.reclaimTransmitted()
+        let fixture = try guests(vfs: 2, macs: ("02:00:00:00:a2:01", "02:00:00:00:a2:02"), aOnVF: true)
+        defer { fixture.stop() }
+        let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         #expect(a.mode == "passthrough")
         #expect(Demo.adminSwitch(host.admin, vnic: "a", toPassthrough: false).contains("started"))
         #expect(try eventually { try status(host, "a")?.switchPending == nil })

@@ -7,22 +7,20 @@ import NPANICModel
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import NPAWorkload
 import Testing
 
 /// Switching end to end: the host's PF driver, the injected plugin, the shell's drain/adopt.
 /// Guest `b` switches in and out repeatedly while `a` (emulated) and `b` stream to each other.
 @Suite(.serialized) struct SwitchingTests {
-    func host(model: String) throws -> TestHost {
-        try TestHost(configuration: .withNIC(model: model))
-    }
-
     @Test(arguments: NICModelRegistry.names)
     func aGuestSwitchesInAndOutUnderBidirectionalLoadLosingNothing(_ model: String) throws {
-        let host = try host(model: model)
-        defer { host.stop() }
-        let a = try attach(host, "a", mac: "02:00:00:00:90:01", ringSize: 1024, memoryMiB: 32)
-        let b = try attach(host, "b", mac: "02:00:00:00:90:02", ringSize: 1024, memoryMiB: 32)
+        let fixture = try PassthroughFixture(
+            model: model, a: GuestSpec("a", mac: "02:00:00:00:90:01", ringSize: 1024, memoryMiB: 32),
+            b: GuestSpec("b", mac: "02:00:00:00:90:02", ringSize: 1024, memoryMiB: 32), switchIn: (false, false))
+        defer { fixture.stop() }
+        let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         let switches = 40, perPhase = 80, flows = 2  // 40 frames per send call: 20 per flow
         let total = switches * perPhase
         var atB = FlowVerifier()
@@ -85,25 +83,22 @@ import Testing
 }
 
 @Suite(.serialized) struct PassthroughTests {
-    func host(model: String = "npa-dring", policies: [String: GuestPolicy] = [:]) throws -> TestHost {
-        try TestHost(configuration: .withNIC(model: model, policies: policies))
-    }
-
-    func switchIn(_ nic: VirtualNIC, on host: TestHost) throws {
-        try host.admin.switchVNIC(name: nic.name, toPassthrough: true)
-        _ = nic.reclaimTransmitted()  // the next data-path call carries the switch out
-        #expect(nic.mode == "passthrough", "\(nic.lastSwitchError ?? "")")
+    /// Guests a and b on a NIC of `model`, both switched in.
+    func switchedIn(model: String = "npa-dring", macs: (String, String), policies: [String: GuestPolicy] = [:]) throws -> PassthroughFixture {
+        let fixture = try PassthroughFixture(model: model, a: GuestSpec("a", mac: macs.0), b: GuestSpec("b", mac: macs.1)) {
+            $0.guestPolicies = policies
+        }
+        for nic in [fixture.a, fixture.b] { #expect(nic.mode == "passthrough", "\(nic.lastSwitchError ?? "")") }
+        return fixture
     }
 
     /// In passthrough the frames cross no host thread: device emulation's counters stay flat
     /// while the VF counters rise, and the NIC switches VF to VF.
     @Test(arguments: NICModelRegistry.names)
     func passthroughTrafficBypassesTheHost(_ model: String) throws {
-        let host = try host(model: model)
-        defer { host.stop() }
-        let a = try attach(host, "a", mac: "02:00:00:00:a0:01"), b = try attach(host, "b", mac: "02:00:00:00:a0:02")
-        try switchIn(a, on: host)
-        try switchIn(b, on: host)
+        let fixture = try switchedIn(model: model, macs: ("02:00:00:00:a0:01", "02:00:00:00:a0:02"))
+        defer { fixture.stop() }
+        let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         let before = try a.deviceCounters()
         let frames = (0..<200).map { ethernetFrame(to: b.mac, from: a.mac, payload: [UInt8($0)] + Array(repeating: 0, count: 100)) }
         var got: [[UInt8]] = []
@@ -129,14 +124,12 @@ import Testing
     /// Control operations in passthrough go through the PF to the embedded switch, with the same
     /// policy and the same errors as emulated; a spoofed source from a VF is dropped by the NIC.
     @Test func controlInPassthroughGoesThroughThePF() throws {
-        let host = try host(policies: [
+        let fixture = try switchedIn(macs: ("02:00:00:00:b0:01", "02:00:00:00:b0:02"), policies: [
             "a": GuestPolicy(allowedMACs: [MACAddress("02:00:00:00:b0:01")!, MACAddress("02:00:00:00:b0:09")!], allowedVLANs: [0, 5]),
             "b": GuestPolicy(allowedVLANs: [0, 5]),
         ])
-        defer { host.stop() }
-        let a = try attach(host, "a", mac: "02:00:00:00:b0:01"), b = try attach(host, "b", mac: "02:00:00:00:b0:02")
-        try switchIn(a, on: host)
-        try switchIn(b, on: host)
+        defer { fixture.stop() }
+        let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         #expect {
             try a.setMAC(MACAddress("02:00:00:00:66:66")!)
         } throws: { ($0 as? HostRefusal)?.isPolicyRefusal == true }
@@ -158,7 +151,7 @@ import Testing
         let spoofed = ethernetFrame(to: b.mac, from: MACAddress("02:00:00:00:b0:01")!)
         #expect(a.send([spoofed]) == 1)
         #expect(a.flush(timeoutMilliseconds: 10_000))
-        #expect(try eventually { try host.admin.status().vnics.first { $0.name == "a" }?.counters["vf_spoofed_drops"] == 1 })
+        #expect(try eventually { try host.status(of: "a")?.counters["vf_spoofed_drops"] == 1 })
         #expect(b.receive(maxFrames: 4, timeoutMilliseconds: 0).isEmpty)
     }
 }
@@ -167,10 +160,12 @@ import Testing
     /// With auto_passthrough, an allowed guest lands on a VF at its first data-path call after
     /// activation; a guest whose policy refuses passthrough stays emulated; both can talk.
     @Test func allowedGuestsAreSwitchedInAutomatically() throws {
-        let host = try TestHost(configuration: .withNIC(
-            model: "npa-cq", vfs: 2, autoPassthrough: true, policies: ["stays": GuestPolicy(allowPassthrough: false)]))
-        defer { host.stop() }
-        let moves = try attach(host, "moves"), stays = try attach(host, "stays")
+        let fixture = try PassthroughFixture(model: "npa-cq", vfs: 2, a: GuestSpec("moves"), b: GuestSpec("stays"), switchIn: (false, false)) {
+            $0.autoPassthrough = true
+            $0.guestPolicies = ["stays": GuestPolicy(allowPassthrough: false)]
+        }
+        defer { fixture.stop() }
+        let (moves, stays) = (fixture.a, fixture.b)
         _ = moves.reclaimTransmitted()
         _ = stays.reclaimTransmitted()
         #expect(moves.mode == "passthrough")
@@ -191,12 +186,11 @@ import Testing
     /// receiving NIC.
     @Test(arguments: NICModelRegistry.names)
     func aVFResetUnderTrafficLosesOnlyWhatTheGuestIsToldItLost(_ model: String) throws {
-        let host = try TestHost(configuration: .withNIC(model: model, vfs: 4))
-        defer { host.stop() }
-        let a = try attach(host, "a", mac: "02:00:00:00:d0:01", ringSize: 1024, memoryMiB: 32)
-        let b = try attach(host, "b", mac: "02:00:00:00:d0:02", ringSize: 1024, memoryMiB: 32)
-        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
-        _ = a.reclaimTransmitted()
+        let fixture = try PassthroughFixture(
+            model: model, vfs: 4, a: GuestSpec("a", mac: "02:00:00:00:d0:01", ringSize: 1024, memoryMiB: 32),
+            b: GuestSpec("b", mac: "02:00:00:00:d0:02", ringSize: 1024, memoryMiB: 32), switchIn: (true, false))
+        defer { fixture.stop() }
+        let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         #expect(a.mode == "passthrough")
         let total = 2000
         var atA = FlowVerifier(), atB = FlowVerifier()
@@ -235,7 +229,7 @@ import Testing
         #expect(UInt64(atA.unique) + toldA == UInt64(total),
                 "received \(atA.unique) (invalid \(atA.invalid)), told \(dropsA), b sent \(sentB), a: \(ca), b: \(cb), uplink \(String(describing: up)), switchError \(a.lastSwitchError ?? "-")")
         #expect(atA.duplicates == 0 && atA.outOfOrder == 0)
-        let status = try host.admin.status().vnics.first { $0.name == "a" }
+        let status = try host.status(of: "a")
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError == "VF reset by the host")
     }
@@ -247,15 +241,14 @@ import Testing
     /// to emulation with the reason in `npa status`, and nothing it sent is lost silently.
     @Test(arguments: NICModelRegistry.names)
     func aVFThatDiesUnderThePluginIsReportedAndTheGuestMovesToEmulation(_ model: String) throws {
-        let host = try TestHost(configuration: .withNIC(model: model, vfs: 2))
-        defer { host.stop() }
-        let a = try attach(host, "a", mac: "02:00:00:00:f0:01", queues: 1, ringSize: 1024, memoryMiB: 32)
-        let b = try attach(host, "b", mac: "02:00:00:00:f0:02", queues: 1, ringSize: 1024, memoryMiB: 32)
-        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
-        _ = a.reclaimTransmitted()
+        let fixture = try PassthroughFixture(
+            model: model, vfs: 2, a: GuestSpec("a", mac: "02:00:00:00:f0:01", queues: 1, ringSize: 1024, memoryMiB: 32),
+            b: GuestSpec("b", mac: "02:00:00:00:f0:02", queues: 1, ringSize: 1024, memoryMiB: 32), switchIn: (true, false))
+        defer { fixture.stop() }
+        let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         #expect(a.mode == "passthrough")
         let nic = try #require(host.daemon.nics.first)
-        let vf = try #require(try host.admin.status().vnics.first { $0.name == "a" }?.vf?.split(separator: "f").last.flatMap { Int($0) })
+        let vf = try #require(try host.vfIndex(of: "a"))
         let total = 2000
         var atB = FlowVerifier()
         var sent = 0
@@ -275,7 +268,7 @@ import Testing
         #expect(a.mode == "emulated")
         #expect(UInt64(atB.unique) + drops.values.reduce(0, +) == UInt64(total), "received \(atB.unique), told \(drops)")
         #expect(atB.duplicates == 0 && atB.outOfOrder == 0)
-        let status = try host.admin.status().vnics.first { $0.name == "a" }
+        let status = try host.status(of: "a")
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError == "plugin fault: VF disabled under the plugin")
         #expect(a.switchLog.contains { $0.contains("plugin fault") })
@@ -293,12 +286,11 @@ import Testing
         let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 1, pluginDirectory: dir.path))
         defer { host.stop() }
         let a = try attach(host, "a"), b = try attach(host, "b")
-        try host.admin.switchVNIC(name: a.name, toPassthrough: true)
-        _ = a.reclaimTransmitted()
+        try host.switchIn(a)
         #expect(a.mode == "emulated")
         #expect(a.lastSwitchError?.hasPrefix("plugin image does not load") == true)
         #expect(a.switchLog.last?.contains("switch failed, staying emulated") == true)
-        let status = try host.admin.status().vnics.first { $0.name == "a" }
+        let status = try host.status(of: "a")
         #expect(status?.mode == "emulated")
         #expect(status?.lastSwitchError?.hasPrefix("guest: plugin image does not load") == true)
         // Still working, and the only VF is free again for the next guest.

@@ -3,6 +3,7 @@ import NPAControlProtocol
 import NPARingFormats
 import NPAShell
 import NPASystem
+import NPATestSupport
 import NPAWorkload
 import Testing
 
@@ -62,11 +63,7 @@ import Testing
     @Test func aBusyPollingGuestHonoursItsDeadlineAndStillReceives() throws {
         let host = try TestHost()
         defer { host.stop() }
-        var c = VirtualNIC.Configuration(name: "busy", mac: MACAddress("02:00:00:00:b0:01"))
-        c.ringSize = 256
-        c.memoryBytes = 8 << 20
-        c.spinPolls = Int.max
-        let busy = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c)
+        let busy = try attach(host, GuestSpec("busy", mac: "02:00:00:00:b0:01", ringSize: 256, memoryMiB: 8, spinPolls: Int.max))
         let peer = try attach(host, "peer", queues: 1)
         #expect(busy.receive(maxFrames: 8, timeoutMilliseconds: 30).isEmpty)
         #expect(busy.interruptWaits == 0)

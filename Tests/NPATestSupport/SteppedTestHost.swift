@@ -1,3 +1,7 @@
+// The stepping calls are internal to the host (only a test or a fuzzer drives a host a pass at a
+// time), hence `@testable`, which debug builds allow; `swift test` builds debug. A release build
+// of every target (`swift build -c release`) leaves this type out instead of failing.
+#if DEBUG
 import Foundation
 import Logging
 @testable import NPAHost
@@ -7,15 +11,15 @@ import NPASystem
 /// data-path pass, as FuzzTesting steps a host), which also runs work the test hands it
 /// between two passes: how a test reaches host-thread-only operations (checkpoint and restore)
 /// while guests keep running on other threads.
-final class SteppedTestHost: @unchecked Sendable {
-    let daemon: HostDaemon
-    let socketPath: String
+package final class SteppedTestHost: @unchecked Sendable {
+    package let daemon: HostDaemon
+    package let socketPath: String
     private let condition = NSCondition()
     private var requests: [() -> Void] = []
     private var stopping = false
     private var thread: pthread_t?
 
-    init(configuration: HostConfiguration = HostConfiguration()) throws {
+    package init(configuration: HostConfiguration = HostConfiguration()) throws {
         var configuration = configuration
         // As TestHost: no outcome may depend on how long a loaded machine sets a guest aside.
         configuration.receiverStallMilliseconds = 60_000
@@ -42,7 +46,7 @@ final class SteppedTestHost: @unchecked Sendable {
     }
 
     /// Runs `body` on the host's thread between two data-path passes; returns what it returned.
-    func onHostThread<T>(_ body: @escaping (HostDaemon) throws -> T) throws -> T {
+    package func onHostThread<T>(_ body: @escaping (HostDaemon) throws -> T) throws -> T {
         var result: Result<T, Error>?
         let daemon = self.daemon
         condition.lock()
@@ -58,7 +62,7 @@ final class SteppedTestHost: @unchecked Sendable {
         return try result!.get()
     }
 
-    func stop() {
+    package func stop() {
         condition.lock()
         stopping = true
         condition.unlock()
@@ -69,3 +73,4 @@ final class SteppedTestHost: @unchecked Sendable {
 
     deinit { stop() }
 }
+#endif

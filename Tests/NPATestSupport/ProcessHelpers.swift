@@ -1,19 +1,19 @@
 import Foundation
 
 /// The `npa` executable built next to this test binary.
-let npaExecutable: URL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+package let npaExecutable: URL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     .deletingLastPathComponent().appendingPathComponent("npa")
 
 /// A child `npa` process whose output is read line by line.
-final class NPAProcess {
-    let process = Process()
+package final class NPAProcess {
+    package let process = Process()
     private let stdout = Pipe()
     private let stderr = Pipe()
     private let stdin = Pipe()
     private var buffered = Data()
     private var bufferedErrors = Data()
 
-    init(_ arguments: [String]) throws {
+    package init(_ arguments: [String]) throws {
         process.executableURL = npaExecutable
         process.arguments = arguments
         process.standardOutput = stdout
@@ -23,7 +23,7 @@ final class NPAProcess {
     }
 
     /// Reads standard output (or standard error) until a line contains `marker`; nil at end.
-    func line(containing marker: String, onStandardError: Bool = false) -> String? {
+    package func line(containing marker: String, onStandardError: Bool = false) -> String? {
         while true {
             let seen = onStandardError ? bufferedErrors : buffered
             if let text = String(data: seen, encoding: .utf8) {
@@ -36,10 +36,10 @@ final class NPAProcess {
     }
 
     /// Waits until the guest says it is attached (on standard error).
-    func waitUntilAttached() -> Bool { line(containing: "attached as", onStandardError: true) != nil }
+    package func waitUntilAttached() -> Bool { line(containing: "attached as", onStandardError: true) != nil }
 
     /// Waits for exit; returns (status, all remaining stdout, stderr).
-    func finish() -> (status: Int32, stdout: String, stderr: String) {
+    package func finish() -> (status: Int32, stdout: String, stderr: String) {
         try? stdin.fileHandleForWriting.close()
         let rest = stdout.fileHandleForReading.readDataToEndOfFile()
         let err = stderr.fileHandleForReading.readDataToEndOfFile()
@@ -49,5 +49,5 @@ final class NPAProcess {
         return (process.terminationStatus, String(decoding: buffered, as: UTF8.self), String(decoding: bufferedErrors, as: UTF8.self))
     }
 
-    func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }
+    package func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }
 }

@@ -1,19 +1,21 @@
 import Foundation
 import Logging
 import NPAAdmin
+import NPAControlProtocol
 import NPAHost
+import NPAShell
 import NPASystem
 
 /// A host daemon running on its own thread for one test, on a fresh socket path.
-final class TestHost: @unchecked Sendable {
-    let daemon: HostDaemon
-    let socketPath: String
+package final class TestHost: @unchecked Sendable {
+    package let daemon: HostDaemon
+    package let socketPath: String
     /// The admin socket and its client: status, switches and VF resets go there.
-    var adminSocketPath: String { daemon.adminSocketPath }
-    let admin: AdminClient
+    package var adminSocketPath: String { daemon.adminSocketPath }
+    package let admin: AdminClient
     private var thread: pthread_t?
 
-    init(configuration: HostConfiguration = HostConfiguration(), socketPath: String? = nil, label: String = #function) throws {
+    package init(configuration: HostConfiguration = HostConfiguration(), socketPath: String? = nil, label: String = #function) throws {
         // Time limits that protect a host from stuck guests (a receiver that stops taking frames,
         // a guest that stops answering a switch) are set far beyond any pause a loaded CI
         // machine imposes, so no outcome here depends on timing; tests of those limits set their own.
@@ -33,11 +35,11 @@ final class TestHost: @unchecked Sendable {
     }
 
     /// A socket path no other test uses.
-    static func freshSocketPath() -> String {
+    package static func freshSocketPath() -> String {
         NSTemporaryDirectory() + "npa-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
     }
 
-    func stop() {
+    package func stop() {
         daemon.stop()
         if let t = thread { EngineThread.join(t) }
         thread = nil
@@ -49,7 +51,7 @@ final class TestHost: @unchecked Sendable {
 extension HostConfiguration {
     /// A host with one software NIC (`nic0`) whose PF is the vswitch's uplink, and the plugin
     /// images built for this test process (or `pluginDirectory`).
-    static func withNIC(
+    package static func withNIC(
         model: String, vfs: Int = 8, autoPassthrough: Bool = false, policies: [String: GuestPolicy] = [:], pluginDirectory: String? = nil
     ) throws -> HostConfiguration {
         var config = HostConfiguration()
@@ -57,7 +59,30 @@ extension HostConfiguration {
         config.uplink = .nic("nic0")
         config.autoPassthrough = autoPassthrough
         config.guestPolicies = policies
-        config.pluginDirectory = try pluginDirectory ?? NICModelTests.buildPluginImages().path
+        config.pluginDirectory = try pluginDirectory ?? PluginImages.directory().path
         return config
+    }
+}
+
+extension TestHost {
+    /// Asks the host (on the admin socket) to switch `guest` to passthrough, then lets the
+    /// guest's next data-path call carry the switch out. Returns whether the guest is now in
+    /// passthrough; the caller asserts on it (with `guest.lastSwitchError` to say why not).
+    @discardableResult
+    package func switchIn(_ guest: VirtualNIC) throws -> Bool {
+        try admin.switchVNIC(name: guest.name, toPassthrough: true)
+        _ = guest.reclaimTransmitted()  // the next data-path call carries the switch out
+        return guest.mode == "passthrough"
+    }
+
+    /// What `npa status` reports for the vNIC named `name`; nil if the host has none.
+    package func status(of name: String) throws -> StatusReport.VNIC? {
+        try admin.status().vnics.first { $0.name == name }
+    }
+
+    /// The index of the VF the vNIC named `name` is on (its status's `vf`, e.g. "nic0:vf3" is 3);
+    /// nil if it is on none.
+    package func vfIndex(of name: String) throws -> Int? {
+        try status(of: name)?.vf?.split(separator: "f").last.flatMap { Int($0) }
     }
 }

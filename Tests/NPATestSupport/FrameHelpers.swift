@@ -3,7 +3,7 @@ import NPAShell
 import NPAWorkload
 
 /// Builds an Ethernet frame: dst, src, optional 802.1Q tag, EtherType 0x88B5, payload.
-func ethernetFrame(to dst: MACAddress, from src: MACAddress, vlan: UInt16? = nil, payload: [UInt8] = Array(repeating: 0xAB, count: 46)) -> [UInt8] {
+package func ethernetFrame(to dst: MACAddress, from src: MACAddress, vlan: UInt16? = nil, payload: [UInt8] = Array(repeating: 0xAB, count: 46)) -> [UInt8] {
     var f = dst.bytes + src.bytes
     if let vlan { f += [0x81, 0x00, UInt8(vlan >> 8), UInt8(vlan & 0xFF)] }
     return f + [0x88, 0xB5] + payload
@@ -11,7 +11,7 @@ func ethernetFrame(to dst: MACAddress, from src: MACAddress, vlan: UInt16? = nil
 
 /// Receives until `count` frames arrived or `timeoutMilliseconds` passed (a generous bound,
 /// never a synchronisation: the loop returns as soon as the condition holds).
-func receiveFrames(_ nic: VirtualNIC, count: Int, timeoutMilliseconds: Int = 20_000) -> [[UInt8]] {
+package func receiveFrames(_ nic: VirtualNIC, count: Int, timeoutMilliseconds: Int = 20_000) -> [[UInt8]] {
     var frames: [[UInt8]] = []
     let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
     while frames.count < count && ContinuousClock.now < deadline {
@@ -23,12 +23,12 @@ func receiveFrames(_ nic: VirtualNIC, count: Int, timeoutMilliseconds: Int = 20_
 /// Receives whatever arrives until the device has nothing in flight for `nic` for a short quiet
 /// period after `sender` finished: used to prove that a frame was NOT delivered. The proof is
 /// the host's counters (the frame was counted as dropped or delivered elsewhere), not the wait.
-func drain(_ nic: VirtualNIC) -> [[UInt8]] {
+package func drain(_ nic: VirtualNIC) -> [[UInt8]] {
     nic.receive(maxFrames: 1024, timeoutMilliseconds: 0)
 }
 
 /// Polls a condition on the host's counters until it holds or the timeout passes.
-func eventually(timeoutMilliseconds: Int = 20_000, _ condition: () throws -> Bool) rethrows -> Bool {
+package func eventually(timeoutMilliseconds: Int = 20_000, _ condition: () throws -> Bool) rethrows -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
     while ContinuousClock.now < deadline {
         if try condition() { return true }
@@ -38,21 +38,12 @@ func eventually(timeoutMilliseconds: Int = 20_000, _ condition: () throws -> Boo
     return try condition()
 }
 
-func attach(_ host: TestHost, _ name: String, mac: String? = nil, queues: Int = 2, ringSize: Int = 256, memoryMiB: Int = 8) throws -> VirtualNIC {
-    var c = VirtualNIC.Configuration(name: name, mac: mac.flatMap(MACAddress.init))
-    c.txQueues = queues
-    c.rxQueues = queues
-    c.ringSize = ringSize
-    c.memoryBytes = memoryMiB << 20
-    return try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c)
-}
-
 import Glibc
 
 /// Receives on `nic` until each of `total` frames sent to it is either verified or counted as
 /// dropped by its NIC (waiting up to `timeoutMilliseconds`, a generous bound, never a quiet
 /// period). Returns the drop counts by reason.
-func receiveUntilAccounted(_ nic: VirtualNIC, _ verifier: inout FlowVerifier, total: Int, timeoutMilliseconds: Int = 10_000) throws -> [String: UInt64] {
+package func receiveUntilAccounted(_ nic: VirtualNIC, _ verifier: inout FlowVerifier, total: Int, timeoutMilliseconds: Int = 10_000) throws -> [String: UInt64] {
     var drops = try nic.dropCounts()
     let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
     while UInt64(verifier.unique) + drops.values.reduce(0, +) < UInt64(total) && ContinuousClock.now < deadline {
