@@ -2,6 +2,7 @@ import NPAControlProtocol
 @testable import NPAHost
 import NPARingFormats
 import NPAShell
+import NPATestSupport
 import Testing
 
 /// Errors as types for the emulated device: each register or command refusal names its rule
