@@ -41,9 +41,3 @@ package func shimCall<T: BinaryInteger & SignedInteger>(_ name: String, _ body: 
         throw SystemCallError(name, err)
     }
 }
-
-/// Clocks used for measurements: monotonic time and the calling thread's CPU time.
-public enum Clock {
-    public static func monotonicNanoseconds() -> UInt64 { cnpa_monotonic_ns() }
-    public static func threadCPUNanoseconds() -> UInt64 { cnpa_thread_cpu_ns() }
-}
