@@ -1,5 +1,4 @@
 import ArgumentParser
-import CNPAShim
 import Foundation
 import Glibc
 import Logging
@@ -75,7 +74,7 @@ struct Host: ParsableCommand {
             throw CommandFailure("\(error)")
         }
         stopDescriptor = daemon.stopDescriptor
-        let handler: @convention(c) (Int32) -> Void = { _ in _ = cnpa_eventfd_signal(stopDescriptor) }
+        let handler: @convention(c) (Int32) -> Void = { _ in EventNotifier.signal(descriptor: stopDescriptor) }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
         // A parent may have started us with these blocked (the mask is inherited); unblock them.
