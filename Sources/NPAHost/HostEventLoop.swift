@@ -1,4 +1,3 @@
-import Glibc
 import Logging
 import NPANICModel
 import NPASystem
@@ -98,7 +97,8 @@ final class HostEventLoop {
     /// Asks `run()` to return. Async-signal-safe (one eventfd write).
     func stop() { stopNotifier.signal() }
 
-    /// The descriptor a signal handler may write to (via `EventNotifier.signal(descriptor:)`) to stop the host.
+    /// The eventfd that stops the host when signalled (`TerminationSignals.deliver(to:)` aims SIGINT
+    /// and SIGTERM at it).
     var stopDescriptor: Int32 { stopNotifier.fd.rawValue }
 
     /// Serves until `stop()`. Removes the socket files on return, each if it is still the one
@@ -138,7 +138,7 @@ final class HostEventLoop {
             } else if work == 0 && dataPath.heldBack {
                 // A sender waits for a receiver with no free buffer: give that receiver's vCPU
                 // the core (the only syscall here, and only while frames are held back).
-                sched_yield()
+                EngineThread.yieldProcessor()
             } else if work == 0 {
                 CPU.relax()
             }

@@ -44,7 +44,7 @@ extension SoftNIC {
                 if runPass() > 0 { idle = 0; continue }
                 if heldBack {
                     // A sender waits for a receiver's buffers: let the receiver's vCPU run.
-                    sched_yield()
+                    EngineThread.yieldProcessor()
                     continue
                 }
                 idle += 1

@@ -1,4 +1,3 @@
-import CNPAShim
 import Glibc
 import SystemPackage
 

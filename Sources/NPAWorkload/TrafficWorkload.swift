@@ -1,4 +1,3 @@
-import Glibc
 import NPAControlProtocol
 import NPAShell
 import NPASystem
@@ -157,7 +156,7 @@ public struct TrafficWorkload {
                 let wait = sender.microsecondsUntilNextBurst
                 if rate != nil {
                     nic.reclaimTransmitted()
-                    usleep(UInt32(max(50, min(wait, 100_000))))  // pacing, not synchronisation
+                    EngineThread.sleep(microseconds: UInt32(max(50, min(wait, 100_000))))  // pacing, not synchronisation
                 } else {
                     _ = nic.waitForTransmitSpace(queue: 0, timeoutMilliseconds: 10)
                 }
@@ -334,7 +333,7 @@ public struct TrafficWorkload {
             receiveAccounted = accounting.accounted(nic, received: n, verified: verifier.unique, expected: count)
             if !progressed && n == 0 && !active.done {
                 if rate != nil {
-                    usleep(50)  // pacing below a millisecond: yield the core instead of spinning
+                    EngineThread.sleep(microseconds: 50)  // pacing below a millisecond: yield the core instead of spinning
                 } else {
                     _ = nic.waitForTransmitSpace(timeoutMilliseconds: 1)
                 }
