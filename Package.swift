@@ -26,19 +26,21 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
-        // C where Swift cannot reach: memfd, eventfd, epoll, SCM_RIGHTS, fences.
+        // C where Swift cannot reach: memfd, eventfd, epoll, SCM_RIGHTS, fences, shared-memory
+        // atomics. Only NPASystem imports it: every other module reaches the OS through that funnel.
         .target(name: "CNPAShim"),
         // The shell/plugin ABI: one versioned header, shared by the shell and every plugin.
         .target(name: "CNPAPluginABI"),
         .target(
             name: "NPASystem",
             dependencies: ["CNPAShim", .product(name: "SystemPackage", package: "swift-system")]),
-        .target(name: "NPARingFormats", dependencies: ["CNPAShim"], swiftSettings: dataPath),
+        // Ring layouts and guest memory: no system calls; NPASystem only for the shared-memory atomics.
+        .target(name: "NPARingFormats", dependencies: ["NPASystem"], swiftSettings: dataPath),
         .target(name: "NPAControlProtocol"),
         // The admin socket's client (`npa status`, `npa vnic`, the soaks, the tests).
         .target(name: "NPAAdmin", dependencies: ["NPASystem", "NPAControlProtocol"]),
         // The software SR-IOV NIC ("hardware"): never imports the host or the shell.
-        .target(name: "NPANICModel", dependencies: ["NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim", "CNPAPluginABI"],
+        .target(name: "NPANICModel", dependencies: ["NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAPluginABI"],
                 swiftSettings: dataPath),
         .target(
             name: "NPAHost",
@@ -51,11 +53,11 @@ let package = Package(
         .target(
             name: "NPAShell",
             dependencies: [
-                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim", "CNPAPluginABI",
+                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAPluginABI",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: dataPath),
-        .target(name: "NPAWorkload", dependencies: ["NPAShell"], swiftSettings: dataPath),
+        .target(name: "NPAWorkload", dependencies: ["NPAShell", "NPASystem"], swiftSettings: dataPath),
         .executableTarget(
             name: "npa",
             dependencies: [
@@ -90,7 +92,7 @@ let package = Package(
                 "NPATestSupport", "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
                 .product(name: "SystemPackage", package: "swift-system"),
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
-                "NPASystem", "CNPAShim", "CNPAPluginABI", "npa", "NPAAdmin",
+                "NPASystem", "CNPAPluginABI", "npa", "NPAAdmin",
             ]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,3 @@
-import CNPAShim
 import Logging
 import NPAControlProtocol
 import NPANICModel

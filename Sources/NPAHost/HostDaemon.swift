@@ -80,7 +80,8 @@ public final class HostDaemon: @unchecked Sendable {
     /// Asks `run()` to return. Async-signal-safe (one eventfd write).
     public func stop() { loop.stop() }
 
-    /// The descriptor a signal handler may write to (via `cnpa_eventfd_signal`) to stop the host.
+    /// The eventfd that stops the host when signalled (`TerminationSignals.deliver(to:)` aims SIGINT
+    /// and SIGTERM at it).
     public var stopDescriptor: Int32 { loop.stopDescriptor }
 
     /// Serves until `stop()`. Removes the socket files on return, each if it is still the one

@@ -1,7 +1,7 @@
-import CNPAShim
 import NPAControlProtocol
 import NPANICModel
 import NPARingFormats
+import NPASystem
 
 /// The host's data path: the attached vNICs and the uplink, and the frames between them. Each
 /// pass takes a burst from every active vNIC's TX queues, applies anti-spoofing and VLAN policy,

@@ -1,5 +1,3 @@
-import CNPAShim
-import Glibc
 import Logging
 import NPANICModel
 import NPASystem
@@ -99,7 +97,8 @@ final class HostEventLoop {
     /// Asks `run()` to return. Async-signal-safe (one eventfd write).
     func stop() { stopNotifier.signal() }
 
-    /// The descriptor a signal handler may write to (via `cnpa_eventfd_signal`) to stop the host.
+    /// The eventfd that stops the host when signalled (`TerminationSignals.deliver(to:)` aims SIGINT
+    /// and SIGTERM at it).
     var stopDescriptor: Int32 { stopNotifier.fd.rawValue }
 
     /// Serves until `stop()`. Removes the socket files on return, each if it is still the one
@@ -124,7 +123,7 @@ final class HostEventLoop {
                 let uplinkNIC = dataPath.uplinkNIC
                 for d in dataPath.devices { d.setSleeping(true) }
                 uplinkNIC?.pfReceive.setConsumerSleeping(true)
-                cnpa_fence_seq_cst()
+                MemoryFence.sequentiallyConsistent()
                 if dataPath.devices.contains(where: { $0.hasPendingTransmit() }) || uplinkNIC?.pfReceive.isEmpty == false {
                     for d in dataPath.devices { d.setSleeping(false) }
                     uplinkNIC?.pfReceive.setConsumerSleeping(false)
@@ -139,9 +138,9 @@ final class HostEventLoop {
             } else if work == 0 && dataPath.heldBack {
                 // A sender waits for a receiver with no free buffer: give that receiver's vCPU
                 // the core (the only syscall here, and only while frames are held back).
-                sched_yield()
+                EngineThread.yieldProcessor()
             } else if work == 0 {
-                cnpa_cpu_relax()
+                CPU.relax()
             }
             dataPath.heldBack = false
             if timeout != -2 {
@@ -209,7 +208,7 @@ final class HostEventLoop {
             }
             guard let id = server.adopt(socket, admin: admin) else { continue }
             let timeout = UInt64(configuration.attachTimeoutSeconds * 1e9)
-            attachDeadlines.append((id, cnpa_monotonic_ns() + timeout))
+            attachDeadlines.append((id, Clock.monotonicNanoseconds() + timeout))
         }
     }
 
@@ -219,7 +218,7 @@ final class HostEventLoop {
     private func pauseAccepting(_ error: Error) {
         epoll.remove(listener.fd)
         epoll.remove(adminListener.fd)
-        listenerPausedUntil = cnpa_monotonic_ns() + Self.acceptBackoffNanoseconds
+        listenerPausedUntil = Clock.monotonicNanoseconds() + Self.acceptBackoffNanoseconds
         let exhausted = server.acceptFDExhausted
         if exhausted <= 1 || exhausted & (exhausted - 1) == 0 {  // logged at 1, 2, 4, 8, ...
             let text = "accept failed (\(error)); \(server.connections.count) connections open, \(exhausted) times out of descriptors so far; "
@@ -231,14 +230,14 @@ final class HostEventLoop {
         var next = listenerPausedUntil ?? UInt64.max
         if attachDeadlinesHead < attachDeadlines.count { next = min(next, attachDeadlines[attachDeadlinesHead].deadline) }
         guard next != UInt64.max else { return Int32.max }
-        let now = cnpa_monotonic_ns()
+        let now = Clock.monotonicNanoseconds()
         return next <= now ? 0 : Int32(clamping: (next - now) / 1_000_000 + 1)
     }
 
     /// Resumes accepting after a back-off and closes connections past their attach deadline.
     /// Runs after every epoll wait: one clock read when nothing is due.
     private func serviceTimers() {
-        let now = cnpa_monotonic_ns()
+        let now = Clock.monotonicNanoseconds()
         if let until = listenerPausedUntil, now >= until {
             do {
                 try epoll.add(listener.fd, tag: HostEventTag.listener)

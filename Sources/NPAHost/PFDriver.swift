@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import Logging
 import NPAControlProtocol
 import NPANICModel
@@ -329,7 +328,7 @@ final class PFDriver {
         while !nic.pfReceive.isEmpty {
             if dataPath.receiveFromPF(nic, switching: device) == 0 {
                 for d in devices { d.raiseInterrupts() }  // a sleeping receiver must wake to take its frames
-                sched_yield()
+                EngineThread.yieldProcessor()
             }
         }
         for d in devices { d.raiseInterrupts() }

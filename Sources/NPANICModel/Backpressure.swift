@@ -1,5 +1,5 @@
-import CNPAShim
 import NPARingFormats
+import NPASystem
 
 /// The NIC's backpressure: a frame for a VF that has no free receive buffer waits where it is
 /// (in the sender's TX ring, or in the PF driver's burst) instead of being dropped, for up to
@@ -37,7 +37,7 @@ extension SoftNIC {
                 }
                 return false
             }
-            let now = cnpa_monotonic_ns()
+            let now = Clock.monotonicNanoseconds()
             if vf.receiverStalledSince == 0 { vf.receiverStalledSince = now }
             guard !vf.exceededStallLimit else { return false }
             if now - vf.receiverStalledSince < receiverStallLimitNanoseconds { return true }

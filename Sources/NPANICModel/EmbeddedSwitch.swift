@@ -1,6 +1,6 @@
-import CNPAShim
 import Foundation
 import NPARingFormats
+import NPASystem
 
 /// The NIC's embedded L2 switch: anti-spoofing on VF ports, switching by (MAC, VLAN) to VFs,
 /// floods, and the way up (the PF's queue or the uplink wire); and the two ports a frame can

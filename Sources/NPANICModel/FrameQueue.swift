@@ -1,4 +1,3 @@
-import CNPAShim
 import NPASystem
 
 /// A single-producer, single-consumer queue of frames in host memory: the PF's receive queue,
@@ -36,8 +35,8 @@ public final class FrameQueue: @unchecked Sendable {
     /// Producer side. False (and counted) when the queue is full or the frame too long.
     @discardableResult
     public func push(_ frame: UnsafeRawPointer, length: Int) -> Bool {
-        let head = cnpa_load_acquire_u32(indices)
-        let tail = cnpa_load_relaxed_u32(indices + 64)
+        let head = SharedWord.loadAcquire(indices)
+        let tail = SharedWord.loadRelaxed(indices + 64)
         guard tail &- head < capacity, length <= Self.slotSize else {
             drops &+= 1
             return false
@@ -45,18 +44,18 @@ public final class FrameQueue: @unchecked Sendable {
         let i = Int(tail & (capacity - 1))
         (slots + i * Self.slotSize).copyMemory(from: frame, byteCount: length)
         lengths[i] = UInt32(length)
-        cnpa_store_release_u32(indices + 64, tail &+ 1)
+        SharedWord.storeRelease(indices + 64, tail &+ 1)
         // Publish, then read the consumer's sleep flag (it announces, fences, re-checks).
-        cnpa_fence_seq_cst()
-        if cnpa_load_relaxed_u32(indices + 4) != 0 { wake.signal() }
+        MemoryFence.sequentiallyConsistent()
+        if SharedWord.loadRelaxed(indices + 4) != 0 { wake.signal() }
         return true
     }
 
     /// Consumer side: announce sleep (true) or wakefulness; after announcing sleep the consumer
     /// must check `isEmpty` once more before it blocks on `wake`.
     public func setConsumerSleeping(_ sleeping: Bool) {
-        cnpa_store_relaxed_u32(indices + 4, sleeping ? 1 : 0)
-        if sleeping { cnpa_fence_seq_cst() }
+        SharedWord.storeRelaxed(indices + 4, sleeping ? 1 : 0)
+        if sleeping { MemoryFence.sequentiallyConsistent() }
     }
 
     /// Consumer side: hands up to `max` frames to `body` (valid only during the call).
@@ -73,8 +72,8 @@ public final class FrameQueue: @unchecked Sendable {
     /// for the next call. Returns the frames taken.
     @discardableResult
     public func pop(max: Int, while body: (UnsafeRawPointer, Int) -> Bool) -> Int {
-        var head = cnpa_load_relaxed_u32(indices)
-        let tail = cnpa_load_acquire_u32(indices + 64)
+        var head = SharedWord.loadRelaxed(indices)
+        let tail = SharedWord.loadAcquire(indices + 64)
         var n = 0
         while head != tail && n < max {
             let i = Int(head & (capacity - 1))
@@ -82,13 +81,13 @@ public final class FrameQueue: @unchecked Sendable {
             head &+= 1
             n += 1
         }
-        cnpa_store_release_u32(indices, head)
+        SharedWord.storeRelease(indices, head)
         return n
     }
 
     /// Producer side: true if a push would find a free slot now.
     @inline(__always)
-    public var hasRoom: Bool { cnpa_load_relaxed_u32(indices + 64) &- cnpa_load_acquire_u32(indices) < capacity }
+    public var hasRoom: Bool { SharedWord.loadRelaxed(indices + 64) &- SharedWord.loadAcquire(indices) < capacity }
 
-    public var isEmpty: Bool { cnpa_load_acquire_u32(indices) == cnpa_load_acquire_u32(indices + 64) }
+    public var isEmpty: Bool { SharedWord.loadAcquire(indices) == SharedWord.loadAcquire(indices + 64) }
 }

@@ -1,5 +1,4 @@
 import CNPAPluginABI
-import CNPAShim
 import Foundation
 import NPASystem
 
@@ -41,17 +40,17 @@ extension SoftNIC {
             try! epoll.add(wake.fd, tag: UInt64.max)
             for vf in vfs { try! epoll.add(vf.kick.fd, tag: UInt64(vf.index)) }
             var idle = 0
-            while cnpa_load_relaxed_u32(flag) == 0 {
+            while SharedWord.loadRelaxed(flag) == 0 {
                 if runPass() > 0 { idle = 0; continue }
                 if heldBack {
                     // A sender waits for a receiver's buffers: let the receiver's vCPU run.
-                    sched_yield()
+                    EngineThread.yieldProcessor()
                     continue
                 }
                 idle += 1
-                if idle < idlePasses { cnpa_cpu_relax(); continue }
+                if idle < idlePasses { CPU.relax(); continue }
                 for vf in vfs { vf.write(NPA_VF_REG_ENGINE_SLEEPING, 1) }
-                cnpa_fence_seq_cst()
+                MemoryFence.sequentiallyConsistent()
                 if runPass() == 0 {
                     for tag in (try? epoll.wait(timeoutMilliseconds: 100)) ?? [] {
                         if tag == UInt64.max { wake.drain() } else { vfs[Int(tag)].kick.drain() }
@@ -65,7 +64,7 @@ extension SoftNIC {
 
     public func stop() {
         guard let t = thread else { return }
-        cnpa_store_relaxed_u32(stopFlag, 1)
+        SharedWord.storeRelaxed(stopFlag, 1)
         wake.signal()
         EngineThread.join(t)
         thread = nil
@@ -80,7 +79,7 @@ extension SoftNIC {
                 Model.publishReceiveHeads(of: vf)
             }
         }
-        cnpa_fence_seq_cst()
+        MemoryFence.sequentiallyConsistent()
         for ref in vfRefs {
             ref._withUnsafeGuaranteedRef { vf in
                 guard vf.pendingInterrupt else { return }

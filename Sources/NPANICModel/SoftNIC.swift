@@ -1,5 +1,4 @@
 import CNPAPluginABI
-import CNPAShim
 import Foundation
 import NPAControlProtocol
 import NPARingFormats

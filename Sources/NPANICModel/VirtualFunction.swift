@@ -1,5 +1,4 @@
 import CNPAPluginABI
-import CNPAShim
 import NPAControlProtocol
 import NPARingFormats
 import NPASystem
@@ -123,10 +122,10 @@ public final class VirtualFunction {
     }
 
     @inline(__always)
-    func read(_ offset: UInt32) -> UInt32 { cnpa_load_acquire_u32(registers.base + Int(offset)) }
+    func read(_ offset: UInt32) -> UInt32 { SharedWord.loadAcquire(registers.base + Int(offset)) }
 
     @inline(__always)
-    func write(_ offset: UInt32, _ value: UInt32) { cnpa_store_release_u32(registers.base + Int(offset), value) }
+    func write(_ offset: UInt32, _ value: UInt32) { SharedWord.storeRelease(registers.base + Int(offset), value) }
 
     func isMember(vlan: UInt16) -> Bool { vlans[Int(vlan >> 6)] & (1 << UInt64(vlan & 63)) != 0 }
 

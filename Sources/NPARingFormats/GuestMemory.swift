@@ -1,4 +1,4 @@
-import CNPAShim
+import NPASystem
 
 /// A bounds-checked view of one guest's memory region: the only way host code turns a guest
 /// physical address (GPA, an offset into the region) into a pointer.
@@ -7,6 +7,9 @@ import CNPAShim
 /// mapping; its owner keeps the region mapped while any view is in use. The guest may change the
 /// bytes at any time, so callers read each guest-written field once into a local and validate the
 /// local (no double fetch).
+///
+/// Makes no system call: its word accesses are NPASystem's `SharedWord` atomics (relaxed: not
+/// torn, not cached; ordering is the ring code's business), inlined to plain loads and stores.
 public struct GuestMemory: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let size: UInt64
@@ -33,13 +36,13 @@ public struct GuestMemory: @unchecked Sendable {
     @inlinable
     public func loadU32(gpa: UInt64) -> UInt32? {
         guard let p = pointer(gpa: gpa, length: 4), gpa & 3 == 0 else { return nil }
-        return UInt32(littleEndian: cnpa_load_relaxed_u32(p))
+        return UInt32(littleEndian: SharedWord.loadRelaxed(p))
     }
 
     @inlinable
     public func loadU64(gpa: UInt64) -> UInt64? {
         guard let p = pointer(gpa: gpa, length: 8), gpa & 7 == 0 else { return nil }
-        return UInt64(littleEndian: cnpa_load_relaxed_u64(p))
+        return UInt64(littleEndian: SharedWord.loadRelaxedU64(p))
     }
 
     @inlinable
@@ -52,7 +55,7 @@ public struct GuestMemory: @unchecked Sendable {
     @discardableResult
     public func storeU32(gpa: UInt64, _ value: UInt32) -> Bool {
         guard let p = pointer(gpa: gpa, length: 4), gpa & 3 == 0 else { return false }
-        cnpa_store_relaxed_u32(p, value.littleEndian)
+        SharedWord.storeRelaxed(p, value.littleEndian)
         return true
     }
 
@@ -60,7 +63,7 @@ public struct GuestMemory: @unchecked Sendable {
     @discardableResult
     public func storeU64(gpa: UInt64, _ value: UInt64) -> Bool {
         guard let p = pointer(gpa: gpa, length: 8), gpa & 7 == 0 else { return false }
-        cnpa_store_relaxed_u64(p, value.littleEndian)
+        SharedWord.storeRelaxedU64(p, value.littleEndian)
         return true
     }
 }

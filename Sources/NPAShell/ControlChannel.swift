@@ -1,4 +1,3 @@
-import CNPAShim
 import NPAControlProtocol
 import NPASystem
 import SystemPackage
@@ -68,7 +67,7 @@ package final class HostLink {
 
     /// Looks if the last look is older than `checkInterval`; true if the host is gone.
     @inline(__always)
-    package func checkIfDue(now: UInt64 = cnpa_monotonic_ns()) -> Bool {
+    package func checkIfDue(now: UInt64 = Clock.monotonicNanoseconds()) -> Bool {
         if gone != nil { return true }
         guard now >= nextCheck else { return false }
         nextCheck = now + Self.checkInterval

@@ -1,6 +1,6 @@
 import CNPAPluginABI
-import CNPAShim
 import NPARingFormats
+import NPASystem
 
 /// The built-in emulation plugin: the shell's data path over vmxnet3 rings that the host's
 /// device emulation serves. It implements the same C operations table (`npa_plugin_ops`) a
@@ -107,10 +107,10 @@ enum EmulationPlugin {
 
     static func setMask(_ state: UnsafeMutablePointer<npa_plugin_state>, vector: Int, masked: Bool) -> Int32 {
         guard vector < VMXNET3.RegisterPage.maximumVectors, let regs = state.pointee.registers else { return NPA_ERR_INVALID }
-        cnpa_store_relaxed_u32(regs + VMXNET3.RegisterPage.interruptMask(vector), masked ? 1 : 0)
+        SharedWord.storeRelaxed(regs + VMXNET3.RegisterPage.interruptMask(vector), masked ? 1 : 0)
         // Unmask, then the caller re-checks its rings: the fence orders the two so that either
         // the device sees the unmask and interrupts, or we see its completion.
-        cnpa_fence_seq_cst()
+        MemoryFence.sequentiallyConsistent()
         return NPA_OK
     }
 
@@ -130,7 +130,7 @@ enum EmulationPlugin {
             let dw3 = VMXNET3Descriptor.txEOPBit | VMXNET3Descriptor.txCQBit | (vlan ? VMXNET3Descriptor.txVLANInsertBit | UInt32(f.vlan_tci) << 16 : 0)
             d.storeBytes(of: dw3.littleEndian, toByteOffset: 12, as: UInt32.self)
             // Release: the device must see address and flags once it sees the gen bit.
-            cnpa_store_release_u32(d + 8, ((f.length & 0x3FFF) | (c.generation << 14)).littleEndian)
+            SharedWord.storeRelease(d + 8, ((f.length & 0x3FFF) | (c.generation << 14)).littleEndian)
             c.bytes &+= UInt64(f.length)
             c.next = (c.next + 1) & mask
             if c.next == 0 { c.generation ^= 1 }
@@ -141,13 +141,13 @@ enum EmulationPlugin {
         cp.pointee = c
         if added > 0 && flags & NPA_TX_FLAG_LAST_HINT != 0 {
             let regs = state.pointee.registers!
-            cnpa_store_relaxed_u32(regs + VMXNET3.RegisterPage.txProducer(q), c.next)
+            SharedWord.storeRelaxed(regs + VMXNET3.RegisterPage.txProducer(q), c.next)
             // Publish, then read the device's sleep flag; pairs with the device's "announce
             // sleep, fence, re-check rings". Taking the flag with an exchange makes one sleep
             // cost one kick, not one per batch written while the device wakes up.
-            cnpa_fence_seq_cst()
+            MemoryFence.sequentiallyConsistent()
             let sleeping = regs + VMXNET3.RegisterPage.deviceSleeping
-            if cnpa_load_relaxed_u32(sleeping) != 0 && cnpa_exchange_u32(sleeping, 0) != 0 {
+            if SharedWord.loadRelaxed(sleeping) != 0 && SharedWord.exchange(sleeping, 0) != 0 {
                 state.pointee.shell.pointee.kick(state.pointee.shell.pointee.shell, UInt32(q))
             }
         }
@@ -162,7 +162,7 @@ enum EmulationPlugin {
         var completed: UInt32 = 0
         while true {
             let d = comp + Int(c.completionNext) * 16
-            let dw3 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 12))
+            let dw3 = UInt32(littleEndian: SharedWord.loadAcquire(d + 12))
             guard VMXNET3Descriptor.generation(dword3: dw3) == c.completionGeneration else { break }
             let eop = VMXNET3Descriptor.txCompletionIndex(dword0: UInt32(littleEndian: d.load(as: UInt32.self)))
             let span = (eop &- c.oldest) & mask
@@ -202,7 +202,7 @@ enum EmulationPlugin {
             let d = ring + Int(c.next) * 16
             d.storeBytes(of: gpa.littleEndian, as: UInt64.self)
             d.storeBytes(of: UInt32(0), toByteOffset: 12, as: UInt32.self)
-            cnpa_store_release_u32(d + 8, VMXNET3Descriptor.rxDescriptorDword2(length: length, generation: c.generation).littleEndian)
+            SharedWord.storeRelease(d + 8, VMXNET3Descriptor.rxDescriptorDword2(length: length, generation: c.generation).littleEndian)
             ids[Int(c.next)] = id
             c.next = (c.next + 1) & (c.size - 1)
             if c.next == 0 { c.generation ^= 1 }
@@ -211,7 +211,7 @@ enum EmulationPlugin {
         }
         cp.pointee = c
         if posted > 0, let regs = state.pointee.registers {
-            cnpa_store_relaxed_u32(regs + VMXNET3.RegisterPage.rxProducer(q), c.next)
+            SharedWord.storeRelaxed(regs + VMXNET3.RegisterPage.rxProducer(q), c.next)
         }
         return posted
     }
@@ -224,7 +224,7 @@ enum EmulationPlugin {
         var indicated: UInt32 = 0
         while indicated < maxFrames && c.inFlight > 0 {
             let d = comp + Int(c.completionNext) * 16
-            let dw3 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 12))
+            let dw3 = UInt32(littleEndian: SharedWord.loadAcquire(d + 12))
             guard VMXNET3Descriptor.generation(dword3: dw3) == c.completionGeneration else { break }
             let completion = VMXNET3Descriptor.RxCompletion(dwords: (
                 UInt32(littleEndian: d.load(as: UInt32.self)),

@@ -1,5 +1,4 @@
 import CNPAPluginABI
-import CNPAShim
 import NPAControlProtocol
 import NPASystem
 
@@ -113,7 +112,7 @@ package final class PluginHost {
             log: { _, level, message in
                 if level <= NPA_LOG_WARNING, let message { print("plugin: \(String(cString: message))") }
             },
-            time_ns: { _ in cnpa_monotonic_ns() },
+            time_ns: { _ in Clock.monotonicNanoseconds() },
             report_fault: { shell, reason in
                 Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
                     if host.deviceFault == nil { host.deviceFault = reason.map { String(cString: $0) } ?? "unspecified" }

@@ -1,5 +1,4 @@
 import CNPAPluginABI
-import CNPAShim
 import NPASystem
 
 /// The shell's data path over whichever plugin is loaded: batched transmit into shell-owned
@@ -171,7 +170,7 @@ package final class ShellDataPath {
             plugin.receivedCount = 0
             let budget = UInt32(min(maxFrames - total, PluginHost.batchCapacity))
             let n = Int(plugin.ops.check_rx_ring!(plugin.state, UInt32(q), budget))
-            for i in 0..<n { cnpa_prefetch(plugin.pool.va(plugin.receivedIDs[i])) }
+            for i in 0..<n { CPU.prefetch(plugin.pool.va(plugin.receivedIDs[i])) }
             for i in 0..<n {
                 let id = plugin.receivedIDs[i]
                 if plugin.receivedFlags[i] & UInt16(NPA_RX_FLAG_ERROR) != 0 || Int(plugin.receivedLengths[i]) > plugin.pool.bufferSize {
@@ -202,17 +201,17 @@ package final class ShellDataPath {
             _ = link?.checkIfDue()
             return false
         }
-        let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
+        let deadline = timeoutMilliseconds < 0 ? UInt64.max : Clock.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
         while true {
             var spins = 0
             while spins < spinPolls {
-                cnpa_cpu_relax()
+                CPU.relax()
                 if condition() { return true }
                 spins += 1
                 // A long spin (busy-poll mode) still honours the deadline, the DIC event and the
                 // host's hang-up (that last one at most every few ms).
                 if spins & 1023 == 0 {
-                    let now = cnpa_monotonic_ns()
+                    let now = Clock.monotonicNanoseconds()
                     if now >= deadline || interruptHook() || link?.checkIfDue(now: now) == true { return false }
                 }
             }
@@ -221,7 +220,7 @@ package final class ShellDataPath {
                 _ = plugin.ops.disable_interrupt!(plugin.state, 0)
                 return true
             }
-            let now = cnpa_monotonic_ns()
+            let now = Clock.monotonicNanoseconds()
             if now >= deadline {
                 _ = plugin.ops.disable_interrupt!(plugin.state, 0)
                 _ = link?.checkIfDue(now: now)

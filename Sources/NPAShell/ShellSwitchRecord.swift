@@ -1,5 +1,5 @@
-import CNPAShim
 import Foundation
+import NPASystem
 
 /// What the shell's switches did, for people and tools (`npa guest`, `npa soak`, the tests):
 /// the duration of each completed switch, what the last failed one said, and every transition,
@@ -12,11 +12,11 @@ struct ShellSwitchRecord {
     private(set) var switchOutDurations: [Double] = []
     private(set) var lastError: String?
     private(set) var log: [String] = []
-    private let startedAt = cnpa_monotonic_ns()
+    private let startedAt = Clock.monotonicNanoseconds()
 
     mutating func note(_ text: String) {
         if log.count == 256 { log.removeFirst() }
-        log.append(String(format: "%9.3f ms  ", Double(cnpa_monotonic_ns() - startedAt) / 1e6) + text)
+        log.append(String(format: "%9.3f ms  ", Double(Clock.monotonicNanoseconds() - startedAt) / 1e6) + text)
     }
 
     /// A switch completed after `milliseconds`; the guest is now in `mode`.

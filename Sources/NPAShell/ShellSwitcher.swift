@@ -1,5 +1,4 @@
 import CNPAPluginABI
-import CNPAShim
 import NPAControlProtocol
 import NPARingFormats
 import NPASystem
@@ -91,7 +90,7 @@ final class ShellSwitcher {
 
     /// Performs actions until the machine asks for none.
     private func run(_ first: Machine.Action) {
-        var startedAt = cnpa_monotonic_ns()
+        var startedAt = Clock.monotonicNanoseconds()
         var action = first
         while let next = perform(action, startedAt: &startedAt) { action = next }
     }
@@ -101,7 +100,7 @@ final class ShellSwitcher {
         case .acknowledgeAndQuery:
             _ = try? device.acknowledgeDeviceImplementationChange()
             record.note("DIC: device implementation change")
-            startedAt = cnpa_monotonic_ns()
+            startedAt = Clock.monotonicNanoseconds()
             return query()
         case .stay, .none:
             return nil
@@ -149,7 +148,7 @@ final class ShellSwitcher {
             _ = lease.path.adopt(drained)
             installInterruptHook(lease.path)
             activePath = lease.path
-            record.completed(switchIn: true, milliseconds: Double(cnpa_monotonic_ns() - startedAt) / 1e6, mode: mode)
+            record.completed(switchIn: true, milliseconds: Double(Clock.monotonicNanoseconds() - startedAt) / 1e6, mode: mode)
             return nil
         case .abandonSwitchIn(let reason, let cleanup):
             switch cleanup {
@@ -196,7 +195,7 @@ final class ShellSwitcher {
             }
             return step { try $0.switchOutDone() }
         case .completeSwitchOut:
-            record.completed(switchIn: false, milliseconds: Double(cnpa_monotonic_ns() - startedAt) / 1e6, mode: mode)
+            record.completed(switchIn: false, milliseconds: Double(Clock.monotonicNanoseconds() - startedAt) / 1e6, mode: mode)
             return nil
         case .recordFailure(let reason):
             record.failed(reason, mode: mode)
@@ -253,7 +252,7 @@ final class ShellSwitcher {
     private func installInterruptHook(_ path: ShellDataPath) {
         let ecr = device.eventRegister
         path.interruptHook = { [unowned self] in
-            cnpa_load_acquire_u32(ecr) & VMXNET3.Event.deviceImplementationChange != 0 || self.hasUnreportedFault
+            SharedWord.loadAcquire(ecr) & VMXNET3.Event.deviceImplementationChange != 0 || self.hasUnreportedFault
         }
     }
 }

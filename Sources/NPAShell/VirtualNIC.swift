@@ -1,4 +1,3 @@
-import CNPAShim
 import NPAControlProtocol
 import NPARingFormats
 import NPASystem
@@ -245,9 +244,9 @@ public final class VirtualNIC {
     public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0, _ handler: (ReceivedFrame) -> Void) -> Int {
         if channel.link.gone != nil { return 0 }
         serviceSwitchIfRequested()
-        let deadline = timeoutMilliseconds < 0 ? UInt64.max : cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
+        let deadline = timeoutMilliseconds < 0 ? UInt64.max : Clock.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
         while true {
-            let now = cnpa_monotonic_ns()
+            let now = Clock.monotonicNanoseconds()
             let remaining = timeoutMilliseconds < 0 ? -1 : (deadline > now ? Int((deadline - now) / 1_000_000) : 0)
             let n = dataPath.receive(maxFrames: maxFrames, timeoutMilliseconds: remaining, handler)
             // A wait cut short by a switch request: switch, then keep waiting on the new path.
@@ -309,12 +308,12 @@ public final class VirtualNIC {
     /// timeout passes; 0 asks once). Asks the host with `peerQuery`, the one question about
     /// other guests a guest's connection may put. Throws `HostGone` as soon as the host is gone.
     public func waitForPeer(_ peer: MACAddress, timeoutMilliseconds: Int) throws -> Bool {
-        let deadline = cnpa_monotonic_ns() + UInt64(timeoutMilliseconds) * 1_000_000
+        let deadline = Clock.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
         while true {
             let (reply, _) = try channel.request(.peerQuery(mac: peer))
             guard case .peerReply(_, let active) = reply else { throw HostRefusal(code: 0, message: "unexpected reply") }
             if active { return true }
-            guard cnpa_monotonic_ns() < deadline else { return false }
+            guard Clock.monotonicNanoseconds() < deadline else { return false }
             _ = interrupt.wait(timeoutMilliseconds: 20)
         }
     }

@@ -17,6 +17,10 @@ public final class EventNotifier: @unchecked Sendable {
 
     public func signal() { _ = cnpa_eventfd_signal(fd.rawValue) }
 
+    /// Signals the eventfd `descriptor` from a signal handler, which can reach no object: one
+    /// write(2), async-signal-safe. Errors are ignored (a handler can do nothing about them).
+    public static func signal(descriptor: Int32) { _ = cnpa_eventfd_signal(descriptor) }
+
     /// Clears pending signals; returns how many had accumulated.
     @discardableResult
     public func drain() -> Int64 { max(0, cnpa_eventfd_drain(fd.rawValue)) }

@@ -5,7 +5,7 @@ import SystemPackage
 /// A memfd mapped shared into this process: guest RAM, or a device register page.
 /// Owns both the descriptor and the mapping; both are released when the value is freed.
 /// It may be read and written from any thread; synchronisation is the user's business
-/// (rings use the shim's acquire/release accessors).
+/// (rings use `SharedWord`'s acquire/release accessors).
 public final class SharedMemory: @unchecked Sendable {
     public let fd: FileDescriptor
     public let base: UnsafeMutableRawPointer

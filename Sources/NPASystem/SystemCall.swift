@@ -1,4 +1,3 @@
-import CNPAShim
 import Glibc
 import SystemPackage
 
@@ -40,10 +39,4 @@ package func shimCall<T: BinaryInteger & SignedInteger>(_ name: String, _ body: 
         precondition(err != .badFileDescriptor && err != .badAddress, "\(name): \(err) is a bug")
         throw SystemCallError(name, err)
     }
-}
-
-/// Clocks used for measurements: monotonic time and the calling thread's CPU time.
-public enum Clock {
-    public static func monotonicNanoseconds() -> UInt64 { cnpa_monotonic_ns() }
-    public static func threadCPUNanoseconds() -> UInt64 { cnpa_thread_cpu_ns() }
 }

@@ -49,3 +49,14 @@ extension EngineThread {
         _ = try shimCall("pthread_setaffinity_np(cpu \(cpu))") { cnpa_pin_thread_to_cpu(thread, Int32(cpu)) }
     }
 }
+
+extension EngineThread {
+    /// Gives this core to another runnable thread (sched_yield(2), one system call): for an engine
+    /// whose work waits on a thread that may share its core (a receiver with no free buffer), only
+    /// while that wait lasts, never per frame.
+    public static func yieldProcessor() { sched_yield() }
+
+    /// Sleeps the calling thread for about `microseconds`: pacing, never synchronisation. A signal
+    /// may end it early; callers re-check their schedule anyway.
+    public static func sleep(microseconds: UInt32) { usleep(microseconds) }
+}

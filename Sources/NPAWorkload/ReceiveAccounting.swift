@@ -1,5 +1,5 @@
-import CNPAShim
 import NPAShell
+import NPASystem
 
 /// Lets a receiver stop as soon as every frame it expects is either verified or counted as
 /// dropped by its own vNIC, instead of waiting for its timeout when some were dropped.
@@ -16,7 +16,7 @@ public struct ReceiveAccounting {
     ]
     static let quietNanoseconds: UInt64 = 100_000_000
 
-    private var lastFrame = cnpa_monotonic_ns()
+    private var lastFrame = Clock.monotonicNanoseconds()
     private var lastQuery: UInt64 = 0
     private(set) var droppedHere: UInt64 = 0
 
@@ -24,7 +24,7 @@ public struct ReceiveAccounting {
     /// reach `expected`.
     mutating func accounted(_ nic: VirtualNIC, received: Int, verified: Int, expected: Int) -> Bool {
         if verified >= expected { return true }
-        let now = cnpa_monotonic_ns()
+        let now = Clock.monotonicNanoseconds()
         if received > 0 {
             lastFrame = now
             return false

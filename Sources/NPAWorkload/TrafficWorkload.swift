@@ -1,5 +1,3 @@
-import CNPAShim
-import Glibc
 import NPAControlProtocol
 import NPAShell
 import NPASystem
@@ -49,7 +47,7 @@ public struct TrafficWorkload {
         var sequences: [UInt64]
         var sent = 0
         var nextFlow = 0
-        let start = cnpa_monotonic_ns()
+        let start = Clock.monotonicNanoseconds()
 
         init(destination: MACAddress, workload: TrafficWorkload) {
             self.destination = destination
@@ -73,7 +71,7 @@ public struct TrafficWorkload {
         var microsecondsUntilNextBurst: Int {
             guard let rate = workload.rate, burstRemaining == 0 else { return 0 }
             let due = start + UInt64(Double(sent + pacedBurst(rate) - 1) / rate * 1e9)
-            let now = cnpa_monotonic_ns()
+            let now = Clock.monotonicNanoseconds()
             return due > now ? Int((due - now) / 1_000) : 0
         }
 
@@ -83,7 +81,7 @@ public struct TrafficWorkload {
             var burst = min(32, limit, workload.count - sent)
             if let rate = workload.rate {
                 if burstRemaining == 0 {
-                    let due = Int(rate * Double(cnpa_monotonic_ns() - start) / 1e9) + 1 - sent
+                    let due = Int(rate * Double(Clock.monotonicNanoseconds() - start) / 1e9) + 1 - sent
                     if due < pacedBurst(rate) { return 0 }
                     burstRemaining = due
                 }
@@ -118,7 +116,7 @@ public struct TrafficWorkload {
     /// Fills in time, CPU and rates. `frames` and `bytes` are what the rates count: what was
     /// sent for a sender, what was verified for a receiver (its actual lengths), both for duplex.
     private func finish(_ s: inout TrafficSummary, nic: VirtualNIC, start: UInt64, cpuStart: UInt64, frames: Int, bytes: Int) {
-        s.seconds = Double(cnpa_monotonic_ns() - start) / 1e9
+        s.seconds = Double(Clock.monotonicNanoseconds() - start) / 1e9
         s.cpuSeconds = Double(Clock.threadCPUNanoseconds() - cpuStart) / 1e9
         s.bytes = bytes
         s.frameBytes = frames > 0 ? (bytes + frames / 2) / frames : 0
@@ -136,12 +134,12 @@ public struct TrafficWorkload {
     /// between bursts); waits until the device completed them all.
     public func send(_ nic: VirtualNIC, to destination: MACAddress, shouldStop: () -> Bool = { false }) -> TrafficSummary {
         var s = TrafficSummary(role: "send")
-        let start = cnpa_monotonic_ns()
+        let start = Clock.monotonicNanoseconds()
         let cpu = Clock.threadCPUNanoseconds()
         let deadline = start + UInt64(timeoutSeconds * 1e9)
         var sender = Sender(destination: destination, workload: self)
         var window = WindowState()
-        while !sender.done && cnpa_monotonic_ns() < deadline && !shouldStop() && !nic.isHostGone {
+        while !sender.done && Clock.monotonicNanoseconds() < deadline && !shouldStop() && !nic.isHostGone {
             var limit = 32
             if let size = self.window {
                 window.takeAcknowledgements(nic, waitMilliseconds: 0)
@@ -158,7 +156,7 @@ public struct TrafficWorkload {
                 let wait = sender.microsecondsUntilNextBurst
                 if rate != nil {
                     nic.reclaimTransmitted()
-                    usleep(UInt32(max(50, min(wait, 100_000))))  // pacing, not synchronisation
+                    EngineThread.sleep(microseconds: UInt32(max(50, min(wait, 100_000))))  // pacing, not synchronisation
                 } else {
                     _ = nic.waitForTransmitSpace(queue: 0, timeoutMilliseconds: 10)
                 }
@@ -214,7 +212,7 @@ public struct TrafficWorkload {
     public func receive(_ nic: VirtualNIC, shouldStop: () -> Bool = { false }) -> TrafficSummary {
         var s = TrafficSummary(role: "recv")
         var verifier = FlowVerifier()
-        let start = cnpa_monotonic_ns()
+        let start = Clock.monotonicNanoseconds()
         let cpu = Clock.threadCPUNanoseconds()
         let deadline = start + UInt64(timeoutSeconds * 1e9)
         var firstFrame: UInt64 = 0
@@ -230,7 +228,7 @@ public struct TrafficWorkload {
         }
         var accounting = ReceiveAccounting()
         while verifier.unique < count && !nic.isHostGone {
-            let now = cnpa_monotonic_ns()
+            let now = Clock.monotonicNanoseconds()
             if now >= deadline { break }
             var n = nic.receive(maxFrames: 256, timeoutMilliseconds: 0, record)
             if let to = peer, verifier.unique > acknowledged, verifier.unique - acknowledged >= ackEvery || n == 0 {
@@ -240,7 +238,7 @@ public struct TrafficWorkload {
                 // Once the sender has finished, a short wait drains frames still being delivered.
                 n = nic.receive(maxFrames: 256, timeoutMilliseconds: stopping ? 10 : Int(min(100, (deadline - now) / 1_000_000 + 1)), record)
             }
-            if firstFrame == 0 && verifier.unique > 0 { firstFrame = cnpa_monotonic_ns() }
+            if firstFrame == 0 && verifier.unique > 0 { firstFrame = Clock.monotonicNanoseconds() }
             if stopping && n == 0 { break }
             // Whatever did not arrive was dropped here, with a reason: nothing more will come.
             if accounting.accounted(nic, received: n, verified: verifier.unique, expected: count) { break }
@@ -266,13 +264,13 @@ public struct TrafficWorkload {
     public func echo(_ nic: VirtualNIC) -> TrafficSummary {
         var s = TrafficSummary(role: "echo")
         s.expected = count
-        let start = cnpa_monotonic_ns()
+        let start = Clock.monotonicNanoseconds()
         let cpu = Clock.threadCPUNanoseconds()
         let deadline = start + UInt64(timeoutSeconds * 1e9)
         let own = nic.mac
         var pending: [[UInt8]] = []
         var bytes = 0
-        while (count == 0 || s.sent < count) && cnpa_monotonic_ns() < deadline && !nic.isHostGone {
+        while (count == 0 || s.sent < count) && Clock.monotonicNanoseconds() < deadline && !nic.isHostGone {
             pending.removeAll(keepingCapacity: true)
             nic.receive(maxFrames: 64, timeoutMilliseconds: 200) { frame in
                 var bytes = Array(frame.bytes)
@@ -284,7 +282,7 @@ public struct TrafficWorkload {
             for frame in pending { bytes += frame.count }
             s.received += pending.count
             var offset = 0
-            while offset < pending.count && cnpa_monotonic_ns() < deadline && !nic.isHostGone {
+            while offset < pending.count && Clock.monotonicNanoseconds() < deadline && !nic.isHostGone {
                 let n = nic.send(Array(pending[offset...]))
                 offset += n
                 s.sent += n
@@ -302,7 +300,7 @@ public struct TrafficWorkload {
     public func duplex(_ nic: VirtualNIC, peer: MACAddress) -> TrafficSummary {
         var s = TrafficSummary(role: "duplex")
         var verifier = FlowVerifier()
-        var start = cnpa_monotonic_ns()
+        var start = Clock.monotonicNanoseconds()
         let cpu = Clock.threadCPUNanoseconds()
         var deadline = start + UInt64(timeoutSeconds * 1e9)
         var sender: Sender?
@@ -310,14 +308,14 @@ public struct TrafficWorkload {
         var accounting = ReceiveAccounting()
         var receiveAccounted = false
         while !receiveAccounted || sender?.done != true {
-            let now = cnpa_monotonic_ns()
+            let now = Clock.monotonicNanoseconds()
             if now >= deadline || nic.isHostGone { break }
             if sender == nil, now - lastPeerCheck > 20_000_000 {
                 lastPeerCheck = now
                 let present = (try? nic.waitForPeer(peer, timeoutMilliseconds: 0)) ?? false
                 if present {
                     sender = Sender(destination: peer, workload: self)
-                    start = cnpa_monotonic_ns()
+                    start = Clock.monotonicNanoseconds()
                     deadline = start + UInt64(timeoutSeconds * 1e9)
                 }
             }
@@ -335,7 +333,7 @@ public struct TrafficWorkload {
             receiveAccounted = accounting.accounted(nic, received: n, verified: verifier.unique, expected: count)
             if !progressed && n == 0 && !active.done {
                 if rate != nil {
-                    usleep(50)  // pacing below a millisecond: yield the core instead of spinning
+                    EngineThread.sleep(microseconds: 50)  // pacing below a millisecond: yield the core instead of spinning
                 } else {
                     _ = nic.waitForTransmitSpace(timeoutMilliseconds: 1)
                 }

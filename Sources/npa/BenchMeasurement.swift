@@ -1,5 +1,4 @@
 import ArgumentParser
-import CNPAShim
 import Foundation
 import NPAHost
 import NPANICModel
@@ -118,7 +117,7 @@ extension BenchSetup {
             for (thread, cpu) in zip(engines, cpus.dropFirst(2)) { try EngineThread.pin(thread, toCPU: cpu) }
         }
         let roundTrip = guestToEngineRoundTrip(rounds: 20_000)
-        let control = BenchControl(deadline: cnpa_monotonic_ns() + UInt64(seconds * 1e9), paced: rate != nil)
+        let control = BenchControl(deadline: Clock.monotonicNanoseconds() + UInt64(seconds * 1e9), paced: rate != nil)
         defer { control.release() }
         let txBox = Unmanaged.passRetained(tx), rxBox = Unmanaged.passRetained(rx)
         defer { txBox.release(); rxBox.release() }
@@ -126,7 +125,7 @@ extension BenchSetup {
         let results = BenchResults()
         let hostStart = EngineThread.cpuNanoseconds(of: host.thread)
         let hardwareStart = nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0
-        let wallStart = cnpa_monotonic_ns()
+        let wallStart = Clock.monotonicNanoseconds()
         let receiver = EngineThread.start(name: "guest-rx") {
             results.receive = workload.receive(rxBox.takeUnretainedValue()) { control.senderFinished }
         }
@@ -140,7 +139,7 @@ extension BenchSetup {
         EngineThread.join(sender)
         EngineThread.join(receiver)
         var run = BenchRun(passthrough: passthrough, frameBytes: size, offeredRate: rate)
-        run.seconds = Double(cnpa_monotonic_ns() - wallStart) / 1e9
+        run.seconds = Double(Clock.monotonicNanoseconds() - wallStart) / 1e9
         run.hostCPU = Double(EngineThread.cpuNanoseconds(of: host.thread) - hostStart) / 1e9
         run.hardwareCPU = Double((nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0) - hardwareStart) / 1e9
         run.senderCPU = results.send.cpuSeconds
@@ -190,11 +189,11 @@ private final class BenchControl: @unchecked Sendable {
     }
 
     /// A full-rate run sends until the deadline; a paced one sends its count.
-    var timeIsUp: Bool { !paced && cnpa_monotonic_ns() >= deadline }
+    var timeIsUp: Bool { !paced && Clock.monotonicNanoseconds() >= deadline }
 
     var senderFinished: Bool {
-        get { cnpa_load_acquire_u32(finished) != 0 }
-        set { cnpa_store_release_u32(finished, newValue ? 1 : 0) }
+        get { SharedWord.loadAcquire(finished) != 0 }
+        set { SharedWord.storeRelease(finished, newValue ? 1 : 0) }
     }
 
     func release() { finished.deallocate() }

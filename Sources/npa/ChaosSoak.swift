@@ -119,7 +119,7 @@ final class ChaosSoak {
         warmUp.waitUntilExit()
         var settled = processResources()
         for _ in 0..<20 {
-            usleep(50_000)
+            EngineThread.sleep(microseconds: 50_000)
             let now = processResources()
             if now == settled { break }
             settled = now
@@ -399,7 +399,7 @@ final class ChaosSoak {
         let deadline = Clock.monotonicNanoseconds() + 20_000_000_000
         while Clock.monotonicNanoseconds() < deadline {
             if condition() { return true }
-            usleep(5_000)
+            EngineThread.sleep(microseconds: 5_000)
         }
         return condition()
     }

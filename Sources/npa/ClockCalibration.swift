@@ -1,4 +1,4 @@
-import CNPAShim
+import NPASystem
 
 /// The running clock of this core, which this VM does not tell: /proc/cpuinfo reports the TSC
 /// rate (≈2.6 GHz) while the cores run near 4 GHz, and there are no cycle counters to read.
@@ -12,11 +12,11 @@ enum ClockCalibration {
     static func gigahertz() -> Double {
         var best = 0.0
         for _ in 0..<5 {
-            var x = UInt64(cnpa_monotonic_ns() & 0xFF) | 3
+            var x = UInt64(Clock.monotonicNanoseconds() & 0xFF) | 3
             let steps = 50_000_000
-            let t0 = cnpa_monotonic_ns()
+            let t0 = Clock.monotonicNanoseconds()
             for _ in 0..<steps { x = x &* x &+ 1 }
-            let t1 = cnpa_monotonic_ns()
+            let t1 = Clock.monotonicNanoseconds()
             if x == 42 { print("") }  // keeps the chain alive
             best = max(best, Double(steps) * 4 / Double(t1 - t0))
         }

@@ -1,4 +1,3 @@
-import CNPAShim
 import NPASystem
 
 /// How long a cache line takes to go from one CPU to another and back: every descriptor and
@@ -30,9 +29,9 @@ enum CoreToCoreLatency {
         let flag = Shared(turn)
         let ponger = EngineThread.start(name: "npa-pong") { bounce(flag.pointer, from: 1, rounds: rounds) }
         let pinger = EngineThread.start(name: "npa-ping") {
-            let start = cnpa_monotonic_ns()
+            let start = Clock.monotonicNanoseconds()
             bounce(flag.pointer, from: 0, rounds: rounds)
-            words.pointer[7] = cnpa_monotonic_ns() - start
+            words.pointer[7] = Clock.monotonicNanoseconds() - start
         }
         try? EngineThread.pin(ponger, toCPU: b)
         try? EngineThread.pin(pinger, toCPU: a)
@@ -43,8 +42,8 @@ enum CoreToCoreLatency {
 
     private static func bounce(_ flag: UnsafeMutablePointer<UInt32>, from first: UInt32, rounds: Int) {
         for i in stride(from: first, to: UInt32(2 * rounds), by: 2) {
-            while cnpa_load_acquire_u32(flag) != i { cnpa_cpu_relax() }
-            cnpa_store_release_u32(flag, i + 1)
+            while SharedWord.loadAcquire(flag) != i { CPU.relax() }
+            SharedWord.storeRelease(flag, i + 1)
         }
     }
 }

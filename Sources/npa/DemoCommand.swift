@@ -111,14 +111,14 @@ struct Demo: ParsableCommand {
             while Clock.monotonicNanoseconds() < attachDeadline {
                 let active = ((try? admin.status())?.vnics.filter { $0.state == "active" }.count) ?? 0
                 if active == specs.count { break }
-                usleep(5_000)
+                EngineThread.sleep(microseconds: 5_000)
             }
             let scheduleStart = Clock.monotonicNanoseconds()
             // Switch while the guests stream (the guests are separate processes; each switch is
             // DIC from the host, carried out by the guest's shell in its data-path calls).
             let period = Double(frames) / rate
             for (at, name, toPassthrough) in [(0.2, "alpha", true), (0.3, "gamma", true), (0.5, "alpha", false), (0.7, "alpha", true)] {
-                usleep(UInt32(max(0, at * period - (Double(Clock.monotonicNanoseconds() - scheduleStart) / 1e9)) * 1e6))
+                EngineThread.sleep(microseconds: UInt32(max(0, at * period - (Double(Clock.monotonicNanoseconds() - scheduleStart) / 1e9)) * 1e6))
                 switchLog.append("\(name) \(toPassthrough ? "switch-in" : "switch-out"): " + Demo.adminSwitch(admin, vnic: name, toPassthrough: toPassthrough))
             }
         }

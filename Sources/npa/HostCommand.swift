@@ -1,13 +1,9 @@
 import ArgumentParser
-import CNPAShim
 import Foundation
-import Glibc
 import Logging
 import NPAControlProtocol
 import NPAHost
 import NPASystem
-
-nonisolated(unsafe) private var stopDescriptor: Int32 = -1
 
 struct Host: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -74,16 +70,7 @@ struct Host: ParsableCommand {
         do { daemon = try HostDaemon(socketPath: socket, adminSocketPath: adminSocket, configuration: configuration, logger: logger) } catch {
             throw CommandFailure("\(error)")
         }
-        stopDescriptor = daemon.stopDescriptor
-        let handler: @convention(c) (Int32) -> Void = { _ in _ = cnpa_eventfd_signal(stopDescriptor) }
-        signal(SIGINT, handler)
-        signal(SIGTERM, handler)
-        // A parent may have started us with these blocked (the mask is inherited); unblock them.
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        sigaddset(&set, SIGTERM)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        TerminationSignals.deliver(to: daemon.stopDescriptor)
         try daemon.run()
     }
 }

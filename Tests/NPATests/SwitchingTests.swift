@@ -1,4 +1,3 @@
-import CNPAShim
 import Foundation
 import NPAAdmin
 import NPAControlProtocol
@@ -327,7 +326,7 @@ import Testing
             var injected = 0
             while injected < total && ContinuousClock.now < deadline {
                 // Window: wait until the guest has caught up (a condition, polled).
-                if injected - Int(cnpa_load_acquire_u32(shared.pointer)) >= window {
+                if injected - Int(SharedWord.loadAcquire(shared.pointer)) >= window {
                     usleep(100)
                     continue
                 }
@@ -349,7 +348,7 @@ import Testing
         let deadline = ContinuousClock.now + .seconds(60)
         while verifier.unique < total && ContinuousClock.now < deadline {
             g.receive(maxFrames: 256, timeoutMilliseconds: 10) { verifier.record($0.bytes) }
-            cnpa_store_release_u32(progress, UInt32(verifier.unique))
+            SharedWord.storeRelease(progress, UInt32(verifier.unique))
             if verifier.unique >= nextSwitch && verifier.unique < total {
                 try host.admin.switchVNIC(name: g.name, toPassthrough: g.mode == "emulated")
                 switches += 1

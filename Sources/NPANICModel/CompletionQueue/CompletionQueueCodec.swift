@@ -1,5 +1,5 @@
 import CNPAPluginABI
-import CNPAShim
+import NPASystem
 
 /// npa-cq's entry formats, read and written only here: `npa_cq_sq_entry` and `npa_cq_cq_entry`
 /// from npa_nic_models.h. A submission entry is read once, as the C struct, into a local that
@@ -41,6 +41,6 @@ enum CompletionQueueCodec {
         c.storeBytes(of: length.littleEndian, toByteOffset: completionLengthOffset, as: UInt16.self)
         c.storeBytes(of: hash.littleEndian, toByteOffset: completionHashOffset, as: UInt32.self)
         // flags (phase) | status << 8 | vlan << 16
-        cnpa_store_release_u32(c + completionFlagsOffset, (UInt32(phase) | UInt32(status) << 8).littleEndian)
+        SharedWord.storeRelease(c + completionFlagsOffset, (UInt32(phase) | UInt32(status) << 8).littleEndian)
     }
 }

@@ -1,5 +1,4 @@
 import CNPAPluginABI
-import CNPAShim
 import Foundation
 import NPARingFormats
 import NPASystem

@@ -1,5 +1,5 @@
 import CNPAPluginABI
-import CNPAShim
+import NPASystem
 
 /// npa-dring's descriptor formats, read and written only here: `npa_dring_tx_desc` and
 /// `npa_dring_rx_desc` from npa_nic_models.h. A descriptor is read once, as the C struct, into a
@@ -35,7 +35,7 @@ enum DescriptorRingCodec {
     static func writeBackTransmit(_ d: UnsafeMutableRawPointer, refused: Bool) {
         var status = UInt8(NPA_DRING_TXD_STATUS_DD)
         if refused { status |= UInt8(NPA_DRING_TXD_STATUS_ERR) }
-        cnpa_fence_release()
+        MemoryFence.release()
         d.storeBytes(of: status, toByteOffset: transmitStatusOffset, as: UInt8.self)
     }
 
@@ -51,6 +51,6 @@ enum DescriptorRingCodec {
     static func writeBackReceive(_ d: UnsafeMutableRawPointer, length: Int, error: Bool) {
         d.storeBytes(of: UInt32(length).littleEndian, toByteOffset: receiveLengthOffset, as: UInt32.self)
         let status = NPA_DRING_RXD_STATUS_DD | NPA_DRING_RXD_STATUS_EOP
-        cnpa_store_release_u32(d + receiveStatusOffset, (status | (error ? 1 : 0) << 8).littleEndian)
+        SharedWord.storeRelease(d + receiveStatusOffset, (status | (error ? 1 : 0) << 8).littleEndian)
     }
 }
