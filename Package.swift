@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "NPAHost",
             dependencies: [
-                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAShim", "NPANICModel",
+                "NPASystem", "NPARingFormats", "NPAControlProtocol", "NPANICModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],

@@ -1,6 +1,6 @@
-import CNPAShim
 import Glibc
 import NPARingFormats
+import NPASystem
 
 /// The emulated data path of one vNIC: pull TX descriptors (the "VM exit" work), fill RX
 /// buffers, write completions, raise interrupts. Ring bases and sizes were validated at
@@ -33,7 +33,7 @@ extension EmulatedDevice {
             while descriptors < VMXNET3.maximumDescriptorsPerPacket {
                 let d = ring + Int(chainIdx) &* 16
                 // Acquire: the guest writes gen last; everything before it is then visible.
-                let dword2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
+                let dword2 = UInt32(littleEndian: SharedWord.loadAcquire(d + 8))
                 guard VMXNET3Descriptor.txGeneration(dword2: dword2) == chainGen else { break }
                 // Read once into locals and decoded by the one vmxnet3 codec (the benchmark's).
                 let descriptor = VMXNET3Descriptor.Tx(
@@ -148,7 +148,7 @@ extension EmulatedDevice {
         c.storeBytes(of: completion.dword0.littleEndian, as: UInt32.self)
         c.storeBytes(of: 0, toByteOffset: 4, as: UInt64.self)
         // Release: the guest must see dword0 once it sees the new gen.
-        cnpa_store_release_u32(c + 12, completion.dword3.littleEndian)
+        SharedWord.storeRelease(c + 12, completion.dword3.littleEndian)
         tq.compNext &+= 1
         if tq.compNext == tq.compSize {
             tq.compNext = 0
@@ -164,7 +164,7 @@ extension EmulatedDevice {
         let rq = rxQueues[Int(hash % UInt32(rxQueues.count))]
         guard isPosted(rq, ahead: 0) else {
             if receiverStalledSince == 0 {
-                receiverStalledSince = cnpa_monotonic_ns()
+                receiverStalledSince = Clock.monotonicNanoseconds()
                 counters.senderHolds &+= 1
             }
             return false
@@ -184,7 +184,7 @@ extension EmulatedDevice {
         let index = rq.next &+ ahead
         let wraps = index >= rq.ringSize
         let d = memory.base + Int(rq.ringBase) + Int(wraps ? index &- rq.ringSize : index) &* 16  // SAFETY: checked at ACTIVATE
-        let dw2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
+        let dw2 = UInt32(littleEndian: SharedWord.loadAcquire(d + 8))
         return VMXNET3Descriptor.rxDescriptorGeneration(dword2: dw2) == (wraps ? rq.generation ^ 1 : rq.generation)
     }
 
@@ -194,7 +194,7 @@ extension EmulatedDevice {
     /// and counted as `vnic_inactive` by the caller.
     func holdsSendersUntilSwitchOut() -> Bool {
         if receiverStalledSince == 0 {
-            receiverStalledSince = cnpa_monotonic_ns()
+            receiverStalledSince = Clock.monotonicNanoseconds()
             counters.senderHolds &+= 1
         }
         return holdsSenders
@@ -209,7 +209,7 @@ extension EmulatedDevice {
     /// than the stall limit) rather than have its frame dropped.
     var holdsSenders: Bool {
         guard receiverStalledSince != 0, !exceededStallLimit else { return false }
-        if cnpa_monotonic_ns() - receiverStalledSince < receiverStallLimitNanoseconds { return true }
+        if Clock.monotonicNanoseconds() - receiverStalledSince < receiverStallLimitNanoseconds { return true }
         exceededStallLimit = true
         return false
     }
@@ -230,7 +230,7 @@ extension EmulatedDevice {
         let q = Int(hash % UInt32(rxQueues.count))
         var rq = rxQueues[q]
         let d = memory.base + Int(rq.ringBase) + Int(rq.next) &* 16  // SAFETY: checked at ACTIVATE
-        let dw2 = UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))
+        let dw2 = UInt32(littleEndian: SharedWord.loadAcquire(d + 8))
         guard VMXNET3Descriptor.rxDescriptorGeneration(dword2: dw2) == rq.generation else {
             drop(.noBuffers)
             return
@@ -266,7 +266,7 @@ extension EmulatedDevice {
         c.storeBytes(of: w.0.littleEndian, as: UInt32.self)
         c.storeBytes(of: w.1.littleEndian, toByteOffset: 4, as: UInt32.self)
         c.storeBytes(of: w.2.littleEndian, toByteOffset: 8, as: UInt32.self)
-        cnpa_store_release_u32(c + 12, w.3.littleEndian)
+        SharedWord.storeRelease(c + 12, w.3.littleEndian)
         rq.compNext &+= 1
         if rq.compNext == rq.compSize {
             rq.compNext = 0
@@ -287,7 +287,7 @@ extension EmulatedDevice {
         guard pendingVectors != 0 else { return }
         // Completions were published with release stores; this orders them before the mask
         // reads below, pairing with the guest's "unmask, fence, re-check ring".
-        cnpa_fence_seq_cst()
+        MemoryFence.sequentiallyConsistent()
         var pending = pendingVectors
         pendingVectors = 0
         while pending != 0 {
@@ -295,8 +295,8 @@ extension EmulatedDevice {
             pending &= pending &- 1
             guard v < interrupts.count else { continue }
             let mask = registerWord(VMXNET3.RegisterPage.interruptMask(v))
-            if cnpa_load_relaxed_u32(mask) == 0 {
-                if autoMask { cnpa_store_relaxed_u32(mask, 1) }
+            if SharedWord.loadRelaxed(mask) == 0 {
+                if autoMask { SharedWord.storeRelaxed(mask, 1) }
                 interrupts[v].signal()
                 counters.interruptsRaised &+= 1
             }
@@ -305,7 +305,7 @@ extension EmulatedDevice {
 
     /// Tells the guest whether the engine is about to sleep (it must kick) or polls (no kick).
     func setSleeping(_ sleeping: Bool) {
-        cnpa_store_relaxed_u32(registerWord(VMXNET3.RegisterPage.deviceSleeping), sleeping ? 1 : 0)
+        SharedWord.storeRelaxed(registerWord(VMXNET3.RegisterPage.deviceSleeping), sleeping ? 1 : 0)
     }
 
     /// True if any TX ring has a descriptor the device has not consumed: the re-check after
@@ -314,7 +314,7 @@ extension EmulatedDevice {
         guard isActive else { return false }
         for tq in txQueues {
             let d = memory.base + Int(tq.ringBase) + Int(tq.next) &* 16
-            if VMXNET3Descriptor.txGeneration(dword2: UInt32(littleEndian: cnpa_load_acquire_u32(d + 8))) == tq.generation { return true }
+            if VMXNET3Descriptor.txGeneration(dword2: UInt32(littleEndian: SharedWord.loadAcquire(d + 8))) == tq.generation { return true }
         }
         return false
     }

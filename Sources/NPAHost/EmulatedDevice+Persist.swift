@@ -1,4 +1,3 @@
-import CNPAShim
 import Logging
 import NPAControlProtocol
 import NPARingFormats
@@ -36,7 +35,7 @@ extension EmulatedDevice {
     func save() -> DeviceState {
         precondition(state == .stopped, "vNIC '\(name)' must be stopped to be saved")
         var masked: UInt32 = 0
-        for v in 0..<min(interrupts.count, 32) where cnpa_load_relaxed_u32(registerWord(VMXNET3.RegisterPage.interruptMask(v))) != 0 {
+        for v in 0..<min(interrupts.count, 32) where SharedWord.loadRelaxed(registerWord(VMXNET3.RegisterPage.interruptMask(v))) != 0 {
             masked |= 1 << UInt32(v)
         }
         return DeviceState(

@@ -1,4 +1,3 @@
-import CNPAShim
 import Logging
 import NPAControlProtocol
 import NPANICModel
@@ -94,7 +93,7 @@ final class EmulatedDevice {
         if driverSharedPA != 0, let ecr = memory.loadU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.ecr) {
             memory.storeU32(gpa: driverSharedPA &+ VMXNET3.DriverShared.ecr, ecr | VMXNET3.Event.deviceImplementationChange)
         }
-        cnpa_fence_seq_cst()
+        MemoryFence.sequentiallyConsistent()
         interrupts.first?.signal()
     }
     var txQueues: [Queue] = []
