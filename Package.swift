@@ -40,8 +40,9 @@ let package = Package(
         // The admin socket's client (`npa status`, `npa vnic`, the soaks, the tests).
         .target(name: "NPAAdmin", dependencies: ["NPASystem", "NPAControlProtocol"]),
         // The software SR-IOV NIC ("hardware"): never imports the host or the shell.
-        .target(name: "NPANICModel", dependencies: ["NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAPluginABI"],
-                swiftSettings: dataPath),
+        .target(
+            name: "NPANICModel", dependencies: ["NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAPluginABI"],
+            swiftSettings: dataPath),
         .target(
             name: "NPAHost",
             dependencies: [

@@ -28,7 +28,7 @@ let package = Package(
                 .product(name: "NPAWorkload", package: "npa-swift"),
             ],
             path: "Benchmarks/HotPaths",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")])
     ],
     swiftLanguageModes: [.v6]
 )

@@ -21,9 +21,10 @@ let package = Package(
                 .product(name: "NPARingFormats", package: "npa-swift"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
-            ]),
-    ] + targets.map { name in
-        .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport"])
-    },
+            ])
+    ]
+        + targets.map { name in
+            .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport"])
+        },
     swiftLanguageModes: [.v6]
 )

@@ -47,7 +47,9 @@ func reportCompletionOffset(_ s: UnsafeMutablePointer<npa_plugin_state>, _ q: In
     func set(_ regions: UnsafeMutableRawPointer) {
         regions.assumingMemoryBound(to: npa_queue_region.self)[q].completion_offset = offset
     }
-    if rx { withUnsafeMutablePointer(to: &s.pointee.rx_queues) { set(UnsafeMutableRawPointer($0)) } } else {
+    if rx {
+        withUnsafeMutablePointer(to: &s.pointee.rx_queues) { set(UnsafeMutableRawPointer($0)) }
+    } else {
         withUnsafeMutablePointer(to: &s.pointee.tx_queues) { set(UnsafeMutableRawPointer($0)) }
     }
 }
@@ -120,7 +122,9 @@ func nextCompletion(_ q: UnsafeMutablePointer<QueueState>) -> UnsafeMutableRawPo
     return c
 }
 
-func addTx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32, _ frames: UnsafePointer<npa_tx_frame>, _ count: UInt32, _ flags: UInt32) -> UInt32 {
+func addTx(
+    _ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32, _ frames: UnsafePointer<npa_tx_frame>, _ count: UInt32, _ flags: UInt32
+) -> UInt32 {
     guard qi < s.pointee.num_tx_queues else { return 0 }
     let q = queue(s, qi, rx: false)
     var added: UInt32 = 0
@@ -183,7 +187,9 @@ func checkRx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32, _ maxFra
         var frame = npa_rx_frame(
             buf_id: q.pointee.bufferIDs![requestID], length: UInt32(length), rss_hash: c.load(fromByteOffset: 8, as: UInt32.self),
             vlan_tci: 0, flags: UInt16(NPA_RX_FLAG_RSS) | (failed ? UInt16(NPA_RX_FLAG_ERROR) : 0))
-        if failed { q.pointee.errors &+= 1 } else {
+        if failed {
+            q.pointee.errors &+= 1
+        } else {
             q.pointee.packets &+= 1
             q.pointee.bytes &+= UInt64(length)
         }

@@ -153,7 +153,8 @@ public enum ControlMessage: Equatable, Sendable {
         case attach = 1, attached, registerWrite, registerRead, registerResult
         case statusRequest, statusReply, countersRequest, countersReply, detach
         case error = 15
-        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed, pluginFault
+        case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed,
+            pluginFault
         case peerQuery, peerReply
     }
 
@@ -282,7 +283,8 @@ public enum ControlMessage: Equatable, Sendable {
             let vectors = try r.u8()
             message = .attach(.init(name: name, mac: mac == UInt64.max ? nil : MACAddress(value: mac), interruptVectors: vectors))
         case .attached:
-            message = .attached(.init(vnicID: try r.u32(), mac: MACAddress(value: try r.u64()), maxTxQueues: try r.u8(), maxRxQueues: try r.u8()))
+            message = .attached(
+                .init(vnicID: try r.u32(), mac: MACAddress(value: try r.u64()), maxTxQueues: try r.u8(), maxRxQueues: try r.u8()))
         case .registerWrite:
             message = .registerWrite(bar: try r.u8(), offset: try r.u32(), value: try r.u32())
         case .registerRead:

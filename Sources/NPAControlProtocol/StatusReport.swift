@@ -20,7 +20,9 @@ public struct StatusReport: Codable, Equatable, Sendable {
         /// A switch under way: "switch-in" or "switch-out", how long, and what it waits for.
         public var switchPending: String?
 
-        public init(name: String, mac: String, mode: String, link: String, state: String, txQueues: Int, rxQueues: Int, counters: [String: UInt64]) {
+        public init(
+            name: String, mac: String, mode: String, link: String, state: String, txQueues: Int, rxQueues: Int, counters: [String: UInt64]
+        ) {
             self.name = name
             self.mac = mac
             self.mode = mode
@@ -82,7 +84,8 @@ public struct StatusReport: Codable, Equatable, Sendable {
         public var adminRefused: UInt64
 
         public init(
-            connections: Int, maxConnections: Int, connectionsRefused: UInt64, attachTimeouts: UInt64, acceptFDExhausted: UInt64, fdLimit: UInt64,
+            connections: Int, maxConnections: Int, connectionsRefused: UInt64, attachTimeouts: UInt64, acceptFDExhausted: UInt64,
+            fdLimit: UInt64,
             adminRefused: UInt64 = 0
         ) {
             self.connections = connections

@@ -99,7 +99,8 @@ enum AdmissionRefusal: Error, Equatable, CustomStringConvertible {
         case .macNotAllowed(let mac, let guest): "MAC \(mac) is not allowed for guest '\(guest)' by host policy"
         case .macInUse(let mac): "MAC \(mac) is already used by another vNIC"
         case .noFreeAllowedMAC(let guest): "every MAC policy allows guest '\(guest)' is in use"
-        case .vlansNotAllowed(let vlans, let guest): "VLAN \(vlans.map(String.init).joined(separator: ", ")) not allowed for guest '\(guest)' by host policy"
+        case .vlansNotAllowed(let vlans, let guest):
+            "VLAN \(vlans.map(String.init).joined(separator: ", ")) not allowed for guest '\(guest)' by host policy"
         case .promiscuousNotAllowed(let guest): "promiscuous mode is not allowed for guest '\(guest)' by host policy"
         case .passthroughNotAllowed(let guest): "passthrough is not allowed for guest '\(guest)' by host policy"
         }

@@ -58,7 +58,8 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .malformed, .unexpectedMessage: ControlMessage.ErrorCode.malformed
         case .administrativeOnGuestConnection, .guestMessageOnAdminSocket: ControlMessage.ErrorCode.notPermitted
         case .notAttached: ControlMessage.ErrorCode.notAttached
-        case .onlyBAR1, .noSuchVNIC, .interruptVectors, .descriptorCount, .invalidGuestName, .guestMemory: ControlMessage.ErrorCode.invalidArgument
+        case .onlyBAR1, .noSuchVNIC, .interruptVectors, .descriptorCount, .invalidGuestName, .guestMemory:
+            ControlMessage.ErrorCode.invalidArgument
         case .alreadyAttached, .guestNameInUse, .attachTimeout: ControlMessage.ErrorCode.invalidState
         case .vnicCreation, .connectionCap, .adminConnectionCap, .messageTooLarge: ControlMessage.ErrorCode.resourceExhausted
         }
@@ -71,14 +72,17 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .device(let refusal): refusal.description
         case .malformed(let detail): "malformed message: \(detail)"
         case .unexpectedMessage: "unexpected message from a guest"
-        case .administrativeOnGuestConnection: "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"
-        case .guestMessageOnAdminSocket: "the admin socket takes only status, switch and VF-reset requests; guests attach on the control socket"
+        case .administrativeOnGuestConnection:
+            "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"
+        case .guestMessageOnAdminSocket:
+            "the admin socket takes only status, switch and VF-reset requests; guests attach on the control socket"
         case .notAttached: "this connection has no vNIC: attach first"
         case .onlyBAR1: "only BAR1 registers are reached through the control channel"
         case .noSuchVNIC(let name): "no vNIC named '\(name)'"
         case .alreadyAttached: "this connection already has a vNIC"
         case .interruptVectors(let n): "interrupt vectors must be 1...\(VMXNET3.RegisterPage.maximumVectors), got \(n)"
-        case .descriptorCount(let expected, let vectors, let got): "attach needs \(expected) descriptors (memory, doorbell, \(vectors) interrupts), got \(got)"
+        case .descriptorCount(let expected, let vectors, let got):
+            "attach needs \(expected) descriptors (memory, doorbell, \(vectors) interrupts), got \(got)"
         case .invalidGuestName: GuestName.rule
         case .guestNameInUse(let name): "a guest named '\(name)' is already attached"
         case .guestMemory(let detail): "guest memory must be a memfd of 1 MiB to 16 GiB: \(detail)"

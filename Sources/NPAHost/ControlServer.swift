@@ -51,7 +51,10 @@ final class ControlServer {
     /// Administrative requests refused on guests' connections.
     private(set) var adminRefused: UInt64 = 0
 
-    init(configuration: HostConfiguration, adminSocketPath: String, epoll: Epoll, dataPath: HostDataPath, pfDriver: PFDriver, admission: Admission, logger: Logger) {
+    init(
+        configuration: HostConfiguration, adminSocketPath: String, epoll: Epoll, dataPath: HostDataPath, pfDriver: PFDriver,
+        admission: Admission, logger: Logger
+    ) {
         self.configuration = configuration
         self.adminSocketPath = adminSocketPath
         self.epoll = epoll
@@ -69,7 +72,8 @@ final class ControlServer {
         socket.setNonBlocking()
         if admin {
             guard adminConnectionCount < Self.maxAdminConnections else {
-                try? socket.send(ControlRefusal.adminConnectionCap(open: adminConnectionCount, max: Self.maxAdminConnections).reply.encode())
+                try? socket.send(
+                    ControlRefusal.adminConnectionCap(open: adminConnectionCount, max: Self.maxAdminConnections).reply.encode())
                 return nil
             }
         } else if guestConnectionCount >= configuration.maxConnections {
@@ -182,7 +186,8 @@ final class ControlServer {
         // The guest is answering: its switch under way gets a new step deadline.
         if let d = c.device, d.switching.isSwitching {
             switch message {
-            case .switchQuery, .switchInReady, .switchOutBegin, .switchOutDone, .registerWrite: d.switching.guestAnswered(now: Clock.monotonicNanoseconds())
+            case .switchQuery, .switchInReady, .switchOutBegin, .switchOutDone, .registerWrite:
+                d.switching.guestAnswered(now: Clock.monotonicNanoseconds())
             default: break
             }
         }
@@ -222,7 +227,8 @@ final class ControlServer {
         case .countersRequest:
             guard let d = c.device else { return reply(c, notAttached) }
             // The VF's drops (now and in earlier passthrough periods) are the guest NIC's too.
-            let counters = d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }
+            let counters =
+                d.counters.named().map { ControlMessage.Counter($0.0, $0.1) }
                 + pfDriver.vfCounterTotals(d).sorted { $0.key < $1.key }.map { ControlMessage.Counter($0.key, $0.value) }
             reply(c, .countersReply(counters))
         case .detach:
@@ -272,7 +278,8 @@ final class ControlServer {
     private func refuseAdministrative(_ message: ControlMessage, from c: Connection) {
         adminRefused &+= 1
         if adminRefused & (adminRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
-            logger.warning("administrative request refused on a guest's connection (\(adminRefused) so far); the admin socket is \(adminSocketPath)")
+            logger.warning(
+                "administrative request refused on a guest's connection (\(adminRefused) so far); the admin socket is \(adminSocketPath)")
         }
         reply(c, ControlRefusal.administrativeOnGuestConnection.reply)
     }
@@ -360,7 +367,12 @@ final class ControlServer {
         c.device = device
         dataPath.add(device)
         logger.info("attached guest '\(name)' as vNIC \(device.id), MAC \(mac), \(region.size >> 20) MiB")
-        reply(c, .attached(.init(vnicID: device.id, mac: mac, maxTxQueues: UInt8(configuration.maxQueuesPerVNIC), maxRxQueues: UInt8(configuration.maxQueuesPerVNIC))), descriptors: [device.registerPage.fd])
+        reply(
+            c,
+            .attached(
+                .init(
+                    vnicID: device.id, mac: mac, maxTxQueues: UInt8(configuration.maxQueuesPerVNIC),
+                    maxRxQueues: UInt8(configuration.maxQueuesPerVNIC))), descriptors: [device.registerPage.fd])
     }
 
     private func closeConnection(_ c: Connection, reason: String) {

@@ -100,7 +100,10 @@ extension DeviceState {
             w.u32(latches.lastCommandResult)
         case .counters:
             let c = counters.device
-            for v in [c.txFrames, c.txBytes, c.rxFrames, c.rxBytes, c.txBroadcast, c.txMulticast, c.doorbellKicks, c.interruptsRaised, c.senderHolds] {
+            for v in [
+                c.txFrames, c.txBytes, c.rxFrames, c.rxBytes, c.txBroadcast, c.txMulticast, c.doorbellKicks, c.interruptsRaised,
+                c.senderHolds,
+            ] {
                 w.u64(v)
             }
             w.u8(UInt8(truncatingIfNeeded: c.drops.count))
@@ -141,30 +144,42 @@ extension DeviceState {
         guard r.remaining == 0 else { throw .trailingBytes(r.remaining) }
 
         var p = payloads[0]
-        let identity = Identity(id: try p.u32("id"), name: try p.string("name"), permanentMAC: try p.mac("permanentMAC"), mac: try p.mac("mac"), mtu: try p.u32("mtu"))
+        let identity = Identity(
+            id: try p.u32("id"), name: try p.string("name"), permanentMAC: try p.mac("permanentMAC"), mac: try p.mac("mac"),
+            mtu: try p.u32("mtu"))
         try p.expectEnd()
 
         p = payloads[1]
         let rxMode = VMXNET3.RxMode(rawValue: try p.u32("rxMode"))
         let multicastCount = Int(try p.u16("multicast.count"))
-        guard multicastCount <= Self.maximumMulticast else { throw .invalid(field: "filters.multicast.count", reason: "\(multicastCount), at most \(Self.maximumMulticast)") }
+        guard multicastCount <= Self.maximumMulticast else {
+            throw .invalid(field: "filters.multicast.count", reason: "\(multicastCount), at most \(Self.maximumMulticast)")
+        }
         var multicast: [MACAddress] = []
         for i in 0..<multicastCount { multicast.append(try p.mac("multicast[\(i)]")) }
         let vlanCount = Int(try p.u16("vlans.count"))
-        guard vlanCount <= Int(Self.maximumVLAN) + 1 else { throw .invalid(field: "filters.vlans.count", reason: "\(vlanCount), at most \(Int(Self.maximumVLAN) + 1)") }
+        guard vlanCount <= Int(Self.maximumVLAN) + 1 else {
+            throw .invalid(field: "filters.vlans.count", reason: "\(vlanCount), at most \(Int(Self.maximumVLAN) + 1)")
+        }
         var vlans: [UInt16] = []
         for i in 0..<vlanCount { vlans.append(try p.u16("vlans[\(i)]")) }
         try p.expectEnd()
         let filters = Filters(rxMode: rxMode, multicast: multicast, vlans: vlans)
 
         p = payloads[2]
-        let interrupts = Interrupts(vectorCount: try p.u8("vectorCount"), autoMask: try p.bool("autoMask"), masked: try p.u32("masked"), pending: try p.u32("pending"))
+        let interrupts = Interrupts(
+            vectorCount: try p.u8("vectorCount"), autoMask: try p.bool("autoMask"), masked: try p.u32("masked"),
+            pending: try p.u32("pending"))
         try p.expectEnd()
 
         p = payloads[3]
         let txCount = Int(try p.u8("transmit.count")), rxCount = Int(try p.u8("receive.count"))
-        guard txCount <= Self.maximumQueues else { throw .invalid(field: "queues.transmit.count", reason: "\(txCount), at most \(Self.maximumQueues)") }
-        guard rxCount <= Self.maximumQueues else { throw .invalid(field: "queues.receive.count", reason: "\(rxCount), at most \(Self.maximumQueues)") }
+        guard txCount <= Self.maximumQueues else {
+            throw .invalid(field: "queues.transmit.count", reason: "\(txCount), at most \(Self.maximumQueues)")
+        }
+        guard rxCount <= Self.maximumQueues else {
+            throw .invalid(field: "queues.receive.count", reason: "\(rxCount), at most \(Self.maximumQueues)")
+        }
         var all: [QueueState] = []
         for i in 0..<(txCount + rxCount) {
             let f = i < txCount ? "transmit[\(i)]" : "receive[\(i - txCount)]"
@@ -181,12 +196,18 @@ extension DeviceState {
 
         p = payloads[4]
         let rawPhase = try p.u8("phase")
-        guard let phase = Lifecycle.Phase(rawValue: rawPhase) else { throw .invalid(field: "lifecycle.phase", reason: "\(rawPhase) is no device state") }
-        let lifecycle = Lifecycle(phase: phase, failureReason: try p.string("failureReason"), faults: try p.u32("faults"), loggedReasons: try p.u32("loggedReasons"))
+        guard let phase = Lifecycle.Phase(rawValue: rawPhase) else {
+            throw .invalid(field: "lifecycle.phase", reason: "\(rawPhase) is no device state")
+        }
+        let lifecycle = Lifecycle(
+            phase: phase, failureReason: try p.string("failureReason"), faults: try p.u32("faults"),
+            loggedReasons: try p.u32("loggedReasons"))
         try p.expectEnd()
 
         p = payloads[5]
-        let latches = Latches(driverSharedLow: try p.u32("driverSharedLow"), driverSharedPA: try p.u64("driverSharedPA"), macLow: try p.u32("macLow"), lastCommandResult: try p.u32("lastCommandResult"))
+        let latches = Latches(
+            driverSharedLow: try p.u32("driverSharedLow"), driverSharedPA: try p.u64("driverSharedPA"), macLow: try p.u32("macLow"),
+            lastCommandResult: try p.u32("lastCommandResult"))
         try p.expectEnd()
 
         p = payloads[6]
@@ -201,16 +222,22 @@ extension DeviceState {
         device.interruptsRaised = try p.u64("interruptsRaised")
         device.senderHolds = try p.u64("senderHolds")
         let dropCount = Int(try p.u8("drops.count"))
-        guard dropCount == DropReason.allCases.count else { throw .invalid(field: "counters.drops.count", reason: "\(dropCount) reasons, version 1 has \(DropReason.allCases.count)") }
+        guard dropCount == DropReason.allCases.count else {
+            throw .invalid(field: "counters.drops.count", reason: "\(dropCount) reasons, version 1 has \(DropReason.allCases.count)")
+        }
         for i in 0..<dropCount { device.drops[i] = try p.u64("drops[\(i)]") }
         let earlierCount = Int(try p.u8("earlierVF.count"))
-        guard earlierCount <= Self.maximumEarlierVFCounters else { throw .invalid(field: "counters.earlierVF.count", reason: "\(earlierCount), at most \(Self.maximumEarlierVFCounters)") }
+        guard earlierCount <= Self.maximumEarlierVFCounters else {
+            throw .invalid(field: "counters.earlierVF.count", reason: "\(earlierCount), at most \(Self.maximumEarlierVFCounters)")
+        }
         var earlier: [String: UInt64] = [:]
         var previous: String?
         for i in 0..<earlierCount {
             let name = try p.string("earlierVF[\(i)].name")
             // Sorted and unique: one state has one encoding.
-            if let previous, !(previous < name) { throw .invalid(field: "counters.earlierVF[\(i)].name", reason: "names are not strictly ascending") }
+            if let previous, !(previous < name) {
+                throw .invalid(field: "counters.earlierVF[\(i)].name", reason: "names are not strictly ascending")
+            }
             previous = name
             earlier[name] = try p.u64("earlierVF[\(i)].value")
         }

@@ -42,12 +42,16 @@ extension DeviceState {
         }
         try check(identity.id != 0, "identity.id", "0 is no vNIC id")
         try check(GuestName.isValid(identity.name), "identity.name", GuestName.rule)
-        try check(identity.permanentMAC.isUnicast && identity.permanentMAC != .zero, "identity.permanentMAC", "\(identity.permanentMAC) is not a unicast address")
+        try check(
+            identity.permanentMAC.isUnicast && identity.permanentMAC != .zero, "identity.permanentMAC",
+            "\(identity.permanentMAC) is not a unicast address")
         try check(identity.mac.isUnicast && identity.mac != .zero, "identity.mac", "\(identity.mac) is not a unicast address")
         try check(Self.mtuRange.contains(identity.mtu), "identity.mtu", "\(identity.mtu) is not in \(Self.mtuRange)")
 
         try check(filters.rxMode.rawValue & ~0x1F == 0, "filters.rxMode", "unknown bits in 0x\(String(filters.rxMode.rawValue, radix: 16))")
-        try check(filters.multicast.count <= Self.maximumMulticast, "filters.multicast", "\(filters.multicast.count) entries, at most \(Self.maximumMulticast)")
+        try check(
+            filters.multicast.count <= Self.maximumMulticast, "filters.multicast",
+            "\(filters.multicast.count) entries, at most \(Self.maximumMulticast)")
         for (i, m) in filters.multicast.enumerated() {
             try check(m.isMulticast, "filters.multicast[\(i)]", "\(m) is not a multicast address")
             try check(i == 0 || filters.multicast[i - 1] < m, "filters.multicast[\(i)]", "entries are not strictly ascending")
@@ -60,7 +64,9 @@ extension DeviceState {
         }
 
         let vectors = Int(interrupts.vectorCount)
-        try check((1...VMXNET3.RegisterPage.maximumVectors).contains(vectors), "interrupts.vectorCount", "\(vectors) is not in 1...\(VMXNET3.RegisterPage.maximumVectors)")
+        try check(
+            (1...VMXNET3.RegisterPage.maximumVectors).contains(vectors), "interrupts.vectorCount",
+            "\(vectors) is not in 1...\(VMXNET3.RegisterPage.maximumVectors)")
         let vectorBits: UInt32 = (1 << UInt32(vectors)) &- 1
         try check(interrupts.masked & ~vectorBits == 0, "interrupts.masked", "masks a vector beyond the \(vectors) the device has")
         try check(interrupts.pending & ~vectorBits == 0, "interrupts.pending", "a vector beyond the \(vectors) the device has is pending")
@@ -72,7 +78,9 @@ extension DeviceState {
         ] {
             let field = "queues.\(kind)"
             if hasQueues {
-                try check((1...Self.maximumQueues).contains(list.count), field, "\(list.count) queues, an activated device has 1...\(Self.maximumQueues)")
+                try check(
+                    (1...Self.maximumQueues).contains(list.count), field,
+                    "\(list.count) queues, an activated device has 1...\(Self.maximumQueues)")
             } else {
                 try check(list.isEmpty, field, "a device in reset has no queues")
             }
@@ -81,13 +89,20 @@ extension DeviceState {
             }
         }
 
-        try check(lifecycle.phase == .failed || lifecycle.failureReason.isEmpty, "lifecycle.failureReason", "only an error state has a reason")
-        try check(lifecycle.failureReason.utf8.count <= Self.maximumFailureReasonBytes, "lifecycle.failureReason", "longer than \(Self.maximumFailureReasonBytes) bytes")
+        try check(
+            lifecycle.phase == .failed || lifecycle.failureReason.isEmpty, "lifecycle.failureReason", "only an error state has a reason")
+        try check(
+            lifecycle.failureReason.utf8.count <= Self.maximumFailureReasonBytes, "lifecycle.failureReason",
+            "longer than \(Self.maximumFailureReasonBytes) bytes")
         let reasonBits: UInt32 = (1 << UInt32(DropReason.allCases.count)) &- 1
         try check(lifecycle.loggedReasons & ~reasonBits == 0, "lifecycle.loggedReasons", "names a drop reason that does not exist")
 
-        try check(counters.device.drops.count == DropReason.allCases.count, "counters.drops", "\(counters.device.drops.count) reasons, not \(DropReason.allCases.count)")
-        try check(counters.earlierVF.count <= Self.maximumEarlierVFCounters, "counters.earlierVF", "\(counters.earlierVF.count) entries, at most \(Self.maximumEarlierVFCounters)")
+        try check(
+            counters.device.drops.count == DropReason.allCases.count, "counters.drops",
+            "\(counters.device.drops.count) reasons, not \(DropReason.allCases.count)")
+        try check(
+            counters.earlierVF.count <= Self.maximumEarlierVFCounters, "counters.earlierVF",
+            "\(counters.earlierVF.count) entries, at most \(Self.maximumEarlierVFCounters)")
         for name in counters.earlierVF.keys {
             try check(Self.isCounterName(name), "counters.earlierVF", "'\(name)' is not 1-\(Self.maximumCounterNameBytes) of a-z, 0-9, _")
         }
@@ -110,11 +125,16 @@ extension DeviceState.QueueState {
         func isRingSize(_ size: UInt32, maximum: UInt32) -> Bool {
             size >= VMXNET3.minimumRingSize && size <= maximum && size & (size &- 1) == 0
         }
-        try check(isRingSize(ringSize, maximum: ringMaximum), "ringSize", "\(ringSize) is not a power of two in \(VMXNET3.minimumRingSize)...\(ringMaximum)")
-        try check(isRingSize(completionSize, maximum: completionMaximum), "completionSize", "\(completionSize) is not a power of two in \(VMXNET3.minimumRingSize)...\(completionMaximum)")
+        try check(
+            isRingSize(ringSize, maximum: ringMaximum), "ringSize",
+            "\(ringSize) is not a power of two in \(VMXNET3.minimumRingSize)...\(ringMaximum)")
+        try check(
+            isRingSize(completionSize, maximum: completionMaximum), "completionSize",
+            "\(completionSize) is not a power of two in \(VMXNET3.minimumRingSize)...\(completionMaximum)")
         try check(completionSize >= ringSize, "completionSize", "the completion ring is smaller than its ring")
         try check(next < ringSize, "next", "\(next) is not below the ring size \(ringSize)")
-        try check(completionNext < completionSize, "completionNext", "\(completionNext) is not below the completion ring size \(completionSize)")
+        try check(
+            completionNext < completionSize, "completionNext", "\(completionNext) is not below the completion ring size \(completionSize)")
         try check(generation <= 1, "generation", "\(generation) is not 0 or 1")
         try check(completionGeneration <= 1, "completionGeneration", "\(completionGeneration) is not 0 or 1")
         try check(ringBase & 15 == 0, "ringBase", "0x\(String(ringBase, radix: 16)) is not 16-byte aligned")

@@ -77,23 +77,33 @@ extension EmulatedDevice {
     private func activate() throws(ActivationError) {
         let ds = driverSharedPA
         try require(ds != 0, "DriverShared address (DSAL/DSAH) is not set")
-        try require(memory.contains(gpa: ds, length: VMXNET3.DriverShared.size), "DriverShared at 0x\(String(ds, radix: 16)) lies outside guest memory")
+        try require(
+            memory.contains(gpa: ds, length: VMXNET3.DriverShared.size),
+            "DriverShared at 0x\(String(ds, radix: 16)) lies outside guest memory")
         try require(memory.loadU32(gpa: ds) == VMXNET3.driverSharedMagic, "DriverShared magic is not 0xBABEFEE1")
         let numTx = Int(memory.loadU8(gpa: ds + VMXNET3.DriverShared.numTxQueues) ?? 0)
         let numRx = Int(memory.loadU8(gpa: ds + VMXNET3.DriverShared.numRxQueues) ?? 0)
         try require((1...maxQueues).contains(numTx), "numTxQueues \(numTx) is not in 1...\(maxQueues)")
         try require((1...maxQueues).contains(numRx), "numRxQueues \(numRx) is not in 1...\(maxQueues)")
         let numIntrs = Int(memory.loadU8(gpa: ds + VMXNET3.DriverShared.numInterrupts) ?? 0)
-        try require(numIntrs >= 1 && numIntrs <= interrupts.count, "numIntrs \(numIntrs) exceeds the \(interrupts.count) interrupt eventfds attached")
+        try require(
+            numIntrs >= 1 && numIntrs <= interrupts.count,
+            "numIntrs \(numIntrs) exceeds the \(interrupts.count) interrupt eventfds attached")
         let mtuValue = memory.loadU32(gpa: ds + VMXNET3.DriverShared.mtu) ?? 0
         try require((68...9000).contains(mtuValue), "MTU \(mtuValue) is not in 68...9000")
         let queueTable = memory.loadU64(gpa: ds + VMXNET3.DriverShared.queueDescPA) ?? 0
         let tableLength = UInt64(numTx + numRx) * VMXNET3.queueDescriptorSize
-        try require(queueTable & 127 == 0 && memory.contains(gpa: queueTable, length: tableLength), "queue descriptor table at 0x\(String(queueTable, radix: 16)) is misaligned or outside guest memory")
+        try require(
+            queueTable & 127 == 0 && memory.contains(gpa: queueTable, length: tableLength),
+            "queue descriptor table at 0x\(String(queueTable, radix: 16)) is misaligned or outside guest memory")
 
         func ring(_ base: UInt64, _ size: UInt32, _ what: String, maximum: UInt32) throws(ActivationError) {
-            try require(size >= VMXNET3.minimumRingSize && size <= maximum && size & (size - 1) == 0, "\(what) size \(size) is not a power of two in \(VMXNET3.minimumRingSize)...\(maximum)")
-            try require(base & 15 == 0 && memory.contains(gpa: base, length: UInt64(size) * VMXNET3.descriptorSize), "\(what) at 0x\(String(base, radix: 16)) is misaligned or outside guest memory")
+            try require(
+                size >= VMXNET3.minimumRingSize && size <= maximum && size & (size - 1) == 0,
+                "\(what) size \(size) is not a power of two in \(VMXNET3.minimumRingSize)...\(maximum)")
+            try require(
+                base & 15 == 0 && memory.contains(gpa: base, length: UInt64(size) * VMXNET3.descriptorSize),
+                "\(what) at 0x\(String(base, radix: 16)) is misaligned or outside guest memory")
         }
 
         var tx: [Queue] = []
@@ -129,8 +139,14 @@ extension EmulatedDevice {
             rx.append(r)
         }
         // Completion rings start zeroed (all-zero = empty, since gen starts at 1).
-        for t in tx { memory.pointer(gpa: t.compBase, length: UInt64(t.compSize) * 16)!.initializeMemory(as: UInt8.self, repeating: 0, count: Int(t.compSize) * 16) }
-        for r in rx { memory.pointer(gpa: r.compBase, length: UInt64(r.compSize) * 16)!.initializeMemory(as: UInt8.self, repeating: 0, count: Int(r.compSize) * 16) }
+        for t in tx {
+            memory.pointer(gpa: t.compBase, length: UInt64(t.compSize) * 16)!.initializeMemory(
+                as: UInt8.self, repeating: 0, count: Int(t.compSize) * 16)
+        }
+        for r in rx {
+            memory.pointer(gpa: r.compBase, length: UInt64(r.compSize) * 16)!.initializeMemory(
+                as: UInt8.self, repeating: 0, count: Int(r.compSize) * 16)
+        }
         for t in tx {
             // txThreshold = 1: the device wants every doorbell (it polls anyway while awake).
             memory.storeU32(gpa: t.descriptorGPA + VMXNET3.TxQueueDesc.txThreshold, 1)
@@ -189,8 +205,10 @@ extension EmulatedDevice {
             let s = t.descriptorGPA + VMXNET3.TxQueueDesc.stats
             memory.storeU64(gpa: s + 16, counters.txFrames)  // ucastPkts (all frames here)
             memory.storeU64(gpa: s + 24, counters.txBytes)
-            memory.storeU64(gpa: s + 64, counters.drops[DropReason.badDescriptor.rawValue] + counters.drops[DropReason.chainTooLong.rawValue])
-            memory.storeU64(gpa: s + 72, counters.drops[DropReason.spoofedSource.rawValue] + counters.drops[DropReason.vlanRefused.rawValue])
+            memory.storeU64(
+                gpa: s + 64, counters.drops[DropReason.badDescriptor.rawValue] + counters.drops[DropReason.chainTooLong.rawValue])
+            memory.storeU64(
+                gpa: s + 72, counters.drops[DropReason.spoofedSource.rawValue] + counters.drops[DropReason.vlanRefused.rawValue])
         }
         if let r = rxQueues.first {
             let s = r.descriptorGPA + VMXNET3.RxQueueDesc.stats
@@ -207,7 +225,11 @@ extension EmulatedDevice {
     /// GET_QUEUE_STATUS, and the error state: each queue descriptor's `stopped` byte.
     func writeQueueStatus() {
         let stopped: UInt8 = isActive ? 0 : 1
-        for t in txQueues { memory.pointer(gpa: t.descriptorGPA + VMXNET3.TxQueueDesc.stopped, length: 1)?.storeBytes(of: stopped, as: UInt8.self) }
-        for r in rxQueues { memory.pointer(gpa: r.descriptorGPA + VMXNET3.RxQueueDesc.stopped, length: 1)?.storeBytes(of: stopped, as: UInt8.self) }
+        for t in txQueues {
+            memory.pointer(gpa: t.descriptorGPA + VMXNET3.TxQueueDesc.stopped, length: 1)?.storeBytes(of: stopped, as: UInt8.self)
+        }
+        for r in rxQueues {
+            memory.pointer(gpa: r.descriptorGPA + VMXNET3.RxQueueDesc.stopped, length: 1)?.storeBytes(of: stopped, as: UInt8.self)
+        }
     }
 }

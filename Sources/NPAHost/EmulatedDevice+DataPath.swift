@@ -134,7 +134,8 @@ extension EmulatedDevice {
     }
 
     @inline(__always)
-    private func txPolicyVerdict(_ frame: UnsafeRawPointer, length: Int, on vswitch: VirtualSwitch) -> (vlan: UInt16, refusal: DropReason?) {
+    private func txPolicyVerdict(_ frame: UnsafeRawPointer, length: Int, on vswitch: VirtualSwitch) -> (vlan: UInt16, refusal: DropReason?)
+    {
         guard EthernetFrame.mac(frame, at: 6) == mac.value else { return (0, .spoofedSource) }
         let vlan = EthernetFrame.vlanID(frame, length: length)
         guard vswitch.isMember(port, vlan: vlan) else { return (vlan, .vlanRefused) }

@@ -44,7 +44,8 @@ extension EmulatedDevice {
             interrupts: .init(vectorCount: UInt8(clamping: interrupts.count), autoMask: autoMask, masked: masked, pending: pendingVectors),
             queues: .init(transmit: txQueues.map(\.saved), receive: rxQueues.map(\.saved)),
             lifecycle: (stateBeforeStop ?? .reset).saved(faults: faults, loggedReasons: loggedReasons),
-            latches: .init(driverSharedLow: driverSharedLow, driverSharedPA: driverSharedPA, macLow: macLowLatch, lastCommandResult: lastCommandResult),
+            latches: .init(
+                driverSharedLow: driverSharedLow, driverSharedPA: driverSharedPA, macLow: macLowLatch, lastCommandResult: lastCommandResult),
             counters: .init(device: counters, earlierVF: earlierVFCounters))
     }
 
@@ -90,7 +91,9 @@ extension EmulatedDevice {
     /// Every ring and queue descriptor lies inside guest memory; the handles match the state.
     private static func check(_ s: DeviceState, fits handles: Handles, maxQueues: Int) throws(DeviceStateError) {
         guard Int(s.interrupts.vectorCount) == handles.interrupts.count else {
-            throw .doesNotFit(field: "interrupts.vectorCount", reason: "\(s.interrupts.vectorCount) vectors, the guest attached \(handles.interrupts.count) interrupt eventfds")
+            throw .doesNotFit(
+                field: "interrupts.vectorCount",
+                reason: "\(s.interrupts.vectorCount) vectors, the guest attached \(handles.interrupts.count) interrupt eventfds")
         }
         let memory = GuestMemory(base: handles.region.base, size: handles.region.size)
         for (kind, list) in [("transmit", s.queues.transmit), ("receive", s.queues.receive)] {

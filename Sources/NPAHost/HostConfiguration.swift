@@ -12,7 +12,9 @@ public struct GuestPolicy: Equatable, Sendable {
     /// May the guest be switched to a VF?
     public var allowPassthrough: Bool
 
-    public init(allowedMACs: [MACAddress]? = nil, allowedVLANs: Set<UInt16> = [0], allowPromiscuous: Bool = false, allowPassthrough: Bool = true) {
+    public init(
+        allowedMACs: [MACAddress]? = nil, allowedVLANs: Set<UInt16> = [0], allowPromiscuous: Bool = false, allowPassthrough: Bool = true
+    ) {
         self.allowedMACs = allowedMACs
         self.allowedVLANs = allowedVLANs.union([0])
         self.allowPromiscuous = allowPromiscuous
@@ -86,11 +88,15 @@ public struct HostConfiguration: Equatable, Sendable {
     public func warnings(fileExists: (String) -> Bool) -> [String] {
         var found: [String] = []
         if !nics.isEmpty && !fileExists(pluginDirectory) {
-            found.append("plugin_dir '\(pluginDirectory)' does not exist: no guest can switch to a VF (build the images with scripts/build-plugins.sh, or set plugin_dir)")
+            found.append(
+                "plugin_dir '\(pluginDirectory)' does not exist: no guest can switch to a VF (build the images with scripts/build-plugins.sh, or set plugin_dir)"
+            )
         }
         let uplinkNIC: String? = if case .nic(let name) = uplink { name } else { nil }
         for nic in nics where nic.name != uplinkNIC {
-            found.append("NIC '\(nic.name)' is not the uplink (uplink: \(uplinkNIC ?? "\(uplink)")): guests on its VFs cannot reach emulated guests, whose frames to them are dropped as unknown_destination (set uplink: \(nic.name))")
+            found.append(
+                "NIC '\(nic.name)' is not the uplink (uplink: \(uplinkNIC ?? "\(uplink)")): guests on its VFs cannot reach emulated guests, whose frames to them are dropped as unknown_destination (set uplink: \(nic.name))"
+            )
         }
         return found
     }
@@ -176,7 +182,9 @@ public struct HostConfiguration: Equatable, Sendable {
             let line = keyNode.mark?.line
             switch key {
             case "max_queues":
-                guard let n = value.int, (1...8).contains(n) else { throw LoadError(file, line, "max_queues must be an integer from 1 to 8") }
+                guard let n = value.int, (1...8).contains(n) else {
+                    throw LoadError(file, line, "max_queues must be an integer from 1 to 8")
+                }
                 config.maxQueuesPerVNIC = n
             case "uplink":
                 guard let s = value.string, !s.isEmpty else { throw LoadError(file, line, "uplink must be none, counting or a NIC name") }
@@ -191,7 +199,9 @@ public struct HostConfiguration: Equatable, Sendable {
                     else { throw LoadError(file, l, "each NIC needs name, model and vfs") }
                     do { _ = try NICModelRegistry.model(named: model) } catch { throw LoadError(file, l, error.description) }
                     guard (1...64).contains(vfs) else { throw LoadError(file, l, "a NIC has 1 to 64 VFs") }
-                    guard !config.nics.contains(where: { $0.name == name }) else { throw LoadError(file, l, "NIC '\(name)' is defined twice") }
+                    guard !config.nics.contains(where: { $0.name == name }) else {
+                        throw LoadError(file, l, "NIC '\(name)' is defined twice")
+                    }
                     config.nics.append(NICConfiguration(name: name, model: model, vfs: vfs))
                 }
             case "auto_passthrough":
@@ -204,10 +214,14 @@ public struct HostConfiguration: Equatable, Sendable {
                 guard let n = value.int, n >= 1 else { throw LoadError(file, line, "idle_passes must be a positive integer") }
                 config.idlePassesBeforeSleep = n
             case "receiver_stall_ms":
-                guard let n = value.int, (0...60_000).contains(n) else { throw LoadError(file, line, "receiver_stall_ms must be 0...60000") }
+                guard let n = value.int, (0...60_000).contains(n) else {
+                    throw LoadError(file, line, "receiver_stall_ms must be 0...60000")
+                }
                 config.receiverStallMilliseconds = n
             case "switch_timeout_ms":
-                guard let n = value.int, (1...600_000).contains(n) else { throw LoadError(file, line, "switch_timeout_ms must be 1...600000") }
+                guard let n = value.int, (1...600_000).contains(n) else {
+                    throw LoadError(file, line, "switch_timeout_ms must be 1...600000")
+                }
                 config.switchTimeoutMilliseconds = n
             case "max_connections":
                 guard let n = value.int, (1...65536).contains(n) else {
@@ -224,11 +238,16 @@ public struct HostConfiguration: Equatable, Sendable {
             case "guests":
                 guard let guests = value.mapping else { throw LoadError(file, line, "guests must be a mapping of guest name to policy") }
                 for (nameNode, policyNode) in guests {
-                    guard let name = nameNode.string, !name.isEmpty else { throw LoadError(file, nameNode.mark?.line, "guest name must be a string") }
+                    guard let name = nameNode.string, !name.isEmpty else {
+                        throw LoadError(file, nameNode.mark?.line, "guest name must be a string")
+                    }
                     config.guestPolicies[name] = try parsePolicy(policyNode, file: file, path: "guests.\(name)")
                 }
             default:
-                throw LoadError(file, line, "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, default_policy, guests)")
+                throw LoadError(
+                    file, line,
+                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, default_policy, guests)"
+                )
             }
         }
         if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {
@@ -250,7 +269,9 @@ public struct HostConfiguration: Equatable, Sendable {
                 } else if let list = value.sequence {
                     policy.allowedMACs = try list.map { item in
                         guard let s = item.string, let mac = MACAddress(s), mac.isUnicast, mac != .zero else {
-                            throw LoadError(file, item.mark?.line ?? line, "\(path).macs: '\(item.string ?? "?")' is not a unicast MAC like 02:00:00:00:00:01")
+                            throw LoadError(
+                                file, item.mark?.line ?? line,
+                                "\(path).macs: '\(item.string ?? "?")' is not a unicast MAC like 02:00:00:00:00:01")
                         }
                         return mac
                     }
@@ -262,7 +283,8 @@ public struct HostConfiguration: Equatable, Sendable {
                 var vlans: Set<UInt16> = [0]
                 for item in list {
                     guard let v = item.int, (0...4094).contains(v) else {
-                        throw LoadError(file, item.mark?.line ?? line, "\(path).vlans: '\(item.string ?? "?")' is not a VLAN ID from 0 to 4094")
+                        throw LoadError(
+                            file, item.mark?.line ?? line, "\(path).vlans: '\(item.string ?? "?")' is not a VLAN ID from 0 to 4094")
                     }
                     vlans.insert(UInt16(v))
                 }

@@ -36,7 +36,9 @@ extension HostDaemon {
     func checkpointAndRestore(_ device: EmulatedDevice) throws(CheckpointRefusal) -> EmulatedDevice {
         guard dataPath.devices.contains(where: { $0 === device }) else { throw .noSuchDevice(device.name) }
         guard !device.switching.isPassthrough else { throw .switchingState("vNIC '\(device.name)' is in passthrough") }
-        guard device.switching.state == .emulated, !device.awaitingSwitchOut else { throw .switchingState("vNIC '\(device.name)' has a switch under way") }
+        guard device.switching.state == .emulated, !device.awaitingSwitchOut else {
+            throw .switchingState("vNIC '\(device.name)' has a switch under way")
+        }
         device.stop()
         let restored: EmulatedDevice
         do {

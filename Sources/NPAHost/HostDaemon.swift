@@ -37,7 +37,9 @@ public final class HostDaemon: @unchecked Sendable {
 
     /// `adminSocketPath` defaults to `HostSocketPath.admin(forControl: socketPath)`. Throws
     /// `SocketPathError` if either path is not ours to take (a file, a live host).
-    public init(socketPath: String, adminSocketPath: String? = nil, configuration: HostConfiguration = HostConfiguration(), logger: Logger) throws {
+    public init(socketPath: String, adminSocketPath: String? = nil, configuration: HostConfiguration = HostConfiguration(), logger: Logger)
+        throws
+    {
         self.socketPath = socketPath
         self.adminSocketPath = adminSocketPath ?? HostSocketPath.admin(forControl: socketPath)
         self.configuration = configuration
@@ -54,7 +56,8 @@ public final class HostDaemon: @unchecked Sendable {
                 configuration: configuration, adminSocketPath: self.adminSocketPath, epoll: epoll, dataPath: dataPath, pfDriver: pfDriver,
                 admission: admission, logger: logger)
             loop = try HostEventLoop(
-                epoll: epoll, listeners: listeners, server: server, dataPath: dataPath, pfDriver: pfDriver, configuration: configuration, logger: logger)
+                epoll: epoll, listeners: listeners, server: server, dataPath: dataPath, pfDriver: pfDriver, configuration: configuration,
+                logger: logger)
         } catch {
             // A host that never ran leaves no socket file behind.
             listeners.removeSocketFiles()

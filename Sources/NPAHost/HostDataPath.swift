@@ -125,37 +125,40 @@ final class HostDataPath {
     func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
         let exemptOwner = exempt.map { Unmanaged.passUnretained($0).toOpaque() }
-        return nic.pfReceive.pop(max: arena.capacity, while: { frame, length in
-            let dst = EthernetFrame.mac(frame, at: 0)
-            let vlan = EthernetFrame.vlanID(frame, length: length)
-            guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
-                // For a vNIC in passthrough whose VF did not take it (reset, or disabled under
-                // the plugin): it waits here until the MAC is back on the vswitch (the guest is
-                // switching out), or is dropped and counted where that guest sees it.
-                if let owner = passthroughOwner(of: dst, vlan: vlan) {
-                    if exempt == nil && owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
-                        heldBack = true
-                        return false
+        return nic.pfReceive.pop(
+            max: arena.capacity,
+            while: { frame, length in
+                let dst = EthernetFrame.mac(frame, at: 0)
+                let vlan = EthernetFrame.vlanID(frame, length: length)
+                guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
+                    // For a vNIC in passthrough whose VF did not take it (reset, or disabled under
+                    // the plugin): it waits here until the MAC is back on the vswitch (the guest is
+                    // switching out), or is dropped and counted where that guest sees it.
+                    if let owner = passthroughOwner(of: dst, vlan: vlan) {
+                        if exempt == nil && owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
+                            heldBack = true
+                            return false
+                        }
+                        owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
+                        return true
                     }
-                    owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
+                    pfFramesUnroutable &+= 1
                     return true
                 }
-                pfFramesUnroutable &+= 1
-                return true
-            }
-            let hash = EthernetFrame.flowHash(frame, length: length)
-            if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
-                owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) }) {
-                heldBack = true
-                return false
-            }
-            for k in 0..<n {
-                if let owner = portOwners[Int(arena.destinations[k])] {
-                    owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+                let hash = EthernetFrame.flowHash(frame, length: length)
+                if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
+                    owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
+                {
+                    heldBack = true
+                    return false
                 }
-            }
-            return true
-        })
+                for k in 0..<n {
+                    if let owner = portOwners[Int(arena.destinations[k])] {
+                        owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+                    }
+                }
+                return true
+            })
     }
 
     /// Anti-spoofing, VLAN policy, then the vswitch decides; the copies into each destination
@@ -183,7 +186,8 @@ final class HostDataPath {
             if case .forward(let n) = route {
                 hash = EthernetFrame.flowHash(frame, length: length)
                 if n == 1, let owner = portOwners[Int(arena.destinations[0])],
-                    owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) }) {
+                    owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
+                {
                     taken = i
                     heldBack = true
                     break
@@ -271,7 +275,8 @@ final class HostDataPath {
             let dst = EthernetFrame.mac(frame, at: 0)
             let route = vswitch.route(destination: dst, vlan: vlan, ingress: device.port, into: arena.destinations)
             if case .forward(1) = route, anyAwaitingSwitchOut, Int(arena.destinations[0]) == vswitch.uplinkPort,
-                let owner = awaitingOwner(of: dst, vlan: vlan) {
+                let owner = awaitingOwner(of: dst, vlan: vlan)
+            {
                 owner._withUnsafeGuaranteedRef { $0.counters.drops[DropReason.inactive.rawValue] &-= 1 }  // dropped for a reset VF's guest
                 continue
             }
@@ -289,7 +294,9 @@ final class HostDataPath {
     private func passthroughOwner(of dst: UInt64, vlan: UInt16) -> Unmanaged<EmulatedDevice>? {
         guard (dst >> 40) & 1 == 0 else { return nil }
         for ref in activeDevices {
-            let found = ref._withUnsafeGuaranteedRef { $0.mode == .passthrough && $0.mac.value == dst && vswitch.isMember($0.port, vlan: vlan) }
+            let found = ref._withUnsafeGuaranteedRef {
+                $0.mode == .passthrough && $0.mac.value == dst && vswitch.isMember($0.port, vlan: vlan)
+            }
             if found { return ref }
         }
         return nil

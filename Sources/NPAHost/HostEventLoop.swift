@@ -155,7 +155,9 @@ final class HostEventLoop {
                 }
                 if handleEvents(tags) == false { return }
                 serviceTimers()
-                if dataPath.devices.contains(where: { $0.switching.isSwitching }) { pfDriver.expireSwitchSteps(now: Clock.monotonicNanoseconds()) }
+                if dataPath.devices.contains(where: { $0.switching.isSwitching }) {
+                    pfDriver.expireSwitchSteps(now: Clock.monotonicNanoseconds())
+                }
             }
         }
     }
@@ -221,7 +223,8 @@ final class HostEventLoop {
         listenerPausedUntil = Clock.monotonicNanoseconds() + Self.acceptBackoffNanoseconds
         let exhausted = server.acceptFDExhausted
         if exhausted <= 1 || exhausted & (exhausted - 1) == 0 {  // logged at 1, 2, 4, 8, ...
-            let text = "accept failed (\(error)); \(server.connections.count) connections open, \(exhausted) times out of descriptors so far; "
+            let text =
+                "accept failed (\(error)); \(server.connections.count) connections open, \(exhausted) times out of descriptors so far; "
             logger.warning("\(text)pausing accept for \(Self.acceptBackoffNanoseconds / 1_000_000) ms")
         }
     }

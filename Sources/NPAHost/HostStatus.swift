@@ -35,11 +35,17 @@ enum HostStatus {
                 v.switchPending = pfDriver.switchPendingDescription(d, now: Clock.monotonicNanoseconds())
                 return v
             },
-            uplink: dataPath.uplinkNIC.map { StatusReport.Uplink(kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0, framesInDropped: $0.pfReceive.drops &+ dataPath.pfFramesUnroutable) }
+            uplink: dataPath.uplinkNIC.map {
+                StatusReport.Uplink(
+                    kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0,
+                    framesInDropped: $0.pfReceive.drops &+ dataPath.pfFramesUnroutable)
+            }
                 ?? dataPath.wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) },
             host: StatusReport.Host(
-                connections: server.guestConnectionCount, maxConnections: configuration.maxConnections, connectionsRefused: server.connectionsRefused,
-                attachTimeouts: server.attachTimeouts, acceptFDExhausted: server.acceptFDExhausted, fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0,
+                connections: server.guestConnectionCount, maxConnections: configuration.maxConnections,
+                connectionsRefused: server.connectionsRefused,
+                attachTimeouts: server.attachTimeouts, acceptFDExhausted: server.acceptFDExhausted,
+                fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0,
                 adminRefused: server.adminRefused))
     }
 }

@@ -148,7 +148,9 @@ final class PFDriver {
     }
 
     /// Performs an event's actions, or turns its refusal into the PF driver's.
-    private func apply(_ result: Result<[VNICSwitchMachine.Action], VNICSwitchMachine.Refusal>, to device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
+    private func apply(_ result: Result<[VNICSwitchMachine.Action], VNICSwitchMachine.Refusal>, to device: EmulatedDevice) -> Result<
+        Void, SwitchRefusal
+    > {
         switch result {
         case .success(let actions):
             perform(actions, for: device)
@@ -210,13 +212,15 @@ final class PFDriver {
         for action in device.switching.guestQueried(now: Clock.monotonicNanoseconds()) {
             switch action {
             case .offerSwitchIn(let lease):
-                guard let (nic, index) = vf(of: lease), let path = plugins.image(for: nic.model)?.path, let image = try? plugins.memfd(path) else {
+                guard let (nic, index) = vf(of: lease), let path = plugins.image(for: nic.model)?.path, let image = try? plugins.memfd(path)
+                else {
                     abandonSwitch(device, "the plugin image could not be read")
                     return reply(.switchOffer(.init(kind: .none)), [])
                 }
                 let vf = nic.vfs[index]
-                reply(.switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.name, plugin: lease.plugin)),
-                      [image.fd, vf.registers.fd, vf.kick.fd])
+                reply(
+                    .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.name, plugin: lease.plugin)),
+                    [image.fd, vf.registers.fd, vf.kick.fd])
             case .offerSwitchOut(let lease):
                 reply(.switchOffer(.init(kind: .switchOut, vf: UInt16(lease.index))), [])
             default:
@@ -266,7 +270,9 @@ final class PFDriver {
     /// shell refuses a configuration whose buffers do not hold it. So the NIC never writes past
     /// a buffer, and a frame is taken or refused by the same rule on both paths (the emulated
     /// device drops the same frames as `rx_frame_too_long`).
-    func prepareVF(_ device: EmulatedDevice, tx: [ControlMessage.QueueRegion], rx: [ControlMessage.QueueRegion]) -> Result<Void, SwitchRefusal> {
+    func prepareVF(_ device: EmulatedDevice, tx: [ControlMessage.QueueRegion], rx: [ControlMessage.QueueRegion]) -> Result<
+        Void, SwitchRefusal
+    > {
         let actions: [VNICSwitchMachine.Action]
         switch device.switching.guestReadyForVF(now: Clock.monotonicNanoseconds()) {
         case .success(let a): actions = a
@@ -314,7 +320,10 @@ final class PFDriver {
     func finishSwitchOut(_ device: EmulatedDevice) -> Result<Void, SwitchRefusal> {
         let switchingIn = device.switching.isSwitchingIn
         let result = apply(device.switching.guestFinishedSwitchOut(now: Clock.monotonicNanoseconds()), to: device)
-        if case .success = result { logger.info(switchingIn ? "vNIC '\(device.name)': the guest abandoned the switch-in" : "vNIC '\(device.name)' back on emulation") }
+        if case .success = result {
+            logger.info(
+                switchingIn ? "vNIC '\(device.name)': the guest abandoned the switch-in" : "vNIC '\(device.name)' back on emulation")
+        }
         return result
     }
 

@@ -61,10 +61,12 @@ public final class FrameQueue: @unchecked Sendable {
     /// Consumer side: hands up to `max` frames to `body` (valid only during the call).
     @discardableResult
     public func pop(max: Int, _ body: (UnsafeRawPointer, Int) -> Void) -> Int {
-        pop(max: max, while: { frame, length in
-            body(frame, length)
-            return true
-        })
+        pop(
+            max: max,
+            while: { frame, length in
+                body(frame, length)
+                return true
+            })
     }
 
     /// Consumer side, with backpressure: hands up to `max` frames to `body` in order and stops

@@ -129,7 +129,9 @@ public final class SoftNIC: @unchecked Sendable {
     /// Initialises a VF's queues from the GPAs the guest's shell allocated (the PF does this on
     /// the VF's behalf, as in NPA), with each RX queue's buffer size (SRRCTL). Every ring must
     /// lie inside the grant and be 16-byte aligned (the engine loads descriptor words in place).
-    public func initializeQueues(vf: Int, tx: [VirtualFunction.QueueConfig], rx: [VirtualFunction.QueueConfig], interrupt: EventNotifier) throws {
+    public func initializeQueues(vf: Int, tx: [VirtualFunction.QueueConfig], rx: [VirtualFunction.QueueConfig], interrupt: EventNotifier)
+        throws
+    {
         try locked {
             let f = vfs[vf]
             guard let memory = f.grant else { throw ConfigurationError(description: "VF \(vf) has no DMA grant") }
@@ -139,10 +141,14 @@ public final class SoftNIC: @unchecked Sendable {
             for q in tx + rx {
                 guard q.ringSize >= 32, q.ringSize <= 4096, q.ringSize & (q.ringSize - 1) == 0,
                     q.ringGPA & 15 == 0, memory.contains(gpa: q.ringGPA, length: UInt64(q.ringSize) * 16), engine.queueFits(q, in: memory)
-                else { throw ConfigurationError(description: "VF \(vf): a ring lies outside the grant, is not 16-byte aligned or has a bad size") }
+                else {
+                    throw ConfigurationError(
+                        description: "VF \(vf): a ring lies outside the grant, is not 16-byte aligned or has a bad size")
+                }
             }
             for q in rx where !VirtualFunction.QueueConfig.bufferSizes.contains(q.bufferSize) {
-                throw ConfigurationError(description: "VF \(vf): RX buffer size \(q.bufferSize) is not in \(VirtualFunction.QueueConfig.bufferSizes)")
+                throw ConfigurationError(
+                    description: "VF \(vf): RX buffer size \(q.bufferSize) is not in \(VirtualFunction.QueueConfig.bufferSizes)")
             }
             f.setQueues(tx: tx, rx: rx)
             f.interrupt = interrupt

@@ -127,9 +127,11 @@ public enum VMXNET3Descriptor {
         /// Single-buffer frames: SOP and EOP are both set.
         @inlinable
         public var dwords: (UInt32, UInt32, UInt32, UInt32) {
-            let d0 = (descriptorIndex & 0xFFF) | (1 << 14) | (1 << 15) | ((ringID & 0x3FF) << 16)
+            let d0 =
+                (descriptorIndex & 0xFFF) | (1 << 14) | (1 << 15) | ((ringID & 0x3FF) << 16)
                 | ((rssType & 0xF) << 26)
-            let d2 = (length & 0x3FFF) | (error ? 1 << 14 : 0) | (vlanStripped ? 1 << 15 : 0)
+            let d2 =
+                (length & 0x3FFF) | (error ? 1 << 14 : 0) | (vlanStripped ? 1 << 15 : 0)
                 | (UInt32(vlanTCI) << 16)
             let d3 = (UInt32(3) << 24) | (generation << 31)
             return (d0, rssHash, d2, d3)

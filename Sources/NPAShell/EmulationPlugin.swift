@@ -127,7 +127,9 @@ enum EmulationPlugin {
             let d = ring + Int(c.next) * 16
             d.storeBytes(of: f.gpa.littleEndian, as: UInt64.self)
             let vlan = f.flags & UInt16(NPA_TX_FLAG_VLAN_INSERT) != 0
-            let dw3 = VMXNET3Descriptor.txEOPBit | VMXNET3Descriptor.txCQBit | (vlan ? VMXNET3Descriptor.txVLANInsertBit | UInt32(f.vlan_tci) << 16 : 0)
+            let dw3 =
+                VMXNET3Descriptor.txEOPBit | VMXNET3Descriptor.txCQBit
+                | (vlan ? VMXNET3Descriptor.txVLANInsertBit | UInt32(f.vlan_tci) << 16 : 0)
             d.storeBytes(of: dw3.littleEndian, toByteOffset: 12, as: UInt32.self)
             // Release: the device must see address and flags once it sees the gen bit.
             SharedWord.storeRelease(d + 8, ((f.length & 0x3FFF) | (c.generation << 14)).littleEndian)
@@ -226,10 +228,12 @@ enum EmulationPlugin {
             let d = comp + Int(c.completionNext) * 16
             let dw3 = UInt32(littleEndian: SharedWord.loadAcquire(d + 12))
             guard VMXNET3Descriptor.generation(dword3: dw3) == c.completionGeneration else { break }
-            let completion = VMXNET3Descriptor.RxCompletion(dwords: (
-                UInt32(littleEndian: d.load(as: UInt32.self)),
-                UInt32(littleEndian: d.load(fromByteOffset: 4, as: UInt32.self)),
-                UInt32(littleEndian: d.load(fromByteOffset: 8, as: UInt32.self)), dw3))
+            let completion = VMXNET3Descriptor.RxCompletion(
+                dwords: (
+                    UInt32(littleEndian: d.load(as: UInt32.self)),
+                    UInt32(littleEndian: d.load(fromByteOffset: 4, as: UInt32.self)),
+                    UInt32(littleEndian: d.load(fromByteOffset: 8, as: UInt32.self)), dw3
+                ))
             guard completion.descriptorIndex < c.size else {
                 c.errors &+= 1
                 break
@@ -245,7 +249,9 @@ enum EmulationPlugin {
                 c.completionNext = 0
                 c.completionGeneration ^= 1
             }
-            if completion.error { c.errors &+= 1 } else {
+            if completion.error {
+                c.errors &+= 1
+            } else {
                 c.packets &+= 1
                 c.bytes &+= UInt64(completion.length)
             }
@@ -257,7 +263,8 @@ enum EmulationPlugin {
         return indicated
     }
 
-    static func stats(_ state: UnsafeMutablePointer<npa_plugin_state>, _ q: Int, _ isRx: Bool, _ out: UnsafeMutablePointer<npa_queue_stats>) {
+    static func stats(_ state: UnsafeMutablePointer<npa_plugin_state>, _ q: Int, _ isRx: Bool, _ out: UnsafeMutablePointer<npa_queue_stats>)
+    {
         let c = cursors(state)[q + (isRx ? 8 : 0)]
         out.pointee = npa_queue_stats(packets: c.packets, bytes: c.bytes, errors: c.errors, reserved: 0)
     }

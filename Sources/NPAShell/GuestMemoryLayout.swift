@@ -57,7 +57,8 @@ package struct GuestMemoryLayout {
         func region(_ i: Int) -> npa_queue_region {
             let gpa = UInt64(Self.queueRegionsGPA + regionBytes * (firstIndex + i))
             return npa_queue_region(
-                va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0, completion_offset: 0)
+                va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0,
+                completion_offset: 0)
         }
         return ((0..<txQueues).map { region($0) }, (0..<rxQueues).map { region(txQueues + $0) })
     }

@@ -68,56 +68,57 @@ package final class PluginHost {
         services = .allocate(capacity: 1)
         state = .allocate(capacity: 1)
         state.initialize(to: npa_plugin_state())
-        services.initialize(to: npa_shell_services(
-            shell: nil,
-            alloc_rx_buffer: { shell, _, id, gpa in
-                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
-                    guard let b = host.pool.take() else { return NPA_ERR_BUSY }
-                    host.rxLent[Int(b)] = 1
-                    host.rxLentCount += 1
-                    id!.pointee = b
-                    gpa!.pointee = host.pool.gpa(b)
-                    return NPA_OK
-                }
-            },
-            indicate_recv: { shell, _, frame in
-                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
-                    let f = frame!.pointee
-                    guard Int(f.buf_id) < host.pool.count, host.rxLent[Int(f.buf_id)] == 1 else {
-                        host.pluginFaults &+= 1
-                        return
+        services.initialize(
+            to: npa_shell_services(
+                shell: nil,
+                alloc_rx_buffer: { shell, _, id, gpa in
+                    Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                        guard let b = host.pool.take() else { return NPA_ERR_BUSY }
+                        host.rxLent[Int(b)] = 1
+                        host.rxLentCount += 1
+                        id!.pointee = b
+                        gpa!.pointee = host.pool.gpa(b)
+                        return NPA_OK
                     }
-                    host.rxLent[Int(f.buf_id)] = 0
-                    host.rxLentCount -= 1
-                    let i = host.receivedCount
-                    precondition(i < PluginHost.batchCapacity, "plugin indicated more frames than asked")
-                    host.receivedIDs[i] = f.buf_id
-                    host.receivedLengths[i] = f.length
-                    host.receivedHashes[i] = f.rss_hash
-                    host.receivedFlags[i] = f.flags
-                    host.receivedCount = i + 1
-                }
-            },
-            complete_send: { shell, queue, count in
-                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
-                    host.completeSend(queue: Int(queue), count: Int(count))
-                }
-            },
-            kick: { shell, _ in
-                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
-                    host.kicks &+= 1
-                    host.doorbell.signal()
-                }
-            },
-            log: { _, level, message in
-                if level <= NPA_LOG_WARNING, let message { print("plugin: \(String(cString: message))") }
-            },
-            time_ns: { _ in Clock.monotonicNanoseconds() },
-            report_fault: { shell, reason in
-                Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
-                    if host.deviceFault == nil { host.deviceFault = reason.map { String(cString: $0) } ?? "unspecified" }
-                }
-            }))
+                },
+                indicate_recv: { shell, _, frame in
+                    Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                        let f = frame!.pointee
+                        guard Int(f.buf_id) < host.pool.count, host.rxLent[Int(f.buf_id)] == 1 else {
+                            host.pluginFaults &+= 1
+                            return
+                        }
+                        host.rxLent[Int(f.buf_id)] = 0
+                        host.rxLentCount -= 1
+                        let i = host.receivedCount
+                        precondition(i < PluginHost.batchCapacity, "plugin indicated more frames than asked")
+                        host.receivedIDs[i] = f.buf_id
+                        host.receivedLengths[i] = f.length
+                        host.receivedHashes[i] = f.rss_hash
+                        host.receivedFlags[i] = f.flags
+                        host.receivedCount = i + 1
+                    }
+                },
+                complete_send: { shell, queue, count in
+                    Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                        host.completeSend(queue: Int(queue), count: Int(count))
+                    }
+                },
+                kick: { shell, _ in
+                    Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                        host.kicks &+= 1
+                        host.doorbell.signal()
+                    }
+                },
+                log: { _, level, message in
+                    if level <= NPA_LOG_WARNING, let message { print("plugin: \(String(cString: message))") }
+                },
+                time_ns: { _ in Clock.monotonicNanoseconds() },
+                report_fault: { shell, reason in
+                    Unmanaged<PluginHost>.fromOpaque(shell!)._withUnsafeGuaranteedRef { host in
+                        if host.deviceFault == nil { host.deviceFault = reason.map { String(cString: $0) } ?? "unspecified" }
+                    }
+                }))
         services.pointee.shell = Unmanaged.passUnretained(self).toOpaque()
         state.pointee.abi_version = NPA_PLUGIN_ABI_VERSION
         state.pointee.num_tx_queues = UInt32(txRegions.count)
@@ -142,7 +143,8 @@ package final class PluginHost {
         for rx in [false, true] {
             for r in queueRegions(rx: rx) where r.completion_offset != 0 {
                 guard r.completion_offset & 15 == 0, UInt64(r.completion_offset) + UInt64(r.ring_size) * 16 <= UInt64(r.size) else {
-                    throw LoadError(description: "the plugin put a completion ring outside its queue region (offset \(r.completion_offset))")
+                    throw LoadError(
+                        description: "the plugin put a completion ring outside its queue region (offset \(r.completion_offset))")
                 }
             }
         }
@@ -152,7 +154,9 @@ package final class PluginHost {
     private func queueRegions(rx: Bool) -> [npa_queue_region] {
         let count = Int(rx ? state.pointee.num_rx_queues : state.pointee.num_tx_queues)
         return withUnsafePointer(to: rx ? state.pointee.rx_queues : state.pointee.tx_queues) {
-            $0.withMemoryRebound(to: npa_queue_region.self, capacity: Int(NPA_PLUGIN_MAX_QUEUES)) { Array(UnsafeBufferPointer(start: $0, count: count)) }
+            $0.withMemoryRebound(to: npa_queue_region.self, capacity: Int(NPA_PLUGIN_MAX_QUEUES)) {
+                Array(UnsafeBufferPointer(start: $0, count: count))
+            }
         }
     }
 
@@ -160,7 +164,8 @@ package final class PluginHost {
     /// it (the completion ring's GPA from the plugin's `completion_offset`, none if it has none).
     package func reportedRegions(rx: Bool) -> [ControlMessage.QueueRegion] {
         queueRegions(rx: rx).map {
-            ControlMessage.QueueRegion(gpa: $0.gpa, ringSize: $0.ring_size, completionGPA: $0.completion_offset == 0 ? nil : $0.gpa + UInt64($0.completion_offset))
+            ControlMessage.QueueRegion(
+                gpa: $0.gpa, ringSize: $0.ring_size, completionGPA: $0.completion_offset == 0 ? nil : $0.gpa + UInt64($0.completion_offset))
         }
     }
 

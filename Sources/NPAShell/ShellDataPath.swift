@@ -162,7 +162,9 @@ package final class ShellDataPath {
         var total = 0
         while !backlog.isEmpty && total < maxFrames {
             let (id, length) = backlog.removeFirst()
-            handler(VirtualNIC.ReceivedFrame(bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(length)), queue: 0, rssHash: 0))
+            handler(
+                VirtualNIC.ReceivedFrame(bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(length)), queue: 0, rssHash: 0)
+            )
             plugin.pool.give(id)
             total += 1
         }
@@ -176,9 +178,10 @@ package final class ShellDataPath {
                 if plugin.receivedFlags[i] & UInt16(NPA_RX_FLAG_ERROR) != 0 || Int(plugin.receivedLengths[i]) > plugin.pool.bufferSize {
                     receiveErrors &+= 1
                 } else {
-                    handler(VirtualNIC.ReceivedFrame(
-                        bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(plugin.receivedLengths[i])),
-                        queue: q, rssHash: plugin.receivedHashes[i]))
+                    handler(
+                        VirtualNIC.ReceivedFrame(
+                            bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(plugin.receivedLengths[i])),
+                            queue: q, rssHash: plugin.receivedHashes[i]))
                     total += 1
                 }
                 plugin.pool.give(id)

@@ -119,7 +119,9 @@ final class ShellSwitcher {
             let plugin = lease.path.plugin
             do {
                 try channel.requestAcknowledged(
-                    .switchInReady(txRegions: plugin.reportedRegions(rx: false), rxRegions: plugin.reportedRegions(rx: true), plugin: lease.pluginDescription))
+                    .switchInReady(
+                        txRegions: plugin.reportedRegions(rx: false), rxRegions: plugin.reportedRegions(rx: true),
+                        plugin: lease.pluginDescription))
             } catch {
                 return stepFailed(error)
             }
@@ -142,7 +144,9 @@ final class ShellSwitcher {
             record.note("ACTIVATE_VF done: the MAC is on the VF")
             _ = try? device.quiesce()
             let harvested = emulationPath.quiesceAndDrain()
-            record.note("emulated rings harvested: \(harvested.received.count) frames to deliver, \(harvested.unsent.reduce(0) { $0 + $1.count }) to re-send")
+            record.note(
+                "emulated rings harvested: \(harvested.received.count) frames to deliver, \(harvested.unsent.reduce(0) { $0 + $1.count }) to re-send"
+            )
             return step { try $0.emulationDrained(harvested) }
         case .completeSwitchIn(let lease, let drained):
             _ = lease.path.adopt(drained)
@@ -182,7 +186,9 @@ final class ShellSwitcher {
             return step { try $0.switchOutBegun() }
         case .drainVF(let lease):
             let drained = lease.path.quiesceAndDrain()
-            record.note("VF drained: \(drained.received.count) frames to deliver, \(drained.unsent.reduce(0) { $0 + $1.count }) to re-send, \(drained.reclaimedRxBuffers) buffers back")
+            record.note(
+                "VF drained: \(drained.received.count) frames to deliver, \(drained.unsent.reduce(0) { $0 + $1.count }) to re-send, \(drained.reclaimedRxBuffers) buffers back"
+            )
             return step { try $0.vfDrained(drained) }
         case .finishSwitchOut(let drained, _):
             // The lease goes with this action: the VF path is drained, nothing uses it any more.

@@ -112,7 +112,8 @@ struct VMXNET3Programming {
     /// MACL, then MACH (which applies it).
     func setMAC(_ mac: MACAddress) throws {
         let b = mac.bytes
-        try channel.writeRegister(VMXNET3.Register.macl.rawValue, UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24)
+        try channel.writeRegister(
+            VMXNET3.Register.macl.rawValue, UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24)
         try channel.writeRegister(VMXNET3.Register.mach.rawValue, UInt32(b[4]) | UInt32(b[5]) << 8)
     }
 

@@ -11,16 +11,19 @@ public enum EngineThread {
 
     /// Starts `body` on a new joinable thread named `name`; returns the pthread handle.
     public static func start(name: String, _ body: @escaping () -> Void) -> pthread_t {
-        let box = Unmanaged.passRetained(Box {
-            cnpa_set_thread_name(name)
-            body()
-        })
+        let box = Unmanaged.passRetained(
+            Box {
+                cnpa_set_thread_name(name)
+                body()
+            })
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box.toOpaque())
+        let rc = pthread_create(
+            &thread, nil,
+            { raw in
+                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                box.body()
+                return nil
+            }, box.toOpaque())
         precondition(rc == 0, "pthread_create failed: \(rc)")
         return thread
     }

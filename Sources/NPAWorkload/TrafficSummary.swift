@@ -85,7 +85,9 @@ public struct TrafficSummary: Codable, Equatable, Sendable {
     public func text() -> String {
         var lines = [
             "\(role): sent \(sent), received \(received), lost \(lost), duplicates \(duplicates), out of order \(outOfOrder), invalid \(invalid)",
-            String(format: "  %.3f s, %.3f Mpps, %.3f Gbit/s (%d bytes, %d-byte frames on average), CPU %.3f s", seconds, mpps, gbps, bytes, frameBytes, cpuSeconds),
+            String(
+                format: "  %.3f s, %.3f Mpps, %.3f Gbit/s (%d bytes, %d-byte frames on average), CPU %.3f s", seconds, mpps, gbps, bytes,
+                frameBytes, cpuSeconds),
         ]
         if !dropped.isEmpty {
             lines.append("  dropped: " + dropped.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))

@@ -97,7 +97,8 @@ public struct TrafficWorkload {
             let dst = destination
             let base = workload.flowBase
             let n = nic.transmit(queue: queue, count: burst) { i, buffer in
-                TrafficFrame.write(into: buffer, destination: dst, source: source, flow: UInt32(base + flow), sequence: first + UInt64(i), length: size)
+                TrafficFrame.write(
+                    into: buffer, destination: dst, source: source, flow: UInt32(base + flow), sequence: first + UInt64(i), length: size)
             }
             sequences[flow] += UInt64(n)
             sent += n
@@ -236,7 +237,8 @@ public struct TrafficWorkload {
             }
             if n == 0 {
                 // Once the sender has finished, a short wait drains frames still being delivered.
-                n = nic.receive(maxFrames: 256, timeoutMilliseconds: stopping ? 10 : Int(min(100, (deadline - now) / 1_000_000 + 1)), record)
+                n = nic.receive(
+                    maxFrames: 256, timeoutMilliseconds: stopping ? 10 : Int(min(100, (deadline - now) / 1_000_000 + 1)), record)
             }
             if firstFrame == 0 && verifier.unique > 0 { firstFrame = Clock.monotonicNanoseconds() }
             if stopping && n == 0 { break }
@@ -255,8 +257,9 @@ public struct TrafficWorkload {
     private func acknowledge(_ nic: VirtualNIC, to sender: MACAddress, count: Int) -> Bool {
         let own = nic.mac
         return nic.transmit(queue: 0, count: 1) { _, buffer in
-            TrafficFrame.write(into: buffer, destination: sender, source: own, flow: TrafficFrame.acknowledgementFlow,
-                               sequence: UInt64(count), length: TrafficFrame.minimumLength)
+            TrafficFrame.write(
+                into: buffer, destination: sender, source: own, flow: TrafficFrame.acknowledgementFlow,
+                sequence: UInt64(count), length: TrafficFrame.minimumLength)
         } == 1
     }
 

@@ -12,7 +12,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Seconds of traffic per run.")
     var duration: Double = 1.5
 
-    @Option(name: .customLong("repeat"), help: "Rounds (one run per mode, back to back) per frame size and phase; the median round is reported.")
+    @Option(
+        name: .customLong("repeat"), help: "Rounds (one run per mode, back to back) per frame size and phase; the median round is reported."
+    )
     var repeats: Int = 3
 
     @Option(help: "Frame sizes in bytes, comma separated (64...9018).")
@@ -27,7 +29,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Descriptors per TX and RX ring, a power of two in 32...4096 (both modes).")
     var ring: Int = 4096
 
-    @Option(help: "Frames in flight before the sender waits for the receiver's acknowledgement, like TCP (0: none, like UDP); default: 4 MiB worth, at most 3/4 of a ring.")
+    @Option(
+        help:
+            "Frames in flight before the sender waits for the receiver's acknowledgement, like TCP (0: none, like UDP); default: 4 MiB worth, at most 3/4 of a ring."
+    )
     var window: Int?
 
     @Option(help: "Notification policy of guests and engines: interrupt (spin briefly, then sleep) or busy (never sleep).")
@@ -36,12 +41,18 @@ struct Bench: ParsableCommand {
     @Option(help: "Interrupt mode: polls before a guest or an engine sleeps (both modes alike).")
     var spin: Int = 256
 
-    @Option(help: ArgumentHelp(
-        "Where the threads run: auto, none, or four CPUs for the sending guest, receiving guest, host and NIC engine (e.g. 0,1,0,1).",
-        discussion: "auto (the default) puts the host and NIC engines on CPU 0 and both guests on CPU 1, as a host keeps its data-path core apart from guest vCPUs; none leaves placement to the scheduler."))
+    @Option(
+        help: ArgumentHelp(
+            "Where the threads run: auto, none, or four CPUs for the sending guest, receiving guest, host and NIC engine (e.g. 0,1,0,1).",
+            discussion:
+                "auto (the default) puts the host and NIC engines on CPU 0 and both guests on CPU 1, as a host keeps its data-path core apart from guest vCPUs; none leaves placement to the scheduler."
+        ))
     var cpus: String = "auto"
 
-    @Option(help: "Offered load of the equal-load phase in frames/s (default: half the slower mode's full rate); with --only, that mode runs paced at it.")
+    @Option(
+        help:
+            "Offered load of the equal-load phase in frames/s (default: half the slower mode's full rate); with --only, that mode runs paced at it."
+    )
     var load: Double?
 
     @Option(help: "Run one mode only (emulated or passthrough), e.g. under a profiler; no ratios or equal load then.")
@@ -80,14 +91,19 @@ struct Bench: ParsableCommand {
         try NICModelOption.validate(model)
         guard (1...8).contains(queues) else { throw ValidationError("--queues must be 1...8") }
         guard (1...1_000_000).contains(spin) else { throw ValidationError("--spin must be 1...1000000 polls") }
-        guard (32...4096).contains(ring), ring & (ring - 1) == 0 else { throw ValidationError("--ring must be a power of two in 32...4096") }
+        guard (32...4096).contains(ring), ring & (ring - 1) == 0 else {
+            throw ValidationError("--ring must be a power of two in 32...4096")
+        }
         if let window, window != 0 && !(4...ring * 3 / 4).contains(window) {
             throw ValidationError("--window must be 0 (none) or 4...\(ring * 3 / 4) frames (3/4 of the receiver's \(ring)-descriptor ring)")
         }
         if cpus != "auto" && cpus != "none" {
             let online = ProcessInfo.processInfo.activeProcessorCount
-            guard let list = parsedCPUs, list.count == 4, list.count == cpus.split(separator: ",").count, list.allSatisfy({ (0..<online).contains($0) }) else {
-                throw ValidationError("--cpus needs four CPU numbers (sending guest, receiving guest, host, NIC engine) in 0...\(online - 1)")
+            guard let list = parsedCPUs, list.count == 4, list.count == cpus.split(separator: ",").count,
+                list.allSatisfy({ (0..<online).contains($0) })
+            else {
+                throw ValidationError(
+                    "--cpus needs four CPU numbers (sending guest, receiving guest, host, NIC engine) in 0...\(online - 1)")
             }
         }
         if let plot, !plot.hasSuffix(".svg") { throw ValidationError("--plot writes SVG: give a file name ending in .svg") }
@@ -111,11 +127,14 @@ struct Bench: ParsableCommand {
         guard let plugins = Demo.pluginDirectory() else {
             throw CommandFailure("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
         }
-        let setup = BenchSetup(model: model, queues: queues, busyPoll: poll == .busy, spin: spin, ringSize: ring, windowFrames: window,
-                               cpus: parsedCPUs, plugins: plugins)
+        let setup = BenchSetup(
+            model: model, queues: queues, busyPoll: poll == .busy, spin: spin, ringSize: ring, windowFrames: window,
+            cpus: parsedCPUs, plugins: plugins)
         var report = BenchReport(machine: machine(setup))
         for size in parsedSizes {
-            let full = try medianRuns(setup, frameBytes: size, modes: only.map { [$0] } ?? Mode.allCases, rate: only != nil ? load : nil) { $0.mpps }
+            let full = try medianRuns(setup, frameBytes: size, modes: only.map { [$0] } ?? Mode.allCases, rate: only != nil ? load : nil) {
+                $0.mpps
+            }
             for mode in Mode.allCases { if let run = full[mode] { report.add(fullRate: run) } }
             if let emulated = full[.emulated], let passthrough = full[.passthrough] {
                 report.addRatios(frameBytes: size)

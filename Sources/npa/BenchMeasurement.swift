@@ -105,7 +105,8 @@ extension BenchSetup {
         _ = tx.reclaimTransmitted()  // carries out the automatic switch-in in passthrough mode
         _ = rx.reclaimTransmitted()
         guard tx.mode == (passthrough ? "passthrough" : "emulated"), rx.mode == tx.mode else {
-            throw CommandFailure("guests did not reach \(passthrough ? "passthrough" : "emulation"): \(tx.lastSwitchError ?? rx.lastSwitchError ?? "?")")
+            throw CommandFailure(
+                "guests did not reach \(passthrough ? "passthrough" : "emulation"): \(tx.lastSwitchError ?? rx.lastSwitchError ?? "?")")
         }
         // Enough sequence numbers for the fastest path; the receiver's bitmap is one bit each.
         let count = rate.map { Int($0 * seconds) } ?? Int(seconds * (size <= 128 ? 40e6 : size <= 2048 ? 10e6 : 3e6))

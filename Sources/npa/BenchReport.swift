@@ -124,13 +124,14 @@ struct BenchReport: Codable {
         let mbps = r.gbps * 1000
         for (direction, guest) in [("TX", r.senderCPU), ("RX", r.receiverCPU)] {
             let cores = r.cores(guest + r.hostCPU)
-            results.append(Result(
-                direction: direction, mode: r.mode, frameBytes: r.frameBytes, mpps: r.mpps, gbps: r.gbps,
-                cpuCores: Cores(guest: r.cores(guest), host: r.cores(r.hostCPU), hardware: r.cores(r.hardwareCPU)),
-                mbpsPerGHz: cores > 0 ? mbps / (cores * machine.ghz) : 0, wakeupsPerMB: r.wakeupsPerMB,
-                doorbellKicks: r.doorbellKicks, interrupts: r.interrupts,
-                sent: r.sent, received: r.received, dropped: r.dropped,
-                duplicates: r.duplicates, outOfOrder: r.outOfOrder, invalid: r.invalid, coreRoundTripNS: r.coreRoundTripNS))
+            results.append(
+                Result(
+                    direction: direction, mode: r.mode, frameBytes: r.frameBytes, mpps: r.mpps, gbps: r.gbps,
+                    cpuCores: Cores(guest: r.cores(guest), host: r.cores(r.hostCPU), hardware: r.cores(r.hardwareCPU)),
+                    mbpsPerGHz: cores > 0 ? mbps / (cores * machine.ghz) : 0, wakeupsPerMB: r.wakeupsPerMB,
+                    doorbellKicks: r.doorbellKicks, interrupts: r.interrupts,
+                    sent: r.sent, received: r.received, dropped: r.dropped,
+                    duplicates: r.duplicates, outOfOrder: r.outOfOrder, invalid: r.invalid, coreRoundTripNS: r.coreRoundTripNS))
         }
     }
 
@@ -139,18 +140,21 @@ struct BenchReport: Codable {
         for direction in ["TX", "RX"] {
             let rows = results.filter { $0.direction == direction && $0.frameBytes == frameBytes }
             guard let e = rows.first(where: { $0.mode == "emulated" }), let p = rows.first(where: { $0.mode == "passthrough" }),
-                  e.mbpsPerGHz > 0 else { continue }
+                e.mbpsPerGHz > 0
+            else { continue }
             ratios.append(Ratio(direction: direction, frameBytes: frameBytes, passthroughOverEmulated: p.mbpsPerGHz / e.mbpsPerGHz))
         }
     }
 
     mutating func add(equalLoadOf emulated: BenchRun, _ passthrough: BenchRun) {
         let e = emulated.guestAndHostCores, p = passthrough.guestAndHostCores
-        equalLoad.append(EqualLoad(
-            frameBytes: emulated.frameBytes, offeredFPS: emulated.offeredRate ?? 0, emulatedCores: e, passthroughCores: p,
-            emulatedHardwareCores: emulated.cores(emulated.hardwareCPU), passthroughHardwareCores: passthrough.cores(passthrough.hardwareCPU),
-            emulatedVerified: emulated.received, passthroughVerified: passthrough.received, sent: emulated.sent,
-            savingPercent: e > 0 ? (1 - p / e) * 100 : 0))
+        equalLoad.append(
+            EqualLoad(
+                frameBytes: emulated.frameBytes, offeredFPS: emulated.offeredRate ?? 0, emulatedCores: e, passthroughCores: p,
+                emulatedHardwareCores: emulated.cores(emulated.hardwareCPU),
+                passthroughHardwareCores: passthrough.cores(passthrough.hardwareCPU),
+                emulatedVerified: emulated.received, passthroughVerified: passthrough.received, sent: emulated.sent,
+                savingPercent: e > 0 ? (1 - p / e) * 100 : 0))
     }
 
     func json() throws -> String {
@@ -161,23 +165,36 @@ struct BenchReport: Codable {
 
     func text() -> String {
         let m = machine
-        var out = "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.ringSize)-descriptor rings, "
+        var out =
+            "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), \(m.queues) queue(s) per guest, \(m.ringSize)-descriptor rings, "
             + "\(m.window), \(m.polling), pinning: \(m.pinning)\n"
-        out += "\(m.secondsPerRun) s per run; \(m.roundsPerPhase) round(s) of one run per mode, back to back; reported: the median round (by passthrough's "
+        out +=
+            "\(m.secondsPerRun) s per run; \(m.roundsPerPhase) round(s) of one run per mode, back to back; reported: the median round (by passthrough's "
             + "verified throughput at full rate, by its CPU at equal load) among rounds whose two runs met one vCPU placement\n"
         out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n", m.ghz, m.ghzMethod)
         if let rt = m.coreToCoreRoundTripNS {
-            out += String(format: "cache line round trip between the guests' and the engines' CPUs: %.0f ns at the start (rt: before each run; the VM's vCPU placement moves every figure)\n", rt)
+            out += String(
+                format:
+                    "cache line round trip between the guests' and the engines' CPUs: %.0f ns at the start (rt: before each run; the VM's vCPU placement moves every figure)\n",
+                rt)
         }
         out += "\n"
         out += "full rate (frames the receiver verified; cores = CPU seconds per second):\n"
-        var rows = [["dir", "mode", "frame B", "verified/sent", "dropped", "Mpps", "Gbit/s", "guest", "host", "hw", "Mbps/GHz", "wake-ups/MB", "rt ns"]]
+        var rows = [
+            [
+                "dir", "mode", "frame B", "verified/sent", "dropped", "Mpps", "Gbit/s", "guest", "host", "hw", "Mbps/GHz", "wake-ups/MB",
+                "rt ns",
+            ]
+        ]
         for r in results {
-            rows.append([r.direction, r.mode, "\(r.frameBytes)", "\(r.received)/\(r.sent)", "\(r.dropped)",
-                         String(format: "%.3f", r.mpps), String(format: "%.2f", r.gbps),
-                         String(format: "%.2f", r.cpuCores.guest), String(format: "%.2f", r.cpuCores.host), String(format: "%.2f", r.cpuCores.hardware),
-                         String(format: "%.0f", r.mbpsPerGHz), String(format: "%.2f", r.wakeupsPerMB),
-                         r.coreRoundTripNS.map { String(format: "%.0f", $0) } ?? "-"])
+            rows.append([
+                r.direction, r.mode, "\(r.frameBytes)", "\(r.received)/\(r.sent)", "\(r.dropped)",
+                String(format: "%.3f", r.mpps), String(format: "%.2f", r.gbps),
+                String(format: "%.2f", r.cpuCores.guest), String(format: "%.2f", r.cpuCores.host),
+                String(format: "%.2f", r.cpuCores.hardware),
+                String(format: "%.0f", r.mbpsPerGHz), String(format: "%.2f", r.wakeupsPerMB),
+                r.coreRoundTripNS.map { String(format: "%.0f", $0) } ?? "-",
+            ])
         }
         out += StatusTable.table(rows)
         for size in Set(results.map(\.frameBytes)).sorted() {
@@ -187,15 +204,18 @@ struct BenchReport: Codable {
             }
         }
         for r in results where r.direction == "RX" && r.duplicates + r.outOfOrder + r.invalid > 0 {
-            out += "\nverification FAILED for \(r.mode) \(r.frameBytes) B: \(r.duplicates) duplicates, \(r.outOfOrder) out of order, \(r.invalid) invalid"
+            out +=
+                "\nverification FAILED for \(r.mode) \(r.frameBytes) B: \(r.duplicates) duplicates, \(r.outOfOrder) out of order, \(r.invalid) invalid"
         }
         out += "\n\npassthrough / emulated Mbps per GHz of guest + host CPU (RFC 2010, 16 KiB netperf: TX 1.43, RX 1.70):\n"
         for r in ratios { out += String(format: "  %@ %5d B: %.2f\n", r.direction, r.frameBytes, r.passthroughOverEmulated) }
         out += "\nequal offered load (guest + host cores; the RFC: \"up to 40 % CPU saved\"):\n"
         for e in equalLoad {
-            out += String(format: "  %5d B at %.0f frames/s: emulated %.3f cores (%d/%d verified), passthrough %.3f cores (%d/%d) + %.3f hw, saving %.0f %%\n",
-                          e.frameBytes, e.offeredFPS, e.emulatedCores, e.emulatedVerified, e.sent, e.passthroughCores,
-                          e.passthroughVerified, e.sent, e.passthroughHardwareCores, e.savingPercent)
+            out += String(
+                format:
+                    "  %5d B at %.0f frames/s: emulated %.3f cores (%d/%d verified), passthrough %.3f cores (%d/%d) + %.3f hw, saving %.0f %%\n",
+                e.frameBytes, e.offeredFPS, e.emulatedCores, e.emulatedVerified, e.sent, e.passthroughCores,
+                e.passthroughVerified, e.sent, e.passthroughHardwareCores, e.savingPercent)
         }
         return out
     }

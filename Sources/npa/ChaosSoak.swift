@@ -159,9 +159,12 @@ final class ChaosSoak {
             Victim(name: "victim1", mac: "\(prefix):01:01", peer: "\(prefix):01:02", socket: host.socket),
             Victim(name: "victim2", mac: "\(prefix):01:02", peer: "\(prefix):01:01", socket: host.socket),
         ]
-        return Cell(model: model, host: host, survivors: [a, b],
-                    streams: [Stream(name: "\(model) survivor1→survivor2", from: a, to: b), Stream(name: "\(model) survivor2→survivor1", from: b, to: a)],
-                    victims: victims)
+        return Cell(
+            model: model, host: host, survivors: [a, b],
+            streams: [
+                Stream(name: "\(model) survivor1→survivor2", from: a, to: b), Stream(name: "\(model) survivor2→survivor1", from: b, to: a),
+            ],
+            victims: victims)
     }
 
     private func launch(_ victim: Victim) throws {
@@ -197,7 +200,8 @@ final class ChaosSoak {
             let first = stream.sequences[flow]
             let destination = stream.to.mac, source = stream.from.mac, size = options.frameBytes
             let n = stream.from.transmit(queue: flow % stream.from.txQueueCount, count: 16) { i, buffer in
-                TrafficFrame.write(into: buffer, destination: destination, source: source, flow: UInt32(flow), sequence: first + UInt64(i), length: size)
+                TrafficFrame.write(
+                    into: buffer, destination: destination, source: source, flow: UInt32(flow), sequence: first + UInt64(i), length: size)
             }
             stream.sequences[flow] += UInt64(n)
             stream.sent += n
@@ -272,15 +276,19 @@ final class ChaosSoak {
         guard let ring = gm.loadU64(gpa: evil.queueTableGPAForTesting + VMXNET3.TxQueueDesc.txRingBasePA) else { return }
         for _ in 0..<Int.random(in: 1...64, using: &rng) {
             let slot = UInt64.random(in: 0..<256, using: &rng)
-            let address: UInt64 = Bool.random(using: &rng) ? UInt64.random(in: 0..<gm.size + 8192, using: &rng) : UInt64.random(in: 0...UInt64.max, using: &rng)
-            let desc = VMXNET3Descriptor.Tx(address: address, length: UInt32.random(in: 0...0x3FFF, using: &rng),
-                                            generation: UInt32.random(in: 0...1, using: &rng), endOfPacket: Bool.random(using: &rng))
+            let address: UInt64 =
+                Bool.random(using: &rng)
+                ? UInt64.random(in: 0..<gm.size + 8192, using: &rng) : UInt64.random(in: 0...UInt64.max, using: &rng)
+            let desc = VMXNET3Descriptor.Tx(
+                address: address, length: UInt32.random(in: 0...0x3FFF, using: &rng),
+                generation: UInt32.random(in: 0...1, using: &rng), endOfPacket: Bool.random(using: &rng))
             gm.storeU64(gpa: ring + slot * 16, address)
             gm.storeU32(gpa: ring + slot * 16 + 12, desc.dword3)
             gm.storeU32(gpa: ring + slot * 16 + 8, desc.dword2)
         }
         if Bool.random(using: &rng) {
-            evil.registerPageForTesting.storeBytes(of: UInt32.random(in: 0...UInt32.max, using: &rng), toByteOffset: VMXNET3.RegisterPage.txProducer(0), as: UInt32.self)
+            evil.registerPageForTesting.storeBytes(
+                of: UInt32.random(in: 0...UInt32.max, using: &rng), toByteOffset: VMXNET3.RegisterPage.txProducer(0), as: UInt32.self)
         }
         evil.kickForTesting()
         let state = try? cell.host.admin.status().vnics.first { $0.name == "hostile" }?.state
@@ -319,8 +327,11 @@ final class ChaosSoak {
 
     private func checkContinuously(_ cells: [Cell]) {
         for cell in cells {
-            for stream in cell.streams where stream.verifier.duplicates > 0 || stream.verifier.outOfOrder > 0 || stream.verifier.invalid > 0 {
-                violation("\(stream.name): \(stream.verifier.duplicates) duplicates, \(stream.verifier.outOfOrder) out of order, \(stream.verifier.invalid) invalid")
+            for stream in cell.streams where stream.verifier.duplicates > 0 || stream.verifier.outOfOrder > 0 || stream.verifier.invalid > 0
+            {
+                violation(
+                    "\(stream.name): \(stream.verifier.duplicates) duplicates, \(stream.verifier.outOfOrder) out of order, \(stream.verifier.invalid) invalid"
+                )
             }
             if (try? cell.host.admin.status()) == nil { violation("\(cell.model): the host did not answer a status request") }
         }
@@ -350,11 +361,16 @@ final class ChaosSoak {
                 let drops = receiveUntilAccounted(stream.to, &stream.verifier, total: stream.sent)
                 cell.streams[s] = stream
                 let v = stream.verifier
-                report.streams.append(.init(name: stream.name, sent: stream.sent, received: v.unique, duplicates: v.duplicates, outOfOrder: v.outOfOrder, dropped: drops))
+                report.streams.append(
+                    .init(
+                        name: stream.name, sent: stream.sent, received: v.unique, duplicates: v.duplicates, outOfOrder: v.outOfOrder,
+                        dropped: drops))
                 let counted = drops.values.reduce(0, +)
                 if UInt64(v.unique) + counted != UInt64(stream.sent) {
                     let all = (try? stream.to.dropCounts()) ?? [:], senders = (try? stream.from.dropCounts()) ?? [:]
-                    violation("\(stream.name): sent \(stream.sent), verified \(v.unique), counted as dropped \(counted): \(Int(stream.sent) - v.unique - Int(counted)) unexplained (receiver's drops \(all), sender's drops \(senders), sender's log \(stream.from.switchLog.suffix(6)))")
+                    violation(
+                        "\(stream.name): sent \(stream.sent), verified \(v.unique), counted as dropped \(counted): \(Int(stream.sent) - v.unique - Int(counted)) unexplained (receiver's drops \(all), sender's drops \(senders), sender's log \(stream.from.switchLog.suffix(6)))"
+                    )
                 }
                 if v.duplicates > 0 || v.outOfOrder > 0 || v.invalid > 0 {
                     violation("\(stream.name): \(v.duplicates) duplicates, \(v.outOfOrder) out of order, \(v.invalid) invalid")
@@ -409,7 +425,9 @@ final class ChaosSoak {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
         // The engine threads (hosts, NICs) by name: Foundation's own come and go.
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-        let threads = tasks.filter { ((try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8)) ?? "").hasPrefix("npa-") }.count
+        let threads = tasks.filter {
+            ((try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8)) ?? "").hasPrefix("npa-")
+        }.count
         let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8))?.split(separator: " ")
         let resident = statm.flatMap { $0.count > 1 ? Int($0[1]) : nil }.map { ($0 * Int(getpagesize())) >> 20 } ?? -1
         return ["open_descriptors": fds, "threads": threads, "resident_mib": resident]

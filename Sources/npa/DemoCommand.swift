@@ -75,9 +75,13 @@ struct Demo: ParsableCommand {
         ]
         if !json {
             print("NPA-Swift demo: host in this process at \(socket), \(specs.count) guests in separate processes")
-            print("traffic: duplex pairs alpha<->beta (1514 B) and gamma<->delta (64 B), \(frames) frames each way, \(Int(rate)) frames/s offered per guest")
+            print(
+                "traffic: duplex pairs alpha<->beta (1514 B) and gamma<->delta (64 B), \(frames) frames each way, \(Int(rate)) frames/s offered per guest"
+            )
             if switching {
-                print("switching under that load: alpha and gamma switch in to VFs of nic0 (npa-dring plugin, injected), alpha switches out and back in\n")
+                print(
+                    "switching under that load: alpha and gamma switch in to VFs of nic0 (npa-dring plugin, injected), alpha switches out and back in\n"
+                )
             } else {
                 print(plugins == nil ? "(no plugin images: run scripts/build-plugins.sh to see passthrough and switching)\n" : "\n")
             }
@@ -118,17 +122,22 @@ struct Demo: ParsableCommand {
             // DIC from the host, carried out by the guest's shell in its data-path calls).
             let period = Double(frames) / rate
             for (at, name, toPassthrough) in [(0.2, "alpha", true), (0.3, "gamma", true), (0.5, "alpha", false), (0.7, "alpha", true)] {
-                EngineThread.sleep(microseconds: UInt32(max(0, at * period - (Double(Clock.monotonicNanoseconds() - scheduleStart) / 1e9)) * 1e6))
-                switchLog.append("\(name) \(toPassthrough ? "switch-in" : "switch-out"): " + Demo.adminSwitch(admin, vnic: name, toPassthrough: toPassthrough))
+                EngineThread.sleep(
+                    microseconds: UInt32(max(0, at * period - (Double(Clock.monotonicNanoseconds() - scheduleStart) / 1e9)) * 1e6))
+                switchLog.append(
+                    "\(name) \(toPassthrough ? "switch-in" : "switch-out"): "
+                        + Demo.adminSwitch(admin, vnic: name, toPassthrough: toPassthrough))
             }
         }
         var summaries: [(GuestSpec, TrafficSummary)] = []
         for (spec, process, out, _, errors) in running {
             guard let line = readSummaryLine(out.fileHandleForReading), let summary = try? TrafficSummary.decode(line) else {
-                let said = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                let said =
+                    String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
                     .split(separator: "\n").last { !$0.hasPrefix("attached as") }.map(String.init) ?? ""
                 process.waitUntilExit()
-                throw CommandFailure("guest \(spec.name) exited (status \(process.terminationStatus)) without a summary\(said.isEmpty ? "" : ": " + said)")
+                throw CommandFailure(
+                    "guest \(spec.name) exited (status \(process.terminationStatus)) without a summary\(said.isEmpty ? "" : ": " + said)")
             }
             summaries.append((spec, summary))
         }
@@ -168,8 +177,10 @@ struct Demo: ParsableCommand {
         print(String(format: "\nhost engine thread CPU: %.2f s over %.2f s wall", hostCPU, wallSeconds))
         let lost = summaries.reduce(0) { $0 + $1.1.lost }
         let dropped = summaries.reduce(UInt64(0)) { $0 + $1.1.dropped.values.reduce(0, +) } + (status.uplink?.framesInDropped ?? 0)
-        print(lost == 0 ? "every frame sent was received exactly once, in order per flow"
-              : "\(lost) frames not received; \(dropped) drops were counted with a reason (vNICs and the PF queue, see above)")
+        print(
+            lost == 0
+                ? "every frame sent was received exactly once, in order per flow"
+                : "\(lost) frames not received; \(dropped) drops were counted with a reason (vNICs and the PF queue, see above)")
         if !failures.isEmpty {
             standardError("npa demo: not verified: " + failures.joined(separator: "; "))
             throw ExitCode(ExitStatus.notVerified)
@@ -217,7 +228,8 @@ struct Demo: ParsableCommand {
         }
     }
 
-    private func demoJSON(_ summaries: [(GuestSpec, TrafficSummary)], status: StatusReport, hostCPU: Double, wallSeconds: Double) -> String {
+    private func demoJSON(_ summaries: [(GuestSpec, TrafficSummary)], status: StatusReport, hostCPU: Double, wallSeconds: Double) -> String
+    {
         let guests = summaries.map { "\"\($0.0.name)\":\($0.1.json())" }.joined(separator: ",")
         return "{\"guests\":{\(guests)},\"host\":\(status.json()),\"host_cpu_seconds\":\(hostCPU),\"wall_seconds\":\(wallSeconds)}"
     }

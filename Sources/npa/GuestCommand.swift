@@ -57,13 +57,17 @@ struct Guest: ParsableCommand {
     @Option(help: "send, duplex: frame size in bytes (64...9018).")
     var size: Int = 1514
 
-    @Option(help: "The vNIC's MTU, 68...9000 (default: 9000 for workloads that receive, so any frame a sender sends fits; for send, what --size needs).")
+    @Option(
+        help:
+            "The vNIC's MTU, 68...9000 (default: 9000 for workloads that receive, so any frame a sender sends fits; for send, what --size needs)."
+    )
     var mtu: Int?
 
     @Option(help: "send, duplex: offered rate in frames per second (default: as fast as possible).")
     var rate: Double?
 
-    @Option(help: "send, duplex: flows (each with its own sequence numbers and UDP source port); a receiver verifies whatever flows arrive.")
+    @Option(
+        help: "send, duplex: flows (each with its own sequence numbers and UDP source port); a receiver verifies whatever flows arrive.")
     var flows: Int = 1
 
     @Option(help: "send: the first flow id (several senders to one receiver use disjoint flows).")
@@ -72,7 +76,10 @@ struct Guest: ParsableCommand {
     @Option(help: "Give up after this many seconds.")
     var timeout: Double = 30
 
-    @Option(help: "send/recv: a windowed stream, like TCP: the sender keeps at most this many frames in flight and the receiver acknowledges every quarter window (give both the same value; keep it under the receiver's ring).")
+    @Option(
+        help:
+            "send/recv: a windowed stream, like TCP: the sender keeps at most this many frames in flight and the receiver acknowledges every quarter window (give both the same value; keep it under the receiver's ring)."
+    )
     var window: Int?
 
     @Flag(help: "send: wait until the destination is attached before sending.")
@@ -100,7 +107,8 @@ struct Guest: ParsableCommand {
     }
 
     var traffic: TrafficWorkload {
-        var workload = TrafficWorkload(count: count, frameBytes: size, rate: rate, flows: flows, flowBase: flowBase, timeoutSeconds: timeout)
+        var workload = TrafficWorkload(
+            count: count, frameBytes: size, rate: rate, flows: flows, flowBase: flowBase, timeoutSeconds: timeout)
         workload.window = window
         return workload
     }

@@ -67,7 +67,8 @@ struct Host: ParsableCommand {
         if let (soft, hard) = try? ResourceLimits.openFiles() { logger.info("descriptor limit \(soft) (hard \(hard))") }
         // Refusals of the socket path (a file there, a live host) are one line, exit status 2.
         let daemon: HostDaemon
-        do { daemon = try HostDaemon(socketPath: socket, adminSocketPath: adminSocket, configuration: configuration, logger: logger) } catch {
+        do { daemon = try HostDaemon(socketPath: socket, adminSocketPath: adminSocket, configuration: configuration, logger: logger) } catch
+        {
             throw CommandFailure("\(error)")
         }
         TerminationSignals.deliver(to: daemon.stopDescriptor)

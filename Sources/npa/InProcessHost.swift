@@ -28,7 +28,8 @@ final class InProcessHost {
     }
 
     /// A host whose uplink is the PF of one software NIC, with the plugin images in `plugins`.
-    static func withNIC(label: String, model: String, vfs: Int = 8, autoPassthrough: Bool = false, plugins: String) throws -> InProcessHost {
+    static func withNIC(label: String, model: String, vfs: Int = 8, autoPassthrough: Bool = false, plugins: String) throws -> InProcessHost
+    {
         var config = HostConfiguration()
         config.nics = [.init(name: "nic0", model: model, vfs: vfs)]
         config.uplink = .nic("nic0")
@@ -39,8 +40,10 @@ final class InProcessHost {
 
     /// Attaches a guest in this process (1024-descriptor rings; jumbo buffers for large frames).
     /// `configure` may adjust the rest (queues, spinning) before the guest attaches.
-    func attach(_ name: String, mac: String, memoryMiB: Int = 32, frameBytes: Int = 1514,
-                configure: (inout VirtualNIC.Configuration) -> Void = { _ in }) throws -> VirtualNIC {
+    func attach(
+        _ name: String, mac: String, memoryMiB: Int = 32, frameBytes: Int = 1514,
+        configure: (inout VirtualNIC.Configuration) -> Void = { _ in }
+    ) throws -> VirtualNIC {
         var c = VirtualNIC.Configuration(name: name, mac: MACAddress(mac))
         c.ringSize = 1024
         c.memoryBytes = memoryMiB << 20

@@ -55,7 +55,10 @@ struct Soak: ParsableCommand {
             throw ValidationError("--seconds, --minutes and --seed are for --chaos")
         }
         guard switches >= 1, switches <= 1_000_000 else { throw ValidationError("--switches must be 1...1000000") }
-        guard framesPerSwitch >= 40, framesPerSwitch % 40 == 0 else { throw ValidationError("--frames-per-switch must be a positive multiple of 40 (two sends per guest per switch, two flows, bursts of 10)") }
+        guard framesPerSwitch >= 40, framesPerSwitch % 40 == 0 else {
+            throw ValidationError(
+                "--frames-per-switch must be a positive multiple of 40 (two sends per guest per switch, two flows, bursts of 10)")
+        }
         try NICModelOption.validate(model)
     }
 
@@ -106,7 +109,8 @@ struct Soak: ParsableCommand {
                 let flow = sent / 10 % flows
                 let first = seq[flow]
                 let n = from.transmit(queue: flow, count: 10 - sent % 10) { i, buffer in
-                    TrafficFrame.write(into: buffer, destination: to.mac, source: from.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 1514)
+                    TrafficFrame.write(
+                        into: buffer, destination: to.mac, source: from.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 1514)
                 }
                 seq[flow] += UInt64(n)
                 sent += n
@@ -149,7 +153,9 @@ struct Soak: ParsableCommand {
             print(String(decoding: try e.encode(s), as: UTF8.self))
         } else {
             print("soak (\(model)): \(s.switches) switches in \(String(format: "%.1f", s.seconds)) s, 1514-byte frames both ways")
-            print("  sent \(s.sent), received \(s.received), lost \(s.lost), duplicates \(s.duplicates), out of order \(s.outOfOrder), leaked buffers \(s.leakedBuffers)")
+            print(
+                "  sent \(s.sent), received \(s.received), lost \(s.lost), duplicates \(s.duplicates), out of order \(s.outOfOrder), leaked buffers \(s.leakedBuffers)"
+            )
             print(String(format: "  switch-in  ms: p50 %.3f  p99 %.3f  max %.3f", s.switchInMs.p50, s.switchInMs.p99, s.switchInMs.max))
             print(String(format: "  switch-out ms: p50 %.3f  p99 %.3f  max %.3f", s.switchOutMs.p50, s.switchOutMs.p99, s.switchOutMs.max))
         }
@@ -159,20 +165,34 @@ struct Soak: ParsableCommand {
     private func runChaos(plugins: String) throws {
         let seed = seed ?? Clock.monotonicNanoseconds()
         let duration = seconds ?? minutes * 60
-        if !json { print("chaos soak: \(String(format: "%.0f", duration)) s, seed \(seed) (npa soak --chaos --seconds \(String(format: "%.0f", duration)) --seed \(seed) replays the schedule)") }
+        if !json {
+            print(
+                "chaos soak: \(String(format: "%.0f", duration)) s, seed \(seed) (npa soak --chaos --seconds \(String(format: "%.0f", duration)) --seed \(seed) replays the schedule)"
+            )
+        }
         let report = try ChaosSoak(.init(seconds: duration, seed: seed, plugins: plugins)).run()
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
             print(String(decoding: try e.encode(report), as: UTF8.self))
         } else {
-            print(String(format: "ran %.1f s; actions: ", report.seconds) + report.actions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            print(
+                String(format: "ran %.1f s; actions: ", report.seconds)
+                    + report.actions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             for s in report.streams {
-                let drops = s.dropped.isEmpty ? "none" : s.dropped.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-                print("  \(s.name): sent \(s.sent), verified \(s.received), duplicates \(s.duplicates), out of order \(s.outOfOrder), dropped (counted) \(drops)")
+                let drops =
+                    s.dropped.isEmpty ? "none" : s.dropped.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                print(
+                    "  \(s.name): sent \(s.sent), verified \(s.received), duplicates \(s.duplicates), out of order \(s.outOfOrder), dropped (counted) \(drops)"
+                )
             }
-            print("  process before/after: " + report.baseline.keys.sorted().map { "\($0) \(report.baseline[$0]!)/\(report.final[$0] ?? -1)" }.joined(separator: ", "))
-            print(report.violations.isEmpty ? "every invariant held" : "violations:\n" + report.violations.map { "  " + $0 }.joined(separator: "\n"))
+            print(
+                "  process before/after: "
+                    + report.baseline.keys.sorted().map { "\($0) \(report.baseline[$0]!)/\(report.final[$0] ?? -1)" }.joined(
+                        separator: ", "))
+            print(
+                report.violations.isEmpty
+                    ? "every invariant held" : "violations:\n" + report.violations.map { "  " + $0 }.joined(separator: "\n"))
         }
         if !report.violations.isEmpty {
             standardError("npa soak --chaos: \(report.violations.count) invariant(s) broken (seed \(seed))")

@@ -33,28 +33,39 @@ struct Status: ParsableCommand {
 /// Renders a status report as a fixed-width table a person can read.
 enum StatusTable {
     static func render(_ report: StatusReport) -> String {
-        var rows = [["vNIC", "MAC", "mode", "VF", "plugin", "last switch", "link", "state", "tx frames", "rx frames", "tx MB", "rx MB", "drops"]]
+        var rows = [
+            ["vNIC", "MAC", "mode", "VF", "plugin", "last switch", "link", "state", "tx frames", "rx frames", "tx MB", "rx MB", "drops"]
+        ]
         for v in report.vnics {
             let c = v.counters
-            let drops = c.filter { ($0.key.hasPrefix("drop_") || $0.key == "vf_spoofed_drops" || $0.key == "vf_no_buffer_drops") && $0.value > 0 }
-                .sorted { $0.key < $1.key }.map { "\($0.key.hasPrefix("drop_") ? String($0.key.dropFirst(5)) : $0.key)=\($0.value)" }.joined(separator: " ")
+            let drops = c.filter {
+                ($0.key.hasPrefix("drop_") || $0.key == "vf_spoofed_drops" || $0.key == "vf_no_buffer_drops") && $0.value > 0
+            }
+            .sorted { $0.key < $1.key }.map { "\($0.key.hasPrefix("drop_") ? String($0.key.dropFirst(5)) : $0.key)=\($0.value)" }.joined(
+                separator: " ")
             let passthrough = v.mode == "passthrough"
             rows.append([
                 v.name, v.mac, v.mode, v.vf ?? "-", v.plugin ?? "-",
-                v.switchPending ?? v.lastSwitchMilliseconds.map { String(format: "%.2f ms", $0) } ?? v.lastSwitchError.map { "failed: \($0)" } ?? "-",
+                v.switchPending ?? v.lastSwitchMilliseconds.map { String(format: "%.2f ms", $0) } ?? v.lastSwitchError.map {
+                    "failed: \($0)"
+                } ?? "-",
                 v.link, v.state,
-                "\((passthrough ? c["vf_tx_frames"] : nil) ?? c["tx_frames"] ?? 0)", "\((passthrough ? c["vf_rx_frames"] : nil) ?? c["rx_frames"] ?? 0)",
+                "\((passthrough ? c["vf_tx_frames"] : nil) ?? c["tx_frames"] ?? 0)",
+                "\((passthrough ? c["vf_rx_frames"] : nil) ?? c["rx_frames"] ?? 0)",
                 String(format: "%.1f", Double(c["tx_bytes"] ?? 0) / 1e6), String(format: "%.1f", Double(c["rx_bytes"] ?? 0) / 1e6),
                 drops.isEmpty ? "-" : drops,
             ])
         }
         var text = table(rows)
         if let u = report.uplink {
-            text += "\nuplink (\(u.kind)): \(u.framesOut) frames out" + (u.framesInDropped.map { ", \($0) frames in dropped (PF queue full)" } ?? ", \(u.bytesOut) bytes")
+            text +=
+                "\nuplink (\(u.kind)): \(u.framesOut) frames out"
+                + (u.framesInDropped.map { ", \($0) frames in dropped (PF queue full)" } ?? ", \(u.bytesOut) bytes")
         }
         if report.vnics.isEmpty { text += "\n(no vNICs attached)" }
         if let h = report.host {
-            text += "\nconnections: \(h.connections) of \(h.maxConnections); refused at the cap \(h.connectionsRefused), "
+            text +=
+                "\nconnections: \(h.connections) of \(h.maxConnections); refused at the cap \(h.connectionsRefused), "
                 + "closed without attaching \(h.attachTimeouts), accept out of descriptors \(h.acceptFDExhausted) (limit \(h.fdLimit))"
                 + "\nadmin requests refused on guests' connections (admin_refused): \(h.adminRefused)"
         }

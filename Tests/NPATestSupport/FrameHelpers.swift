@@ -3,7 +3,9 @@ import NPAShell
 import NPAWorkload
 
 /// Builds an Ethernet frame: dst, src, optional 802.1Q tag, EtherType 0x88B5, payload.
-package func ethernetFrame(to dst: MACAddress, from src: MACAddress, vlan: UInt16? = nil, payload: [UInt8] = Array(repeating: 0xAB, count: 46)) -> [UInt8] {
+package func ethernetFrame(
+    to dst: MACAddress, from src: MACAddress, vlan: UInt16? = nil, payload: [UInt8] = Array(repeating: 0xAB, count: 46)
+) -> [UInt8] {
     var f = dst.bytes + src.bytes
     if let vlan { f += [0x81, 0x00, UInt8(vlan >> 8), UInt8(vlan & 0xFF)] }
     return f + [0x88, 0xB5] + payload
@@ -43,7 +45,9 @@ import Glibc
 /// Receives on `nic` until each of `total` frames sent to it is either verified or counted as
 /// dropped by its NIC (waiting up to `timeoutMilliseconds`, a generous bound, never a quiet
 /// period). Returns the drop counts by reason.
-package func receiveUntilAccounted(_ nic: VirtualNIC, _ verifier: inout FlowVerifier, total: Int, timeoutMilliseconds: Int = 10_000) throws -> [String: UInt64] {
+package func receiveUntilAccounted(_ nic: VirtualNIC, _ verifier: inout FlowVerifier, total: Int, timeoutMilliseconds: Int = 10_000) throws
+    -> [String: UInt64]
+{
     var drops = try nic.dropCounts()
     let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
     while UInt64(verifier.unique) + drops.values.reduce(0, +) < UInt64(total) && ContinuousClock.now < deadline {

@@ -54,6 +54,8 @@ package func attach(_ host: TestHost, _ spec: GuestSpec) throws -> VirtualNIC {
 }
 
 /// Attaches a guest named `name` to `host` (the shorthand most tests use).
-package func attach(_ host: TestHost, _ name: String, mac: String? = nil, queues: Int = 2, ringSize: Int = 256, memoryMiB: Int = 8) throws -> VirtualNIC {
+package func attach(_ host: TestHost, _ name: String, mac: String? = nil, queues: Int = 2, ringSize: Int = 256, memoryMiB: Int = 8) throws
+    -> VirtualNIC
+{
     try attach(host, GuestSpec(name, mac: mac, queues: queues, ringSize: ringSize, memoryMiB: memoryMiB))
 }

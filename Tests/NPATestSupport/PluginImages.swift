@@ -14,7 +14,8 @@ package enum PluginImages {
     private static func buildNow() throws -> URL {
         // This file is Tests/NPATestSupport/PluginImages.swift: three levels below the root.
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("npa-plugins-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "npa-plugins-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         let build = Process()
         build.executableURL = URL(fileURLWithPath: "/bin/bash")
         build.arguments = [root.appendingPathComponent("scripts/build-plugins.sh").path, out.path]

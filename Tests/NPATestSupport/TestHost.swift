@@ -21,8 +21,12 @@ package final class TestHost: @unchecked Sendable {
         // machine imposes, so no outcome here depends on timing; tests of those limits set their own.
         var configuration = configuration
         let defaults = HostConfiguration()
-        if configuration.receiverStallMilliseconds == defaults.receiverStallMilliseconds { configuration.receiverStallMilliseconds = 60_000 }
-        if configuration.switchTimeoutMilliseconds == defaults.switchTimeoutMilliseconds { configuration.switchTimeoutMilliseconds = 60_000 }
+        if configuration.receiverStallMilliseconds == defaults.receiverStallMilliseconds {
+            configuration.receiverStallMilliseconds = 60_000
+        }
+        if configuration.switchTimeoutMilliseconds == defaults.switchTimeoutMilliseconds {
+            configuration.switchTimeoutMilliseconds = 60_000
+        }
         self.socketPath = socketPath ?? Self.freshSocketPath()
         var logger = Logger(label: "npa.test.host")
         logger.logLevel = ProcessInfo.processInfo.environment["NPA_TEST_LOG"] != nil ? .debug : .critical

@@ -47,20 +47,25 @@ package final class VFGuest {
         memory = try SharedMemory(name: "vf-guest-\(vf)", size: 8 << 20)
         regionBytes = (ringSize * 36 + 4095) & ~4095
         let poolBase = 0x10000 + regionBytes * 4 * queues  // room for two generations of regions
-        pool = BufferPool(baseVA: memory.base + poolBase, baseGPA: UInt64(poolBase), bufferSize: 2048, count: (memory.size - poolBase) / 2048)
+        pool = BufferPool(
+            baseVA: memory.base + poolBase, baseGPA: UInt64(poolBase), bufferSize: 2048, count: (memory.size - poolBase) / 2048)
         dataPath = try Self.makeDataPath(
-            nic: nic, vf: vf, memory: memory, pool: pool, queues: queues, ringSize: ringSize, regionBytes: regionBytes, firstRegion: 0, mac: mac,
+            nic: nic, vf: vf, memory: memory, pool: pool, queues: queues, ringSize: ringSize, regionBytes: regionBytes, firstRegion: 0,
+            mac: mac,
             entry: self.entry)
     }
 
     private static func makeDataPath(
-        nic: SoftNIC, vf: Int, memory: SharedMemory, pool: BufferPool, queues: Int, ringSize: Int, regionBytes: Int, firstRegion: Int, mac: MACAddress,
+        nic: SoftNIC, vf: Int, memory: SharedMemory, pool: BufferPool, queues: Int, ringSize: Int, regionBytes: Int, firstRegion: Int,
+        mac: MACAddress,
         entry: npa_plugin_entry_fn
     ) throws -> ShellDataPath {
         let base = memory.base
         func region(_ i: Int) -> npa_queue_region {
             let gpa = UInt64(0x10000 + regionBytes * (firstRegion + i))
-            return npa_queue_region(va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0, completion_offset: 0)
+            return npa_queue_region(
+                va: base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0,
+                completion_offset: 0)
         }
         let tx = (0..<queues).map { region($0) }
         let rx = (0..<queues).map { region(queues + $0) }
@@ -77,7 +82,8 @@ package final class VFGuest {
         nic.grant(vf: vf, memory: GuestMemory(base: memory.base, size: memory.size))
         nic.setMAC(vf: vf, mac)
         try nic.initializeQueues(
-            vf: vf, tx: plugin.reportedRegions(rx: false).map(config), rx: plugin.reportedRegions(rx: true).map(config), interrupt: interrupt)
+            vf: vf, tx: plugin.reportedRegions(rx: false).map(config), rx: plugin.reportedRegions(rx: true).map(config),
+            interrupt: interrupt)
         dataPath.refillAll()
         nic.enable(vf: vf)
         return dataPath

@@ -25,13 +25,17 @@ import Testing
             memory = try SharedMemory(name: "npa-test-raw", size: 2 << 20)
             doorbell = try EventNotifier()
             interrupt = try EventNotifier()
-            let reply = try request(ControlMessage.attach(.init(name: name, mac: nil, interruptVectors: 1)), descriptors: [memory.fd, doorbell.fd, interrupt.fd])
+            let reply = try request(
+                ControlMessage.attach(.init(name: name, mac: nil, interruptVectors: 1)),
+                descriptors: [memory.fd, doorbell.fd, interrupt.fd])
             guard case .attached = reply else { throw CommandFailed("attach: \(reply)") }
         }
 
         func request(_ message: ControlMessage, descriptors: [FileDescriptor] = []) throws -> ControlMessage {
             try socket.send(message.encode(), descriptors: descriptors)
-            guard socket.waitReadable(timeoutMilliseconds: 20_000), let received = try socket.receive() else { throw CommandFailed("no answer") }
+            guard socket.waitReadable(timeoutMilliseconds: 20_000), let received = try socket.receive() else {
+                throw CommandFailed("no answer")
+            }
             for fd in received.descriptors { try? fd.close() }
             return try ControlMessage.parse(received.bytes)
         }
@@ -73,7 +77,9 @@ import Testing
         #expect(after.vnics.first { $0.name == "intruder" }?.mode == "emulated")
         // The guest still drives its own vNIC, and may ask whether a peer is there.
         #expect(try intruder.request(ControlMessage.peerQuery(mac: victim.mac)) == .peerReply(mac: victim.mac, active: true))
-        #expect(try intruder.request(ControlMessage.peerQuery(mac: MACAddress("02:00:00:00:ad:99")!)) == .peerReply(mac: MACAddress("02:00:00:00:ad:99")!, active: false))
+        #expect(
+            try intruder.request(ControlMessage.peerQuery(mac: MACAddress("02:00:00:00:ad:99")!))
+                == .peerReply(mac: MACAddress("02:00:00:00:ad:99")!, active: false))
         #expect(victim.mode == "passthrough")
         // `npa status` shows the count in its host section.
         let table = try NPAProcess(["status", "--host", host.socketPath]).finish()
@@ -99,7 +105,9 @@ import Testing
         let socket = try SeqPacketSocket.connect(path: host.adminSocketPath)
         let memory = try SharedMemory(name: "npa-test-raw", size: 2 << 20)
         let doorbell = try EventNotifier(), interrupt = try EventNotifier()
-        try socket.send(ControlMessage.attach(.init(name: "sneaky", mac: nil, interruptVectors: 1)).encode(), descriptors: [memory.fd, doorbell.fd, interrupt.fd])
+        try socket.send(
+            ControlMessage.attach(.init(name: "sneaky", mac: nil, interruptVectors: 1)).encode(),
+            descriptors: [memory.fd, doorbell.fd, interrupt.fd])
         #expect(socket.waitReadable(timeoutMilliseconds: 20_000))
         let reply = try socket.receive().map { try ControlMessage.parse($0.bytes) }
         guard case .error(let code, _)? = reply else {
@@ -107,7 +115,9 @@ import Testing
             return
         }
         #expect(code == ControlMessage.ErrorCode.notPermitted)
-        for message: ControlMessage in [.countersRequest, .switchQuery, .registerWrite(bar: 1, offset: 0, value: 1), .peerQuery(mac: .broadcast)] {
+        for message: ControlMessage in [
+            .countersRequest, .switchQuery, .registerWrite(bar: 1, offset: 0, value: 1), .peerQuery(mac: .broadcast),
+        ] {
             try socket.send(message.encode())
             #expect(socket.waitReadable(timeoutMilliseconds: 20_000))
             let answer = try socket.receive().map { try ControlMessage.parse($0.bytes) }
@@ -136,7 +146,10 @@ import Testing
         #expect(a.mode == "passthrough")
         let reset = try NPAProcess(["vnic", "reset-vf", "alpha", "--admin-socket", host.adminSocketPath]).finish()
         #expect(reset.status == 0, "\(reset.stderr)")
-        #expect(eventually { _ = a.reclaimTransmitted(); return a.mode == "emulated" })
+        #expect(
+            eventually {
+                _ = a.reclaimTransmitted(); return a.mode == "emulated"
+            })
         // A control socket is not an admin socket: the tool says so and exits non-zero.
         let wrong = try NPAProcess(["vnic", "switch-in", "alpha", "--admin-socket", host.socketPath]).finish()
         #expect(wrong.status != 0)

@@ -24,7 +24,8 @@ import Testing
             try b.setMAC(a.mac)
         } throws: { error in
             guard let refusal = error as? HostRefusal else { return false }
-            return refusal.code == ControlMessage.ErrorCode.invalidState && refusal.message == "MAC \(a.mac) is already used by another vNIC"
+            return refusal.code == ControlMessage.ErrorCode.invalidState
+                && refusal.message == "MAC \(a.mac) is already used by another vNIC"
         }
         let status = try host.admin.status()
         #expect(status.vnics.first { $0.name == "b" }?.mac == "02:00:00:00:ad:0b")
@@ -43,7 +44,9 @@ import Testing
     @Test func attachTakesOnlyAFreeMACThePolicyAllows() throws {
         let pair = [MACAddress("02:00:00:00:ad:21")!, MACAddress("02:00:00:00:ad:22")!]
         var config = HostConfiguration()
-        config.guestPolicies = ["p1": GuestPolicy(allowedMACs: pair), "p2": GuestPolicy(allowedMACs: pair), "p3": GuestPolicy(allowedMACs: pair)]
+        config.guestPolicies = [
+            "p1": GuestPolicy(allowedMACs: pair), "p2": GuestPolicy(allowedMACs: pair), "p3": GuestPolicy(allowedMACs: pair),
+        ]
         let host = try TestHost(configuration: config)
         defer { host.stop() }
         let first = try attach(host, "p1"), second = try attach(host, "p2")
@@ -60,10 +63,14 @@ import Testing
     /// guessed from its text — a policy refusal says refusedByPolicy, a host without a free VF
     /// says invalidState.
     @Test func aSwitchRefusalCarriesTheCodeOfItsRule() throws {
-        let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 1, policies: ["locked": GuestPolicy(allowPassthrough: false)]))
+        let host = try TestHost(
+            configuration: .withNIC(model: "npa-dring", vfs: 1, policies: ["locked": GuestPolicy(allowPassthrough: false)]))
         defer { host.stop() }
         let locked = try attach(host, "locked"), a = try attach(host, "a"), b = try attach(host, "b")
-        #expect(throws: AdminClient.Failure.refused(code: ControlMessage.ErrorCode.refusedByPolicy, message: "passthrough is not allowed for guest 'locked' by host policy")) {
+        #expect(
+            throws: AdminClient.Failure.refused(
+                code: ControlMessage.ErrorCode.refusedByPolicy, message: "passthrough is not allowed for guest 'locked' by host policy")
+        ) {
             try host.admin.switchVNIC(name: locked.name, toPassthrough: true)
         }
         try host.admin.switchVNIC(name: a.name, toPassthrough: true)

@@ -19,7 +19,8 @@ import Testing
         while sent < count {
             let first = UInt64(sent)
             let n = sender.transmit(queue: 0, count: min(32, count - sent)) { i, buffer in
-                TrafficFrame.write(into: buffer, destination: receiver, source: source, flow: flow, sequence: first + UInt64(i), length: 128)
+                TrafficFrame.write(
+                    into: buffer, destination: receiver, source: source, flow: flow, sequence: first + UInt64(i), length: 128)
             }
             sent += n
             if n == 0 && !sender.waitForTransmitSpace(queue: 0, timeoutMilliseconds: 20) {
@@ -74,7 +75,9 @@ import Testing
 
     /// The same through the NIC model: a VF receiver without buffers holds back a VF sender (its
     /// descriptors stay in its ring) and an emulated sender (the host's PF burst stops there).
-    @Test(arguments: [("npa-dring", false, true), ("npa-dring", true, true), ("npa-cq", false, true), ("npa-cq", true, true), ("npa-cq", true, false)])
+    @Test(arguments: [
+        ("npa-dring", false, true), ("npa-dring", true, true), ("npa-cq", false, true), ("npa-cq", true, true), ("npa-cq", true, false),
+    ])
     func aVFReceiverThatFallsBehindHoldsItsSenderBack(_ model: String, _ senderOnVF: Bool, _ receiverOnVF: Bool) throws {
         let fixture = try PassthroughFixture(
             model: model, vfs: 4, a: GuestSpec("a", mac: "02:00:00:00:e0:01", queues: 1, memoryMiB: 32),

@@ -17,8 +17,9 @@ import Testing
     }
 
     @Test func ratiosAreMbpsPerGHzOfGuestPlusHostCPU() throws {
-        let machine = BenchReport.Machine(date: "d", cpus: 2, ghz: 2, ghzMethod: "m", model: "npa-dring", queues: 1, polling: "p",
-                                          pinning: "none", secondsPerRun: 2, roundsPerPhase: 1, ringSize: 4096, window: "w", coreToCoreRoundTripNS: nil)
+        let machine = BenchReport.Machine(
+            date: "d", cpus: 2, ghz: 2, ghzMethod: "m", model: "npa-dring", queues: 1, polling: "p",
+            pinning: "none", secondsPerRun: 2, roundsPerPhase: 1, ringSize: 4096, window: "w", coreToCoreRoundTripNS: nil)
         var report = BenchReport(machine: machine)
         // Same throughput; emulated costs 0.5 guest + 1.0 host cores per direction, passthrough 0.5 + 0.
         report.add(fullRate: run(false, mpps: 1, guest: 0.5, host: 1.0))
@@ -32,7 +33,9 @@ import Testing
         report.add(equalLoadOf: run(false, mpps: 0.5, guest: 0.25, host: 0.5), run(true, mpps: 0.5, guest: 0.25, host: 0))
         #expect(abs(report.equalLoad[0].savingPercent - 50) < 1e-9)
         let json = try report.json()
-        for key in ["\"results\"", "\"ratios\"", "\"equal_load\"", "\"cpu_cores\"", "\"mbps_per_ghz\"", "\"frame_bytes\"", "\"saving_percent\""] {
+        for key in [
+            "\"results\"", "\"ratios\"", "\"equal_load\"", "\"cpu_cores\"", "\"mbps_per_ghz\"", "\"frame_bytes\"", "\"saving_percent\"",
+        ] {
             #expect(json.contains(key), "\(key)")
         }
     }

@@ -38,7 +38,8 @@ import Testing
             for (flow, from) in [a, c].enumerated() {
                 let first = sequences[flow], b = self.b
                 let n = from.transmit(count: 16) { i, buffer in
-                    TrafficFrame.write(into: buffer, destination: b.mac, source: from.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 300)
+                    TrafficFrame.write(
+                        into: buffer, destination: b.mac, source: from.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 300)
                 }
                 sequences[flow] += UInt64(n)
                 sent += n

@@ -20,7 +20,9 @@ import Testing
         .switchQuery,
         .switchOffer(.init(kind: .switchIn, vf: 3, model: "npa-cq", plugin: "npa-cq-swift")),
         .switchOffer(.init(kind: .none)),
-        .switchInReady(txRegions: [.init(gpa: 0x10000, ringSize: 256)], rxRegions: [.init(gpa: 0x20000, ringSize: 256), .init(gpa: 0x30000, ringSize: 512)], plugin: "npa-cq-swift 1.0"),
+        .switchInReady(
+            txRegions: [.init(gpa: 0x10000, ringSize: 256)],
+            rxRegions: [.init(gpa: 0x20000, ringSize: 256), .init(gpa: 0x30000, ringSize: 512)], plugin: "npa-cq-swift 1.0"),
         .switchOutBegin,
         .switchOutDone,
         .adminSwitch(vnic: "alpha", toPassthrough: true),

@@ -16,14 +16,20 @@ import Testing
         (DeviceRefusal.noRegister(offset: 0x1F4), ControlMessage.ErrorCode.invalidArgument, "no register at BAR1 offset 0x1f4"),
         (.unsupportedRevision, ControlMessage.ErrorCode.invalidArgument, "only revision 1 is supported"),
         (.unsupportedCommand(0xCAFE_00FF), ControlMessage.ErrorCode.invalidArgument, "unsupported command 0xcafe00ff"),
-        (.activation(reason: "MTU 9 is not in 68...9000"), ControlMessage.ErrorCode.invalidState, "ACTIVATE refused: MTU 9 is not in 68...9000"),
+        (
+            .activation(reason: "MTU 9 is not in 68...9000"), ControlMessage.ErrorCode.invalidState,
+            "ACTIVATE refused: MTU 9 is not in 68...9000"
+        ),
         (.noSwitchUnderWay, ControlMessage.ErrorCode.invalidState, "no switch to passthrough is under way for this vNIC"),
         (.driverSharedNotSet, ControlMessage.ErrorCode.invalidState, "DriverShared is not set"),
         (.multicastTableLength(7), ControlMessage.ErrorCode.invalidState, "multicast table length 7 is not a multiple of 6 up to 1536"),
         (.multicastTableOutsideMemory, ControlMessage.ErrorCode.invalidState, "multicast table lies outside guest memory"),
         (.notMulticast(mac), ControlMessage.ErrorCode.invalidState, "MAC filter entry 02:00:00:00:ad:01 is not a multicast address"),
         (.admission(admission), admission.code, admission.description),
-        (.admission(.promiscuousNotAllowed(guest: "g")), ControlMessage.ErrorCode.refusedByPolicy, AdmissionRefusal.promiscuousNotAllowed(guest: "g").description),
+        (
+            .admission(.promiscuousNotAllowed(guest: "g")), ControlMessage.ErrorCode.refusedByPolicy,
+            AdmissionRefusal.promiscuousNotAllowed(guest: "g").description
+        ),
     ])
     func eachDeviceRefusalHasTheCodeAndTextOfItsRule(_ refusal: DeviceRefusal, _ code: UInt32, _ text: String) {
         #expect(refusal.code == code)
@@ -45,9 +51,12 @@ import Testing
         let command = refusal { _ = try a.writeRegister(.cmd, 0xCAFE_00FF) }
         #expect(command?.code == ControlMessage.ErrorCode.invalidArgument && command?.message == "unsupported command 0xcafe00ff")
         let noSwitch = refusal { _ = try a.writeRegister(.cmd, VMXNET3.Command.stopEmulation.rawValue) }
-        #expect(noSwitch?.code == ControlMessage.ErrorCode.invalidState && noSwitch?.message == "no switch to passthrough is under way for this vNIC")
+        #expect(
+            noSwitch?.code == ControlMessage.ErrorCode.invalidState
+                && noSwitch?.message == "no switch to passthrough is under way for this vNIC")
         let takeover = refusal { try b.setMAC(a.mac) }
-        #expect(takeover?.code == ControlMessage.ErrorCode.invalidState && takeover?.message == "MAC \(a.mac) is already used by another vNIC")
+        #expect(
+            takeover?.code == ControlMessage.ErrorCode.invalidState && takeover?.message == "MAC \(a.mac) is already used by another vNIC")
         // Refusals change nothing: the link still answers.
         #expect(try a.linkIsUp())
         #expect(b.mac == MACAddress("02:00:00:00:ad:0b")!)

@@ -151,7 +151,9 @@ extension DeviceStateCodecTests {
     /// The fuzzer's seeds (FuzzTesting/make-seeds.py) are states this codec reads: a format
     /// change that forgets them fails here, not silently in a fuzz run that only sees refusals.
     @Test func theFuzzSeedsDecodeAndReencodeUnchanged() throws {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../FuzzTesting/corpus/device-state").standardized
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../FuzzTesting/corpus/device-state"
+        ).standardized
         let files = try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
         #expect(files.count >= 4)
         for file in files {

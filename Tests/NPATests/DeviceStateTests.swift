@@ -49,7 +49,8 @@ import Testing
             for flow in 0..<flows where sent[flow] < total / flows {
                 let first = UInt64(sent[flow])
                 let n = a.transmit(queue: flow, count: min(32, total / flows - sent[flow])) { i, buffer in
-                    TrafficFrame.write(into: buffer, destination: dst, source: src, flow: UInt32(flow), sequence: first + UInt64(i), length: 128)
+                    TrafficFrame.write(
+                        into: buffer, destination: dst, source: src, flow: UInt32(flow), sequence: first + UInt64(i), length: 128)
                 }
                 sent[flow] += n
                 progress += n
@@ -67,7 +68,8 @@ import Testing
         #expect(sent.reduce(0, +) == total, "the stream stalled after \(checkpoints) checkpoints")
         let drops = try receiveUntilAccounted(b, &verifier, total: total)
         #expect(checkpoints >= 12)
-        #expect(verifier.unique == total && verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.invalid == 0 && verifier.gaps == 0)
+        #expect(
+            verifier.unique == total && verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.invalid == 0 && verifier.gaps == 0)
         #expect(drops.isEmpty, "\(drops)")
         #expect(try a.deviceCounters()["tx_frames"] == UInt64(total))
         #expect(try b.deviceCounters()["rx_frames"] == UInt64(total))
@@ -94,7 +96,8 @@ import Testing
             for state in [outside, taken, vectors] {
                 do {
                     _ = try EmulatedDevice(
-                        restoring: state, handles: device.handles, policy: device.policy, maxQueues: 4, vswitch: daemon.dataPath.vswitch, admission: daemon.admission,
+                        restoring: state, handles: device.handles, policy: device.policy, maxQueues: 4, vswitch: daemon.dataPath.vswitch,
+                        admission: daemon.admission,
                         logger: daemon.logger)
                 } catch let error as DeviceStateError {
                     out.append(error)
@@ -131,7 +134,8 @@ import Testing
             region: try SharedMemory(name: "npa-test-device-state", size: 1 << 20), doorbell: try EventNotifier(),
             interrupts: try (0..<Int(state.interrupts.vectorCount)).map { _ in try EventNotifier() }, registerPage: nil, port: nil)
         let device = try EmulatedDevice(
-            restoring: state, handles: handles, policy: policy, maxQueues: 4, vswitch: vswitch, admission: Admission(vswitch: vswitch), logger: logger)
+            restoring: state, handles: handles, policy: policy, maxQueues: 4, vswitch: vswitch, admission: Admission(vswitch: vswitch),
+            logger: logger)
         #expect(vswitch.owner(of: state.identity.mac) == device.port)
         #expect(vswitch.portMAC[device.port] == state.identity.mac.value)
         for vlan in state.filters.vlans { #expect(vswitch.isMember(device.port, vlan: vlan)) }

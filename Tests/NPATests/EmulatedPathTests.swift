@@ -19,7 +19,9 @@ import Testing
             var sent = 0
             while sent < 300 {
                 let n = a.transmit(count: min(50, 300 - sent)) { i, buffer in
-                    let f = ethernetFrame(to: dst.mac, from: a.mac, payload: [tag, UInt8((sent + i) >> 8), UInt8((sent + i) & 0xFF)] + Array(repeating: 0, count: 43))
+                    let f = ethernetFrame(
+                        to: dst.mac, from: a.mac,
+                        payload: [tag, UInt8((sent + i) >> 8), UInt8((sent + i) & 0xFF)] + Array(repeating: 0, count: 43))
                     buffer.copyBytes(from: f)
                     return f.count
                 }
@@ -83,7 +85,8 @@ import Testing
 
     @Test func policyRefusalsAreClearErrorsAndChangeNothing() throws {
         var config = HostConfiguration()
-        config.guestPolicies["strict"] = GuestPolicy(allowedMACs: [MACAddress("02:00:00:00:01:01")!, MACAddress("02:00:00:00:01:02")!], allowedVLANs: [0, 5])
+        config.guestPolicies["strict"] = GuestPolicy(
+            allowedMACs: [MACAddress("02:00:00:00:01:01")!, MACAddress("02:00:00:00:01:02")!], allowedVLANs: [0, 5])
         let host = try TestHost(configuration: config)
         defer { host.stop() }
         // Attaching with a MAC outside policy is refused.
@@ -134,7 +137,8 @@ import Testing
             for flow in 0..<flows {
                 let first = sequences[flow]
                 let n = a.transmit(queue: flow % 2, count: 10) { i, buffer in
-                    TrafficFrame.write(into: buffer, destination: b.mac, source: a.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 128)
+                    TrafficFrame.write(
+                        into: buffer, destination: b.mac, source: a.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 128)
                 }
                 sequences[flow] += UInt64(n)
             }

@@ -18,9 +18,11 @@ import Testing
     @Test func aReceiverVerifiesEveryFlowItSeesAndCountsTheBytesItGot() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:01:02",
+        let recv = try NPAProcess.attachedGuest(
+            "recv", host: host, name: "rx", mac: "02:00:00:00:01:02",
             ["--count", "8000", "--timeout", "120", "--json"])
-        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:01:01",
+        let send = try NPAProcess.guest(
+            "send", host: host, name: "tx", mac: "02:00:00:00:01:01",
             ["--to", "02:00:00:00:01:02", "--count", "8000", "--size", "64", "--flows", "4", "--rate", "20000", "--json"])
         let sent = send.finish()
         let received = recv.finish()
@@ -39,9 +41,11 @@ import Testing
     @Test func lossExitsOneAndSaysWhatWasLost() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:02:02",
+        let recv = try NPAProcess.attachedGuest(
+            "recv", host: host, name: "rx", mac: "02:00:00:00:02:02",
             ["--count", "2000", "--timeout", "600", "--json", "--until-eof"])
-        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:02:01",
+        let send = try NPAProcess.guest(
+            "send", host: host, name: "tx", mac: "02:00:00:00:02:01",
             ["--to", "02:00:00:00:02:02", "--count", "1500", "--rate", "20000", "--json"])
         #expect(send.finish().status == 0)
         // The sender waited for its frames to complete: they are in the receiver's ring.
@@ -67,8 +71,10 @@ import Testing
 
     /// A guest whose host is killed says so in one line and exits 2 at once — not at its
     /// timeout — whether it is receiving, sending at a rate, or holding after its workload.
-    @Test(arguments: [["recv", "--count", "1000000"], ["send", "--to", "02:00:00:00:04:09", "--count", "100000000", "--rate", "1000"],
-                      ["recv", "--count", "0", "--hold"]])
+    @Test(arguments: [
+        ["recv", "--count", "1000000"], ["send", "--to", "02:00:00:00:04:09", "--count", "100000000", "--rate", "1000"],
+        ["recv", "--count", "0", "--hold"],
+    ])
     func aGuestWhoseHostDiesSaysSoAndExits(_ workload: [String]) throws {
         let host = try HostProcess()
         defer { host.end() }
@@ -89,9 +95,11 @@ import Testing
     @Test func aReceiverTakesJumboFramesWithoutBeingTold() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:03:02",
+        let recv = try NPAProcess.attachedGuest(
+            "recv", host: host, name: "rx", mac: "02:00:00:00:03:02",
             ["--count", "500", "--timeout", "120", "--json"])
-        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:03:01",
+        let send = try NPAProcess.guest(
+            "send", host: host, name: "tx", mac: "02:00:00:00:03:01",
             ["--to", "02:00:00:00:03:02", "--count", "500", "--size", "9014", "--rate", "5000", "--json"])
         #expect(send.finish().status == 0)
         let out = recv.finish()
@@ -172,8 +180,9 @@ import Testing
         var v = FlowVerifier()
         var bytes = [UInt8](repeating: 0, count: 256)
         bytes.withUnsafeMutableBytes { buffer in
-            _ = TrafficFrame.write(into: buffer, destination: MACAddress(value: 0x0200_0000_0002), source: MACAddress(value: 0x0200_0000_0001),
-                                   flow: 3, sequence: 0, length: 200)
+            _ = TrafficFrame.write(
+                into: buffer, destination: MACAddress(value: 0x0200_0000_0002), source: MACAddress(value: 0x0200_0000_0001),
+                flow: 3, sequence: 0, length: 200)
         }
         bytes.withUnsafeBytes { v.record(UnsafeRawBufferPointer(rebasing: $0[0..<200])) }
         bytes.withUnsafeBytes { v.record(UnsafeRawBufferPointer(rebasing: $0[0..<256])) }
@@ -188,8 +197,9 @@ import Testing
         defer { host.stop() }
         var c = VirtualNIC.Configuration(name: String(repeating: "n", count: 5000), mac: nil)
         c.memoryBytes = 4 << 20
-        #expect(performing: { try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c) },
-                throws: { ($0 as? VirtualNIC.AttachError)?.description.contains(GuestName.rule) == true })
+        #expect(
+            performing: { try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c) },
+            throws: { ($0 as? VirtualNIC.AttachError)?.description.contains(GuestName.rule) == true })
         #expect(GuestName.isValid("web-1.a_b") && !GuestName.isValid("") && !GuestName.isValid("naïve") && !GuestName.isValid("a b"))
     }
 }

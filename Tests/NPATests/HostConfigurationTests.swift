@@ -31,8 +31,14 @@ import Testing
         ("max_queues: 9\n", "host.yaml:1: max_queues must be an integer from 1 to 8"),
         ("uplink: wire\n", "host.yaml:1: uplink must be none, counting or a NIC name; no NIC is named 'wire'"),
         ("nics:\n  - { name: n, model: e1000, vfs: 2 }\n", "host.yaml:2: NIC model must be npa-dring or npa-cq, not 'e1000'"),
-        ("colour: blue\n", "host.yaml:1: unknown key 'colour' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, default_policy, guests)"),
-        ("guests:\n  a:\n    macs: [\"01:00:5e:00:00:01\"]\n", "host.yaml:3: guests.a.macs: '01:00:5e:00:00:01' is not a unicast MAC like 02:00:00:00:00:01"),
+        (
+            "colour: blue\n",
+            "host.yaml:1: unknown key 'colour' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, default_policy, guests)"
+        ),
+        (
+            "guests:\n  a:\n    macs: [\"01:00:5e:00:00:01\"]\n",
+            "host.yaml:3: guests.a.macs: '01:00:5e:00:00:01' is not a unicast MAC like 02:00:00:00:00:01"
+        ),
         ("guests:\n  a:\n    vlans: [5000]\n", "host.yaml:3: guests.a.vlans: '5000' is not a VLAN ID from 0 to 4094"),
         ("default_policy:\n  promiscuous: maybe\n", "host.yaml:2: default_policy.promiscuous must be true or false"),
         ("max_connections: 0\n", "host.yaml:1: max_connections must be an integer from 1 to 65536"),

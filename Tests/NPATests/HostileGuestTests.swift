@@ -49,10 +49,12 @@ import Testing
         // Garbage in the doorbell registers: the device does not trust TXPROD.
         evil.registerPageForTesting.storeBytes(of: UInt32.max, toByteOffset: VMXNET3.RegisterPage.txProducer(0), as: UInt32.self)
         evil.kickForTesting()
-        #expect(try eventually {
-            let c = try evil.deviceCounters()
-            return c["drop_bad_descriptor"] == 3 && c["drop_frame_too_long"] == 1 && c["drop_runt"] == 1 && c["drop_chain_too_long"] == 1
-        })
+        #expect(
+            try eventually {
+                let c = try evil.deviceCounters()
+                return c["drop_bad_descriptor"] == 3 && c["drop_frame_too_long"] == 1 && c["drop_runt"] == 1
+                    && c["drop_chain_too_long"] == 1
+            })
         #expect(try evil.deviceCounters()["tx_frames"] == 0)
         #expect(goodPairStillWorks(host, good1, good2))
         #expect(goodPairStillWorks(host, good2, good1))

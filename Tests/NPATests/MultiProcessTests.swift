@@ -19,9 +19,11 @@ import Testing
     @Test func atARateTheReceiverKeepsUpWithEveryFrameArrivesOnceInOrder() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:00:02",
+        let recv = try NPAProcess.attachedGuest(
+            "recv", host: host, name: "rx", mac: "02:00:00:00:00:02",
             ["--count", "4000", "--timeout", "120", "--json"])
-        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:00:01",
+        let send = try NPAProcess.guest(
+            "send", host: host, name: "tx", mac: "02:00:00:00:00:01",
             ["--to", "02:00:00:00:00:02", "--count", "4000", "--flows", "2", "--rate", "20000", "--json"])
         let s = try summary(send.finish().stdout)
         let r = try summary(recv.finish().stdout)
@@ -38,12 +40,16 @@ import Testing
         let host = try TestHost()
         defer { host.stop() }
         let perSender = 20_000
-        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:00:10",
+        let recv = try NPAProcess.attachedGuest(
+            "recv", host: host, name: "rx", mac: "02:00:00:00:00:10",
             ["--count", "\(3 * perSender)", "--timeout", "600", "--json", "--until-eof"])
         let senders = try (0..<3).map { i in
-            try NPAProcess.guest("send", host: host, name: "tx\(i)", mac: "02:00:00:00:00:2\(i)",
-                ["--to", "02:00:00:00:00:10", "--count", "\(perSender)", "--flows", "2", "--flow-base", "\(2 * i)", "--size", "256",
-                 "--json"])
+            try NPAProcess.guest(
+                "send", host: host, name: "tx\(i)", mac: "02:00:00:00:00:2\(i)",
+                [
+                    "--to", "02:00:00:00:00:10", "--count", "\(perSender)", "--flows", "2", "--flow-base", "\(2 * i)", "--size", "256",
+                    "--json",
+                ])
         }
         var sent = 0
         for s in senders { sent += try summary(s.finish().stdout).sent }
@@ -64,9 +70,11 @@ import Testing
     @Test func aWindowedStreamBetweenProcessesDropsNothingAtFullSpeed() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let recv = try NPAProcess.attachedGuest("recv", host: host, name: "rx", mac: "02:00:00:00:00:32",
+        let recv = try NPAProcess.attachedGuest(
+            "recv", host: host, name: "rx", mac: "02:00:00:00:00:32",
             ["--count", "30000", "--window", "128", "--timeout", "120", "--json"])
-        let send = try NPAProcess.guest("send", host: host, name: "tx", mac: "02:00:00:00:00:31",
+        let send = try NPAProcess.guest(
+            "send", host: host, name: "tx", mac: "02:00:00:00:00:31",
             ["--to", "02:00:00:00:00:32", "--count", "30000", "--size", "128", "--window", "128", "--wait-peer", "--json"])
         let s = try summary(send.finish().stdout)
         let r = try summary(recv.finish().stdout)

@@ -42,14 +42,16 @@ import Testing
         let slot = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
         defer { slot.deallocate() }
 
-        slot.storeBytes(of: npa_dring_tx_desc(addr: 0x1234_5678, length: 1514, cso: 0, cmd: 9, status: 0, css: 0, vlan: 0), as: npa_dring_tx_desc.self)
+        slot.storeBytes(
+            of: npa_dring_tx_desc(addr: 0x1234_5678, length: 1514, cso: 0, cmd: 9, status: 0, css: 0, vlan: 0), as: npa_dring_tx_desc.self)
         let tx = DescriptorRingCodec.readTransmit(slot)
         #expect(tx.address == 0x1234_5678 && tx.length == 1514)
         DescriptorRingCodec.writeBackTransmit(slot, refused: true)
         let doneTx = slot.load(as: npa_dring_tx_desc.self)
         #expect(doneTx.status == UInt8(NPA_DRING_TXD_STATUS_DD | NPA_DRING_TXD_STATUS_ERR) && doneTx.addr == 0x1234_5678 && doneTx.cmd == 9)
 
-        slot.storeBytes(of: npa_dring_rx_desc(addr: 0xABC000, length: 0, csum: 0, status: 0, errors: 0, vlan: 0), as: npa_dring_rx_desc.self)
+        slot.storeBytes(
+            of: npa_dring_rx_desc(addr: 0xABC000, length: 0, csum: 0, status: 0, errors: 0, vlan: 0), as: npa_dring_rx_desc.self)
         #expect(DescriptorRingCodec.readReceiveBuffer(slot) == 0xABC000)
         DescriptorRingCodec.writeBackReceive(slot, length: 60, error: false)
         let doneRx = slot.load(as: npa_dring_rx_desc.self)
@@ -63,9 +65,11 @@ import Testing
         slot.storeBytes(of: entry, as: npa_cq_sq_entry.self)
         let sq = CompletionQueueCodec.readSubmission(slot)
         #expect(sq.address == 0x40000 && sq.length == 2048 && sq.requestID == 77 && sq.phase == 1)
-        CompletionQueueCodec.writeCompletion(slot, requestID: 77, length: 60, status: UInt8(NPA_CQ_STATUS_ERROR), hash: 0xDEAD_BEEF, phase: 0)
+        CompletionQueueCodec.writeCompletion(
+            slot, requestID: 77, length: 60, status: UInt8(NPA_CQ_STATUS_ERROR), hash: 0xDEAD_BEEF, phase: 0)
         let cqe = slot.load(as: npa_cq_cq_entry.self)
-        #expect(cqe.req_id == 77 && cqe.length == 60 && cqe.flags == 0 && cqe.status == UInt8(NPA_CQ_STATUS_ERROR) && cqe.hash == 0xDEAD_BEEF)
+        #expect(
+            cqe.req_id == 77 && cqe.length == 60 && cqe.flags == 0 && cqe.status == UInt8(NPA_CQ_STATUS_ERROR) && cqe.hash == 0xDEAD_BEEF)
     }
 
     /// Each plugin image reports where its completion rings are (npa-cq: after the submission
@@ -80,11 +84,13 @@ import Testing
         func region(_ i: Int) -> npa_queue_region {
             let gpa = UInt64(0x10000 + regionBytes * i)
             return npa_queue_region(
-                va: memory.base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0, completion_offset: 0)
+                va: memory.base + Int(gpa), gpa: gpa, size: UInt32(regionBytes), ring_size: UInt32(ringSize), interrupt_vector: 0,
+                completion_offset: 0)
         }
         let pool = BufferPool(baseVA: memory.base + 0x100000, baseGPA: 0x100000, bufferSize: 2048, count: 512)
         let plugin = try PluginHost(
-            entry: image.entry, txRegions: [region(0), region(1)], rxRegions: [region(2)], registers: registers.base, registersSize: registers.size,
+            entry: image.entry, txRegions: [region(0), region(1)], rxRegions: [region(2)], registers: registers.base,
+            registersSize: registers.size,
             pool: pool, ringSize: ringSize, doorbell: try EventNotifier())
         let tx = plugin.reportedRegions(rx: false), rx = plugin.reportedRegions(rx: true)
         #expect(tx.map(\.gpa) == [0x10000, 0x14000] && rx.map(\.gpa) == [0x18000])

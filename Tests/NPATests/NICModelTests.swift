@@ -28,8 +28,9 @@ import Testing
                 var sent = 0
                 while sent < 25 {
                     sent += a.dataPath.transmit(queue: flow % 2, count: 25 - sent) { i, buffer in
-                        TrafficFrame.write(into: buffer, destination: b.mac, source: a.mac, flow: UInt32(flow),
-                                           sequence: UInt64(round * 25 + sent + i), length: 64 + flow * 300)
+                        TrafficFrame.write(
+                            into: buffer, destination: b.mac, source: a.mac, flow: UInt32(flow),
+                            sequence: UInt64(round * 25 + sent + i), length: 64 + flow * 300)
                     }
                     if sent < 25 { _ = a.dataPath.waitForTransmitSpace(queue: flow % 2, timeoutMilliseconds: 100) }
                 }
@@ -168,7 +169,9 @@ import Testing
         let swiftGuest = try VFGuest(nic: nic, vf: 0, mac: MACAddress("02:00:00:00:70:01")!, entry: image.entry)
         let cGuest = try VFGuest(nic: nic, vf: 1, mac: MACAddress("02:00:00:00:70:02")!)
         for (from, to) in [(swiftGuest, cGuest), (cGuest, swiftGuest)] {
-            let frames = (0..<600).map { ethernetFrame(to: to.mac, from: from.mac, payload: [UInt8($0 & 0xFF), UInt8($0 >> 8)] + Array(repeating: 0, count: 60)) }
+            let frames = (0..<600).map {
+                ethernetFrame(to: to.mac, from: from.mac, payload: [UInt8($0 & 0xFF), UInt8($0 >> 8)] + Array(repeating: 0, count: 60))
+            }
             // In chunks the receiver's single flow queue (255 buffers) always has room for.
             var received: [[UInt8]] = []
             for chunk in stride(from: 0, to: frames.count, by: 50) {
@@ -178,8 +181,10 @@ import Testing
                 received += to.receive(count: part.count)
             }
             let firstMismatch = zip(received, frames).enumerated().first { $0.element.0 != $0.element.1 }?.offset
-            #expect(received.count == frames.count && firstMismatch == nil,
-                    "\(from === swiftGuest ? "swift→C" : "C→swift"): \(received.count) received, first mismatch at \(firstMismatch.map(String.init) ?? "-")")
+            #expect(
+                received.count == frames.count && firstMismatch == nil,
+                "\(from === swiftGuest ? "swift→C" : "C→swift"): \(received.count) received, first mismatch at \(firstMismatch.map(String.init) ?? "-")"
+            )
             #expect(from.dataPath.flush(timeoutMilliseconds: 10_000))
         }
         #expect(swiftGuest.pool.outstanding == swiftGuest.postedRx)
@@ -220,7 +225,8 @@ import Testing
                 while sent < 10 {
                     let first = sequences[flow]
                     let n = a.dataPath.transmit(queue: flow, count: 10 - sent) { i, buffer in
-                        TrafficFrame.write(into: buffer, destination: b.mac, source: a.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 128)
+                        TrafficFrame.write(
+                            into: buffer, destination: b.mac, source: a.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 128)
                     }
                     sequences[flow] += UInt64(n)
                     sent += n

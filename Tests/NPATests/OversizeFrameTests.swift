@@ -83,7 +83,8 @@ import Testing
         let after = UnsafeRawBufferPointer(start: b.memory.base, count: b.memory.size)
         let changed = zip(before, after).reduce(0) { $0 + ($1.0 != $1.1 ? 1 : 0) }
         let allowed = expected.reduce(0) { $0 + $1.count } + 32 * (expected.count + oversize)
-        #expect(changed <= allowed, "\(changed) bytes of guest memory changed; received frames and write-backs account for at most \(allowed)")
+        #expect(
+            changed <= allowed, "\(changed) bytes of guest memory changed; received frames and write-backs account for at most \(allowed)")
         _ = image  // keeps the image mapped while its code runs
     }
 
@@ -95,9 +96,11 @@ import Testing
         ("npa-dring", false, false), ("npa-dring", true, true), ("npa-dring", false, true), ("npa-dring", true, false),
         ("npa-cq", true, true), ("npa-cq", false, true), ("npa-cq", true, false),
     ])
-    func oversizeFramesAreDroppedAndCountedAndEveryOtherFrameArrivesIntact(_ model: String, _ senderOnVF: Bool, _ receiverOnVF: Bool) throws {
+    func oversizeFramesAreDroppedAndCountedAndEveryOtherFrameArrivesIntact(_ model: String, _ senderOnVF: Bool, _ receiverOnVF: Bool) throws
+    {
         let fixture = try PassthroughFixture(
-            model: model, a: Self.jumbo(mac: "02:00:00:00:c1:01"), b: GuestSpec("small", mac: "02:00:00:00:c1:02", ringSize: 256, memoryMiB: 8),
+            model: model, a: Self.jumbo(mac: "02:00:00:00:c1:01"),
+            b: GuestSpec("small", mac: "02:00:00:00:c1:02", ringSize: 256, memoryMiB: 8),
             switchIn: (senderOnVF, receiverOnVF))
         defer { fixture.stop() }
         let (host, tx, rx) = (fixture.host, fixture.a, fixture.b)
@@ -113,10 +116,12 @@ import Testing
             for k in 0..<10 {
                 let i = round * 10 + k
                 if k % 2 == 1 {
-                    frames.append(Self.frame(to: rx.mac, from: tx.mac, index: i, length: Self.oversizeLengths[i / 2 % Self.oversizeLengths.count]))
+                    frames.append(
+                        Self.frame(to: rx.mac, from: tx.mac, index: i, length: Self.oversizeLengths[i / 2 % Self.oversizeLengths.count]))
                     oversize += 1
                 } else {
-                    frames.append(Self.frame(to: rx.mac, from: tx.mac, index: i, length: Self.normalLengths[i / 2 % Self.normalLengths.count]))
+                    frames.append(
+                        Self.frame(to: rx.mac, from: tx.mac, index: i, length: Self.normalLengths[i / 2 % Self.normalLengths.count]))
                     expected.append(frames.last!)
                 }
             }
@@ -133,7 +138,11 @@ import Testing
         }
         let reason = receiverOnVF ? "vf_frame_too_long" : "rx_frame_too_long"
         var drops = try rx.dropCounts()
-        #expect(eventually { drops = (try? rx.dropCounts()) ?? drops; return drops[reason, default: 0] - dropsBefore[reason, default: 0] >= UInt64(oversize) })
+        #expect(
+            eventually {
+                drops = (try? rx.dropCounts()) ?? drops;
+                return drops[reason, default: 0] - dropsBefore[reason, default: 0] >= UInt64(oversize)
+            })
         #expect(received.count == expected.count)
         #expect(received == expected, "first difference at \(firstDifference(received, expected))")
         // Each oversize frame counted once, under its reason, and nothing else dropped.
@@ -149,7 +158,8 @@ import Testing
     @Test(arguments: ["npa-dring", "npa-cq"])
     func thePFDriverProgramsTheReceiveBufferSize(_ model: String) throws {
         let fixture = try PassthroughFixture(
-            model: model, a: Self.jumbo(mac: "02:00:00:00:c2:01"), b: GuestSpec("small", mac: "02:00:00:00:c2:02", queues: 2, ringSize: 256),
+            model: model, a: Self.jumbo(mac: "02:00:00:00:c2:01"),
+            b: GuestSpec("small", mac: "02:00:00:00:c2:02", queues: 2, ringSize: 256),
             switchIn: (false, false))
         defer { fixture.stop() }
         let (host, big, small) = (fixture.host, fixture.a, fixture.b)
@@ -159,7 +169,9 @@ import Testing
             let vf = try #require(try host.vfIndex(of: name))
             let registers = try #require(host.daemon.nics.first).vfs[vf].registers.base
             for q in 0..<2 {
-                #expect(registers.load(fromByteOffset: Int(NPA_VF_REG_RX_BUFFER_SIZE(UInt32(q))), as: UInt32.self) == expected, "\(name) queue \(q)")
+                #expect(
+                    registers.load(fromByteOffset: Int(NPA_VF_REG_RX_BUFFER_SIZE(UInt32(q))), as: UInt32.self) == expected,
+                    "\(name) queue \(q)")
             }
             #expect(registers.load(fromByteOffset: Int(NPA_VF_REG_RX_BUFFER_SIZE(2)), as: UInt32.self) == 0)
         }
@@ -178,14 +190,20 @@ import Testing
         let good = VirtualFunction.QueueConfig(ringGPA: 0x10000, ringSize: 256, completionGPA: 0x11000)
         var misaligned = good
         misaligned.ringGPA += 8
-        #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [misaligned], rx: [good], interrupt: interrupt) }
+        #expect(throws: SoftNIC.ConfigurationError.self) {
+            try nic.initializeQueues(vf: 0, tx: [misaligned], rx: [good], interrupt: interrupt)
+        }
         if model == .cq {
             var badCompletion = good
             badCompletion.completionGPA = 0x11004
-            #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [good], rx: [badCompletion], interrupt: interrupt) }
+            #expect(throws: SoftNIC.ConfigurationError.self) {
+                try nic.initializeQueues(vf: 0, tx: [good], rx: [badCompletion], interrupt: interrupt)
+            }
             var noCompletion = good
             noCompletion.completionGPA = nil
-            #expect(throws: SoftNIC.ConfigurationError.self) { try nic.initializeQueues(vf: 0, tx: [noCompletion], rx: [good], interrupt: interrupt) }
+            #expect(throws: SoftNIC.ConfigurationError.self) {
+                try nic.initializeQueues(vf: 0, tx: [noCompletion], rx: [good], interrupt: interrupt)
+            }
         }
         for size: UInt32 in [0, 63, 16385] {
             var rx = good

@@ -50,7 +50,8 @@ import Testing
     }
 
     @Test func txDescriptorBitsAreWhereLinuxPutsThem() {
-        let d = VMXNET3Descriptor.Tx(address: 0x1234, length: 1514, generation: 1, endOfPacket: true, completionRequested: true, vlanInsert: true, vlanTCI: 0xABC)
+        let d = VMXNET3Descriptor.Tx(
+            address: 0x1234, length: 1514, generation: 1, endOfPacket: true, completionRequested: true, vlanInsert: true, vlanTCI: 0xABC)
         #expect(d.dword2 == 1514 | 1 << 14)
         #expect(d.dword3 == 1 << 12 | 1 << 13 | 1 << 15 | 0xABC << 16)
         #expect(VMXNET3Descriptor.Tx(dword2: d.dword2, dword3: d.dword3, address: 0x1234) == d)
@@ -62,7 +63,9 @@ import Testing
     }
 
     @Test func rxCompletionRoundTripsEveryField() {
-        let c = VMXNET3Descriptor.RxCompletion(descriptorIndex: 4095, ringID: 3, rssType: 2, rssHash: 0xDEAD_BEEF, length: 9018, error: true, vlanStripped: true, vlanTCI: 0x123, generation: 1)
+        let c = VMXNET3Descriptor.RxCompletion(
+            descriptorIndex: 4095, ringID: 3, rssType: 2, rssHash: 0xDEAD_BEEF, length: 9018, error: true, vlanStripped: true,
+            vlanTCI: 0x123, generation: 1)
         #expect(VMXNET3Descriptor.RxCompletion(dwords: c.dwords) == c)
         #expect(c.dwords.0 & (1 << 14 | 1 << 15) == 1 << 14 | 1 << 15)  // SOP and EOP
         #expect((c.dwords.3 >> 24) & 0x7F == 3)  // RXCOMP type

@@ -134,11 +134,15 @@ import Testing
             _ = Self.feed(event, to: &machine)
             onVF.append(machine.dataPathLease)
         }
-        for e: ShellSwitchEvent in [.deviceImplementationChange, .switchInOffered, .pluginLoaded, .vfPrepared, .vfActivated, .emulationDrained] { step(e) }
+        for e: ShellSwitchEvent in [
+            .deviceImplementationChange, .switchInOffered, .pluginLoaded, .vfPrepared, .vfActivated, .emulationDrained,
+        ] { step(e) }
         #expect(onVF == [nil, nil, nil, nil, nil, "new"])
         #expect(machine.stateName == .passthrough)
         onVF = []
-        for e: ShellSwitchEvent in [.deviceImplementationChange, .switchOutOffered, .emulationRearmed, .switchOutBegun, .vfDrained, .switchOutDone] { step(e) }
+        for e: ShellSwitchEvent in [
+            .deviceImplementationChange, .switchOutOffered, .emulationRearmed, .switchOutBegun, .vfDrained, .switchOutDone,
+        ] { step(e) }
         // The VF path carries the data until it is drained into emulation.
         #expect(onVF == ["new", "new", "new", "new", nil, nil])
         #expect(machine.state == .emulated)

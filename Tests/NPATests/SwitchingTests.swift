@@ -31,7 +31,8 @@ import Testing
                 let flow = sent / 10 % flows
                 let first = seq[flow]
                 let n = from.transmit(queue: flow, count: min(10, count - sent, 10 - sent % 10)) { i, buffer in
-                    TrafficFrame.write(into: buffer, destination: to.mac, source: from.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 200)
+                    TrafficFrame.write(
+                        into: buffer, destination: to.mac, source: from.mac, flow: UInt32(flow), sequence: first + UInt64(i), length: 200)
                 }
                 seq[flow] += UInt64(n)
                 sent += n
@@ -71,7 +72,8 @@ import Testing
     }
 
     @Test func passthroughRefusedByPolicyLeavesTheGuestOnEmulation() throws {
-        let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 2, policies: ["locked": GuestPolicy(allowPassthrough: false)]))
+        let host = try TestHost(
+            configuration: .withNIC(model: "npa-dring", vfs: 2, policies: ["locked": GuestPolicy(allowPassthrough: false)]))
         defer { host.stop() }
         let g = try attach(host, "locked")
         #expect {
@@ -83,7 +85,8 @@ import Testing
 
 @Suite(.serialized) struct PassthroughTests {
     /// Guests a and b on a NIC of `model`, both switched in.
-    func switchedIn(model: String = "npa-dring", macs: (String, String), policies: [String: GuestPolicy] = [:]) throws -> PassthroughFixture {
+    func switchedIn(model: String = "npa-dring", macs: (String, String), policies: [String: GuestPolicy] = [:]) throws -> PassthroughFixture
+    {
         let fixture = try PassthroughFixture(model: model, a: GuestSpec("a", mac: macs.0), b: GuestSpec("b", mac: macs.1)) {
             $0.guestPolicies = policies
         }
@@ -123,10 +126,12 @@ import Testing
     /// Control operations in passthrough go through the PF to the embedded switch, with the same
     /// policy and the same errors as emulated; a spoofed source from a VF is dropped by the NIC.
     @Test func controlInPassthroughGoesThroughThePF() throws {
-        let fixture = try switchedIn(macs: ("02:00:00:00:b0:01", "02:00:00:00:b0:02"), policies: [
-            "a": GuestPolicy(allowedMACs: [MACAddress("02:00:00:00:b0:01")!, MACAddress("02:00:00:00:b0:09")!], allowedVLANs: [0, 5]),
-            "b": GuestPolicy(allowedVLANs: [0, 5]),
-        ])
+        let fixture = try switchedIn(
+            macs: ("02:00:00:00:b0:01", "02:00:00:00:b0:02"),
+            policies: [
+                "a": GuestPolicy(allowedMACs: [MACAddress("02:00:00:00:b0:01")!, MACAddress("02:00:00:00:b0:09")!], allowedVLANs: [0, 5]),
+                "b": GuestPolicy(allowedVLANs: [0, 5]),
+            ])
         defer { fixture.stop() }
         let (host, a, b) = (fixture.host, fixture.a, fixture.b)
         #expect {
@@ -159,7 +164,9 @@ import Testing
     /// With auto_passthrough, an allowed guest lands on a VF at its first data-path call after
     /// activation; a guest whose policy refuses passthrough stays emulated; both can talk.
     @Test func allowedGuestsAreSwitchedInAutomatically() throws {
-        let fixture = try PassthroughFixture(model: "npa-cq", vfs: 2, a: GuestSpec("moves"), b: GuestSpec("stays"), switchIn: (false, false)) {
+        let fixture = try PassthroughFixture(
+            model: "npa-cq", vfs: 2, a: GuestSpec("moves"), b: GuestSpec("stays"), switchIn: (false, false)
+        ) {
             $0.autoPassthrough = true
             $0.guestPolicies = ["stays": GuestPolicy(allowPassthrough: false)]
         }
@@ -225,8 +232,10 @@ import Testing
         #expect(atB.duplicates == 0 && atB.outOfOrder == 0)
         let ca = try a.deviceCounters().filter { $0.value > 0 }, cb = try b.deviceCounters().filter { $0.value > 0 }
         let up = try host.admin.status().uplink
-        #expect(UInt64(atA.unique) + toldA == UInt64(total),
-                "received \(atA.unique) (invalid \(atA.invalid)), told \(dropsA), b sent \(sentB), a: \(ca), b: \(cb), uplink \(String(describing: up)), switchError \(a.lastSwitchError ?? "-")")
+        #expect(
+            UInt64(atA.unique) + toldA == UInt64(total),
+            "received \(atA.unique) (invalid \(atA.invalid)), told \(dropsA), b sent \(sentB), a: \(ca), b: \(cb), uplink \(String(describing: up)), switchError \(a.lastSwitchError ?? "-")"
+        )
         #expect(atA.duplicates == 0 && atA.outOfOrder == 0)
         let status = try host.status(of: "a")
         #expect(status?.mode == "emulated")
@@ -332,8 +341,9 @@ import Testing
                 }
                 let burst = min(16, total - injected)
                 for i in 0..<burst {
-                    _ = TrafficFrame.write(into: UnsafeMutableRawBufferPointer(start: frames + i * 128, count: 128), destination: destination,
-                                           source: source, flow: 0, sequence: UInt64(injected + i), length: 128)
+                    _ = TrafficFrame.write(
+                        into: UnsafeMutableRawBufferPointer(start: frames + i * 128, count: 128), destination: destination,
+                        source: source, flow: 0, sequence: UInt64(injected + i), length: 128)
                 }
                 var taken = 0
                 while taken < burst && ContinuousClock.now < deadline {

@@ -74,11 +74,14 @@ import Testing
         case (.emulated, .requestSwitchOut): return .refused(.alreadyEmulated)
         case (_, .requestSwitchOut): return .refused(.switchUnderWay)
 
-        case (.passthrough, .resetVF): return .moves(.switchOutAfterReset(vf, expired: false), [.resetVF(vf), .raiseDeviceImplementationChange])
-        case (.switchOutRequested, .resetVF), (.switchOutAfterReset, .resetVF), (.switchOutQuiesced, .resetVF): return .refused(.switchUnderWay)
+        case (.passthrough, .resetVF):
+            return .moves(.switchOutAfterReset(vf, expired: false), [.resetVF(vf), .raiseDeviceImplementationChange])
+        case (.switchOutRequested, .resetVF), (.switchOutAfterReset, .resetVF), (.switchOutQuiesced, .resetVF):
+            return .refused(.switchUnderWay)
         case (_, .resetVF): return .refused(.notInPassthrough)
 
-        case (.switchInRequested, .deadlinePassed), (.switchInOffered, .deadlinePassed), (.switchInPrepared, .deadlinePassed): return released
+        case (.switchInRequested, .deadlinePassed), (.switchInOffered, .deadlinePassed), (.switchInPrepared, .deadlinePassed):
+            return released
         case (.switchOutRequested, .deadlinePassed): return .moves(.passthrough(vf), [])
         case (.switchOutAfterReset, .deadlinePassed): return .moves(.switchOutAfterReset(vf, expired: true), [])
         case (.switchOutQuiesced, .deadlinePassed): return .moves(.switchOutQuiesced(vf, expired: true), [])
@@ -87,9 +90,12 @@ import Testing
         case (.emulated, .detached): return .moves(.emulated, [])
         case (_, .detached): return released
 
-        case (.switchInRequested, .hostSwitchInFailed), (.switchInOffered, .hostSwitchInFailed), (.switchInPrepared, .hostSwitchInFailed): return released
+        case (.switchInRequested, .hostSwitchInFailed), (.switchInOffered, .hostSwitchInFailed), (.switchInPrepared, .hostSwitchInFailed):
+            return released
         case (_, .hostSwitchInFailed): return .refused(.noSwitchInUnderWay)
-        case (.switchInRequested, .guestFailedSwitchIn), (.switchInOffered, .guestFailedSwitchIn), (.switchInPrepared, .guestFailedSwitchIn): return released
+        case (.switchInRequested, .guestFailedSwitchIn), (.switchInOffered, .guestFailedSwitchIn),
+            (.switchInPrepared, .guestFailedSwitchIn):
+            return released
         case (_, .guestFailedSwitchIn): return .refused(.noSwitchInUnderWay)
 
         case (.switchInRequested, .guestQueried), (.switchInOffered, .guestQueried), (.switchInPrepared, .guestQueried):
@@ -107,7 +113,8 @@ import Testing
         case (_, .guestActivated): return .refused(.noSwitchInUnderWay)
 
         case (.switchOutRequested, .guestBegan): return .moves(.switchOutQuiesced(vf, expired: false), [.quiesceVFAndReturnMAC(vf)])
-        case (.switchOutAfterReset(_, let expired), .guestBegan): return .moves(.switchOutQuiesced(vf, expired: expired), [.quiesceVFAndReturnMAC(vf)])
+        case (.switchOutAfterReset(_, let expired), .guestBegan):
+            return .moves(.switchOutQuiesced(vf, expired: expired), [.quiesceVFAndReturnMAC(vf)])
         case (.switchOutQuiesced, .guestBegan): return .refused(.switchOutAlreadyBegun)
         case (_, .guestBegan): return .refused(.noSwitchOutUnderWay)
 

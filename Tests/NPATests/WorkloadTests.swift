@@ -14,7 +14,9 @@ import Testing
         var table = MACTable(capacity: 4)
         var reference: [UInt64: Int] = [:]
         // Few distinct MACs and VLANs, so keys collide, repeat and are removed from probe runs.
-        let keys = (0..<300).map { _ in MACTable.key(mac: 0x0200_0000_0000 | UInt64.random(in: 0..<64, using: &rng), vlan: UInt16.random(in: 0..<8, using: &rng)) }
+        let keys = (0..<300).map { _ in
+            MACTable.key(mac: 0x0200_0000_0000 | UInt64.random(in: 0..<64, using: &rng), vlan: UInt16.random(in: 0..<8, using: &rng))
+        }
         for step in 0..<20_000 {
             let key = keys[Int.random(in: 0..<keys.count, using: &rng)]
             if Bool.random(using: &rng) {
@@ -26,7 +28,9 @@ import Testing
             }
             if step % 100 == 0 {
                 for k in keys where table[k] != reference[k] {
-                    Issue.record("step \(step): key \(String(k, radix: 16)) → \(String(describing: table[k])), expected \(String(describing: reference[k]))")
+                    Issue.record(
+                        "step \(step): key \(String(k, radix: 16)) → \(String(describing: table[k])), expected \(String(describing: reference[k]))"
+                    )
                     return
                 }
             }
@@ -47,7 +51,9 @@ import Testing
         let tx = Unmanaged.passRetained(a), rx = Unmanaged.passRetained(b)
         defer { tx.release(); rx.release() }
         let receiver = EngineThread.start(name: "test-rx") { results.receive = workload.receive(rx.takeUnretainedValue()) }
-        let sender = EngineThread.start(name: "test-tx") { results.send = workload.send(tx.takeUnretainedValue(), to: rx.takeUnretainedValue().mac) }
+        let sender = EngineThread.start(name: "test-tx") {
+            results.send = workload.send(tx.takeUnretainedValue(), to: rx.takeUnretainedValue().mac)
+        }
         EngineThread.join(sender)
         EngineThread.join(receiver)
         #expect(results.send.sent == 20_000)

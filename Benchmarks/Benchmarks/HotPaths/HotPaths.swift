@@ -61,7 +61,9 @@ let benchmarks: @Sendable () -> Void = {
                     dword2: UInt32(littleEndian: raw.load(fromByteOffset: i * 16 + 8, as: UInt32.self)),
                     dword3: UInt32(littleEndian: raw.load(fromByteOffset: i * 16 + 12, as: UInt32.self)),
                     address: UInt64(littleEndian: raw.load(fromByteOffset: i * 16, as: UInt64.self)))
-                if d.generation == 1, d.endOfPacket, memory.pointer(gpa: d.address, length: UInt64(d.length)) != nil { bytes &+= Int(d.length) }
+                if d.generation == 1, d.endOfPacket, memory.pointer(gpa: d.address, length: UInt64(d.length)) != nil {
+                    bytes &+= Int(d.length)
+                }
             }
         }
         blackHole(bytes)
@@ -155,7 +157,8 @@ let benchmarks: @Sendable () -> Void = {
                 var sent = 0
                 while sent < 32 {
                     sent += a.transmit(queue: 0, count: 32 - sent) { i, buffer in
-                        TrafficFrame.write(into: buffer, destination: dst, source: src, flow: 0, sequence: sequence &+ UInt64(i), length: 64)
+                        TrafficFrame.write(
+                            into: buffer, destination: dst, source: src, flow: 0, sequence: sequence &+ UInt64(i), length: 64)
                     }
                 }
                 sequence &+= 32

@@ -82,7 +82,10 @@ public final class EmulatedHost {
         good1.receive { got1.append($0) }
         for g in got2 where g != f { checkSource(g, at: "good2") }
         for g in got1 where g != back { checkSource(g, at: "good1") }
-        invariant(got2.filter { $0 == f }.count == 1, "good2 did not receive good1's frame exactly once (got \(got2.count) frames); good1 \(describe(good1Device)); good2 \(describe(good2Device)); evil \(describe(evilDevice))")
+        invariant(
+            got2.filter { $0 == f }.count == 1,
+            "good2 did not receive good1's frame exactly once (got \(got2.count) frames); good1 \(describe(good1Device)); good2 \(describe(good2Device)); evil \(describe(evilDevice))"
+        )
         invariant(got1.filter { $0 == back }.count == 1, "good1 did not receive good2's frame exactly once (got \(got1.count) frames)")
         invariant(good1Device.counters.txFrames == tx1 + 1, "good1 tx_frames moved by \(good1Device.counters.txFrames - tx1), not 1")
         invariant(good2Device.counters.rxFrames >= rx2 + 1, "good2 rx_frames did not count the frame")

@@ -29,6 +29,8 @@ public struct FuzzInput {
 /// An invariant of the system under test. A violation traps with the message, so libFuzzer
 /// reports it as a crash and saves the input.
 @inline(__always)
-public func invariant(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
+public func invariant(
+    _ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line
+) {
     if !condition() { fatalError("INVARIANT VIOLATED: \(message())", file: file, line: line) }
 }

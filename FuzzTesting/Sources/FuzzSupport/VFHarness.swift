@@ -70,7 +70,9 @@ public final class VFGuestDriver {
         guard txTail &- txDone < Self.size - 1 else { return false }
         let slot = txTail & (Self.size - 1)
         let buffer = Self.txBuffers + UInt64(slot) * 2048
-        frame.withUnsafeBytes { memory.pointer(gpa: buffer, length: UInt64($0.count))!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        frame.withUnsafeBytes {
+            memory.pointer(gpa: buffer, length: UInt64($0.count))!.copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+        }
         let d = Self.txRing + UInt64(slot) * 16
         memory.storeU64(gpa: d, buffer)
         txTail &+= 1
@@ -114,7 +116,10 @@ public final class VFGuestDriver {
                 let slot = UInt64(w0 & 0xFFFF), length = Int(w0 >> 16)
                 invariant(slot < UInt64(Self.size), "VF \(vf): RX completion for request \(slot)")
                 if (w1 >> 8) & 0xFF == 0 {
-                    body(Array(UnsafeRawBufferPointer(start: memory.pointer(gpa: Self.rxBuffers + slot * 2048, length: UInt64(length))!, count: length)))
+                    body(
+                        Array(
+                            UnsafeRawBufferPointer(
+                                start: memory.pointer(gpa: Self.rxBuffers + slot * 2048, length: UInt64(length))!, count: length)))
                 }
                 rxNext &+= 1
             } else {
@@ -123,7 +128,11 @@ public final class VFGuestDriver {
                 guard status & NPA_DRING_RXD_STATUS_DD != 0 else { return }
                 let length = Int(memory.loadU32(gpa: d + 8)! & 0xFFFF)
                 if (status >> 8) & 0xFF == 0 {
-                    body(Array(UnsafeRawBufferPointer(start: memory.pointer(gpa: Self.rxBuffers + UInt64(rxNext) * 2048, length: UInt64(length))!, count: length)))
+                    body(
+                        Array(
+                            UnsafeRawBufferPointer(
+                                start: memory.pointer(gpa: Self.rxBuffers + UInt64(rxNext) * 2048, length: UInt64(length))!, count: length))
+                    )
                 }
                 memory.storeU32(gpa: d + 12, 0)
                 rxNext = (rxNext + 1) & (Self.size - 1)
@@ -197,15 +206,21 @@ public final class VFFuzz {
             let s = input.u8()
             let size = s & 0x80 != 0 && raw ? input.u32() : Self.sizes[Int(s & 7)]
             var ring = (rx ? 0x40000 : 0x0) + UInt64(i) * 0x20000
-            if raw && s & 0x40 != 0 { ring = input.u64() } else if raw && s & 0x20 != 0 { ring = memory.size &- UInt64(size) * 16 &+ UInt64(input.u8()) }
+            if raw && s & 0x40 != 0 {
+                ring = input.u64()
+            } else if raw && s & 0x20 != 0 {
+                ring = memory.size &- UInt64(size) * 16 &+ UInt64(input.u8())
+            }
             return Queue(ring: ring, size: size, completion: ring &+ 0x10000)
         }
         var tx = (0..<numTx).map { queue($0, rx: false) }
         var rx = (0..<numRx).map { queue($0, rx: true) }
         for q in tx + rx where memory.contains(gpa: q.ring, length: UInt64(q.size) * 16) && q.size <= 4096 {
-            memory.pointer(gpa: q.ring, length: UInt64(q.size) * 16)!.initializeMemory(as: UInt8.self, repeating: 0, count: Int(q.size) * 16)
+            memory.pointer(gpa: q.ring, length: UInt64(q.size) * 16)!.initializeMemory(
+                as: UInt8.self, repeating: 0, count: Int(q.size) * 16)
             if cq, memory.contains(gpa: q.completion, length: UInt64(q.size) * 16) {
-                memory.pointer(gpa: q.completion, length: UInt64(q.size) * 16)!.initializeMemory(as: UInt8.self, repeating: 0, count: Int(q.size) * 16)
+                memory.pointer(gpa: q.completion, length: UInt64(q.size) * 16)!.initializeMemory(
+                    as: UInt8.self, repeating: 0, count: Int(q.size) * 16)
             }
         }
         memory.pointer(gpa: 0xC0000, length: 0x4000)!.initializeMemory(as: UInt8.self, repeating: 0, count: 0x4000)
@@ -247,7 +262,8 @@ public final class VFFuzz {
         func writeHeader(at gpa: UInt64) {
             guard let p = memory.pointer(gpa: gpa, length: 18) else { return }
             let d = input.u8()
-            let dst: UInt64 = [good2.mac.value, good1.mac.value, Self.evilMAC.value, 0xFFFF_FFFF_FFFF, 0x0100_5E00_0001, 0x0200_0000_0099][Int(d % 6)]
+            let dst: UInt64 = [good2.mac.value, good1.mac.value, Self.evilMAC.value, 0xFFFF_FFFF_FFFF, 0x0100_5E00_0001, 0x0200_0000_0099][
+                Int(d % 6)]
             let src: UInt64 = [Self.evilMAC.value, Self.evilMAC.value, good1.mac.value, input.u64() & 0xFFFF_FFFF_FFFF][Int((d >> 3) & 3)]
             EthernetFrame.storeMAC(dst, p, at: 0)
             EthernetFrame.storeMAC(src, p, at: 6)
@@ -292,27 +308,33 @@ public final class VFFuzz {
                     writeEntry(ring: t.ring, size: t.size, slot: txCursor[qi], address: a, length: length, flags: phase, id: UInt16(i))
                     txCursor[qi] &+= 1
                 }
-                register(cq ? NPA_CQ_REG_TX_SQ_TAIL(UInt32(qi)) : NPA_DRING_REG_TDT(UInt32(qi))).pointee = cq ? txCursor[qi] : txCursor[qi] & (t.size &- 1)
+                register(cq ? NPA_CQ_REG_TX_SQ_TAIL(UInt32(qi)) : NPA_DRING_REG_TDT(UInt32(qi))).pointee =
+                    cq ? txCursor[qi] : txCursor[qi] & (t.size &- 1)
             case 3:  // one RX entry
                 guard !rx.isEmpty else { break }
                 let r = rx[q % rx.count]
                 let slot = UInt32(input.u16()), sel = input.u8(), length = input.u16()
-                writeEntry(ring: r.ring, size: r.size, slot: slot, address: address(sel, length), length: length, flags: sel >> 6, id: input.u16())
+                writeEntry(
+                    ring: r.ring, size: r.size, slot: slot, address: address(sel, length), length: length, flags: sel >> 6, id: input.u16())
             case 4:  // post RX buffers in order, then the doorbell
                 guard !rx.isEmpty else { break }
                 let qi = q % rx.count, r = rx[qi]
                 let n = Int(input.u8() % 70), capacity = [2048, 64, 9018, 0][Int(input.u8() & 3)]
                 for i in 0..<n {
                     let phase: UInt8 = cq ? ((rxCursor[qi] / r.size) & 1 == 0 ? 1 : 0) : 0
-                    writeEntry(ring: r.ring, size: r.size, slot: rxCursor[qi], address: 0xC4000 + UInt64(i % 32) * 2048, length: UInt16(capacity), flags: phase, id: UInt16(i))
+                    writeEntry(
+                        ring: r.ring, size: r.size, slot: rxCursor[qi], address: 0xC4000 + UInt64(i % 32) * 2048, length: UInt16(capacity),
+                        flags: phase, id: UInt16(i))
                     rxCursor[qi] &+= 1
                 }
-                register(cq ? NPA_CQ_REG_RX_SQ_TAIL(UInt32(qi)) : NPA_DRING_REG_RDT(UInt32(qi))).pointee = cq ? rxCursor[qi] : rxCursor[qi] & (r.size &- 1)
+                register(cq ? NPA_CQ_REG_RX_SQ_TAIL(UInt32(qi)) : NPA_DRING_REG_RDT(UInt32(qi))).pointee =
+                    cq ? rxCursor[qi] : rxCursor[qi] & (r.size &- 1)
             case 5:
                 pass()
             case 6:  // a good VF sends to the evil one
                 let n = 1 + Int(input.u8() % 8), length = 60 + Int(input.u16() % 1455)
-                for i in 0..<n where good1.send(ethernetFrame(to: Self.evilMAC, from: good1.mac, payloadBytes: length - 14, fill: UInt8(i))) {
+                for i in 0..<n where good1.send(ethernetFrame(to: Self.evilMAC, from: good1.mac, payloadBytes: length - 14, fill: UInt8(i)))
+                {
                     good1Frames += 1
                 }
             case 7:  // any word of the register page (doorbells, masks, status, heads)
@@ -334,15 +356,22 @@ public final class VFFuzz {
         // evil VF moved exactly one counter.
         let a = nic.counters(vf: 0)
         let c = VirtualFunction.Counters(
-            txFrames: a.txFrames - before.txFrames, rxFrames: a.rxFrames - before.rxFrames, spoofedDrops: a.spoofedDrops - before.spoofedDrops,
-            vlanDrops: a.vlanDrops - before.vlanDrops, dmaFaults: a.dmaFaults - before.dmaFaults, noBufferDrops: a.noBufferDrops - before.noBufferDrops,
+            txFrames: a.txFrames - before.txFrames, rxFrames: a.rxFrames - before.rxFrames,
+            spoofedDrops: a.spoofedDrops - before.spoofedDrops,
+            vlanDrops: a.vlanDrops - before.vlanDrops, dmaFaults: a.dmaFaults - before.dmaFaults,
+            noBufferDrops: a.noBufferDrops - before.noBufferDrops,
             badDescriptors: a.badDescriptors - before.badDescriptors, frameTooLong: a.frameTooLong - before.frameTooLong)
         let evilWork = UInt64(work - good1Frames)
         let framesToEvil = enabled ? UInt64(good1Frames) : 0
-        let counted = c.txFrames + c.spoofedDrops + c.vlanDrops + c.dmaFaults + c.badDescriptors + c.rxFrames + c.noBufferDrops + c.frameTooLong
-        invariant(counted == evilWork + UInt64(badTails) + framesToEvil,
-                  "evil VF: \(evilWork) descriptors taken, \(badTails) bad doorbells, \(framesToEvil) frames for it, but counters moved by \(counted): \(c)")
-        invariant(nic.counters(vf: 1).txFrames - good1Before.txFrames == UInt64(good1Frames), "good VF 1 sent \(good1Frames), counted \(nic.counters(vf: 1).txFrames - good1Before.txFrames)")
+        let counted =
+            c.txFrames + c.spoofedDrops + c.vlanDrops + c.dmaFaults + c.badDescriptors + c.rxFrames + c.noBufferDrops + c.frameTooLong
+        invariant(
+            counted == evilWork + UInt64(badTails) + framesToEvil,
+            "evil VF: \(evilWork) descriptors taken, \(badTails) bad doorbells, \(framesToEvil) frames for it, but counters moved by \(counted): \(c)"
+        )
+        invariant(
+            nic.counters(vf: 1).txFrames - good1Before.txFrames == UInt64(good1Frames),
+            "good VF 1 sent \(good1Frames), counted \(nic.counters(vf: 1).txFrames - good1Before.txFrames)")
         checkGoodPair()
     }
 
@@ -351,7 +380,9 @@ public final class VFFuzz {
     func checkGoodPair() {
         let owners = [Self.evilMAC, good1.mac, good2.mac]
         func check(_ f: [UInt8]) {
-            invariant(f.count >= 14 && owners.contains(MACAddress(bytes: f[6..<12])), "a good VF received a spoofed or short frame (\(f.count) bytes)")
+            invariant(
+                f.count >= 14 && owners.contains(MACAddress(bytes: f[6..<12])),
+                "a good VF received a spoofed or short frame (\(f.count) bytes)")
         }
         good1.receive(check)
         good2.receive(check)

@@ -55,7 +55,8 @@ public final class VMXNET3Guest {
         interrupt = try EventNotifier()
         socket = try SeqPacketSocket.connect(path: hostSocket)
         socket.setNonBlocking()
-        let reply = try request(.attach(.init(name: name, mac: mac, interruptVectors: 1)), descriptors: [region.fd, doorbell.fd, interrupt.fd])
+        let reply = try request(
+            .attach(.init(name: name, mac: mac, interruptVectors: 1)), descriptors: [region.fd, doorbell.fd, interrupt.fd])
         guard case .attached(let a) = reply.message, let page = reply.descriptors.first else {
             fatalError("attach of \(name) failed: \(reply.message)")
         }
@@ -64,7 +65,9 @@ public final class VMXNET3Guest {
     }
 
     /// Sends one control message, steps the host until it answered, returns the answer.
-    public func request(_ message: ControlMessage, descriptors: [FileDescriptor] = []) throws -> (message: ControlMessage, descriptors: [FileDescriptor]) {
+    public func request(_ message: ControlMessage, descriptors: [FileDescriptor] = []) throws -> (
+        message: ControlMessage, descriptors: [FileDescriptor]
+    ) {
         try socket.send(message.encode(), descriptors: descriptors)
         for _ in 0..<16 {
             pump()
@@ -79,7 +82,9 @@ public final class VMXNET3Guest {
     @discardableResult
     public func writeRegister(_ offset: UInt32, _ value: UInt32) throws -> (status: UInt32, value: UInt32, message: String) {
         let reply = try request(.registerWrite(bar: 1, offset: offset, value: value)).message
-        guard case .registerResult(let s, let v, let m) = reply else { fatalError("INVARIANT VIOLATED: register write answered with \(reply)") }
+        guard case .registerResult(let s, let v, let m) = reply else {
+            fatalError("INVARIANT VIOLATED: register write answered with \(reply)")
+        }
         return (s, v, m)
     }
 
@@ -159,7 +164,9 @@ public final class VMXNET3Guest {
         reclaimTx()
         guard txInFlight < ringSize - 1 else { return false }
         let buffer = Self.bufferBase + 0x20000 + UInt64(txNext) * Self.bufferSize
-        frame.withUnsafeBytes { memory.pointer(gpa: buffer, length: UInt64($0.count))!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        frame.withUnsafeBytes {
+            memory.pointer(gpa: buffer, length: UInt64($0.count))!.copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+        }
         let d = Self.txRing(0) + UInt64(txNext) * 16
         let desc = VMXNET3Descriptor.Tx(address: buffer, length: UInt32(frame.count), generation: txGen, endOfPacket: true)
         memory.storeU64(gpa: d, buffer)
@@ -188,7 +195,8 @@ public final class VMXNET3Guest {
         while true {
             let c = Self.rxComp(0) + UInt64(rxCompNext) * 16
             guard let dw3 = memory.loadU32(gpa: c + 12), dw3 >> 31 == rxCompGen else { return }
-            let completion = VMXNET3Descriptor.RxCompletion(dwords: (memory.loadU32(gpa: c)!, memory.loadU32(gpa: c + 4)!, memory.loadU32(gpa: c + 8)!, dw3))
+            let completion = VMXNET3Descriptor.RxCompletion(
+                dwords: (memory.loadU32(gpa: c)!, memory.loadU32(gpa: c + 4)!, memory.loadU32(gpa: c + 8)!, dw3))
             let slot = Int(completion.descriptorIndex)
             invariant(slot < Int(ringSize) && completion.ringID == 0, "\(name): RX completion for slot \(slot) ring \(completion.ringID)")
             if !completion.error {
@@ -205,7 +213,9 @@ public final class VMXNET3Guest {
 }
 
 /// An Ethernet frame: destination, source, optional 802.1Q tag, EtherType 0x88B5, payload.
-public func ethernetFrame(to dst: MACAddress, from src: MACAddress, vlan: UInt16? = nil, payloadBytes: Int = 46, fill: UInt8 = 0xAB) -> [UInt8] {
+public func ethernetFrame(to dst: MACAddress, from src: MACAddress, vlan: UInt16? = nil, payloadBytes: Int = 46, fill: UInt8 = 0xAB)
+    -> [UInt8]
+{
     var f = dst.bytes + src.bytes
     if let vlan { f += [0x81, 0x00, UInt8(vlan >> 8), UInt8(vlan & 0xFF)] }
     return f + [0x88, 0xB5] + [UInt8](repeating: fill, count: payloadBytes)

@@ -87,8 +87,11 @@ func run(_ input: inout FuzzInput, _ host: EmulatedHost) {
     func writeHeader(at gpa: UInt64) {
         guard let p = memory.pointer(gpa: gpa, length: 18) else { return }
         let d = input.u8()
-        let dst: UInt64 = [host.good2.mac.value, host.good1.mac.value, EmulatedHost.evilMAC.value, 0xFFFF_FFFF_FFFF, 0x0100_5E00_0001, 0x0200_0000_0099][Int(d % 6)]
-        let src: UInt64 = [EmulatedHost.evilMAC.value, EmulatedHost.evilMAC.value, host.good1.mac.value, input.u64() & 0xFFFF_FFFF_FFFF][Int((d >> 3) & 3)]
+        let dst: UInt64 = [
+            host.good2.mac.value, host.good1.mac.value, EmulatedHost.evilMAC.value, 0xFFFF_FFFF_FFFF, 0x0100_5E00_0001, 0x0200_0000_0099,
+        ][Int(d % 6)]
+        let src: UInt64 = [EmulatedHost.evilMAC.value, EmulatedHost.evilMAC.value, host.good1.mac.value, input.u64() & 0xFFFF_FFFF_FFFF][
+            Int((d >> 3) & 3)]
         EthernetFrame.storeMAC(dst, p, at: 0)
         EthernetFrame.storeMAC(src, p, at: 6)
         switch (d >> 5) & 3 {
@@ -139,7 +142,8 @@ func run(_ input: inout FuzzInput, _ host: EmulatedHost) {
         case 4:  // post RX buffers in order
             let n = Int(input.u8() % 64), length = UInt32([2048, 64, 1514, 16383][Int(input.u8() & 3)])
             for i in 0..<n {
-                writeRx(q, slot: rxNext[q], address: VMXNET3Guest.bufferBase + 0x4000 + UInt64(i % 32) * 2048, length: length, gen: rxGen[q])
+                writeRx(
+                    q, slot: rxNext[q], address: VMXNET3Guest.bufferBase + 0x4000 + UInt64(i % 32) * 2048, length: length, gen: rxGen[q])
                 rxNext[q] += 1
                 if rxNext[q] == rxSize { rxNext[q] = 0; rxGen[q] ^= 1 }
             }
@@ -147,7 +151,9 @@ func run(_ input: inout FuzzInput, _ host: EmulatedHost) {
             work += host.daemon.runDataPathPass()
         case 6:  // the good guest sends to the evil one
             let n = 1 + Int(input.u8() % 8), length = 60 + Int(input.u16() % 1455)
-            for i in 0..<n where host.good1.send(ethernetFrame(to: EmulatedHost.evilMAC, from: host.good1.mac, payloadBytes: length - 14, fill: UInt8(i))) {
+            for i in 0..<n
+            where host.good1.send(ethernetFrame(to: EmulatedHost.evilMAC, from: host.good1.mac, payloadBytes: length - 14, fill: UInt8(i)))
+            {
                 good1Frames += 1
             }
         case 7:  // rewrite DriverShared or the queue table after ACTIVATE (the device must not re-read)
@@ -155,7 +161,10 @@ func run(_ input: inout FuzzInput, _ host: EmulatedHost) {
         case 8:  // scribble over any ring
             memory.storeU64(gpa: 0x10000 + (UInt64(input.u32() % 0xB0000) & ~7), input.u64())
         default:
-            let commands: [VMXNET3.Command] = [.activateDevice, .quiesceDevice, .resetDevice, .updateRxMode, .updateMACFilters, .updateVLANFilters, .getStats, .getQueueStatus]
+            let commands: [VMXNET3.Command] = [
+                .activateDevice, .quiesceDevice, .resetDevice, .updateRxMode, .updateMACFilters, .updateVLANFilters, .getStats,
+                .getQueueStatus,
+            ]
             _ = device.writeRegister(offset: cmd, value: commands[Int(input.u8() % 8)].rawValue)
         }
         host.good1.reclaimTx()
@@ -165,18 +174,23 @@ func run(_ input: inout FuzzInput, _ host: EmulatedHost) {
     // Every chain the evil guest handed over was counted exactly once, sent or dropped by reason.
     let after = device.counters, good1After = host.good1Device.counters
     let evilChains = UInt64(work - good1Frames)
-    invariant(txAccounted(after) - txAccounted(before) == evilChains,
-              "evil TX: \(evilChains) chains taken, but sent + dropped moved by \(txAccounted(after) - txAccounted(before))")
-    let routedAway = (after.drops[DropReason.unknownDestination.rawValue] - before.drops[DropReason.unknownDestination.rawValue])
+    invariant(
+        txAccounted(after) - txAccounted(before) == evilChains,
+        "evil TX: \(evilChains) chains taken, but sent + dropped moved by \(txAccounted(after) - txAccounted(before))")
+    let routedAway =
+        (after.drops[DropReason.unknownDestination.rawValue] - before.drops[DropReason.unknownDestination.rawValue])
         + (after.drops[DropReason.filtered.rawValue] - before.drops[DropReason.filtered.rawValue])
     invariant(routedAway <= after.txFrames - before.txFrames, "evil: more frames unroutable than sent")
     // Every frame the good guest sent to the evil one was delivered or dropped by reason.
     let good1Sent = good1After.txFrames - good1Before.txFrames
-    let good1Unrouted = (good1After.drops[DropReason.filtered.rawValue] - good1Before.drops[DropReason.filtered.rawValue])
+    let good1Unrouted =
+        (good1After.drops[DropReason.filtered.rawValue] - good1Before.drops[DropReason.filtered.rawValue])
         + (good1After.drops[DropReason.unknownDestination.rawValue] - good1Before.drops[DropReason.unknownDestination.rawValue])
     invariant(good1Sent == UInt64(good1Frames), "good1 sent \(good1Frames) frames, tx_frames moved by \(good1Sent)")
-    invariant(rxAccounted(after) - rxAccounted(before) + good1Unrouted == good1Sent,
-              "evil RX: \(good1Sent) frames switched to it, delivered + dropped moved by \(rxAccounted(after) - rxAccounted(before)), unrouted \(good1Unrouted)")
+    invariant(
+        rxAccounted(after) - rxAccounted(before) + good1Unrouted == good1Sent,
+        "evil RX: \(good1Sent) frames switched to it, delivered + dropped moved by \(rxAccounted(after) - rxAccounted(before)), unrouted \(good1Unrouted)"
+    )
     invariant(!device.isActive || device.faults < device.faultLimit, "evil is active with \(device.faults) faults")
     host.checkWellBehavedPairStillServed()
 }

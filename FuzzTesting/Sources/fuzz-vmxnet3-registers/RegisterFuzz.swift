@@ -52,12 +52,18 @@ func run(_ input: inout FuzzInput, _ host: EmulatedHost) {
     _ = device.writeRegister(offset: VMXNET3.Register.dsah.rawValue, value: 0)
     _ = device.writeRegister(offset: cmd, value: VMXNET3.Command.resetDevice.rawValue)
     let b = EmulatedHost.evilMAC.bytes
-    _ = device.writeRegister(offset: VMXNET3.Register.macl.rawValue, value: UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24)
+    _ = device.writeRegister(
+        offset: VMXNET3.Register.macl.rawValue, value: UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24)
     _ = device.writeRegister(offset: VMXNET3.Register.mach.rawValue, value: UInt32(b[4]) | UInt32(b[5]) << 8)
-    for c in [VMXNET3.Command.updateRxMode, .updateMACFilters, .updateVLANFilters] { _ = device.writeRegister(offset: cmd, value: c.rawValue) }
+    for c in [VMXNET3.Command.updateRxMode, .updateMACFilters, .updateVLANFilters] {
+        _ = device.writeRegister(offset: cmd, value: c.rawValue)
+    }
     invariant(device.mac == EmulatedHost.evilMAC, "evil's MAC could not be restored")
 
-    let macs: [MACAddress] = [host.good2.mac, host.good1.mac, EmulatedHost.evilMAC, .broadcast, MACAddress(value: 0x0100_5E00_0001), .zero, MACAddress(value: 0x0200_0000_0E02)]
+    let macs: [MACAddress] = [
+        host.good2.mac, host.good1.mac, EmulatedHost.evilMAC, .broadcast, MACAddress(value: 0x0100_5E00_0001), .zero,
+        MACAddress(value: 0x0200_0000_0E02),
+    ]
     func macWords(_ m: MACAddress) -> (UInt32, UInt32) {
         let x = m.bytes
         return (UInt32(x[0]) | UInt32(x[1]) << 8 | UInt32(x[2]) << 16 | UInt32(x[3]) << 24, UInt32(x[4]) | UInt32(x[5]) << 8)

@@ -36,7 +36,8 @@ enum CompletionQueueCodec {
     /// Writes one completion; the phase (with status) is published last, with release, so the
     /// driver reads the other fields only after it sees the entry is of its lap.
     @inline(__always)
-    static func writeCompletion(_ c: UnsafeMutableRawPointer, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32, phase: UInt8) {
+    static func writeCompletion(_ c: UnsafeMutableRawPointer, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32, phase: UInt8)
+    {
         c.storeBytes(of: requestID.littleEndian, toByteOffset: completionRequestIDOffset, as: UInt16.self)
         c.storeBytes(of: length.littleEndian, toByteOffset: completionLengthOffset, as: UInt16.self)
         c.storeBytes(of: hash.littleEndian, toByteOffset: completionHashOffset, as: UInt32.self)

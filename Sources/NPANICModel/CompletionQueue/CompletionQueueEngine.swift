@@ -49,7 +49,8 @@ enum CompletionQueueEngine: VFModelEngine {
     ) {
         // SAFETY: the completion queue is inside the grant, checked at init (`queueFits`).
         let c = memory.base + Int(queue.completionGPA) + Int(queue.completionIndex) * CompletionQueueCodec.entrySize
-        CompletionQueueCodec.writeCompletion(c, requestID: requestID, length: length, status: status, hash: hash, phase: queue.completionPhase)
+        CompletionQueueCodec.writeCompletion(
+            c, requestID: requestID, length: length, status: status, hash: hash, phase: queue.completionPhase)
         queue.completionIndex += 1
         if queue.completionIndex == queue.config.ringSize {
             queue.completionIndex = 0
@@ -79,7 +80,8 @@ enum CompletionQueueEngine: VFModelEngine {
             }
             queue.cachedTail = tail
         }
-        let entry = CompletionQueueCodec.readSubmission(CompletionQueueCodec.slot(memory.base + Int(queue.config.ringGPA), queue.head, size: size))
+        let entry = CompletionQueueCodec.readSubmission(
+            CompletionQueueCodec.slot(memory.base + Int(queue.config.ringGPA), queue.head, size: size))
         var status: UInt8 = 0
         var written = length
         if entry.phase != queue.submissionPhase || entry.length < length {

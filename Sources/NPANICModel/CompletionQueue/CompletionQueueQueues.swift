@@ -12,7 +12,8 @@ extension CompletionQueueEngine {
     /// The queue needs its completion queue, inside the grant and 16-byte aligned like the ring.
     static func queueFits(_ config: VirtualFunction.QueueConfig, in memory: GuestMemory) -> Bool {
         guard let completion = config.completionGPA else { return false }
-        return completion & 15 == 0 && memory.contains(gpa: completion, length: UInt64(config.ringSize) * UInt64(CompletionQueueCodec.entrySize))
+        return completion & 15 == 0
+            && memory.contains(gpa: completion, length: UInt64(config.ringSize) * UInt64(CompletionQueueCodec.entrySize))
     }
 
     static func resetQueueRegisters(of vf: VirtualFunction, queue q: Int) {

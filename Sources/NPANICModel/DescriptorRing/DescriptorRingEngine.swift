@@ -29,7 +29,8 @@ enum DescriptorRingEngine: VFModelEngine {
                 vf.counters.badDescriptors &+= 1
                 refused = true
             } else if let p = memory.pointer(gpa: address, length: UInt64(length)) {
-                guard nic.transmit(Self.self, from: vf, p, length: length) else { break }  // held back: the descriptor stays for a later pass
+                // Held back: the descriptor stays for a later pass.
+                guard nic.transmit(Self.self, from: vf, p, length: length) else { break }
             } else {
                 vf.counters.dmaFaults &+= 1
                 refused = true
