@@ -20,76 +20,6 @@ import NPAWorkload
 /// abandoned connection is gone from the host, and the process's descriptors and threads are
 /// back to what they were before the first victim attached; no VF is left held.
 final class ChaosSoak {
-    struct Options {
-        var seconds: Double
-        var seed: UInt64
-        var plugins: String
-        var models = NICModelRegistry.names
-        var frameBytes = 512
-    }
-
-    /// What the run did and found; `violations` empty means every invariant held.
-    struct Report: Codable {
-        struct Stream: Codable {
-            var name: String
-            var sent = 0, received = 0, duplicates = 0, outOfOrder = 0
-            var dropped: [String: UInt64] = [:]
-            enum CodingKeys: String, CodingKey {
-                case name, sent, received, duplicates, dropped
-                case outOfOrder = "out_of_order"
-            }
-        }
-        var seconds = 0.0
-        var seed: UInt64 = 0
-        var models: [String] = []
-        var actions: [String: Int] = [:]
-        var streams: [Stream] = []
-        var baseline: [String: Int] = [:]
-        var final: [String: Int] = [:]
-        var violations: [String] = []
-    }
-
-    /// One direction of a survivor pair: frames from `from` to `to`, verified at `to`.
-    struct Stream {
-        let name: String
-        let from: VirtualNIC
-        let to: VirtualNIC
-        var sequences: [UInt64] = [0, 0]
-        var nextFlow = 0
-        var sent = 0
-        var verifier = FlowVerifier()
-    }
-
-    /// A guest in its own process, killed and restarted by the schedule.
-    final class Victim {
-        let name: String, mac: String, peer: String, socket: String
-        var process: Process?
-        init(name: String, mac: String, peer: String, socket: String) {
-            self.name = name
-            self.mac = mac
-            self.peer = peer
-            self.socket = socket
-        }
-    }
-
-    /// One host, its NIC model and its guests.
-    final class Cell {
-        let model: String
-        let host: InProcessHost
-        let survivors: [VirtualNIC]
-        var streams: [Stream]
-        let victims: [Victim]
-        var hostile: VirtualNIC?
-        var hostileGeneration = 0
-        init(model: String, host: InProcessHost, survivors: [VirtualNIC], streams: [Stream], victims: [Victim]) {
-            self.model = model
-            self.host = host
-            self.survivors = survivors
-            self.streams = streams
-            self.victims = victims
-        }
-    }
-
     let options: Options
     private var rng: SplitMix
     private var report = Report()
@@ -114,6 +44,9 @@ final class ChaosSoak {
         // descriptors) with the first child it kills and reaps, and keeps it, setting it up on
         // its own threads: start it now, as the victims will use it, and let it settle before
         // the baseline.
+        // Each cell's admin client connects on its first request and keeps that connection (two
+        // sockets: its end and the in-process host's): open them before the baseline too.
+        for cell in cells { _ = try cell.host.admin.status() }
         let warmUp = try Process.run(URL(fileURLWithPath: "/bin/sleep"), arguments: ["60"])
         kill(warmUp.processIdentifier, SIGKILL)
         warmUp.waitUntilExit()
