@@ -48,7 +48,7 @@ final class ChaosSoak {
         // sockets: its end and the in-process host's): open them before the baseline too.
         for cell in cells { _ = try cell.host.admin.status() }
         let warmUp = try Process.run(URL(fileURLWithPath: "/bin/sleep"), arguments: ["60"])
-        kill(warmUp.processIdentifier, SIGKILL)
+        ChildProcesses.kill(warmUp.processIdentifier)
         warmUp.waitUntilExit()
         var settled = processResources()
         for _ in 0..<20 {
@@ -179,7 +179,7 @@ final class ChaosSoak {
         case .killVictim:
             let victim = cell.victims.randomElement(using: &rng)!
             if let p = victim.process {
-                kill(p.processIdentifier, SIGKILL)
+                ChildProcesses.kill(p.processIdentifier)
                 p.waitUntilExit()
             }
             // The host tears the dead guest's vNIC down when its connection closes; then its
@@ -274,7 +274,7 @@ final class ChaosSoak {
         for cell in cells {
             for victim in cell.victims {
                 if let p = victim.process {
-                    kill(p.processIdentifier, SIGKILL)
+                    ChildProcesses.kill(p.processIdentifier)
                     p.waitUntilExit()
                 }
                 victim.process = nil
@@ -377,7 +377,7 @@ final class ChaosSoak {
     private func teardown(_ cell: Cell) {
         for victim in cell.victims {
             if let p = victim.process, p.isRunning {
-                kill(p.processIdentifier, SIGKILL)
+                ChildProcesses.kill(p.processIdentifier)
                 p.waitUntilExit()
             }
         }

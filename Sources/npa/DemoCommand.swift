@@ -40,7 +40,7 @@ struct Demo: ParsableCommand {
     }
 
     func run() throws {
-        let socket = NSTemporaryDirectory() + "npa-demo-\(getpid()).sock"
+        let socket = NSTemporaryDirectory() + "npa-demo-\(ProcessInfo.processInfo.processIdentifier).sock"
         var logger = Logger(label: "npa.demo.host")
         logger.logLevel = .warning
         var config = HostConfiguration()

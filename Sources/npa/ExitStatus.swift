@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import NPASystem
 
 /// The exit statuses every `npa` command uses (documented in the README and in `--help`).
 enum ExitStatus {
@@ -25,11 +26,5 @@ struct CommandFailure: Error, CustomStringConvertible {
 /// Writes one line to standard error.
 func standardError(_ line: String) {
     fflush(nil)  // what went to standard output first stays first when both reach one terminal
-    let bytes = Array((line + "\n").utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
-        if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
-        offset += n
-    }
+    StandardStreams.writeToStandardError(Array((line + "\n").utf8))
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import NPAControlProtocol
 import NPAShell
+import NPASystem
 import NPAWorkload
 
 /// `npa guest --host PATH --name NAME [--mac MAC] send|recv|echo|duplex ...`
@@ -178,10 +179,9 @@ struct Guest: ParsableCommand {
         if hold {
             fflush(nil)
             // Until standard input closes, or the host goes away (which ends the hold at once).
-            var byte: UInt8 = 0
             while true {
                 if let gone = nic.waitForHostGone(timeoutMilliseconds: -1, orReadable: 0) { throw CommandFailure("guest \(name): \(gone)") }
-                if read(0, &byte, 1) <= 0 { break }
+                if StandardStreams.readStandardInputByte() == nil { break }
             }
         }
         let failures = summary.failures
@@ -193,9 +193,4 @@ struct Guest: ParsableCommand {
 }
 
 /// True once standard input has reached end of file (checked without blocking).
-func standardInputClosed() -> Bool {
-    var pfd = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
-    guard poll(&pfd, 1, 0) > 0 else { return false }
-    var byte: UInt8 = 0
-    return read(0, &byte, 1) == 0
-}
+func standardInputClosed() -> Bool { StandardStreams.standardInputClosed() }

@@ -16,7 +16,8 @@ final class InProcessHost {
     let thread: pthread_t
 
     init(label: String, configuration: HostConfiguration) throws {
-        socket = NSTemporaryDirectory() + "npa-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        socket =
+            NSTemporaryDirectory() + "npa-\(label)-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max)).sock"
         var logger = Logger(label: "npa.\(label).host")
         logger.logLevel = .warning
         daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger)
