@@ -98,4 +98,10 @@ static inline void cnpa_cpu_relax(void) {
 #endif
 }
 
+/// Opens /dev/net/tun as the TAP interface `name` (IFF_TAP | IFF_NO_PI: whole Ethernet frames,
+/// no packet-information prefix), non-blocking and close-on-exec; creates the interface if it
+/// does not exist. `name` may be empty (the kernel picks one) and is at most 15 bytes. The name
+/// the kernel gave is copied to `out_name` (at least 16 bytes). Returns the fd or -errno.
+int cnpa_tap_open(const char *name, char *out_name);
+
 #endif
