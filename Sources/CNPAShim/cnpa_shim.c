@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <net/if_arp.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/eventfd.h>
@@ -186,4 +187,34 @@ int cnpa_tap_open(const char *name, char *out_name) {
     memcpy(out_name, ifr.ifr_name, IFNAMSIZ);
     out_name[IFNAMSIZ - 1] = 0;
     return fd;
+}
+
+/// One interface ioctl on a throwaway datagram socket (any socket serves for SIOCSIF*).
+static int cnpa_netif_ioctl(unsigned long request, struct ifreq *ifr) {
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) return -errno;
+    int rc = ioctl(sock, request, ifr) < 0 ? -errno : 0;
+    close(sock);
+    return rc;
+}
+
+int cnpa_netif_set_mac(const char *name, const uint8_t *mac) {
+    size_t len = strlen(name);
+    if (len >= IFNAMSIZ) return -EINVAL;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, name, len);
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+    return cnpa_netif_ioctl(SIOCSIFHWADDR, &ifr);
+}
+
+int cnpa_netif_set_mtu(const char *name, int mtu) {
+    size_t len = strlen(name);
+    if (len >= IFNAMSIZ) return -EINVAL;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, name, len);
+    ifr.ifr_mtu = mtu;
+    return cnpa_netif_ioctl(SIOCSIFMTU, &ifr);
 }

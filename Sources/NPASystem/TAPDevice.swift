@@ -54,6 +54,18 @@ public final class TAPDevice: @unchecked Sendable {
         }
     }
 
+    /// Gives the interface the Ethernet address `mac` (6 bytes): the guest's vNIC MAC, so the
+    /// kernel answers ARP with the address the host's switch delivers to.
+    public func setHardwareAddress(_ mac: [UInt8]) throws {
+        precondition(mac.count == 6, "an Ethernet address is 6 bytes")
+        _ = try shimCall("SIOCSIFHWADDR(\(interfaceName))") { cnpa_netif_set_mac(interfaceName, mac) }
+    }
+
+    /// Sets the interface's MTU (the vNIC's, so the kernel sends nothing the vNIC cannot take).
+    public func setMTU(_ mtu: Int) throws {
+        _ = try shimCall("SIOCSIFMTU(\(interfaceName))") { cnpa_netif_set_mtu(interfaceName, Int32(mtu)) }
+    }
+
     /// Sleeps until a frame is ready to read or `timeoutMilliseconds` passes (-1: forever).
     /// True if one is ready (or the device reports an error, which the next read throws).
     public func waitReadable(timeoutMilliseconds: Int32) -> Bool {

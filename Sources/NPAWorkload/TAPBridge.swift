@@ -45,7 +45,12 @@ public final class TAPBridge {
     private let scratch: UnsafeMutableRawBufferPointer
     private var lengths = [Int](repeating: 0, count: TAPBridge.batch)
 
-    public init(nic: VirtualNIC, tap: TAPDevice) {
+    /// Gives the TAP the vNIC's MAC (the host's switch delivers only to that address) and MTU
+    /// (so the kernel sends nothing the vNIC cannot take), while the TAP is still in this
+    /// process's network namespace.
+    public init(nic: VirtualNIC, tap: TAPDevice) throws {
+        try tap.setHardwareAddress(nic.mac.bytes)
+        try tap.setMTU(nic.configuration.mtu)
         self.nic = nic
         self.tap = tap
         maxFrameBytes = nic.configuration.mtu + 18

@@ -104,4 +104,9 @@ static inline void cnpa_cpu_relax(void) {
 /// the kernel gave is copied to `out_name` (at least 16 bytes). Returns the fd or -errno.
 int cnpa_tap_open(const char *name, char *out_name);
 
+/// Sets the network interface `name`'s Ethernet address (SIOCSIFHWADDR). Returns 0 or -errno.
+int cnpa_netif_set_mac(const char *name, const uint8_t *mac);
+/// Sets the network interface `name`'s MTU (SIOCSIFMTU). Returns 0 or -errno.
+int cnpa_netif_set_mtu(const char *name, int mtu);
+
 #endif
