@@ -87,6 +87,27 @@ import Testing
         }
         bridges.removeAll()
     }
+
+    /// `npa guest ... tap` creates its interface with the vNIC's MAC, and SIGTERM ends it with
+    /// exit 0 and a count of what it moved; the interface goes with it.
+    @Test(.enabled(if: TAPDevice.isAvailable, Comment(rawValue: skipReason)))
+    func theTapCommandBridgesUntilSIGTERMAndExitsZero() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let ifname = "npac\(UInt32.random(in: 0...0xFF_FFFF))"
+        let guest = try NPAProcess([
+            "guest", "tap", "--host", host.socketPath, "--name", "tap-cli", "--mac", "02:00:00:00:0a:01", "--ifname", ifname,
+        ])
+        defer { guest.kill() }
+        #expect(guest.waitUntilAttached())
+        let link = try ipOutput(["-o", "link", "show", ifname])
+        #expect(link.contains("02:00:00:00:0a:01") && link.contains("mtu 1500"), "\(link)")
+        kill(guest.process.processIdentifier, SIGTERM)
+        let out = guest.finish()
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout.contains("tap \(ifname): "), "\(out.stdout)")
+        #expect(throws: IPCommandFailed.self) { try ip(["link", "show", ifname]) }
+    }
 }
 
 /// A stop request shared between the test and its bridge threads.
@@ -134,6 +155,19 @@ private func ip(_ arguments: [String]) throws -> String {
 }
 
 private struct IPCommandFailed: Error, CustomStringConvertible { let description: String }
+
+/// Runs `ip ARGS` and returns its standard output.
+private func ipOutput(_ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return text
+}
 
 /// Starts `python3 -c SCRIPT` inside the namespace `ns`, its standard output on a pipe.
 private func python(in ns: String, _ script: String) throws -> Process {
