@@ -218,3 +218,28 @@ int cnpa_netif_set_mtu(const char *name, int mtu) {
     ifr.ifr_mtu = mtu;
     return cnpa_netif_ioctl(SIOCSIFMTU, &ifr);
 }
+
+int cnpa_netns_enter(const char *path) {
+    int previous = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (previous < 0) return -errno;
+    int target = open(path, O_RDONLY | O_CLOEXEC);
+    if (target < 0) {
+        int err = errno;
+        close(previous);
+        return -err;
+    }
+    int rc = setns(target, CLONE_NEWNET);
+    int err = errno;
+    close(target);
+    if (rc < 0) {
+        close(previous);
+        return -err;
+    }
+    return previous;
+}
+
+int cnpa_netns_return(int previous) {
+    int rc = setns(previous, CLONE_NEWNET) < 0 ? -errno : 0;
+    close(previous);
+    return rc;
+}

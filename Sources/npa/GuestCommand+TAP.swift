@@ -16,16 +16,25 @@ extension Guest {
         return given
     }
 
-    /// Bridges the attached vNIC to the TAP interface `ifname` until SIGINT or SIGTERM (exit 0)
+    /// Bridges the attached vNIC to the TAP interface `ifname` (in the namespace `netns`, if given) until SIGINT or SIGTERM (exit 0)
     /// or the host goes away, or the interface is deleted (exit 2, one line on standard error).
     func runTAP(_ nic: VirtualNIC) throws {
         let tap: TAPDevice
         let bridge: TAPBridge
         do {
-            tap = try TAPDevice(name: ifname ?? "")
-            bridge = try TAPBridge(nic: nic, tap: tap)
+            // Inside --netns the interface is created (and given its MAC and MTU) there; the
+            // descriptor stays bound to it when this thread returns to its own namespace.
+            func open() throws -> (TAPDevice, TAPBridge) {
+                let tap = try TAPDevice(name: ifname ?? "")
+                return (tap, try TAPBridge(nic: nic, tap: tap))
+            }
+            if let netns {
+                (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: netns), open)
+            } else {
+                (tap, bridge) = try open()
+            }
         } catch {
-            throw CommandFailure("guest \(name): TAP interface \(ifname ?? "(any)"): \(error)")
+            throw CommandFailure("guest \(name): TAP interface \(ifname ?? "(any)")\(netns.map { " in namespace \($0)" } ?? ""): \(error)")
         }
         let stopSignal = try EventNotifier()
         TerminationSignals.deliver(to: stopSignal.fd.rawValue)

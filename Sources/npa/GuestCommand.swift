@@ -16,9 +16,10 @@ struct Guest: ParsableCommand {
                                                  length, flow, sequence: once, in order
               echo    [--count N] [--timeout S]  sends every frame back to its source
               duplex  --to MAC --count N ...     sends N to the peer, receives N from it
-              tap     [--ifname IF] [--mtu M]    bridges the vNIC to a TAP interface (root): the
+              tap     [--ifname IF] [--netns NS] bridges the vNIC to a TAP interface (root): the
                                                  kernel's TCP/IP stack is the guest's OS, until
                                                  SIGINT or SIGTERM; then prints what it moved
+                                                 (--mtu M: the vNIC's and the interface's MTU)
 
             Standard output is the summary only (one JSON object with --json); progress such as \
             "attached as MAC" goes to standard error.
@@ -55,6 +56,9 @@ struct Guest: ParsableCommand {
 
     @Option(help: "tap: the TAP interface to open or create (default: the kernel names one).")
     var ifname: String?
+
+    @Option(help: "tap: create the interface inside this named network namespace (as made by `ip netns add`).")
+    var netns: String?
 
     @Option(help: "Destination MAC (send, duplex).")
     var to: String?
@@ -134,6 +138,10 @@ struct Guest: ParsableCommand {
         guard (1...8).contains(queues) else { throw ValidationError("--queues must be 1...8") }
         do { try traffic.validate() } catch { throw ValidationError("\(error)") }
         if ifname != nil && workload != .tap { throw ValidationError("--ifname is for tap") }
+        if netns != nil && workload != .tap { throw ValidationError("--netns is for tap") }
+        if let netns, netns.isEmpty || netns.contains("/") || netns.hasPrefix(".") {
+            throw ValidationError("--netns '\(netns.prefix(80))' is not a namespace name (as `ip netns list` shows it)")
+        }
         if let ifname, ifname.utf8.count > 15 || ifname.contains("/") || ifname.contains(" ") {
             throw ValidationError("--ifname '\(ifname.prefix(80))' is not an interface name (at most 15 bytes, no '/' or space)")
         }

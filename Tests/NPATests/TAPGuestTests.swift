@@ -27,9 +27,21 @@ import Testing
         for (i, ns) in namespaces.enumerated() {
             try ip(["netns", "add", ns])
             let nic = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: .init(name: "tap-guest-\(i)"))
-            let tap = try TAPDevice(name: "npat\(tag.suffix(6).filter(\.isHexDigit))\(i)")
-            let bridge = try TAPBridge(nic: nic, tap: tap)
-            try ip(["link", "set", tap.interfaceName, "netns", ns])
+            let tapName = "npat\(tag.suffix(6).filter(\.isHexDigit))\(i)"
+            let tap: TAPDevice
+            let bridge: TAPBridge
+            if i == 0 {
+                // Made here, then moved: what a user does with `ip link set IF netns NS`.
+                tap = try TAPDevice(name: tapName)
+                bridge = try TAPBridge(nic: nic, tap: tap)
+                try ip(["link", "set", tap.interfaceName, "netns", ns])
+            } else {
+                // Made inside the namespace, as `npa guest tap --netns` does.
+                (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: ns)) {
+                    let tap = try TAPDevice(name: tapName)
+                    return (tap, try TAPBridge(nic: nic, tap: tap))
+                }
+            }
             try ip(["-n", ns, "addr", "add", "10.77.0.\(i + 1)/24", "dev", tap.interfaceName])
             try ip(["-n", ns, "link", "set", tap.interfaceName, "up"])
             bridges.append(BridgeThread(bridge: bridge, stop: stop))
@@ -88,25 +100,31 @@ import Testing
         bridges.removeAll()
     }
 
-    /// `npa guest ... tap` creates its interface with the vNIC's MAC, and SIGTERM ends it with
-    /// exit 0 and a count of what it moved; the interface goes with it.
-    @Test(.enabled(if: TAPDevice.isAvailable, Comment(rawValue: skipReason)))
-    func theTapCommandBridgesUntilSIGTERMAndExitsZero() throws {
+    /// `npa guest ... tap` creates its interface (in the namespace `--netns` names, or its own)
+    /// with the vNIC's MAC and MTU, and SIGTERM ends it with exit 0 and a count of what it
+    /// moved; the interface goes with it.
+    @Test(.enabled(if: TAPDevice.isAvailable, Comment(rawValue: skipReason)), arguments: [false, true])
+    func theTapCommandBridgesUntilSIGTERMAndExitsZero(inNamespace: Bool) throws {
         let host = try TestHost()
         defer { host.stop() }
+        let ns = "npa-t-\(getpid())-\(UInt32.random(in: 0...0xFFFF))-cli"
+        if inNamespace { try ip(["netns", "add", ns]) }
+        defer { if inNamespace { _ = try? ip(["netns", "delete", ns]) } }
         let ifname = "npac\(UInt32.random(in: 0...0xFF_FFFF))"
-        let guest = try NPAProcess([
-            "guest", "tap", "--host", host.socketPath, "--name", "tap-cli", "--mac", "02:00:00:00:0a:01", "--ifname", ifname,
-        ])
+        let guest = try NPAProcess(
+            ["guest", "tap", "--host", host.socketPath, "--name", "tap-cli", "--mac", "02:00:00:00:0a:01", "--ifname", ifname]
+                + (inNamespace ? ["--netns", ns] : []))
         defer { guest.kill() }
         #expect(guest.waitUntilAttached())
-        let link = try ipOutput(["-o", "link", "show", ifname])
+        let namespaceOption = inNamespace ? ["-n", ns] : []
+        let link = try ipOutput(namespaceOption + ["-o", "link", "show", ifname])
         #expect(link.contains("02:00:00:00:0a:01") && link.contains("mtu 1500"), "\(link)")
+        if inNamespace { #expect(try ipOutput(["-o", "link", "show"]).contains(ifname) == false) }
         kill(guest.process.processIdentifier, SIGTERM)
         let out = guest.finish()
         #expect(out.status == 0, "\(out.stderr)")
         #expect(out.stdout.contains("tap \(ifname): "), "\(out.stdout)")
-        #expect(throws: IPCommandFailed.self) { try ip(["link", "show", ifname]) }
+        #expect(throws: IPCommandFailed.self) { try ip(namespaceOption + ["link", "show", ifname]) }
     }
 }
 

@@ -109,4 +109,11 @@ int cnpa_netif_set_mac(const char *name, const uint8_t *mac);
 /// Sets the network interface `name`'s MTU (SIOCSIFMTU). Returns 0 or -errno.
 int cnpa_netif_set_mtu(const char *name, int mtu);
 
+/// Moves the calling thread into the network namespace at `path` (e.g. /var/run/netns/NAME).
+/// Returns a descriptor for the namespace it was in (give it to cnpa_netns_return) or -errno.
+int cnpa_netns_enter(const char *path);
+/// Moves the calling thread back into the namespace `previous` (from cnpa_netns_enter) and
+/// closes it. Returns 0 or -errno.
+int cnpa_netns_return(int previous);
+
 #endif
