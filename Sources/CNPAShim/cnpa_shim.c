@@ -8,7 +8,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <net/if_arp.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -163,4 +168,78 @@ int cnpa_pin_thread_to_cpu(pthread_t thread, int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return -pthread_setaffinity_np(thread, sizeof set, &set);
+}
+
+int cnpa_tap_open(const char *name, char *out_name) {
+    size_t len = strlen(name);
+    if (len >= IFNAMSIZ) return -EINVAL;
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    memcpy(ifr.ifr_name, name, len);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    memcpy(out_name, ifr.ifr_name, IFNAMSIZ);
+    out_name[IFNAMSIZ - 1] = 0;
+    return fd;
+}
+
+/// One interface ioctl on a throwaway datagram socket (any socket serves for SIOCSIF*).
+static int cnpa_netif_ioctl(unsigned long request, struct ifreq *ifr) {
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) return -errno;
+    int rc = ioctl(sock, request, ifr) < 0 ? -errno : 0;
+    close(sock);
+    return rc;
+}
+
+int cnpa_netif_set_mac(const char *name, const uint8_t *mac) {
+    size_t len = strlen(name);
+    if (len >= IFNAMSIZ) return -EINVAL;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, name, len);
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+    return cnpa_netif_ioctl(SIOCSIFHWADDR, &ifr);
+}
+
+int cnpa_netif_set_mtu(const char *name, int mtu) {
+    size_t len = strlen(name);
+    if (len >= IFNAMSIZ) return -EINVAL;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, name, len);
+    ifr.ifr_mtu = mtu;
+    return cnpa_netif_ioctl(SIOCSIFMTU, &ifr);
+}
+
+int cnpa_netns_enter(const char *path) {
+    int previous = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (previous < 0) return -errno;
+    int target = open(path, O_RDONLY | O_CLOEXEC);
+    if (target < 0) {
+        int err = errno;
+        close(previous);
+        return -err;
+    }
+    int rc = setns(target, CLONE_NEWNET);
+    int err = errno;
+    close(target);
+    if (rc < 0) {
+        close(previous);
+        return -err;
+    }
+    return previous;
+}
+
+int cnpa_netns_return(int previous) {
+    int rc = setns(previous, CLONE_NEWNET) < 0 ? -errno : 0;
+    close(previous);
+    return rc;
 }

@@ -5,7 +5,7 @@ import NPAShell
 import NPASystem
 import NPAWorkload
 
-/// `npa guest --host PATH --name NAME [--mac MAC] send|recv|echo|duplex ...`
+/// `npa guest --host PATH --name NAME [--mac MAC] send|recv|echo|duplex|tap ...`
 struct Guest: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Attach a guest to a host and run a traffic workload, then print a summary.",
@@ -16,6 +16,10 @@ struct Guest: ParsableCommand {
                                                  length, flow, sequence: once, in order
               echo    [--count N] [--timeout S]  sends every frame back to its source
               duplex  --to MAC --count N ...     sends N to the peer, receives N from it
+              tap     [--ifname IF] [--netns NS] bridges the vNIC to a TAP interface (root): the
+                                                 kernel's TCP/IP stack is the guest's OS, until
+                                                 SIGINT or SIGTERM; then prints what it moved
+                                                 (--mtu M: the vNIC's and the interface's MTU)
 
             Standard output is the summary only (one JSON object with --json); progress such as \
             "attached as MAC" goes to standard error.
@@ -24,14 +28,15 @@ struct Guest: ParsableCommand {
             duplicated, reordered, invalid or dropped); 1 it was not (the summary says what); \
             2 the run could not go on (the host refused the attach, the host went away — noticed \
             within milliseconds, the summary so far is still printed — the peer never attached); \
-            64 a usage error.
+            64 a usage error. tap: 0 stopped by a signal; 2 the TAP could not be opened or went \
+            away, or the host went away.
             """)
 
     enum Workload: String, ExpressibleByArgument, CaseIterable {
-        case send, recv, echo, duplex
+        case send, recv, echo, duplex, tap
     }
 
-    @Argument(help: "The workload: send, recv, echo or duplex.")
+    @Argument(help: "The workload: send, recv, echo, duplex or tap.")
     var workload: Workload
 
     @Option(help: "The host's control socket.")
@@ -49,6 +54,12 @@ struct Guest: ParsableCommand {
     @Option(help: "TX and RX queues.")
     var queues: Int = 2
 
+    @Option(help: "tap: the TAP interface to open or create (default: the kernel names one).")
+    var ifname: String?
+
+    @Option(help: "tap: create the interface inside this named network namespace (as made by `ip netns add`).")
+    var netns: String?
+
     @Option(help: "Destination MAC (send, duplex).")
     var to: String?
 
@@ -60,7 +71,7 @@ struct Guest: ParsableCommand {
 
     @Option(
         help:
-            "The vNIC's MTU, 68...9000 (default: 9000 for workloads that receive, so any frame a sender sends fits; for send, what --size needs)."
+            "The vNIC's MTU, 68...9000 (default: 9000 for workloads that receive, so any frame a sender sends fits; for send, what --size needs; for tap, 1500)."
     )
     var mtu: Int?
 
@@ -96,7 +107,7 @@ struct Guest: ParsableCommand {
     var hold = false
 
     /// Options that only a sender uses, and so are refused where they would be ignored.
-    private var senderOptionsGiven: [String] {
+    var senderOptionsGiven: [String] {
         var given: [String] = []
         if to != nil { given.append("--to") }
         if rate != nil { given.append("--rate") }
@@ -126,7 +137,17 @@ struct Guest: ParsableCommand {
         }
         guard (1...8).contains(queues) else { throw ValidationError("--queues must be 1...8") }
         do { try traffic.validate() } catch { throw ValidationError("\(error)") }
+        if ifname != nil && workload != .tap { throw ValidationError("--ifname is for tap") }
+        if netns != nil && workload != .tap { throw ValidationError("--netns is for tap") }
+        if let netns, netns.isEmpty || netns.contains("/") || netns.hasPrefix(".") {
+            throw ValidationError("--netns '\(netns.prefix(80))' is not a namespace name (as `ip netns list` shows it)")
+        }
+        if let ifname, ifname.utf8.count > 15 || ifname.contains("/") || ifname.contains(" ") {
+            throw ValidationError("--ifname '\(ifname.prefix(80))' is not an interface name (at most 15 bytes, no '/' or space)")
+        }
         switch workload {
+        case .tap:
+            if let option = workloadOptionsGiven.first { throw ValidationError("\(option) is not for tap: the kernel is the workload") }
         case .send, .duplex:
             guard let to else { throw ValidationError("\(workload.rawValue) needs --to MAC") }
             guard MACAddress(to)?.isUnicast == true else { throw ValidationError("--to '\(to)' is not a unicast MAC") }
@@ -144,7 +165,7 @@ struct Guest: ParsableCommand {
         c.memoryBytes = memory << 20
         c.txQueues = queues
         c.rxQueues = queues
-        c.mtu = mtu ?? (workload == .send ? max(1500, size - 18) : 9000)
+        c.mtu = mtu ?? (workload == .send ? max(1500, size - 18) : workload == .tap ? 1500 : 9000)
         c.bufferSize = c.mtu + 18 <= 2048 ? 2048 : 9216
         let nic: VirtualNIC
         do {
@@ -161,6 +182,7 @@ struct Guest: ParsableCommand {
             }
             guard attached else { throw CommandFailure("peer \(peer) did not attach within \(timeout) s") }
         }
+        if workload == .tap { return try runTAP(nic) }
         // Progress goes to standard error: standard output is the summary alone.
         standardError("attached as \(nic.mac)")
         let summary: TrafficSummary
@@ -169,6 +191,7 @@ struct Guest: ParsableCommand {
         case .recv: summary = traffic.receive(nic, shouldStop: { untilEof && standardInputClosed() })
         case .echo: summary = traffic.echo(nic)
         case .duplex: summary = traffic.duplex(nic, peer: peer!)
+        case .tap: return
         }
         print(json ? summary.json() : summary.text())
         if !json && !nic.switchLog.isEmpty {

@@ -114,6 +114,9 @@ import Testing
         (["recv", "--flow-base", "3"], "--flow-base"), (["recv", "--flows", "2"], "--flows"), (["echo", "--size", "64"], "--size"),
         (["send", "--to", "02:00:00:00:00:01", "--flows", "0"], "--flows"),
         (["recv", "--name-override"], "name-override"),
+        (["tap", "--count", "5"], "--count"), (["tap", "--to", "02:00:00:00:00:01"], "--to"), (["recv", "--ifname", "t0"], "--ifname"),
+        (["tap", "--ifname", "sixteen-bytes-xx"], "--ifname"), (["tap", "--netns", "../x"], "--netns"),
+        (["recv", "--netns", "n"], "--netns"),
     ])
     func usageErrorsExit64AndNameTheOption(_ arguments: [String], _ option: String) throws {
         let out = try NPAProcess(["guest"] + arguments.prefix(1) + ["--name", "g"] + arguments.dropFirst()).finish()

@@ -98,4 +98,22 @@ static inline void cnpa_cpu_relax(void) {
 #endif
 }
 
+/// Opens /dev/net/tun as the TAP interface `name` (IFF_TAP | IFF_NO_PI: whole Ethernet frames,
+/// no packet-information prefix), non-blocking and close-on-exec; creates the interface if it
+/// does not exist. `name` may be empty (the kernel picks one) and is at most 15 bytes. The name
+/// the kernel gave is copied to `out_name` (at least 16 bytes). Returns the fd or -errno.
+int cnpa_tap_open(const char *name, char *out_name);
+
+/// Sets the network interface `name`'s Ethernet address (SIOCSIFHWADDR). Returns 0 or -errno.
+int cnpa_netif_set_mac(const char *name, const uint8_t *mac);
+/// Sets the network interface `name`'s MTU (SIOCSIFMTU). Returns 0 or -errno.
+int cnpa_netif_set_mtu(const char *name, int mtu);
+
+/// Moves the calling thread into the network namespace at `path` (e.g. /var/run/netns/NAME).
+/// Returns a descriptor for the namespace it was in (give it to cnpa_netns_return) or -errno.
+int cnpa_netns_enter(const char *path);
+/// Moves the calling thread back into the namespace `previous` (from cnpa_netns_enter) and
+/// closes it. Returns 0 or -errno.
+int cnpa_netns_return(int previous);
+
 #endif

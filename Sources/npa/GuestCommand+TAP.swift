@@ -1,0 +1,61 @@
+import NPAControlProtocol
+import NPAShell
+import NPASystem
+import NPAWorkload
+
+/// `npa guest ... tap`: the guest's OS is the kernel's TCP/IP stack behind a TAP interface.
+extension Guest {
+    /// Options only the frame workloads take, refused for tap where they would be ignored.
+    var workloadOptionsGiven: [String] {
+        var given = senderOptionsGiven
+        if count != 10000 { given.append("--count") }
+        if window != nil { given.append("--window") }
+        if untilEof { given.append("--until-eof") }
+        if hold { given.append("--hold") }
+        if json { given.append("--json") }
+        return given
+    }
+
+    /// Bridges the attached vNIC to the TAP interface `ifname` (in the namespace `netns`, if given) until SIGINT or SIGTERM (exit 0)
+    /// or the host goes away, or the interface is deleted (exit 2, one line on standard error).
+    func runTAP(_ nic: VirtualNIC) throws {
+        let tap: TAPDevice
+        let bridge: TAPBridge
+        do {
+            // Inside --netns the interface is created (and given its MAC and MTU) there; the
+            // descriptor stays bound to it when this thread returns to its own namespace.
+            func open() throws -> (TAPDevice, TAPBridge) {
+                let tap = try TAPDevice(name: ifname ?? "")
+                return (tap, try TAPBridge(nic: nic, tap: tap))
+            }
+            if let netns {
+                (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: netns), open)
+            } else {
+                (tap, bridge) = try open()
+            }
+        } catch {
+            throw CommandFailure("guest \(name): TAP interface \(ifname ?? "(any)")\(netns.map { " in namespace \($0)" } ?? ""): \(error)")
+        }
+        let stopSignal = try EventNotifier()
+        TerminationSignals.deliver(to: stopSignal.fd.rawValue)
+        standardError("attached as \(nic.mac); bridged to TAP \(tap.interfaceName) (MTU \(nic.configuration.mtu))")
+        // The eventfd is looked at every 64 turns of the bridge's loop (an idle turn is about a
+        // millisecond), not on every turn: that would be a syscall per batch.
+        var turns = 0
+        let ending: TAPBridge.Ending
+        do {
+            ending = try bridge.run(shouldStop: {
+                turns &+= 1
+                return turns & 63 == 0 && stopSignal.drain() > 0
+            })
+        } catch {
+            throw CommandFailure("guest \(name): TAP \(tap.interfaceName): \(error)")
+        }
+        let c = bridge.counters
+        print(
+            "tap \(tap.interfaceName): \(c.framesToVNIC) frames to the vNIC, \(c.framesToTAP) to the kernel; dropped: "
+                + "\(c.malformedFromTAP) malformed from the kernel, \(c.transmitRingFull) on a full TX ring, \(c.tapQueueFull) on a full TAP queue"
+        )
+        if case .hostGone(let why) = ending { throw CommandFailure("guest \(name): \(why)") }
+    }
+}
