@@ -126,6 +126,66 @@ import Testing
         #expect(out.stdout.contains("tap \(ifname): "), "\(out.stdout)")
         #expect(throws: IPCommandFailed.self) { try ip(namespaceOption + ["link", "show", ifname]) }
     }
+
+    static let toolsSkipReason = "needs root, /dev/net/tun, ping and iperf3 (scripts/install-deps.sh installs them)"
+
+    /// Real tools between two kernel-stack guests, emulated and switched in to VFs: kernel ICMP
+    /// (`ping -c 3`) and an iperf3 TCP run (server in one namespace, client in the other) both
+    /// complete, and in passthrough the host's status still says passthrough afterwards.
+    @Test(
+        .enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping") && toolIsInstalled("iperf3"), Comment(rawValue: toolsSkipReason)),
+        arguments: ["emulated", "passthrough"])
+    func pingAndIperf3CrossBothModes(mode: String) throws {
+        let passthrough = mode == "passthrough"
+        let fixture = try PassthroughFixture(
+            model: "npa-dring", a: GuestSpec("tap-a"), b: GuestSpec("tap-b"), switchIn: (passthrough, passthrough))
+        defer { fixture.stop() }
+        for nic in [fixture.a, fixture.b] { #expect(nic.mode == mode, "\(nic.lastSwitchError ?? "")") }
+        let tag = "\(getpid())-\(UInt32.random(in: 0...0xFFFF))"
+        let namespaces = ["npa-t-\(tag)-a", "npa-t-\(tag)-b"]
+        defer { for ns in namespaces { _ = try? ip(["netns", "delete", ns]) } }
+        let stop = StopFlag()
+        var bridges: [BridgeThread] = []
+        defer {
+            stop.set()
+            for bridge in bridges { bridge.join() }
+        }
+        for (i, (ns, nic)) in zip(namespaces, [fixture.a, fixture.b]).enumerated() {
+            try ip(["netns", "add", ns])
+            let tapName = "npap\(tag.suffix(6).filter(\.isHexDigit))\(i)"
+            let (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: ns)) {
+                let tap = try TAPDevice(name: tapName)
+                return (tap, try TAPBridge(nic: nic, tap: tap))
+            }
+            try ip(["-n", ns, "addr", "add", "10.78.0.\(i + 1)/24", "dev", tap.interfaceName])
+            try ip(["-n", ns, "link", "set", tap.interfaceName, "up"])
+            bridges.append(BridgeThread(bridge: bridge, stop: stop))
+        }
+
+        // -w 60 with -c 3: exit 0 only once three replies came back, however long ARP takes.
+        let ping = try run(in: namespaces[0], ["ping", "-c", "3", "-w", "60", "10.78.0.2"])
+        #expect(ping.status == 0, "\(ping.output)")
+
+        let server = try start(in: namespaces[1], ["iperf3", "-s", "-1", "-B", "10.78.0.2"])
+        defer { if server.isRunning { server.terminate() } }
+        let listening = try eventually(timeoutMilliseconds: 60_000) {
+            try ipOutput(["netns", "exec", namespaces[1], "ss", "-Hltn", "sport = :5201"]).contains("5201")
+        }
+        #expect(listening, "iperf3 server never listened")
+        let client = try run(in: namespaces[0], ["iperf3", "-c", "10.78.0.2", "-t", "2", "-J"])
+        #expect(client.status == 0, "\(client.output)")
+        let report = try JSONSerialization.jsonObject(with: Data(client.output.utf8)) as? [String: Any]
+        let received = ((report?["end"] as? [String: Any])?["sum_received"] as? [String: Any])?["bytes"] as? Int
+        #expect((received ?? 0) > 0, "\(client.output)")
+        server.waitUntilExit()
+        #expect(server.terminationStatus == 0)
+
+        stop.set()
+        for bridge in bridges { bridge.join() }
+        for bridge in bridges { #expect(bridge.error == nil) }
+        bridges.removeAll()
+        for name in ["tap-a", "tap-b"] { #expect(try fixture.host.status(of: name)?.mode == mode) }
+    }
 }
 
 /// A stop request shared between the test and its bridge threads.
@@ -195,4 +255,32 @@ private func python(in ns: String, _ script: String) throws -> Process {
     process.standardOutput = Pipe()
     try process.run()
     return process
+}
+
+/// Whether `tool` is an executable in one of PATH's directories (or the sbin ones).
+private func toolIsInstalled(_ tool: String) -> Bool {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+    return (path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"])
+        .contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(tool)") }
+}
+
+/// Starts `COMMAND` inside the namespace `ns`, its standard output and error on one pipe.
+private func start(in ns: String, _ command: [String]) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
+    process.arguments = ["netns", "exec", ns] + command
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    return process
+}
+
+/// Runs `COMMAND` inside the namespace `ns` to its end: its exit status and combined output.
+private func run(in ns: String, _ command: [String]) throws -> (status: Int32, output: String) {
+    let process = try start(in: ns, command)
+    // Read to the end first: a full pipe would otherwise block the child before it exits.
+    let data = (process.standardOutput as! Pipe).fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
