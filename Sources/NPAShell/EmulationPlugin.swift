@@ -52,7 +52,8 @@ enum EmulationPlugin {
             check_tx_ring: { state, q in EmulationPlugin.checkTx(state!, Int(q)) },
             check_rx_ring: { state, q, max in EmulationPlugin.checkRx(state!, Int(q), max) },
             refill_rx_ring: { state, q in EmulationPlugin.refillRx(state!, Int(q)) },
-            get_stats: { state, q, isRx, out in EmulationPlugin.stats(state!, Int(q), isRx != 0, out!) })
+            get_stats: { state, q, isRx, out in EmulationPlugin.stats(state!, Int(q), isRx != 0, out!) },
+            tx_offloads: 0, reserved_ops: 0)
         return NPA_OK
     }
 

@@ -73,7 +73,9 @@ extension ShellDataPath {
                 for i in 0..<n {
                     let (id, length) = frames[next + i]
                     plugin.txLengths[Int(id)] = length
-                    txBatch[i] = npa_tx_frame(gpa: plugin.pool.gpa(id), buf_id: id, length: length, vlan_tci: 0, flags: 0, reserved: 0)
+                    txBatch[i] = npa_tx_frame(
+                        gpa: plugin.pool.gpa(id), buf_id: id, length: length, vlan_tci: 0, flags: 0, offload_header_length: 0,
+                        offload_mss_or_csum: 0)
                 }
                 let accepted = Int(plugin.ops.add_tx_frames!(plugin.state, UInt32(target), txBatch, UInt32(n), NPA_TX_FLAG_LAST_HINT))
                 for i in 0..<accepted { plugin.txFIFOs[target].push(txBatch[i].buf_id) }

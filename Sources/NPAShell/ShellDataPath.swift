@@ -82,7 +82,9 @@ package final class ShellDataPath {
                 let length = fill(sent + i, UnsafeMutableRawBufferPointer(start: plugin.pool.va(id), count: plugin.pool.bufferSize))
                 precondition(length > 0 && length <= plugin.pool.bufferSize, "frame length \(length) does not fit a buffer")
                 plugin.txLengths[Int(id)] = UInt32(length)
-                txBatch[i] = npa_tx_frame(gpa: plugin.pool.gpa(id), buf_id: id, length: UInt32(length), vlan_tci: 0, flags: 0, reserved: 0)
+                txBatch[i] = npa_tx_frame(
+                    gpa: plugin.pool.gpa(id), buf_id: id, length: UInt32(length), vlan_tci: 0, flags: 0, offload_header_length: 0,
+                    offload_mss_or_csum: 0)
             }
             let accepted = Int(plugin.ops.add_tx_frames!(plugin.state, q, txBatch, UInt32(n), NPA_TX_FLAG_LAST_HINT))
             for i in 0..<accepted { plugin.txFIFOs[queue].push(txBatch[i].buf_id) }

@@ -87,7 +87,11 @@ import Testing
         let a = try VFGuest(nic: nic, vf: 0, mac: MACAddress("02:00:00:00:30:01")!)
         let b = try VFGuest(nic: nic, vf: 1, mac: MACAddress("02:00:00:00:30:02")!)
         // A plugin (or a guest scribbling on its ring) names memory the VF was never granted.
-        var frames = [npa_tx_frame(gpa: UInt64(a.memory.size) + 4096, buf_id: 0, length: 100, vlan_tci: 0, flags: 0, reserved: 0)]
+        var frames = [
+            npa_tx_frame(
+                gpa: UInt64(a.memory.size) + 4096, buf_id: 0, length: 100, vlan_tci: 0, flags: 0, offload_header_length: 0,
+                offload_mss_or_csum: 0)
+        ]
         let p = a.dataPath.plugin
         #expect(p.ops.add_tx_frames!(p.state, 0, &frames, 1, NPA_TX_FLAG_LAST_HINT) == 1)
         let good = ethernetFrame(to: b.mac, from: a.mac)

@@ -38,6 +38,7 @@
 #define NPA_RX_FLAG_VLAN 0x1u        /* vlan_tci holds a stripped tag */
 #define NPA_RX_FLAG_RSS 0x2u         /* rss_hash is valid */
 #define NPA_RX_FLAG_ERROR 0x4u       /* the device flagged the frame bad; the shell drops it */
+#define NPA_RX_FLAG_CSUM_VALID 0x8u  /* the device checked (or made) the IP and TCP/UDP checksums */
 
 /* Log levels for shell->log. */
 #define NPA_LOG_ERROR 0
@@ -62,18 +63,38 @@ typedef struct npa_queue_region {
 } npa_queue_region;
 _Static_assert(sizeof(npa_queue_region) == 32, "npa_queue_region layout");
 
-/** One frame to send: a single shell-owned buffer. */
+/** One frame to send: a single shell-owned buffer. With NPA_TX_FLAG_TSO it is a TCP
+ *  super-frame (one header, up to a buffer of payload) the device cuts into segments. */
 typedef struct npa_tx_frame {
     uint64_t gpa;
     uint32_t buf_id;
     uint32_t length;
     uint16_t vlan_tci;   /* tag to insert when flags has NPA_TX_FLAG_VLAN_INSERT */
     uint16_t flags;
-    uint32_t reserved;
+    /* Offload parameters, vmxnet3's TxDesc hlen/msscof pair (was `uint32_t reserved`, always 0,
+     * in ABI v1 before offloads: no bump, a frame without an offload flag ignores both):
+     *  - NPA_TX_FLAG_CSUM: offload_header_length = where the checksummed area starts (the L4
+     *    header); offload_mss_or_csum = the byte offset in the frame where the 16-bit checksum
+     *    goes. The field holds the pseudo-header sum as Linux's CHECKSUM_PARTIAL leaves it.
+     *  - NPA_TX_FLAG_TSO: offload_header_length = Ethernet + IP + TCP header bytes;
+     *    offload_mss_or_csum = the MSS (TCP payload bytes per segment). Every segment leaves
+     *    with its IP length, IP id, TCP sequence number, flags and checksums rewritten. */
+    uint16_t offload_header_length;
+    uint16_t offload_mss_or_csum;
 } npa_tx_frame;
 _Static_assert(sizeof(npa_tx_frame) == 24, "npa_tx_frame layout");
 
 #define NPA_TX_FLAG_VLAN_INSERT 0x1u
+#define NPA_TX_FLAG_CSUM 0x2u        /* complete the L4 checksum (see offload_* above) */
+#define NPA_TX_FLAG_TSO 0x4u         /* segment this TCP super-frame (see offload_* above) */
+
+/* Bits of npa_plugin_ops.tx_offloads: what a plugin's device does for add_tx_frames. The shell
+ * sets NPA_TX_FLAG_CSUM / NPA_TX_FLAG_TSO only when the loaded plugin declared them, and does
+ * the work in software otherwise (so switching between plugins never loses an offload). */
+#define NPA_PLUGIN_OFFLOAD_TX_CSUM 0x1u
+#define NPA_PLUGIN_OFFLOAD_TSO 0x2u
+/* The longest TSO super-frame a plugin must take (its buffer is one shell buffer). */
+#define NPA_TSO_MAX_FRAME 65535u
 
 /** One received frame, indicated to the shell from inside check_rx_ring. */
 typedef struct npa_rx_frame {
@@ -154,6 +175,11 @@ typedef struct npa_plugin_ops {
     uint32_t (*refill_rx_ring)(npa_plugin_state *state, uint32_t queue);
     /** TX (is_rx = 0) or RX (is_rx = 1) counters of one queue. */
     void (*get_stats)(npa_plugin_state *state, uint32_t queue, uint32_t is_rx, npa_queue_stats *out);
+    /** NPA_PLUGIN_OFFLOAD_* bits the plugin's device honours in npa_tx_frame. Appended in ABI
+     *  v1: the shell zeroes the table before the entry point, so a plugin built before it
+     *  declares none and gets only finished frames. */
+    uint32_t tx_offloads;
+    uint32_t reserved_ops;
 } npa_plugin_ops;
 
 /** The one exported symbol: fills `ops`, returns NPA_OK. */
