@@ -11,6 +11,21 @@ public enum VMXNET3Descriptor {
     @inlinable public static var txCQBit: UInt32 { 1 << 13 }
     @inlinable public static var txVLANInsertBit: UInt32 { 1 << 15 }
 
+    /// TxDesc `om`, the offload mode of a packet (read from its SOP descriptor).
+    public enum OffloadMode: UInt32, Sendable {
+        case none = 0, encapsulated = 1, checksum = 2, segmentation = 3
+    }
+
+    /// dword 2 bits 18-31 (`msscof`: the MSS for TSO, the checksum's offset for csum) and
+    /// dword 3 bits 0-9 (`hlen`) and 10-11 (`om`), as the driver writes them into a SOP
+    /// descriptor. Values wider than their fields are cut to them: the device checks them.
+    @inlinable
+    public static func txOffloadBits(mode: OffloadMode, headerLength: UInt32, mssOrChecksumOffset: UInt32) -> (
+        dword2: UInt32, dword3: UInt32
+    ) {
+        ((mssOrChecksumOffset & 0x3FFF) << 18, (headerLength & 0x3FF) | (mode.rawValue << 10))
+    }
+
     /// The generation bit of a TX descriptor's dword 2: read (with acquire) and checked before
     /// the rest of the descriptor, which the guest wrote before it.
     @inlinable
@@ -24,10 +39,15 @@ public enum VMXNET3Descriptor {
         public var completionRequested: Bool
         public var vlanInsert: Bool
         public var vlanTCI: UInt16
+        /// `om`, `hlen` and `msscof`: meaningful in a packet's SOP descriptor only.
+        public var offloadMode: UInt32
+        public var headerLength: UInt32
+        public var mssOrChecksumOffset: UInt32
 
         public init(
             address: UInt64, length: UInt32, generation: UInt32, endOfPacket: Bool,
-            completionRequested: Bool = true, vlanInsert: Bool = false, vlanTCI: UInt16 = 0
+            completionRequested: Bool = true, vlanInsert: Bool = false, vlanTCI: UInt16 = 0,
+            offloadMode: OffloadMode = .none, headerLength: UInt32 = 0, mssOrChecksumOffset: UInt32 = 0
         ) {
             self.address = address
             self.length = length
@@ -36,6 +56,9 @@ public enum VMXNET3Descriptor {
             self.completionRequested = completionRequested
             self.vlanInsert = vlanInsert
             self.vlanTCI = vlanTCI
+            self.offloadMode = offloadMode.rawValue
+            self.headerLength = headerLength & 0x3FF
+            self.mssOrChecksumOffset = mssOrChecksumOffset & 0x3FFF
         }
 
         /// Decodes a descriptor read once into locals. Inlinable: the host's TX path decodes
@@ -50,12 +73,15 @@ public enum VMXNET3Descriptor {
             self.completionRequested = dword3 & txCQBit != 0
             self.vlanInsert = dword3 & txVLANInsertBit != 0
             self.vlanTCI = UInt16(dword3 >> 16)
+            self.offloadMode = (dword3 >> 10) & 3
+            self.headerLength = dword3 & 0x3FF
+            self.mssOrChecksumOffset = dword2 >> 18
         }
 
-        public var dword2: UInt32 { (length & 0x3FFF) | (generation << 14) }
+        public var dword2: UInt32 { (length & 0x3FFF) | (generation << 14) | (mssOrChecksumOffset << 18) }
         public var dword3: UInt32 {
             (endOfPacket ? txEOPBit : 0) | (completionRequested ? txCQBit : 0)
-                | (vlanInsert ? txVLANInsertBit : 0) | (UInt32(vlanTCI) << 16)
+                | (vlanInsert ? txVLANInsertBit : 0) | (UInt32(vlanTCI) << 16) | headerLength | (offloadMode << 10)
         }
     }
 
@@ -83,8 +109,30 @@ public enum VMXNET3Descriptor {
 
     // MARK: RxCompDesc
     // dw0: rxdIdx 0-11, eop 14, sop 15, rqID 16-25, rssType 26-29; dw1 rssHash;
-    // dw2: len 0-13, err 14, ts 15, tci 16-31; dw3: type 24-30 (3 = RXCOMP), gen 31.
+    // dw2: len 0-13, err 14, ts 15, tci 16-31; dw3: csum 0-15, tuc 16, udp 17, tcp 18, ipc 19,
+    // v6 20, v4 21, frg 22, fcs 23, type 24-30 (3 = RXCOMP), gen 31.
     public struct RxCompletion: Equatable, Sendable {
+        /// dword 3's checksum bits (16-23): what the device checked, as Linux's
+        /// `vmxnet3_rx_csum` reads them: IPv4 is good with `v4 | ipc | tuc`, IPv6 with `v6 | tuc`.
+        public struct ChecksumBits: OptionSet, Equatable, Sendable {
+            public let rawValue: UInt32
+            @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue & 0xFF }
+            public static let transportValid = ChecksumBits(rawValue: 1 << 0)  // tuc
+            public static let udp = ChecksumBits(rawValue: 1 << 1)
+            public static let tcp = ChecksumBits(rawValue: 1 << 2)
+            public static let ipv4ChecksumValid = ChecksumBits(rawValue: 1 << 3)  // ipc
+            public static let ipv6 = ChecksumBits(rawValue: 1 << 4)
+            public static let ipv4 = ChecksumBits(rawValue: 1 << 5)
+
+            /// Whether these bits say the device vouches for the IP and TCP/UDP checksums.
+            @inlinable public var vouchesForChecksums: Bool {
+                rawValue & Self.transportValid.rawValue != 0
+                    && (rawValue & Self.ipv6.rawValue != 0
+                        || rawValue & (Self.ipv4.rawValue | Self.ipv4ChecksumValid.rawValue)
+                            == Self.ipv4.rawValue | Self.ipv4ChecksumValid.rawValue)
+            }
+        }
+
         public var descriptorIndex: UInt32
         public var ringID: UInt32
         public var rssType: UInt32
@@ -93,12 +141,13 @@ public enum VMXNET3Descriptor {
         public var error: Bool
         public var vlanStripped: Bool
         public var vlanTCI: UInt16
+        public var checksum: ChecksumBits
         public var generation: UInt32
 
         public init(
             descriptorIndex: UInt32, ringID: UInt32, rssType: UInt32 = 0, rssHash: UInt32 = 0,
             length: UInt32, error: Bool = false, vlanStripped: Bool = false, vlanTCI: UInt16 = 0,
-            generation: UInt32
+            checksum: ChecksumBits = [], generation: UInt32
         ) {
             self.descriptorIndex = descriptorIndex
             self.ringID = ringID
@@ -108,6 +157,7 @@ public enum VMXNET3Descriptor {
             self.error = error
             self.vlanStripped = vlanStripped
             self.vlanTCI = vlanTCI
+            self.checksum = checksum
             self.generation = generation
         }
 
@@ -121,6 +171,7 @@ public enum VMXNET3Descriptor {
             error = d.2 & (1 << 14) != 0
             vlanStripped = d.2 & (1 << 15) != 0
             vlanTCI = UInt16(d.2 >> 16)
+            checksum = ChecksumBits(rawValue: d.3 >> 16)
             generation = d.3 >> 31
         }
 
@@ -133,7 +184,7 @@ public enum VMXNET3Descriptor {
             let d2 =
                 (length & 0x3FFF) | (error ? 1 << 14 : 0) | (vlanStripped ? 1 << 15 : 0)
                 | (UInt32(vlanTCI) << 16)
-            let d3 = (UInt32(3) << 24) | (generation << 31)
+            let d3 = (checksum.rawValue << 16) | (UInt32(3) << 24) | (generation << 31)
             return (d0, rssHash, d2, d3)
         }
     }

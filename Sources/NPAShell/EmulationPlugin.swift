@@ -53,7 +53,9 @@ enum EmulationPlugin {
             check_rx_ring: { state, q, max in EmulationPlugin.checkRx(state!, Int(q), max) },
             refill_rx_ring: { state, q in EmulationPlugin.refillRx(state!, Int(q)) },
             get_stats: { state, q, isRx, out in EmulationPlugin.stats(state!, Int(q), isRx != 0, out!) },
-            tx_offloads: 0, reserved_ops: 0)
+            // The host's device emulation completes checksums and cuts TSO super-frames (vmxnet3's
+            // om 2 and 3), as VMware's device does for its driver.
+            tx_offloads: NPA_PLUGIN_OFFLOAD_TX_CSUM | NPA_PLUGIN_OFFLOAD_TSO, reserved_ops: 0)
         return NPA_OK
     }
 
@@ -128,12 +130,19 @@ enum EmulationPlugin {
             let d = ring + Int(c.next) * 16
             d.storeBytes(of: f.gpa.littleEndian, as: UInt64.self)
             let vlan = f.flags & UInt16(NPA_TX_FLAG_VLAN_INSERT) != 0
+            // One descriptor per frame (a shell buffer is at most 16384 bytes, len 0 meaning
+            // 16384), so this one is SOP and EOP and carries the offload request (Linux
+            // vmxnet3_tq_xmit: om, hlen, msscof in the SOP descriptor).
+            let mode: VMXNET3Descriptor.OffloadMode =
+                f.flags & UInt16(NPA_TX_FLAG_TSO) != 0 ? .segmentation : f.flags & UInt16(NPA_TX_FLAG_CSUM) != 0 ? .checksum : .none
+            let offload = VMXNET3Descriptor.txOffloadBits(
+                mode: mode, headerLength: UInt32(f.offload_header_length), mssOrChecksumOffset: UInt32(f.offload_mss_or_csum))
             let dw3 =
-                VMXNET3Descriptor.txEOPBit | VMXNET3Descriptor.txCQBit
+                VMXNET3Descriptor.txEOPBit | VMXNET3Descriptor.txCQBit | offload.dword3
                 | (vlan ? VMXNET3Descriptor.txVLANInsertBit | UInt32(f.vlan_tci) << 16 : 0)
             d.storeBytes(of: dw3.littleEndian, toByteOffset: 12, as: UInt32.self)
             // Release: the device must see address and flags once it sees the gen bit.
-            SharedWord.storeRelease(d + 8, ((f.length & 0x3FFF) | (c.generation << 14)).littleEndian)
+            SharedWord.storeRelease(d + 8, ((f.length & 0x3FFF) | (c.generation << 14) | offload.dword2).littleEndian)
             c.bytes &+= UInt64(f.length)
             c.next = (c.next + 1) & mask
             if c.next == 0 { c.generation ^= 1 }
@@ -243,7 +252,8 @@ enum EmulationPlugin {
                 buf_id: ids[Int(completion.descriptorIndex)], length: completion.length, rss_hash: completion.rssHash,
                 vlan_tci: completion.vlanTCI,
                 flags: UInt16(NPA_RX_FLAG_RSS) | (completion.error ? UInt16(NPA_RX_FLAG_ERROR) : 0)
-                    | (completion.vlanStripped ? UInt16(NPA_RX_FLAG_VLAN) : 0))
+                    | (completion.vlanStripped ? UInt16(NPA_RX_FLAG_VLAN) : 0)
+                    | (completion.checksum.vouchesForChecksums ? UInt16(NPA_RX_FLAG_CSUM_VALID) : 0))
             c.inFlight -= 1
             c.completionNext += 1
             if c.completionNext == c.size {
