@@ -78,7 +78,8 @@ for t in ["vf-dring", "vf-cq"]:
 # device-state: encoded DeviceStates (see DeviceState+Codec.swift): magic, format 1, 7 pieces.
 def device_state(name, mac, phase=1, queues=((0x20000, 0x40000),), vlans=(0,), multicast=(), reason=b"", earlier=()):
     def piece(pid, payload):
-        return struct.pack("<HHI", pid, 1, len(payload)) + payload
+        # counters (7) is at version 2: 14 drop reasons (bad_offload appended).
+        return struct.pack("<HHI", pid, 2 if pid == 7 else 1, len(payload)) + payload
     def m(v):
         return v.to_bytes(6, "big")
     identity = struct.pack("<I", 3) + s(name) + m(mac) + m(mac) + struct.pack("<I", 1500)
@@ -93,7 +94,7 @@ def device_state(name, mac, phase=1, queues=((0x20000, 0x40000),), vlans=(0,), m
         qs = struct.pack("<BB", 0, 0)
     lifecycle = struct.pack("<B", phase) + s(reason.decode()) + struct.pack("<II", 3, 0b101)
     latches = struct.pack("<IQII", 0x8000, 0x8000, 0x0202, 0)
-    counters = struct.pack("<9Q", 100, 6400, 90, 5760, 1, 2, 3, 4, 5) + struct.pack("<B", 13) + struct.pack("<13Q", *range(13))
+    counters = struct.pack("<9Q", 100, 6400, 90, 5760, 1, 2, 3, 4, 5) + struct.pack("<B", 14) + struct.pack("<14Q", *range(14))
     counters += struct.pack("<B", len(earlier)) + b"".join(s(k) + struct.pack("<Q", v) for k, v in sorted(earlier))
     pieces = [identity, filters, interrupts, qs, lifecycle, latches, counters]
     return b"NPDS" + struct.pack("<HH", 1, len(pieces)) + b"".join(piece(i + 1, p) for i, p in enumerate(pieces))

@@ -9,6 +9,10 @@ enum DropReason: Int, CaseIterable, Sendable {
     // Receive side. `rxFrameTooLong`: longer than the receiver's MTU allows (its buffers are
     // sized for that); the sender's doing, so no fault of the receiver.
     case noBuffers, bufferTooSmall, badRxDescriptor, inactive, rxFrameTooLong
+    // Guest misbehaviour on TX, appended: an offload request (vmxnet3 om/hlen/msscof) the frame
+    // does not bear out (not TCP, a header length that is not the headers', a bad MSS, a
+    // checksum offset outside the frame, the encapsulation mode this device does not offer).
+    case badOffload
 
     var name: String {
         switch self {
@@ -25,13 +29,14 @@ enum DropReason: Int, CaseIterable, Sendable {
         case .badRxDescriptor: "bad_rx_descriptor"
         case .inactive: "vnic_inactive"
         case .rxFrameTooLong: "rx_frame_too_long"
+        case .badOffload: "bad_offload"
         }
     }
 
     /// Faults are the guest's own doing with its rings; enough of them put the vNIC in error.
     var isGuestFault: Bool {
         switch self {
-        case .badDescriptor, .chainTooLong, .frameTooLong, .runt, .badRxDescriptor, .bufferTooSmall: true
+        case .badDescriptor, .chainTooLong, .frameTooLong, .runt, .badRxDescriptor, .bufferTooSmall, .badOffload: true
         default: false
         }
     }

@@ -15,7 +15,8 @@ import NPARingFormats
 ///                              u8 vector · u64 queue descriptor GPA
 ///     5 lifecycle   v1  u8 phase · string error reason · u32 faults · u32 logged reasons
 ///     6 latches     v1  u32 DSAL · u64 DriverShared GPA · u32 MACL · u32 last CMD result
-///     7 counters    v1  9 × u64 · u8 n · n × u64 drops · u8 m · m × (string name · u64)
+///     7 counters    v2  9 × u64 · u8 n · n × u64 drops · u8 m · m × (string name · u64)
+///                   (v1: the same with the 13 drop reasons before `bad_offload`; read, not written)
 ///
 /// A string is a u16 byte count and UTF-8; a mac is 6 bytes in wire order; a bool is 0 or 1.
 ///
@@ -28,12 +29,17 @@ import NPARingFormats
 extension DeviceState {
     static let magic: [UInt8] = Array("NPDS".utf8)
     static let formatVersion: UInt16 = 1
+    /// Drop reasons a version 1 counters piece holds (all before `bad_offload`).
+    static let dropReasonsInCountersV1 = 13
 
     /// The pieces, in their order, with the version this host writes and reads.
     enum Piece: UInt16, CaseIterable {
         case identity = 1, filters, interrupts, queues, lifecycle, latches, counters
 
-        var version: UInt16 { 1 }
+        /// The version written. Counters went to 2 when `bad_offload` joined the drop reasons.
+        var version: UInt16 { self == .counters ? 2 : 1 }
+        /// Versions read: the written one, and counters' v1 (its drops then lack the newer reasons).
+        func reads(_ version: UInt16) -> Bool { version == self.version || (self == .counters && version == 1) }
         var name: String { "\(self)" }
     }
 
@@ -130,13 +136,15 @@ extension DeviceState {
             throw .invalid(field: "header.pieceCount", reason: "\(count) pieces, format \(format) has \(Piece.allCases.count)")
         }
         var payloads: [FieldReader] = []
+        var countersVersion = Piece.counters.version
         for piece in Piece.allCases {
             let id = try r.u16("\(piece.name).id")
             guard id == piece.rawValue else {
                 throw .invalid(field: "\(piece.name).id", reason: "piece \(id) where piece \(piece.rawValue) (\(piece.name)) belongs")
             }
             let version = try r.u16("\(piece.name).version")
-            guard version == piece.version else { throw .unsupportedVersion(piece: piece.name, version: version) }
+            guard piece.reads(version) else { throw .unsupportedVersion(piece: piece.name, version: version) }
+            if piece == .counters { countersVersion = version }
             let length = Int(try r.u32("\(piece.name).length"))
             guard length <= r.remaining else { throw .truncated(field: "\(piece.name) (\(length) bytes declared, \(r.remaining) left)") }
             payloads.append(FieldReader(ByteReader(try r.raw(length, "\(piece.name).payload")[...]), piece: piece.name))
@@ -222,8 +230,9 @@ extension DeviceState {
         device.interruptsRaised = try p.u64("interruptsRaised")
         device.senderHolds = try p.u64("senderHolds")
         let dropCount = Int(try p.u8("drops.count"))
-        guard dropCount == DropReason.allCases.count else {
-            throw .invalid(field: "counters.drops.count", reason: "\(dropCount) reasons, version 1 has \(DropReason.allCases.count)")
+        let versionDrops = countersVersion == 1 ? Self.dropReasonsInCountersV1 : DropReason.allCases.count
+        guard dropCount == versionDrops else {
+            throw .invalid(field: "counters.drops.count", reason: "\(dropCount) reasons, version \(countersVersion) has \(versionDrops)")
         }
         for i in 0..<dropCount { device.drops[i] = try p.u64("drops[\(i)]") }
         let earlierCount = Int(try p.u8("earlierVF.count"))

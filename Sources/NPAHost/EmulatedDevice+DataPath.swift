@@ -13,7 +13,10 @@ extension EmulatedDevice {
 
     /// Stages up to `budget` TX chains from queue `q` into `arena` (good frames copied out,
     /// bad chains noted with their reason) without completing any: `completeTransmit` does that
-    /// once the switch has said how many frames it took. Returns the chains staged.
+    /// once the switch has said how many frames it took. A chain asking for an offload (om in its
+    /// SOP descriptor) has it done here, on the host-private copy: its checksum completed, or
+    /// its TSO super-frame cut into MTU-sized segments, one arena frame each. Returns the chains
+    /// staged.
     func pullTransmit(queue q: Int, arena: FrameArena, budget: Int) -> Int {
         arena.count = 0
         arena.chains = 0
@@ -30,6 +33,8 @@ extension EmulatedDevice {
             var eopIndex: UInt32 = 0
             var chainIdx = idx
             var chainGen = gen
+            var request = OffloadRequest()
+            var chainBytes = 0
             while descriptors < VMXNET3.maximumDescriptorsPerPacket {
                 let d = ring + Int(chainIdx) &* 16
                 // Acquire: the guest writes gen last; everything before it is then visible.
@@ -39,8 +44,11 @@ extension EmulatedDevice {
                 let descriptor = VMXNET3Descriptor.Tx(
                     dword2: dword2, dword3: UInt32(littleEndian: d.load(fromByteOffset: 12, as: UInt32.self)),
                     address: UInt64(littleEndian: d.load(as: UInt64.self)))
+                // The SOP descriptor's om/hlen/msscof speak for the packet (vmxnet3 rule).
+                if descriptors == 0 { request = OffloadRequest(descriptor) }
                 arena.chainAddresses[descriptors] = descriptor.address
                 arena.chainLengths[descriptors] = descriptor.length
+                chainBytes += Int(descriptor.length)
                 descriptors += 1
                 eopIndex = chainIdx
                 chainIdx = (chainIdx &+ 1) & mask
@@ -53,53 +61,98 @@ extension EmulatedDevice {
             if !complete && descriptors < VMXNET3.maximumDescriptorsPerPacket {
                 break  // empty ring, or the guest has not finished publishing this chain
             }
+            // A TSO chain needs a slot per segment: one that cannot fit what is left of this
+            // burst waits for the next (an empty arena holds the most a plan may have).
+            let isFirstChain = arena.chains == 0
+            if complete && request.isSegmentation && arena.count > 0
+                && request.estimatedSegments(chainBytes: chainBytes) > arena.capacity - arena.count
+            {
+                break
+            }
+            // Phase 2: validate and copy out of guest memory: a TSO chain whole into the
+            // super-frame staging, any other straight into its slot.
+            let staging = request.isSegmentation ? arena.superFrame : arena.slot(arena.count)
+            let stagingLimit = request.isSegmentation ? FrameArena.superFrameSize : FrameArena.slotSize
+            var reason: DropReason? = complete ? nil : .chainTooLong
+            var length = 0
+            if reason == nil {
+                for i in 0..<descriptors {
+                    let len = Int(arena.chainLengths[i])
+                    guard length + len <= stagingLimit else { reason = .frameTooLong; break }
+                    guard let src = memory.pointer(gpa: arena.chainAddresses[i], length: UInt64(len)) else {
+                        reason = .badDescriptor
+                        break
+                    }
+                    memcpy(staging + length, src, len)
+                    length += len
+                }
+            }
+            if reason == nil && length < EthernetFrame.headerLength { reason = .runt }
+            if reason == nil && !request.isSegmentation && length > maximumFrameLength { reason = .frameTooLong }
+            let first = arena.count
+            var deferred = false
+            if reason == nil {
+                if request.isSegmentation {
+                    // Only the first chain of a pass can be one the switch took part of.
+                    let skip = isFirstChain ? tq.segmentsSent : 0
+                    switch stageSegments(of: request, length: length, skipping: skip, into: arena) {
+                    case .staged: break
+                    case .refused: reason = .badOffload
+                    case .noRoom: deferred = true  // the estimate was low (a hostile hlen): next pass
+                    }
+                } else {
+                    arena.checksumBits[first] = 0
+                    if request.isChecksum {
+                        if let bits = completeChecksum(of: request, in: staging, length: length) {
+                            arena.checksumBits[first] = bits
+                        } else {
+                            reason = .badOffload
+                        }
+                    } else if request.mode != 0 {
+                        reason = .badOffload  // encapsulation offload: this device offers none
+                    }
+                    if reason == nil {
+                        arena.lengths[first] = length
+                        arena.count += 1
+                    }
+                }
+            }
+            if deferred { break }
+            // The chain is consumed: it is completed once the switch has taken its frames.
             idx = chainIdx
             gen = chainGen
             let chain = arena.chains
             arena.chains += 1
             arena.chainEnds[chain] = idx << 1 | gen
             arena.chainEOPs[chain] = eopIndex
-            // Phase 2: validate and copy out of guest memory.
-            var reason: DropReason? = complete ? nil : .chainTooLong
-            var length = 0
-            let slot = arena.slot(arena.count)
-            if reason == nil {
-                for i in 0..<descriptors {
-                    let len = Int(arena.chainLengths[i])
-                    guard length + len <= FrameArena.slotSize else { reason = .frameTooLong; break }
-                    guard let src = memory.pointer(gpa: arena.chainAddresses[i], length: UInt64(len)) else {
-                        reason = .badDescriptor
-                        break
-                    }
-                    memcpy(slot + length, src, len)
-                    length += len
-                }
-            }
-            if reason == nil && length < EthernetFrame.headerLength { reason = .runt }
-            if reason == nil && length > maximumFrameLength { reason = .frameTooLong }
+            arena.chainFrameEnds[chain] = Int32(arena.count)
             if let reason {
                 arena.chainOutcomes[chain] = -1 - Int32(reason.rawValue)
                 continue
             }
-            arena.chainOutcomes[chain] = Int32(arena.count)
-            arena.lengths[arena.count] = length
-            arena.count += 1
+            arena.chainOutcomes[chain] = Int32(first)
         }
         return arena.chains
     }
 
-    /// Completes, in ring order, the staged chains up to the first frame the switch did not
-    /// take (`framesTaken`), counting the bad ones' drops; the rest stay in the guest's ring
-    /// and are staged again on a later pass. Returns the chains completed.
+    /// Completes, in ring order, the staged chains whose frames the switch took all of
+    /// (`framesTaken`: a prefix of the arena's frames), counting the bad ones' drops; the rest
+    /// stay in the guest's ring and are staged again on a later pass. A TSO chain is one
+    /// completion for all its segments; one the switch took part of stays, and the queue
+    /// remembers how many of its segments went. Returns the chains completed.
     func completeTransmit(queue q: Int, arena: FrameArena, framesTaken: Int) -> Int {
         var tq = txQueues[q]
         var completed = 0
         while completed < arena.chains {
             let outcome = arena.chainOutcomes[completed]
-            if outcome >= 0 && Int(outcome) >= framesTaken { break }
+            if outcome >= 0 && Int(arena.chainFrameEnds[completed]) > framesTaken {
+                if Int(outcome) < framesTaken { tq.segmentsSent += framesTaken - Int(outcome) }
+                break
+            }
             let end = arena.chainEnds[completed]
             tq.next = end >> 1
             tq.generation = end & 1
+            tq.segmentsSent = 0
             writeTxCompletion(&tq, eopIndex: arena.chainEOPs[completed])
             completed += 1
             if outcome < 0 {
@@ -215,8 +268,9 @@ extension EmulatedDevice {
         return false
     }
 
-    /// Copies one frame into the next RX buffer of the queue its flow hashes to.
-    func deliver(_ frame: UnsafeRawPointer, length: Int, hash: UInt32) {
+    /// Copies one frame into the next RX buffer of the queue its flow hashes to. `checksumBits`
+    /// (`RxCompletion.ChecksumBits`) go in its completion: what the sending device vouches for.
+    func deliver(_ frame: UnsafeRawPointer, length: Int, hash: UInt32, checksumBits: UInt32 = 0) {
         guard isActive else {
             drop(.inactive)
             return
@@ -262,7 +316,7 @@ extension EmulatedDevice {
         let c = memory.base + Int(rq.compBase) + Int(rq.compNext) &* 16
         let completion = VMXNET3Descriptor.RxCompletion(
             descriptorIndex: index, ringID: UInt32(q), rssType: 0, rssHash: hash, length: UInt32(written),
-            error: failed, generation: rq.compGeneration)
+            error: failed, checksum: .init(rawValue: failed ? 0 : checksumBits), generation: rq.compGeneration)
         let w = completion.dwords
         c.storeBytes(of: w.0.littleEndian, as: UInt32.self)
         c.storeBytes(of: w.1.littleEndian, toByteOffset: 4, as: UInt32.self)

@@ -50,6 +50,11 @@ final class EmulatedDevice {
         var compGeneration: UInt32 = 1
         var vector: Int = 0
         var descriptorGPA: UInt64 = 0
+        /// TX: segments of the TSO chain at `next` the switch already took (it stopped part-way
+        /// through it: a receiver without buffers); the next pass resumes after them. Not saved
+        /// with the device state: after a restore such a chain is sent whole (duplicate segments,
+        /// which TCP discards) rather than in part.
+        var segmentsSent: Int = 0
     }
 
     let id: UInt32

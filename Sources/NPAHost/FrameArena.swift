@@ -7,19 +7,31 @@ import Glibc
 /// It also remembers, per TX chain the burst consumed, where the chain ended and what became of
 /// it, because completions are written only after the switch has taken the frames: a frame
 /// the switch holds back (its receiver has no buffer yet) stays in the guest's TX ring.
+///
+/// A TSO chain is copied whole into `superFrame` first, then cut into segments, one slot each:
+/// one chain, several frames (at most `TCPSegmentation.maximumSegments`, which `capacity` holds).
 final class FrameArena {
     static let slotSize = 16384
+    /// The longest TSO super-frame a guest may hand the device (NPA_TSO_MAX_FRAME).
+    static let superFrameSize = 65535
     let capacity: Int
     let base: UnsafeMutableRawPointer
     let lengths: UnsafeMutablePointer<Int>
+    /// Per frame: the RX completion checksum bits (`VMXNET3Descriptor.RxCompletion.ChecksumBits`)
+    /// a receiver gets with it, non-zero when the device made or checked its checksums.
+    let checksumBits: UnsafeMutablePointer<UInt32>
     var count = 0
     /// Per consumed chain: the ring position after it (`next << 1 | generation`), its EOP
-    /// descriptor index, and its outcome (`>= 0`: the arena frame it became; `< 0`:
-    /// `-1 - DropReason.rawValue`).
+    /// descriptor index, its outcome (`>= 0`: the first arena frame it became; `< 0`:
+    /// `-1 - DropReason.rawValue`) and the arena frame count after it (so a chain with a good
+    /// outcome became frames `outcome ..< frameEnd`: one, or a TSO chain's segments).
     let chainEnds: UnsafeMutablePointer<UInt32>
     let chainEOPs: UnsafeMutablePointer<UInt32>
     let chainOutcomes: UnsafeMutablePointer<Int32>
+    let chainFrameEnds: UnsafeMutablePointer<Int32>
     var chains = 0
+    /// Staging for one TSO chain, copied out of guest memory before it is planned and cut.
+    let superFrame: UnsafeMutableRawPointer
     /// Scratch for one TX chain: (address, length) of up to 16 descriptors, read once each.
     let chainAddresses: UnsafeMutablePointer<UInt64>
     let chainLengths: UnsafeMutablePointer<UInt32>
@@ -31,6 +43,9 @@ final class FrameArena {
         self.capacity = capacity
         base = UnsafeMutableRawPointer.allocate(byteCount: capacity * Self.slotSize, alignment: 64)
         lengths = .allocate(capacity: capacity)
+        checksumBits = .allocate(capacity: capacity)
+        chainFrameEnds = .allocate(capacity: capacity)
+        superFrame = .allocate(byteCount: Self.superFrameSize + 1, alignment: 64)
         chainEnds = .allocate(capacity: capacity)
         chainEOPs = .allocate(capacity: capacity)
         chainOutcomes = .allocate(capacity: capacity)
@@ -54,6 +69,9 @@ final class FrameArena {
     deinit {
         base.deallocate()
         lengths.deallocate()
+        checksumBits.deallocate()
+        chainFrameEnds.deallocate()
+        superFrame.deallocate()
         chainEnds.deallocate()
         chainEOPs.deallocate()
         chainOutcomes.deallocate()

@@ -178,6 +178,7 @@ final class HostDataPath {
         frames: for i in 0..<arena.count {
             let frame = UnsafeRawPointer(arena.slot(i))
             let length = arena.lengths[i]
+            let checksumBits = arena.checksumBits[i]
             // The device's TX policy (anti-spoofing, VLAN membership), on the private copy.
             guard let vlan = device.admittedVLAN(ofTransmitted: frame, length: length, on: vswitch) else { continue }
             let dst = EthernetFrame.mac(frame, at: 0)
@@ -216,7 +217,7 @@ final class HostDataPath {
                             taken = held
                             break frames
                         }
-                        owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+                        owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
                     } else if port == vswitch.uplinkPort {
                         if uplinkNIC != nil {
                             pfBatch[pfBatchCount] = Int32(i)
