@@ -1,5 +1,6 @@
 import CNPAPluginABI
 import NPAControlProtocol
+import NPARingFormats
 import NPASystem
 
 /// The shell's side of the plugin ABI: it fills `npa_plugin_state`, provides the shell services
@@ -30,6 +31,9 @@ package final class PluginHost {
     private(set) var rxLentCount = 0
     /// Per buffer id: the length of the TX frame it carries (so unsent frames can be re-sent).
     let txLengths: UnsafeMutablePointer<UInt32>
+    /// Per buffer id: the offload its TX frame asked of the device (so an unsent one is re-sent
+    /// with it, or finished in software if the next plugin cannot do it).
+    let txOffloads: UnsafeMutablePointer<TransmitOffload>
     /// Indications naming a buffer the plugin did not hold: a plugin bug, counted and ignored.
     package private(set) var pluginFaults: UInt64 = 0
     package var kicks: UInt64 = 0
@@ -61,6 +65,8 @@ package final class PluginHost {
         rxLent.initialize(repeating: 0, count: pool.count)
         txLengths = .allocate(capacity: pool.count)
         txLengths.initialize(repeating: 0, count: pool.count)
+        txOffloads = .allocate(capacity: pool.count)
+        txOffloads.initialize(repeating: .none, count: pool.count)
         self.doorbell = doorbell
         txFIFOs = txRegions.map { _ in BufferFIFO(capacity: ringSize) }
         privateArea = .allocate(byteCount: max(Int(ops.private_size), 16), alignment: 64)
@@ -197,6 +203,7 @@ package final class PluginHost {
         for f in txFIFOs { f.deallocate() }
         rxLent.deallocate()
         txLengths.deallocate()
+        txOffloads.deallocate()
         receivedIDs.deallocate()
         receivedLengths.deallocate()
         receivedHashes.deallocate()

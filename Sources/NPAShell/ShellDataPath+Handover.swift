@@ -1,4 +1,5 @@
 import CNPAPluginABI
+import NPARingFormats
 
 /// A data path's part in a switch: the old path is drained (`quiesceAndDrain`) and the new one
 /// adopts what it held (`adopt`). Neither step knows a ring format: they work on buffer ids, the
@@ -7,8 +8,9 @@ extension ShellDataPath {
     /// What a data path hands the next one at a switch: nothing the guest sent or received is
     /// lost, because the shell owns every buffer and TX completions are in-order counts.
     package struct DrainedState {
-        /// Per TX queue, in order: buffers handed to the old plugin that the device never sent.
-        package var unsent: [[(id: UInt32, length: UInt32)]]
+        /// Per TX queue, in order: buffers handed to the old plugin that the device never sent,
+        /// with the offload each asked of that plugin's device.
+        package var unsent: [[(id: UInt32, length: UInt32, offload: TransmitOffload)]]
         /// Received frames not yet handed to the user, in arrival order per queue.
         package var received: [(id: UInt32, length: UInt32)]
         /// Frames the old device completed during the drain.
@@ -24,10 +26,10 @@ extension ShellDataPath {
         _ = plugin.ops.disable_interrupt!(plugin.state, 0)
         var completed = 0
         for q in 0..<txQueueCount { completed += Int(plugin.ops.check_tx_ring!(plugin.state, UInt32(q))) }
-        var unsent: [[(id: UInt32, length: UInt32)]] = []
+        var unsent: [[(id: UInt32, length: UInt32, offload: TransmitOffload)]] = []
         for q in 0..<txQueueCount {
-            var frames: [(id: UInt32, length: UInt32)] = []
-            while let id = plugin.txFIFOs[q].pop() { frames.append((id, plugin.txLengths[Int(id)])) }
+            var frames: [(id: UInt32, length: UInt32, offload: TransmitOffload)] = []
+            while let id = plugin.txFIFOs[q].pop() { frames.append((id, plugin.txLengths[Int(id)], plugin.txOffloads[Int(id)])) }
             unsent.append(frames)
         }
         var received: [(id: UInt32, length: UInt32)] = []
@@ -62,26 +64,41 @@ extension ShellDataPath {
             let target = q % txQueueCount
             var next = 0
             while next < frames.count {
-                let n = min(64, frames.count - next, ringSize - 1 - plugin.txFIFOs[target].count)
-                if n <= 0 {
+                // Each frame goes with its offload if this plugin does it, finished here if not
+                // (a super-frame then takes a ring slot per segment).
+                let room = ringSize - 1 - plugin.txFIFOs[target].count
+                var entries = 0
+                while next < frames.count {
+                    let f = frames[next]
+                    let worst = slotsNeeded(by: f.offload)
+                    guard entries + worst <= Self.txBatchCapacity, room - entries >= worst, plugin.pool.freeCount >= worst else { break }
+                    entries += encode(f.id, length: Int(f.length), offload: f.offload, into: entries)
+                    next += 1
+                }
+                if entries == 0 {
+                    guard next < frames.count else { break }  // the last ones were refused and dropped
                     guard waitForTransmitSpace(queue: target, timeoutMilliseconds: timeoutMilliseconds) else {
                         for f in frames[next...] { plugin.pool.give(f.id) }
                         return false
                     }
                     continue
                 }
-                for i in 0..<n {
-                    let (id, length) = frames[next + i]
-                    plugin.txLengths[Int(id)] = length
-                    txBatch[i] = npa_tx_frame(
-                        gpa: plugin.pool.gpa(id), buf_id: id, length: length, vlan_tci: 0, flags: 0, offload_header_length: 0,
-                        offload_mss_or_csum: 0)
-                }
-                let accepted = Int(plugin.ops.add_tx_frames!(plugin.state, UInt32(target), txBatch, UInt32(n), NPA_TX_FLAG_LAST_HINT))
+                let accepted = Int(plugin.ops.add_tx_frames!(plugin.state, UInt32(target), txBatch, UInt32(entries), NPA_TX_FLAG_LAST_HINT))
                 for i in 0..<accepted { plugin.txFIFOs[target].push(txBatch[i].buf_id) }
-                next += accepted
+                // Our FIFO mirrors the ring, so the plugin takes all; one that does not loses these.
+                for i in accepted..<entries { plugin.pool.give(txBatch[i].buf_id) }
+                if accepted < entries {
+                    for f in frames[next...] { plugin.pool.give(f.id) }
+                    return false
+                }
             }
         }
         return true
+    }
+
+    /// Ring slots (and buffers) a frame with `offload` takes on this plugin.
+    private func slotsNeeded(by offload: TransmitOffload) -> Int {
+        guard case .segmentation = offload, plugin.ops.tx_offloads & NPA_PLUGIN_OFFLOAD_TSO == 0 else { return 1 }
+        return TCPSegmentation.maximumSegments
     }
 }

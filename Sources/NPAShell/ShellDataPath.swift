@@ -1,4 +1,5 @@
 import CNPAPluginABI
+import NPARingFormats
 import NPASystem
 
 /// The shell's data path over whichever plugin is loaded: batched transmit into shell-owned
@@ -22,8 +23,17 @@ package final class ShellDataPath {
     /// The vNIC's link to its host, if it has one (tests may drive a data path straight over a
     /// VF without a host). Once it is down, waits return false at once.
     package var link: HostLink?
-    let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: 64)
-    package private(set) var framesSent: UInt64 = 0
+    /// One add_tx_frames batch: 64 frames, or, in software TSO, one super-frame's segments more.
+    static let txBatchCapacity = 64 + TCPSegmentation.maximumSegments
+    let txBatch = UnsafeMutablePointer<npa_tx_frame>.allocate(capacity: ShellDataPath.txBatchCapacity)
+    /// Per batch entry of `transmitOffloaded`: which of the caller's frames it carries.
+    let txBatchFrames = UnsafeMutablePointer<Int>.allocate(capacity: ShellDataPath.txBatchCapacity)
+    /// The longest frame the vNIC's MTU allows (MTU + 18): what software segmentation makes.
+    package var maximumFrameLength: Int
+    package internal(set) var framesSent: UInt64 = 0
+    /// Frames `transmitOffloaded` dropped because their offload request did not fit the frame
+    /// (the caller's translation let a bad one through): never sent half-done.
+    package internal(set) var offloadRequestsRefused: UInt64 = 0
     package private(set) var framesReceived: UInt64 = 0
     package internal(set) var receiveErrors: UInt64 = 0
     package private(set) var interruptWaits: UInt64 = 0
@@ -41,11 +51,13 @@ package final class ShellDataPath {
         self.interrupt = interrupt
         self.ringSize = ringSize
         self.spinPolls = spinPolls
+        maximumFrameLength = plugin.pool.bufferSize
         backlog = ReceiveBacklog(capacity: plugin.pool.count)
     }
 
     deinit {
         txBatch.deallocate()
+        txBatchFrames.deallocate()
         backlog.deallocate()
     }
 
@@ -82,6 +94,7 @@ package final class ShellDataPath {
                 let length = fill(sent + i, UnsafeMutableRawBufferPointer(start: plugin.pool.va(id), count: plugin.pool.bufferSize))
                 precondition(length > 0 && length <= plugin.pool.bufferSize, "frame length \(length) does not fit a buffer")
                 plugin.txLengths[Int(id)] = UInt32(length)
+                plugin.txOffloads[Int(id)] = .none
                 txBatch[i] = npa_tx_frame(
                     gpa: plugin.pool.gpa(id), buf_id: id, length: UInt32(length), vlan_tci: 0, flags: 0, offload_header_length: 0,
                     offload_mss_or_csum: 0)
@@ -183,7 +196,8 @@ package final class ShellDataPath {
                     handler(
                         VirtualNIC.ReceivedFrame(
                             bytes: UnsafeRawBufferPointer(start: plugin.pool.va(id), count: Int(plugin.receivedLengths[i])),
-                            queue: q, rssHash: plugin.receivedHashes[i]))
+                            queue: q, rssHash: plugin.receivedHashes[i],
+                            checksumValid: plugin.receivedFlags[i] & UInt16(NPA_RX_FLAG_CSUM_VALID) != 0))
                     total += 1
                 }
                 plugin.pool.give(id)

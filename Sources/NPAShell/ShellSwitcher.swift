@@ -110,6 +110,7 @@ final class ShellSwitcher {
                     offer, tx: vfRegions.tx, rx: vfRegions.rx, pool: emulationPath.plugin.pool, ringSize: ringSize,
                     interrupt: interrupt, spinPolls: spinPolls, link: channel.link
                 ) { image in record.note("plugin \(image.name) \(image.version) loaded from the injected image") }
+                lease.path.maximumFrameLength = emulationPath.maximumFrameLength
                 return step { try $0.pluginLoaded(lease) }
             } catch {
                 return stepFailed(error)

@@ -50,6 +50,16 @@ public final class VirtualNIC {
         public let bytes: UnsafeRawBufferPointer
         public let queue: Int
         public let rssHash: UInt32
+        /// The device checked (or made) the frame's IP and TCP/UDP checksums
+        /// (NPA_RX_FLAG_CSUM_VALID): a guest OS need not verify them again.
+        public let checksumValid: Bool
+
+        init(bytes: UnsafeRawBufferPointer, queue: Int, rssHash: UInt32, checksumValid: Bool = false) {
+            self.bytes = bytes
+            self.queue = queue
+            self.rssHash = rssHash
+            self.checksumValid = checksumValid
+        }
     }
 
     public enum AttachError: Error, CustomStringConvertible {
@@ -152,6 +162,7 @@ public final class VirtualNIC {
             registersSize: registerPage.size, pool: layout.bufferPool(base: memory.base), ringSize: c.ringSize, doorbell: doorbell)
         let emulationPath = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: c.ringSize, spinPolls: c.spinPolls)
         emulationPath.link = channel.link
+        emulationPath.maximumFrameLength = c.mtu + 18
         device = VMXNET3Programming(memory: GuestMemory(base: memory.base, size: memory.size), channel: channel)
         switcher = ShellSwitcher(
             emulationPath: emulationPath, device: device, channel: channel, interrupt: interrupt,
@@ -202,6 +213,26 @@ public final class VirtualNIC {
         if channel.link.gone != nil { return 0 }
         serviceSwitchIfRequested()
         return dataPath.transmit(queue: queue, count: count, fill)
+    }
+
+    /// As `transmit`, with an offload request per frame: `fill` returns the frame's length and
+    /// what the device should finish (its TCP/UDP checksum, or cutting a TCP super-frame of at
+    /// most one buffer into MTU-sized segments). The shell asks the plugin only for what its
+    /// device declared and does the rest itself, so the bytes on the wire are the same
+    /// whichever data path is active. A frame whose request does not fit it is dropped and
+    /// counted in `offloadRequestsRefused`.
+    @discardableResult
+    public func transmitOffloaded(
+        queue: Int = 0, count: Int, _ fill: (Int, UnsafeMutableRawBufferPointer) -> (length: Int, offload: TransmitOffload)
+    ) -> Int {
+        if channel.link.gone != nil { return 0 }
+        serviceSwitchIfRequested()
+        return dataPath.transmitOffloaded(queue: queue, count: count, fill)
+    }
+
+    /// Frames `transmitOffloaded` dropped because their offload request did not fit them.
+    public var offloadRequestsRefused: UInt64 {
+        switcher.emulationPath.offloadRequestsRefused + (dataPath === switcher.emulationPath ? 0 : dataPath.offloadRequestsRefused)
     }
 
     /// Sends copies of `frames`; returns how many were handed to the device.
