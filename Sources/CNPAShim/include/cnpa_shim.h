@@ -116,4 +116,15 @@ int cnpa_netns_enter(const char *path);
 /// closes it. Returns 0 or -errno.
 int cnpa_netns_return(int previous);
 
+/// As cnpa_tap_open, with IFF_VNET_HDR: every frame read or written is preceded by a 12-byte
+/// virtio_net_hdr_v1 (TUNSETVNETHDRSZ 12), which carries checksum and GSO requests.
+int cnpa_tap_open_with_vnet_header(const char *name, char *out_name);
+/// TUNSETOFFLOAD: with `enabled`, the kernel may hand over frames needing a checksum and TCP
+/// GSO super-frames (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN); without, finished
+/// frames only. Needs a TAP opened with the virtio-net header. Returns 0 or -errno.
+int cnpa_tap_set_offloads(int fd, int enabled);
+/// Sets the interface `name`'s gso_max_size and gso_max_segs (rtnetlink RTM_NEWLINK, what
+/// `ip link set dev NAME gso_max_size N gso_max_segs M` does). Returns 0 or -errno.
+int cnpa_netif_set_gso_limits(const char *name, uint32_t max_size, uint32_t max_segs);
+
 #endif
