@@ -58,7 +58,7 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: dataPath),
-        .target(name: "NPAWorkload", dependencies: ["NPAShell", "NPASystem"], swiftSettings: dataPath),
+        .target(name: "NPAWorkload", dependencies: ["NPAShell", "NPASystem", "NPARingFormats"], swiftSettings: dataPath),
         .executableTarget(
             name: "npa",
             dependencies: [

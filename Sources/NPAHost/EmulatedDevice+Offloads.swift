@@ -39,8 +39,11 @@ extension EmulatedDevice {
         let frame = UnsafeRawBufferPointer(start: arena.superFrame, count: length)
         let plan: TCPSegmentation
         do {
+            // Each segment's IP packet fits the MTU: MTU + 14, or + 18 with an 802.1Q tag.
+            let tagged = EthernetFrame.u16(arena.superFrame, at: 12) == EthernetFrame.etherTypeVLAN
             plan = try TCPSegmentation(
-                frame: frame, headerLength: request.headerLength, mss: request.mssOrChecksumOffset, maxSegmentFrame: maximumFrameLength)
+                frame: frame, headerLength: request.headerLength, mss: request.mssOrChecksumOffset,
+                maxSegmentFrame: maximumFrameLength - (tagged ? 0 : EthernetFrame.vlanTagLength))
         } catch {
             return .refused
         }

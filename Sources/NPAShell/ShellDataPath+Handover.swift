@@ -98,7 +98,7 @@ extension ShellDataPath {
 
     /// Ring slots (and buffers) a frame with `offload` takes on this plugin.
     private func slotsNeeded(by offload: TransmitOffload) -> Int {
-        guard case .segmentation = offload, plugin.ops.tx_offloads & NPA_PLUGIN_OFFLOAD_TSO == 0 else { return 1 }
+        guard case .segmentation = offload, deviceOffloads & NPA_PLUGIN_OFFLOAD_TSO == 0 else { return 1 }
         return TCPSegmentation.maximumSegments
     }
 }

@@ -24,7 +24,7 @@ extension ShellDataPath {
         precondition(queue >= 0 && queue < txQueueCount, "TX queue \(queue) does not exist")
         let q = UInt32(queue)
         // Ring slots and buffers one frame may need: one, or a super-frame's segments.
-        let worst = plugin.ops.tx_offloads & NPA_PLUGIN_OFFLOAD_TSO != 0 ? 1 : TCPSegmentation.maximumSegments
+        let worst = deviceOffloads & NPA_PLUGIN_OFFLOAD_TSO != 0 ? 1 : TCPSegmentation.maximumSegments
         var sent = 0
         while sent < count {
             var room = ringSize - 1 - plugin.txFIFOs[queue].count
@@ -71,7 +71,7 @@ extension ShellDataPath {
     /// request was refused and the buffer is free again). Buffers it adds come from the pool,
     /// which the caller made sure holds enough.
     func encode(_ id: UInt32, length: Int, offload: TransmitOffload, into first: Int) -> Int {
-        let offloads = plugin.ops.tx_offloads
+        let offloads = deviceOffloads
         var flags: UInt32 = 0
         var headerLength = 0
         var mssOrOffset = 0
@@ -109,8 +109,11 @@ extension ShellDataPath {
     /// their own (checksums made by the codec); its own buffer goes back to the pool.
     private func segment(_ id: UInt32, length: Int, headerLength: Int, mss: Int, into first: Int) -> Int {
         let frame = UnsafeRawBufferPointer(start: plugin.pool.va(id), count: length)
+        // Each segment's IP packet fits the MTU: MTU + 14, or + 18 with an 802.1Q tag.
+        let tagged = length >= 14 && EthernetFrame.u16(frame.baseAddress!, at: 12) == EthernetFrame.etherTypeVLAN
+        let maxSegmentFrame = maximumFrameLength - (tagged ? 0 : EthernetFrame.vlanTagLength)
         guard
-            let plan = try? TCPSegmentation(frame: frame, headerLength: headerLength, mss: mss, maxSegmentFrame: maximumFrameLength),
+            let plan = try? TCPSegmentation(frame: frame, headerLength: headerLength, mss: mss, maxSegmentFrame: maxSegmentFrame),
             plan.segmentCount <= plugin.pool.freeCount, first + plan.segmentCount <= Self.txBatchCapacity
         else { return refuse(id) }
         for k in 0..<plan.segmentCount {

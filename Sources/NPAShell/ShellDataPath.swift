@@ -30,6 +30,10 @@ package final class ShellDataPath {
     let txBatchFrames = UnsafeMutablePointer<Int>.allocate(capacity: ShellDataPath.txBatchCapacity)
     /// The longest frame the vNIC's MTU allows (MTU + 18): what software segmentation makes.
     package var maximumFrameLength: Int
+    /// The NPA_PLUGIN_OFFLOAD_* bits the shell may use of those its plugin declares.
+    package var offloadMask: UInt32 = ~0
+    /// What the shell asks of this path's device: declared and allowed.
+    var deviceOffloads: UInt32 { plugin.ops.tx_offloads & offloadMask }
     package internal(set) var framesSent: UInt64 = 0
     /// Frames `transmitOffloaded` dropped because their offload request did not fit the frame
     /// (the caller's translation let a bad one through): never sent half-done.

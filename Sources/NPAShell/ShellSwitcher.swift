@@ -111,6 +111,7 @@ final class ShellSwitcher {
                     interrupt: interrupt, spinPolls: spinPolls, link: channel.link
                 ) { image in record.note("plugin \(image.name) \(image.version) loaded from the injected image") }
                 lease.path.maximumFrameLength = emulationPath.maximumFrameLength
+                lease.path.offloadMask = emulationPath.offloadMask
                 return step { try $0.pluginLoaded(lease) }
             } catch {
                 return stepFailed(error)

@@ -38,6 +38,9 @@ public final class VirtualNIC {
         /// Receive polls before sleeping on the interrupt; spinning a little saves wake-ups.
         /// `Int.max` is busy-poll mode: the guest never sleeps on its interrupt line.
         public var spinPolls: Int = 200
+        /// Whether the shell may ask the device (any plugin's) for the TX offloads it declares;
+        /// false makes the shell do them all in software (`ethtool -K tx off tso off` of a driver).
+        public var deviceOffloads = true
 
         public init(name: String, mac: MACAddress? = nil) {
             self.name = name
@@ -163,6 +166,7 @@ public final class VirtualNIC {
         let emulationPath = ShellDataPath(plugin: plugin, interrupt: interrupt, ringSize: c.ringSize, spinPolls: c.spinPolls)
         emulationPath.link = channel.link
         emulationPath.maximumFrameLength = c.mtu + 18
+        emulationPath.offloadMask = c.deviceOffloads ? ~0 : 0
         device = VMXNET3Programming(memory: GuestMemory(base: memory.base, size: memory.size), channel: channel)
         switcher = ShellSwitcher(
             emulationPath: emulationPath, device: device, channel: channel, interrupt: interrupt,

@@ -1,3 +1,4 @@
+import NPARingFormats
 import NPAShell
 import NPASystem
 
@@ -6,9 +7,19 @@ import NPASystem
 /// receives are written to the interface. Owns nothing but its scratch buffers; touches only the
 /// vNIC's data path and the TAP's descriptor, from the one thread that calls `run`.
 ///
-/// Without offloads yet: whole frames, at most MTU + 18 bytes each way; one read(2) or write(2)
-/// per frame on the TAP side (TAP has no batch call without the virtio-net header), batched
-/// per wake-up on the vNIC side.
+/// With offloads (a TAP opened with the virtio-net header, `offloads: true`), the kernel hands
+/// over TCP super-frames of up to one vNIC buffer and frames whose checksum it left to the
+/// device; each becomes a `transmitOffloaded` request (`VirtioNetHeader` translates and checks
+/// it), and frames the device vouches for go to the kernel marked DATA_VALID, so it does not
+/// sum them again. Without: whole frames, at most MTU + 18 bytes each way. One read(2) or
+/// write(2) per frame on the TAP side, batched per wake-up on the vNIC side.
+///
+/// Why super-frames are bounded by the vNIC's buffer (gso_max_size) rather than the buffer
+/// raised to 64 KiB: every shell buffer has the one size, so 64 KiB buffers would make the
+/// pool (RX and TX, 2 x 1024 each by default) 256 MiB of guest memory; vmxnet3's 14-bit
+/// descriptor length caps a buffer at 16 KiB anyway, and a 16 KiB super-frame (11 segments at
+/// MSS 1448) already takes the per-frame costs (a TAP read, a descriptor) off all but one in
+/// eleven segments: the receiving side writes MTU-sized frames one by one either way.
 public final class TAPBridge {
     /// What the bridge moved and dropped. Drops are counted, never fatal.
     public struct Counters: Sendable, Equatable {
@@ -23,6 +34,16 @@ public final class TAPBridge {
         public var transmitRingFull: UInt64 = 0
         /// Frames from the vNIC dropped because the kernel's queue was full.
         public var tapQueueFull: UInt64 = 0
+        /// Frames from the kernel whose virtio-net header asked for something bogus (a GSO type
+        /// other than TCP, gso_size 0 or past the MTU, a TCP header or checksum outside the
+        /// frame, a super-frame the segmentation codec refuses): dropped, never passed on.
+        public var badVirtioHeader: UInt64 = 0
+        /// Of `framesToVNIC`: TCP super-frames handed over for the device to segment, and frames
+        /// whose checksum the device completes.
+        public var superFramesToVNIC: UInt64 = 0
+        public var checksumOffloadsToVNIC: UInt64 = 0
+        /// Of `framesToTAP`: frames written with DATA_VALID (the device vouched for them).
+        public var checksumValidToTAP: UInt64 = 0
         public init() {}
     }
 
@@ -37,6 +58,17 @@ public final class TAPBridge {
     public private(set) var counters = Counters()
     /// The longest frame the vNIC takes: MTU plus an Ethernet header and one VLAN tag.
     public let maxFrameBytes: Int
+    /// Whether the kernel hands over super-frames and unfinished checksums (the TAP has the
+    /// virtio-net header and `offloads` was asked for).
+    public let offloadsEnabled: Bool
+    /// Bytes before each frame on the TAP: the virtio-net header's, or none.
+    private let headerBytes: Int
+    /// The longest frame read from the kernel: a super-frame fills at most one vNIC buffer.
+    private let maxReadBytes: Int
+    /// The two headers a frame to the kernel may carry: nothing to say, and DATA_VALID.
+    private let plainHeader: UnsafeMutableRawPointer
+    private let validHeader: UnsafeMutableRawPointer
+    private var offloads = [TransmitOffload](repeating: .none, count: TAPBridge.batch)
 
     private static let batch = 32
     /// `batch` slots of `slotBytes`: one byte more than a frame may be, so an oversize frame
@@ -47,18 +79,36 @@ public final class TAPBridge {
 
     /// Gives the TAP the vNIC's MAC (the host's switch delivers only to that address) and MTU
     /// (so the kernel sends nothing the vNIC cannot take), while the TAP is still in this
-    /// process's network namespace.
-    public init(nic: VirtualNIC, tap: TAPDevice) throws {
+    /// process's network namespace. With `offloads` and a TAP opened with the virtio-net
+    /// header, turns the TAP's offloads on and bounds its super-frames to one vNIC buffer
+    /// (gso_max_size) and to the segments a device cuts (gso_max_segs); a TAP without the
+    /// header moves finished frames whatever `offloads` says (`offloadsEnabled` tells).
+    public init(nic: VirtualNIC, tap: TAPDevice, offloads: Bool = true) throws {
         try tap.setHardwareAddress(nic.mac.bytes)
         try tap.setMTU(nic.configuration.mtu)
+        offloadsEnabled = offloads && tap.virtioNetHeader
+        if tap.virtioNetHeader { try tap.setOffloads(offloadsEnabled) }
+        if offloadsEnabled {
+            try tap.setGSOLimits(maxSize: nic.configuration.bufferSize, maxSegments: TCPSegmentation.maximumSegments)
+        }
         self.nic = nic
         self.tap = tap
         maxFrameBytes = nic.configuration.mtu + 18
-        slotBytes = maxFrameBytes + 1
+        headerBytes = tap.virtioNetHeader ? VirtioNetHeader.size : 0
+        maxReadBytes = offloadsEnabled ? max(maxFrameBytes, nic.configuration.bufferSize) : maxFrameBytes
+        slotBytes = headerBytes + maxReadBytes + 1
         scratch = .allocate(byteCount: slotBytes * Self.batch, alignment: 64)
+        plainHeader = .allocate(byteCount: VirtioNetHeader.size, alignment: 8)
+        validHeader = .allocate(byteCount: VirtioNetHeader.size, alignment: 8)
+        VirtioNetHeader.write(dataValid: false, into: plainHeader)
+        VirtioNetHeader.write(dataValid: true, into: validHeader)
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        scratch.deallocate()
+        plainHeader.deallocate()
+        validHeader.deallocate()
+    }
 
     /// Moves frames both ways until `shouldStop` says so (checked at least every few
     /// milliseconds) or the host goes away. Throws when the TAP becomes unusable (e.g. its
@@ -74,7 +124,7 @@ public final class TAPBridge {
             nic.receive(maxFrames: 64, timeoutMilliseconds: fromKernel > 0 ? 0 : 1) { frame in
                 guard tapError == nil else { return }
                 do {
-                    if try tap.writeFrame(frame.bytes) {
+                    if try writeToTAP(frame) {
                         counters.framesToTAP &+= 1
                     } else {
                         counters.tapQueueFull &+= 1
@@ -86,29 +136,71 @@ public final class TAPBridge {
         return .stopped
     }
 
+    /// The longest segment of a super-frame: its IP packet fits the MTU (MTU + 14, + 18 tagged).
+    private func maxSegmentFrame(_ frame: UnsafeRawPointer) -> Int {
+        maxFrameBytes - (EthernetFrame.u16(frame, at: 12) == EthernetFrame.etherTypeVLAN ? 0 : EthernetFrame.vlanTagLength)
+    }
+
+    /// Writes one frame the vNIC received to the kernel, after a virtio-net header if the TAP
+    /// has one (DATA_VALID when the device vouched for its checksums). False: the queue was full.
+    private func writeToTAP(_ frame: VirtualNIC.ReceivedFrame) throws -> Bool {
+        guard headerBytes > 0 else { return try tap.writeFrame(frame.bytes) }
+        let valid = offloadsEnabled && frame.checksumValid
+        if valid { counters.checksumValidToTAP &+= 1 }
+        return try tap.writeFrame(header: UnsafeRawBufferPointer(start: valid ? validHeader : plainHeader, count: headerBytes), frame.bytes)
+    }
+
     /// Reads what the kernel has ready (up to a batch) and sends it; returns frames read.
     private func forwardFromTAP() throws -> Int {
         var n = 0
         var read = 0
         while n < Self.batch {
             let slot = UnsafeMutableRawBufferPointer(rebasing: scratch[n * slotBytes..<(n + 1) * slotBytes])
-            guard let length = try tap.readFrame(into: slot) else { break }
+            guard let bytes = try tap.readFrame(into: slot) else { break }
             read += 1
-            guard length >= 14, length <= maxFrameBytes else {
+            let length = bytes - headerBytes
+            guard length >= 14, length <= maxReadBytes else {
                 counters.malformedFromTAP &+= 1
                 continue
             }
+            var offload = TransmitOffload.none
+            if offloadsEnabled {
+                let header = VirtioNetHeader(slot.baseAddress!)
+                guard
+                    let request = header.transmitOffload(
+                        frame: slot.baseAddress! + headerBytes, length: length,
+                        maxSegmentFrame: maxSegmentFrame(slot.baseAddress! + headerBytes))
+                else {
+                    counters.badVirtioHeader &+= 1
+                    continue
+                }
+                offload = request
+            }
+            // Only a super-frame may be longer than the MTU allows.
+            if length > maxFrameBytes {
+                guard case .segmentation = offload else {
+                    counters.malformedFromTAP &+= 1
+                    continue
+                }
+            }
             lengths[n] = length
+            offloads[n] = offload
             n += 1
         }
         var sent = 0
         var retried = false
         while sent < n {
             let base = sent
-            let k = nic.transmit(count: n - sent) { i, buffer in
+            let k = nic.transmitOffloaded(count: n - sent) { i, buffer in
                 let length = lengths[base + i]
-                buffer.copyMemory(from: UnsafeRawBufferPointer(start: scratch.baseAddress! + (base + i) * slotBytes, count: length))
-                return length
+                buffer.copyMemory(
+                    from: UnsafeRawBufferPointer(start: scratch.baseAddress! + (base + i) * slotBytes + headerBytes, count: length))
+                switch offloads[base + i] {
+                case .none: break
+                case .checksum: counters.checksumOffloadsToVNIC &+= 1
+                case .segmentation: counters.superFramesToVNIC &+= 1
+                }
+                return (length, offloads[base + i])
             }
             sent += k
             if k == 0 {

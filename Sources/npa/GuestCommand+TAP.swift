@@ -1,10 +1,28 @@
+import ArgumentParser
 import NPAControlProtocol
 import NPAShell
 import NPASystem
 import NPAWorkload
 
+/// `--offloads on|off`.
+enum OffloadSetting: String, ExpressibleByArgument, Sendable {
+    case on, off
+}
+
 /// `npa guest ... tap`: the guest's OS is the kernel's TCP/IP stack behind a TAP interface.
 extension Guest {
+    /// Whether the TAP carries offloads (the default).
+    var tapOffloads: Bool { offloads != .off }
+
+    /// With offloads a TCP super-frame fills one vNIC buffer, so a tap guest's buffers are as
+    /// large as its memory allows for every ring to be full (at most 16320 bytes: vmxnet3's
+    /// 14-bit buffer length, a multiple of 64), and never smaller than the MTU needs.
+    static func superFrameBufferSize(_ c: VirtualNIC.Configuration) -> Int {
+        let buffers = (c.txQueues + c.rxQueues) * c.ringSize
+        let fitting = ((c.memoryBytes - (1 << 20)) / buffers) & ~63
+        return max(c.bufferSize, min(16320, fitting))
+    }
+
     /// Options only the frame workloads take, refused for tap where they would be ignored.
     var workloadOptionsGiven: [String] {
         var given = senderOptionsGiven
@@ -25,8 +43,8 @@ extension Guest {
             // Inside --netns the interface is created (and given its MAC and MTU) there; the
             // descriptor stays bound to it when this thread returns to its own namespace.
             func open() throws -> (TAPDevice, TAPBridge) {
-                let tap = try TAPDevice(name: ifname ?? "")
-                return (tap, try TAPBridge(nic: nic, tap: tap))
+                let tap = try TAPDevice(name: ifname ?? "", virtioNetHeader: tapOffloads)
+                return (tap, try TAPBridge(nic: nic, tap: tap, offloads: tapOffloads))
             }
             if let netns {
                 (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: netns), open)
@@ -38,7 +56,9 @@ extension Guest {
         }
         let stopSignal = try EventNotifier()
         TerminationSignals.deliver(to: stopSignal.fd.rawValue)
-        standardError("attached as \(nic.mac); bridged to TAP \(tap.interfaceName) (MTU \(nic.configuration.mtu))")
+        standardError(
+            "attached as \(nic.mac); bridged to TAP \(tap.interfaceName) (MTU \(nic.configuration.mtu), offloads "
+                + (bridge.offloadsEnabled ? "on: super-frames up to \(nic.configuration.bufferSize) bytes)" : "off)"))
         // The eventfd is looked at every 64 turns of the bridge's loop (an idle turn is about a
         // millisecond), not on every turn: that would be a syscall per batch.
         var turns = 0
@@ -54,7 +74,9 @@ extension Guest {
         let c = bridge.counters
         print(
             "tap \(tap.interfaceName): \(c.framesToVNIC) frames to the vNIC, \(c.framesToTAP) to the kernel; dropped: "
-                + "\(c.malformedFromTAP) malformed from the kernel, \(c.transmitRingFull) on a full TX ring, \(c.tapQueueFull) on a full TAP queue"
+                + "\(c.malformedFromTAP) malformed from the kernel, \(c.badVirtioHeader) with a bogus virtio-net header, "
+                + "\(c.transmitRingFull) on a full TX ring, \(c.tapQueueFull) on a full TAP queue; offloaded: \(c.superFramesToVNIC) super-frames, "
+                + "\(c.checksumOffloadsToVNIC) checksums to the vNIC, \(c.checksumValidToTAP) checksum-valid to the kernel"
         )
         if case .hostGone(let why) = ending { throw CommandFailure("guest \(name): \(why)") }
     }

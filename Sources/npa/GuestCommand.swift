@@ -60,6 +60,9 @@ struct Guest: ParsableCommand {
     @Option(help: "tap: create the interface inside this named network namespace (as made by `ip netns add`).")
     var netns: String?
 
+    @Option(help: "tap: checksum and TCP segmentation offloads through the TAP's virtio-net header: on or off (default: on).")
+    var offloads: OffloadSetting?
+
     @Option(help: "Destination MAC (send, duplex).")
     var to: String?
 
@@ -139,6 +142,7 @@ struct Guest: ParsableCommand {
         do { try traffic.validate() } catch { throw ValidationError("\(error)") }
         if ifname != nil && workload != .tap { throw ValidationError("--ifname is for tap") }
         if netns != nil && workload != .tap { throw ValidationError("--netns is for tap") }
+        if offloads != nil && workload != .tap { throw ValidationError("--offloads is for tap") }
         if let netns, netns.isEmpty || netns.contains("/") || netns.hasPrefix(".") {
             throw ValidationError("--netns '\(netns.prefix(80))' is not a namespace name (as `ip netns list` shows it)")
         }
@@ -167,6 +171,7 @@ struct Guest: ParsableCommand {
         c.rxQueues = queues
         c.mtu = mtu ?? (workload == .send ? max(1500, size - 18) : workload == .tap ? 1500 : 9000)
         c.bufferSize = c.mtu + 18 <= 2048 ? 2048 : 9216
+        if workload == .tap && tapOffloads { c.bufferSize = Self.superFrameBufferSize(c) }
         let nic: VirtualNIC
         do {
             nic = try VirtualNIC.attach(hostSocket: host, configuration: c)
