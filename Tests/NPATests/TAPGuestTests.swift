@@ -152,7 +152,8 @@ import Testing
     func pingAndIperf3CrossBothModes(mode: String) throws {
         let passthrough = mode == "passthrough"
         let fixture = try PassthroughFixture(
-            model: "npa-dring", a: GuestSpec("tap-a"), b: GuestSpec("tap-b"), switchIn: (passthrough, passthrough))
+            model: "npa-dring", a: GuestSpec("tap-a", memoryMiB: 32, bufferSize: 16320),
+            b: GuestSpec("tap-b", memoryMiB: 32, bufferSize: 16320), switchIn: (passthrough, passthrough))
         defer { fixture.stop() }
         for nic in [fixture.a, fixture.b] { #expect(nic.mode == mode, "\(nic.lastSwitchError ?? "")") }
         let tag = "\(getpid())-\(UInt32.random(in: 0...0xFFFF))"
@@ -167,10 +168,13 @@ import Testing
         for (i, (ns, nic)) in zip(namespaces, [fixture.a, fixture.b]).enumerated() {
             try ip(["netns", "add", ns])
             let tapName = "npap\(tag.suffix(6).filter(\.isHexDigit))\(i)"
+            // With offloads: super-frames up to a buffer, cut by device emulation, or by the shell
+            // on a VF whose plugin does not declare TSO.
             let (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: ns)) {
-                let tap = try TAPDevice(name: tapName)
+                let tap = try TAPDevice(name: tapName, virtioNetHeader: true)
                 return (tap, try TAPBridge(nic: nic, tap: tap))
             }
+            #expect(bridge.offloadsEnabled)
             try ip(["-n", ns, "addr", "add", "10.78.0.\(i + 1)/24", "dev", tap.interfaceName])
             try ip(["-n", ns, "link", "set", tap.interfaceName, "up"])
             bridges.append(BridgeThread(bridge: bridge, stop: stop))
@@ -196,7 +200,11 @@ import Testing
 
         stop.set()
         for bridge in bridges { bridge.join() }
-        for bridge in bridges { #expect(bridge.error == nil) }
+        for bridge in bridges {
+            #expect(bridge.error == nil)
+            #expect(bridge.bridge.counters.badVirtioHeader == 0)
+        }
+        #expect(bridges[0].bridge.counters.superFramesToVNIC > 0, "\(bridges[0].bridge.counters)")
         bridges.removeAll()
         for name in ["tap-a", "tap-b"] { #expect(try fixture.host.status(of: name)?.mode == mode) }
     }
