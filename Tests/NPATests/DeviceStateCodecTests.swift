@@ -162,4 +162,27 @@ extension DeviceStateCodecTests {
             #expect(state.encoded() == bytes, "\(file.lastPathComponent)")
         }
     }
+
+    /// Counters version 1 (before `bad_offload` joined the drop reasons: 13 of them) is still
+    /// read, the newer reason at 0; what is written is version 2.
+    @Test func aVersion1CountersPieceIsReadWithTheNewerDropReasonsAtZero() throws {
+        var state = Self.sample()
+        state.counters.device.drops[DropReason.badOffload.rawValue] = 0
+        let current = state.encoded()
+        let header = Self.payloadOffset(current, .counters) - 8
+        #expect(current[header + 2] == 2)
+        // v1: the same payload with one drop counter fewer (the last, bad_offload).
+        let dropsCount = header + 8 + 9 * 8
+        #expect(Int(current[dropsCount]) == DropReason.allCases.count)
+        var old = Array(current[..<dropsCount]) + [UInt8(DeviceState.dropReasonsInCountersV1)]
+        old += current[(dropsCount + 1)..<(dropsCount + 1 + 13 * 8)]
+        old += current[(dropsCount + 1 + 14 * 8)...]
+        old[header + 2] = 1
+        let length = Int(current[header + 4]) | Int(current[header + 5]) << 8 - 8
+        old[header + 4] = UInt8(length & 0xFF)
+        old[header + 5] = UInt8(length >> 8)
+        let decoded = try DeviceState(decoding: old)
+        #expect(decoded == state)
+        #expect(decoded.encoded() == current)
+    }
 }
