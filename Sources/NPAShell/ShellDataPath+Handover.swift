@@ -71,7 +71,9 @@ extension ShellDataPath {
                 while next < frames.count {
                     let f = frames[next]
                     let worst = slotsNeeded(by: f.offload)
-                    guard entries + worst <= Self.txBatchCapacity, room - entries >= worst, plugin.pool.freeCount >= worst else { break }
+                    // Only software segmentation takes buffers of its own; a plain re-send takes none.
+                    guard entries + worst <= Self.txBatchCapacity, room - entries >= worst, worst == 1 || plugin.pool.freeCount >= worst
+                    else { break }
                     entries += encode(f.id, length: Int(f.length), offload: f.offload, into: entries)
                     next += 1
                 }
