@@ -240,4 +240,38 @@ import Testing
                 return c["drop_bad_offload"] == 2 && c["drop_frame_too_long"] == 1 && c["tx_frames"] == 5
             }, "\((try? evil.deviceCounters())?.filter { $0.value != 0 } ?? [:])")
     }
+
+    /// A receiver with fewer buffers than a burst of super-frames has segments: the switch stops
+    /// part-way through a TSO chain, the chain stays in the sender's ring, and the next pass
+    /// resumes after the segments already delivered: every segment arrives once, in order.
+    @Test func aSuperFrameTheReceiverTakesInPartsArrivesOnceAndInOrder() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let a = try attach(host, "part-a")
+        var c = VirtualNIC.Configuration(name: "part-b")
+        c.ringSize = 32  // 31 buffers posted: a super-frame of 10 segments does not fit three times
+        c.memoryBytes = 8 << 20
+        let b = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: c)
+        let payload = 14_280  // 10 segments of 1428
+        let (frame, headerLength) = Self.superFrame(ipv6: false, payload: payload, from: a.mac, to: b.mac)
+        let tcp = 14 + Int(frame[14] & 0x0F) * 4
+        let first = Self.sequence(frame, tcp: tcp)
+        for k in 0..<6 {
+            var f = frame
+            let seq = first &+ UInt32(k * payload)
+            for j in 0..<4 { f[tcp + 4 + j] = UInt8(truncatingIfNeeded: seq >> (24 - 8 * j)) }
+            #expect(send(a, f, .segmentation(headerLength: headerLength, mss: Self.mss)) == 1)
+        }
+        let got = receive(b, count: 60)
+        #expect(got.count == 60)
+        for (n, segment) in got.enumerated() {
+            #expect(Self.sequence(segment.bytes, tcp: tcp) == first &+ UInt32(n * Self.mss), "segment \(n)")
+            #expect(segment.bytes.withUnsafeBytes { TCPSegmentation.tcpOrUDPChecksumIsValid($0) })
+        }
+        #expect(b.receive(maxFrames: 16, timeoutMilliseconds: 100).isEmpty)  // nothing twice
+        #expect(a.flush(timeoutMilliseconds: 10_000))
+        #expect(try a.deviceCounters()["tx_frames"] == 60)
+        #expect(try b.deviceCounters()["drop_no_buffers"] == 0)
+        #expect(try b.deviceCounters()["sender_holds"] ?? 0 >= 1)  // the switch did stop part-way
+    }
 }
