@@ -15,37 +15,14 @@ import Testing
     func aTCPTransferBetweenTwoKernelStackGuestsArrivesIntact() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let tag = "\(getpid())-\(UInt32.random(in: 0...0xFFFF))"
-        let namespaces = ["npa-t-\(tag)-a", "npa-t-\(tag)-b"]
-        defer { for ns in namespaces { _ = try? ip(["netns", "delete", ns]) } }
-        let stop = StopFlag()
-        var bridges: [BridgeThread] = []
-        defer {
-            stop.set()
-            for bridge in bridges { bridge.join() }
-        }
-        for (i, ns) in namespaces.enumerated() {
-            try ip(["netns", "add", ns])
-            let nic = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: .init(name: "tap-guest-\(i)"))
-            let tapName = "npat\(tag.suffix(6).filter(\.isHexDigit))\(i)"
-            let tap: TAPDevice
-            let bridge: TAPBridge
-            if i == 0 {
-                // Made here, then moved: what a user does with `ip link set IF netns NS`.
-                tap = try TAPDevice(name: tapName)
-                bridge = try TAPBridge(nic: nic, tap: tap)
-                try ip(["link", "set", tap.interfaceName, "netns", ns])
-            } else {
-                // Made inside the namespace, as `npa guest tap --netns` does.
-                (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: ns)) {
-                    let tap = try TAPDevice(name: tapName)
-                    return (tap, try TAPBridge(nic: nic, tap: tap))
-                }
-            }
-            try ip(["-n", ns, "addr", "add", "10.77.0.\(i + 1)/24", "dev", tap.interfaceName])
-            try ip(["-n", ns, "link", "set", tap.interfaceName, "up"])
-            bridges.append(BridgeThread(bridge: bridge, stop: stop))
-        }
+        let guests = try KernelStackGuests(
+            nics: [
+                try VirtualNIC.attach(hostSocket: host.socketPath, configuration: .init(name: "tap-guest-0")),
+                try VirtualNIC.attach(hostSocket: host.socketPath, configuration: .init(name: "tap-guest-1")),
+            ],
+            subnet: 77, placements: [.movedIntoNamespace, .madeInNamespace])
+        defer { guests.tearDown() }
+        let namespaces = guests.namespaces
 
         // The server takes everything until end of stream and answers its SHA-256; the client
         // sends 1 MiB of seeded bytes and checks the answer against its own digest.
@@ -89,15 +66,13 @@ import Testing
         let output = String(decoding: (client.standardOutput as! Pipe).fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(client.terminationStatus == 0, "client: \(output)")
         #expect(server.terminationStatus == 0)
-        stop.set()
-        for bridge in bridges { bridge.join() }
-        for bridge in bridges {
+        guests.stopBridges()
+        for bridge in guests.bridges {
             #expect(bridge.error == nil)
             #expect(bridge.bridge.counters.framesToVNIC > 100)
             #expect(bridge.bridge.counters.framesToTAP > 100)
             #expect(bridge.bridge.counters.malformedFromTAP == 0)
         }
-        bridges.removeAll()
     }
 
     /// `npa guest ... tap` creates its interface (in the namespace `--netns` names, or its own)
@@ -141,26 +116,9 @@ import Testing
             model: "npa-dring", a: GuestSpec("tap-a"), b: GuestSpec("tap-b"), switchIn: (passthrough, passthrough))
         defer { fixture.stop() }
         for nic in [fixture.a, fixture.b] { #expect(nic.mode == mode, "\(nic.lastSwitchError ?? "")") }
-        let tag = "\(getpid())-\(UInt32.random(in: 0...0xFFFF))"
-        let namespaces = ["npa-t-\(tag)-a", "npa-t-\(tag)-b"]
-        defer { for ns in namespaces { _ = try? ip(["netns", "delete", ns]) } }
-        let stop = StopFlag()
-        var bridges: [BridgeThread] = []
-        defer {
-            stop.set()
-            for bridge in bridges { bridge.join() }
-        }
-        for (i, (ns, nic)) in zip(namespaces, [fixture.a, fixture.b]).enumerated() {
-            try ip(["netns", "add", ns])
-            let tapName = "npap\(tag.suffix(6).filter(\.isHexDigit))\(i)"
-            let (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: ns)) {
-                let tap = try TAPDevice(name: tapName)
-                return (tap, try TAPBridge(nic: nic, tap: tap))
-            }
-            try ip(["-n", ns, "addr", "add", "10.78.0.\(i + 1)/24", "dev", tap.interfaceName])
-            try ip(["-n", ns, "link", "set", tap.interfaceName, "up"])
-            bridges.append(BridgeThread(bridge: bridge, stop: stop))
-        }
+        let guests = try KernelStackGuests(nics: [fixture.a, fixture.b], subnet: 78)
+        defer { guests.tearDown() }
+        let namespaces = guests.namespaces
 
         // -w 60 with -c 3: exit 0 only once three replies came back, however long ARP takes.
         let ping = try run(in: namespaces[0], ["ping", "-c", "3", "-w", "60", "10.78.0.2"])
@@ -180,107 +138,8 @@ import Testing
         server.waitUntilExit()
         #expect(server.terminationStatus == 0)
 
-        stop.set()
-        for bridge in bridges { bridge.join() }
-        for bridge in bridges { #expect(bridge.error == nil) }
-        bridges.removeAll()
+        guests.stopBridges()
+        for bridge in guests.bridges { #expect(bridge.error == nil) }
         for name in ["tap-a", "tap-b"] { #expect(try fixture.host.status(of: name)?.mode == mode) }
     }
-}
-
-/// A stop request shared between the test and its bridge threads.
-private final class StopFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stopped = false
-    func set() { lock.withLock { stopped = true } }
-    var isSet: Bool { lock.withLock { stopped } }
-}
-
-/// One bridge running on its own thread until the stop flag is set.
-private final class BridgeThread: @unchecked Sendable {
-    let bridge: TAPBridge
-    private(set) var error: (any Error)?
-    private var thread: pthread_t?
-
-    init(bridge: TAPBridge, stop: StopFlag) {
-        self.bridge = bridge
-        thread = EngineThread.start(name: "npa-tap-bridge") { [self] in
-            do { _ = try bridge.run(shouldStop: { stop.isSet }) } catch { self.error = error }
-        }
-    }
-
-    func join() {
-        if let thread { EngineThread.join(thread) }
-        thread = nil
-    }
-}
-
-/// Runs `ip ARGS`, throwing with its standard error if it fails.
-@discardableResult
-private func ip(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip").standardized
-    if !FileManager.default.fileExists(atPath: "/usr/sbin/ip") { process.executableURL = URL(fileURLWithPath: "/sbin/ip") }
-    process.arguments = arguments
-    let errors = Pipe()
-    process.standardError = errors
-    process.standardOutput = Pipe()
-    try process.run()
-    process.waitUntilExit()
-    let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    if process.terminationStatus != 0 { throw IPCommandFailed(description: "ip \(arguments.joined(separator: " ")): \(message)") }
-    return message
-}
-
-private struct IPCommandFailed: Error, CustomStringConvertible { let description: String }
-
-/// Runs `ip ARGS` and returns its standard output.
-private func ipOutput(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    try process.run()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return text
-}
-
-/// Starts `python3 -c SCRIPT` inside the namespace `ns`, its standard output on a pipe.
-private func python(in ns: String, _ script: String) throws -> Process {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
-    process.arguments = ["netns", "exec", ns, "python3", "-c", script]
-    process.standardOutput = Pipe()
-    try process.run()
-    return process
-}
-
-/// Whether `tool` is an executable in one of PATH's directories (or the sbin ones).
-private func toolIsInstalled(_ tool: String) -> Bool {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-    return (path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"])
-        .contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(tool)") }
-}
-
-/// Starts `COMMAND` inside the namespace `ns`, its standard output and error on one pipe.
-private func start(in ns: String, _ command: [String]) throws -> Process {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
-    process.arguments = ["netns", "exec", ns] + command
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    return process
-}
-
-/// Runs `COMMAND` inside the namespace `ns` to its end: its exit status and combined output.
-private func run(in ns: String, _ command: [String]) throws -> (status: Int32, output: String) {
-    let process = try start(in: ns, command)
-    // Read to the end first: a full pipe would otherwise block the child before it exits.
-    let data = (process.standardOutput as! Pipe).fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
