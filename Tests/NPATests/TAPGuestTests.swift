@@ -102,6 +102,37 @@ import Testing
         #expect(throws: IPCommandFailed.self) { try ip(namespaceOption + ["link", "show", ifname]) }
     }
 
+    static let pingSkipReason = "needs root, /dev/net/tun and ping (scripts/install-deps.sh installs it)"
+
+    /// An idle bridge sleeps on the vNIC's interrupt and the TAP's descriptor together: a frame
+    /// from either side wakes it (ping's ARP and ICMP cross both bridges, each way), and
+    /// otherwise it wakes only to look at its stop flag, never polls. The proof counts turns of
+    /// its loop, not time: every turn either moves a frame (or takes the interrupt of one sent)
+    /// or sleeps a full `stopCheckMilliseconds`, so the turns the frames do not explain are at
+    /// most the run's length over that. A poll every millisecond makes ~20 times the bound.
+    @Test(.enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping"), Comment(rawValue: pingSkipReason)))
+    func anIdleBridgeSleepsOnTheInterruptAndTheTAPTogether() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let started = Clock.monotonicNanoseconds()
+        let guests = try KernelStackGuests(nics: [attach(host, "idle-a"), attach(host, "idle-b")], subnet: 79)
+        defer { guests.tearDown() }
+        // ping's default one-second interval leaves the bridges idle between echoes.
+        let ping = try run(in: guests.namespaces[0], ["ping", "-c", "3", "-w", "60", guests.addresses[1]])
+        #expect(ping.status == 0, "\(ping.output)")
+        guests.stopBridges()
+        let elapsedMilliseconds = (Clock.monotonicNanoseconds() - started) / 1_000_000
+        for bridge in guests.bridges {
+            let counters = bridge.bridge.counters
+            #expect(bridge.error == nil)
+            #expect(counters.framesToVNIC > 0 && counters.framesToTAP > 0, "\(counters)")
+            // Half the stop-check period, doubled frames and a few turns spare: slack, not timing.
+            let bound =
+                elapsedMilliseconds / UInt64(TAPBridge.stopCheckMilliseconds / 2) + 2 * (counters.framesToVNIC + counters.framesToTAP) + 4
+            #expect(counters.wakeUps <= bound, "\(counters) in \(elapsedMilliseconds) ms")
+        }
+    }
+
     static let toolsSkipReason = "needs root, /dev/net/tun, ping and iperf3 (scripts/install-deps.sh installs them)"
 
     /// Real tools between two kernel-stack guests, emulated and switched in to VFs: kernel ICMP
