@@ -135,16 +135,17 @@ import Testing
 
     static let toolsSkipReason = "needs root, /dev/net/tun, ping and iperf3 (scripts/install-deps.sh installs them)"
 
-    /// Real tools between two kernel-stack guests, emulated and switched in to VFs: kernel ICMP
+    /// Real tools between two kernel-stack guests, emulated and switched in to VFs of either NIC
+    /// model (descriptor rings, or submission/completion queues): kernel ICMP
     /// (`ping -c 3`) and an iperf3 TCP run (server in one namespace, client in the other) both
     /// complete, and in passthrough the host's status still says passthrough afterwards.
     @Test(
         .enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping") && toolIsInstalled("iperf3"), Comment(rawValue: toolsSkipReason)),
-        arguments: ["emulated", "passthrough"])
-    func pingAndIperf3CrossBothModes(mode: String) throws {
+        arguments: ["emulated", "passthrough"], ["npa-dring", "npa-cq"])
+    func pingAndIperf3CrossBothModes(mode: String, model: String) throws {
         let passthrough = mode == "passthrough"
         let fixture = try PassthroughFixture(
-            model: "npa-dring", a: GuestSpec("tap-a"), b: GuestSpec("tap-b"), switchIn: (passthrough, passthrough))
+            model: model, a: GuestSpec("tap-a"), b: GuestSpec("tap-b"), switchIn: (passthrough, passthrough))
         defer { fixture.stop() }
         for nic in [fixture.a, fixture.b] { #expect(nic.mode == mode, "\(nic.lastSwitchError ?? "")") }
         let guests = try KernelStackGuests(nics: [fixture.a, fixture.b], subnet: 78)
