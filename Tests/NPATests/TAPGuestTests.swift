@@ -115,7 +115,7 @@ import Testing
         let host = try TestHost()
         defer { host.stop() }
         let started = Clock.monotonicNanoseconds()
-        let guests = try KernelStackGuests(nics: [attach(host, "idle-a"), attach(host, "idle-b")], subnet: 79)
+        let guests = try KernelStackGuests(nics: [attach(host, "idle-a"), attach(host, "idle-b")], subnet: 81)
         defer { guests.tearDown() }
         // ping's default one-second interval leaves the bridges idle between echoes.
         let ping = try run(in: guests.namespaces[0], ["ping", "-c", "3", "-w", "60", guests.addresses[1]])
