@@ -63,14 +63,14 @@ public final class TAPBridge {
 
     deinit { scratch.deallocate() }
 
-    /// How long an idle bridge sleeps before it looks at `shouldStop` again: the only wake-up
-    /// that is not for work, ten a second.
+    /// How long an idle bridge sleeps, by default, before it looks at `shouldStop` again: the
+    /// only wake-up that is not for work, ten a second.
     public static let stopCheckMilliseconds = 100
 
     /// Moves frames both ways until `shouldStop` says so (checked at least every
     /// `stopCheckMilliseconds`) or the host goes away. Throws when the TAP becomes unusable
     /// (e.g. its interface was deleted).
-    public func run(shouldStop: () -> Bool) throws -> Ending {
+    public func run(stopCheckMilliseconds: Int = TAPBridge.stopCheckMilliseconds, shouldStop: () -> Bool) throws -> Ending {
         var tapError: (any Error)?
         while !shouldStop() {
             counters.wakeUps &+= 1
@@ -81,7 +81,7 @@ public final class TAPBridge {
             // follows switches) and the TAP's descriptor (a frame from the kernel ends it, so
             // the next turn forwards it). The TAP stays readable until read: no wake-up is lost
             // between `forwardFromTAP` finding nothing and the sleep.
-            let wait = fromKernel > 0 ? 0 : Self.stopCheckMilliseconds
+            let wait = fromKernel > 0 ? 0 : stopCheckMilliseconds
             nic.receive(maxFrames: 64, timeoutMilliseconds: wait, wakingFor: tap.fd) { frame in
                 guard tapError == nil else { return }
                 do {

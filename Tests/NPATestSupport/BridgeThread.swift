@@ -20,10 +20,16 @@ package final class BridgeThread: @unchecked Sendable {
     package private(set) var ending: TAPBridge.Ending?
     private var thread: pthread_t?
 
-    package init(bridge: TAPBridge, stop: StopFlag) {
+    /// - Parameter stopCheckMilliseconds: how long the idle bridge sleeps between looks at
+    ///   `stop`; a test that proves the bridge wakes for events sets it far beyond its waits.
+    package init(bridge: TAPBridge, stop: StopFlag, stopCheckMilliseconds: Int = TAPBridge.stopCheckMilliseconds) {
         self.bridge = bridge
         thread = EngineThread.start(name: "npa-tap-bridge") { [self] in
-            do { ending = try bridge.run(shouldStop: { stop.isSet }) } catch { self.error = error }
+            do {
+                ending = try bridge.run(stopCheckMilliseconds: stopCheckMilliseconds, shouldStop: { stop.isSet })
+            } catch {
+                self.error = error
+            }
         }
     }
 

@@ -28,13 +28,20 @@ package final class KernelStackGuests {
     package let addresses: [String]
     package private(set) var bridges: [BridgeThread] = []
     private let stop = StopFlag()
+    private let stopCheckMilliseconds: Int
     private var createdNamespaces: [String] = []
 
     /// - Parameters:
     ///   - nics: the guests, attached and in the mode the test wants them to start in.
     ///   - subnet: the second octet of the guests' /24, so that concurrent suites differ.
     ///   - placements: per guest; all `.madeInNamespace` when nil.
-    package init(nics: [VirtualNIC], subnet: UInt8, placements: [TAPPlacement]? = nil) throws {
+    ///   - stopCheckMilliseconds: how long an idle bridge sleeps between looks at its stop flag.
+    ///     Beyond the default, `stopBridges` returns only once each bridge had a frame or an
+    ///     interrupt after `requestStop` (a test sends one: see `requestStop`).
+    package init(
+        nics: [VirtualNIC], subnet: UInt8, placements: [TAPPlacement]? = nil, stopCheckMilliseconds: Int = TAPBridge.stopCheckMilliseconds
+    ) throws {
+        self.stopCheckMilliseconds = stopCheckMilliseconds
         let tag = String(UInt32.random(in: 0...0xFF_FFFF), radix: 16)
         namespaces = nics.indices.map { "npa-k-\(getpid())-\(tag)-\($0)" }
         // IFNAMSIZ allows 15 characters: "npk" + 6 hex digits + the index.
@@ -66,8 +73,12 @@ package final class KernelStackGuests {
         }
         try ip(["-n", ns, "addr", "add", "\(addresses[i])/24", "dev", interfaces[i]])
         try ip(["-n", ns, "link", "set", interfaces[i], "up"])
-        bridges.append(BridgeThread(bridge: bridge, stop: stop))
+        bridges.append(BridgeThread(bridge: bridge, stop: stop, stopCheckMilliseconds: stopCheckMilliseconds))
     }
+
+    /// Asks the bridges to stop; each does at its next wake-up (at the latest after its stop
+    /// check period).
+    package func requestStop() { stop.set() }
 
     /// Stops the bridge threads and waits for them; their counters and errors may be read after.
     package func stopBridges() {

@@ -133,6 +133,48 @@ import Testing
         }
     }
 
+    /// The sleeping bridge's wait follows its guest across switches: with the stop check a
+    /// minute apart, only events wake the bridges, yet an idle guest carries out each switch the
+    /// host asks for (DIC fires its interrupt) and `ping` gets through after each one (the VF's
+    /// interrupt in passthrough, emulation's after switching back, the TAP's frames in both).
+    /// A missed wake-up would stall a ping or a switch for the whole minute, past their limits.
+    @Test(
+        .enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping"), Comment(rawValue: pingSkipReason)),
+        arguments: ["npa-dring", "npa-cq"])
+    func aSleepingBridgeFollowsItsGuestAcrossSwitches(model: String) throws {
+        let fixture = try PassthroughFixture(model: model, a: GuestSpec("sleep-a"), b: GuestSpec("sleep-b"), switchIn: (false, false))
+        defer { fixture.stop() }
+        let guests = try KernelStackGuests(nics: [fixture.a, fixture.b], subnet: 82, stopCheckMilliseconds: 60_000)
+        defer { guests.tearDown() }
+        func pingGetsThrough(_ when: String) throws {
+            let ping = try run(in: guests.namespaces[0], ["ping", "-c", "2", "-w", "30", guests.addresses[1]])
+            #expect(ping.status == 0, "\(when): \(ping.output)")
+        }
+        try pingGetsThrough("both emulated")
+        for (name, toPassthrough) in [("sleep-a", true), ("sleep-b", true), ("sleep-a", false), ("sleep-b", false)] {
+            try fixture.host.admin.switchVNIC(name: name, toPassthrough: toPassthrough)
+            let mode = toPassthrough ? "passthrough" : "emulated"
+            let switched = try eventually(timeoutMilliseconds: 30_000) {
+                let status = try fixture.host.status(of: name)
+                return status?.mode == mode && status?.switchPending == nil
+            }
+            #expect(switched, "\(name) never reached \(mode): \(String(describing: try? fixture.host.status(of: name)))")
+            try pingGetsThrough("after \(name) went \(mode)")
+        }
+        // Each bridge stops at its next wake-up: a frame from its kernel (ARP or ICMP) is one.
+        guests.requestStop()
+        for (from, to) in [(0, 1), (1, 0)] {
+            _ = try run(in: guests.namespaces[from], ["ping", "-c", "1", "-W", "1", guests.addresses[to]])
+        }
+        guests.stopBridges()
+        for bridge in guests.bridges {
+            #expect(bridge.error == nil)
+            #expect(bridge.ending == .stopped)
+        }
+        #expect(fixture.a.switchInDurations.count == 1 && fixture.a.switchOutDurations.count == 1, "\(fixture.a.switchLog)")
+        #expect(fixture.b.switchInDurations.count == 1 && fixture.b.switchOutDurations.count == 1, "\(fixture.b.switchLog)")
+    }
+
     static let toolsSkipReason = "needs root, /dev/net/tun, ping and iperf3 (scripts/install-deps.sh installs them)"
 
     /// Real tools between two kernel-stack guests, emulated and switched in to VFs of either NIC
