@@ -175,6 +175,32 @@ import Testing
         #expect(fixture.b.switchInDurations.count == 1 && fixture.b.switchOutDurations.count == 1, "\(fixture.b.switchLog)")
     }
 
+    /// A busy-polling guest (`spinPolls` = `Int.max`) never sleeps on its interrupt, so its
+    /// bridge would never reach the poll that watches the TAP: the spin itself looks at the TAP
+    /// (every 1024 polls). With the stop check a minute apart, ping gets through only if it does,
+    /// emulated and on a VF.
+    @Test(.enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping"), Comment(rawValue: pingSkipReason)))
+    func aBusyPollingBridgeStillSeesTheKernelsFrames() throws {
+        let fixture = try PassthroughFixture(
+            model: "npa-dring", a: GuestSpec("spin-a", spinPolls: Int.max), b: GuestSpec("spin-b", spinPolls: Int.max),
+            switchIn: (false, false))
+        defer { fixture.stop() }
+        let guests = try KernelStackGuests(nics: [fixture.a, fixture.b], subnet: 83, stopCheckMilliseconds: 60_000)
+        defer { guests.tearDown() }
+        let emulated = try run(in: guests.namespaces[0], ["ping", "-c", "2", "-w", "30", guests.addresses[1]])
+        #expect(emulated.status == 0, "\(emulated.output)")
+        try fixture.host.admin.switchVNIC(name: "spin-a", toPassthrough: true)
+        #expect(try eventually(timeoutMilliseconds: 30_000) { try fixture.host.status(of: "spin-a")?.mode == "passthrough" })
+        let passthrough = try run(in: guests.namespaces[0], ["ping", "-c", "2", "-w", "30", guests.addresses[1]])
+        #expect(passthrough.status == 0, "\(passthrough.output)")
+        guests.requestStop()
+        for (from, to) in [(0, 1), (1, 0)] {
+            _ = try run(in: guests.namespaces[from], ["ping", "-c", "1", "-W", "1", guests.addresses[to]])
+        }
+        guests.stopBridges()
+        for bridge in guests.bridges { #expect(bridge.error == nil) }
+    }
+
     static let toolsSkipReason = "needs root, /dev/net/tun, ping and iperf3 (scripts/install-deps.sh installs them)"
 
     /// Real tools between two kernel-stack guests, emulated and switched in to VFs of either NIC
