@@ -18,9 +18,9 @@ import Testing
     static let bytesBetweenSwitches = 512 << 10
 
     /// Over both NIC models, and with the test guests' small rings (256) as well as vmxnet3's
-    /// default RX ring size (1024): with 256, the burst a guest's kernel sends once its switch
-    /// is over can overrun the peer's emulated RX ring (the host counts `drop_no_buffers`, the
-    /// sender's TCP retransmits); with 1024 none was seen.
+    /// default RX ring size (1024): with 256, the receiver's emulated RX ring can overflow
+    /// around its own switches (the host counts `drop_no_buffers`, the sender's TCP
+    /// retransmits); with 1024 none was seen.
     @Test(
         .enabled(if: TAPDevice.isAvailable && toolIsInstalled("python3"), Comment(rawValue: skipReason)),
         arguments: ["npa-dring", "npa-cq"], [256, 1024])
