@@ -102,6 +102,27 @@ import Testing
         #expect(throws: IPCommandFailed.self) { try ip(namespaceOption + ["link", "show", ifname]) }
     }
 
+    /// A guest whose TAP interface an admin deletes under it ends at once with one line that
+    /// names the interface, exit 2, and the host tears its vNIC down.
+    @Test(.enabled(if: TAPDevice.isAvailable, Comment(rawValue: skipReason)))
+    func aGuestWhoseTAPIsDeletedSaysSoAndExitsTwo() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let ns = "npa-t-\(getpid())-\(UInt32.random(in: 0...0xFFFF))-gone"
+        try ip(["netns", "add", ns])
+        defer { _ = try? ip(["netns", "delete", ns]) }
+        let ifname = "npag\(UInt32.random(in: 0...0xFF_FFFF))"
+        let guest = try NPAProcess(["guest", "tap", "--host", host.socketPath, "--name", "tap-gone", "--ifname", ifname, "--netns", ns])
+        defer { guest.kill() }
+        #expect(guest.waitUntilAttached())
+        try ip(["-n", ns, "link", "delete", ifname])
+        let out = guest.finish()
+        #expect(out.status == 2, "\(out.stderr)")
+        let lines = out.stderr.split(separator: "\n").filter { !$0.hasPrefix("attached as") }
+        #expect(lines.count == 1 && lines.first?.contains(ifname) == true, "\(out.stderr)")
+        #expect(try eventually { try host.status(of: "tap-gone") == nil })
+    }
+
     static let pingSkipReason = "needs root, /dev/net/tun and ping (scripts/install-deps.sh installs it)"
 
     /// An idle bridge sleeps on the vNIC's interrupt and the TAP's descriptor together: a frame
