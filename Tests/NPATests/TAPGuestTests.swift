@@ -222,6 +222,29 @@ import Testing
         for bridge in guests.bridges { #expect(bridge.error == nil) }
     }
 
+    /// A frame from the kernel longer than the vNIC takes (an admin raised the TAP's MTU past
+    /// the vNIC's) is counted and dropped, never sent; the bridge carries on. The ping after it
+    /// proves the bridge read past it: the kernel queues the TAP's frames in order.
+    @Test(.enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping"), Comment(rawValue: pingSkipReason)))
+    func anOversizeFrameFromTheKernelIsCountedAndDropped() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let guests = try KernelStackGuests(nics: [attach(host, "big-a"), attach(host, "big-b")], subnet: 84)
+        defer { guests.tearDown() }
+        // Resolve the peer first, so that the big frame leaves at once and not from ARP's queue.
+        let first = try run(in: guests.namespaces[0], ["ping", "-c", "1", "-w", "30", guests.addresses[1]])
+        #expect(first.status == 0, "\(first.output)")
+        try ip(["-n", guests.namespaces[0], "link", "set", guests.interfaces[0], "mtu", "9000"])
+        // 4000 bytes of ICMP in one frame (-M do: no fragments); no reply can come.
+        let big = try run(in: guests.namespaces[0], ["ping", "-c", "1", "-W", "1", "-M", "do", "-s", "4000", guests.addresses[1]])
+        #expect(big.status != 0, "\(big.output)")
+        let small = try run(in: guests.namespaces[0], ["ping", "-c", "1", "-w", "30", guests.addresses[1]])
+        #expect(small.status == 0, "\(small.output)")
+        guests.stopBridges()
+        #expect(guests.bridges[0].error == nil)
+        #expect(guests.bridges[0].bridge.counters.malformedFromTAP >= 1, "\(guests.bridges[0].bridge.counters)")
+    }
+
     static let toolsSkipReason = "needs root, /dev/net/tun, ping and iperf3 (scripts/install-deps.sh installs them)"
 
     /// Real tools between two kernel-stack guests, emulated and switched in to VFs of either NIC
