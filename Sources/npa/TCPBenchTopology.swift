@@ -1,0 +1,141 @@
+import Foundation
+import NPAHost
+import NPAShell
+import NPASystem
+import NPAWorkload
+
+/// The machine `npa bench --tcp` measures: an in-process host with one software NIC (`nic0`,
+/// two VFs) and two kernel-stack guests, "tx" and "rx", each a vNIC bridged by a `TAPBridge`
+/// thread to a TAP interface in a network namespace of its own (10.91.0.1 and 10.91.0.2). Owns
+/// the host, the guests and their bridge threads; the namespaces are registered with the
+/// `TCPBenchCleanup` before they exist. Switching moves both guests between emulation and VFs
+/// through the host's admin socket, as `npa vnic switch-in` would.
+final class TCPBenchTopology {
+    /// One guest: its vNIC, the bridge thread that is its "driver + NIC queue" and its namespace.
+    final class Guest: @unchecked Sendable {
+        let name: String
+        let namespace: String
+        let address: String
+        let bridge: TAPBridge
+        /// The bridge thread's name, to find its /proc/self/task entry.
+        let threadName: String
+        private(set) var thread: pthread_t?
+        private(set) var threadID: Int?
+        private(set) var error: (any Error)?
+        private let stopWord = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+
+        init(name: String, namespace: String, address: String, bridge: TAPBridge, threadName: String) {
+            self.name = name
+            self.namespace = namespace
+            self.address = address
+            self.bridge = bridge
+            self.threadName = threadName
+            stopWord.initialize(to: 0)
+        }
+
+        deinit { stopWord.deallocate() }
+
+        /// Starts the bridge thread. The stop word is read with one load per turn of the
+        /// bridge's loop: no lock, no syscall.
+        func start() {
+            let word = UnsafeRawPointer(stopWord)
+            thread = EngineThread.start(name: threadName) { [self] in
+                do { _ = try bridge.run(shouldStop: { SharedWord.loadAcquire(word) != 0 }) } catch { self.error = error }
+            }
+            // The thread names itself once running; its /proc entry is found by that name.
+            let deadline = Date().addingTimeInterval(5)
+            while threadID == nil && Date() < deadline {
+                threadID = ProcCPUTimes.threadID(named: threadName)
+                if threadID == nil { usleep(1_000) }
+            }
+        }
+
+        func stop() {
+            SharedWord.storeRelease(stopWord, 1)
+            if let thread { EngineThread.join(thread) }
+            thread = nil
+        }
+
+        /// The bridge thread's user and system time so far, from /proc/self/task/TID/stat.
+        var cpu: ProcCPUTimes.ThreadTimes { threadID.map(ProcCPUTimes.thread) ?? ProcCPUTimes.ThreadTimes() }
+    }
+
+    let host: InProcessHost
+    let sender: Guest
+    let receiver: Guest
+    private let cleanup: TCPBenchCleanup
+
+    init(model: String, plugins: String, cleanup: TCPBenchCleanup) throws {
+        self.cleanup = cleanup
+        var config = HostConfiguration()
+        config.nics = [.init(name: "nic0", model: model, vfs: 2)]
+        config.uplink = .nic("nic0")
+        config.pluginDirectory = plugins
+        host = try InProcessHost(label: "bench-tcp", configuration: config)
+        let tag = String(format: "%06x", UInt32.random(in: 0...0xFF_FFFF))
+        do {
+            sender = try Self.guest(
+                host, cleanup, name: "bench-tcp-tx", mac: "02:00:00:00:e1:01", namespace: "npa-bench-\(getpid())-\(tag)-tx",
+                tap: "npbt\(tag)0", address: "10.91.0.1", threadName: "npa-tcp-tx")
+            receiver = try Self.guest(
+                host, cleanup, name: "bench-tcp-rx", mac: "02:00:00:00:e1:02", namespace: "npa-bench-\(getpid())-\(tag)-rx",
+                tap: "npbt\(tag)1", address: "10.91.0.2", threadName: "npa-tcp-rx")
+        } catch {
+            host.stop()
+            throw error
+        }
+        sender.start()
+        receiver.start()
+    }
+
+    private static func guest(
+        _ host: InProcessHost, _ cleanup: TCPBenchCleanup, name: String, mac: String, namespace: String, tap tapName: String,
+        address: String, threadName: String
+    ) throws -> Guest {
+        let nic = try host.attach(name, mac: mac)
+        cleanup.register(namespace: namespace)
+        try ChildProgram.run([cleanup.ip, "netns", "add", namespace])
+        // Made inside the namespace, as `npa guest tap --netns` does; the descriptor stays bound to it.
+        let bridge = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: namespace)) {
+            try TAPBridge(nic: nic, tap: TAPDevice(name: tapName))
+        }
+        try ChildProgram.run([cleanup.ip, "-n", namespace, "addr", "add", "\(address)/24", "dev", tapName])
+        try ChildProgram.run([cleanup.ip, "-n", namespace, "link", "set", tapName, "up"])
+        try ChildProgram.run([cleanup.ip, "-n", namespace, "link", "set", "lo", "up"])
+        return Guest(name: name, namespace: namespace, address: address, bridge: bridge, threadName: threadName)
+    }
+
+    /// Puts both guests in one mode (emulation, or a VF each) and waits until the host reports
+    /// it; the bridge threads' next data-path calls carry the switch out.
+    func switchBoth(toPassthrough: Bool) throws {
+        let wanted = toPassthrough ? "passthrough" : "emulated"
+        for guest in [sender, receiver] where try mode(of: guest) != wanted {
+            do { try host.admin.switchVNIC(name: guest.name, toPassthrough: toPassthrough) } catch {
+                throw CommandFailure("switching \(guest.name) to \(wanted): \(error)")
+            }
+        }
+        let deadline = Date().addingTimeInterval(30)
+        for guest in [sender, receiver] {
+            while try mode(of: guest) != wanted {
+                if let error = guest.error { throw CommandFailure("bridge of \(guest.name): \(error)") }
+                guard Date() < deadline else {
+                    throw CommandFailure("\(guest.name) is still \(try mode(of: guest) ?? "unknown") 30 s after asking for \(wanted)")
+                }
+                usleep(10_000)
+            }
+        }
+    }
+
+    private func mode(of guest: Guest) throws -> String? {
+        do { return try host.admin.status().vnics.first { $0.name == guest.name }?.mode } catch {
+            throw CommandFailure("host status: \(error)")
+        }
+    }
+
+    /// Stops the bridges and the host. The namespaces are the cleanup's to remove.
+    func stop() {
+        sender.stop()
+        receiver.stop()
+        host.stop()
+    }
+}
