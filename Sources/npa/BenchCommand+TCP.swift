@@ -100,6 +100,14 @@ extension Bench {
             }
         }
         report.summarize()
+        topology.stop()
+        for guest in [topology.sender, topology.receiver] {
+            let c = guest.bridge.counters
+            report.bridges.append(
+                .init(
+                    guest: guest.name, framesToVNIC: c.framesToVNIC, framesToTAP: c.framesToTAP, transmitRingFull: c.transmitRingFull,
+                    tapQueueFull: c.tapQueueFull, malformedFromTAP: c.malformedFromTAP))
+        }
         print(json ? try report.json() : report.text())
     }
 }

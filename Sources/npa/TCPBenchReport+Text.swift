@@ -33,13 +33,19 @@ extension TCPBenchReport {
                 e.offeredMbps, e.emulatedCores, e.passthroughCores, e.emulatedOverPassthrough, e.savingPercent, e.emulatedTXCores,
                 e.passthroughTXCores, e.emulatedRXCores, e.passthroughRXCores)
         }
-        return out
+        for b in bridges {
+            out +=
+                "\nbridge of \(b.guest), whole bench: \(b.framesToVNIC) frames kernel → vNIC, \(b.framesToTAP) vNIC → kernel; dropped: "
+                + "\(b.transmitRingFull) on a full TX ring, \(b.tapQueueFull) on a full TAP queue, \(b.malformedFromTAP) malformed"
+        }
+        return out + (bridges.isEmpty ? "" : "\n")
     }
 
     private func table(phase: String, title: String) -> String {
         var rows = [
             [
-                "round", "mode", "Mbit/s", "retrans", "tx guest", "(bridge+iperf3 usr/sys)", "rx guest", "(bridge+iperf3 usr/sys)", "host",
+                "round", "mode", "Mbit/s", "retrans", "tx guest", "bridge (sys)", "iperf3 usr/sys", "rx guest", "bridge (sys)",
+                "iperf3 usr/sys", "host",
                 "hw", "softirq", "TX Mbit/s/GHz", "RX Mbit/s/GHz",
             ]
         ]
@@ -47,9 +53,10 @@ extension TCPBenchReport {
             let c = r.cpuCores
             rows.append([
                 "\(r.round)", r.mode, String(format: "%.0f", r.mbps), "\(r.retransmits)", String(format: "%.2f", c.senderGuest),
-                String(format: "%.2f+%.2f/%.2f", c.senderBridge, c.senderIperf3User, c.senderIperf3System),
-                String(format: "%.2f", c.receiverGuest),
-                String(format: "%.2f+%.2f/%.2f", c.receiverBridge, c.receiverIperf3User, c.receiverIperf3System),
+                String(format: "%.2f (%.2f)", c.senderBridge, c.senderBridgeSystem),
+                String(format: "%.2f/%.2f", c.senderIperf3User, c.senderIperf3System), String(format: "%.2f", c.receiverGuest),
+                String(format: "%.2f (%.2f)", c.receiverBridge, c.receiverBridgeSystem),
+                String(format: "%.2f/%.2f", c.receiverIperf3User, c.receiverIperf3System),
                 String(format: "%.2f", c.host), String(format: "%.2f", c.hardware), String(format: "%.2f", c.softirq),
                 String(format: "%.0f", r.txMbpsPerGHz), String(format: "%.0f", r.rxMbpsPerGHz),
             ])

@@ -23,10 +23,12 @@ struct TCPBenchReport: Codable {
     struct Cores: Codable, Equatable {
         var senderGuest: Double
         var senderBridge: Double
+        var senderBridgeSystem: Double
         var senderIperf3User: Double
         var senderIperf3System: Double
         var receiverGuest: Double
         var receiverBridge: Double
+        var receiverBridgeSystem: Double
         var receiverIperf3User: Double
         var receiverIperf3System: Double
         var host: Double
@@ -38,6 +40,7 @@ struct TCPBenchReport: Codable {
             case senderGuest = "sender_guest", senderBridge = "sender_bridge"
             case senderIperf3User = "sender_iperf3_user", senderIperf3System = "sender_iperf3_system"
             case receiverGuest = "receiver_guest", receiverBridge = "receiver_bridge"
+            case senderBridgeSystem = "sender_bridge_system", receiverBridgeSystem = "receiver_bridge_system"
             case receiverIperf3User = "receiver_iperf3_user", receiverIperf3System = "receiver_iperf3_system"
         }
     }
@@ -126,14 +129,30 @@ struct TCPBenchReport: Codable {
         }
     }
 
+    /// What one guest's TAP bridge moved and dropped over the whole bench (all runs, both modes).
+    struct BridgeTotals: Codable, Equatable {
+        var guest: String
+        var framesToVNIC: UInt64
+        var framesToTAP: UInt64
+        var transmitRingFull: UInt64
+        var tapQueueFull: UInt64
+        var malformedFromTAP: UInt64
+        enum CodingKeys: String, CodingKey {
+            case guest
+            case framesToVNIC = "frames_to_vnic", framesToTAP = "frames_to_tap", transmitRingFull = "transmit_ring_full"
+            case tapQueueFull = "tap_queue_full", malformedFromTAP = "malformed_from_tap"
+        }
+    }
+
     var machine: Machine
     var runs: [Run] = []
+    var bridges: [BridgeTotals] = []
     var modes: [ModeSummary] = []
     var ratios: Ratios?
     var equalLoad: EqualLoad?
 
     enum CodingKeys: String, CodingKey {
-        case machine, runs, modes, ratios
+        case machine, runs, modes, ratios, bridges
         case equalLoad = "equal_load"
     }
 
@@ -151,9 +170,11 @@ struct TCPBenchReport: Codable {
                 phase: phase, round: r.round, mode: r.mode, offeredMbps: r.offeredMbps, mbps: r.mbps, retransmits: r.stream.retransmits,
                 seconds: r.seconds,
                 cpuCores: Cores(
-                    senderGuest: r.senderGuestCores, senderBridge: r.cores(r.senderBridge.total), senderIperf3User: r.cores(r.client.user),
+                    senderGuest: r.senderGuestCores, senderBridge: r.cores(r.senderBridge.total),
+                    senderBridgeSystem: r.cores(r.senderBridge.system), senderIperf3User: r.cores(r.client.user),
                     senderIperf3System: r.cores(r.client.system), receiverGuest: r.receiverGuestCores,
-                    receiverBridge: r.cores(r.receiverBridge.total), receiverIperf3User: r.cores(r.server.user),
+                    receiverBridge: r.cores(r.receiverBridge.total), receiverBridgeSystem: r.cores(r.receiverBridge.system),
+                    receiverIperf3User: r.cores(r.server.user),
                     receiverIperf3System: r.cores(r.server.system), host: r.hostCores, hardware: r.cores(r.hardwareCPU),
                     softirq: r.cores(r.softirqCPU), irq: r.cores(r.irqCPU)),
                 txMbpsPerGHz: tx > 0 ? r.mbps / (tx * ghz) : 0, rxMbpsPerGHz: rx > 0 ? r.mbps / (rx * ghz) : 0,

@@ -132,8 +132,13 @@ final class TCPBenchTopology {
         }
     }
 
-    /// Stops the bridges and the host. The namespaces are the cleanup's to remove.
+    private var stopped = false
+
+    /// Stops the bridges and the host (once; later calls do nothing). The namespaces are the
+    /// cleanup's to remove. The bridges' counters are final after this.
     func stop() {
+        guard !stopped else { return }
+        stopped = true
         sender.stop()
         receiver.stop()
         host.stop()
