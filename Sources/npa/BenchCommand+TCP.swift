@@ -8,11 +8,12 @@ struct TCPBenchOptions: ParsableArguments {
         Two guests on an in-process host with one software NIC, each a vNIC bridged to a TAP \
         interface in a network namespace the bench creates and always removes (also on an error, \
         SIGINT or SIGTERM). Per round, one iperf3 stream (-l WRITE -w BUFFER, netperf TCP_STREAM's \
-        shape) with both guests emulated, then both switched in to VFs; then the same rounds paced \
-        (iperf3 -b) at 80 % of the slower mode's median rate, for the CPU each mode needs at equal \
-        offered load. Reported per mode: Mbit/s (what the receiving iperf3 counted) and Mbit/s per \
-        GHz of guest + host CPU, and passthrough/emulated next to the RFC's 1.43 TX / 1.70 RX. \
-        CPU attribution: \(TCPBenchReport.attribution) Uses --model, --repeat and --json; the other \
+        shape) with both guests emulated, then both switched in to VFs, then over a plain veth pair \
+        between two other namespaces (the kernel's own reference: its guest CPU is the iperf3 \
+        processes alone); then emulated and passthrough rounds paced (iperf3 -b) at 80 % of the \
+        slower mode's median rate, for the CPU each mode needs at equal offered load. Reported per \
+        mode: Mbit/s (what the receiving iperf3 counted) and Mbit/s per GHz of guest + host CPU, \
+        and passthrough/emulated next to the RFC's 1.43 TX / 1.70 RX. CPU attribution: \(TCPBenchReport.attribution) Uses --model, --repeat and --json; the other \
         options are the frame bench's.
         """
 
@@ -85,13 +86,13 @@ extension Bench {
             var rate: Double?
             if phase == "equal_load" {
                 report.summarize()
-                guard report.modes.count == 2 else { break }
-                rate = TCPBenchReport.equalLoadMbps(report.modes[0].mbps, report.modes[1].mbps)
+                let full = Dictionary(uniqueKeysWithValues: report.modes.map { ($0.mode, $0.mbps) })
+                guard let emulated = full["emulated"], let passthrough = full["passthrough"] else { break }
+                rate = TCPBenchReport.equalLoadMbps(emulated, passthrough)
             }
             for round in 1...repeats {
-                for passthrough in [false, true] {
-                    let run = try topology.measure(
-                        passthrough: passthrough, round: round, shape: shape, offeredMbps: rate, cleanup: cleanup)
+                for path in TCPBenchPath.allCases where path != .veth || phase == "full" {
+                    let run = try topology.measure(path: path, round: round, shape: shape, offeredMbps: rate, cleanup: cleanup)
                     report.add(run, phase: phase)
                     if !json {
                         standardError(String(format: "bench --tcp: %@ round %d %@: %.0f Mbit/s", phase, round, run.mode, run.mbps))
@@ -100,13 +101,15 @@ extension Bench {
             }
         }
         report.summarize()
-        topology.stop()
+        topology.stopBridges()
         for guest in [topology.sender, topology.receiver] {
             let c = guest.bridge.counters
+            // The host's drop counters for the vNIC (device or VF), nonzero ones only.
+            let drops = ((try? guest.bridge.nic.deviceCounters()) ?? [:]).filter { $0.key.contains("drop") && $0.value > 0 }
             report.bridges.append(
                 .init(
                     guest: guest.name, framesToVNIC: c.framesToVNIC, framesToTAP: c.framesToTAP, transmitRingFull: c.transmitRingFull,
-                    tapQueueFull: c.tapQueueFull, malformedFromTAP: c.malformedFromTAP))
+                    tapQueueFull: c.tapQueueFull, malformedFromTAP: c.malformedFromTAP, hostDrops: drops))
         }
         print(json ? try report.json() : report.text())
     }

@@ -1,11 +1,17 @@
 import Foundation
 import NPASystem
 
-/// One iperf3 TCP stream of `npa bench --tcp` between the two kernel-stack guests, in one mode,
-/// with the CPU of every role over the run's window (from starting the client to both iperf3
-/// processes' exit).
+/// What carries a `npa bench --tcp` stream: the two guests emulated, both on VFs, or (the
+/// kernel's own reference) a plain veth pair between two other namespaces, no NPA at all.
+enum TCPBenchPath: String, CaseIterable {
+    case emulated, passthrough, veth
+}
+
+/// One iperf3 TCP stream of `npa bench --tcp`, with the CPU of every role over the run's window
+/// (from starting the client to both iperf3 processes' exit). On veth only the iperf3 processes
+/// (and softirq) are measured: no bridge, host or NIC takes part.
 struct TCPBenchRun {
-    var passthrough: Bool
+    var path: TCPBenchPath
     var round: Int
     /// iperf3 `-b`, or nil for as fast as TCP goes.
     var offeredMbps: Double?
@@ -22,7 +28,7 @@ struct TCPBenchRun {
     var softirqCPU = 0.0
     var irqCPU = 0.0
 
-    var mode: String { passthrough ? "passthrough" : "emulated" }
+    var mode: String { path.rawValue }
     var mbps: Double { stream.bitsPerSecond / 1e6 }
     func cores(_ cpuSeconds: Double) -> Double { seconds > 0 ? cpuSeconds / seconds : 0 }
     /// The sending guest: its bridge thread and the iperf3 client (user + system).
@@ -69,18 +75,20 @@ struct TCPStreamShape {
 }
 
 extension TCPBenchTopology {
-    /// Switches both guests to the mode, then runs one iperf3 stream from the sending guest's
-    /// namespace to the receiving guest's and measures it.
-    func measure(passthrough: Bool, round: Int, shape: TCPStreamShape, offeredMbps: Double?, cleanup: TCPBenchCleanup) throws
+    /// Switches both guests to the path's mode (or uses the veth pair), then runs one iperf3
+    /// stream from the sending namespace to the receiving one and measures it.
+    func measure(path: TCPBenchPath, round: Int, shape: TCPStreamShape, offeredMbps: Double?, cleanup: TCPBenchCleanup) throws
         -> TCPBenchRun
     {
-        try switchBoth(toPassthrough: passthrough)
+        let ends = path == .veth ? reference : (sender: sender.endpoint, receiver: receiver.endpoint)
+        if path != .veth { try switchBoth(toPassthrough: path == .passthrough) }
         let server = try start(
-            in: receiver, [shape.iperf3, "-s", "-1", "-B", receiver.address, "-p", TCPStreamShape.port], cleanup: cleanup)
+            in: ends.receiver.namespace, [shape.iperf3, "-s", "-1", "-B", ends.receiver.address, "-p", TCPStreamShape.port],
+            cleanup: cleanup)
         defer { finish(server, cleanup) }
         try waitUntilListening(server)
         var clientCommand = [
-            shape.iperf3, "-c", receiver.address, "-p", TCPStreamShape.port, "-t", "\(shape.seconds)", "-l", "\(shape.writeBytes)",
+            shape.iperf3, "-c", ends.receiver.address, "-p", TCPStreamShape.port, "-t", "\(shape.seconds)", "-l", "\(shape.writeBytes)",
             "-w", "\(shape.socketBufferBytes)", "-J", "--connect-timeout", "10000",
         ]
         if let offeredMbps { clientCommand += ["-b", "\(Int(offeredMbps * 1e6))"] }
@@ -91,18 +99,20 @@ extension TCPBenchTopology {
             hw: nic.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0, irq: ProcCPUTimes.interruptSeconds(),
             wall: Clock.monotonicNanoseconds()
         )
-        let client = try start(in: sender, clientCommand, cleanup: cleanup)
+        let client = try start(in: ends.sender.namespace, clientCommand, cleanup: cleanup)
         defer { finish(client, cleanup) }
         guard let clientExit = client.wait(timeoutSeconds: Double(shape.seconds) * 3 + 60) else {
             throw CommandFailure("iperf3 client did not finish (\(shape.seconds) s stream)")
         }
         let serverExit = server.wait(timeoutSeconds: 30)
-        var run = TCPBenchRun(passthrough: passthrough, round: round, offeredMbps: offeredMbps)
+        var run = TCPBenchRun(path: path, round: round, offeredMbps: offeredMbps)
         run.seconds = Double(Clock.monotonicNanoseconds() - before.wall) / 1e9
-        run.senderBridge = sender.cpu - before.tx
-        run.receiverBridge = receiver.cpu - before.rx
-        run.hostCPU = Double(EngineThread.cpuNanoseconds(of: host.thread) - before.host) / 1e9
-        run.hardwareCPU = Double((nic.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0) - before.hw) / 1e9
+        if path != .veth {
+            run.senderBridge = sender.cpu - before.tx
+            run.receiverBridge = receiver.cpu - before.rx
+            run.hostCPU = Double(EngineThread.cpuNanoseconds(of: host.thread) - before.host) / 1e9
+            run.hardwareCPU = Double((nic.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0) - before.hw) / 1e9
+        }
         let irq = ProcCPUTimes.interruptSeconds()
         run.softirqCPU = irq.softirq - before.irq.softirq
         run.irqCPU = irq.irq - before.irq.irq
@@ -122,10 +132,10 @@ extension TCPBenchTopology {
         return run
     }
 
-    /// Starts a program inside the guest's namespace (a child of a thread in a namespace runs
-    /// there), registered for cleanup.
-    private func start(in guest: Guest, _ command: [String], cleanup: TCPBenchCleanup) throws -> ChildProgram {
-        let child = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: guest.namespace)) { try ChildProgram(command) }
+    /// Starts a program inside a namespace (a child of a thread in a namespace runs there),
+    /// registered for cleanup.
+    private func start(in namespace: String, _ command: [String], cleanup: TCPBenchCleanup) throws -> ChildProgram {
+        let child = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: namespace)) { try ChildProgram(command) }
         cleanup.register(child)
         return child
     }

@@ -6,7 +6,7 @@ extension TCPBenchReport {
         let m = machine
         var out =
             "\(m.date), \(m.cpus) CPUs, NIC model \(m.model), iperf3 TCP stream: \(m.writeBytes) B writes (-l), \(m.socketBufferBytes) B "
-            + "socket buffers (-w), \(m.secondsPerRun) s per run, \(m.rounds) round(s) of emulated then passthrough, offloads \(m.offloads)\n"
+            + "socket buffers (-w), \(m.secondsPerRun) s per run, \(m.rounds) round(s) of emulated, passthrough, then veth (the kernel's reference), offloads \(m.offloads)\n"
         out += String(format: "clock: %.2f GHz (calibrated: %@; ratios do not depend on it)\n", m.ghz, m.ghzMethod)
         out += "cores = CPU seconds per second of a run's window (client start to both iperf3 exits); \(Self.attribution)\n\n"
         out += table(phase: "full", title: "full rate")
@@ -28,15 +28,18 @@ extension TCPBenchReport {
             out += "\n" + table(phase: "equal_load", title: String(format: "equal offered load (iperf3 -b %.0f Mbit/s)", e.offeredMbps))
             out += String(
                 format:
-                    "\nat %.0f Mbit/s, median guest + host cores: emulated %.3f, passthrough %.3f; emulated/passthrough %.2f (saving %.0f %%)\n"
+                    "\nat %.0f Mbit/s offered (delivered, median: emulated %.0f, passthrough %.0f), median guest + host cores: "
+                    + "emulated %.3f, passthrough %.3f; emulated/passthrough %.2f (saving %.0f %%)\n"
                     + "  TX side (sender's guest + host): emulated %.3f, passthrough %.3f; RX side (receiver's guest + host): emulated %.3f, passthrough %.3f\n",
-                e.offeredMbps, e.emulatedCores, e.passthroughCores, e.emulatedOverPassthrough, e.savingPercent, e.emulatedTXCores,
+                e.offeredMbps, e.emulatedMbps, e.passthroughMbps, e.emulatedCores, e.passthroughCores, e.emulatedOverPassthrough,
+                e.savingPercent, e.emulatedTXCores,
                 e.passthroughTXCores, e.emulatedRXCores, e.passthroughRXCores)
         }
         for b in bridges {
             out +=
                 "\nbridge of \(b.guest), whole bench: \(b.framesToVNIC) frames kernel → vNIC, \(b.framesToTAP) vNIC → kernel; dropped: "
-                + "\(b.transmitRingFull) on a full TX ring, \(b.tapQueueFull) on a full TAP queue, \(b.malformedFromTAP) malformed"
+                + "\(b.transmitRingFull) on a full TX ring, \(b.tapQueueFull) on a full TAP queue, \(b.malformedFromTAP) malformed; "
+                + "host's drop counters: \(b.hostDrops.isEmpty ? "none" : b.hostDrops.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
         }
         return out + (bridges.isEmpty ? "" : "\n")
     }

@@ -9,8 +9,15 @@ import NPAWorkload
 /// thread to a TAP interface in a network namespace of its own (10.91.0.1 and 10.91.0.2). Owns
 /// the host, the guests and their bridge threads; the namespaces are registered with the
 /// `TCPBenchCleanup` before they exist. Switching moves both guests between emulation and VFs
-/// through the host's admin socket, as `npa vnic switch-in` would.
+/// through the host's admin socket, as `npa vnic switch-in` would. Beside them, two more
+/// namespaces joined by a plain veth pair (10.92.0.1 and 10.92.0.2): the kernel's own reference.
 final class TCPBenchTopology {
+    /// Where one end of a stream runs: a namespace and the address its interface has there.
+    struct Endpoint {
+        var namespace: String
+        var address: String
+    }
+
     /// One guest: its vNIC, the bridge thread that is its "driver + NIC queue" and its namespace.
     final class Guest: @unchecked Sendable {
         let name: String
@@ -23,6 +30,7 @@ final class TCPBenchTopology {
         private(set) var threadID: Int?
         private(set) var error: (any Error)?
         private let stopWord = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        var endpoint: Endpoint { Endpoint(namespace: namespace, address: address) }
 
         init(name: String, namespace: String, address: String, bridge: TAPBridge, threadName: String) {
             self.name = name
@@ -63,6 +71,8 @@ final class TCPBenchTopology {
     let host: InProcessHost
     let sender: Guest
     let receiver: Guest
+    /// The veth pair's two ends.
+    let reference: (sender: Endpoint, receiver: Endpoint)
     private let cleanup: TCPBenchCleanup
 
     init(model: String, plugins: String, cleanup: TCPBenchCleanup) throws {
@@ -73,12 +83,15 @@ final class TCPBenchTopology {
         config.pluginDirectory = plugins
         host = try InProcessHost(label: "bench-tcp", configuration: config)
         let tag = String(format: "%06x", UInt32.random(in: 0...0xFF_FFFF))
+        let prefix = "npa-bench-\(getpid())-\(tag)"
+        reference = (Endpoint(namespace: "\(prefix)-va", address: "10.92.0.1"), Endpoint(namespace: "\(prefix)-vb", address: "10.92.0.2"))
         do {
+            try Self.vethPair(reference, names: ("npbv\(tag)0", "npbv\(tag)1"), cleanup)
             sender = try Self.guest(
-                host, cleanup, name: "bench-tcp-tx", mac: "02:00:00:00:e1:01", namespace: "npa-bench-\(getpid())-\(tag)-tx",
+                host, cleanup, name: "bench-tcp-tx", mac: "02:00:00:00:e1:01", namespace: "\(prefix)-tx",
                 tap: "npbt\(tag)0", address: "10.91.0.1", threadName: "npa-tcp-tx")
             receiver = try Self.guest(
-                host, cleanup, name: "bench-tcp-rx", mac: "02:00:00:00:e1:02", namespace: "npa-bench-\(getpid())-\(tag)-rx",
+                host, cleanup, name: "bench-tcp-rx", mac: "02:00:00:00:e1:02", namespace: "\(prefix)-rx",
                 tap: "npbt\(tag)1", address: "10.91.0.2", threadName: "npa-tcp-rx")
         } catch {
             host.stop()
@@ -103,6 +116,24 @@ final class TCPBenchTopology {
         try ChildProgram.run([cleanup.ip, "-n", namespace, "link", "set", tapName, "up"])
         try ChildProgram.run([cleanup.ip, "-n", namespace, "link", "set", "lo", "up"])
         return Guest(name: name, namespace: namespace, address: address, bridge: bridge, threadName: threadName)
+    }
+
+    private static func vethPair(_ ends: (sender: Endpoint, receiver: Endpoint), names: (String, String), _ cleanup: TCPBenchCleanup)
+        throws
+    {
+        for end in [ends.sender, ends.receiver] {
+            cleanup.register(namespace: end.namespace)
+            try ChildProgram.run([cleanup.ip, "netns", "add", end.namespace])
+        }
+        try ChildProgram.run([
+            cleanup.ip, "link", "add", names.0, "netns", ends.sender.namespace, "type", "veth", "peer", "name", names.1, "netns",
+            ends.receiver.namespace,
+        ])
+        for (end, name) in [(ends.sender, names.0), (ends.receiver, names.1)] {
+            try ChildProgram.run([cleanup.ip, "-n", end.namespace, "addr", "add", "\(end.address)/24", "dev", name])
+            try ChildProgram.run([cleanup.ip, "-n", end.namespace, "link", "set", name, "up"])
+            try ChildProgram.run([cleanup.ip, "-n", end.namespace, "link", "set", "lo", "up"])
+        }
     }
 
     /// Puts both guests in one mode (emulation, or a VF each) and waits until the host reports
@@ -139,8 +170,13 @@ final class TCPBenchTopology {
     func stop() {
         guard !stopped else { return }
         stopped = true
+        stopBridges()
+        host.stop()
+    }
+
+    /// Stops both bridge threads (again: a no-op); the vNICs are then this thread's to ask.
+    func stopBridges() {
         sender.stop()
         receiver.stop()
-        host.stop()
     }
 }

@@ -38,7 +38,7 @@ import Testing
     }
 
     func run(_ passthrough: Bool, mbps: Double, bridge: Double, iperf3: Double, host: Double, offered: Double? = nil) -> TCPBenchRun {
-        var r = TCPBenchRun(passthrough: passthrough, round: 1, offeredMbps: offered)
+        var r = TCPBenchRun(path: passthrough ? .passthrough : .emulated, round: 1, offeredMbps: offered)
         r.seconds = 10
         r.stream = IPerf3Stream(bytes: mbps * 1e6 / 8 * 10, seconds: 10, bitsPerSecond: mbps * 1e6, retransmits: 0)
         r.senderBridge = .init(user: bridge * 10 / 2, system: bridge * 10 / 2)

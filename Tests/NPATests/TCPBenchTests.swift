@@ -4,7 +4,7 @@ import NPATestSupport
 import Testing
 
 /// `npa bench --tcp` end to end, in a child `npa`: a one-second round of each mode completes,
-/// both modes carry the stream, and the bench removes the namespaces it made. Asserts no rate.
+/// both modes and the veth reference carry the stream, and the bench removes the namespaces it made. Asserts no rate.
 @Suite(.serialized) struct TCPBenchTests {
     static var iperf3IsInstalled: Bool {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
@@ -24,10 +24,10 @@ import Testing
         let report = try #require(
             try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any], "\(out.stdout)\n\(out.stderr)")
         let modes = try #require(report["modes"] as? [[String: Any]])
-        #expect(Set(modes.compactMap { $0["mode"] as? String }) == ["emulated", "passthrough"])
+        #expect(Set(modes.compactMap { $0["mode"] as? String }) == ["emulated", "passthrough", "veth"])
         for mode in modes { #expect(((mode["mbps"] as? NSNumber)?.doubleValue ?? 0) > 0, "\(mode)") }
         let runs = try #require(report["runs"] as? [[String: Any]])
-        #expect(runs.count == 4, "one full-rate and one paced run per mode")
+        #expect(runs.count == 5, "one full-rate run per path, one paced run per mode")
         #expect(report["ratios"] != nil && report["equal_load"] != nil)
 
         let listing = try ChildOutput.run([
