@@ -145,9 +145,14 @@ struct TCPBenchReport: Codable {
         var malformedFromTAP: UInt64
         /// The host's nonzero drop counters for this vNIC, by name (all runs, both modes).
         var hostDrops: [String: UInt64] = [:]
+        /// The kernel's drops on the guest's TAP interface: frames for the bridge it could not
+        /// queue (TX) and frames from the bridge it dropped (RX).
+        var kernelDropsToBridge: UInt64 = 0
+        var kernelDropsFromBridge: UInt64 = 0
         enum CodingKeys: String, CodingKey {
             case guest
             case hostDrops = "host_drops"
+            case kernelDropsToBridge = "kernel_drops_to_bridge", kernelDropsFromBridge = "kernel_drops_from_bridge"
             case framesToVNIC = "frames_to_vnic", framesToTAP = "frames_to_tap", transmitRingFull = "transmit_ring_full"
             case tapQueueFull = "tap_queue_full", malformedFromTAP = "malformed_from_tap"
         }

@@ -64,6 +64,16 @@ final class TCPBenchTopology {
             thread = nil
         }
 
+        /// The kernel's drop counters of this guest's TAP interface, read inside its namespace
+        /// (/proc/thread-self/net/dev): frames the kernel could not queue for the bridge to read
+        /// (the interface's TX drops) and frames the bridge wrote that the kernel dropped (RX).
+        func kernelDrops() -> (toBridge: UInt64, fromBridge: UInt64) {
+            let table = try? NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: namespace)) {
+                try String(contentsOfFile: "/proc/thread-self/net/dev", encoding: .utf8)
+            }
+            return TCPBenchTopology.drops(of: bridge.tap.interfaceName, inNetDev: table ?? "")
+        }
+
         /// The bridge thread's user and system time so far, from /proc/self/task/TID/stat.
         var cpu: ProcCPUTimes.ThreadTimes { threadID.map(ProcCPUTimes.thread) ?? ProcCPUTimes.ThreadTimes() }
     }
@@ -134,6 +144,18 @@ final class TCPBenchTopology {
             try ChildProgram.run([cleanup.ip, "-n", end.namespace, "link", "set", name, "up"])
             try ChildProgram.run([cleanup.ip, "-n", end.namespace, "link", "set", "lo", "up"])
         }
+    }
+
+    /// TX and RX drops (fields 12 and 4 after the name) of `interface` in a /proc/net/dev table.
+    static func drops(of interface: String, inNetDev table: String) -> (toBridge: UInt64, fromBridge: UInt64) {
+        for line in table.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == interface else { continue }
+            let fields = parts[1].split(separator: " ").compactMap { UInt64($0) }
+            guard fields.count >= 12 else { break }
+            return (fields[11], fields[3])
+        }
+        return (0, 0)
     }
 
     /// Puts both guests in one mode (emulation, or a VF each) and waits until the host reports

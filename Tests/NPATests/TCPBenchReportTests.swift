@@ -29,6 +29,18 @@ import Testing
         #expect(abs(interrupts.irq - 1) < 1e-9 && abs(interrupts.softirq - 2) < 1e-9)
     }
 
+    @Test func theTAPsKernelDropsComeFromItsNetDevLine() {
+        let table = """
+            Inter-|   Receive                                                |  Transmit
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+                lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+            npbt00abcd1: 1000      10    0    3    0     0          0         0     2000      20    0    7    0     0       0          0
+            """
+        let drops = TCPBenchTopology.drops(of: "npbt00abcd1", inNetDev: table)
+        #expect(drops.toBridge == 7 && drops.fromBridge == 3)
+        #expect(TCPBenchTopology.drops(of: "npbt00abcd0", inNetDev: table) == (0, 0))
+    }
+
     @Test func sizesTakeKAndMSuffixes() {
         #expect(TCPBenchOptions.bytes("16K") == 16384)
         #expect(TCPBenchOptions.bytes("64k") == 65536)
