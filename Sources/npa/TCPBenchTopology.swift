@@ -28,7 +28,11 @@ final class TCPBenchTopology {
         let threadName: String
         private(set) var thread: pthread_t?
         private(set) var threadID: Int?
-        private(set) var error: (any Error)?
+        /// Why the bridge thread ended early, if it did; set by that thread, read by the bench's
+        /// (under a lock: it is touched once, never on the data path).
+        var error: (any Error)? { errorLock.withLock { failure } }
+        private var failure: (any Error)?
+        private let errorLock = NSLock()
         private let stopWord = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
         var endpoint: Endpoint { Endpoint(namespace: namespace, address: address) }
 
@@ -48,7 +52,9 @@ final class TCPBenchTopology {
         func start() {
             let word = UnsafeRawPointer(stopWord)
             thread = EngineThread.start(name: threadName) { [self] in
-                do { _ = try bridge.run(shouldStop: { SharedWord.loadAcquire(word) != 0 }) } catch { self.error = error }
+                do { _ = try bridge.run(shouldStop: { SharedWord.loadAcquire(word) != 0 }) } catch {
+                    errorLock.withLock { failure = error }
+                }
             }
             // The thread names itself once running; its /proc entry is found by that name.
             let deadline = Date().addingTimeInterval(5)
