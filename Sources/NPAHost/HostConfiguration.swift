@@ -99,9 +99,10 @@ public struct HostConfiguration: Equatable, Sendable {
             )
         }
         let uplinkNIC: String? = if case .nic(let name) = uplink { name } else { nil }
+        let uplinkText = if case .tap(let name) = uplink { "{ tap: \(name) }" } else { uplinkNIC ?? "\(uplink)" }
         for nic in nics where nic.name != uplinkNIC {
             found.append(
-                "NIC '\(nic.name)' is not the uplink (uplink: \(uplinkNIC ?? "\(uplink)")): guests on its VFs cannot reach emulated guests, whose frames to them are dropped as unknown_destination (set uplink: \(nic.name))"
+                "NIC '\(nic.name)' is not the uplink (uplink: \(uplinkText)): guests on its VFs cannot reach emulated guests, whose frames to them are dropped as unknown_destination (set uplink: \(nic.name))"
             )
         }
         return found
