@@ -92,6 +92,10 @@ import Testing
             #expect(toGuest.ok, "\(mode): TCP to the guest on host B: \(toGuest.output)")
             let toMachine = try lab.tcpTransfer(from: guestNamespaces[0], to: machine, address: "10.79.0.100", port: port, bytes: 1 << 20)
             #expect(toMachine.ok, "\(mode): TCP to the LAN machine: \(toMachine.output)")
+            if NetworkLab.toolIsInstalled("iperf3") {
+                let mbps = try iperf3(lab, from: guestNamespaces[0], to: machine, address: "10.79.0.100")
+                print("TAP wire, \(mode): iperf3 from the guest on host A to the LAN machine: \(Int(mbps)) Mbit/s")
+            }
         }
 
         for (i, host) in hosts.enumerated() {
@@ -103,6 +107,26 @@ import Testing
             #expect(wire?.port == "NIC nic0" && wire?.interface == taps[i] && wire?.link == "up" && wire?.created == true)
             #expect((wire?.counters["frames_in"] ?? 0) > 100 && (wire?.counters["frames_out"] ?? 0) > 100, "\(wire?.counters ?? [:])")
             #expect(wire?.counters["drop_runt"] == 0 && wire?.counters["drop_oversize"] == 0)
+            let framesIn = wire?.counters["frames_in"] ?? 0, batches = max(1, wire?.counters["read_batches"] ?? 1)
+            print("TAP wire of host \(i): \(framesIn) frames in, \(batches) read batches (mean \(framesIn / batches) per wake-up)")
         }
+    }
+
+    /// A 2-second iperf3 TCP run from `client` to a server in `server`; its received rate (bytes
+    /// checked to be above zero).
+    private func iperf3(_ lab: NetworkLab, from client: String, to server: String, address: String) throws -> Double {
+        let listener = try lab.start(in: server, ["iperf3", "-s", "-1", "-B", address])
+        defer { if listener.isRunning { listener.terminate() } }
+        let listening = try eventually(timeoutMilliseconds: 60_000) {
+            try lab.run(in: server, ["ss", "-Hltn", "sport = :5201"]).output.contains("5201")
+        }
+        #expect(listening, "iperf3 server never listened")
+        let run = try lab.run(in: client, ["iperf3", "-c", address, "-t", "2", "-J"])
+        #expect(run.status == 0, "\(run.output)")
+        let report = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any]
+        let received = ((report?["end"] as? [String: Any])?["sum_received"] as? [String: Any])
+        #expect(((received?["bytes"] as? Int) ?? 0) > 0, "\(run.output)")
+        listener.waitUntilExit()
+        return ((received?["bits_per_second"] as? Double) ?? 0) / 1e6
     }
 }
