@@ -51,6 +51,9 @@ import Testing
         }
         #expect(nicDown, "the NIC's port never went down: \(String(describing: try? host.admin.status().wires))")
         #expect(try host.admin.status().wires?.first { $0.port == "uplink" }?.link == "up")
+        let text = try NPAProcess(["status", "--host", host.socketPath]).finish()
+        #expect(text.stdout.contains("wire of NIC nic0: tap \(nicTAP) down (interface gone: "), "\(text.stdout)")
+        #expect(text.stdout.contains("wire of uplink: tap \(uplinkTAP) up, "), "\(text.stdout)")
         let after = try lab.run(in: ns, ["ping", "-c", "3", "-w", "60", "10.80.0.100"])
         #expect(after.status == 0, "ping by the uplink TAP after the NIC's TAP went: \(after.output)")
 
