@@ -17,6 +17,8 @@ import SystemPackage
 /// created it (a non-persistent TAP lives as long as its descriptor); one that existed before
 /// (`ip tuntap add mode tap`: persistent) is left in place.
 public final class TAPWire: @unchecked Sendable {
+    /// The port's counters: written by the thread that services it (single writer, no atomics),
+    /// read by the host's status as they are.
     public struct Counters: Equatable, Sendable {
         public var framesIn: UInt64 = 0
         public var bytesIn: UInt64 = 0
@@ -111,7 +113,6 @@ public final class TAPWire: @unchecked Sendable {
 
     /// Writes one frame to the kernel now (the host's data path sends straight from its arena,
     /// without the copy into `outbound`); counted, and dropped if the kernel does not take it.
-    @inline(__always)
     public func send(_ frame: UnsafeRawPointer, length: Int) {
         guard failure == nil else {
             counters.goneDrops &+= 1
@@ -141,6 +142,8 @@ public final class TAPWire: @unchecked Sendable {
         callsSinceRead = 0
         mayHaveMore = false
         while held < Self.batchSize {
+            // SAFETY: held < batchSize: the slot lies inside `slots`; the kernel writes at most
+            // slotSize bytes (a longer frame is truncated, then dropped as oversize).
             switch device.transfer(into: slots + held * Self.slotSize, capacity: Self.slotSize) {
             case .done(let length):
                 if length < EthernetFrame.headerLength {
@@ -166,10 +169,12 @@ public final class TAPWire: @unchecked Sendable {
         return held
     }
 
-    /// The `index`-th pending frame (0 is the oldest not yet taken).
-    @inline(__always)
+    /// The `index`-th pending frame (0 is the oldest not yet taken; `index < pendingCount`).
     public func pending(_ index: Int) -> (UnsafeRawPointer, Int) {
-        (UnsafeRawPointer(slots + (next + index) * Self.slotSize), lengths[next + index])
+        precondition(index >= 0 && next + index < held, "pending frame \(index) of \(held - next)")
+        // SAFETY: next + index < held <= batchSize, so the slot lies inside `slots`, and its
+        // length was checked against maximumFrame < slotSize when it was read.
+        return (UnsafeRawPointer(slots + (next + index) * Self.slotSize), lengths[next + index])
     }
 
     /// The switch took the oldest `count` pending frames.

@@ -28,7 +28,6 @@ extension TAPDevice {
 
     /// Reads one frame into `buffer` (a frame longer than the buffer comes back truncated to
     /// exactly its size: size it above the longest frame you accept).
-    @inline(__always)
     public func transfer(into buffer: UnsafeMutableRawPointer, capacity: Int) -> TAPTransfer {
         while true {
             let n = Glibc.read(fd.rawValue, buffer, capacity)
@@ -46,7 +45,6 @@ extension TAPDevice {
     }
 
     /// Writes one frame: the kernel receives it as if it came in on the interface.
-    @inline(__always)
     public func transfer(from frame: UnsafeRawPointer, length: Int) -> TAPTransfer {
         while true {
             let n = Glibc.write(fd.rawValue, frame, length)

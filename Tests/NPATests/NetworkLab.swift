@@ -123,4 +123,5 @@ final class NetworkLab {
     }
 }
 
+/// An `ip` command that failed, with its output.
 struct LabFailure: Error, CustomStringConvertible { let description: String }
