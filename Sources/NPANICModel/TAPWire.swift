@@ -85,6 +85,11 @@ public final class TAPWire: @unchecked Sendable {
         do {
             device = try TAPDevice(name: name)
             if !existed { try device.setLinkUp() }
+        } catch let error as SystemCallError where existed && (error.errno == .invalidArgument || error.errno == .resourceBusy) {
+            throw TAPWireError(
+                description:
+                    "TAP '\(name)': an interface of that name exists but is not a TAP device this host can open (\(error.errno)): another kind of interface, or a TAP another process holds"
+            )
         } catch {
             throw TAPWireError(description: "TAP '\(name)': \(error) (a TAP wire needs root or CAP_NET_ADMIN, and /dev/net/tun)")
         }

@@ -79,6 +79,22 @@ import Testing
         #expect(try host.admin.status().vnics.first { $0.name == "fault-g" }?.state == "active")
     }
 
+    /// A wire named after an interface that is not a TAP (here the loopback) stops the host at
+    /// start with one line saying so, and leaves no socket behind.
+    @Test(.enabled(if: TAPDevice.isAvailable, Comment(rawValue: "needs root and /dev/net/tun")))
+    func aWireNamedAfterAnotherKindOfInterfaceIsRefusedAtStart() throws {
+        let socket = TestHost.freshSocketPath()
+        let config = socket + ".yaml"
+        try "uplink: { tap: lo }\n".write(toFile: config, atomically: true, encoding: .utf8)
+        defer { unlink(config) }
+        let out = try NPAProcess(["host", "--socket", socket, "--config", config]).finish()
+        #expect(out.status != 0)
+        #expect(
+            out.stderr.contains("npa: uplink: TAP 'lo': an interface of that name exists but is not a TAP device this host can open"),
+            "\(out.stderr)")
+        #expect(access(socket, F_OK) != 0, "the socket file was left behind")
+    }
+
     /// An existing (persistent) TAP is attached to, left down if it was, and still there after
     /// the host exits; a TAP the host created is gone when the host exits.
     @Test(.enabled(if: TAPDevice.isAvailable, Comment(rawValue: "needs root and /dev/net/tun")))
