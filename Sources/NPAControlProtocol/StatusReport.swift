@@ -113,7 +113,8 @@ public struct StatusReport: Codable, Equatable, Sendable {
         /// "NIC nic0" or "uplink".
         public var port: String
         public var interface: String
-        /// "up", or "down" once the interface was deleted under the host (for good).
+        /// "up"; or "down": the interface was deleted under the host (for good), or the kernel
+        /// refused the last frame because the interface is down (until it takes one again).
         public var link: String
         /// Whether the host created the interface (and removes it on exit).
         public var created: Bool

@@ -18,8 +18,12 @@ enum HostStatus {
         guard !ports.isEmpty else { return nil }
         return ports.map { port, wire in
             StatusReport.Wire(
-                port: port, interface: wire.interfaceName, link: wire.isDown ? "down" : "up", created: wire.createdHere,
-                error: wire.failure.map { "interface gone: \($0)" }, counters: Dictionary(uniqueKeysWithValues: wire.named()))
+                port: port, interface: wire.interfaceName, link: wire.isDown || wire.kernelLinkDown ? "down" : "up",
+                created: wire.createdHere,
+                error: wire.failure.map { "interface gone: \($0)" }
+                    ?? (wire.kernelLinkDown
+                        ? "the interface is down: the kernel refuses frames (ip link set \(wire.interfaceName) up)" : nil),
+                counters: Dictionary(uniqueKeysWithValues: wire.named()))
         }
     }
 

@@ -61,6 +61,10 @@ public final class TAPWire: @unchecked Sendable {
     public private(set) var counters = Counters()
     /// Set once, when the interface became unusable (deleted): the port is down from then on.
     public private(set) var failure: Errno?
+    /// The kernel's side of the link is down (an admin's `ip link set IF down`, or a move to
+    /// another namespace): the last write was refused with EIO. Cleared by the next write the
+    /// kernel takes (reads say nothing about it).
+    public private(set) var kernelLinkDown = false
     private let slots: UnsafeMutableRawPointer
     private let lengths: UnsafeMutablePointer<Int>
     /// Frames read and not yet taken: `next..<held`.
@@ -127,8 +131,11 @@ public final class TAPWire: @unchecked Sendable {
         case .done:
             counters.framesOut &+= 1
             counters.bytesOut &+= UInt64(length)
+            kernelLinkDown = false
         case .wouldBlock: counters.kernelBusyDrops &+= 1
-        case .linkDown: counters.linkDownDrops &+= 1
+        case .linkDown:
+            counters.linkDownDrops &+= 1
+            kernelLinkDown = true
         case .failed(let errno):
             failure = errno
             counters.goneDrops &+= 1

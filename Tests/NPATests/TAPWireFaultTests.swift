@@ -9,7 +9,8 @@ import Testing
 /// malformed frames the kernel hands up. Namespaces and interfaces are removed in `defer`.
 @Suite(.serialized) struct TAPWireFaultTests {
     /// A host whose vswitch uplink and whose NIC each have a TAP wire: the uplink's moved into a
-    /// namespace ("the LAN"), a kernel-stack guest pinging across it. Deleting the NIC's TAP
+    /// namespace ("the LAN"), a kernel-stack guest pinging across it. The uplink's interface set
+    /// down shows as link down with its drops counted, and carries traffic again once up. Deleting the NIC's TAP
     /// puts that port down (counted, in status) while the guest keeps pinging by the uplink; an
     /// oversize frame from the kernel is counted and dropped; deleting the uplink's TAP too
     /// leaves the host serving status and the guest attached.
@@ -43,6 +44,20 @@ import Testing
         try lab.ip(["-n", ns, "link", "set", ifname, "up"])
         let before = try lab.run(in: ns, ["ping", "-c", "3", "-w", "60", "10.80.0.100"])
         #expect(before.status == 0, "ping by the uplink TAP: \(before.output)")
+
+        // The admin sets the uplink's interface down: the kernel refuses what the host writes
+        // (counted, link down in status) until it is up again.
+        try lab.ip(["-n", peer, "link", "set", uplinkTAP, "down"])
+        _ = try lab.run(in: ns, ["ping", "-c", "1", "-w", "2", "10.80.0.100"])  // fails: only its frames matter
+        let refused = try eventually {
+            let wire = try host.admin.status().wires?.first { $0.port == "uplink" }
+            return wire?.link == "down" && (wire?.counters["drop_link_down"] ?? 0) > 0 && wire?.error?.contains("is down") == true
+        }
+        #expect(refused, "\(String(describing: try? host.admin.status().wires))")
+        try lab.ip(["-n", peer, "link", "set", uplinkTAP, "up"])
+        let again = try lab.run(in: ns, ["ping", "-c", "3", "-w", "60", "10.80.0.100"])
+        #expect(again.status == 0, "ping by the uplink TAP once it is up again: \(again.output)")
+        #expect(try host.admin.status().wires?.first { $0.port == "uplink" }?.link == "up")
 
         try lab.ip(["link", "delete", nicTAP])
         let nicDown = try eventually {
