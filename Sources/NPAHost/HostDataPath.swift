@@ -29,6 +29,9 @@ final class HostDataPath {
     /// `uplinkNIC`, unretained, for the same reason (the PF driver's `nics` keeps it alive).
     private let uplinkRef: Unmanaged<SoftNIC>?
     let wire: CountingWire?
+    /// The vswitch's uplink when it is a TAP device (`uplink: { tap: IF }`), and unretained.
+    let uplinkWire: TAPWire?
+    let uplinkWireRef: Unmanaged<TAPWire>?
     /// Arena slots of the current burst bound for the PF (the uplink), sent as one burst.
     private let pfBatch = UnsafeMutablePointer<Int32>.allocate(capacity: 64)
     private var pfBatchCount = 0
@@ -43,8 +46,8 @@ final class HostDataPath {
     private var anyAwaitingSwitchOut = false
 
     /// Joins the vswitch to its uplink as `uplink` says: none, a counting wire, or the PF of one
-    /// of `nics` (whose PF is then enabled).
-    init(vswitch: VirtualSwitch, uplink: HostConfiguration.UplinkKind, nics: [SoftNIC]) {
+    /// of `nics` (whose PF is then enabled), or `uplinkWire` (opened by the caller).
+    init(vswitch: VirtualSwitch, uplink: HostConfiguration.UplinkKind, nics: [SoftNIC], uplinkWire: TAPWire? = nil) {
         self.vswitch = vswitch
         var uplinkNIC: SoftNIC?
         var wire: CountingWire?
@@ -58,9 +61,13 @@ final class HostDataPath {
             _ = vswitch.addUplink()
             uplinkNIC = nics.first { $0.name == name }
             uplinkNIC?.setPFEnabled(true)
+        case .tap:
+            _ = vswitch.addUplink()
         }
         self.uplinkNIC = uplinkNIC
         self.wire = wire
+        self.uplinkWire = uplinkWire
+        uplinkWireRef = uplinkWire.map { Unmanaged.passUnretained($0) }
         uplinkRef = uplinkNIC.map { Unmanaged.passUnretained($0) }
         syncPortOwners()
     }
@@ -71,7 +78,7 @@ final class HostDataPath {
     }
 
     /// Whether a pass has anything to do: a vNIC or a PF to take frames from.
-    var isIdle: Bool { devices.isEmpty && uplinkNIC == nil }
+    var isIdle: Bool { devices.isEmpty && uplinkNIC == nil && uplinkWire == nil }
 
     func add(_ device: EmulatedDevice) {
         devices.append(device)
@@ -112,6 +119,7 @@ final class HostDataPath {
             }
         }
         if let nic = uplinkRef { work += nic._withUnsafeGuaranteedRef { receiveFromPF($0) } }
+        if let wire = uplinkWireRef { work += wire._withUnsafeGuaranteedRef { receiveFromWire($0) } }
         for ref in activeDevices { ref._withUnsafeGuaranteedRef { $0.raiseInterrupts() } }
         return work
     }
@@ -124,41 +132,43 @@ final class HostDataPath {
     /// A frame for no vNIC is counted in `pfFramesUnroutable`.
     func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
+        return nic.pfReceive.pop(max: arena.capacity, while: { admitFromUplink($0, length: $1, ingress: ingress, exempt: exempt) })
+    }
+
+    /// One frame in by the uplink (the PF's queue or a TAP wire): false if it must wait for its
+    /// receiver (see `receiveFromPF`), true once it is delivered, dropped or counted.
+    func admitFromUplink(_ frame: UnsafeRawPointer, length: Int, ingress: Int, exempt: EmulatedDevice?) -> Bool {
         let exemptOwner = exempt.map { Unmanaged.passUnretained($0).toOpaque() }
-        return nic.pfReceive.pop(
-            max: arena.capacity,
-            while: { frame, length in
-                let dst = EthernetFrame.mac(frame, at: 0)
-                let vlan = EthernetFrame.vlanID(frame, length: length)
-                guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
-                    // For a vNIC in passthrough whose VF did not take it (reset, or disabled under
-                    // the plugin): it waits here until the MAC is back on the vswitch (the guest is
-                    // switching out), or is dropped and counted where that guest sees it.
-                    if let owner = passthroughOwner(of: dst, vlan: vlan) {
-                        if exempt == nil && owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
-                            heldBack = true
-                            return false
-                        }
-                        owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
-                        return true
-                    }
-                    pfFramesUnroutable &+= 1
-                    return true
-                }
-                let hash = EthernetFrame.flowHash(frame, length: length)
-                if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
-                    owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
-                {
+        let dst = EthernetFrame.mac(frame, at: 0)
+        let vlan = EthernetFrame.vlanID(frame, length: length)
+        guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
+            // For a vNIC in passthrough whose VF did not take it (reset, or disabled under
+            // the plugin): it waits here until the MAC is back on the vswitch (the guest is
+            // switching out), or is dropped and counted where that guest sees it.
+            if let owner = passthroughOwner(of: dst, vlan: vlan) {
+                if exempt == nil && owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
                     heldBack = true
                     return false
                 }
-                for k in 0..<n {
-                    if let owner = portOwners[Int(arena.destinations[k])] {
-                        owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
-                    }
-                }
+                owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
                 return true
-            })
+            }
+            pfFramesUnroutable &+= 1
+            return true
+        }
+        let hash = EthernetFrame.flowHash(frame, length: length)
+        if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
+            owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
+        {
+            heldBack = true
+            return false
+        }
+        for k in 0..<n {
+            if let owner = portOwners[Int(arena.destinations[k])] {
+                owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+            }
+        }
+        return true
     }
 
     /// Anti-spoofing, VLAN policy, then the vswitch decides; the copies into each destination
@@ -222,6 +232,8 @@ final class HostDataPath {
                         if uplinkNIC != nil {
                             pfBatch[pfBatchCount] = Int32(i)
                             pfBatchCount += 1
+                        } else if let tap = uplinkWireRef {
+                            tap._withUnsafeGuaranteedRef { $0.send(frame, length: length) }
                         } else {
                             wire?.transmit(length: length)
                         }

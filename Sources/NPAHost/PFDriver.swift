@@ -34,11 +34,19 @@ final class PFDriver {
         plugins = PluginStore(directory: configuration.pluginDirectory)
     }
 
-    /// The NICs `configuration` describes, each with its receiver stall limit (not started).
+    /// The NICs `configuration` describes, each with its receiver stall limit and its TAP wire
+    /// if it has one (opened, or created, here; not started).
     static func makeNICs(_ configuration: HostConfiguration) throws -> [SoftNIC] {
         try configuration.nics.map { n in
             let nic = try SoftNIC(name: n.name, model: NICModelRegistry.model(named: n.model), vfCount: n.vfs)
             nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+            if let tap = n.wireTAP {
+                do {
+                    nic.attachWire(try TAPWire(name: tap, maximumFrame: SoftNIC.maximumFrame))
+                } catch {
+                    throw TAPWireError(description: "NIC '\(n.name)' wire: \(error)")
+                }
+            }
             return nic
         }
     }
