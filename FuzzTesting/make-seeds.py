@@ -101,3 +101,16 @@ put("device-state", "active", device_state("a", 0x020000000001))
 put("device-state", "reset", device_state("guest-b", 0x024E50000002, phase=0))
 put("device-state", "failed-two-queues", device_state("c.1", 0x020000000003, phase=3, queues=((0x20000, 0x40000), (0x60000, 0x80000)), reason=b"256 descriptor faults"))
 put("device-state", "filters", device_state("d", 0x020000000004, vlans=(0, 10, 4094), multicast=(0x01005E000001, 0x333300000001), earlier=(("vf_rx_frames", 9), ("drop_vf_no_buffers", 1))))
+
+# tcp-segmentation: header length (u16 LE), MSS (u16 LE), then a TCP super-frame.
+def tcp_frame(ipv6, vlan, payload):
+    f = bytes([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]) + (bytes([0x81, 0, 0, 7]) if vlan else b"")
+    if ipv6:
+        f += bytes([0x86, 0xDD, 0x60, 0, 0, 0, 0, 0, 6, 64]) + bytes(range(16)) + bytes(range(100, 116))
+    else:
+        f += bytes([8, 0, 0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
+    f += bytes([0x13, 0x89, 0xC3, 0x50, 0x10, 0, 0, 0, 0, 0, 0, 9, 0x50, 0x19, 0xFF, 0xFF, 0, 0, 0, 0])
+    return len(f), f + bytes((i * 7 + 3) & 0xFF for i in range(payload))
+for name, ipv6, vlan, payload, mss in [("v4", False, False, 4000, 1460), ("v4-vlan", False, True, 3000, 1000), ("v6", True, False, 5000, 1440), ("v4-small", False, False, 10, 1460)]:
+    hlen, frame = tcp_frame(ipv6, vlan, payload)
+    put("tcp-segmentation", name, struct.pack("<HH", hlen, mss) + frame)
