@@ -219,6 +219,18 @@ int cnpa_netif_set_mtu(const char *name, int mtu) {
     return cnpa_netif_ioctl(SIOCSIFMTU, &ifr);
 }
 
+int cnpa_netif_set_up(const char *name) {
+    size_t len = strlen(name);
+    if (len >= IFNAMSIZ) return -EINVAL;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, name, len);
+    int rc = cnpa_netif_ioctl(SIOCGIFFLAGS, &ifr);
+    if (rc < 0) return rc;
+    ifr.ifr_flags |= IFF_UP;
+    return cnpa_netif_ioctl(SIOCSIFFLAGS, &ifr);
+}
+
 int cnpa_netns_enter(const char *path) {
     int previous = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     if (previous < 0) return -errno;

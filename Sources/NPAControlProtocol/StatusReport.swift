@@ -108,15 +108,41 @@ public struct StatusReport: Codable, Equatable, Sendable {
         }
     }
 
+    /// A port whose wire is a TAP device: a NIC's physical port or the vswitch's uplink.
+    public struct Wire: Codable, Equatable, Sendable {
+        /// "NIC nic0" or "uplink".
+        public var port: String
+        public var interface: String
+        /// "up"; or "down": the interface was deleted under the host (for good), or the kernel
+        /// refused the last frame because the interface is down (until it takes one again).
+        public var link: String
+        /// Whether the host created the interface (and removes it on exit).
+        public var created: Bool
+        public var error: String?
+        public var counters: [String: UInt64]
+
+        public init(port: String, interface: String, link: String, created: Bool, error: String? = nil, counters: [String: UInt64]) {
+            self.port = port
+            self.interface = interface
+            self.link = link
+            self.created = created
+            self.error = error
+            self.counters = counters
+        }
+    }
+
     public var vnics: [VNIC]
     public var uplink: Uplink?
     /// nil from a host that does not report it.
     public var host: Host?
+    /// The TAP wires; nil when the host has none.
+    public var wires: [Wire]?
 
-    public init(vnics: [VNIC], uplink: Uplink?, host: Host? = nil) {
+    public init(vnics: [VNIC], uplink: Uplink?, host: Host? = nil, wires: [Wire]? = nil) {
         self.vnics = vnics
         self.uplink = uplink
         self.host = host
+        self.wires = wires
     }
 
     public func json(pretty: Bool = false) -> String {

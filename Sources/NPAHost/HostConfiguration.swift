@@ -35,6 +35,8 @@ public struct HostConfiguration: Equatable, Sendable {
         case counting
         /// The PF of the named NIC: frames for MACs not on this host's vswitch go into the NIC.
         case nic(String)
+        /// A TAP device of this name (`uplink: { tap: NAME }`): the kernel is the wire.
+        case tap(String)
     }
 
     /// A software SR-IOV NIC on this host.
@@ -43,11 +45,15 @@ public struct HostConfiguration: Equatable, Sendable {
         /// A name in `NICModelRegistry` (checked when the file is loaded).
         public var model: String
         public var vfs: Int
+        /// The TAP device the NIC's physical port is plugged into (`wire: { tap: NAME }`); nil:
+        /// the wire only counts what leaves by it.
+        public var wireTAP: String?
 
-        public init(name: String, model: String, vfs: Int) {
+        public init(name: String, model: String, vfs: Int, wireTAP: String? = nil) {
             self.name = name
             self.model = model
             self.vfs = vfs
+            self.wireTAP = wireTAP
         }
     }
 
@@ -93,9 +99,10 @@ public struct HostConfiguration: Equatable, Sendable {
             )
         }
         let uplinkNIC: String? = if case .nic(let name) = uplink { name } else { nil }
+        let uplinkText = if case .tap(let name) = uplink { "{ tap: \(name) }" } else { uplinkNIC ?? "\(uplink)" }
         for nic in nics where nic.name != uplinkNIC {
             found.append(
-                "NIC '\(nic.name)' is not the uplink (uplink: \(uplinkNIC ?? "\(uplink)")): guests on its VFs cannot reach emulated guests, whose frames to them are dropped as unknown_destination (set uplink: \(nic.name))"
+                "NIC '\(nic.name)' is not the uplink (uplink: \(uplinkText)): guests on its VFs cannot reach emulated guests, whose frames to them are dropped as unknown_destination (set uplink: \(nic.name))"
             )
         }
         return found
@@ -111,10 +118,13 @@ public struct HostConfiguration: Equatable, Sendable {
         #   none     - no uplink; unknown unicast is dropped and counted
         #   counting - a test wire that counts the frames leaving the host
         #   <nic>    - the PF of one of the NICs below (its VFs' guests are then reachable)
+        #   { tap: IF } - the TAP interface IF (created, link up, if missing; removed on exit
+        #              only if created): the Linux kernel is the wire
         uplink: nic0
 
         # Software SR-IOV NICs: model npa-dring (descriptor rings, 82599 VF style) or
         # npa-cq (submission/completion queues, ENA style), and how many VFs (1-64).
+        # A NIC's physical port can be a TAP interface: add wire: { tap: npa-up0 }.
         nics:
           - { name: nic0, model: npa-dring, vfs: 8 }
 
@@ -187,9 +197,15 @@ public struct HostConfiguration: Equatable, Sendable {
                 }
                 config.maxQueuesPerVNIC = n
             case "uplink":
-                guard let s = value.string, !s.isEmpty else { throw LoadError(file, line, "uplink must be none, counting or a NIC name") }
-                config.uplink = s == "none" ? .none : s == "counting" ? .counting : .nic(s)
                 uplinkLine = line
+                if value.mapping != nil {
+                    config.uplink = .tap(try parseTAPWire(value, file: file, line: line, path: "uplink"))
+                    continue
+                }
+                guard let s = value.string, !s.isEmpty else {
+                    throw LoadError(file, line, "uplink must be none, counting, a NIC name or { tap: IF }")
+                }
+                config.uplink = s == "none" ? .none : s == "counting" ? .counting : .nic(s)
             case "nics":
                 guard let list = value.sequence else { throw LoadError(file, line, "nics must be a list of {name, model, vfs}") }
                 for item in list {
@@ -202,7 +218,8 @@ public struct HostConfiguration: Equatable, Sendable {
                     guard !config.nics.contains(where: { $0.name == name }) else {
                         throw LoadError(file, l, "NIC '\(name)' is defined twice")
                     }
-                    config.nics.append(NICConfiguration(name: name, model: model, vfs: vfs))
+                    let wire = try map["wire"].map { try parseTAPWire($0, file: file, line: l, path: "NIC '\(name)' wire") }
+                    config.nics.append(NICConfiguration(name: name, model: model, vfs: vfs, wireTAP: wire))
                 }
             case "auto_passthrough":
                 guard let b = value.bool else { throw LoadError(file, line, "auto_passthrough must be true or false") }
@@ -253,6 +270,7 @@ public struct HostConfiguration: Equatable, Sendable {
         if case .nic(let name) = config.uplink, !config.nics.contains(where: { $0.name == name }) {
             throw LoadError(file, uplinkLine, "uplink must be none, counting or a NIC name; no NIC is named '\(name)'")
         }
+        try checkTAPWiresAreDistinct(config, file: file)
         return config
     }
 

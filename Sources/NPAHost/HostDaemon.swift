@@ -48,9 +48,17 @@ public final class HostDaemon: @unchecked Sendable {
         let listeners = try HostEventLoop.Listeners(control: socketPath, admin: self.adminSocketPath)
         do {
             let nics = try PFDriver.makeNICs(configuration)
+            var uplinkWire: TAPWire?
+            if case .tap(let name) = configuration.uplink {
+                do {
+                    uplinkWire = try TAPWire(name: name, maximumFrame: SoftNIC.maximumFrame)
+                } catch {
+                    throw TAPWireError(description: "uplink: \(error)")
+                }
+            }
             let vswitch = VirtualSwitch()
             admission = Admission(vswitch: vswitch)
-            dataPath = HostDataPath(vswitch: vswitch, uplink: configuration.uplink, nics: nics)
+            dataPath = HostDataPath(vswitch: vswitch, uplink: configuration.uplink, nics: nics, uplinkWire: uplinkWire)
             pfDriver = PFDriver(configuration: configuration, nics: nics, dataPath: dataPath, admission: admission, logger: logger)
             server = ControlServer(
                 configuration: configuration, adminSocketPath: self.adminSocketPath, epoll: epoll, dataPath: dataPath, pfDriver: pfDriver,
@@ -64,6 +72,10 @@ public final class HostDaemon: @unchecked Sendable {
             throw error
         }
         for nic in nics { nic.start(idlePasses: configuration.idlePassesBeforeSleep) }
+        for (port, wire) in loop.wires {
+            let origin = wire.createdHere ? "created, link up; removed on exit" : "existing; left in place on exit"
+            logger.info("\(port) wire: TAP \(wire.interfaceName) (\(origin))")
+        }
         if let limit = try? ResourceLimits.openFiles().soft, UInt64(configuration.maxConnections) * 5 + 64 > limit {
             let text = "max_connections \(configuration.maxConnections) may need more descriptors than this process may open (\(limit)); "
             logger.warning("\(text)the host will pause accepting when it runs out")

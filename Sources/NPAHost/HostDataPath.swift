@@ -29,6 +29,9 @@ final class HostDataPath {
     /// `uplinkNIC`, unretained, for the same reason (the PF driver's `nics` keeps it alive).
     private let uplinkRef: Unmanaged<SoftNIC>?
     let wire: CountingWire?
+    /// The vswitch's uplink when it is a TAP device (`uplink: { tap: IF }`), and unretained.
+    let uplinkWire: TAPWire?
+    let uplinkWireRef: Unmanaged<TAPWire>?
     /// Arena slots of the current burst bound for the PF (the uplink), sent as one burst.
     private let pfBatch = UnsafeMutablePointer<Int32>.allocate(capacity: 64)
     private var pfBatchCount = 0
@@ -38,13 +41,15 @@ final class HostDataPath {
     /// Set by a pass that held a frame back for a receiver without buffers (see `switchBurst`);
     /// the event loop reads and clears it.
     var heldBack = false
+    /// Whether some vNIC has frames parked at a switch point (`SwitchOverflow`).
+    var anySwitchOverflow = false
     /// Whether some vNIC's MAC waits for its switch-out after a VF reset (`awaitingSwitchOut`):
     /// only then does `switchBurst` look for it among frames bound for the uplink.
     private var anyAwaitingSwitchOut = false
 
     /// Joins the vswitch to its uplink as `uplink` says: none, a counting wire, or the PF of one
-    /// of `nics` (whose PF is then enabled).
-    init(vswitch: VirtualSwitch, uplink: HostConfiguration.UplinkKind, nics: [SoftNIC]) {
+    /// of `nics` (whose PF is then enabled), or `uplinkWire` (opened by the caller).
+    init(vswitch: VirtualSwitch, uplink: HostConfiguration.UplinkKind, nics: [SoftNIC], uplinkWire: TAPWire? = nil) {
         self.vswitch = vswitch
         var uplinkNIC: SoftNIC?
         var wire: CountingWire?
@@ -58,9 +63,13 @@ final class HostDataPath {
             _ = vswitch.addUplink()
             uplinkNIC = nics.first { $0.name == name }
             uplinkNIC?.setPFEnabled(true)
+        case .tap:
+            _ = vswitch.addUplink()
         }
         self.uplinkNIC = uplinkNIC
         self.wire = wire
+        self.uplinkWire = uplinkWire
+        uplinkWireRef = uplinkWire.map { Unmanaged.passUnretained($0) }
         uplinkRef = uplinkNIC.map { Unmanaged.passUnretained($0) }
         syncPortOwners()
     }
@@ -71,7 +80,7 @@ final class HostDataPath {
     }
 
     /// Whether a pass has anything to do: a vNIC or a PF to take frames from.
-    var isIdle: Bool { devices.isEmpty && uplinkNIC == nil }
+    var isIdle: Bool { devices.isEmpty && uplinkNIC == nil && uplinkWire == nil }
 
     func add(_ device: EmulatedDevice) {
         devices.append(device)
@@ -98,6 +107,7 @@ final class HostDataPath {
     /// raise the interrupts the pass earned. Returns the number of TX chains consumed.
     func pass() -> Int {
         var work = 0
+        if anySwitchOverflow { flushSwitchOverflows() }
         for ref in activeDevices {
             work += ref._withUnsafeGuaranteedRef { device in
                 guard device.isActive else { return 0 }
@@ -112,6 +122,7 @@ final class HostDataPath {
             }
         }
         if let nic = uplinkRef { work += nic._withUnsafeGuaranteedRef { receiveFromPF($0) } }
+        if let wire = uplinkWireRef { work += wire._withUnsafeGuaranteedRef { receiveFromWire($0) } }
         for ref in activeDevices { ref._withUnsafeGuaranteedRef { $0.raiseInterrupts() } }
         return work
     }
@@ -120,45 +131,59 @@ final class HostDataPath {
     /// A unicast frame whose receiver has no free buffer (within its stall limit) stays in the
     /// PF queue, which then fills and holds back the NIC's senders in turn. At a switch point
     /// (`switching` given) frames for the switching guest, and for a guest whose VF was reset,
-    /// are not held: the drain must finish, and those guests are busy in their own switch.
-    /// A frame for no vNIC is counted in `pfFramesUnroutable`.
-    func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil) -> Int {
+    /// are not waited for: the drain must finish, and those guests are busy in their own switch.
+    /// With `parking`, the switching guest's frames its ring cannot take yet are parked for it
+    /// (`SwitchOverflow`) rather than dropped. A frame for no vNIC is counted in
+    /// `pfFramesUnroutable`.
+    func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil, parking: SwitchParking = .no) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
-        let exemptOwner = exempt.map { Unmanaged.passUnretained($0).toOpaque() }
         return nic.pfReceive.pop(
-            max: arena.capacity,
-            while: { frame, length in
-                let dst = EthernetFrame.mac(frame, at: 0)
-                let vlan = EthernetFrame.vlanID(frame, length: length)
-                guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
-                    // For a vNIC in passthrough whose VF did not take it (reset, or disabled under
-                    // the plugin): it waits here until the MAC is back on the vswitch (the guest is
-                    // switching out), or is dropped and counted where that guest sees it.
-                    if let owner = passthroughOwner(of: dst, vlan: vlan) {
-                        if exempt == nil && owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
-                            heldBack = true
-                            return false
-                        }
-                        owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
-                        return true
-                    }
-                    pfFramesUnroutable &+= 1
-                    return true
-                }
-                let hash = EthernetFrame.flowHash(frame, length: length)
-                if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
-                    owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
-                {
+            max: arena.capacity, while: { admitFromUplink($0, length: $1, ingress: ingress, exempt: exempt, parking: parking) })
+    }
+
+    /// One frame in by the uplink (the PF's queue or a TAP wire): false if it must wait for its
+    /// receiver (see `receiveFromPF`), true once it is delivered, dropped or counted.
+    func admitFromUplink(
+        _ frame: UnsafeRawPointer, length: Int, ingress: Int, exempt: EmulatedDevice?, parking: SwitchParking = .no
+    ) -> Bool {
+        let exemptOwner = exempt.map { Unmanaged.passUnretained($0).toOpaque() }
+        let dst = EthernetFrame.mac(frame, at: 0)
+        let vlan = EthernetFrame.vlanID(frame, length: length)
+        guard case .forward(let n) = vswitch.route(destination: dst, vlan: vlan, ingress: ingress, into: arena.destinations) else {
+            // For a vNIC in passthrough whose VF did not take it (reset, or disabled under
+            // the plugin): it waits here until the MAC is back on the vswitch (the guest is
+            // switching out), or is dropped and counted where that guest sees it.
+            if let owner = passthroughOwner(of: dst, vlan: vlan) {
+                if exempt == nil && owner._withUnsafeGuaranteedRef({ $0.holdsSendersUntilSwitchOut() }) {
                     heldBack = true
                     return false
                 }
-                for k in 0..<n {
-                    if let owner = portOwners[Int(arena.destinations[k])] {
-                        owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
-                    }
-                }
+                owner._withUnsafeGuaranteedRef { $0.drop(.inactive) }
                 return true
-            })
+            }
+            pfFramesUnroutable &+= 1
+            return true
+        }
+        let hash = EthernetFrame.flowHash(frame, length: length)
+        if parking != .no, n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() == exemptOwner {
+            owner._withUnsafeGuaranteedRef {
+                $0.deliverOrPark(frame, length: length, hash: hash, toVirtualFunction: parking == .thenToVirtualFunction)
+            }
+            anySwitchOverflow = anySwitchOverflow || owner._withUnsafeGuaranteedRef { $0.switchOverflow != nil }
+            return true
+        }
+        if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
+            owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
+        {
+            heldBack = true
+            return false
+        }
+        for k in 0..<n {
+            if let owner = portOwners[Int(arena.destinations[k])] {
+                owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+            }
+        }
+        return true
     }
 
     /// Anti-spoofing, VLAN policy, then the vswitch decides; the copies into each destination
@@ -221,6 +246,8 @@ final class HostDataPath {
                         if uplinkNIC != nil {
                             pfBatch[pfBatchCount] = Int32(i)
                             pfBatchCount += 1
+                        } else if let tap = uplinkWireRef {
+                            tap._withUnsafeGuaranteedRef { $0.send(frame, length: length) }
                         } else {
                             wire?.transmit(length: length)
                         }

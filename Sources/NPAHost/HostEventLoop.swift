@@ -9,6 +9,7 @@ enum HostEventTag {
     static let stop: UInt64 = 1
     static let pf: UInt64 = 2
     static let adminListener: UInt64 = 3
+    static let uplinkWire: UInt64 = 4
     static let connectionBase: UInt64 = 1 << 32
     static let doorbellBase: UInt64 = 2 << 32
 
@@ -37,6 +38,10 @@ final class HostEventLoop {
     private let dataPath: HostDataPath
     private let pfDriver: PFDriver
     private var sleeping = false
+    /// Every TAP wire (the NICs' and the uplink's) with its port's name, and the ports whose
+    /// wire was seen down (`checkWires` says so once each).
+    private(set) var wires: [(port: String, wire: TAPWire)] = []
+    private var wiresReportedDown: Set<String> = []
     private(set) var sleeps: UInt64 = 0
     /// Unattached guest connections in accept order with their attach deadlines (one timeout for
     /// all, so accept order is deadline order: a FIFO, no heap). Entries of connections that
@@ -92,6 +97,9 @@ final class HostEventLoop {
         try epoll.add(adminListener.fd, tag: HostEventTag.adminListener)
         try epoll.add(stopNotifier.fd, tag: HostEventTag.stop)
         if let nic = dataPath.uplinkNIC { try epoll.add(nic.pfReceive.wake.fd, tag: HostEventTag.pf) }
+        if let wire = dataPath.uplinkWire { try epoll.add(wire.device.fd, tag: HostEventTag.uplinkWire) }
+        wires = pfDriver.nics.compactMap { nic in nic.wire.map { ("NIC \(nic.name)", $0) } }
+        if let wire = dataPath.uplinkWire { wires.append(("uplink", wire)) }
     }
 
     /// Asks `run()` to return. Async-signal-safe (one eventfd write).
@@ -124,7 +132,9 @@ final class HostEventLoop {
                 for d in dataPath.devices { d.setSleeping(true) }
                 uplinkNIC?.pfReceive.setConsumerSleeping(true)
                 MemoryFence.sequentiallyConsistent()
-                if dataPath.devices.contains(where: { $0.hasPendingTransmit() }) || uplinkNIC?.pfReceive.isEmpty == false {
+                if dataPath.devices.contains(where: { $0.hasPendingTransmit() }) || uplinkNIC?.pfReceive.isEmpty == false
+                    || dataPath.hasPendingWireFrames
+                {
                     for d in dataPath.devices { d.setSleeping(false) }
                     uplinkNIC?.pfReceive.setConsumerSleeping(false)
                     idlePasses = 0
@@ -155,6 +165,7 @@ final class HostEventLoop {
                 }
                 if handleEvents(tags) == false { return }
                 serviceTimers()
+                checkWires()
                 if dataPath.devices.contains(where: { $0.switching.isSwitching }) {
                     pfDriver.expireSwitchSteps(now: Clock.monotonicNanoseconds())
                 }
@@ -174,6 +185,8 @@ final class HostEventLoop {
                 return false
             } else if tag == HostEventTag.pf {
                 dataPath.uplinkNIC?.pfReceive.wake.drain()
+            } else if tag == HostEventTag.uplinkWire {
+                dataPath.uplinkWire?.markReadable()
             } else if tag == HostEventTag.listener {
                 acceptPending(admin: false)
             } else if tag == HostEventTag.adminListener {
@@ -226,6 +239,18 @@ final class HostEventLoop {
             let text =
                 "accept failed (\(error)); \(server.connections.count) connections open, \(exhausted) times out of descriptors so far; "
             logger.warning("\(text)pausing accept for \(Self.acceptBackoffNanoseconds / 1_000_000) ms")
+        }
+    }
+
+    /// A TAP wire whose interface was deleted under the host: its port is down for good (the
+    /// NIC's engine or the data path saw it and counts what it drops); said once, and the
+    /// uplink's descriptor leaves epoll (it would report an error forever). The other ports and
+    /// the guests carry on.
+    private func checkWires() {
+        for (port, wire) in wires where wire.isDown && !wiresReportedDown.contains(port) {
+            wiresReportedDown.insert(port)
+            if wire === dataPath.uplinkWire { epoll.remove(wire.device.fd) }
+            logger.error("\(port) wire: TAP \(wire.interfaceName) is gone (\(wire.failure.map { "\($0)" } ?? "")): link down")
         }
     }
 

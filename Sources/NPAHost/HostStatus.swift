@@ -11,6 +11,22 @@ enum HostStatus {
         d.mode == .passthrough && d.state == .quiesced ? "active" : d.state.name
     }
 
+    /// Every TAP wire: the NICs' physical ports, then the uplink's; nil when there is none.
+    static func wires(dataPath: HostDataPath, pfDriver: PFDriver) -> [StatusReport.Wire]? {
+        var ports = pfDriver.nics.compactMap { nic in nic.wire.map { ("NIC \(nic.name)", $0) } }
+        if let wire = dataPath.uplinkWire { ports.append(("uplink", wire)) }
+        guard !ports.isEmpty else { return nil }
+        return ports.map { port, wire in
+            StatusReport.Wire(
+                port: port, interface: wire.interfaceName, link: wire.isDown || wire.kernelLinkDown ? "down" : "up",
+                created: wire.createdHere,
+                error: wire.failure.map { "interface gone: \($0)" }
+                    ?? (wire.kernelLinkDown
+                        ? "the interface is down: the kernel refuses frames (ip link set \(wire.interfaceName) up)" : nil),
+                counters: Dictionary(uniqueKeysWithValues: wire.named()))
+        }
+    }
+
     static func report(dataPath: HostDataPath, pfDriver: PFDriver, server: ControlServer) -> StatusReport {
         let configuration = server.configuration
         return StatusReport(
@@ -40,12 +56,17 @@ enum HostStatus {
                     kind: "PF of \($0.name)", framesOut: $0.pfTransmitted, bytesOut: 0,
                     framesInDropped: $0.pfReceive.drops &+ dataPath.pfFramesUnroutable)
             }
+                ?? dataPath.uplinkWire.map {
+                    StatusReport.Uplink(
+                        kind: "tap \($0.interfaceName)", framesOut: $0.counters.framesOut, bytesOut: $0.counters.bytesOut)
+                }
                 ?? dataPath.wire.map { StatusReport.Uplink(kind: "counting", framesOut: $0.framesOut, bytesOut: $0.bytesOut) },
             host: StatusReport.Host(
                 connections: server.guestConnectionCount, maxConnections: configuration.maxConnections,
                 connectionsRefused: server.connectionsRefused,
                 attachTimeouts: server.attachTimeouts, acceptFDExhausted: server.acceptFDExhausted,
                 fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0,
-                adminRefused: server.adminRefused))
+                adminRefused: server.adminRefused),
+            wires: wires(dataPath: dataPath, pfDriver: pfDriver))
     }
 }

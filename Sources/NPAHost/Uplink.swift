@@ -1,6 +1,6 @@
 /// A counting sink as the vswitch's uplink (`uplink: counting`): frames for no local vNIC are
-/// counted and dropped. The other uplink is a software NIC's PF (`uplink: <nic>`), which
-/// `HostDataPath` sends to in batches; a TAP port would be a third.
+/// counted and dropped. The others are a software NIC's PF (`uplink: <nic>`), which
+/// `HostDataPath` sends to in batches, and a TAP device (`uplink: { tap: IF }`, a `TAPWire`).
 final class CountingWire {
     private(set) var framesOut: UInt64 = 0
     private(set) var bytesOut: UInt64 = 0

@@ -89,15 +89,21 @@ extension SoftNIC {
     }
 
     /// Out of the embedded switch toward the host: the PF's queue when the PF driver listens,
-    /// otherwise the uplink wire. Frames leave finished (TSO segments, completed checksums);
-    /// the PF's queue carries no "checksums valid" mark (`FrameQueue` holds bytes and a length).
+    /// otherwise the uplink wire (a TAP wire's outbound queue, written by the engine after
+    /// its pass).
+    /// With a TAP wire and the PF listening, such a frame goes both ways, as a learning switch
+    /// floods what it does not know: the NIC cannot tell a MAC behind the PF (on the vswitch)
+    /// from one out on the wire. Frames leave finished (TSO segments, completed checksums); the
+    /// PF's queue carries no "checksums valid" mark (`FrameQueue` holds bytes and a length).
     @inline(__always)
     private func sendUp(_ frame: UnsafeRawPointer, length: Int) {
         if pfEnabled {
             pfReceive.push(frame, length: length)
-        } else {
+        }
+        if !pfEnabled || wireOutbound != nil {
             uplinkFrames &+= 1
             uplinkBytes &+= UInt64(length)
+            wireOutbound?._withUnsafeGuaranteedRef { _ = $0.push(frame, length: length) }
         }
     }
 
@@ -139,6 +145,7 @@ extension SoftNIC {
                 } else {
                     uplinkFrames &+= 1
                     uplinkBytes &+= UInt64(length)
+                    wireOutbound?._withUnsafeGuaranteedRef { _ = $0.push(p, length: length) }
                 }
             }
         }

@@ -39,10 +39,24 @@ extension SoftNIC {
             let epoll = try! Epoll()
             try! epoll.add(wake.fd, tag: UInt64.max)
             for vf in vfs { try! epoll.add(vf.kick.fd, tag: UInt64(vf.index)) }
+            // A TAP wire: its descriptor (readable) and its outbound queue's wake-up (the PF
+            // driver queued frames while the engine slept).
+            var wireWatched = false
+            if let wire {
+                try! epoll.add(wire.device.fd, tag: Self.wireTag)
+                try! epoll.add(wire.outbound.wake.fd, tag: Self.wireOutboundTag)
+                wireWatched = true
+            }
             var idle = 0
             while SharedWord.loadRelaxed(flag) == 0 {
-                if runPass() > 0 { idle = 0; continue }
-                if heldBack {
+                let work = runPass() + serviceWire()
+                if wireWatched, let wire, wire.isDown {
+                    // Deleted under us: its descriptor would report an error forever.
+                    epoll.remove(wire.device.fd)
+                    wireWatched = false
+                }
+                if work > 0 { idle = 0; continue }
+                if heldBack || wire?.pendingCount ?? 0 > 0 {
                     // A sender waits for a receiver's buffers: let the receiver's vCPU run.
                     EngineThread.yieldProcessor()
                     continue
@@ -50,17 +64,30 @@ extension SoftNIC {
                 idle += 1
                 if idle < idlePasses { CPU.relax(); continue }
                 for vf in vfs { vf.write(NPA_VF_REG_ENGINE_SLEEPING, 1) }
+                wire?.outbound.setConsumerSleeping(true)
                 MemoryFence.sequentiallyConsistent()
-                if runPass() == 0 {
+                if runPass() == 0 && wire?.outbound.isEmpty != false {
                     for tag in (try? epoll.wait(timeoutMilliseconds: 100)) ?? [] {
-                        if tag == UInt64.max { wake.drain() } else { vfs[Int(tag)].kick.drain() }
+                        if tag == UInt64.max {
+                            wake.drain()
+                        } else if tag == Self.wireTag {
+                            wire?.markReadable()
+                        } else if tag == Self.wireOutboundTag {
+                            wire?.outbound.wake.drain()
+                        } else {
+                            vfs[Int(tag)].kick.drain()
+                        }
                     }
                 }
+                wire?.outbound.setConsumerSleeping(false)
                 for vf in vfs { vf.write(NPA_VF_REG_ENGINE_SLEEPING, 0) }
                 idle = 0
             }
         }
     }
+
+    static let wireTag = UInt64.max - 1
+    static let wireOutboundTag = UInt64.max - 2
 
     public func stop() {
         guard let t = thread else { return }

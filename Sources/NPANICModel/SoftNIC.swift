@@ -38,6 +38,11 @@ public final class SoftNIC: @unchecked Sendable {
     /// no VF while no PF driver listens).
     public internal(set) var wireFramesIn: UInt64 = 0
     public internal(set) var wireFramesDropped: UInt64 = 0
+    /// The physical port's other end when it is a TAP device (`attachWire`); without one,
+    /// frames leaving by the wire are only counted.
+    public internal(set) var wire: TAPWire?
+    /// `wire.outbound`, unretained, for the switch's per-frame path.
+    var wireOutbound: Unmanaged<FrameQueue>?
     /// The PF's receive queue: frames for MACs that are not on a VF, for the host's PF driver,
     /// which plugs it into the vswitch as its uplink (NPA's "PF filter for every vswitch MAC").
     public let pfReceive = FrameQueue(capacity: 2048)

@@ -1,5 +1,6 @@
 import CNPAPluginABI
 import NPASystem
+import SystemPackage
 
 /// The shell's data path over whichever plugin is loaded: batched transmit into shell-owned
 /// buffers, in-order reclaim, zero-copy receive, and the sleep/wake handshake on the interrupt
@@ -141,11 +142,15 @@ package final class ShellDataPath {
 
     /// Receives up to `maxFrames` frames, calling `handler` for each (the bytes are valid only
     /// during the call). Polls briefly, then sleeps on the interrupt until a frame arrives or
-    /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever). Returns frames handled.
+    /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever), or `wakingFor` (if
+    /// given) becomes readable. Returns frames handled.
     @discardableResult
-    package func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0, _ handler: (VirtualNIC.ReceivedFrame) -> Void) -> Int {
+    package func receive(
+        maxFrames: Int = 256, timeoutMilliseconds: Int = 0, wakingFor other: FileDescriptor? = nil,
+        _ handler: (VirtualNIC.ReceivedFrame) -> Void
+    ) -> Int {
         var n = 0
-        _ = waitFor(timeoutMilliseconds: timeoutMilliseconds) {
+        _ = waitFor(timeoutMilliseconds: timeoutMilliseconds, wakingFor: other) {
             n = self.pollReceive(maxFrames: maxFrames, handler)
             self.reclaimTransmitted()
             return n > 0
@@ -199,7 +204,9 @@ package final class ShellDataPath {
     /// Polls `condition`, spinning briefly, then sleeping on the interrupt line with the
     /// vmxnet3 handshake: unmask, re-check, sleep. No wake-up is lost: the device fences between
     /// publishing a completion and reading the mask, and so do we between unmasking and re-checking.
-    package func waitFor(timeoutMilliseconds: Int, _ condition: () -> Bool) -> Bool {
+    /// With `wakingFor`, the wait also ends (false, unless `condition` then holds) once that
+    /// descriptor is readable: the caller has other work, e.g. frames a TAP has for it.
+    package func waitFor(timeoutMilliseconds: Int, wakingFor other: FileDescriptor? = nil, _ condition: () -> Bool) -> Bool {
         if link?.gone != nil { return false }
         if condition() { return true }
         if timeoutMilliseconds == 0 {
@@ -218,6 +225,7 @@ package final class ShellDataPath {
                 if spins & 1023 == 0 {
                     let now = Clock.monotonicNanoseconds()
                     if now >= deadline || interruptHook() || link?.checkIfDue(now: now) == true { return false }
+                    if let other, EventNotifier.isReadable(other) { return false }
                 }
             }
             _ = plugin.ops.enable_interrupt!(plugin.state, 0)
@@ -234,20 +242,21 @@ package final class ShellDataPath {
             let remaining = Int32(min((deadline - now) / 1_000_000 + 1, 1000))
             interruptWaits &+= 1
             // The control socket sleeps in the same poll: a host that dies wakes us at once.
-            let hungUp: Bool
-            if let link {
-                hungUp = interrupt.wait(timeoutMilliseconds: remaining, orHangUpOf: link.socket.fd) == .peerHungUp
+            let woke: EventNotifier.WaitResult
+            if let other {
+                woke = interrupt.wait(timeoutMilliseconds: remaining, orHangUpOf: link?.socket.fd, orReadable: other)
+            } else if let link {
+                woke = interrupt.wait(timeoutMilliseconds: remaining, orHangUpOf: link.socket.fd)
             } else {
-                _ = interrupt.wait(timeoutMilliseconds: remaining)
-                hungUp = false
+                woke = interrupt.wait(timeoutMilliseconds: remaining) ? .signalled : .timedOut
             }
             _ = plugin.ops.disable_interrupt!(plugin.state, 0)
-            if hungUp {
+            if woke == .peerHungUp {
                 link?.markGone("the control connection closed")
                 return false
             }
             if condition() { return true }
-            if interruptHook() { return false }
+            if woke == .otherReadable || interruptHook() { return false }
         }
     }
 }

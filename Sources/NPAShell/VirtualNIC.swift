@@ -240,15 +240,21 @@ public final class VirtualNIC {
     /// during the call). Polls briefly, then sleeps on the interrupt until a frame arrives or
     /// `timeoutMilliseconds` passes (0: poll once; negative: wait forever), or the host goes
     /// away (then 0, at once, and `hostGone` says why). Returns frames handled.
+    ///
+    /// With `wakingFor`, the sleep also ends (returning 0) once that descriptor is readable: a
+    /// guest with a second source of work (a TAP bridge, the kernel's frames) sleeps on both in
+    /// one poll. The wait follows the active data path across switches, like any receive.
     @discardableResult
-    public func receive(maxFrames: Int = 256, timeoutMilliseconds: Int = 0, _ handler: (ReceivedFrame) -> Void) -> Int {
+    public func receive(
+        maxFrames: Int = 256, timeoutMilliseconds: Int = 0, wakingFor other: FileDescriptor? = nil, _ handler: (ReceivedFrame) -> Void
+    ) -> Int {
         if channel.link.gone != nil { return 0 }
         serviceSwitchIfRequested()
         let deadline = timeoutMilliseconds < 0 ? UInt64.max : Clock.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
         while true {
             let now = Clock.monotonicNanoseconds()
             let remaining = timeoutMilliseconds < 0 ? -1 : (deadline > now ? Int((deadline - now) / 1_000_000) : 0)
-            let n = dataPath.receive(maxFrames: maxFrames, timeoutMilliseconds: remaining, handler)
+            let n = dataPath.receive(maxFrames: maxFrames, timeoutMilliseconds: remaining, wakingFor: other, handler)
             // A wait cut short by a switch request: switch, then keep waiting on the new path.
             if n == 0 && serviceSwitchIfRequested() && remaining != 0 { continue }
             return n

@@ -43,6 +43,8 @@ public final class EventNotifier: @unchecked Sendable {
         /// The watched connection's peer closed it (checked before the signal: a dead peer
         /// signals nothing more).
         case peerHungUp
+        /// Not signalled, but the other descriptor the sleeper watches has something to read.
+        case otherReadable
     }
 
     /// Like `wait(timeoutMilliseconds:)`, but also returns when `connection`'s peer hangs up:
@@ -61,6 +63,36 @@ public final class EventNotifier: @unchecked Sendable {
             return .signalled
         }
         return .timedOut
+    }
+
+    /// Like `wait(timeoutMilliseconds:orHangUpOf:)` (with a connection, if any), and also
+    /// returns when `other` becomes readable: a sleeper with a second source of work (a TAP
+    /// bridge: the kernel's frames) waits for both in one poll instead of polling one of them.
+    /// A signal is reported (and drained) before `other`; `other` stays readable until read.
+    public func wait(timeoutMilliseconds: Int32, orHangUpOf connection: FileDescriptor?, orReadable other: FileDescriptor) -> WaitResult {
+        // poll(2) skips entries with a negative descriptor: the connection is optional.
+        var pfds = (
+            pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: connection?.rawValue ?? -1, events: 0, revents: 0),
+            pollfd(fd: other.rawValue, events: Int16(POLLIN), revents: 0)
+        )
+        let n = withUnsafeMutablePointer(to: &pfds) {
+            $0.withMemoryRebound(to: pollfd.self, capacity: 3) { poll($0, 3, timeoutMilliseconds) }
+        }
+        if n <= 0 { return .timedOut }
+        if pfds.1.revents & Int16(POLLHUP | POLLERR) != 0 { return .peerHungUp }
+        if pfds.0.revents != 0 {
+            drain()
+            return .signalled
+        }
+        return pfds.2.revents != 0 ? .otherReadable : .timedOut
+    }
+
+    /// Whether `descriptor` has something to read now (or is in error): one poll(2) that does
+    /// not sleep. For a busy-polling loop that must still notice a second source of work.
+    public static func isReadable(_ descriptor: FileDescriptor) -> Bool {
+        var pfd = pollfd(fd: descriptor.rawValue, events: Int16(POLLIN), revents: 0)
+        return poll(&pfd, 1, 0) > 0
     }
 
     deinit { try? fd.close() }

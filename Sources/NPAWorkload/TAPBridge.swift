@@ -23,6 +23,9 @@ public final class TAPBridge {
         public var transmitRingFull: UInt64 = 0
         /// Frames from the vNIC dropped because the kernel's queue was full.
         public var tapQueueFull: UInt64 = 0
+        /// Turns of the run loop, each one wake-up of the bridge's thread: for work, or (about
+        /// ten a second when idle) to look at `shouldStop`.
+        public var wakeUps: UInt64 = 0
         public init() {}
     }
 
@@ -60,18 +63,26 @@ public final class TAPBridge {
 
     deinit { scratch.deallocate() }
 
-    /// Moves frames both ways until `shouldStop` says so (checked at least every few
-    /// milliseconds) or the host goes away. Throws when the TAP becomes unusable (e.g. its
-    /// interface was deleted).
-    public func run(shouldStop: () -> Bool) throws -> Ending {
+    /// How long an idle bridge sleeps, by default, before it looks at `shouldStop` again: the
+    /// only wake-up that is not for work, ten a second.
+    public static let stopCheckMilliseconds = 100
+
+    /// Moves frames both ways until `shouldStop` says so (checked at least every
+    /// `stopCheckMilliseconds`) or the host goes away. Throws when the TAP becomes unusable
+    /// (e.g. its interface was deleted).
+    public func run(stopCheckMilliseconds: Int = TAPBridge.stopCheckMilliseconds, shouldStop: () -> Bool) throws -> Ending {
         var tapError: (any Error)?
         while !shouldStop() {
+            counters.wakeUps &+= 1
             if let gone = nic.hostGone { return .hostGone("\(gone)") }
             let fromKernel = try forwardFromTAP()
-            // vNIC → kernel; when the kernel had nothing, this is where an idle bridge sleeps.
-            // The sleep is short because a frame from the kernel does not wake it (follow-up:
-            // one wait on both the interrupt and the TAP).
-            nic.receive(maxFrames: 64, timeoutMilliseconds: fromKernel > 0 ? 0 : 1) { frame in
+            // vNIC → kernel. When the kernel had nothing, an idle bridge sleeps here on both
+            // sources in one poll: the vNIC's interrupt (whichever data path is active: the wait
+            // follows switches) and the TAP's descriptor (a frame from the kernel ends it, so
+            // the next turn forwards it). The TAP stays readable until read: no wake-up is lost
+            // between `forwardFromTAP` finding nothing and the sleep.
+            let wait = fromKernel > 0 ? 0 : stopCheckMilliseconds
+            nic.receive(maxFrames: 64, timeoutMilliseconds: wait, wakingFor: tap.fd) { frame in
                 guard tapError == nil else { return }
                 do {
                     if try tap.writeFrame(frame.bytes) {

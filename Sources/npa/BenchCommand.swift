@@ -61,6 +61,15 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
+    @Flag(
+        help: ArgumentHelp(
+            "The RFC's experiment with a real TCP stack: an iperf3 TCP stream between two kernel-stack guests (needs root, /dev/net/tun, iperf3).",
+            discussion: TCPBenchOptions.discussion))
+    var tcp = false
+
+    @OptionGroup(title: "With --tcp")
+    var tcpOptions: TCPBenchOptions
+
     @Option(help: "Also draw the comparison as a bar chart into this SVG file.")
     var plot: String?
 
@@ -81,6 +90,13 @@ struct Bench: ParsableCommand {
     }
 
     func validate() throws {
+        if tcp {
+            try tcpOptions.validate()
+            if plot != nil || only != nil { throw ValidationError("--plot and --only are for the frame bench, not --tcp") }
+            try NICModelOption.validate(model)
+            guard (1...15).contains(repeats) else { throw ValidationError("--repeat must be 1...15") }
+            return
+        }
         guard duration > 0, duration <= 600 else { throw ValidationError("--duration must be in (0, 600] seconds") }
         guard (1...15).contains(repeats) else { throw ValidationError("--repeat must be 1...15") }
         if let load, !(1...100_000_000).contains(load) { throw ValidationError("--load must be 1...100000000 frames/s") }
@@ -118,6 +134,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if tcp { return try runTCP() }
         // The plot is written after a minute of measuring: find out now whether it can be.
         if let plot {
             guard FileManager.default.createFile(atPath: plot, contents: nil) else {

@@ -39,14 +39,17 @@ extension Guest {
         let stopSignal = try EventNotifier()
         TerminationSignals.deliver(to: stopSignal.fd.rawValue)
         standardError("attached as \(nic.mac); bridged to TAP \(tap.interfaceName) (MTU \(nic.configuration.mtu))")
-        // The eventfd is looked at every 64 turns of the bridge's loop (an idle turn is about a
-        // millisecond), not on every turn: that would be a syscall per batch.
-        var turns = 0
+        // The eventfd is looked at once per 50 ms of the clock (read without a syscall), not on
+        // every turn: that would be a syscall per batch. An idle turn lasts
+        // `TAPBridge.stopCheckMilliseconds`, so an idle bridge looks on every turn.
+        var nextLook: UInt64 = 0
         let ending: TAPBridge.Ending
         do {
             ending = try bridge.run(shouldStop: {
-                turns &+= 1
-                return turns & 63 == 0 && stopSignal.drain() > 0
+                let now = Clock.monotonicNanoseconds()
+                guard now >= nextLook else { return false }
+                nextLook = now + 50_000_000
+                return stopSignal.drain() > 0
             })
         } catch {
             throw CommandFailure("guest \(name): TAP \(tap.interfaceName): \(error)")

@@ -62,6 +62,14 @@ enum StatusTable {
                 "\nuplink (\(u.kind)): \(u.framesOut) frames out"
                 + (u.framesInDropped.map { ", \($0) frames in dropped (PF queue full)" } ?? ", \(u.bytesOut) bytes")
         }
+        for w in report.wires ?? [] {
+            let c = w.counters
+            let drops = c.filter { $0.key.hasPrefix("drop_") && $0.value > 0 }.sorted { $0.key < $1.key }
+                .map { "\($0.key.dropFirst(5))=\($0.value)" }.joined(separator: " ")
+            text +=
+                "\nwire of \(w.port): tap \(w.interface) \(w.link)\(w.error.map { " (\($0))" } ?? ""), "
+                + "\(c["frames_in"] ?? 0) frames in, \(c["frames_out"] ?? 0) out, drops: \(drops.isEmpty ? "-" : drops)"
+        }
         if report.vnics.isEmpty { text += "\n(no vNICs attached)" }
         if let h = report.host {
             text +=

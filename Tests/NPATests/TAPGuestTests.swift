@@ -15,37 +15,14 @@ import Testing
     func aTCPTransferBetweenTwoKernelStackGuestsArrivesIntact() throws {
         let host = try TestHost()
         defer { host.stop() }
-        let tag = "\(getpid())-\(UInt32.random(in: 0...0xFFFF))"
-        let namespaces = ["npa-t-\(tag)-a", "npa-t-\(tag)-b"]
-        defer { for ns in namespaces { _ = try? ip(["netns", "delete", ns]) } }
-        let stop = StopFlag()
-        var bridges: [BridgeThread] = []
-        defer {
-            stop.set()
-            for bridge in bridges { bridge.join() }
-        }
-        for (i, ns) in namespaces.enumerated() {
-            try ip(["netns", "add", ns])
-            let nic = try VirtualNIC.attach(hostSocket: host.socketPath, configuration: .init(name: "tap-guest-\(i)"))
-            let tapName = "npat\(tag.suffix(6).filter(\.isHexDigit))\(i)"
-            let tap: TAPDevice
-            let bridge: TAPBridge
-            if i == 0 {
-                // Made here, then moved: what a user does with `ip link set IF netns NS`.
-                tap = try TAPDevice(name: tapName)
-                bridge = try TAPBridge(nic: nic, tap: tap)
-                try ip(["link", "set", tap.interfaceName, "netns", ns])
-            } else {
-                // Made inside the namespace, as `npa guest tap --netns` does.
-                (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: ns)) {
-                    let tap = try TAPDevice(name: tapName)
-                    return (tap, try TAPBridge(nic: nic, tap: tap))
-                }
-            }
-            try ip(["-n", ns, "addr", "add", "10.77.0.\(i + 1)/24", "dev", tap.interfaceName])
-            try ip(["-n", ns, "link", "set", tap.interfaceName, "up"])
-            bridges.append(BridgeThread(bridge: bridge, stop: stop))
-        }
+        let guests = try KernelStackGuests(
+            nics: [
+                try VirtualNIC.attach(hostSocket: host.socketPath, configuration: .init(name: "tap-guest-0")),
+                try VirtualNIC.attach(hostSocket: host.socketPath, configuration: .init(name: "tap-guest-1")),
+            ],
+            subnet: 77, placements: [.movedIntoNamespace, .madeInNamespace])
+        defer { guests.tearDown() }
+        let namespaces = guests.namespaces
 
         // The server takes everything until end of stream and answers its SHA-256; the client
         // sends 1 MiB of seeded bytes and checks the answer against its own digest.
@@ -89,15 +66,13 @@ import Testing
         let output = String(decoding: (client.standardOutput as! Pipe).fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(client.terminationStatus == 0, "client: \(output)")
         #expect(server.terminationStatus == 0)
-        stop.set()
-        for bridge in bridges { bridge.join() }
-        for bridge in bridges {
+        guests.stopBridges()
+        for bridge in guests.bridges {
             #expect(bridge.error == nil)
             #expect(bridge.bridge.counters.framesToVNIC > 100)
             #expect(bridge.bridge.counters.framesToTAP > 100)
             #expect(bridge.bridge.counters.malformedFromTAP == 0)
         }
-        bridges.removeAll()
     }
 
     /// `npa guest ... tap` creates its interface (in the namespace `--netns` names, or its own)
@@ -127,40 +102,167 @@ import Testing
         #expect(throws: IPCommandFailed.self) { try ip(namespaceOption + ["link", "show", ifname]) }
     }
 
+    /// A guest whose TAP interface an admin deletes under it ends at once with one line that
+    /// names the interface, exit 2, and the host tears its vNIC down.
+    @Test(.enabled(if: TAPDevice.isAvailable, Comment(rawValue: skipReason)))
+    func aGuestWhoseTAPIsDeletedSaysSoAndExitsTwo() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let ns = "npa-t-\(getpid())-\(UInt32.random(in: 0...0xFFFF))-gone"
+        try ip(["netns", "add", ns])
+        defer { _ = try? ip(["netns", "delete", ns]) }
+        let ifname = "npag\(UInt32.random(in: 0...0xFF_FFFF))"
+        let guest = try NPAProcess(["guest", "tap", "--host", host.socketPath, "--name", "tap-gone", "--ifname", ifname, "--netns", ns])
+        defer { guest.kill() }
+        #expect(guest.waitUntilAttached())
+        try ip(["-n", ns, "link", "delete", ifname])
+        let out = guest.finish()
+        #expect(out.status == 2, "\(out.stderr)")
+        let lines = out.stderr.split(separator: "\n").filter { !$0.hasPrefix("attached as") }
+        #expect(lines.count == 1 && lines.first?.contains(ifname) == true, "\(out.stderr)")
+        #expect(try eventually { try host.status(of: "tap-gone") == nil })
+    }
+
+    static let pingSkipReason = "needs root, /dev/net/tun and ping (scripts/install-deps.sh installs it)"
+
+    /// An idle bridge sleeps on the vNIC's interrupt and the TAP's descriptor together: a frame
+    /// from either side wakes it (ping's ARP and ICMP cross both bridges, each way), and
+    /// otherwise it wakes only to look at its stop flag, never polls. The proof counts turns of
+    /// its loop, not time: every turn either moves a frame (or takes the interrupt of one sent)
+    /// or sleeps a full `stopCheckMilliseconds`, so the turns the frames do not explain are at
+    /// most the run's length over that. A poll every millisecond makes ~20 times the bound.
+    @Test(.enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping"), Comment(rawValue: pingSkipReason)))
+    func anIdleBridgeSleepsOnTheInterruptAndTheTAPTogether() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let started = Clock.monotonicNanoseconds()
+        let guests = try KernelStackGuests(nics: [attach(host, "idle-a"), attach(host, "idle-b")], subnet: 81)
+        defer { guests.tearDown() }
+        // ping's default one-second interval leaves the bridges idle between echoes.
+        let ping = try run(in: guests.namespaces[0], ["ping", "-c", "3", "-w", "60", guests.addresses[1]])
+        #expect(ping.status == 0, "\(ping.output)")
+        guests.stopBridges()
+        let elapsedMilliseconds = (Clock.monotonicNanoseconds() - started) / 1_000_000
+        for bridge in guests.bridges {
+            let counters = bridge.bridge.counters
+            #expect(bridge.error == nil)
+            #expect(counters.framesToVNIC > 0 && counters.framesToTAP > 0, "\(counters)")
+            // Half the stop-check period, doubled frames and a few turns spare: slack, not timing.
+            let bound =
+                elapsedMilliseconds / UInt64(TAPBridge.stopCheckMilliseconds / 2) + 2 * (counters.framesToVNIC + counters.framesToTAP) + 4
+            #expect(counters.wakeUps <= bound, "\(counters) in \(elapsedMilliseconds) ms")
+        }
+    }
+
+    /// The sleeping bridge's wait follows its guest across switches: with the stop check a
+    /// minute apart, only events wake the bridges, yet an idle guest carries out each switch the
+    /// host asks for (DIC fires its interrupt) and `ping` gets through after each one (the VF's
+    /// interrupt in passthrough, emulation's after switching back, the TAP's frames in both).
+    /// A missed wake-up would stall a ping or a switch for the whole minute, past their limits.
+    @Test(
+        .enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping"), Comment(rawValue: pingSkipReason)),
+        arguments: ["npa-dring", "npa-cq"])
+    func aSleepingBridgeFollowsItsGuestAcrossSwitches(model: String) throws {
+        let fixture = try PassthroughFixture(model: model, a: GuestSpec("sleep-a"), b: GuestSpec("sleep-b"), switchIn: (false, false))
+        defer { fixture.stop() }
+        let guests = try KernelStackGuests(nics: [fixture.a, fixture.b], subnet: 82, stopCheckMilliseconds: 60_000)
+        defer { guests.tearDown() }
+        func pingGetsThrough(_ when: String) throws {
+            let ping = try run(in: guests.namespaces[0], ["ping", "-c", "2", "-w", "30", guests.addresses[1]])
+            #expect(ping.status == 0, "\(when): \(ping.output)")
+        }
+        try pingGetsThrough("both emulated")
+        for (name, toPassthrough) in [("sleep-a", true), ("sleep-b", true), ("sleep-a", false), ("sleep-b", false)] {
+            try fixture.host.admin.switchVNIC(name: name, toPassthrough: toPassthrough)
+            let mode = toPassthrough ? "passthrough" : "emulated"
+            let switched = try eventually(timeoutMilliseconds: 30_000) {
+                let status = try fixture.host.status(of: name)
+                return status?.mode == mode && status?.switchPending == nil
+            }
+            #expect(switched, "\(name) never reached \(mode): \(String(describing: try? fixture.host.status(of: name)))")
+            try pingGetsThrough("after \(name) went \(mode)")
+        }
+        // Each bridge stops at its next wake-up: a frame from its kernel (ARP or ICMP) is one.
+        guests.requestStop()
+        for (from, to) in [(0, 1), (1, 0)] {
+            _ = try run(in: guests.namespaces[from], ["ping", "-c", "1", "-W", "1", guests.addresses[to]])
+        }
+        guests.stopBridges()
+        for bridge in guests.bridges {
+            #expect(bridge.error == nil)
+            #expect(bridge.ending == .stopped)
+        }
+        #expect(fixture.a.switchInDurations.count == 1 && fixture.a.switchOutDurations.count == 1, "\(fixture.a.switchLog)")
+        #expect(fixture.b.switchInDurations.count == 1 && fixture.b.switchOutDurations.count == 1, "\(fixture.b.switchLog)")
+    }
+
+    /// A busy-polling guest (`spinPolls` = `Int.max`) never sleeps on its interrupt, so its
+    /// bridge would never reach the poll that watches the TAP: the spin itself looks at the TAP
+    /// (every 1024 polls). With the stop check a minute apart, ping gets through only if it does,
+    /// emulated and on a VF.
+    @Test(.enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping"), Comment(rawValue: pingSkipReason)))
+    func aBusyPollingBridgeStillSeesTheKernelsFrames() throws {
+        let fixture = try PassthroughFixture(
+            model: "npa-dring", a: GuestSpec("spin-a", spinPolls: Int.max), b: GuestSpec("spin-b", spinPolls: Int.max),
+            switchIn: (false, false))
+        defer { fixture.stop() }
+        let guests = try KernelStackGuests(nics: [fixture.a, fixture.b], subnet: 83, stopCheckMilliseconds: 60_000)
+        defer { guests.tearDown() }
+        let emulated = try run(in: guests.namespaces[0], ["ping", "-c", "2", "-w", "30", guests.addresses[1]])
+        #expect(emulated.status == 0, "\(emulated.output)")
+        try fixture.host.admin.switchVNIC(name: "spin-a", toPassthrough: true)
+        #expect(try eventually(timeoutMilliseconds: 30_000) { try fixture.host.status(of: "spin-a")?.mode == "passthrough" })
+        let passthrough = try run(in: guests.namespaces[0], ["ping", "-c", "2", "-w", "30", guests.addresses[1]])
+        #expect(passthrough.status == 0, "\(passthrough.output)")
+        guests.requestStop()
+        for (from, to) in [(0, 1), (1, 0)] {
+            _ = try run(in: guests.namespaces[from], ["ping", "-c", "1", "-W", "1", guests.addresses[to]])
+        }
+        guests.stopBridges()
+        for bridge in guests.bridges { #expect(bridge.error == nil) }
+    }
+
+    /// A frame from the kernel longer than the vNIC takes (an admin raised the TAP's MTU past
+    /// the vNIC's) is counted and dropped, never sent; the bridge carries on. The ping after it
+    /// proves the bridge read past it: the kernel queues the TAP's frames in order.
+    @Test(.enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping"), Comment(rawValue: pingSkipReason)))
+    func anOversizeFrameFromTheKernelIsCountedAndDropped() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let guests = try KernelStackGuests(nics: [attach(host, "big-a"), attach(host, "big-b")], subnet: 84)
+        defer { guests.tearDown() }
+        // Resolve the peer first, so that the big frame leaves at once and not from ARP's queue.
+        let first = try run(in: guests.namespaces[0], ["ping", "-c", "1", "-w", "30", guests.addresses[1]])
+        #expect(first.status == 0, "\(first.output)")
+        try ip(["-n", guests.namespaces[0], "link", "set", guests.interfaces[0], "mtu", "9000"])
+        // 4000 bytes of ICMP in one frame (-M do: no fragments); no reply can come.
+        let big = try run(in: guests.namespaces[0], ["ping", "-c", "1", "-W", "1", "-M", "do", "-s", "4000", guests.addresses[1]])
+        #expect(big.status != 0, "\(big.output)")
+        let small = try run(in: guests.namespaces[0], ["ping", "-c", "1", "-w", "30", guests.addresses[1]])
+        #expect(small.status == 0, "\(small.output)")
+        guests.stopBridges()
+        #expect(guests.bridges[0].error == nil)
+        #expect(guests.bridges[0].bridge.counters.malformedFromTAP >= 1, "\(guests.bridges[0].bridge.counters)")
+    }
+
     static let toolsSkipReason = "needs root, /dev/net/tun, ping and iperf3 (scripts/install-deps.sh installs them)"
 
-    /// Real tools between two kernel-stack guests, emulated and switched in to VFs: kernel ICMP
+    /// Real tools between two kernel-stack guests, emulated and switched in to VFs of either NIC
+    /// model (descriptor rings, or submission/completion queues): kernel ICMP
     /// (`ping -c 3`) and an iperf3 TCP run (server in one namespace, client in the other) both
     /// complete, and in passthrough the host's status still says passthrough afterwards.
     @Test(
         .enabled(if: TAPDevice.isAvailable && toolIsInstalled("ping") && toolIsInstalled("iperf3"), Comment(rawValue: toolsSkipReason)),
-        arguments: ["emulated", "passthrough"])
-    func pingAndIperf3CrossBothModes(mode: String) throws {
+        arguments: ["emulated", "passthrough"], ["npa-dring", "npa-cq"])
+    func pingAndIperf3CrossBothModes(mode: String, model: String) throws {
         let passthrough = mode == "passthrough"
         let fixture = try PassthroughFixture(
-            model: "npa-dring", a: GuestSpec("tap-a"), b: GuestSpec("tap-b"), switchIn: (passthrough, passthrough))
+            model: model, a: GuestSpec("tap-a"), b: GuestSpec("tap-b"), switchIn: (passthrough, passthrough))
         defer { fixture.stop() }
         for nic in [fixture.a, fixture.b] { #expect(nic.mode == mode, "\(nic.lastSwitchError ?? "")") }
-        let tag = "\(getpid())-\(UInt32.random(in: 0...0xFFFF))"
-        let namespaces = ["npa-t-\(tag)-a", "npa-t-\(tag)-b"]
-        defer { for ns in namespaces { _ = try? ip(["netns", "delete", ns]) } }
-        let stop = StopFlag()
-        var bridges: [BridgeThread] = []
-        defer {
-            stop.set()
-            for bridge in bridges { bridge.join() }
-        }
-        for (i, (ns, nic)) in zip(namespaces, [fixture.a, fixture.b]).enumerated() {
-            try ip(["netns", "add", ns])
-            let tapName = "npap\(tag.suffix(6).filter(\.isHexDigit))\(i)"
-            let (tap, bridge) = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: ns)) {
-                let tap = try TAPDevice(name: tapName)
-                return (tap, try TAPBridge(nic: nic, tap: tap))
-            }
-            try ip(["-n", ns, "addr", "add", "10.78.0.\(i + 1)/24", "dev", tap.interfaceName])
-            try ip(["-n", ns, "link", "set", tap.interfaceName, "up"])
-            bridges.append(BridgeThread(bridge: bridge, stop: stop))
-        }
+        let guests = try KernelStackGuests(nics: [fixture.a, fixture.b], subnet: 78)
+        defer { guests.tearDown() }
+        let namespaces = guests.namespaces
 
         // -w 60 with -c 3: exit 0 only once three replies came back, however long ARP takes.
         let ping = try run(in: namespaces[0], ["ping", "-c", "3", "-w", "60", "10.78.0.2"])
@@ -180,107 +282,8 @@ import Testing
         server.waitUntilExit()
         #expect(server.terminationStatus == 0)
 
-        stop.set()
-        for bridge in bridges { bridge.join() }
-        for bridge in bridges { #expect(bridge.error == nil) }
-        bridges.removeAll()
+        guests.stopBridges()
+        for bridge in guests.bridges { #expect(bridge.error == nil) }
         for name in ["tap-a", "tap-b"] { #expect(try fixture.host.status(of: name)?.mode == mode) }
     }
-}
-
-/// A stop request shared between the test and its bridge threads.
-private final class StopFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stopped = false
-    func set() { lock.withLock { stopped = true } }
-    var isSet: Bool { lock.withLock { stopped } }
-}
-
-/// One bridge running on its own thread until the stop flag is set.
-private final class BridgeThread: @unchecked Sendable {
-    let bridge: TAPBridge
-    private(set) var error: (any Error)?
-    private var thread: pthread_t?
-
-    init(bridge: TAPBridge, stop: StopFlag) {
-        self.bridge = bridge
-        thread = EngineThread.start(name: "npa-tap-bridge") { [self] in
-            do { _ = try bridge.run(shouldStop: { stop.isSet }) } catch { self.error = error }
-        }
-    }
-
-    func join() {
-        if let thread { EngineThread.join(thread) }
-        thread = nil
-    }
-}
-
-/// Runs `ip ARGS`, throwing with its standard error if it fails.
-@discardableResult
-private func ip(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip").standardized
-    if !FileManager.default.fileExists(atPath: "/usr/sbin/ip") { process.executableURL = URL(fileURLWithPath: "/sbin/ip") }
-    process.arguments = arguments
-    let errors = Pipe()
-    process.standardError = errors
-    process.standardOutput = Pipe()
-    try process.run()
-    process.waitUntilExit()
-    let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    if process.terminationStatus != 0 { throw IPCommandFailed(description: "ip \(arguments.joined(separator: " ")): \(message)") }
-    return message
-}
-
-private struct IPCommandFailed: Error, CustomStringConvertible { let description: String }
-
-/// Runs `ip ARGS` and returns its standard output.
-private func ipOutput(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    try process.run()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return text
-}
-
-/// Starts `python3 -c SCRIPT` inside the namespace `ns`, its standard output on a pipe.
-private func python(in ns: String, _ script: String) throws -> Process {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
-    process.arguments = ["netns", "exec", ns, "python3", "-c", script]
-    process.standardOutput = Pipe()
-    try process.run()
-    return process
-}
-
-/// Whether `tool` is an executable in one of PATH's directories (or the sbin ones).
-private func toolIsInstalled(_ tool: String) -> Bool {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-    return (path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"])
-        .contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(tool)") }
-}
-
-/// Starts `COMMAND` inside the namespace `ns`, its standard output and error on one pipe.
-private func start(in ns: String, _ command: [String]) throws -> Process {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
-    process.arguments = ["netns", "exec", ns] + command
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    return process
-}
-
-/// Runs `COMMAND` inside the namespace `ns` to its end: its exit status and combined output.
-private func run(in ns: String, _ command: [String]) throws -> (status: Int32, output: String) {
-    let process = try start(in: ns, command)
-    // Read to the end first: a full pipe would otherwise block the child before it exits.
-    let data = (process.standardOutput as! Pipe).fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }

@@ -170,6 +170,8 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    tapWireBenchmarks(zeroAllocations)
+
     guestToGuest("Emulated path: 32 x 64 B guest to guest through the host", passthrough: false)
     guestToGuest("Passthrough path: 32 x 64 B guest to guest through the NIC model", passthrough: true)
     nicOffloadBenchmarks(zeroAllocations)

@@ -108,6 +108,9 @@ int cnpa_tap_open(const char *name, char *out_name);
 int cnpa_netif_set_mac(const char *name, const uint8_t *mac);
 /// Sets the network interface `name`'s MTU (SIOCSIFMTU). Returns 0 or -errno.
 int cnpa_netif_set_mtu(const char *name, int mtu);
+/// Brings the network interface `name` up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP).
+/// Returns 0 or -errno.
+int cnpa_netif_set_up(const char *name);
 
 /// Moves the calling thread into the network namespace at `path` (e.g. /var/run/netns/NAME).
 /// Returns a descriptor for the namespace it was in (give it to cnpa_netns_return) or -errno.
