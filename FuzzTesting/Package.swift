@@ -3,7 +3,9 @@ import PackageDescription
 
 // libFuzzer targets, one executable each. A separate package so `swift test` in the main one
 // stays fast; built only by scripts/fuzz.sh, which passes the sanitizer flags.
-let targets = ["control-message", "host-config", "vmxnet3-registers", "vmxnet3-descriptors", "vf-dring", "vf-cq", "device-state", "tcp-segmentation"]
+let targets = [
+    "control-message", "host-config", "vmxnet3-registers", "vmxnet3-descriptors", "vf-dring", "vf-cq", "device-state", "tcp-segmentation",
+]
 let package = Package(
     name: "npa-fuzz",
     platforms: [.macOS(.v14)],

@@ -94,15 +94,20 @@ func setMask(_ s: UnsafeMutablePointer<npa_plugin_state>, _ vector: UInt32, _ ma
     npa_set_interrupt_mask(s, vector, masked)  // unmask is fenced: the shell re-checks the rings next
 }
 
-/// Writes one submission entry; its phase tells the NIC the entry is from this lap.
+/// Writes one submission entry; its phase tells the NIC the entry is from this lap. `offload`
+/// is NPA_CQ_SQ_CSUM / NPA_CQ_SQ_TSO or 0, with its l4_offset and meta (npa_nic_models.h).
 @inline(__always)
-func submit(_ q: UnsafeMutablePointer<QueueState>, _ gpa: UInt64, _ length: UInt16) {
+func submit(
+    _ q: UnsafeMutablePointer<QueueState>, _ gpa: UInt64, _ length: UInt16, offload: UInt8 = 0, l4Offset: UInt8 = 0, meta: UInt16 = 0
+) {
     let slot = q.pointee.sqTail & (q.pointee.size - 1)
     let e = q.pointee.sq! + Int(slot) * 16
     e.storeBytes(of: gpa, as: UInt64.self)
     e.storeBytes(of: length, toByteOffset: 8, as: UInt16.self)
     e.storeBytes(of: UInt16(truncatingIfNeeded: slot), toByteOffset: 10, as: UInt16.self)
-    e.storeBytes(of: q.pointee.sqPhase, toByteOffset: 12, as: UInt8.self)
+    e.storeBytes(of: q.pointee.sqPhase | offload, toByteOffset: 12, as: UInt8.self)
+    e.storeBytes(of: l4Offset, toByteOffset: 13, as: UInt8.self)
+    e.storeBytes(of: meta, toByteOffset: 14, as: UInt16.self)
     q.pointee.sqTail &+= 1
     if q.pointee.sqTail & (q.pointee.size - 1) == 0 { q.pointee.sqPhase ^= 1 }
     q.pointee.inFlight += 1
@@ -130,7 +135,18 @@ func addTx(
     var added: UInt32 = 0
     while added < count && q.pointee.inFlight < q.pointee.size - 1 {
         let f = frames[Int(added)]
-        submit(q, f.gpa, UInt16(truncatingIfNeeded: f.length))
+        var offload: UInt8 = 0
+        if UInt32(f.flags) & NPA_TX_FLAG_TSO != 0 {
+            offload = UInt8(NPA_CQ_SQ_TSO)
+        } else if UInt32(f.flags) & NPA_TX_FLAG_CSUM != 0 {
+            offload = UInt8(NPA_CQ_SQ_CSUM)
+        }
+        // What this format cannot say (a length over 16 bits, a header over a byte) is posted as
+        // length 0, which the NIC refuses: the frame is dropped, in order, and counted.
+        let unsayable = f.length > 0xFFFF || (offload != 0 && f.offload_header_length > 0xFF)
+        submit(
+            q, f.gpa, unsayable ? 0 : UInt16(truncatingIfNeeded: f.length), offload: offload,
+            l4Offset: UInt8(truncatingIfNeeded: f.offload_header_length), meta: offload != 0 ? f.offload_mss_or_csum : 0)
         q.pointee.bytes &+= UInt64(f.length)
         added += 1
     }
@@ -184,9 +200,11 @@ func checkRx(_ s: UnsafeMutablePointer<npa_plugin_state>, _ qi: UInt32, _ maxFra
         let requestID = Int(c.load(as: UInt16.self)) & Int(q.pointee.size - 1)
         let length = c.load(fromByteOffset: 2, as: UInt16.self)
         let failed = c.load(fromByteOffset: 5, as: UInt8.self) & UInt8(NPA_CQ_STATUS_ERROR) != 0
+        let checksumOK = c.load(fromByteOffset: 4, as: UInt8.self) & UInt8(NPA_CQ_FLAG_CSUM_OK) != 0
         var frame = npa_rx_frame(
             buf_id: q.pointee.bufferIDs![requestID], length: UInt32(length), rss_hash: c.load(fromByteOffset: 8, as: UInt32.self),
-            vlan_tci: 0, flags: UInt16(NPA_RX_FLAG_RSS) | (failed ? UInt16(NPA_RX_FLAG_ERROR) : 0))
+            vlan_tci: 0,
+            flags: UInt16(NPA_RX_FLAG_RSS) | (failed ? UInt16(NPA_RX_FLAG_ERROR) : 0) | (checksumOK ? UInt16(NPA_RX_FLAG_CSUM_VALID) : 0))
         if failed {
             q.pointee.errors &+= 1
         } else {
@@ -216,6 +234,7 @@ public func npaPluginMain(_ ops: UnsafeMutablePointer<npa_plugin_ops>?) -> Int32
     ops.pointee.check_tx_ring = { s, q in checkTx(s!, q) }
     ops.pointee.check_rx_ring = { s, q, m in checkRx(s!, q, m) }
     ops.pointee.refill_rx_ring = { s, q in refillRx(s!, q) }
+    ops.pointee.tx_offloads = NPA_PLUGIN_OFFLOAD_TX_CSUM | NPA_PLUGIN_OFFLOAD_TSO
     ops.pointee.get_stats = { s, q, isRx, out in
         let st = queue(s!, q & 7, rx: isRx != 0).pointee
         out!.pointee = npa_queue_stats(packets: st.packets, bytes: st.bytes, errors: st.errors, reserved: 0)

@@ -81,14 +81,17 @@ static int32_t reinit_rx_ring(npa_plugin_state *s, uint32_t q) {
 static int32_t enable_interrupt(npa_plugin_state *s, uint32_t v) { return npa_set_interrupt_mask(s, v, 0); }
 static int32_t disable_interrupt(npa_plugin_state *s, uint32_t v) { return npa_set_interrupt_mask(s, v, 1); }
 
-/* Writes one submission entry; the phase tells the NIC the entry is from this lap. */
-static void submit(queue_state *q, uint64_t gpa, uint16_t length) {
+/* Writes one submission entry; the phase tells the NIC the entry is from this lap. `offload`
+ * is NPA_CQ_SQ_CSUM / NPA_CQ_SQ_TSO or 0, with its l4_offset and meta (see npa_nic_models.h). */
+static void submit(queue_state *q, uint64_t gpa, uint16_t length, uint8_t offload, uint8_t l4_offset, uint16_t meta) {
     uint32_t slot = q->sq_tail & (q->size - 1);
     npa_cq_sq_entry *e = &q->sq[slot];
     e->addr = gpa;
     e->length = length;
     e->req_id = (uint16_t)slot;
-    e->flags = q->sq_phase;
+    e->l4_offset = l4_offset;
+    e->meta = meta;
+    e->flags = q->sq_phase | offload;
     q->sq_tail++;
     if ((q->sq_tail & (q->size - 1)) == 0) q->sq_phase ^= 1;
     q->in_flight++;
@@ -112,8 +115,15 @@ static uint32_t add_tx_frames(npa_plugin_state *s, uint32_t qi, const npa_tx_fra
     queue_state *q = &priv(s)->tx[qi];
     uint32_t added = 0;
     while (added < count && q->in_flight < q->size - 1) {
-        submit(q, frames[added].gpa, (uint16_t)frames[added].length);
-        q->bytes += frames[added].length;
+        const npa_tx_frame *f = &frames[added];
+        uint8_t offload = 0;
+        if (f->flags & NPA_TX_FLAG_TSO) offload = NPA_CQ_SQ_TSO;
+        else if (f->flags & NPA_TX_FLAG_CSUM) offload = NPA_CQ_SQ_CSUM;
+        /* What this format cannot say (a length over 16 bits, a header over a byte) is posted
+         * as length 0, which the NIC refuses: the frame is dropped, in order, and counted. */
+        uint16_t length = f->length > 0xFFFFu || (offload && f->offload_header_length > 0xFFu) ? 0 : (uint16_t)f->length;
+        submit(q, f->gpa, length, offload, (uint8_t)f->offload_header_length, offload ? f->offload_mss_or_csum : 0);
+        q->bytes += f->length;
         added++;
     }
     q->packets += added;
@@ -148,7 +158,7 @@ static uint32_t refill_rx_ring(npa_plugin_state *s, uint32_t qi) {
         if (s->shell->alloc_rx_buffer(s->shell->shell, qi, &id, &gpa) != NPA_OK) break;
         q->buf_ids[q->sq_tail & (q->size - 1)] = id;
         uint32_t len = s->rx_buffer_size > 65535u ? 65535u : s->rx_buffer_size;
-        submit(q, gpa, (uint16_t)len);
+        submit(q, gpa, (uint16_t)len, 0, 0, 0);
         posted++;
     }
     if (posted) npa_reg_write(s, NPA_CQ_REG_RX_SQ_TAIL(qi), q->sq_tail);
@@ -167,7 +177,8 @@ static uint32_t check_rx_ring(npa_plugin_state *s, uint32_t qi, uint32_t max_fra
         frame.length = c->length;
         frame.rss_hash = c->hash;
         frame.vlan_tci = 0;
-        frame.flags = NPA_RX_FLAG_RSS | ((c->status & NPA_CQ_STATUS_ERROR) ? NPA_RX_FLAG_ERROR : 0);
+        frame.flags = NPA_RX_FLAG_RSS | ((c->status & NPA_CQ_STATUS_ERROR) ? NPA_RX_FLAG_ERROR : 0) |
+                      ((c->flags & NPA_CQ_FLAG_CSUM_OK) ? NPA_RX_FLAG_CSUM_VALID : 0);
         if (c->status & NPA_CQ_STATUS_ERROR) q->errors++; else { q->packets++; q->bytes += c->length; }
         q->in_flight--;
         s->shell->indicate_recv(s->shell->shell, qi, &frame);
@@ -200,5 +211,6 @@ EXPORT int32_t NPA_PLUGIN_ENTRY_NAME(npa_plugin_ops *ops) {
     ops->check_rx_ring = check_rx_ring;
     ops->refill_rx_ring = refill_rx_ring;
     ops->get_stats = get_stats;
+    ops->tx_offloads = NPA_PLUGIN_OFFLOAD_TX_CSUM | NPA_PLUGIN_OFFLOAD_TSO;
     return NPA_OK;
 }

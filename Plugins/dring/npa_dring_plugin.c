@@ -6,6 +6,11 @@
  *
  * Region layout per queue (the PF driver relies on the first part): descriptor ring
  * (ring_size x 16 bytes), then the plugin's buffer-id shadow (ring_size x 4 bytes).
+ *
+ * Offloads: a checksum request rides in the data descriptor (CMD_IC, css, cso); TSO needs the
+ * queue's TSO context set to the frame's MSS and header length, by a context descriptor in the
+ * slot before it when the context changes (a TCP stream's stays the same). So a TX frame takes
+ * one or two slots, and the ring counts slots, not frames: check_tx_ring skips context slots.
  */
 #include "npa_plugin_support.h"
 
@@ -24,6 +29,8 @@ typedef struct {
 typedef struct {
     queue_state tx[NPA_PLUGIN_MAX_QUEUES];
     queue_state rx[NPA_PLUGIN_MAX_QUEUES];
+    /* Per TX queue: the TSO context last given to the NIC (mss << 16 | hlen; 0 = none yet). */
+    uint32_t tso_context[NPA_PLUGIN_MAX_QUEUES];
 } dring_private;
 
 static inline dring_private *priv(npa_plugin_state *s) { return (dring_private *)s->private_area; }
@@ -64,7 +71,9 @@ static int32_t sw_init(npa_plugin_state *s) {
 }
 
 static int32_t reinit_tx_ring(npa_plugin_state *s, uint32_t q) {
-    return q < s->num_tx_queues ? reset_queue(&priv(s)->tx[q]) : NPA_ERR_INVALID;
+    if (q >= s->num_tx_queues) return NPA_ERR_INVALID;
+    priv(s)->tso_context[q] = 0;  /* the NIC forgets it too when the PF initialises the queue */
+    return reset_queue(&priv(s)->tx[q]);
 }
 static int32_t reinit_rx_ring(npa_plugin_state *s, uint32_t q) {
     return q < s->num_rx_queues ? reset_queue(&priv(s)->rx[q]) : NPA_ERR_INVALID;
@@ -73,24 +82,58 @@ static int32_t reinit_rx_ring(npa_plugin_state *s, uint32_t q) {
 static int32_t enable_interrupt(npa_plugin_state *s, uint32_t v) { return npa_set_interrupt_mask(s, v, 0); }
 static int32_t disable_interrupt(npa_plugin_state *s, uint32_t v) { return npa_set_interrupt_mask(s, v, 1); }
 
+/* Takes the next slot of a TX ring. */
+static npa_dring_tx_desc *next_slot(queue_state *q) {
+    npa_dring_tx_desc *d = &((npa_dring_tx_desc *)q->ring)[q->next_to_use];
+    q->next_to_use = (q->next_to_use + 1) & (q->size - 1);
+    q->in_flight++;
+    return d;
+}
+
+/* Slots frame `f` needs: two when it is TSO with a context the queue does not have yet. */
+static uint32_t slots_for(const npa_tx_frame *f, uint32_t context) {
+    if (!(f->flags & NPA_TX_FLAG_TSO)) return 1;
+    return ((uint32_t)f->offload_mss_or_csum << 16 | f->offload_header_length) == context ? 1 : 2;
+}
+
 static uint32_t add_tx_frames(npa_plugin_state *s, uint32_t qi, const npa_tx_frame *frames, uint32_t count, uint32_t flags) {
     if (qi >= s->num_tx_queues) return 0;
     queue_state *q = &priv(s)->tx[qi];
-    npa_dring_tx_desc *ring = (npa_dring_tx_desc *)q->ring;
+    uint32_t *context = &priv(s)->tso_context[qi];
     uint32_t added = 0;
-    while (added < count && q->in_flight < q->size - 1) {
+    while (added < count && q->in_flight + slots_for(&frames[added], *context) <= q->size - 1) {
         const npa_tx_frame *f = &frames[added];
-        npa_dring_tx_desc *d = &ring[q->next_to_use];
+        uint8_t cmd = NPA_DRING_TXD_CMD_EOP | NPA_DRING_TXD_CMD_RS;
+        uint8_t css = 0, cso = 0;
+        /* What this format cannot say (a length over 16 bits, checksum offsets over a byte) is
+         * posted as length 0, which the NIC refuses: the frame is dropped, in order, counted. */
+        uint16_t length = f->length > 0xFFFFu ? 0 : (uint16_t)f->length;
+        if (f->flags & NPA_TX_FLAG_TSO) {
+            uint32_t wanted = (uint32_t)f->offload_mss_or_csum << 16 | f->offload_header_length;
+            if (wanted != *context) {
+                npa_dring_tx_context_desc *c = (npa_dring_tx_context_desc *)next_slot(q);
+                npa_zero(c, sizeof(*c));
+                c->mss = f->offload_mss_or_csum;
+                c->hlen = f->offload_header_length;
+                c->cmd = NPA_DRING_TXD_CMD_DEXT;
+                *context = wanted;
+            }
+            cmd |= NPA_DRING_TXD_CMD_TSE;
+        } else if (f->flags & NPA_TX_FLAG_CSUM) {
+            if (f->offload_header_length > 0xFFu || f->offload_mss_or_csum > 0xFFu) length = 0;
+            css = (uint8_t)f->offload_header_length;
+            cso = (uint8_t)f->offload_mss_or_csum;
+            cmd |= NPA_DRING_TXD_CMD_IC;
+        }
+        npa_dring_tx_desc *d = next_slot(q);
         d->addr = f->gpa;
-        d->length = (uint16_t)f->length;
-        d->cso = 0;
-        d->css = 0;
+        d->length = length;
+        d->cso = cso;
+        d->css = css;
         d->vlan = f->vlan_tci;
         d->status = 0;
-        d->cmd = NPA_DRING_TXD_CMD_EOP | NPA_DRING_TXD_CMD_RS;
+        d->cmd = cmd;
         q->bytes += f->length;
-        q->next_to_use = (q->next_to_use + 1) & (q->size - 1);
-        q->in_flight++;
         added++;
     }
     q->packets += added;
@@ -109,11 +152,12 @@ static uint32_t check_tx_ring(npa_plugin_state *s, uint32_t qi) {
         npa_dring_tx_desc *d = &ring[q->next_to_clean];
         uint8_t status = __atomic_load_n(&d->status, __ATOMIC_ACQUIRE);
         if (!(status & NPA_DRING_TXD_STATUS_DD)) break;
+        uint8_t is_frame = !(d->cmd & NPA_DRING_TXD_CMD_DEXT);  /* our own write: the NIC writes only status */
         if (status & NPA_DRING_TXD_STATUS_ERR) q->errors++;
         d->status = 0;
         q->next_to_clean = (q->next_to_clean + 1) & (q->size - 1);
         q->in_flight--;
-        done++;
+        done += is_frame;
     }
     if (done) s->shell->complete_send(s->shell->shell, qi, done);
     return done;
@@ -160,7 +204,7 @@ static uint32_t check_rx_ring(npa_plugin_state *s, uint32_t qi, uint32_t max_fra
         frame.length = d->length;
         frame.rss_hash = 0;
         frame.vlan_tci = 0;
-        frame.flags = errors ? NPA_RX_FLAG_ERROR : 0;
+        frame.flags = errors ? NPA_RX_FLAG_ERROR : ((word & NPA_DRING_RXD_STATUS_L4CS) ? NPA_RX_FLAG_CSUM_VALID : 0);
         if (errors) q->errors++; else { q->packets++; q->bytes += d->length; }
         d->status = 0;
         q->next_to_clean = (q->next_to_clean + 1) & (q->size - 1);
@@ -195,5 +239,6 @@ EXPORT int32_t NPA_PLUGIN_ENTRY_NAME(npa_plugin_ops *ops) {
     ops->check_rx_ring = check_rx_ring;
     ops->refill_rx_ring = refill_rx_ring;
     ops->get_stats = get_stats;
+    ops->tx_offloads = NPA_PLUGIN_OFFLOAD_TX_CSUM | NPA_PLUGIN_OFFLOAD_TSO;
     return NPA_OK;
 }

@@ -233,6 +233,16 @@ int cnpa_netif_set_up(const char *name) {
     return cnpa_netif_ioctl(SIOCSIFFLAGS, &ifr);
 }
 
+int cnpa_netif_set_txqueuelen(const char *name, int length) {
+    size_t len = strlen(name);
+    if (len >= IFNAMSIZ) return -EINVAL;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, name, len);
+    ifr.ifr_qlen = length;
+    return cnpa_netif_ioctl(SIOCSIFTXQLEN, &ifr);
+}
+
 int cnpa_netns_enter(const char *path) {
     int previous = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     if (previous < 0) return -errno;

@@ -257,7 +257,9 @@ extension EmulatedDevice {
     /// Whether a frame of flow `hash` for this vNIC must wait in its sender's ring: the RX queue
     /// it hashes to has no buffer posted, and the receiver is still within its stall limit.
     @inline(__always)
-    func holdsSenderWithoutBuffer(hash: UInt32) -> Bool { !hasReceiveBuffer(hash: hash) && holdsSenders }
+    func holdsSenderWithoutBuffer(hash: UInt32) -> Bool {
+        (switchOverflow != nil || !hasReceiveBuffer(hash: hash)) && holdsSenders
+    }
 
     /// Whether a sender should wait for this receiver (it has been without buffers for less
     /// than the stall limit) rather than have its frame dropped.
@@ -266,6 +268,19 @@ extension EmulatedDevice {
         if Clock.monotonicNanoseconds() - receiverStalledSince < receiverStallLimitNanoseconds { return true }
         exceededStallLimit = true
         return false
+    }
+
+    /// Parks a frame for this vNIC while it is in a switch handshake, if its ring cannot take
+    /// it now or earlier frames are already parked (order is kept); else delivers it.
+    func deliverOrPark(_ frame: UnsafeRawPointer, length: Int, hash: UInt32, toVirtualFunction: Bool, checksumBits: UInt32 = 0) {
+        if switchOverflow == nil && hasReceiveBuffer(hash: hash) {
+            deliver(frame, length: length, hash: hash, checksumBits: checksumBits)
+            return
+        }
+        let overflow = switchOverflow ?? SwitchOverflow(maximumFrameLength: maximumFrameLength)
+        switchOverflow = overflow
+        overflow.toVirtualFunction = toVirtualFunction
+        if !overflow.append(frame, length: length) { drop(.noBuffers) }
     }
 
     /// Copies one frame into the next RX buffer of the queue its flow hashes to. `checksumBits`

@@ -116,6 +116,8 @@ final class EmulatedDevice {
     /// Set once a stall outlasted the limit: frames to this vNIC are dropped, not held, until
     /// it has half a ring of buffers posted again.
     var exceededStallLimit = false
+    /// Frames parked for it at its own switch-out (see `SwitchOverflow`); nil when none wait.
+    var switchOverflow: SwitchOverflow?
     var mtu: UInt32 = 1500
     /// Faults since the last ACTIVATE; at `faultLimit` the device enters the error state.
     var faults = 0

@@ -41,6 +41,8 @@ final class HostDataPath {
     /// Set by a pass that held a frame back for a receiver without buffers (see `switchBurst`);
     /// the event loop reads and clears it.
     var heldBack = false
+    /// Whether some vNIC has frames parked at a switch point (`SwitchOverflow`).
+    var anySwitchOverflow = false
     /// Whether some vNIC's MAC waits for its switch-out after a VF reset (`awaitingSwitchOut`):
     /// only then does `switchBurst` look for it among frames bound for the uplink.
     private var anyAwaitingSwitchOut = false
@@ -105,6 +107,7 @@ final class HostDataPath {
     /// raise the interrupts the pass earned. Returns the number of TX chains consumed.
     func pass() -> Int {
         var work = 0
+        if anySwitchOverflow { flushSwitchOverflows() }
         for ref in activeDevices {
             work += ref._withUnsafeGuaranteedRef { device in
                 guard device.isActive else { return 0 }
@@ -128,16 +131,21 @@ final class HostDataPath {
     /// A unicast frame whose receiver has no free buffer (within its stall limit) stays in the
     /// PF queue, which then fills and holds back the NIC's senders in turn. At a switch point
     /// (`switching` given) frames for the switching guest, and for a guest whose VF was reset,
-    /// are not held: the drain must finish, and those guests are busy in their own switch.
-    /// A frame for no vNIC is counted in `pfFramesUnroutable`.
-    func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil) -> Int {
+    /// are not waited for: the drain must finish, and those guests are busy in their own switch.
+    /// With `parking`, the switching guest's frames its ring cannot take yet are parked for it
+    /// (`SwitchOverflow`) rather than dropped. A frame for no vNIC is counted in
+    /// `pfFramesUnroutable`.
+    func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil, parking: SwitchParking = .no) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
-        return nic.pfReceive.pop(max: arena.capacity, while: { admitFromUplink($0, length: $1, ingress: ingress, exempt: exempt) })
+        return nic.pfReceive.pop(
+            max: arena.capacity, while: { admitFromUplink($0, length: $1, ingress: ingress, exempt: exempt, parking: parking) })
     }
 
     /// One frame in by the uplink (the PF's queue or a TAP wire): false if it must wait for its
     /// receiver (see `receiveFromPF`), true once it is delivered, dropped or counted.
-    func admitFromUplink(_ frame: UnsafeRawPointer, length: Int, ingress: Int, exempt: EmulatedDevice?) -> Bool {
+    func admitFromUplink(
+        _ frame: UnsafeRawPointer, length: Int, ingress: Int, exempt: EmulatedDevice?, parking: SwitchParking = .no
+    ) -> Bool {
         let exemptOwner = exempt.map { Unmanaged.passUnretained($0).toOpaque() }
         let dst = EthernetFrame.mac(frame, at: 0)
         let vlan = EthernetFrame.vlanID(frame, length: length)
@@ -157,6 +165,13 @@ final class HostDataPath {
             return true
         }
         let hash = EthernetFrame.flowHash(frame, length: length)
+        if parking != .no, n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() == exemptOwner {
+            owner._withUnsafeGuaranteedRef {
+                $0.deliverOrPark(frame, length: length, hash: hash, toVirtualFunction: parking == .thenToVirtualFunction)
+            }
+            anySwitchOverflow = anySwitchOverflow || owner._withUnsafeGuaranteedRef { $0.switchOverflow != nil }
+            return true
+        }
         if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
             owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
         {

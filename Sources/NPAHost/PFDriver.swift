@@ -77,6 +77,7 @@ final class PFDriver {
             "vf_tx_frames": v.txFrames, "vf_rx_frames": v.rxFrames, "drop_vf_no_buffers": v.noBufferDrops,
             "drop_vf_spoofed_source": v.spoofedDrops, "drop_vf_vlan_refused": v.vlanDrops, "drop_vf_dma_fault": v.dmaFaults,
             "drop_vf_bad_descriptor": v.badDescriptors, "drop_vf_frame_too_long": v.frameTooLong, "vf_interrupts": v.interrupts,
+            "drop_vf_bad_offload": v.badOffloads, "vf_tso_segments": v.segments,
         ]
     }
 
@@ -120,7 +121,7 @@ final class PFDriver {
             case .moveMACToVF(let lease):
                 guard let (nic, index) = vf(of: lease) else { continue }
                 nic.setMAC(vf: index, device.mac)
-                if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
+                if let uplink = uplinkNIC { drainPF(uplink, switching: device, parking: .thenToVirtualFunction) }
                 dataPath.detachFromSwitch(device)
                 // The emulated device's stall clock is of no use now (nothing consults it while the VF
                 // carries the vNIC); left running, a later wait for a failing VF would start expired.
@@ -135,7 +136,7 @@ final class PFDriver {
                 // Frames held back for it (after a VF reset) go now: the PF queue's first, then, from
                 // the next pass on, those in emulated senders' TX rings — each sender's in its order.
                 dataPath.setAwaitingSwitchOut(device, false)
-                if let uplink = uplinkNIC { drainPF(uplink, switching: device) }
+                if let uplink = uplinkNIC { drainPF(uplink, switching: device, parking: .thenToEmulatedRing) }
             case .releaseVF(let lease):
                 release(lease, of: device)
             case .offerSwitchIn, .offerSwitchOut, .offerNothing, .programVF:
@@ -340,14 +341,21 @@ final class PFDriver {
     /// moved). A receiver with no free buffer is waited for — the host thread yields until it
     /// posts one, within that receiver's stall limit — so a switch loses nothing to a slow
     /// receiver; the wait is bounded by the limit and happens only at a switch point. Frames for
-    /// the switching guest itself are not waited for: it is busy in the switch handshake.
-    func drainPF(_ nic: SoftNIC, switching device: EmulatedDevice) {
+    /// the switching guest itself are not waited for: it is busy in the switch handshake. Those
+    /// its emulated ring cannot take are parked for it (`SwitchOverflow`) and follow it to its
+    /// new path — nothing is lost at a switch to a guest's full ring.
+    func drainPF(_ nic: SoftNIC, switching device: EmulatedDevice, parking: SwitchParking) {
+        // Frames already parked for it follow it to where it is going now.
+        device.switchOverflow?.toVirtualFunction = parking == .thenToVirtualFunction
         while !nic.pfReceive.isEmpty {
-            if dataPath.receiveFromPF(nic, switching: device) == 0 {
+            if dataPath.receiveFromPF(nic, switching: device, parking: parking) == 0 {
                 for d in devices { d.raiseInterrupts() }  // a sleeping receiver must wake to take its frames
                 EngineThread.yieldProcessor()
             }
         }
+        // Parked for a VF: on their way now, so that as few newer frames as possible (those the
+        // NIC already put in the VF's ring) overtake them.
+        if parking == .thenToVirtualFunction && dataPath.anySwitchOverflow { dataPath.flushSwitchOverflows() }
         for d in devices { d.raiseInterrupts() }
     }
 

@@ -10,9 +10,12 @@ extension SoftNIC {
     /// it is unicast to another enabled VF whose receive queue for its flow has no free buffer,
     /// and that VF has been without one for less than the stall limit. A hint read from the
     /// sender's buffer before the copy, on the same `route` the switch then uses; it never
-    /// holds a frame the receiver would refuse anyway (too long for its buffers).
+    /// holds a frame the receiver would refuse anyway (too long for its buffers). `frames` > 1:
+    /// the segments of one TSO super-frame (each `length` bytes at most), which wait until the
+    /// receiver has a buffer for each (or as many as its ring can ever post).
     func mustWait<Model: VFModelEngine>(
-        _: Model.Type, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute, from sender: VirtualFunction?
+        _: Model.Type, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute, from sender: VirtualFunction?,
+        frames: UInt32 = 1
     ) -> Bool {
         guard let target = route.port, target != sender?.index else { return false }
         let wait = vfRefs[target]._withUnsafeGuaranteedRef { vf -> Bool in
@@ -23,13 +26,14 @@ extension SoftNIC {
             let size = queue.pointee.config.ringSize
             // Buffers posted and not yet used; the guest's tail is read only when none are known.
             var available: UInt32 = 0
-            if queue.pointee.head != queue.pointee.cachedTail && !vf.exceededStallLimit {
+            let needed = min(frames, size &- 1)
+            if needed == 1 && queue.pointee.head != queue.pointee.cachedTail && !vf.exceededStallLimit {
                 available = 1
             } else {
                 guard let posted = Model.postedReceiveBuffers(of: vf, queue: q) else { return false }  // a bad tail: deliver() refuses it
                 available = posted
             }
-            if available > 0 {
+            if available >= needed {
                 // One that used up its stall limit is held for again only with half a ring posted.
                 if vf.receiverStalledSince != 0 && (!vf.exceededStallLimit || available >= size / 2) {
                     vf.receiverStalledSince = 0

@@ -19,8 +19,12 @@ extension SoftNIC {
         return true
     }
 
-    private func forward<Model: VFModelEngine>(
-        _: Model.Type, from vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute
+    /// Anti-spoofing, then switching, for a frame from a VF that may no longer wait.
+    /// `checksumValid`: the NIC made the frame's checksums (a segment it cut, a checksum it
+    /// completed); VF receivers are told so in their RX descriptor.
+    func forward<Model: VFModelEngine>(
+        _: Model.Type, from vf: VirtualFunction, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute,
+        checksumValid: Bool = false
     ) {
         guard route.source == vf.mac.value else {
             vf.counters.spoofedDrops &+= 1
@@ -32,7 +36,7 @@ extension SoftNIC {
         }
         vf.counters.txFrames &+= 1
         vf.counters.txBytes &+= UInt64(length)
-        if switchFrame(Model.self, frame, length: length, route: &route, from: vf) {
+        if switchFrame(Model.self, frame, length: length, route: &route, from: vf, checksumValid: checksumValid) {
             sendUp(frame, length: length)
         }
     }
@@ -42,7 +46,8 @@ extension SoftNIC {
     /// upward — floods, unknown unicast, and frames for a quiesced VF (mid-switch, the host owns
     /// that MAC next). Never back to the sender.
     private func switchFrame<Model: VFModelEngine>(
-        _: Model.Type, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute, from sender: VirtualFunction?
+        _: Model.Type, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute, from sender: VirtualFunction?,
+        checksumValid: Bool = false
     ) -> Bool {
         let dst = route.destination, vlan = route.vlan
         var n = 0
@@ -75,7 +80,9 @@ extension SoftNIC {
             vfRefs[destinations[k]]._withUnsafeGuaranteedRef { target in
                 guard target.grant != nil, target.rxQueueCount > 0 else { return }
                 let q = target.rxQueueCount == 1 ? 0 : Int(hash % UInt32(target.rxQueueCount))
-                Model.deliver(to: target, queue: q, frame, length: length, hash: hash, source: src, vlan: vlan, sender: sender)
+                Model.deliver(
+                    to: target, queue: q, frame, length: length, hash: hash, source: src, vlan: vlan, sender: sender,
+                    checksumValid: checksumValid)
             }
         }
         return upward
@@ -86,7 +93,8 @@ extension SoftNIC {
     /// its pass).
     /// With a TAP wire and the PF listening, such a frame goes both ways, as a learning switch
     /// floods what it does not know: the NIC cannot tell a MAC behind the PF (on the vswitch)
-    /// from one out on the wire.
+    /// from one out on the wire. Frames leave finished (TSO segments, completed checksums); the
+    /// PF's queue carries no "checksums valid" mark (`FrameQueue` holds bytes and a length).
     @inline(__always)
     private func sendUp(_ frame: UnsafeRawPointer, length: Int) {
         if pfEnabled {

@@ -87,6 +87,10 @@ public final class FrameQueue: @unchecked Sendable {
         return n
     }
 
+    /// Producer side: how many pushes would find a free slot now.
+    @inline(__always)
+    public var freeSlots: UInt32 { capacity &- (SharedWord.loadRelaxed(indices + 64) &- SharedWord.loadAcquire(indices)) }
+
     /// Producer side: true if a push would find a free slot now.
     @inline(__always)
     public var hasRoom: Bool { SharedWord.loadRelaxed(indices + 64) &- SharedWord.loadAcquire(indices) < capacity }

@@ -55,6 +55,9 @@ public final class SoftNIC: @unchecked Sendable {
     let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     let wake: EventNotifier
     public static let maximumFrame = 9018
+    /// Where the NIC builds a frame it makes from a VF's request (a segment it cuts, a frame whose
+    /// checksum it completes): `maximumFrame` bytes of host memory, used under the lock.
+    let offloadScratch = UnsafeMutableRawPointer.allocate(byteCount: SoftNIC.maximumFrame, alignment: 64)
     public let passBudget = 64
     /// How long a sender's frame waits (in its TX ring, or in the PF driver's burst) for a VF
     /// with no free receive buffer before frames to that VF are dropped as `vf_no_buffers`
@@ -80,6 +83,7 @@ public final class SoftNIC: @unchecked Sendable {
         stop()
         destinations.deallocate()
         stopFlag.deallocate()
+        offloadScratch.deallocate()
     }
 
     func locked<T>(_ body: () throws -> T) rethrows -> T {

@@ -82,13 +82,20 @@ public final class TAPWire: @unchecked Sendable {
     /// Frames read but not yet taken by the switch (it stopped early: backpressure).
     public var pendingCount: Int { held - next }
 
-    /// Opens the TAP interface `name`, creating it (and bringing its link up) if it does not
-    /// exist in this namespace, or attaching to the existing one.
+    /// The txqueuelen of a TAP the host creates (one that existed keeps the admin's).
+    public static let kernelQueueFrames = 4096
+
+    /// Opens the TAP interface `name`, creating it (with a 4096-frame queue, its link up) if it
+    /// does not exist in this namespace, or attaching to the existing one.
     public init(name: String, maximumFrame: Int) throws {
         let existed = TAPDevice.interfaceExists(name)
         do {
             device = try TAPDevice(name: name)
-            if !existed { try device.setLinkUp() }
+            if !existed {
+                // Deep enough for what the kernel's TCP keeps in flight: a TAP drops past it.
+                try device.setTransmitQueueLength(Self.kernelQueueFrames)
+                try device.setLinkUp()
+            }
         } catch let error as SystemCallError where existed && (error.errno == .invalidArgument || error.errno == .resourceBusy) {
             throw TAPWireError(
                 description:

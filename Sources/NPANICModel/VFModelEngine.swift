@@ -21,9 +21,10 @@ protocol VFModelEngine: SendableMetatype {
     /// Takes up to the NIC's pass budget of frames from TX queue `q`; returns how many.
     static func pullTransmitQueue(_ nic: SoftNIC, _ vf: VirtualFunction, _ q: Int) -> Int
     /// Writes one frame into RX queue `q` of `vf` (chosen by the caller), or drops and counts it.
+    /// `checksumValid`: the NIC made the frame's checksums; the completion says so.
     static func deliver(
         to vf: VirtualFunction, queue q: Int, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16,
-        sender: VirtualFunction?)
+        sender: VirtualFunction?, checksumValid: Bool)
     /// Receive buffers posted to RX queue `q` and not yet used, from the guest's tail register;
     /// nil if the tail is impossible (delivery refuses it and counts).
     static func postedReceiveBuffers(of vf: VirtualFunction, queue q: Int) -> UInt32?

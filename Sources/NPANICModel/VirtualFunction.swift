@@ -53,6 +53,10 @@ public final class VirtualFunction {
         var cachedTail: UInt32 = 0
         /// dring RX: the head last published in RDH (written once per pass, not per frame).
         var publishedHead: UInt32 = 0
+        /// dring TX: the TSO context the last context descriptor set (MSS 0 until one does, so a
+        /// CMD_TSE frame before any context is refused); queue init forgets it.
+        var segmentationHeaderLength = 0
+        var segmentationMSS = 0
 
         init(config: QueueConfig) {
             self.config = config
@@ -73,6 +77,18 @@ public final class VirtualFunction {
         /// Frames for this VF longer than its RX queue's buffer size: dropped, never written.
         public var frameTooLong: UInt64 = 0
         public var interrupts: UInt64 = 0
+        /// TX offload requests the NIC refused (not TCP over IPv4/IPv6, a header length that is
+        /// not the headers', MSS 0 or a segment over the largest frame, checksum offsets outside
+        /// the frame, a super-frame with no TSO asked): the frame was dropped, nothing sent.
+        public var badOffloads: UInt64 = 0
+        /// TSO super-frames the NIC cut, and the segments it made of them (each segment then
+        /// counts like any frame: `txFrames`, or a drop).
+        public var segmentedFrames: UInt64 = 0
+        public var segments: UInt64 = 0
+        /// Checksums the NIC completed for frames that asked (CSUM offload).
+        public var checksumsCompleted: UInt64 = 0
+        /// dring context descriptors taken (they set a queue's TSO context and carry no frame).
+        public var contextDescriptors: UInt64 = 0
     }
 
     public let index: Int

@@ -105,6 +105,13 @@ public final class TAPDevice: @unchecked Sendable {
         _ = try shimCall("SIOCSIFMTU(\(interfaceName))") { cnpa_netif_set_mtu(interfaceName, Int32(mtu)) }
     }
 
+    /// Sets how many frames the kernel queues for this TAP's reader before it drops them (the
+    /// interface's txqueuelen; a TAP has no flow control towards the kernel's stack, so a queue
+    /// shorter than what TCP keeps in flight loses frames whenever the reader falls behind).
+    public func setTransmitQueueLength(_ length: Int) throws {
+        _ = try shimCall("SIOCSIFTXQLEN(\(interfaceName))") { cnpa_netif_set_txqueuelen(interfaceName, Int32(length)) }
+    }
+
     /// Sleeps until a frame is ready to read or `timeoutMilliseconds` passes (-1: forever).
     /// True if one is ready (or the device reports an error, which the next read throws).
     public func waitReadable(timeoutMilliseconds: Int32) -> Bool {

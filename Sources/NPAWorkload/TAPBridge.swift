@@ -74,6 +74,8 @@ public final class TAPBridge {
     private var offloads = [TransmitOffload](repeating: .none, count: TAPBridge.batch)
 
     private static let batch = 32
+    /// The TAP's txqueuelen (see `init`).
+    public static let kernelQueueFrames = 4096
     /// `batch` slots of `slotBytes`: one byte more than a frame may be, so an oversize frame
     /// shows as a read that filled its slot rather than being silently truncated to fit.
     private let slotBytes: Int
@@ -89,6 +91,10 @@ public final class TAPBridge {
     public init(nic: VirtualNIC, tap: TAPDevice, offloads: Bool = true) throws {
         try tap.setHardwareAddress(nic.mac.bytes)
         try tap.setMTU(nic.configuration.mtu)
+        // The kernel drops (counts as TX dropped on the interface) what does not fit this queue
+        // while the bridge is busy; TCP keeps up to tcp_limit_output_bytes (1 MiB) per socket in
+        // it, about 700 full-size frames, more than a TAP's default 500 (1000 on older kernels).
+        try tap.setTransmitQueueLength(Self.kernelQueueFrames)
         offloadsEnabled = offloads && tap.virtioNetHeader
         if tap.virtioNetHeader { try tap.setOffloads(offloadsEnabled) }
         if offloadsEnabled {

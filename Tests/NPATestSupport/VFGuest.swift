@@ -22,6 +22,10 @@ package final class VFGuest {
     private let regionBytes: Int
     package private(set) var dataPath: ShellDataPath
     package private(set) var vf: Int
+    /// 64 KiB of guest memory outside the buffer pool (at its end) for a test to build a frame
+    /// larger than a buffer in, e.g. a TSO super-frame handed straight to the plugin.
+    package let scratchGPA: UInt64
+    package static let scratchBytes = 0x10000
     private var generation = 0
     package var postedRx: Int { queues * (ringSize - 1) }
 
@@ -47,8 +51,10 @@ package final class VFGuest {
         memory = try SharedMemory(name: "vf-guest-\(vf)", size: 8 << 20)
         regionBytes = (ringSize * 36 + 4095) & ~4095
         let poolBase = 0x10000 + regionBytes * 4 * queues  // room for two generations of regions
+        scratchGPA = UInt64(memory.size - Self.scratchBytes)
         pool = BufferPool(
-            baseVA: memory.base + poolBase, baseGPA: UInt64(poolBase), bufferSize: 2048, count: (memory.size - poolBase) / 2048)
+            baseVA: memory.base + poolBase, baseGPA: UInt64(poolBase), bufferSize: 2048,
+            count: (memory.size - Self.scratchBytes - poolBase) / 2048)
         dataPath = try Self.makeDataPath(
             nic: nic, vf: vf, memory: memory, pool: pool, queues: queues, ringSize: ringSize, regionBytes: regionBytes, firstRegion: 0,
             mac: mac,

@@ -112,6 +112,8 @@ import Testing
         let namespaceOption = inNamespace ? ["-n", ns] : []
         let link = try ipOutput(namespaceOption + ["-o", "link", "show", ifname])
         #expect(link.contains("02:00:00:00:0a:01") && link.contains("mtu 1500"), "\(link)")
+        // A queue deep enough for what TCP keeps in flight (the kernel drops past it).
+        #expect(link.contains("qlen \(TAPBridge.kernelQueueFrames)"), "\(link)")
         if inNamespace { #expect(try ipOutput(["-o", "link", "show"]).contains(ifname) == false) }
         kill(guest.process.processIdentifier, SIGTERM)
         let out = guest.finish()

@@ -174,4 +174,5 @@ let benchmarks: @Sendable () -> Void = {
 
     guestToGuest("Emulated path: 32 x 64 B guest to guest through the host", passthrough: false)
     guestToGuest("Passthrough path: 32 x 64 B guest to guest through the NIC model", passthrough: true)
+    nicOffloadBenchmarks(zeroAllocations)
 }

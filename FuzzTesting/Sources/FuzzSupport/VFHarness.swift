@@ -150,7 +150,7 @@ public final class VFFuzz {
             ops += 1
             let op = input.u8()
             let q = Int(op >> 5)
-            switch op % 10 {
+            switch op % 11 {
             case 0, 1:  // one TX entry, anything in it
                 guard !tx.isEmpty else { break }
                 let t = tx[q % tx.count]
@@ -203,9 +203,15 @@ public final class VFFuzz {
                 register(UInt32(input.u16() % 1024) * 4).pointee = input.u32()
             case 8:  // scribble over any ring
                 memory.storeU64(gpa: UInt64(input.u32() % 0xC0000) & ~7, input.u64())
-            default:  // doorbell with any value
+            case 9:  // doorbell with any value
                 let o = UInt32(input.u8() % 16) * 8
                 register((input.bool() ? 0x100 : 0x200) + o).pointee = input.u32()
+            default:  // offload requests in the model's own format, then the doorbell
+                guard !tx.isEmpty else { break }
+                let qi = q % tx.count
+                writeOffloadRequests(&input, ring: tx[qi].ring, size: tx[qi].size, cursor: &txCursor[qi])
+                register(cq ? NPA_CQ_REG_TX_SQ_TAIL(UInt32(qi)) : NPA_DRING_REG_TDT(UInt32(qi))).pointee =
+                    cq ? txCursor[qi] : txCursor[qi] & (tx[qi].size &- 1)
             }
         }
         for _ in 0..<256 {
@@ -215,22 +221,27 @@ public final class VFFuzz {
         }
 
         // Every descriptor the engine took, every bad doorbell and every frame switched to the
-        // evil VF moved exactly one counter.
+        // evil VF moved exactly one counter; a TSO super-frame's descriptor one per segment.
         let a = nic.counters(vf: 0)
         let c = VirtualFunction.Counters(
             txFrames: a.txFrames - before.txFrames, rxFrames: a.rxFrames - before.rxFrames,
             spoofedDrops: a.spoofedDrops - before.spoofedDrops,
             vlanDrops: a.vlanDrops - before.vlanDrops, dmaFaults: a.dmaFaults - before.dmaFaults,
             noBufferDrops: a.noBufferDrops - before.noBufferDrops,
-            badDescriptors: a.badDescriptors - before.badDescriptors, frameTooLong: a.frameTooLong - before.frameTooLong)
+            badDescriptors: a.badDescriptors - before.badDescriptors, frameTooLong: a.frameTooLong - before.frameTooLong,
+            badOffloads: a.badOffloads - before.badOffloads, segmentedFrames: a.segmentedFrames - before.segmentedFrames,
+            segments: a.segments - before.segments, contextDescriptors: a.contextDescriptors - before.contextDescriptors)
         let evilWork = UInt64(work - good1Frames)
         let framesToEvil = enabled ? UInt64(good1Frames) : 0
         let counted =
             c.txFrames + c.spoofedDrops + c.vlanDrops + c.dmaFaults + c.badDescriptors + c.rxFrames + c.noBufferDrops + c.frameTooLong
+            + c.badOffloads + c.contextDescriptors
+        let extraSegments = c.segments - c.segmentedFrames
         invariant(
-            counted == evilWork + UInt64(badTails) + framesToEvil,
-            "evil VF: \(evilWork) descriptors taken, \(badTails) bad doorbells, \(framesToEvil) frames for it, but counters moved by \(counted): \(c)"
+            counted == evilWork + UInt64(badTails) + framesToEvil + extraSegments,
+            "evil VF: \(evilWork) descriptors taken (\(extraSegments) extra segments), \(badTails) bad doorbells, \(framesToEvil) frames for it, but counters moved by \(counted): \(c)"
         )
+        invariant(c.segments <= c.segmentedFrames * UInt64(TCPSegmentation.maximumSegments), "more segments than a plan allows: \(c)")
         invariant(
             nic.counters(vf: 1).txFrames - good1Before.txFrames == UInt64(good1Frames),
             "good VF 1 sent \(good1Frames), counted \(nic.counters(vf: 1).txFrames - good1Before.txFrames)")

@@ -52,9 +52,40 @@ typedef struct npa_dring_tx_desc {
 } npa_dring_tx_desc;
 _Static_assert(sizeof(npa_dring_tx_desc) == 16, "npa_dring_tx_desc");
 #define NPA_DRING_TXD_CMD_EOP 0x01u
+#define NPA_DRING_TXD_CMD_IC 0x04u  /* insert checksum: sum from byte css to the end, store at cso */
 #define NPA_DRING_TXD_CMD_RS 0x08u  /* report status: write DD back */
+#define NPA_DRING_TXD_CMD_TSE 0x10u /* segment this TCP super-frame with the queue's TSO context */
+#define NPA_DRING_TXD_CMD_DEXT 0x20u /* the slot is a context descriptor (below), not a frame */
 #define NPA_DRING_TXD_STATUS_DD 0x01u
 #define NPA_DRING_TXD_STATUS_ERR 0x02u /* the NIC refused the frame (counted by the NIC) */
+
+/* Offloads, the 82599 way (its legacy descriptor's CSO/CSS/IC for a checksum, a context
+ * descriptor for TSO):
+ *  - Checksum: a data descriptor with CMD_IC; css = where the summed area starts (the L4
+ *    header), cso = the absolute offset of the 16-bit checksum field, which holds the
+ *    pseudo-header seed (CHECKSUM_PARTIAL). Both fit a byte: Ethernet + VLAN + IPv4 with options
+ *    + the TCP checksum's own offset end at byte 96.
+ *  - TSO: a context descriptor (CMD_DEXT) sets the queue's TSO context (MSS and the Ethernet +
+ *    IP + TCP header length); a following data descriptor with CMD_TSE is a super-frame of up to
+ *    NPA_TSO_MAX_FRAME bytes (`length` is 16 bits) that the NIC cuts into segments of hlen + mss
+ *    bytes, every IP/TCP checksum made by the NIC. The context stays in force for the queue until
+ *    the next context descriptor or a queue init (it starts as mss 0: refused), so one frame
+ *    takes two slots only when its context changes. A context descriptor gets DD like any slot.
+ * A request the NIC cannot honour (headers not Ethernet + IP + TCP, hlen not those headers,
+ * mss 0, a segment over the NIC's largest frame, offsets outside the frame) is refused: ERR,
+ * counted as the VF's bad offload, nothing sent. */
+typedef struct npa_dring_tx_context_desc {
+    uint16_t mss;     /* TCP payload bytes per segment */
+    uint16_t hlen;    /* Ethernet + IP + TCP header bytes */
+    uint32_t reserved0;
+    uint16_t reserved1;
+    uint8_t reserved2;
+    uint8_t cmd;      /* NPA_DRING_TXD_CMD_DEXT (| RS); where a data descriptor has its cmd */
+    uint8_t status;   /* NIC writes NPA_DRING_TXD_STATUS_DD (| ERR) */
+    uint8_t reserved3;
+    uint16_t reserved4;
+} npa_dring_tx_context_desc;
+_Static_assert(sizeof(npa_dring_tx_context_desc) == 16, "npa_dring_tx_context_desc");
 
 /* An RX descriptor is posted in read format (addr: a buffer of at least the queue's
  * NPA_VF_REG_RX_BUFFER_SIZE bytes) and written back in place. One frame per descriptor: the
@@ -70,6 +101,11 @@ typedef struct npa_dring_rx_desc {
 _Static_assert(sizeof(npa_dring_rx_desc) == 16, "npa_dring_rx_desc");
 #define NPA_DRING_RXD_STATUS_DD 0x01u
 #define NPA_DRING_RXD_STATUS_EOP 0x02u
+/* The NIC vouches for the frame's TCP/UDP checksum (L4CS) and IPv4 header checksum (IPCS):
+ * it made them (a segment it cut, a checksum it inserted). Frames it only forwarded have
+ * neither bit: it does not verify what it did not make. */
+#define NPA_DRING_RXD_STATUS_L4CS 0x20u
+#define NPA_DRING_RXD_STATUS_IPCS 0x40u
 
 /* ---- npa-cq ---- */
 /* u32 free-running counts of entries submitted, written by the driver */
@@ -81,10 +117,22 @@ typedef struct npa_cq_sq_entry {
     uint16_t length;  /* TX: frame length. RX: buffer size; the NIC writes at most the smaller of
                          this and NPA_VF_REG_RX_BUFFER_SIZE(q) (longer frames: dropped, counted) */
     uint16_t req_id;  /* echoed in the completion */
-    uint8_t flags;    /* NPA_CQ_FLAG_PHASE must equal the queue's current phase */
-    uint8_t reserved[3];
+    uint8_t flags;    /* NPA_CQ_FLAG_PHASE must equal the queue's current phase; TX: | NPA_CQ_SQ_* */
+    uint8_t l4_offset;  /* TX: NPA_CQ_SQ_CSUM: where the L4 header starts; NPA_CQ_SQ_TSO: L2-L4 header bytes */
+    uint16_t meta;    /* TX: NPA_CQ_SQ_TSO: the MSS; NPA_CQ_SQ_CSUM: the checksum field's offset */
 } npa_cq_sq_entry;
 _Static_assert(sizeof(npa_cq_sq_entry) == 16, "npa_cq_sq_entry");
+/* Offloads, inline in the TX submission entry (the ENA way: no context, every request whole;
+ * `l4_offset` and `meta` were `reserved`, zero, before offloads):
+ *  - NPA_CQ_SQ_CSUM: sum from l4_offset to the end of the frame (the field holds the
+ *    pseudo-header seed) and store the complement at meta.
+ *  - NPA_CQ_SQ_TSO: the frame (up to NPA_TSO_MAX_FRAME bytes: `length` is 16 bits) is a TCP
+ *    super-frame; l4_offset is its whole header length (Ethernet + IP + TCP), meta the MSS. The
+ *    NIC cuts it into segments of l4_offset + meta bytes and makes every IP/TCP checksum.
+ * A request the NIC cannot honour is refused: status NPA_CQ_STATUS_ERROR, counted as the VF's
+ * bad offload, nothing sent. Both flags at once are refused too. */
+#define NPA_CQ_SQ_CSUM 0x02u
+#define NPA_CQ_SQ_TSO 0x04u
 
 typedef struct npa_cq_cq_entry {
     uint16_t req_id;
@@ -97,6 +145,9 @@ typedef struct npa_cq_cq_entry {
 } npa_cq_cq_entry;
 _Static_assert(sizeof(npa_cq_cq_entry) == 16, "npa_cq_cq_entry");
 #define NPA_CQ_FLAG_PHASE 0x01u
+/* RX completions: the NIC vouches for the frame's IP and TCP/UDP checksums (it made them: a
+ * segment it cut, a checksum it completed). Never set on frames it only forwarded. */
+#define NPA_CQ_FLAG_CSUM_OK 0x02u
 #define NPA_CQ_STATUS_ERROR 0x01u
 
 #endif

@@ -111,6 +111,9 @@ int cnpa_netif_set_mtu(const char *name, int mtu);
 /// Brings the network interface `name` up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP).
 /// Returns 0 or -errno.
 int cnpa_netif_set_up(const char *name);
+/// Sets the network interface `name`'s transmit queue length (SIOCSIFTXQLEN): for a TAP, how
+/// many frames the kernel queues for the reader before it drops. Returns 0 or -errno.
+int cnpa_netif_set_txqueuelen(const char *name, int length);
 
 /// Moves the calling thread into the network namespace at `path` (e.g. /var/run/netns/NAME).
 /// Returns a descriptor for the namespace it was in (give it to cnpa_netns_return) or -errno.

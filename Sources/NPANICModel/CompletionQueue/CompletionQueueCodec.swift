@@ -1,4 +1,5 @@
 import CNPAPluginABI
+import NPARingFormats
 import NPASystem
 
 /// npa-cq's entry formats, read and written only here: `npa_cq_sq_entry` and `npa_cq_cq_entry`
@@ -23,25 +24,41 @@ enum CompletionQueueCodec {
     }
 
     /// A submission entry as the guest wrote it, in host byte order. `length` is the frame's
-    /// length (TX) or the buffer's capacity (RX).
+    /// length (TX) or the buffer's capacity (RX). `offload` is what a TX entry asks for (RX
+    /// ignores it): NPA_CQ_SQ_TSO or NPA_CQ_SQ_CSUM with l4_offset and meta; both at once is a
+    /// request no frame satisfies (segmentation with a zero header), refused like any bad one.
     @inline(__always)
-    static func readSubmission(_ e: UnsafeRawPointer) -> (address: UInt64, length: Int, requestID: UInt16, phase: UInt8) {
+    static func readSubmission(_ e: UnsafeRawPointer) -> (
+        address: UInt64, length: Int, requestID: UInt16, phase: UInt8, offload: TransmitOffload
+    ) {
         let entry = e.load(as: npa_cq_sq_entry.self)
+        let start = Int(entry.l4_offset), meta = Int(UInt16(littleEndian: entry.meta))
+        let offload: TransmitOffload
+        switch UInt32(entry.flags) & (NPA_CQ_SQ_TSO | NPA_CQ_SQ_CSUM) {
+        case 0: offload = .none
+        case NPA_CQ_SQ_TSO: offload = .segmentation(headerLength: start, mss: meta)
+        case NPA_CQ_SQ_CSUM: offload = .checksum(start: start, field: meta)
+        default: offload = .segmentation(headerLength: 0, mss: 0)
+        }
         return (
             UInt64(littleEndian: entry.addr), Int(UInt16(littleEndian: entry.length)), UInt16(littleEndian: entry.req_id),
-            entry.flags & UInt8(NPA_CQ_FLAG_PHASE)
+            entry.flags & UInt8(NPA_CQ_FLAG_PHASE), offload
         )
     }
 
     /// Writes one completion; the phase (with status) is published last, with release, so the
     /// driver reads the other fields only after it sees the entry is of its lap.
+    /// `checksumValid`: the NIC vouches for the frame's checksums (NPA_CQ_FLAG_CSUM_OK).
     @inline(__always)
-    static func writeCompletion(_ c: UnsafeMutableRawPointer, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32, phase: UInt8)
-    {
+    static func writeCompletion(
+        _ c: UnsafeMutableRawPointer, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32, phase: UInt8,
+        checksumValid: Bool = false
+    ) {
         c.storeBytes(of: requestID.littleEndian, toByteOffset: completionRequestIDOffset, as: UInt16.self)
         c.storeBytes(of: length.littleEndian, toByteOffset: completionLengthOffset, as: UInt16.self)
         c.storeBytes(of: hash.littleEndian, toByteOffset: completionHashOffset, as: UInt32.self)
-        // flags (phase) | status << 8 | vlan << 16
-        SharedWord.storeRelease(c + completionFlagsOffset, (UInt32(phase) | UInt32(status) << 8).littleEndian)
+        // flags (phase, CSUM_OK) | status << 8 | vlan << 16
+        let flags = UInt32(phase) | (checksumValid && status == 0 ? NPA_CQ_FLAG_CSUM_OK : 0)
+        SharedWord.storeRelease(c + completionFlagsOffset, (flags | UInt32(status) << 8).littleEndian)
     }
 }

@@ -19,15 +19,21 @@ enum CompletionQueueEngine: VFModelEngine {
         }
         let sq = memory.base + Int(queue.config.ringGPA)  // SAFETY: inside the grant, checked at init
         var n = 0
-        while queue.head != tail && n < nic.passBudget && (!nic.pfEnabled || nic.pfReceive.hasRoom) {
+        sending: while queue.head != tail && n < nic.passBudget && (!nic.pfEnabled || nic.pfReceive.hasRoom) {
             let entry = CompletionQueueCodec.readSubmission(CompletionQueueCodec.slot(sq, queue.head, size: size))
             let length = entry.length
             var status: UInt8 = 0
-            if entry.phase != queue.submissionPhase || length < EthernetFrame.headerLength || length > SoftNIC.maximumFrame {
+            if entry.phase != queue.submissionPhase || length < EthernetFrame.headerLength
+                || length > SoftNIC.maximumTransmitLength(entry.offload)
+            {
                 vf.counters.badDescriptors &+= 1
                 status = UInt8(NPA_CQ_STATUS_ERROR)
             } else if let p = memory.pointer(gpa: entry.address, length: UInt64(length)) {
-                guard nic.transmit(Self.self, from: vf, p, length: length) else { break }  // held back: the entry stays for a later pass
+                switch nic.transmit(Self.self, from: vf, p, length: length, offload: entry.offload) {
+                case .taken: break
+                case .refused: status = UInt8(NPA_CQ_STATUS_ERROR)
+                case .heldBack: break sending  // the entry stays for a later pass
+                }
             } else {
                 vf.counters.dmaFaults &+= 1
                 status = UInt8(NPA_CQ_STATUS_ERROR)
@@ -45,12 +51,13 @@ enum CompletionQueueEngine: VFModelEngine {
     /// Writes the next completion of `queue` and moves its cursor (the phase flips on a wrap).
     @inline(__always)
     private static func complete(
-        _ memory: GuestMemory, _ queue: inout VirtualFunction.Queue, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32
+        _ memory: GuestMemory, _ queue: inout VirtualFunction.Queue, requestID: UInt16, length: UInt16, status: UInt8, hash: UInt32,
+        checksumValid: Bool = false
     ) {
         // SAFETY: the completion queue is inside the grant, checked at init (`queueFits`).
         let c = memory.base + Int(queue.completionGPA) + Int(queue.completionIndex) * CompletionQueueCodec.entrySize
         CompletionQueueCodec.writeCompletion(
-            c, requestID: requestID, length: length, status: status, hash: hash, phase: queue.completionPhase)
+            c, requestID: requestID, length: length, status: status, hash: hash, phase: queue.completionPhase, checksumValid: checksumValid)
         queue.completionIndex += 1
         if queue.completionIndex == queue.config.ringSize {
             queue.completionIndex = 0
@@ -60,7 +67,7 @@ enum CompletionQueueEngine: VFModelEngine {
 
     static func deliver(
         to vf: VirtualFunction, queue q: Int, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16,
-        sender: VirtualFunction?
+        sender: VirtualFunction?, checksumValid: Bool
     ) {
         guard let memory = vf.grant else { return }
         let rxQueue = vf.rxQueues + q
@@ -99,7 +106,8 @@ enum CompletionQueueEngine: VFModelEngine {
             status = UInt8(NPA_CQ_STATUS_ERROR)
             written = 0
         }
-        complete(memory, &queue, requestID: entry.requestID, length: UInt16(written), status: status, hash: hash)
+        complete(
+            memory, &queue, requestID: entry.requestID, length: UInt16(written), status: status, hash: hash, checksumValid: checksumValid)
         queue.head &+= 1
         if queue.head & (size - 1) == 0 { queue.submissionPhase ^= 1 }
         rxQueue.pointee = queue

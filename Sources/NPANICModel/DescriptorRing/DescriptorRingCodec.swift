@@ -1,4 +1,5 @@
 import CNPAPluginABI
+import NPARingFormats
 import NPASystem
 
 /// npa-dring's descriptor formats, read and written only here: `npa_dring_tx_desc` and
@@ -22,11 +23,37 @@ enum DescriptorRingCodec {
         ring + Int(index) * descriptorSize
     }
 
-    /// A TX descriptor as the guest wrote it, in host byte order.
+    /// One TX slot as the guest wrote it, in host byte order: a frame, or a context descriptor.
+    struct TransmitSlot {
+        let address: UInt64
+        let length: Int
+        /// A frame: the offload it asks for (CMD_TSE: segmentation with the queue's context;
+        /// CMD_IC: a checksum at cso over css...end). A context descriptor: the context it sets.
+        let offload: TransmitOffload
+        /// CMD_DEXT: the slot carries no frame; `offload` is the queue's new TSO context.
+        let isContext: Bool
+    }
+
+    /// A TX slot as the guest wrote it, read once as 16 bytes (a context descriptor is the same
+    /// bytes seen through `npa_dring_tx_context_desc`). `context` is the queue's TSO context,
+    /// which a CMD_TSE frame uses (TSE wins over IC, which segmentation implies).
     @inline(__always)
-    static func readTransmit(_ d: UnsafeRawPointer) -> (address: UInt64, length: Int) {
+    static func readTransmit(_ d: UnsafeRawPointer, context: (headerLength: Int, mss: Int) = (0, 0)) -> TransmitSlot {
         let desc = d.load(as: npa_dring_tx_desc.self)
-        return (UInt64(littleEndian: desc.addr), Int(UInt16(littleEndian: desc.length)))
+        let address = UInt64(littleEndian: desc.addr), length = Int(UInt16(littleEndian: desc.length))
+        if desc.cmd & UInt8(NPA_DRING_TXD_CMD_DEXT) != 0 {
+            let c = withUnsafeBytes(of: desc) { $0.load(as: npa_dring_tx_context_desc.self) }
+            let offload = TransmitOffload.segmentation(
+                headerLength: Int(UInt16(littleEndian: c.hlen)), mss: Int(UInt16(littleEndian: c.mss)))
+            return TransmitSlot(address: 0, length: 0, offload: offload, isContext: true)
+        }
+        var offload = TransmitOffload.none
+        if desc.cmd & UInt8(NPA_DRING_TXD_CMD_TSE) != 0 {
+            offload = .segmentation(headerLength: context.headerLength, mss: context.mss)
+        } else if desc.cmd & UInt8(NPA_DRING_TXD_CMD_IC) != 0 {
+            offload = .checksum(start: Int(desc.css), field: Int(desc.cso))
+        }
+        return TransmitSlot(address: address, length: length, offload: offload, isContext: false)
     }
 
     /// TX write-back: DD (and ERR if refused), after everything the NIC did with the frame, so
@@ -45,12 +72,14 @@ enum DescriptorRingCodec {
         UInt64(littleEndian: d.load(as: npa_dring_rx_desc.self).addr)
     }
 
-    /// RX write-back: the frame's length, then DD | EOP with the error bit, published with
-    /// release so the driver reads the length only after it sees DD.
+    /// RX write-back: the frame's length, then DD | EOP with the error bit (and L4CS | IPCS
+    /// when the NIC vouches for the frame's checksums), published with release so the driver
+    /// reads the length only after it sees DD.
     @inline(__always)
-    static func writeBackReceive(_ d: UnsafeMutableRawPointer, length: Int, error: Bool) {
+    static func writeBackReceive(_ d: UnsafeMutableRawPointer, length: Int, error: Bool, checksumValid: Bool = false) {
         d.storeBytes(of: UInt32(length).littleEndian, toByteOffset: receiveLengthOffset, as: UInt32.self)
-        let status = NPA_DRING_RXD_STATUS_DD | NPA_DRING_RXD_STATUS_EOP
+        var status = NPA_DRING_RXD_STATUS_DD | NPA_DRING_RXD_STATUS_EOP
+        if checksumValid && !error { status |= NPA_DRING_RXD_STATUS_L4CS | NPA_DRING_RXD_STATUS_IPCS }
         SharedWord.storeRelease(d + receiveStatusOffset, (status | (error ? 1 : 0) << 8).littleEndian)
     }
 }

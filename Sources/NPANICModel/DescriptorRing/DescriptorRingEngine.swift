@@ -21,16 +21,26 @@ enum DescriptorRingEngine: VFModelEngine {
         var n = 0
         // Backpressure, not loss: while the PF's queue is full the engine leaves the VF's
         // descriptors where they are (like a NIC honouring pause frames); the guest's ring fills.
-        while queue.head != tail && n < nic.passBudget && (!nic.pfEnabled || nic.pfReceive.hasRoom) {
+        sending: while queue.head != tail && n < nic.passBudget && (!nic.pfEnabled || nic.pfReceive.hasRoom) {
             let d = DescriptorRingCodec.slot(ring, queue.head)
-            let (address, length) = DescriptorRingCodec.readTransmit(d)
+            let slot = DescriptorRingCodec.readTransmit(d, context: (queue.segmentationHeaderLength, queue.segmentationMSS))
+            let length = slot.length
             var refused = false
-            if length < EthernetFrame.headerLength || length > SoftNIC.maximumFrame {
+            if slot.isContext {
+                // 82599-style: the context stays in force for the queue until the next one.
+                if case .segmentation(let headerLength, let mss) = slot.offload {
+                    (queue.segmentationHeaderLength, queue.segmentationMSS) = (headerLength, mss)
+                }
+                vf.counters.contextDescriptors &+= 1
+            } else if length < EthernetFrame.headerLength || length > SoftNIC.maximumTransmitLength(slot.offload) {
                 vf.counters.badDescriptors &+= 1
                 refused = true
-            } else if let p = memory.pointer(gpa: address, length: UInt64(length)) {
-                // Held back: the descriptor stays for a later pass.
-                guard nic.transmit(Self.self, from: vf, p, length: length) else { break }
+            } else if let p = memory.pointer(gpa: slot.address, length: UInt64(length)) {
+                switch nic.transmit(Self.self, from: vf, p, length: length, offload: slot.offload) {
+                case .taken: break
+                case .refused: refused = true
+                case .heldBack: break sending  // the descriptor stays for a later pass
+                }
             } else {
                 vf.counters.dmaFaults &+= 1
                 refused = true
@@ -47,7 +57,7 @@ enum DescriptorRingEngine: VFModelEngine {
 
     static func deliver(
         to vf: VirtualFunction, queue q: Int, _ frame: UnsafeRawPointer, length: Int, hash: UInt32, source: UInt64, vlan: UInt16,
-        sender: VirtualFunction?
+        sender: VirtualFunction?, checksumValid: Bool
     ) {
         guard let memory = vf.grant else { return }
         let queue = vf.rxQueues + q
@@ -81,7 +91,7 @@ enum DescriptorRingEngine: VFModelEngine {
             error = true
             written = 0
         }
-        DescriptorRingCodec.writeBackReceive(d, length: written, error: error)
+        DescriptorRingCodec.writeBackReceive(d, length: written, error: error, checksumValid: checksumValid)
         queue.pointee.head = (queue.pointee.head + 1) & (size - 1)
         if !error {
             vf.counters.rxFrames &+= 1
