@@ -26,10 +26,8 @@ struct TCPBenchOptions: ParsableArguments {
     @Option(name: .customLong("socket-buffer"), help: "Socket buffer size (iperf3 -w): a number with an optional K or M.")
     var socketBuffer: String = "64K"
 
-    @Option(help: "Offloads on the TAPs and vNICs (TSO, checksum): off only, until TAPBridge takes them.")
-    var offloads: OffloadSetting = .off
-
-    enum OffloadSetting: String, ExpressibleByArgument, CaseIterable { case on, off }
+    @Option(help: "Checksum and TCP segmentation offloads on both guests' TAPs and vNICs, in both modes: on or off.")
+    var offloads: OffloadSetting = .on
 
     /// "16K" → 16384; nil if it is not a size.
     static func bytes(_ text: String) -> Int? {
@@ -49,8 +47,6 @@ struct TCPBenchOptions: ParsableArguments {
         guard let buffer = Self.bytes(socketBuffer), ((4 << 10)...(64 << 20)).contains(buffer) else {
             throw ValidationError("--socket-buffer must be 4K to 64M, e.g. 64K")
         }
-        // Follow-up (offloads work): TAPBridge has no offload parameter yet; pass this to it then.
-        if offloads == .on { throw ValidationError("--offloads on: not implemented yet (TAPBridge takes no offloads so far)") }
     }
 }
 
@@ -79,7 +75,7 @@ extension Bench {
                 ghz: ClockCalibration.gigahertz(), ghzMethod: ClockCalibration.method, model: model, writeBytes: shape.writeBytes,
                 socketBufferBytes: shape.socketBufferBytes, secondsPerRun: shape.seconds, rounds: repeats,
                 offloads: options.offloads.rawValue))
-        let topology = try TCPBenchTopology(model: model, plugins: plugins, cleanup: cleanup)
+        let topology = try TCPBenchTopology(model: model, plugins: plugins, offloads: options.offloads == .on, cleanup: cleanup)
         defer { topology.stop() }
         // Rounds interleave the modes so both see the same (shared, noisy) machine.
         for phase in ["full", "equal_load"] {

@@ -91,7 +91,7 @@ final class TCPBenchTopology {
     let reference: (sender: Endpoint, receiver: Endpoint)
     private let cleanup: TCPBenchCleanup
 
-    init(model: String, plugins: String, cleanup: TCPBenchCleanup) throws {
+    init(model: String, plugins: String, offloads: Bool, cleanup: TCPBenchCleanup) throws {
         self.cleanup = cleanup
         var config = HostConfiguration()
         config.nics = [.init(name: "nic0", model: model, vfs: 2)]
@@ -104,10 +104,10 @@ final class TCPBenchTopology {
         do {
             try Self.vethPair(reference, names: ("npbv\(tag)0", "npbv\(tag)1"), cleanup)
             sender = try Self.guest(
-                host, cleanup, name: "bench-tcp-tx", mac: "02:00:00:00:e1:01", namespace: "\(prefix)-tx",
+                host, cleanup, offloads: offloads, name: "bench-tcp-tx", mac: "02:00:00:00:e1:01", namespace: "\(prefix)-tx",
                 tap: "npbt\(tag)0", address: "10.91.0.1", threadName: "npa-tcp-tx")
             receiver = try Self.guest(
-                host, cleanup, name: "bench-tcp-rx", mac: "02:00:00:00:e1:02", namespace: "\(prefix)-rx",
+                host, cleanup, offloads: offloads, name: "bench-tcp-rx", mac: "02:00:00:00:e1:02", namespace: "\(prefix)-rx",
                 tap: "npbt\(tag)1", address: "10.91.0.2", threadName: "npa-tcp-rx")
         } catch {
             host.stop()
@@ -118,15 +118,18 @@ final class TCPBenchTopology {
     }
 
     private static func guest(
-        _ host: InProcessHost, _ cleanup: TCPBenchCleanup, name: String, mac: String, namespace: String, tap tapName: String,
-        address: String, threadName: String
+        _ host: InProcessHost, _ cleanup: TCPBenchCleanup, offloads: Bool, name: String, mac: String, namespace: String,
+        tap tapName: String, address: String, threadName: String
     ) throws -> Guest {
-        let nic = try host.attach(name, mac: mac)
+        // With offloads, buffers as large as `npa guest tap` makes them: one holds a super-frame.
+        let nic = try host.attach(name, mac: mac, memoryMiB: 64) { c in
+            if offloads { c.bufferSize = npa.Guest.superFrameBufferSize(c) }
+        }
         cleanup.register(namespace: namespace)
         try ChildProgram.run([cleanup.ip, "netns", "add", namespace])
         // Made inside the namespace, as `npa guest tap --netns` does; the descriptor stays bound to it.
         let bridge = try NetworkNamespace.run(in: NetworkNamespace.path(ofNamed: namespace)) {
-            try TAPBridge(nic: nic, tap: TAPDevice(name: tapName))
+            try TAPBridge(nic: nic, tap: TAPDevice(name: tapName, virtioNetHeader: offloads), offloads: offloads)
         }
         try ChildProgram.run([cleanup.ip, "-n", namespace, "addr", "add", "\(address)/24", "dev", tapName])
         try ChildProgram.run([cleanup.ip, "-n", namespace, "link", "set", tapName, "up"])
