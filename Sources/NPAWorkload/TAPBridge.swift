@@ -30,7 +30,8 @@ public final class TAPBridge {
         /// Frames from the kernel longer than the vNIC's MTU allows (the TAP's MTU was raised
         /// past the vNIC's) or shorter than an Ethernet header.
         public var malformedFromTAP: UInt64 = 0
-        /// Frames from the kernel dropped because the vNIC's TX ring stayed full.
+        /// Frames from the kernel dropped because the vNIC's TX ring stayed full for 2 s (its host
+        /// gone or its device failed; a merely slow device is waited for).
         public var transmitRingFull: UInt64 = 0
         /// Frames from the vNIC dropped because the kernel's queue was full.
         public var tapQueueFull: UInt64 = 0
@@ -74,6 +75,9 @@ public final class TAPBridge {
     private var offloads = [TransmitOffload](repeating: .none, count: TAPBridge.batch)
 
     private static let batch = 32
+    /// How long frames already read wait for TX ring space before they are dropped: longer than
+    /// the host holds a sender for a full receiver (`receiver_stall_ms`, 500 by default).
+    static let transmitStallMilliseconds = 2000
     /// The TAP's txqueuelen (see `init`).
     public static let kernelQueueFrames = 4096
     /// `batch` slots of `slotBytes`: one byte more than a frame may be, so an oversize frame
@@ -205,7 +209,7 @@ public final class TAPBridge {
             n += 1
         }
         var sent = 0
-        var retried = false
+        var waitedMilliseconds = 0
         while sent < n {
             let base = sent
             let k = nic.transmitOffloaded(count: n - sent) { i, buffer in
@@ -221,10 +225,14 @@ public final class TAPBridge {
             }
             sent += k
             if k == 0 {
-                // A full ring: wait once for the device, then drop the rest as a NIC would
-                // (the kernel's TCP retransmits).
-                if retried || !nic.waitForTransmitSpace(timeoutMilliseconds: 10) { break }
-                retried = true
+                // A full ring: the device (or the host's backpressure on a full receiver) is
+                // behind. Wait for it rather than drop: meanwhile the bridge reads nothing more,
+                // so the kernel queues on the TAP (`kernelQueueFrames`) and TCP paces itself.
+                // Only a device that takes nothing for `transmitStallMilliseconds` (the host gone,
+                // or its device failed) has the rest dropped and counted.
+                if nic.hostGone != nil || waitedMilliseconds >= Self.transmitStallMilliseconds { break }
+                _ = nic.waitForTransmitSpace(timeoutMilliseconds: 50)
+                waitedMilliseconds += 50
             }
         }
         counters.framesToVNIC &+= UInt64(sent)
