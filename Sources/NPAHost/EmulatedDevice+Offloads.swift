@@ -75,6 +75,13 @@ extension EmulatedDevice {
         return Self.checksumBits(ofMade: UnsafeRawPointer(frame), length: length, l4Protocol: l4.proto)
     }
 
+    /// The RX completion bits for a frame the NIC marked as having made its checksums: those of
+    /// its TCP or UDP header, 0 for anything else.
+    static func checksumBits(ofMarked frame: UnsafeRawPointer, length: Int) -> UInt32 {
+        guard let l4 = transportHeader(frame, length: length), l4.proto == 6 || l4.proto == 17 else { return 0 }
+        return checksumBits(ofMade: frame, length: length, l4Protocol: l4.proto)
+    }
+
     /// The RX completion bits for a frame whose TCP (6) or UDP (17) checksum the device made: IP
     /// version, protocol, `tuc`, and for IPv4 `ipc` when its header checksum is right too.
     static func checksumBits(ofMade frame: UnsafeRawPointer, length: Int, l4Protocol: UInt8) -> UInt32 {

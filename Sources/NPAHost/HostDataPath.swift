@@ -137,14 +137,16 @@ final class HostDataPath {
     /// `pfFramesUnroutable`.
     func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil, parking: SwitchParking = .no) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
-        return nic.pfReceive.pop(
-            max: arena.capacity, while: { admitFromUplink($0, length: $1, ingress: ingress, exempt: exempt, parking: parking) })
+        return nic.pfReceive.popMarked(
+            max: arena.capacity,
+            while: { admitFromUplink($0, length: $1, ingress: ingress, exempt: exempt, parking: parking, checksumValid: $2) })
     }
 
     /// One frame in by the uplink (the PF's queue or a TAP wire): false if it must wait for its
     /// receiver (see `receiveFromPF`), true once it is delivered, dropped or counted.
     func admitFromUplink(
-        _ frame: UnsafeRawPointer, length: Int, ingress: Int, exempt: EmulatedDevice?, parking: SwitchParking = .no
+        _ frame: UnsafeRawPointer, length: Int, ingress: Int, exempt: EmulatedDevice?, parking: SwitchParking = .no,
+        checksumValid: Bool = false
     ) -> Bool {
         let exemptOwner = exempt.map { Unmanaged.passUnretained($0).toOpaque() }
         let dst = EthernetFrame.mac(frame, at: 0)
@@ -178,9 +180,12 @@ final class HostDataPath {
             heldBack = true
             return false
         }
+        // The NIC made this frame's checksums (a segment it cut, a checksum it completed): the
+        // receiver's RX completion says so, as it does for frames the device made.
+        let checksumBits = checksumValid ? EmulatedDevice.checksumBits(ofMarked: frame, length: length) : 0
         for k in 0..<n {
             if let owner = portOwners[Int(arena.destinations[k])] {
-                owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+                owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
             }
         }
         return true

@@ -37,7 +37,7 @@ extension SoftNIC {
         vf.counters.txFrames &+= 1
         vf.counters.txBytes &+= UInt64(length)
         if switchFrame(Model.self, frame, length: length, route: &route, from: vf, checksumValid: checksumValid) {
-            sendUp(frame, length: length)
+            sendUp(frame, length: length, checksumValid: checksumValid)
         }
     }
 
@@ -93,12 +93,12 @@ extension SoftNIC {
     /// its pass).
     /// With a TAP wire and the PF listening, such a frame goes both ways, as a learning switch
     /// floods what it does not know: the NIC cannot tell a MAC behind the PF (on the vswitch)
-    /// from one out on the wire. Frames leave finished (TSO segments, completed checksums); the
-    /// PF's queue carries no "checksums valid" mark (`FrameQueue` holds bytes and a length).
+    /// from one out on the wire. Frames leave finished (TSO segments, completed checksums); to
+    /// the PF with the "checksums valid" mark when the NIC made them (the wire has no such mark).
     @inline(__always)
-    private func sendUp(_ frame: UnsafeRawPointer, length: Int) {
+    private func sendUp(_ frame: UnsafeRawPointer, length: Int, checksumValid: Bool = false) {
         if pfEnabled {
-            pfReceive.push(frame, length: length)
+            pfReceive.push(frame, length: length, checksumValid: checksumValid)
         }
         if !pfEnabled || wireOutbound != nil {
             uplinkFrames &+= 1

@@ -32,9 +32,13 @@ public final class FrameQueue: @unchecked Sendable {
         indices.deallocate()
     }
 
+    /// A slot's length word carries, in its top bit, the producer's "checksums valid" mark.
+    private static let checksumValidBit: UInt32 = 1 << 31
+
     /// Producer side. False (and counted) when the queue is full or the frame too long.
+    /// `checksumValid`: the producer made (or checked) the frame's IP and TCP/UDP checksums.
     @discardableResult
-    public func push(_ frame: UnsafeRawPointer, length: Int) -> Bool {
+    public func push(_ frame: UnsafeRawPointer, length: Int, checksumValid: Bool = false) -> Bool {
         let head = SharedWord.loadAcquire(indices)
         let tail = SharedWord.loadRelaxed(indices + 64)
         guard tail &- head < capacity, length <= Self.slotSize else {
@@ -43,7 +47,7 @@ public final class FrameQueue: @unchecked Sendable {
         }
         let i = Int(tail & (capacity - 1))
         (slots + i * Self.slotSize).copyMemory(from: frame, byteCount: length)
-        lengths[i] = UInt32(length)
+        lengths[i] = UInt32(length) | (checksumValid ? Self.checksumValidBit : 0)
         SharedWord.storeRelease(indices + 64, tail &+ 1)
         // Publish, then read the consumer's sleep flag (it announces, fences, re-checks).
         MemoryFence.sequentiallyConsistent()
@@ -74,12 +78,19 @@ public final class FrameQueue: @unchecked Sendable {
     /// for the next call. Returns the frames taken.
     @discardableResult
     public func pop(max: Int, while body: (UnsafeRawPointer, Int) -> Bool) -> Int {
+        popMarked(max: max, while: { frame, length, _ in body(frame, length) })
+    }
+
+    /// `pop(max:while:)`, with each frame's "checksums valid" mark (see `push`).
+    @discardableResult
+    public func popMarked(max: Int, while body: (UnsafeRawPointer, Int, Bool) -> Bool) -> Int {
         var head = SharedWord.loadRelaxed(indices)
         let tail = SharedWord.loadAcquire(indices + 64)
         var n = 0
         while head != tail && n < max {
             let i = Int(head & (capacity - 1))
-            guard body(slots + i * Self.slotSize, Int(lengths[i])) else { break }
+            let word = lengths[i]
+            guard body(slots + i * Self.slotSize, Int(word & ~Self.checksumValidBit), word & Self.checksumValidBit != 0) else { break }
             head &+= 1
             n += 1
         }
