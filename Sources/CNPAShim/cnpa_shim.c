@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
@@ -172,16 +173,24 @@ int cnpa_pin_thread_to_cpu(pthread_t thread, int cpu) {
     return -pthread_setaffinity_np(thread, sizeof set, &set);
 }
 
-int cnpa_tap_open(const char *name, char *out_name) {
+/// Zeroes `ifr` and names the interface in it; false if `name` is too long for one.
+static bool cnpa_netif_request(const char *name, struct ifreq *ifr) {
     size_t len = strlen(name);
-    if (len >= IFNAMSIZ) return -EINVAL;
+    if (len >= IFNAMSIZ) return false;
+    memset(ifr, 0, sizeof *ifr);
+    memcpy(ifr->ifr_name, name, len);
+    return true;
+}
+
+/// Both TAP opens: /dev/net/tun as TAP `name` with `flags`, then (if `vnet_header_bytes`) the
+/// virtio-net header's size.
+static int cnpa_tap_open_flags(const char *name, char *out_name, short flags, int vnet_header_bytes) {
+    struct ifreq ifr;
+    if (!cnpa_netif_request(name, &ifr)) return -EINVAL;
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return -errno;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
-    memcpy(ifr.ifr_name, name, len);
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    ifr.ifr_flags = flags;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || (vnet_header_bytes && ioctl(fd, TUNSETVNETHDRSZ, &vnet_header_bytes) < 0)) {
         int err = errno;
         close(fd);
         return -err;
@@ -190,6 +199,8 @@ int cnpa_tap_open(const char *name, char *out_name) {
     out_name[IFNAMSIZ - 1] = 0;
     return fd;
 }
+
+int cnpa_tap_open(const char *name, char *out_name) { return cnpa_tap_open_flags(name, out_name, IFF_TAP | IFF_NO_PI, 0); }
 
 /// One interface ioctl on a throwaway datagram socket (any socket serves for SIOCSIF*).
 static int cnpa_netif_ioctl(unsigned long request, struct ifreq *ifr) {
@@ -201,32 +212,23 @@ static int cnpa_netif_ioctl(unsigned long request, struct ifreq *ifr) {
 }
 
 int cnpa_netif_set_mac(const char *name, const uint8_t *mac) {
-    size_t len = strlen(name);
-    if (len >= IFNAMSIZ) return -EINVAL;
     struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    memcpy(ifr.ifr_name, name, len);
+    if (!cnpa_netif_request(name, &ifr)) return -EINVAL;
     ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
     memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
     return cnpa_netif_ioctl(SIOCSIFHWADDR, &ifr);
 }
 
 int cnpa_netif_set_mtu(const char *name, int mtu) {
-    size_t len = strlen(name);
-    if (len >= IFNAMSIZ) return -EINVAL;
     struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    memcpy(ifr.ifr_name, name, len);
+    if (!cnpa_netif_request(name, &ifr)) return -EINVAL;
     ifr.ifr_mtu = mtu;
     return cnpa_netif_ioctl(SIOCSIFMTU, &ifr);
 }
 
 int cnpa_netif_set_up(const char *name) {
-    size_t len = strlen(name);
-    if (len >= IFNAMSIZ) return -EINVAL;
     struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    memcpy(ifr.ifr_name, name, len);
+    if (!cnpa_netif_request(name, &ifr)) return -EINVAL;
     int rc = cnpa_netif_ioctl(SIOCGIFFLAGS, &ifr);
     if (rc < 0) return rc;
     ifr.ifr_flags |= IFF_UP;
@@ -234,11 +236,8 @@ int cnpa_netif_set_up(const char *name) {
 }
 
 int cnpa_netif_set_txqueuelen(const char *name, int length) {
-    size_t len = strlen(name);
-    if (len >= IFNAMSIZ) return -EINVAL;
     struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    memcpy(ifr.ifr_name, name, len);
+    if (!cnpa_netif_request(name, &ifr)) return -EINVAL;
     ifr.ifr_qlen = length;
     return cnpa_netif_ioctl(SIOCSIFTXQLEN, &ifr);
 }
@@ -271,24 +270,8 @@ int cnpa_netns_return(int previous) {
 /* ---- TAP with the virtio-net header (offloads) ---- */
 
 int cnpa_tap_open_with_vnet_header(const char *name, char *out_name) {
-    size_t len = strlen(name);
-    if (len >= IFNAMSIZ) return -EINVAL;
-    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    memcpy(ifr.ifr_name, name, len);
     /* virtio_net_hdr_v1 (12 bytes, num_buffers included): the layout virtio 1.0 fixes. */
-    int header = 12;
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &header) < 0) {
-        int err = errno;
-        close(fd);
-        return -err;
-    }
-    memcpy(out_name, ifr.ifr_name, IFNAMSIZ);
-    out_name[IFNAMSIZ - 1] = 0;
-    return fd;
+    return cnpa_tap_open_flags(name, out_name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, 12);
 }
 
 int cnpa_tap_set_offloads(int fd, int enabled) {
@@ -297,11 +280,8 @@ int cnpa_tap_set_offloads(int fd, int enabled) {
 }
 
 int cnpa_netif_set_gso_limits(const char *name, uint32_t max_size, uint32_t max_segs) {
-    size_t len = strlen(name);
-    if (len >= IFNAMSIZ) return -EINVAL;
     struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    memcpy(ifr.ifr_name, name, len);
+    if (!cnpa_netif_request(name, &ifr)) return -EINVAL;
     int rc = cnpa_netif_ioctl(SIOCGIFINDEX, &ifr);
     if (rc < 0) return rc;
     struct {
