@@ -83,6 +83,16 @@ public struct HostConfiguration: Equatable, Sendable {
     /// Seconds a guest connection may stay open without attaching a vNIC before the host closes
     /// it (only an idle or stuck client is cut; admin connections are exempt).
     public var attachTimeoutSeconds: Double = 5
+    /// The file holding the key both hosts of a migration share (`migration_key_file`): every
+    /// message between them is authenticated with it. nil: this host neither sends nor takes
+    /// guests (a migration to or from it is refused).
+    public var migrationKeyFile: String?
+    /// Where this host listens for migrations from other hosts (`migration_listen`, or
+    /// `npa host --listen`): `ADDR:PORT` (TCP) or a Unix socket path. nil: it takes none.
+    public var migrationListen: String?
+    /// How long each phase of a migration may take before it is called off and the guest
+    /// resumes where it was (`migration_timeout_ms`).
+    public var migrationTimeoutMilliseconds: Int = 5000
 
     public init() {}
 
@@ -152,6 +162,14 @@ public struct HostConfiguration: Equatable, Sendable {
 
         # Seconds a connection may stay open without attaching a vNIC before it is closed.
         attach_timeout: 5
+
+        # Live migration: the key both hosts share (at least 32 bytes; the file must not be
+        # readable by group or others), where this host takes guests from others (ADDR:PORT or
+        # a Unix socket path; npa host --listen says the same), and how long each phase may
+        # take before the guest resumes where it was.
+        # migration_key_file: /etc/npa/migration.key
+        # migration_listen: 127.0.0.1:7470
+        migration_timeout_ms: 5000
 
         # Policy for guests not listed under `guests`.
         default_policy:
@@ -250,6 +268,19 @@ public struct HostConfiguration: Equatable, Sendable {
                     throw LoadError(file, line, "attach_timeout must be a number of seconds above 0 and at most 3600")
                 }
                 config.attachTimeoutSeconds = seconds
+            case "migration_key_file":
+                guard let path = value.string, !path.isEmpty else { throw LoadError(file, line, "migration_key_file must be a file path") }
+                config.migrationKeyFile = path
+            case "migration_listen":
+                guard let address = value.string, !address.isEmpty else {
+                    throw LoadError(file, line, "migration_listen must be ADDR:PORT or a Unix socket path")
+                }
+                config.migrationListen = address
+            case "migration_timeout_ms":
+                guard let n = value.int, (1...600_000).contains(n) else {
+                    throw LoadError(file, line, "migration_timeout_ms must be 1...600000")
+                }
+                config.migrationTimeoutMilliseconds = n
             case "default_policy":
                 config.defaultPolicy = try parsePolicy(value, file: file, path: "default_policy")
             case "guests":
@@ -263,7 +294,7 @@ public struct HostConfiguration: Equatable, Sendable {
             default:
                 throw LoadError(
                     file, line,
-                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, default_policy, guests)"
+                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, default_policy, guests)"
                 )
             }
         }

@@ -21,6 +21,16 @@ import Testing
         #expect(config.attachTimeoutSeconds == 5)
     }
 
+    @Test func migrationSettingsParse() throws {
+        let config = try HostConfiguration.parse(
+            yaml: "migration_key_file: /k\nmigration_listen: 127.0.0.1:7470\nmigration_timeout_ms: 800\n", file: "host.yaml")
+        #expect(config.migrationKeyFile == "/k")
+        #expect(config.migrationListen == "127.0.0.1:7470")
+        #expect(config.migrationTimeoutMilliseconds == 800)
+        let defaults = try HostConfiguration.parse(yaml: "", file: "host.yaml")
+        #expect(defaults.migrationKeyFile == nil && defaults.migrationListen == nil)
+    }
+
     @Test func connectionLimitsParse() throws {
         let config = try HostConfiguration.parse(yaml: "max_connections: 12\nattach_timeout: 0.25\n", file: "host.yaml")
         #expect(config.maxConnections == 12)
@@ -33,7 +43,7 @@ import Testing
         ("nics:\n  - { name: n, model: e1000, vfs: 2 }\n", "host.yaml:2: NIC model must be npa-dring or npa-cq, not 'e1000'"),
         (
             "colour: blue\n",
-            "host.yaml:1: unknown key 'colour' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, default_policy, guests)"
+            "host.yaml:1: unknown key 'colour' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, default_policy, guests)"
         ),
         (
             "guests:\n  a:\n    macs: [\"01:00:5e:00:00:01\"]\n",
@@ -43,6 +53,9 @@ import Testing
         ("default_policy:\n  promiscuous: maybe\n", "host.yaml:2: default_policy.promiscuous must be true or false"),
         ("max_connections: 0\n", "host.yaml:1: max_connections must be an integer from 1 to 65536"),
         ("attach_timeout: never\n", "host.yaml:1: attach_timeout must be a number of seconds above 0 and at most 3600"),
+        ("migration_timeout_ms: 0\n", "host.yaml:1: migration_timeout_ms must be 1...600000"),
+        ("migration_listen: []\n", "host.yaml:1: migration_listen must be ADDR:PORT or a Unix socket path"),
+        ("migration_key_file: \"\"\n", "host.yaml:1: migration_key_file must be a file path"),
     ])
     func badConfigurationNamesFileAndLine(_ yaml: String, _ expected: String) {
         do {
