@@ -95,6 +95,19 @@ public final class AdminClient: @unchecked Sendable {
         try okNote(request(.adminResetVF(vnic: name)))
     }
 
+    /// Asks the host to migrate the vNIC `name` to the host listening for migrations at `to`.
+    /// Returns the migration's id once it has started; `migration(id:)` follows it.
+    public func migrate(name: String, to destination: String) throws(Failure) -> UInt64 {
+        let note = try okNote(request(.adminMigrate(vnic: name, to: destination)))
+        guard let id = UInt64(note) else { throw .unexpectedReply("migration id '\(note)'") }
+        return id
+    }
+
+    /// The migration `id` as the host's status shows it (nil: the host does not know it).
+    public func migration(id: UInt64) throws(Failure) -> StatusReport.Migration? {
+        try status().migrations?.first { $0.id == id && $0.direction == "outgoing" }
+    }
+
     private func okNote(_ reply: ControlMessage) throws(Failure) -> String {
         guard case .ok(let note) = reply else { throw .unexpectedReply("\(reply)") }
         return note

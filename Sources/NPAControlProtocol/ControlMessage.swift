@@ -58,11 +58,15 @@ public enum ControlMessage: Equatable, Sendable {
     case peerQuery(mac: MACAddress)
     /// Host → guest: the answer to `peerQuery`.
     case peerReply(mac: MACAddress, active: Bool)
+    /// Admin → host: migrate the vNIC of guest `vnic` to the host whose migration listener is
+    /// `to` (ADDR:PORT or a Unix socket path). Answered `ok(id)` once it has started (then
+    /// `npa status` follows it under that id) or `error` if it cannot start.
+    case adminMigrate(vnic: String, to: String)
 
     /// The messages only the admin socket accepts; a guest's connection refuses them.
     public var isAdministrative: Bool {
         switch self {
-        case .statusRequest, .adminSwitch, .adminResetVF: true
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate: true
         default: false
         }
     }
@@ -156,6 +160,7 @@ public enum ControlMessage: Equatable, Sendable {
         case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed,
             pluginFault
         case peerQuery, peerReply
+        case adminMigrate
     }
 
     public func encode() -> [UInt8] {
@@ -248,6 +253,10 @@ public enum ControlMessage: Equatable, Sendable {
             tag = .peerReply
             p.u64(mac.value)
             p.u8(active ? 1 : 0)
+        case .adminMigrate(let vnic, let to):
+            tag = .adminMigrate
+            p.string(vnic)
+            p.string(to)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -334,6 +343,8 @@ public enum ControlMessage: Equatable, Sendable {
             message = .peerQuery(mac: MACAddress(value: try r.u64()))
         case .peerReply:
             message = .peerReply(mac: MACAddress(value: try r.u64()), active: try r.u8() != 0)
+        case .adminMigrate:
+            message = .adminMigrate(vnic: try r.string(), to: try r.string())
         }
         try r.expectEnd()
         return message

@@ -137,6 +137,9 @@ public struct StatusReport: Codable, Equatable, Sendable {
     public var host: Host?
     /// The TAP wires; nil when the host has none.
     public var wires: [Wire]?
+    /// Migrations to and from this host: those under way and the last finished ones; nil when
+    /// there were none.
+    public var migrations: [Migration]?
 
     public init(vnics: [VNIC], uplink: Uplink?, host: Host? = nil, wires: [Wire]? = nil) {
         self.vnics = vnics

@@ -267,7 +267,7 @@ final class ControlServer {
             case .success(let note): reply(c, .ok(note))
             case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
-        case .statusRequest, .adminSwitch, .adminResetVF:
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate:
             refuseAdministrative(message, from: c)
         case .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply:
             reply(c, ControlRefusal.unexpectedMessage.reply)

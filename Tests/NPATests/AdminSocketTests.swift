@@ -57,6 +57,7 @@ import Testing
         let requests: [ControlMessage] = [
             .adminSwitch(vnic: "victim", toPassthrough: false), .adminResetVF(vnic: "victim"), .statusRequest,
             .adminSwitch(vnic: "intruder", toPassthrough: true),  // not even its own: switching is the host's call
+            .adminMigrate(vnic: "victim", to: "127.0.0.1:1"),
         ]
         for request in requests {
             let reply = try intruder.request(request)

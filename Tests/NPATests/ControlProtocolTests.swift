@@ -26,6 +26,7 @@ import Testing
         .switchOutBegin,
         .switchOutDone,
         .adminSwitch(vnic: "alpha", toPassthrough: true),
+        .adminMigrate(vnic: "alpha", to: "127.0.0.1:7470"),
         .ok("switched"),
         .adminResetVF(vnic: "beta"),
         .switchInFailed(reason: "plugin image does not load"),
