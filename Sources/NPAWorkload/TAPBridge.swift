@@ -87,7 +87,8 @@ public final class TAPBridge {
     /// Merges received segments (offloads only); works in `coalescingBuffer`.
     private var coalescer: TCPCoalescing
     private let coalescingBuffer: UnsafeMutableRawBufferPointer
-    /// The largest super-frame written to the kernel: the most an IP length says, plus Ethernet.
+    /// The largest super-frame written to the kernel (bytes, headers included): 64 KiB, as
+    /// Linux's GRO, within what an IP length can say.
     public static let coalescingBytes = 64 * 1024
     private var offloads = [TransmitOffload](repeating: .none, count: TAPBridge.batch)
 
