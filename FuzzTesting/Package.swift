@@ -5,6 +5,7 @@ import PackageDescription
 // stays fast; built only by scripts/fuzz.sh, which passes the sanitizer flags.
 let targets = [
     "control-message", "host-config", "vmxnet3-registers", "vmxnet3-descriptors", "vf-dring", "vf-cq", "device-state", "tcp-segmentation",
+    "tcp-coalescing",
 ]
 let package = Package(
     name: "npa-fuzz",

@@ -115,3 +115,11 @@ def tcp_frame(ipv6, vlan, payload):
 for name, ipv6, vlan, payload, mss in [("v4", False, False, 4000, 1460), ("v4-vlan", False, True, 3000, 1000), ("v6", True, False, 5000, 1440), ("v4-small", False, False, 10, 1460)]:
     hlen, frame = tcp_frame(ipv6, vlan, payload)
     put("tcp-segmentation", name, struct.pack("<HH", hlen, mss) + frame)
+
+# tcp-coalescing: options (bit 0 IPv6, bit 1 VLAN, bit 2 small buffer), MSS (u16 LE), buffer size
+# (u16 LE), then one-byte operations (see the harness): 0 = the stream's next full segment.
+put("tcp-coalescing", "v4-stream", bytes([0]) + struct.pack("<HH", 1448, 0) + bytes(60) + bytes([0x08]))
+put("tcp-coalescing", "v6-vlan-stream", bytes([3]) + struct.pack("<HH", 1428, 0) + bytes(30) + bytes([0x10, 0x20, 0x03]) + bytes(10))
+put("tcp-coalescing", "gaps-flags-flows", bytes([0]) + struct.pack("<HH", 536, 0) + bytes(5) + bytes([0x40, 0, 0x80, 0, 0x04, 0, 3, 0, 0, 0x28, 0x10, 0x00]) + bytes(4))
+put("tcp-coalescing", "small-buffer", bytes([4]) + struct.pack("<HH", 1000, 6000) + bytes(20))
+put("tcp-coalescing", "raw-between", bytes([0]) + struct.pack("<HH", 1448, 0) + bytes(3) + bytes([2, 42]) + bytes([0xFF] * 6) + bytes([2, 0, 0, 0, 0, 1, 8, 6]) + bytes(28) + bytes(3) + bytes([0x20, 47, 0x02]) + bytes(2))

@@ -40,6 +40,24 @@ struct VirtioNetHeader {
         if dataValid { p.storeBytes(of: Self.dataValid, as: UInt8.self) }
     }
 
+    /// A header for a coalesced super-frame going to the kernel, as a GRO-ing driver hands one
+    /// up: NEEDS_CSUM from the TCP header (the checksum field holds the pseudo-header sum), GSO
+    /// TCPv4 or TCPv6 (with ECN when the first segment had CWR), gso_size the MSS, hdr_len
+    /// every header, so the kernel can cut it again exactly if it forwards it.
+    static func write(superFrame frame: TCPCoalescing.SuperFrame, into p: UnsafeMutableRawPointer) {
+        func store16(_ value: Int, _ offset: Int) {
+            p.storeBytes(of: UInt16(truncatingIfNeeded: value).littleEndian, toByteOffset: offset, as: UInt16.self)
+        }
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        p.storeBytes(of: needsChecksum, as: UInt8.self)
+        let gso = (frame.isIPv6 ? gsoTCPv6 : gsoTCPv4) | (frame.congestionWindowReduced ? gsoECN : 0)
+        p.storeBytes(of: gso, toByteOffset: 1, as: UInt8.self)
+        store16(frame.headerLength, 2)
+        store16(frame.mss, 4)
+        store16(frame.tcpOffset, 6)
+        store16(16, 8)
+    }
+
     /// What the frame (`length` bytes at `frame`, after this header) asks of the device, or nil
     /// when the request is bogus: a GSO type other than TCP, a GSO frame without NEEDS_CSUM or
     /// whose TCP header is not at csum_start, a gso_size of 0 or one whose segments would not

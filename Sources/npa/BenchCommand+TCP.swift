@@ -105,7 +105,8 @@ extension Bench {
             report.bridges.append(
                 .init(
                     guest: guest.name, framesToVNIC: c.framesToVNIC, framesToTAP: c.framesToTAP, transmitRingFull: c.transmitRingFull,
-                    tapQueueFull: c.tapQueueFull, malformedFromTAP: c.malformedFromTAP, hostDrops: drops,
+                    tapQueueFull: c.tapQueueFull, malformedFromTAP: c.malformedFromTAP, superFramesToTAP: c.superFramesToTAP,
+                    segmentsCoalesced: c.segmentsCoalesced, hostDrops: drops,
                     kernelDropsToBridge: guest.kernelDrops().toBridge, kernelDropsFromBridge: guest.kernelDrops().fromBridge))
         }
         print(json ? try report.json() : report.text())

@@ -79,7 +79,8 @@ extension Guest {
             "tap \(tap.interfaceName): \(c.framesToVNIC) frames to the vNIC, \(c.framesToTAP) to the kernel; dropped: "
                 + "\(c.malformedFromTAP) malformed from the kernel, \(c.badVirtioHeader) with a bogus virtio-net header, "
                 + "\(c.transmitRingFull) on a full TX ring, \(c.tapQueueFull) on a full TAP queue; offloaded: \(c.superFramesToVNIC) super-frames, "
-                + "\(c.checksumOffloadsToVNIC) checksums to the vNIC, \(c.checksumValidToTAP) checksum-valid to the kernel"
+                + "\(c.checksumOffloadsToVNIC) checksums to the vNIC, \(c.checksumValidToTAP) checksum-valid to the kernel; "
+                + "coalesced: \(c.segmentsCoalesced) segments into \(c.superFramesToTAP) super-frames to the kernel"
         )
         if case .hostGone(let why) = ending { throw CommandFailure("guest \(name): \(why)") }
     }

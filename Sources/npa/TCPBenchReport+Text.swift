@@ -37,7 +37,8 @@ extension TCPBenchReport {
         }
         for b in bridges {
             out +=
-                "\nbridge of \(b.guest), whole bench: \(b.framesToVNIC) frames kernel → vNIC, \(b.framesToTAP) vNIC → kernel; dropped: "
+                "\nbridge of \(b.guest), whole bench: \(b.framesToVNIC) frames kernel → vNIC, \(b.framesToTAP) vNIC → kernel "
+                + "(\(b.segmentsCoalesced) of them coalesced into \(b.superFramesToTAP) super-frames); dropped: "
                 + "\(b.transmitRingFull) on a full TX ring, \(b.tapQueueFull) on a full TAP queue, \(b.malformedFromTAP) malformed; "
                 + "kernel's TAP drops: \(b.kernelDropsToBridge) before the bridge read them, \(b.kernelDropsFromBridge) after it wrote them; "
                 + "host's drop counters: \(b.hostDrops.isEmpty ? "none" : b.hostDrops.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"

@@ -143,6 +143,10 @@ struct TCPBenchReport: Codable {
         var transmitRingFull: UInt64
         var tapQueueFull: UInt64
         var malformedFromTAP: UInt64
+        /// Coalesced super-frames the bridge wrote to the kernel and the segments in them (of
+        /// `framesToTAP`): receive-side coalescing, offloads on only.
+        var superFramesToTAP: UInt64 = 0
+        var segmentsCoalesced: UInt64 = 0
         /// The host's nonzero drop counters for this vNIC, by name (all runs, both modes).
         var hostDrops: [String: UInt64] = [:]
         /// The kernel's drops on the guest's TAP interface: frames for the bridge it could not
@@ -155,6 +159,7 @@ struct TCPBenchReport: Codable {
             case kernelDropsToBridge = "kernel_drops_to_bridge", kernelDropsFromBridge = "kernel_drops_from_bridge"
             case framesToVNIC = "frames_to_vnic", framesToTAP = "frames_to_tap", transmitRingFull = "transmit_ring_full"
             case tapQueueFull = "tap_queue_full", malformedFromTAP = "malformed_from_tap"
+            case superFramesToTAP = "super_frames_to_tap", segmentsCoalesced = "segments_coalesced"
         }
     }
 
