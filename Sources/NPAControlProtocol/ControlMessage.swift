@@ -58,6 +58,16 @@ public enum ControlMessage: Equatable, Sendable {
     case peerQuery(mac: MACAddress)
     /// Host → guest: the answer to `peerQuery`.
     case peerReply(mac: MACAddress, active: Bool)
+    /// Guest → the host its vNIC moves to (a `move` offer named it and the token): re-attach the
+    /// vNIC the host restores from the migrated state. Descriptors: guest memory memfd, doorbell
+    /// eventfd, one eventfd per interrupt vector, then the register page the guest has mapped
+    /// (the new host adopts it). The host answers `attached` without descriptors.
+    case resume(ResumeRequest)
+    /// Guest → the host it leaves: the vNIC runs on the new host now; tear it down here.
+    case moved
+    /// Guest → the host it leaves: the move did not happen (the new host refused, or could not be
+    /// reached); the guest stays here.
+    case moveFailed(reason: String)
 
     /// The messages only the admin socket accepts; a guest's connection refuses them.
     public var isAdministrative: Bool {
@@ -81,17 +91,45 @@ public enum ControlMessage: Equatable, Sendable {
     }
 
     public struct SwitchOffer: Equatable, Sendable {
-        public enum Kind: UInt8, Sendable { case none = 0, switchIn = 1, switchOut = 2 }
+        /// `move`: the vNIC moves to another host; the guest re-attaches there (`resume`).
+        public enum Kind: UInt8, Sendable { case none = 0, switchIn = 1, switchOut = 2, move = 3 }
         public var kind: Kind
         public var vf: UInt16
         public var model: String
         public var plugin: String
+        /// `move` only: where the new host's control socket is and the one-time token it expects.
+        /// Encoded after the other fields for `move` alone, so the other kinds keep their bytes.
+        public var destination: MoveDestination?
 
-        public init(kind: Kind, vf: UInt16 = 0, model: String = "", plugin: String = "") {
+        public init(kind: Kind, vf: UInt16 = 0, model: String = "", plugin: String = "", destination: MoveDestination? = nil) {
             self.kind = kind
             self.vf = vf
             self.model = model
             self.plugin = plugin
+            self.destination = destination
+        }
+    }
+
+    /// Where a moving vNIC goes: the new host's control socket path and the token it admits the
+    /// guest with.
+    public struct MoveDestination: Equatable, Sendable {
+        public var controlSocket: String
+        public var token: MoveToken
+        public init(controlSocket: String, token: MoveToken) {
+            self.controlSocket = controlSocket
+            self.token = token
+        }
+    }
+
+    /// A guest re-attaching to the host its vNIC moved to.
+    public struct ResumeRequest: Equatable, Sendable {
+        public var token: MoveToken
+        public var name: String
+        public var interruptVectors: UInt8
+        public init(token: MoveToken, name: String, interruptVectors: UInt8) {
+            self.token = token
+            self.name = name
+            self.interruptVectors = interruptVectors
         }
     }
 
@@ -156,6 +194,7 @@ public enum ControlMessage: Equatable, Sendable {
         case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed,
             pluginFault
         case peerQuery, peerReply
+        case resume, moved, moveFailed
     }
 
     public func encode() -> [UInt8] {
@@ -213,6 +252,11 @@ public enum ControlMessage: Equatable, Sendable {
             p.u16(o.vf)
             p.string(o.model)
             p.string(o.plugin)
+            if o.kind == .move {
+                let destination = o.destination ?? MoveDestination(controlSocket: "", token: MoveToken(bytes: []))
+                p.string(destination.controlSocket)
+                destination.token.encode(into: &p)
+            }
         case .switchInReady(let tx, let rx, let plugin):
             tag = .switchInReady
             p.u8(UInt8(min(tx.count, 8)))
@@ -248,6 +292,15 @@ public enum ControlMessage: Equatable, Sendable {
             tag = .peerReply
             p.u64(mac.value)
             p.u8(active ? 1 : 0)
+        case .resume(let r):
+            tag = .resume
+            r.token.encode(into: &p)
+            p.string(r.name)
+            p.u8(r.interruptVectors)
+        case .moved: tag = .moved
+        case .moveFailed(let reason):
+            tag = .moveFailed
+            p.string(reason)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -308,7 +361,11 @@ public enum ControlMessage: Equatable, Sendable {
         case .switchQuery: message = .switchQuery
         case .switchOffer:
             guard let kind = SwitchOffer.Kind(rawValue: try r.u8()) else { throw ProtocolError("unknown switch kind") }
-            message = .switchOffer(.init(kind: kind, vf: try r.u16(), model: try r.string(), plugin: try r.string()))
+            var offer = SwitchOffer(kind: kind, vf: try r.u16(), model: try r.string(), plugin: try r.string())
+            if kind == .move {
+                offer.destination = MoveDestination(controlSocket: try r.string(), token: try MoveToken(from: &r))
+            }
+            message = .switchOffer(offer)
         case .switchInReady:
             let nt = Int(try r.u8()), nr = Int(try r.u8())
             guard nt <= 8, nr <= 8 else { throw ProtocolError("at most 8 queues per direction") }
@@ -334,6 +391,11 @@ public enum ControlMessage: Equatable, Sendable {
             message = .peerQuery(mac: MACAddress(value: try r.u64()))
         case .peerReply:
             message = .peerReply(mac: MACAddress(value: try r.u64()), active: try r.u8() != 0)
+        case .resume:
+            message = .resume(.init(token: try MoveToken(from: &r), name: try r.string(), interruptVectors: try r.u8()))
+        case .moved: message = .moved
+        case .moveFailed:
+            message = .moveFailed(reason: try r.string())
         }
         try r.expectEnd()
         return message

@@ -79,7 +79,11 @@ public final class VirtualNIC {
     public let name: String
     public let configuration: Configuration
     public private(set) var mac: MACAddress
-    public let vnicID: UInt32
+    /// The vNIC's id on the host it is attached to now (a move gets it a new one).
+    public var vnicID: UInt32 { channel.vnicID }
+    /// The control socket of the host the vNIC is attached to now: the one it attached to, or
+    /// the one it last moved to.
+    public var hostSocket: String { channel.link.socketPath }
     public var txQueueCount: Int { configuration.txQueues }
     public var rxQueueCount: Int { configuration.rxQueues }
     /// "emulated" while the built-in plugin drives the data path, "passthrough" on a VF.
@@ -93,7 +97,11 @@ public final class VirtualNIC {
     /// Every switch transition the shell made, oldest first (the last 256), with the time since
     /// attach: the guest side of the switch state machine, for people reading what happened.
     public var switchLog: [String] { switcher.record.log }
-
+    /// Duration of each completed move to another host, in milliseconds (from the DIC to the
+    /// destination's answer), and what the last failed one said (nil after a success). Their
+    /// steps are in `switchLog`.
+    public var moveDurations: [Double] { switcher.record.moveDurations }
+    public var lastMoveError: String? { switcher.record.lastMoveError }
     private let memory: SharedMemory
     private let registers: SharedMemory
     private let channel: ControlChannel
@@ -156,7 +164,7 @@ public final class VirtualNIC {
             throw AttachError.invalidConfiguration("the host allows at most \(attached.maxTxQueues) TX / \(attached.maxRxQueues) RX queues")
         }
         mac = attached.mac
-        vnicID = attached.vnicID
+        channel.vnicID = attached.vnicID
 
         // Queue regions in guest memory: the shell allocates them; the plugin carves them.
         let (tx, rx) = layout.emulationRegions(base: memory.base)
@@ -170,7 +178,10 @@ public final class VirtualNIC {
         device = VMXNET3Programming(memory: GuestMemory(base: memory.base, size: memory.size), channel: channel)
         switcher = ShellSwitcher(
             emulationPath: emulationPath, device: device, channel: channel, interrupt: interrupt,
-            vfRegions: layout.vfRegions(base: memory.base), ringSize: c.ringSize, spinPolls: c.spinPolls)
+            vfRegions: layout.vfRegions(base: memory.base), ringSize: c.ringSize, spinPolls: c.spinPolls,
+            attachment: GuestAttachment(
+                name: c.name, memory: memory.fd, doorbell: doorbell.fd, interrupts: [interrupt.fd],
+                registerPage: registerPage.fd))
         device.fillDriverShared(mtu: c.mtu, tx: tx, rx: rx)
         // Post RX buffers before ACTIVATE, as the Linux driver does, so that the first frame
         // addressed to us after activation finds a buffer.
