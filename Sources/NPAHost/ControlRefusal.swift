@@ -37,6 +37,8 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
     case moveToken(PendingArrivals.TokenRefusal)
     /// The token was issued for another guest than the one named in the `resume`.
     case moveTokenForAnotherGuest(String)
+    /// A resume carries memory, doorbell, one eventfd per vector and the register page.
+    case resumeDescriptorCount(expected: Int, vectors: Int, got: Int)
     /// The register page a resuming guest handed over is not one (wrong size, not shared memory).
     case registerPage(String)
     /// A change to a vNIC whose state was saved to leave this host.
@@ -73,7 +75,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
             ControlMessage.ErrorCode.invalidArgument
         case .alreadyAttached, .guestNameInUse, .attachTimeout: ControlMessage.ErrorCode.invalidState
         case .moveToken, .moveTokenForAnotherGuest: ControlMessage.ErrorCode.notPermitted
-        case .registerPage: ControlMessage.ErrorCode.invalidArgument
+        case .registerPage, .resumeDescriptorCount: ControlMessage.ErrorCode.invalidArgument
         case .moving, .noMoveUnderWay: ControlMessage.ErrorCode.invalidState
         case .vnicCreation, .connectionCap, .adminConnectionCap, .messageTooLarge: ControlMessage.ErrorCode.resourceExhausted
         }
@@ -103,6 +105,8 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .vnicCreation(let detail): "could not create the vNIC: \(detail)"
         case .moveToken(let refusal): refusal.description
         case .moveTokenForAnotherGuest(let name): "the move token was not issued for guest '\(name)'"
+        case .resumeDescriptorCount(let expected, let vectors, let got):
+            "resume needs \(expected) descriptors (memory, doorbell, \(vectors) interrupts, register page), got \(got)"
         case .registerPage(let detail): "the register page must be shared memory of \(VMXNET3.RegisterPage.size) bytes: \(detail)"
         case .moving(let name): "vNIC '\(name)' is moving to another host: its configuration cannot change now"
         case .noMoveUnderWay: "this host offered this vNIC no move"

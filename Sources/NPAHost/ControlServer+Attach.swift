@@ -97,7 +97,7 @@ extension ControlServer {
         }
         // Memory, doorbell, one eventfd per vector, the register page.
         guard fds.count == 3 + vectors else {
-            return refuse(.descriptorCount(expected: 3 + vectors, vectors: vectors, got: fds.count), arrival: name)
+            return refuse(.resumeDescriptorCount(expected: 3 + vectors, vectors: vectors, got: fds.count), arrival: name)
         }
         let region: SharedMemory, page: SharedMemory
         do {
@@ -125,9 +125,15 @@ extension ControlServer {
             device = try EmulatedDevice(
                 restoring: state, handles: handles, policy: policy, maxQueues: configuration.maxQueuesPerVNIC, vswitch: dataPath.vswitch,
                 admission: admission, logger: logger)
-            try epoll.add(device.doorbell.fd, tag: HostEventTag.doorbell(device.id))
         } catch {
             logger.warning("resume of '\(name)' refused: \(error)")
+            report(.arrivalFailed(name: name, reason: "\(error)"))
+            return reply(c, ControlRefusal.vnicCreation("\(error)").reply)
+        }
+        do {
+            try epoll.add(device.doorbell.fd, tag: HostEventTag.doorbell(device.id))
+        } catch {
+            device.detach()  // its vswitch port goes with it
             report(.arrivalFailed(name: name, reason: "\(error)"))
             return reply(c, ControlRefusal.vnicCreation("\(error)").reply)
         }
