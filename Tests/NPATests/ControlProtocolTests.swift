@@ -1,3 +1,4 @@
+import Foundation
 import NPAControlProtocol
 import NPATestSupport
 import NPAWorkload
@@ -61,6 +62,18 @@ import Testing
             #expect(throws: ProtocolError("a move token has 16 bytes, not \(length)")) { try ControlMessage.parse(message.encode()) }
         }
         #expect(MoveToken.random() != MoveToken.random() && MoveToken.random().isWellFormed)
+    }
+
+    /// The fuzzer's seeds for the move messages (`FuzzTesting/make-seeds.py`) are messages this
+    /// protocol parses, so the fuzzer starts from inside the parser, not at its version check.
+    @Test func theMoveSeedsOfTheControlMessageFuzzerParse() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("FuzzTesting/corpus/control-message")
+        for seed in ["switch-offer-move", "resume", "moved", "move-failed"] {
+            let bytes = try [UInt8](Data(contentsOf: corpus.appendingPathComponent(seed)))
+            let message = try ControlMessage.parse(bytes)
+            #expect(message.encode() == bytes, "\(seed)")
+        }
     }
 
     @Test func truncatedMessagesAreRejectedNotTrapped() {
