@@ -81,9 +81,6 @@ public final class VirtualNIC {
     public private(set) var mac: MACAddress
     /// The vNIC's id on the host it is attached to now (a move gets it a new one).
     public var vnicID: UInt32 { channel.vnicID }
-    /// The control socket of the host the vNIC is attached to now: the one it attached to, or
-    /// the one it last moved to.
-    public var hostSocket: String { channel.link.socketPath }
     public var txQueueCount: Int { configuration.txQueues }
     public var rxQueueCount: Int { configuration.rxQueues }
     /// "emulated" while the built-in plugin drives the data path, "passthrough" on a VF.
@@ -97,20 +94,17 @@ public final class VirtualNIC {
     /// Every switch transition the shell made, oldest first (the last 256), with the time since
     /// attach: the guest side of the switch state machine, for people reading what happened.
     public var switchLog: [String] { switcher.record.log }
-    /// Duration of each completed move to another host, in milliseconds (from the DIC to the
-    /// destination's answer), and what the last failed one said (nil after a success). Their
-    /// steps are in `switchLog`.
-    public var moveDurations: [Double] { switcher.record.moveDurations }
-    public var lastMoveError: String? { switcher.record.lastMoveError }
+
     private let memory: SharedMemory
     private let registers: SharedMemory
-    private let channel: ControlChannel
+    /// The control connection (to the host the vNIC is attached to now).
+    let channel: ControlChannel
     private let doorbell: EventNotifier
     private let interrupt: EventNotifier
     private let device: VMXNET3Programming
     /// Carries switches out and says which data path is active: the emulation path, or the VF's
     /// while in passthrough.
-    private let switcher: ShellSwitcher
+    let switcher: ShellSwitcher
     private var dataPath: ShellDataPath { switcher.activePath }
     private var detached = false
 
@@ -187,34 +181,6 @@ public final class VirtualNIC {
         // addressed to us after activation finds a buffer.
         emulationPath.refillAll()
         try device.activate()
-    }
-
-    // MARK: The host's presence
-
-    /// Why the host is gone, once the shell saw its control connection close; nil while it is
-    /// there. Set by any data-path call or control operation that noticed (no syscall to read).
-    public var hostGone: HostGone? { channel.link.gone }
-
-    /// True once the host is gone (one load): what a workload loop checks to stop.
-    public var isHostGone: Bool { channel.link.gone != nil }
-
-    /// Looks now (one non-blocking poll of the control socket), for a caller that makes no
-    /// data-path calls for a while. Returns why the host is gone, or nil.
-    @discardableResult
-    public func checkHost() -> HostGone? { channel.link.check() }
-
-    /// Sleeps until the host goes away, `descriptor` (if given) becomes readable, or
-    /// `timeoutMilliseconds` passes (negative: no limit). Returns why the host is gone, or nil
-    /// (then the descriptor is readable, or the time is up). For a guest that holds its vNIC
-    /// while it waits for something else, e.g. `--hold` waiting for standard input to close.
-    public func waitForHostGone(timeoutMilliseconds: Int, orReadable descriptor: Int32? = nil) -> HostGone? {
-        let link = channel.link
-        if let gone = link.gone { return gone }
-        let timeout = Int32(clamping: timeoutMilliseconds < 0 ? -1 : timeoutMilliseconds)
-        if link.socket.waitForHangUp(timeoutMilliseconds: timeout, orReadable: descriptor) {
-            link.markGone("the control connection closed")
-        }
-        return link.gone
     }
 
     // MARK: Data path (forwarded to the active plugin's data path)

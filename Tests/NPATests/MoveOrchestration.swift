@@ -22,6 +22,8 @@ final class MoveOrchestration: @unchecked Sendable {
         let key = ObjectIdentifier(host)
         try host.onHostThread { daemon in
             guard daemon.moveEventHandler == nil else { return }
+            // A new host: a log left by a host that lived at the same address before is not its.
+            lock.withLock { logs[key] = [] }
             daemon.moveEventHandler = { event in lock.withLock { logs[key, default: []].append(event) } }
         }
     }

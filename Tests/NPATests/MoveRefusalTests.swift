@@ -105,6 +105,31 @@ import Testing
         #expect(try a.onHostThread { $0.device(named: "guest")?.vlans } == [0, 10])
     }
 
+    /// A destination the guest cannot reach (no socket at the path): the guest tells the source
+    /// the move failed and stays there, working; the orchestration calls the arrival off.
+    @Test func anUnreachableDestinationLeavesTheGuestOnTheSourceWorking() throws {
+        let a = try MoveBetweenHostsTests.host(), b = try MoveBetweenHostsTests.host()
+        defer {
+            a.stop()
+            b.stop()
+        }
+        let orchestration = try MoveOrchestration(a, b)
+        let guest = try MoveBetweenHostsTests.attach(a, "guest"), peer = try MoveBetweenHostsTests.attach(a, "peer")
+        let token = try orchestration.prepare("guest")
+        let nowhere = TestHost.freshSocketPath()
+        try a.onHostThread { try $0.offerMove(named: "guest", controlSocket: nowhere, token: token) }
+        guest.reclaimTransmitted()
+        #expect(guest.hostSocket == a.socketPath && guest.moveDurations.isEmpty)
+        let error = try #require(guest.lastMoveError)
+        #expect(try orchestration.events(a) == [.moveFailed(name: "guest", reason: error)])
+        #expect(try b.onHostThread { $0.cancelArrival(token: token) })
+        var verifier = FlowVerifier()
+        #expect(MoveBetweenHostsTests.stream(200, flow: 0, from: guest, to: peer, into: &verifier) == 200)
+        #expect(MoveBetweenHostsTests.stream(200, flow: 1, from: peer, to: guest, into: &verifier) == 200)
+        #expect(verifier.unique == 400 && MoveBetweenHostsTests.isClean(verifier))
+        #expect(try a.onHostThread { $0.departingVNICs.isEmpty })
+    }
+
     /// Whoever presents the token first spends it, even with descriptors that do not fit: the
     /// destination refuses that resume and reports the arrival failed, and the guest's own
     /// resume then finds the token gone and stays on the source.
