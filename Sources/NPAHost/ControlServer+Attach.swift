@@ -15,6 +15,8 @@ extension ControlServer {
             reply(c, refusal.reply)
         }
         guard c.device == nil else { return refuse(.alreadyAttached) }
+        // An arrival whose deadline passed no longer holds its guest's name and MAC.
+        releaseExpiredArrivals()
         let vectors = Int(request.interruptVectors)
         guard (1...VMXNET3.RegisterPage.maximumVectors).contains(vectors) else {
             return refuse(.interruptVectors(vectors))

@@ -11,6 +11,9 @@ import NPASystem
 ///                                       register page → MoveEvent.arrived (or .arrivalFailed)
 ///     cancelArrival(token:)             the move was called off: name and MAC are free again
 ///
+/// An arrival whose deadline passes is noticed at the next `expectArrival`, `resume` or attach
+/// (its `arrivalFailed` is reported then); the orchestration's own deadline should cancel it.
+///
 /// Every call runs on the host's thread, between data-path passes.
 extension HostDaemon {
     /// How long an arrival waits for its guest by default.
