@@ -140,9 +140,10 @@ extension ControlServer {
             return reply(c, ControlRefusal.vnicCreation("\(error)").reply)
         }
         device.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
-        // The page says what the source's engine last did; until this host's says otherwise the
-        // guest must kick (a kick too many costs a syscall, one too few a stalled ring).
-        device.setSleeping(true)
+        // The page says what the source's engine last did. This host's engine is awake while it
+        // serves a message (the loop clears every device's flag on waking), and announces its
+        // next sleep to every device, this one included: as for a new page at attach, it polls.
+        device.setSleeping(false)
         nextVNICID += 1
         c.device = device
         dataPath.add(device)
