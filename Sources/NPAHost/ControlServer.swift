@@ -344,15 +344,15 @@ final class ControlServer {
         guard connections.removeValue(forKey: c.id) != nil else { return }
         if c.isAdmin { adminConnectionCount -= 1 }
         if let d = c.device {
-            if departures.removeValue(forKey: d.name) != nil {
-                report(.moveFailed(name: d.name, reason: "the guest's connection closed while it was leaving: \(reason)"))
-            }
+            let wasLeaving = departures.removeValue(forKey: d.name) != nil
             epoll.remove(d.doorbell.fd)
             pfDriver.releaseVF(d)
             d.detach()
             dataPath.remove(d)
             c.device = nil
             logger.info("vNIC \(d.id) of guest '\(d.name)' torn down: \(reason)")
+            // Reported once the vNIC is gone, so that the orchestration finds the host as it says.
+            if wasLeaving { report(.moveFailed(name: d.name, reason: "the guest's connection closed while it was leaving: \(reason)")) }
         }
     }
 
