@@ -43,7 +43,9 @@ final class MoveOrchestration: @unchecked Sendable {
     ) throws -> MoveToken {
         let bytes = try source.onHostThread { try $0.beginDeparture(named: name) }
         do {
-            _ = try destination.onHostThread { try $0.expectArrival(stateBytes: bytes, token: token, timeoutNanoseconds: timeoutNanoseconds) }
+            _ = try destination.onHostThread {
+                try $0.expectArrival(stateBytes: bytes, token: token, timeoutNanoseconds: timeoutNanoseconds)
+            }
         } catch {
             try source.onHostThread { try $0.abortDeparture(named: name) }
             throw error
