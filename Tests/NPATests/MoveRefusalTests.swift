@@ -130,6 +130,49 @@ import Testing
         #expect(try a.onHostThread { $0.departingVNICs.isEmpty })
     }
 
+    /// Once the guest took the offer it may be resuming on the destination: the source refuses
+    /// to call the departure off (its device must not run in two places) until the guest
+    /// answers. Here the "destination" takes the guest's resume and hangs up without answering:
+    /// the guest then says the move failed and stays on the source, working.
+    @Test func aDepartureIsNotCalledOffWhileTheGuestIsResumingElsewhere() throws {
+        let a = try MoveBetweenHostsTests.host(), b = try MoveBetweenHostsTests.host()
+        defer {
+            a.stop()
+            b.stop()
+        }
+        let orchestration = try MoveOrchestration(a, b)
+        let guest = try MoveBetweenHostsTests.attach(a, "guest"), peer = try MoveBetweenHostsTests.attach(a, "peer")
+        let path = TestHost.freshSocketPath()
+        let impostor = try SeqPacketSocket.listen(path: path)
+        defer { unlink(path) }
+        let token = try orchestration.prepare("guest")
+        try a.onHostThread { try $0.offerMove(named: "guest", controlSocket: path, token: token) }
+        let outcome = ResumeWitness()
+        let thread = EngineThread.start(name: "impostor") {
+            // Blocking accept: the guest is connecting from inside its data-path call.
+            guard let connection = try? impostor.accept(), let (bytes, fds) = try? connection.receive() else { return }
+            for fd in fds { try? fd.close() }
+            outcome.resume = try? ControlMessage.parse(bytes)
+            do {
+                try a.onHostThread { try $0.abortDeparture(named: "guest") }
+                outcome.abortRefusal = "none: the departure was called off"
+            } catch {
+                outcome.abortRefusal = "\(error)"
+            }
+        }  // the connection closes here, unanswered
+        guest.reclaimTransmitted()
+        EngineThread.join(thread)
+        #expect(outcome.resume == .resume(.init(token: token, name: "guest", interruptVectors: 1)))
+        #expect(outcome.abortRefusal == DepartureRefusal.guestMoving("guest").description)
+        #expect(guest.hostSocket == a.socketPath && guest.lastMoveError != nil)
+        #expect(try orchestration.events(a) == [.moveFailed(name: "guest", reason: guest.lastMoveError ?? "")])
+        var verifier = FlowVerifier()
+        #expect(MoveBetweenHostsTests.stream(200, flow: 0, from: guest, to: peer, into: &verifier) == 200)
+        #expect(MoveBetweenHostsTests.stream(200, flow: 1, from: peer, to: guest, into: &verifier) == 200)
+        #expect(verifier.unique == 400 && MoveBetweenHostsTests.isClean(verifier))
+        #expect(try b.onHostThread { $0.cancelArrival(token: token) })
+    }
+
     /// Whoever presents the token first spends it, even with descriptors that do not fit: the
     /// destination refuses that resume and reports the arrival failed, and the guest's own
     /// resume then finds the token gone and stays on the source.
@@ -190,5 +233,20 @@ import Testing
             result = try body()
         }
         return result
+    }
+}
+
+/// What the impostor destination saw, handed from its thread to the test's.
+final class ResumeWitness: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _resume: ControlMessage?
+    private var _abortRefusal: String?
+    var resume: ControlMessage? {
+        get { lock.withLock { _resume } }
+        set { lock.withLock { _resume = newValue } }
+    }
+    var abortRefusal: String? {
+        get { lock.withLock { _abortRefusal } }
+        set { lock.withLock { _abortRefusal = newValue } }
     }
 }
