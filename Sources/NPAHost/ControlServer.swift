@@ -6,9 +6,10 @@ import NPASystem
 import SystemPackage
 
 /// The host's control server: its connections, guests' and administrators', and what each may
-/// ask. A guest's connection attaches one vNIC (memory and eventfds arrive with SCM_RIGHTS) and
-/// then acts only on it: register accesses, its counters, its switch steps, whether a peer is
-/// there. An admin connection (the 0600 admin socket) asks for status, switches and VF resets,
+/// ask. A guest's connection attaches one vNIC (memory and eventfds arrive with SCM_RIGHTS), or
+/// resumes one moved here from another host (`ControlServer+Attach.swift`), and then acts only
+/// on it: register accesses, its counters, its switch steps, its answers to a move offer
+/// (`ControlServer+Departure.swift`), whether a peer is there. An admin connection (the 0600 admin socket) asks for status, switches and VF resets,
 /// and never attaches. Every refusal is a typed `ControlRefusal`.
 ///
 /// It may touch: the connections, the data path's vNIC table (attach, detach), the PF driver
