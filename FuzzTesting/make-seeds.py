@@ -12,8 +12,8 @@ def put(target, name, data):
         f.write(bytes(data))
 
 # control-message: magic "NPA1", version 1, type, payload length, payload.
-def msg(tag, payload=b""):
-    return struct.pack("<IHHI", 0x3141504E, 1, tag, len(payload)) + payload
+def msg(tag, payload=b"", version=1):
+    return struct.pack("<IHHI", 0x3141504E, version, tag, len(payload)) + payload
 def s(text):
     b = text.encode()
     return struct.pack("<H", len(b)) + b
@@ -23,6 +23,12 @@ put("control-message", "register-read", msg(4, struct.pack("<BI", 1, 0x28)))
 put("control-message", "register-result", msg(5, struct.pack("<II", 4, 1) + s("ACTIVATE refused")))
 for tag, name in [(6, "status-request"), (8, "counters-request"), (10, "detach"), (16, "switch-query"), (19, "switch-out-begin")]:
     put("control-message", name, msg(tag))
+# Moves between hosts (protocol version 2): the move offer, resume (16-byte token), moved, moveFailed.
+token = bytes([16]) + bytes(range(16))
+put("control-message", "switch-offer-move", msg(17, struct.pack("<BH", 3, 0) + s("") + s("") + s("/run/npa/b.sock") + token, version=2))
+put("control-message", "resume", msg(28, token + s("web1") + struct.pack("<B", 1), version=2))
+put("control-message", "moved", msg(29, version=2))
+put("control-message", "move-failed", msg(30, s("the destination refused the token"), version=2))
 put("control-message", "switch-in-ready", msg(18, struct.pack("<B", 1) + struct.pack("<QI", 0x4000, 256) + struct.pack("<B", 1) + struct.pack("<QI", 0x8000, 256) + s("npa-dring")))
 
 # host-config: the README's example and small variants.

@@ -58,6 +58,16 @@ public enum ControlMessage: Equatable, Sendable {
     case peerQuery(mac: MACAddress)
     /// Host → guest: the answer to `peerQuery`.
     case peerReply(mac: MACAddress, active: Bool)
+    /// Guest → the host its vNIC moves to (a `move` offer named it and the token): re-attach the
+    /// vNIC the host restores from the migrated state. Descriptors: guest memory memfd, doorbell
+    /// eventfd, one eventfd per interrupt vector, then the register page the guest has mapped
+    /// (the new host adopts it). The host answers `attached` without descriptors.
+    case resume(ResumeRequest)
+    /// Guest → the host it leaves: the vNIC runs on the new host now; tear it down here.
+    case moved
+    /// Guest → the host it leaves: the move did not happen (the new host refused, or could not be
+    /// reached); the guest stays here.
+    case moveFailed(reason: String)
     /// Admin → host: migrate the vNIC of guest `vnic` to the host whose migration listener is
     /// `to` (ADDR:PORT or a Unix socket path). Answered `ok(id)` once it has started (then
     /// `npa status` follows it under that id) or `error` if it cannot start.
@@ -71,74 +81,10 @@ public enum ControlMessage: Equatable, Sendable {
         }
     }
 
-    public struct QueueRegion: Equatable, Sendable {
-        public var gpa: UInt64
-        public var ringSize: UInt32
-        /// Where the plugin put the queue's completion ring (npa_queue_region.completion_offset),
-        /// nil if its model has none. Sent as a u64, UInt64.max for none.
-        public var completionGPA: UInt64?
-        public init(gpa: UInt64, ringSize: UInt32, completionGPA: UInt64? = nil) {
-            self.gpa = gpa
-            self.ringSize = ringSize
-            self.completionGPA = completionGPA
-        }
-    }
-
-    public struct SwitchOffer: Equatable, Sendable {
-        public enum Kind: UInt8, Sendable { case none = 0, switchIn = 1, switchOut = 2 }
-        public var kind: Kind
-        public var vf: UInt16
-        public var model: String
-        public var plugin: String
-
-        public init(kind: Kind, vf: UInt16 = 0, model: String = "", plugin: String = "") {
-            self.kind = kind
-            self.vf = vf
-            self.model = model
-            self.plugin = plugin
-        }
-    }
-
     public static let magic: UInt32 = 0x3141_504E  // "NPA1" little endian
     public static let version: UInt16 = 2
     public static let headerSize = 12
     public static let maximumPayload = 60 * 1024
-
-    public struct Counter: Equatable, Sendable {
-        public let name: String
-        public let value: UInt64
-        public init(_ name: String, _ value: UInt64) {
-            self.name = name
-            self.value = value
-        }
-    }
-
-    public struct AttachRequest: Equatable, Sendable {
-        public var name: String
-        /// nil asks the host to assign one from policy.
-        public var mac: MACAddress?
-        public var interruptVectors: UInt8
-
-        public init(name: String, mac: MACAddress?, interruptVectors: UInt8) {
-            self.name = name
-            self.mac = mac
-            self.interruptVectors = interruptVectors
-        }
-    }
-
-    public struct AttachReply: Equatable, Sendable {
-        public var vnicID: UInt32
-        public var mac: MACAddress
-        public var maxTxQueues: UInt8
-        public var maxRxQueues: UInt8
-
-        public init(vnicID: UInt32, mac: MACAddress, maxTxQueues: UInt8, maxRxQueues: UInt8) {
-            self.vnicID = vnicID
-            self.mac = mac
-            self.maxTxQueues = maxTxQueues
-            self.maxRxQueues = maxRxQueues
-        }
-    }
 
     /// Error codes carried by `.error` and `.registerResult`.
     public enum ErrorCode {
@@ -160,6 +106,7 @@ public enum ControlMessage: Equatable, Sendable {
         case switchQuery = 16, switchOffer, switchInReady, switchOutBegin, switchOutDone, adminSwitch, ok, adminResetVF, switchInFailed,
             pluginFault
         case peerQuery, peerReply
+        case resume, moved, moveFailed
         case adminMigrate
     }
 
@@ -218,6 +165,11 @@ public enum ControlMessage: Equatable, Sendable {
             p.u16(o.vf)
             p.string(o.model)
             p.string(o.plugin)
+            if o.kind == .move {
+                let destination = o.destination ?? MoveDestination(controlSocket: "", token: MoveToken(bytes: []))
+                p.string(destination.controlSocket)
+                destination.token.encode(into: &p)
+            }
         case .switchInReady(let tx, let rx, let plugin):
             tag = .switchInReady
             p.u8(UInt8(min(tx.count, 8)))
@@ -253,6 +205,15 @@ public enum ControlMessage: Equatable, Sendable {
             tag = .peerReply
             p.u64(mac.value)
             p.u8(active ? 1 : 0)
+        case .resume(let r):
+            tag = .resume
+            r.token.encode(into: &p)
+            p.string(r.name)
+            p.u8(r.interruptVectors)
+        case .moved: tag = .moved
+        case .moveFailed(let reason):
+            tag = .moveFailed
+            p.string(reason)
         case .adminMigrate(let vnic, let to):
             tag = .adminMigrate
             p.string(vnic)
@@ -317,7 +278,11 @@ public enum ControlMessage: Equatable, Sendable {
         case .switchQuery: message = .switchQuery
         case .switchOffer:
             guard let kind = SwitchOffer.Kind(rawValue: try r.u8()) else { throw ProtocolError("unknown switch kind") }
-            message = .switchOffer(.init(kind: kind, vf: try r.u16(), model: try r.string(), plugin: try r.string()))
+            var offer = SwitchOffer(kind: kind, vf: try r.u16(), model: try r.string(), plugin: try r.string())
+            if kind == .move {
+                offer.destination = MoveDestination(controlSocket: try r.string(), token: try MoveToken(from: &r))
+            }
+            message = .switchOffer(offer)
         case .switchInReady:
             let nt = Int(try r.u8()), nr = Int(try r.u8())
             guard nt <= 8, nr <= 8 else { throw ProtocolError("at most 8 queues per direction") }
@@ -343,6 +308,11 @@ public enum ControlMessage: Equatable, Sendable {
             message = .peerQuery(mac: MACAddress(value: try r.u64()))
         case .peerReply:
             message = .peerReply(mac: MACAddress(value: try r.u64()), active: try r.u8() != 0)
+        case .resume:
+            message = .resume(.init(token: try MoveToken(from: &r), name: try r.string(), interruptVectors: try r.u8()))
+        case .moved: message = .moved
+        case .moveFailed:
+            message = .moveFailed(reason: try r.string())
         case .adminMigrate:
             message = .adminMigrate(vnic: try r.string(), to: try r.string())
         }

@@ -12,8 +12,17 @@ import NPARingFormats
 /// calls it.
 final class Admission {
     private let vswitch: VirtualSwitch
+    /// MACs held for vNICs expected to arrive from another host (`PendingArrivals`), by guest:
+    /// owned as surely as a running vNIC's until the arrival resumes, fails or is cancelled.
+    private(set) var reservedMACs: [MACAddress: String] = [:]
 
     init(vswitch: VirtualSwitch) { self.vswitch = vswitch }
+
+    /// Holds `mac` for the arriving guest `guest`; the caller admitted it first (`admitRestored`).
+    func reserve(_ mac: MACAddress, for guest: String) { reservedMACs[mac] = guest }
+
+    /// Lets go of a reservation (the arrival resumes — its device then owns the MAC — or ends).
+    func releaseReservation(of mac: MACAddress) { reservedMACs[mac] = nil }
 
     /// The MAC a guest attaches with: the one it asked for, or the first free one its policy
     /// lists, or (policy: any) a locally administered one derived from `candidate` upwards.
@@ -74,8 +83,9 @@ final class Admission {
         return nil
     }
 
-    /// No vNIC but the one on `port` owns `mac`, in either mode.
+    /// No vNIC but the one on `port` owns `mac`, in either mode, and no arrival holds it.
     private func isFree(_ mac: MACAddress, except port: Int?) -> Bool {
+        if reservedMACs[mac] != nil { return false }
         guard let owner = vswitch.owner(of: mac) else { return true }
         return owner == port
     }

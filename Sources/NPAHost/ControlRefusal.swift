@@ -32,6 +32,19 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
     case guestNameInUse(String)
     case guestMemory(String)
     case vnicCreation(String)
+    // Moves between hosts.
+    /// A `resume` whose token this host does not expect (wrong, used, cancelled) or that expired.
+    case moveToken(PendingArrivals.TokenRefusal)
+    /// The token was issued for another guest than the one named in the `resume`.
+    case moveTokenForAnotherGuest(String)
+    /// A resume carries memory, doorbell, one eventfd per vector and the register page.
+    case resumeDescriptorCount(expected: Int, vectors: Int, got: Int)
+    /// The register page a resuming guest handed over is not one (wrong size, not shared memory).
+    case registerPage(String)
+    /// A change to a vNIC whose state was saved to leave this host.
+    case moving(String)
+    /// `moved` / `moveFailed` from a guest this host offered no move.
+    case noMoveUnderWay
     // Connections.
     case connectionCap(open: Int, max: Int)
     case adminConnectionCap(open: Int, max: Int)
@@ -61,6 +74,9 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .onlyBAR1, .noSuchVNIC, .interruptVectors, .descriptorCount, .invalidGuestName, .guestMemory:
             ControlMessage.ErrorCode.invalidArgument
         case .alreadyAttached, .guestNameInUse, .attachTimeout: ControlMessage.ErrorCode.invalidState
+        case .moveToken, .moveTokenForAnotherGuest: ControlMessage.ErrorCode.notPermitted
+        case .registerPage, .resumeDescriptorCount: ControlMessage.ErrorCode.invalidArgument
+        case .moving, .noMoveUnderWay: ControlMessage.ErrorCode.invalidState
         case .vnicCreation, .connectionCap, .adminConnectionCap, .messageTooLarge: ControlMessage.ErrorCode.resourceExhausted
         }
     }
@@ -87,6 +103,13 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .guestNameInUse(let name): "a guest named '\(name)' is already attached"
         case .guestMemory(let detail): "guest memory must be a memfd of 1 MiB to 16 GiB: \(detail)"
         case .vnicCreation(let detail): "could not create the vNIC: \(detail)"
+        case .moveToken(let refusal): refusal.description
+        case .moveTokenForAnotherGuest(let name): "the move token was not issued for guest '\(name)'"
+        case .resumeDescriptorCount(let expected, let vectors, let got):
+            "resume needs \(expected) descriptors (memory, doorbell, \(vectors) interrupts, register page), got \(got)"
+        case .registerPage(let detail): "the register page must be shared memory of \(VMXNET3.RegisterPage.size) bytes: \(detail)"
+        case .moving(let name): "vNIC '\(name)' is moving to another host: its configuration cannot change now"
+        case .noMoveUnderWay: "this host offered this vNIC no move"
         case .connectionCap(let open, let max): "the host has \(open) connections open (max_connections \(max)); try again later"
         case .adminConnectionCap(let open, let max): "the host has \(open) admin connections open (at most \(max)); try again later"
         case .attachTimeout(let seconds): "no vNIC attached within \(seconds) s (attach_timeout): closing"

@@ -6,9 +6,10 @@ import NPASystem
 import SystemPackage
 
 /// The host's control server: its connections, guests' and administrators', and what each may
-/// ask. A guest's connection attaches one vNIC (memory and eventfds arrive with SCM_RIGHTS) and
-/// then acts only on it: register accesses, its counters, its switch steps, whether a peer is
-/// there. An admin connection (the 0600 admin socket) asks for status, switches and VF resets,
+/// ask. A guest's connection attaches one vNIC (memory and eventfds arrive with SCM_RIGHTS), or
+/// resumes one moved here from another host (`ControlServer+Attach.swift`), and then acts only
+/// on it: register accesses, its counters, its switch steps, its answers to a move offer
+/// (`ControlServer+Departure.swift`), whether a peer is there. An admin connection (the 0600 admin socket) asks for status, switches and VF resets,
 /// and never attaches. Every refusal is a typed `ControlRefusal`.
 ///
 /// It may touch: the connections, the data path's vNIC table (attach, detach), the PF driver
@@ -32,13 +33,19 @@ final class ControlServer {
     let configuration: HostConfiguration
     let logger: Logger
     let adminSocketPath: String
-    private let epoll: Epoll
-    private let dataPath: HostDataPath
-    private let pfDriver: PFDriver
-    private let admission: Admission
+    let epoll: Epoll
+    let dataPath: HostDataPath
+    let pfDriver: PFDriver
+    let admission: Admission
     private(set) var connections: [UInt64: Connection] = [:]
     private var nextConnectionID: UInt64 = 1
-    private var nextVNICID: UInt32 = 1
+    var nextVNICID: UInt32 = 1
+    /// vNICs expected from other hosts, by the token their guests will present (`resume`).
+    let arrivals = PendingArrivals()
+    /// vNICs leaving for another host, by guest name (`HostDaemon+Departure.swift`).
+    var departures: [String: Departure] = [:]
+    /// Told of every move's outcome on this host, on the host's thread.
+    var moveEventHandler: ((MoveEvent) -> Void)?
     /// Admin connections open now: capped apart from the guests' (`maxAdminConnections`), so
     /// guests filling `max_connections` cannot lock the administrator out.
     private(set) var adminConnectionCount = 0
@@ -164,6 +171,10 @@ final class ControlServer {
                 attach(c, request, fds)
                 continue
             }
+            if case .resume(let request) = message {
+                resume(c, request, fds)
+                continue
+            }
             for fd in fds { try? fd.close() }
             if message.isAdministrative {
                 refuseAdministrative(message, from: c)
@@ -199,6 +210,11 @@ final class ControlServer {
         case .registerWrite(let bar, let offset, let value):
             guard let d = c.device else { return reply(c, notAttached) }
             guard bar == 1 else { return reply(c, registerRefusal(.onlyBAR1)) }
+            // A leaving vNIC's state was saved: a change now would not travel with it. Only the
+            // DIC acknowledgement (ECR lives in guest memory) goes through.
+            if departures[d.name] != nil && offset != VMXNET3.Register.ecr.rawValue {
+                return reply(c, registerRefusal(.moving(d.name)))
+            }
             if offset == VMXNET3.Register.cmd.rawValue && value == VMXNET3.Command.activateVF.rawValue {
                 switch pfDriver.activateVF(d) {
                 case .success: return reply(c, .registerResult(status: 0, value: 0, message: ""))
@@ -235,6 +251,7 @@ final class ControlServer {
             closeConnection(c, reason: "guest detached")
         case .switchQuery:
             guard let d = c.device else { return reply(c, notAttached) }
+            if let offer = takeMoveOffer(for: d) { return reply(c, .switchOffer(offer)) }
             pfDriver.offerSwitch(d) { message, descriptors in reply(c, message, descriptors: descriptors) }
         case .switchInReady(let tx, let rx, let plugin):
             guard let d = c.device else { return reply(c, notAttached) }
@@ -267,9 +284,15 @@ final class ControlServer {
             case .success(let note): reply(c, .ok(note))
             case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
+        case .moved:
+            guard let d = c.device else { return reply(c, notAttached) }
+            guestMoved(d, connection: c)
+        case .moveFailed(let reason):
+            guard let d = c.device else { return reply(c, notAttached) }
+            guestFailedToMove(d, reason: reason, connection: c)
         case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate:
             refuseAdministrative(message, from: c)
-        case .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply:
+        case .resume, .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply:
             reply(c, ControlRefusal.unexpectedMessage.reply)
         }
     }
@@ -317,75 +340,20 @@ final class ControlServer {
         .registerResult(status: refusal.code, value: value, message: refusal.description)
     }
 
-    private func attach(_ c: Connection, _ request: ControlMessage.AttachRequest, _ fds: [FileDescriptor]) {
-        func refuse(_ refusal: ControlRefusal) {
-            for fd in fds { try? fd.close() }
-            logger.warning("attach of '\(request.name)' refused: \(refusal)")
-            reply(c, refusal.reply)
-        }
-        guard c.device == nil else { return refuse(.alreadyAttached) }
-        let vectors = Int(request.interruptVectors)
-        guard (1...VMXNET3.RegisterPage.maximumVectors).contains(vectors) else {
-            return refuse(.interruptVectors(vectors))
-        }
-        guard fds.count == 2 + vectors else {
-            return refuse(.descriptorCount(expected: 2 + vectors, vectors: vectors, got: fds.count))
-        }
-        let name = request.name
-        guard GuestName.isValid(name) else {
-            return refuse(.invalidGuestName)
-        }
-        guard dataPath.device(named: name) == nil else {
-            return refuse(.guestNameInUse(name))
-        }
-        let policy = configuration.policy(forGuest: name)
-        let mac: MACAddress
-        switch admission.chooseMAC(requested: request.mac, guest: name, policy: policy, candidate: nextVNICID) {
-        case .success(let chosen): mac = chosen
-        case .failure(let refusal): return refuse(.admission(refusal))
-        }
-        let region: SharedMemory
-        do {
-            region = try SharedMemory(adopting: fds[0], minimumSize: 1 << 20, maximumSize: 1 << 34)
-        } catch {
-            for fd in fds.dropFirst() { try? fd.close() }
-            logger.warning("attach of '\(name)' refused: guest memory: \(error)")
-            return reply(c, ControlRefusal.guestMemory("\(error)").reply)
-        }
-        let device: EmulatedDevice
-        do {
-            device = try EmulatedDevice(
-                id: nextVNICID, name: name, mac: mac, policy: policy, region: region,
-                doorbell: EventNotifier(adopting: fds[1]), interrupts: fds[2...].map { EventNotifier(adopting: $0) },
-                maxQueues: configuration.maxQueuesPerVNIC, vswitch: dataPath.vswitch, admission: admission, logger: logger)
-            try epoll.add(device.doorbell.fd, tag: HostEventTag.doorbell(device.id))
-        } catch {
-            return reply(c, ControlRefusal.vnicCreation("\(error)").reply)
-        }
-        device.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
-        nextVNICID += 1
-        c.device = device
-        dataPath.add(device)
-        logger.info("attached guest '\(name)' as vNIC \(device.id), MAC \(mac), \(region.size >> 20) MiB")
-        reply(
-            c,
-            .attached(
-                .init(
-                    vnicID: device.id, mac: mac, maxTxQueues: UInt8(configuration.maxQueuesPerVNIC),
-                    maxRxQueues: UInt8(configuration.maxQueuesPerVNIC))), descriptors: [device.registerPage.fd])
-    }
-
-    private func closeConnection(_ c: Connection, reason: String) {
+    func closeConnection(_ c: Connection, reason: String) {
         epoll.remove(c.socket.fd)
         guard connections.removeValue(forKey: c.id) != nil else { return }
         if c.isAdmin { adminConnectionCount -= 1 }
         if let d = c.device {
+            let wasLeaving = departures.removeValue(forKey: d.name) != nil
             epoll.remove(d.doorbell.fd)
             pfDriver.releaseVF(d)
             d.detach()
             dataPath.remove(d)
             c.device = nil
             logger.info("vNIC \(d.id) of guest '\(d.name)' torn down: \(reason)")
+            // Reported once the vNIC is gone, so that the orchestration finds the host as it says.
+            if wasLeaving { report(.moveFailed(name: d.name, reason: "the guest's connection closed while it was leaving: \(reason)")) }
         }
     }
 

@@ -35,10 +35,8 @@ extension HostDaemon {
     @discardableResult
     func checkpointAndRestore(_ device: EmulatedDevice) throws(CheckpointRefusal) -> EmulatedDevice {
         guard dataPath.devices.contains(where: { $0 === device }) else { throw .noSuchDevice(device.name) }
-        guard !device.switching.isPassthrough else { throw .switchingState("vNIC '\(device.name)' is in passthrough") }
-        guard device.switching.state == .emulated, !device.awaitingSwitchOut else {
-            throw .switchingState("vNIC '\(device.name)' has a switch under way")
-        }
+        if let reason = unsavableReason(device) { throw .switchingState(reason) }
+        guard server.departures[device.name] == nil else { throw .switchingState("vNIC '\(device.name)' is leaving this host") }
         device.stop()
         let restored: EmulatedDevice
         do {
@@ -60,5 +58,15 @@ extension HostDaemon {
         server.rebind(device, to: restored)
         logger.info("vNIC '\(device.name)' checkpointed and restored")
         return restored
+    }
+}
+
+extension HostDaemon {
+    /// Why `device` cannot be saved now, nil if it can: only an emulated vNIC with no switch
+    /// under way is (the VF's state is not device emulation's). Checkpoints and departures ask.
+    func unsavableReason(_ device: EmulatedDevice) -> String? {
+        if device.switching.isPassthrough { return "vNIC '\(device.name)' is in passthrough" }
+        if device.switching.state != .emulated || device.awaitingSwitchOut { return "vNIC '\(device.name)' has a switch under way" }
+        return nil
     }
 }

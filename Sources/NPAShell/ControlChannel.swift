@@ -36,8 +36,9 @@ public struct HostGone: Error, CustomStringConvertible, Sendable, Equatable {
 ///
 /// Single-threaded, like the vNIC that owns it.
 package final class HostLink {
-    package let socket: SeqPacketSocket
-    package let socketPath: String
+    /// The control connection; replaced in place when the vNIC moves to another host.
+    package private(set) var socket: SeqPacketSocket
+    package private(set) var socketPath: String
     package private(set) var gone: HostGone?
     private var nextCheck: UInt64 = 0
     /// How stale the answer of `checkIfDue` may be: short enough that a guest notices well within
@@ -47,6 +48,13 @@ package final class HostLink {
     init(socket: SeqPacketSocket, socketPath: String) {
         self.socket = socket
         self.socketPath = socketPath
+    }
+
+    /// Watches `socket` (to the host at `socketPath`) from now on: the vNIC moved there.
+    func replace(socket: SeqPacketSocket, socketPath: String) {
+        self.socket = socket
+        self.socketPath = socketPath
+        nextCheck = 0
     }
 
     /// Marks the link down (the first reason sticks) and returns the error to throw.
@@ -81,16 +89,30 @@ package final class HostLink {
 /// the link down and every request then throws `HostGone`; an `error` reply throws
 /// `HostRefusal`.
 ///
+/// When the vNIC moves to another host the channel takes over the connection to it in place
+/// (`adoptConnection(of:)`), so everything holding the channel or its link keeps working.
+///
 /// It may touch its socket and the link it shares with the data paths (`HostLink`), nothing else.
 final class ControlChannel {
-    let socket: SeqPacketSocket
+    var socket: SeqPacketSocket { link.socket }
     let link: HostLink
     let timeoutMilliseconds: Int32
+    /// The vNIC's id on the host at the other end (set at attach, and by a move).
+    var vnicID: UInt32 = 0
 
     init(path: String, timeoutMilliseconds: Int32 = 10_000) throws {
-        socket = try SeqPacketSocket.connect(path: path)
-        link = HostLink(socket: socket, socketPath: path)
+        link = HostLink(socket: try SeqPacketSocket.connect(path: path), socketPath: path)
         self.timeoutMilliseconds = timeoutMilliseconds
+    }
+
+    /// Takes over `other`'s connection (to the host the vNIC moved to): requests go there from
+    /// now on and the link the data paths share watches it. Returns the former connection,
+    /// closed when the caller lets it go.
+    func adoptConnection(of other: ControlChannel) -> SeqPacketSocket {
+        let former = link.socket
+        link.replace(socket: other.link.socket, socketPath: other.link.socketPath)
+        vnicID = other.vnicID
+        return former
     }
 
     func request(_ message: ControlMessage, descriptors: [FileDescriptor] = []) throws -> (ControlMessage, [FileDescriptor]) {

@@ -3,7 +3,8 @@ import NPASystem
 
 /// What the shell's switches did, for people and tools (`npa guest`, `npa soak`, the tests):
 /// the duration of each completed switch, what the last failed one said, and every transition,
-/// oldest first (the last 256), timed from attach.
+/// oldest first (the last 256), timed from attach. Moves to another host are kept apart
+/// (`moveDurations`, `lastMoveError`), their transitions in the same log.
 ///
 /// A plain value; only `ShellSwitcher` writes it.
 struct ShellSwitchRecord {
@@ -11,6 +12,8 @@ struct ShellSwitchRecord {
     private(set) var switchInDurations: [Double] = []
     private(set) var switchOutDurations: [Double] = []
     private(set) var lastError: String?
+    private(set) var moveDurations: [Double] = []
+    private(set) var lastMoveError: String?
     private(set) var log: [String] = []
     private let startedAt = Clock.monotonicNanoseconds()
 
@@ -31,5 +34,18 @@ struct ShellSwitchRecord {
     mutating func failed(_ reason: String, mode: String) {
         lastError = reason
         note("switch failed, staying \(mode): \(reason)")
+    }
+
+    /// A move completed after `milliseconds`; the vNIC is attached to the host at `host` now.
+    mutating func completedMove(milliseconds: Double, host: String) {
+        moveDurations.append(milliseconds)
+        lastMoveError = nil
+        note(String(format: "now on %@ (%.3f ms)", host, milliseconds))
+    }
+
+    /// A move failed; the vNIC stays on its host.
+    mutating func moveFailed(_ reason: String) {
+        lastMoveError = reason
+        note("move failed, staying: \(reason)")
     }
 }

@@ -1,3 +1,5 @@
+import NPAControlProtocol
+
 /// The shell's side of a mode switch, as a state machine (SwiftNIO style): a state enum whose
 /// cases carry what that state owns, and events that return the action the caller performs.
 /// The caller (`ShellSwitcher`) does the I/O — control round trips, loading the plugin, draining
@@ -12,6 +14,10 @@
 /// offer as the host sent it (the plugin image, the VF's register page, its kick eventfd),
 /// `Lease` a loaded VF plugin with its data path and what keeps them alive, `Drained` what a
 /// quiesced data path hands the next one (unsent frames, received frames, buffers).
+///
+/// A move to another host (`moveOffered`) is the one change that is no switch: the guest stays
+/// emulated and re-attaches its vNIC to the destination host, whose control connection then
+/// replaces the source's.
 package struct ShellSwitchStateMachine<Offer, Lease, Drained> {
     /// The guest on a VF: the lease, and whether the plugin's fault was already reported (the
     /// host is told once; it answers with DIC).
@@ -51,6 +57,8 @@ package struct ShellSwitchStateMachine<Offer, Lease, Drained> {
         /// Emulation adopted what the VF path left, the lease is released; `switchOutDone` is
         /// under way.
         case finishingSwitchOut
+        /// Move offered: the guest (emulated) re-attaches to the destination host (`resume`).
+        case moving(ControlMessage.MoveDestination)
         /// The host is gone: no switch can be carried out any more. Keeps the VF the guest ran
         /// on, if any (its data path stays the one the guest's calls reach).
         case hostGone(Passthrough?)
@@ -103,6 +111,14 @@ package struct ShellSwitchStateMachine<Offer, Lease, Drained> {
         case recordFailure(reason: String)
         /// Tell the host the plugin reported its device dead (`pluginFault`).
         case reportPluginFault(reason: String)
+        /// Connect to the destination's control socket and `resume` there with the guest's
+        /// memory, eventfds and register page; tell the source `moved` and carry on over the new
+        /// connection. Report `moveCompleted` or `stepFailed`.
+        case moveToHost(ControlMessage.MoveDestination)
+        /// The move is complete: the guest is attached to the destination.
+        case completeMove
+        /// Tell the source `moveFailed` and record `reason`; the guest stays on the source.
+        case abandonMove(reason: String)
         /// Nothing to do.
         case none
     }
@@ -119,7 +135,7 @@ package struct ShellSwitchStateMachine<Offer, Lease, Drained> {
     /// is drained).
     package var dataPathLease: Lease? {
         switch state {
-        case .emulated, .loadingPlugin, .preparingVF, .activatingVF, .drainingEmulation, .finishingSwitchOut: nil
+        case .emulated, .loadingPlugin, .preparingVF, .activatingVF, .drainingEmulation, .finishingSwitchOut, .moving: nil
         case .awaitingOffer(let current): current?.lease
         case .passthrough(let p), .rearmingEmulation(let p), .beginningSwitchOut(let p): p.lease
         case .drainingVF(let lease): lease
@@ -148,6 +164,7 @@ package struct ShellSwitchStateMachine<Offer, Lease, Drained> {
         case .drainingVF: .drainingVF
         case .finishingSwitchOut: .finishingSwitchOut
         case .hostGone: .hostGone
+        case .moving: .moving
         }
     }
 
@@ -186,6 +203,21 @@ package struct ShellSwitchStateMachine<Offer, Lease, Drained> {
         guard case .awaitingOffer(current: let current?) = state else { throw refuse(.switchOutOffered) }
         state = .rearmingEmulation(current)
         return .rearmEmulation
+    }
+
+    /// The host offers a move to another host: only an emulated guest can take one (the host
+    /// switches a guest on a VF out first).
+    package mutating func moveOffered(_ destination: ControlMessage.MoveDestination) throws(ShellSwitchRefusal) -> Action {
+        guard case .awaitingOffer(current: nil) = state else { throw refuse(.moveOffered) }
+        state = .moving(destination)
+        return .moveToHost(destination)
+    }
+
+    /// The destination took the vNIC (the move's commit point) and the source was told.
+    package mutating func moveCompleted() throws(ShellSwitchRefusal) -> Action {
+        guard case .moving = state else { throw refuse(.moveCompleted) }
+        state = .emulated
+        return .completeMove
     }
 
     package mutating func pluginLoaded(_ lease: Lease) throws(ShellSwitchRefusal) -> Action {
@@ -264,6 +296,9 @@ package struct ShellSwitchStateMachine<Offer, Lease, Drained> {
         case .finishingSwitchOut:
             state = .emulated
             return .recordFailure(reason: reason)
+        case .moving:
+            state = .emulated
+            return .abandonMove(reason: reason)
         case .emulated, .drainingEmulation, .passthrough, .drainingVF, .hostGone:
             throw refuse(.stepFailed)
         }
@@ -306,12 +341,14 @@ package enum ShellSwitchEvent: String, CaseIterable, Sendable {
     case stepFailed = "a failed step"
     case pluginFaulted = "a plugin fault"
     case hostGone = "the host's hang-up"
+    case moveOffered = "a move offer"
+    case moveCompleted = "the destination's resume"
 }
 
 /// The states of `ShellSwitchStateMachine`, by name.
 package enum ShellSwitchStateName: String, CaseIterable, Sendable {
     case emulated, awaitingOffer, loadingPlugin, preparingVF, activatingVF, drainingEmulation
-    case passthrough, rearmingEmulation, beginningSwitchOut, drainingVF, finishingSwitchOut, hostGone
+    case passthrough, rearmingEmulation, beginningSwitchOut, drainingVF, finishingSwitchOut, hostGone, moving
 }
 
 /// An event the shell's switch state machine does not expect in its state (the state is left

@@ -28,11 +28,14 @@ final class ShellSwitcher {
     private let vfRegions: (tx: [npa_queue_region], rx: [npa_queue_region])
     private let ringSize: Int
     private let spinPolls: Int
+    /// What the guest hands a host to attach, handed again when the vNIC moves.
+    private let attachment: GuestAttachment
 
     init(
         emulationPath: ShellDataPath, device: VMXNET3Programming, channel: ControlChannel, interrupt: EventNotifier,
-        vfRegions: (tx: [npa_queue_region], rx: [npa_queue_region]), ringSize: Int, spinPolls: Int
+        vfRegions: (tx: [npa_queue_region], rx: [npa_queue_region]), ringSize: Int, spinPolls: Int, attachment: GuestAttachment
     ) {
+        self.attachment = attachment
         self.emulationPath = emulationPath
         activePath = emulationPath
         self.device = device
@@ -212,6 +215,31 @@ final class ShellSwitcher {
             record.note("plugin fault: \(reason)")
             _ = try? channel.requestAcknowledged(.pluginFault(reason: reason))
             return nil
+        case .moveToHost(let destination):
+            // The device on the source is stopped: what the guest posted since stays in its rings
+            // (guest memory, which moves with it) for the destination's device.
+            let arrival: ControlChannel
+            do {
+                arrival = try ControlChannel.resuming(
+                    at: destination, attachment: attachment, timeoutMilliseconds: channel.timeoutMilliseconds)
+            } catch {
+                return stepFailed(error)
+            }
+            // Committed: the vNIC runs on the destination. The source hears it and tears its vNIC
+            // down (if it is gone already, there is no one left to tell); its connection closes
+            // when the former socket is released, after the data paths watch the new one.
+            _ = try? channel.requestAcknowledged(.moved)
+            let source = channel.link.socketPath
+            _ = channel.adoptConnection(of: arrival)
+            record.note("resumed on \(destination.controlSocket) as vNIC \(channel.vnicID), left \(source)")
+            return step { try $0.moveCompleted() }
+        case .completeMove:
+            record.completedMove(milliseconds: Double(Clock.monotonicNanoseconds() - startedAt) / 1e6, host: channel.link.socketPath)
+            return nil
+        case .abandonMove(let reason):
+            _ = try? channel.requestAcknowledged(.moveFailed(reason: reason))
+            record.moveFailed(reason)
+            return nil
         }
     }
 
@@ -250,6 +278,13 @@ final class ShellSwitcher {
             for fd in fds { try? fd.close() }
             record.note("host asks for switch-out")
             return step { try $0.switchOutOffered() }
+        case .move:
+            for fd in fds { try? fd.close() }
+            guard let destination = offer.destination else {
+                return stepFailed(HostRefusal(code: 0, message: "a move offer without a destination"))
+            }
+            record.note("host offers a move to \(destination.controlSocket)")
+            return step { try $0.moveOffered(destination) }
         }
     }
 

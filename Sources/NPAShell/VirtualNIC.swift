@@ -79,7 +79,8 @@ public final class VirtualNIC {
     public let name: String
     public let configuration: Configuration
     public private(set) var mac: MACAddress
-    public let vnicID: UInt32
+    /// The vNIC's id on the host it is attached to now (a move gets it a new one).
+    public var vnicID: UInt32 { channel.vnicID }
     public var txQueueCount: Int { configuration.txQueues }
     public var rxQueueCount: Int { configuration.rxQueues }
     /// "emulated" while the built-in plugin drives the data path, "passthrough" on a VF.
@@ -96,13 +97,14 @@ public final class VirtualNIC {
 
     private let memory: SharedMemory
     private let registers: SharedMemory
-    private let channel: ControlChannel
+    /// The control connection (to the host the vNIC is attached to now).
+    let channel: ControlChannel
     private let doorbell: EventNotifier
     private let interrupt: EventNotifier
     private let device: VMXNET3Programming
     /// Carries switches out and says which data path is active: the emulation path, or the VF's
     /// while in passthrough.
-    private let switcher: ShellSwitcher
+    let switcher: ShellSwitcher
     private var dataPath: ShellDataPath { switcher.activePath }
     private var detached = false
 
@@ -156,7 +158,7 @@ public final class VirtualNIC {
             throw AttachError.invalidConfiguration("the host allows at most \(attached.maxTxQueues) TX / \(attached.maxRxQueues) RX queues")
         }
         mac = attached.mac
-        vnicID = attached.vnicID
+        channel.vnicID = attached.vnicID
 
         // Queue regions in guest memory: the shell allocates them; the plugin carves them.
         let (tx, rx) = layout.emulationRegions(base: memory.base)
@@ -170,40 +172,15 @@ public final class VirtualNIC {
         device = VMXNET3Programming(memory: GuestMemory(base: memory.base, size: memory.size), channel: channel)
         switcher = ShellSwitcher(
             emulationPath: emulationPath, device: device, channel: channel, interrupt: interrupt,
-            vfRegions: layout.vfRegions(base: memory.base), ringSize: c.ringSize, spinPolls: c.spinPolls)
+            vfRegions: layout.vfRegions(base: memory.base), ringSize: c.ringSize, spinPolls: c.spinPolls,
+            attachment: GuestAttachment(
+                name: c.name, memory: memory.fd, doorbell: doorbell.fd, interrupts: [interrupt.fd],
+                registerPage: registerPage.fd))
         device.fillDriverShared(mtu: c.mtu, tx: tx, rx: rx)
         // Post RX buffers before ACTIVATE, as the Linux driver does, so that the first frame
         // addressed to us after activation finds a buffer.
         emulationPath.refillAll()
         try device.activate()
-    }
-
-    // MARK: The host's presence
-
-    /// Why the host is gone, once the shell saw its control connection close; nil while it is
-    /// there. Set by any data-path call or control operation that noticed (no syscall to read).
-    public var hostGone: HostGone? { channel.link.gone }
-
-    /// True once the host is gone (one load): what a workload loop checks to stop.
-    public var isHostGone: Bool { channel.link.gone != nil }
-
-    /// Looks now (one non-blocking poll of the control socket), for a caller that makes no
-    /// data-path calls for a while. Returns why the host is gone, or nil.
-    @discardableResult
-    public func checkHost() -> HostGone? { channel.link.check() }
-
-    /// Sleeps until the host goes away, `descriptor` (if given) becomes readable, or
-    /// `timeoutMilliseconds` passes (negative: no limit). Returns why the host is gone, or nil
-    /// (then the descriptor is readable, or the time is up). For a guest that holds its vNIC
-    /// while it waits for something else, e.g. `--hold` waiting for standard input to close.
-    public func waitForHostGone(timeoutMilliseconds: Int, orReadable descriptor: Int32? = nil) -> HostGone? {
-        let link = channel.link
-        if let gone = link.gone { return gone }
-        let timeout = Int32(clamping: timeoutMilliseconds < 0 ? -1 : timeoutMilliseconds)
-        if link.socket.waitForHangUp(timeoutMilliseconds: timeout, orReadable: descriptor) {
-            link.markGone("the control connection closed")
-        }
-        return link.gone
     }
 
     // MARK: Data path (forwarded to the active plugin's data path)

@@ -1,3 +1,4 @@
+import Foundation
 import NPAControlProtocol
 import NPATestSupport
 import NPAWorkload
@@ -33,11 +34,47 @@ import Testing
         .pluginFault(reason: "VF disabled under the plugin"),
         .peerQuery(mac: MACAddress(value: 0x0200_0000_0002)),
         .peerReply(mac: MACAddress(value: 0x0200_0000_0002), active: true),
+        .switchOffer(
+            .init(kind: .move, destination: .init(controlSocket: "/run/npa/b.sock", token: MoveToken(bytes: Array(100..<116))))),
+        .resume(.init(token: MoveToken(bytes: Array(0..<16)), name: "alpha", interruptVectors: 1)),
+        .moved,
+        .moveFailed(reason: "the destination refused the token"),
     ]
 
     @Test(arguments: samples)
     func everyMessageRoundTrips(_ message: ControlMessage) throws {
         #expect(try ControlMessage.parse(message.encode()) == message)
+    }
+
+    /// The move kind added fields after the offer's others, for itself alone: the other kinds
+    /// are the bytes they were (a shell that predates moves reads them as before).
+    @Test func switchOffersOtherThanAMoveKeepTheirBytes() {
+        let header: [UInt8] = [0x4E, 0x50, 0x41, 0x31, 2, 0, 17, 0]
+        #expect(ControlMessage.switchOffer(.init(kind: .none)).encode() == header + [7, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0])
+        #expect(
+            ControlMessage.switchOffer(.init(kind: .switchOut, vf: 3)).encode() == header + [7, 0, 0, 0] + [2, 3, 0, 0, 0, 0, 0])
+    }
+
+    /// A token is 16 bytes on the wire or the message is refused.
+    @Test func aMoveTokenOfAnotherLengthDoesNotParse() {
+        for length in [0, 15, 17] {
+            let message = ControlMessage.resume(
+                .init(token: MoveToken(bytes: Array(repeating: 1, count: length)), name: "a", interruptVectors: 1))
+            #expect(throws: ProtocolError("a move token has 16 bytes, not \(length)")) { try ControlMessage.parse(message.encode()) }
+        }
+        #expect(MoveToken.random() != MoveToken.random() && MoveToken.random().isWellFormed)
+    }
+
+    /// The fuzzer's seeds for the move messages (`FuzzTesting/make-seeds.py`) are messages this
+    /// protocol parses, so the fuzzer starts from inside the parser, not at its version check.
+    @Test func theMoveSeedsOfTheControlMessageFuzzerParse() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("FuzzTesting/corpus/control-message")
+        for seed in ["switch-offer-move", "resume", "moved", "move-failed"] {
+            let bytes = try [UInt8](Data(contentsOf: corpus.appendingPathComponent(seed)))
+            let message = try ControlMessage.parse(bytes)
+            #expect(message.encode() == bytes, "\(seed)")
+        }
     }
 
     @Test func truncatedMessagesAreRejectedNotTrapped() {

@@ -1,3 +1,4 @@
+import NPAControlProtocol
 import NPAShell
 import Testing
 
@@ -8,12 +9,13 @@ import Testing
 
     static let onVF = Machine.Passthrough(lease: "vf")
     static let onVFFaultReported = Machine.Passthrough(lease: "vf", faultReported: true)
+    static let destination = ControlMessage.MoveDestination(controlSocket: "/b.sock", token: MoveToken(bytes: Array(0..<16)))
 
     /// One sample of every state (both flavours where a state carries an optional VF).
     enum StateSample: CaseIterable, Sendable {
         case emulated, awaitingOfferEmulated, awaitingOfferOnVF, loadingPlugin, preparingVF, activatingVF
         case drainingEmulation, passthrough, passthroughFaultReported, rearmingEmulation, beginningSwitchOut
-        case drainingVF, finishingSwitchOut, hostGoneEmulated, hostGoneOnVF
+        case drainingVF, finishingSwitchOut, hostGoneEmulated, hostGoneOnVF, moving
 
         var state: Machine.State {
             switch self {
@@ -32,6 +34,7 @@ import Testing
             case .finishingSwitchOut: .finishingSwitchOut
             case .hostGoneEmulated: .hostGone(nil)
             case .hostGoneOnVF: .hostGone(onVF)
+            case .moving: .moving(destination)
             }
         }
     }
@@ -56,6 +59,8 @@ import Testing
             case .stepFailed: return .success(try machine.stepFailed(reason: "why"))
             case .pluginFaulted: return .success(try machine.pluginFaulted(reason: "dead"))
             case .hostGone: return .success(try machine.hostGone())
+            case .moveOffered: return .success(try machine.moveOffered(destination))
+            case .moveCompleted: return .success(try machine.moveCompleted())
             }
         } catch {
             return .failure(error)
@@ -95,6 +100,10 @@ import Testing
         case (.drainingVF, .vfDrained): (.finishingSwitchOut, .finishSwitchOut(adopting: 7, releasing: "vf"))
         case (.finishingSwitchOut, .switchOutDone): (.emulated, .completeSwitchOut)
         case (.finishingSwitchOut, .stepFailed): (.emulated, .recordFailure(reason: "why"))
+        // A move to another host: only an emulated guest takes one; a failure stays on the source.
+        case (.awaitingOfferEmulated, .moveOffered): (.moving(destination), .moveToHost(destination))
+        case (.moving, .moveCompleted): (.emulated, .completeMove)
+        case (.moving, .stepFailed): (.emulated, .abandonMove(reason: "why"))
         // The host's hang-up, between switches.
         case (.emulated, .hostGone): (.hostGone(nil), .none)
         case (.passthrough, .hostGone): (.hostGone(onVF), .none)
