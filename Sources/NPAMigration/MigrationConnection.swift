@@ -124,6 +124,24 @@ public final class MigrationConnection {
 
     // MARK: Blocking helpers (CLI, tests)
 
+    /// Starts a connection to the migration listener at `address` as the initiator, without
+    /// waiting (for the host's loop): the hello is queued and goes out on `flush()` once the
+    /// connection is made (the socket turns writable); a connection that fails closes on the next
+    /// `flush()` or `receive()` with `.failed`. Throws only for what fails at once.
+    public static func open(
+        to address: StreamSocket.Address, key: MigrationKey, counters: MigrationChannelCounters = MigrationChannelCounters(),
+        handshakeTimeoutMilliseconds: Int32 = defaultHandshakeTimeoutMilliseconds
+    ) throws(MigrationChannelError) -> MigrationConnection {
+        let socket: StreamSocket
+        do {
+            socket = try StreamSocket.startConnect(address)
+        } catch {
+            throw .failed("\(error)")
+        }
+        return MigrationConnection(
+            socket: socket, role: .initiator, key: key, counters: counters, handshakeTimeoutMilliseconds: handshakeTimeoutMilliseconds)
+    }
+
     /// Connects to a migration listener at `address` as the initiator and completes the
     /// handshake, all within `timeoutMilliseconds`.
     public static func connect(

@@ -144,25 +144,36 @@ public final class StreamSocket: @unchecked Sendable {
         return sock
     }
 
+    /// Starts connecting to `address` without waiting: the socket is returned at once, its TCP
+    /// connection possibly still being made. Until it is, reads and writes say "would block"
+    /// (it becomes writable when made); a connection that fails reports its error on the next
+    /// read or write. Throws for what fails at once (a full Unix backlog: EAGAIN; nobody at a
+    /// Unix path: ECONNREFUSED or ENOENT).
+    public static func startConnect(_ address: Address) throws -> StreamSocket {
+        let target = try SocketAddress(address)
+        let sock = try open(family: target.family)
+        if target.family != AF_UNIX { sock.disableNagle() }
+        let rc = target.withSockaddr { Glibc.connect(sock.fd.rawValue, $0, $1) }
+        if rc != 0 {
+            let err = Errno(rawValue: Glibc.errno)
+            // EINTR: the connection goes on being made, as with EINPROGRESS.
+            guard err == .nowInProgress || err == .interrupted else { throw SystemCallError("connect(\(address))", err) }
+        }
+        return sock
+    }
+
     /// Connects to `address`, waiting at most `timeoutMilliseconds` for the connection to be
     /// made. The socket is non-blocking afterwards. Throws `SystemCallError` (ETIMEDOUT when the
     /// time ran out, ECONNREFUSED when nobody listens).
     public static func connect(_ address: Address, timeoutMilliseconds: Int32) throws -> StreamSocket {
-        let target = try SocketAddress(address)
-        let sock = try open(family: target.family)
-        let rc = target.withSockaddr { Glibc.connect(sock.fd.rawValue, $0, $1) }
-        if rc != 0 {
-            let err = Errno(rawValue: Glibc.errno)
-            guard err == .nowInProgress || err == .interrupted else { throw SystemCallError("connect(\(address))", err) }
-            guard sock.wait(writable: true, timeoutMilliseconds: timeoutMilliseconds) else {
-                throw SystemCallError("connect(\(address))", .timedOut)
-            }
-            var soError: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            _ = try syscall("getsockopt(SO_ERROR)") { getsockopt(sock.fd.rawValue, SOL_SOCKET, SO_ERROR, &soError, &length) }
-            if soError != 0 { throw SystemCallError("connect(\(address))", Errno(rawValue: soError)) }
+        let sock = try startConnect(address)
+        guard sock.wait(writable: true, timeoutMilliseconds: timeoutMilliseconds) else {
+            throw SystemCallError("connect(\(address))", .timedOut)
         }
-        if target.family != AF_UNIX { sock.disableNagle() }
+        var soError: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = try syscall("getsockopt(SO_ERROR)") { getsockopt(sock.fd.rawValue, SOL_SOCKET, SO_ERROR, &soError, &length) }
+        if soError != 0 { throw SystemCallError("connect(\(address))", Errno(rawValue: soError)) }
         return sock
     }
 
