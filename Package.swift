@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "NPANICModel", targets: ["NPANICModel"]),
         .library(name: "NPARingFormats", targets: ["NPARingFormats"]),
         .library(name: "NPAWorkload", targets: ["NPAWorkload"]),
+        .library(name: "NPAMigration", targets: ["NPAMigration"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -5,6 +5,11 @@ import PackageDescription
 // stays fast; built only by scripts/fuzz.sh, which passes the sanitizer flags.
 let targets = [
     "control-message", "host-config", "vmxnet3-registers", "vmxnet3-descriptors", "vf-dring", "vf-cq", "device-state", "tcp-segmentation",
+    "migration-records",
+]
+// What a target needs beyond FuzzSupport.
+let extraDependencies: [String: [Target.Dependency]] = [
+    "migration-records": [.product(name: "NPAMigration", package: "npa-swift")]
 ]
 let package = Package(
     name: "npa-fuzz",
@@ -26,7 +31,7 @@ let package = Package(
             ])
     ]
         + targets.map { name in
-            .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport"])
+            .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport"] + (extraDependencies[name] ?? []))
         },
     swiftLanguageModes: [.v6]
 )

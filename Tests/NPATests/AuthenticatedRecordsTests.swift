@@ -1,3 +1,4 @@
+import Foundation
 @testable import NPAMigration
 import Testing
 
@@ -183,5 +184,23 @@ import Testing
         b.append(good)
         #expect(throws: MigrationRefusal.self) { try b.nextRecord() }
         #expect(b.refusal?.reason == .badTag && !b.isEstablished)
+    }
+
+    /// The `migration-records` fuzz seeds (FuzzTesting/make-seeds.py computes their tags in
+    /// Python) are records this code opens: the two implementations of the format agree, and
+    /// the fuzzer starts past the tag check.
+    @Test func theFuzzSeedsAreRealRecords() throws {
+        let seed = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../FuzzTesting/corpus/migration-records/stream-whole")
+        let bytes = try [UInt8](Data(contentsOf: seed))
+        let key = try MigrationKey(bytes: Array(repeating: 0x4B, count: 32))
+        var responder = AuthenticatedRecords(role: .responder, key: key, nonce: Array(repeating: 0x02, count: 16))
+        let records = try Self.open(Array(bytes.dropFirst()), into: &responder)
+        let messages = try records.map { try MigrationMessage(type: $0.type, payload: $0.payload[...]) }
+        #expect(messages.count == 11)
+        #expect(
+            messages.first.map { if case .prepare(let r) = $0 { r.guestName == "web-1" && r.vlans == [0, 10] } else { false } } == true)
+        #expect(messages.last == .done)
+        #expect(responder.peerNonce == Array(repeating: 0x01, count: 16) && responder.endOfStream() == nil)
     }
 }
