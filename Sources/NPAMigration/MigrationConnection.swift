@@ -74,10 +74,6 @@ public final class MigrationConnection {
         } catch {
             throw .unencodable(error)
         }
-        if outputStart > 0 && outputStart == output.count {
-            output.removeAll(keepingCapacity: true)
-            outputStart = 0
-        }
         output += records.seal(type: encoded.type, payload: encoded.payload)
         try flush()
     }
@@ -94,8 +90,17 @@ public final class MigrationConnection {
                 close(because: .failed("\(error)"))
                 throw .failed("\(error)")
             }
-            if written == 0 { return }
             outputStart += written
+            if written == 0 { break }
+        }
+        // Drop what was sent once it is most of the buffer, so a long transfer to a slow peer
+        // does not keep every byte it ever queued.
+        if outputStart == output.count {
+            output.removeAll(keepingCapacity: true)
+            outputStart = 0
+        } else if outputStart >= 64 * 1024 && outputStart >= output.count / 2 {
+            output.removeFirst(outputStart)
+            outputStart = 0
         }
     }
 
