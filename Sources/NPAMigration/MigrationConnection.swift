@@ -127,8 +127,6 @@ public final class MigrationConnection {
     /// Closes the socket; the connection stays `.closed`.
     public func close() { close(because: .closedLocally) }
 
-    // MARK: Blocking helpers (CLI, tests)
-
     /// Starts a connection to the migration listener at `address` as the initiator, without
     /// waiting (for the host's loop): the hello is queued and goes out on `flush()` once the
     /// connection is made (the socket turns writable); a connection that fails closes on the next
@@ -146,6 +144,8 @@ public final class MigrationConnection {
         return MigrationConnection(
             socket: socket, role: .initiator, key: key, counters: counters, handshakeTimeoutMilliseconds: handshakeTimeoutMilliseconds)
     }
+
+    // MARK: Blocking helpers (CLI, tests)
 
     /// Connects to a migration listener at `address` as the initiator and completes the
     /// handshake, all within `timeoutMilliseconds`.
