@@ -107,8 +107,11 @@ public final class MigrationConnection {
     /// Reads what has arrived and returns the complete, verified messages, in order (a partial
     /// record stays buffered). Messages that arrived before the peer closed or before a refused
     /// record are returned; then `state` is `.closed` and the next call throws why.
+    /// Also tries to write what is queued (one attempt), so a loop that watches only for
+    /// readability still gets this end's hello out once an outgoing connection is made.
     public func receive() throws(MigrationChannelError) -> [MigrationMessage] {
         if inbox.isEmpty, case .closed(let why) = state { throw why }
+        if wantsWrite { try? flush() }
         readAvailable()
         defer { inbox = [] }
         if inbox.isEmpty, case .closed(let why) = state { throw why }

@@ -169,4 +169,28 @@ import Testing
         #expect(refusal.reason == .badHello && counters.recordsRefused.badHello == 1)
         #expect(listener.counters.recordsRefused.badHello == 2)
     }
+
+    /// The host's epoll set watches only readability: `receive()` alone must get an outgoing
+    /// connection's hello out once TCP has connected (it was queued while connecting).
+    @Test func aLoopThatOnlyReceivesStillCompletesTheHandshake() throws {
+        let listener = try MigrationListener(listeningOn: .tcp(host: "127.0.0.1", port: 0), key: Self.key)
+        let client = try MigrationConnection.open(to: listener.address, key: Self.key)
+        let server = try #require(try listener.accept(timeoutMilliseconds: 20_000))
+        let deadline = Clock.monotonicNanoseconds() + 20_000_000_000
+        while !(client.isEstablished && server.isEstablished) && Clock.monotonicNanoseconds() < deadline {
+            var fds = [client.fd, server.fd].map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+            _ = poll(&fds, 2, 100)
+            _ = try client.receive()
+            _ = try server.receive()
+        }
+        #expect(client.isEstablished && server.isEstablished)
+        try client.send(.done)
+        var received: [MigrationMessage] = []
+        while received.isEmpty && Clock.monotonicNanoseconds() < deadline {
+            var fds = [pollfd(fd: server.fd.rawValue, events: Int16(POLLIN), revents: 0)]
+            _ = poll(&fds, 1, 100)
+            received += try server.receive()
+        }
+        #expect(received == [.done])
+    }
 }
