@@ -18,9 +18,11 @@ let package = Package(
         .library(name: "NPANICModel", targets: ["NPANICModel"]),
         .library(name: "NPARingFormats", targets: ["NPARingFormats"]),
         .library(name: "NPAWorkload", targets: ["NPAWorkload"]),
+        .library(name: "NPAMigration", targets: ["NPAMigration"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
@@ -37,6 +39,11 @@ let package = Package(
         // Ring layouts and guest memory: no system calls; NPASystem only for the shared-memory atomics.
         .target(name: "NPARingFormats", dependencies: ["NPASystem"], swiftSettings: dataPath),
         .target(name: "NPAControlProtocol"),
+        // The host-to-host migration channel: HMAC-authenticated records over a stream socket and
+        // the messages they carry. Reaches the OS only through NPASystem.
+        .target(
+            name: "NPAMigration",
+            dependencies: ["NPASystem", "NPAControlProtocol", .product(name: "Crypto", package: "swift-crypto")]),
         // The admin socket's client (`npa status`, `npa vnic`, the soaks, the tests).
         .target(name: "NPAAdmin", dependencies: ["NPASystem", "NPAControlProtocol"]),
         // The software SR-IOV NIC ("hardware"): never imports the host or the shell.
@@ -93,7 +100,7 @@ let package = Package(
                 "NPATestSupport", "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
                 .product(name: "SystemPackage", package: "swift-system"),
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
-                "NPASystem", "CNPAPluginABI", "npa", "NPAAdmin",
+                "NPASystem", "CNPAPluginABI", "npa", "NPAAdmin", "NPAMigration",
             ]),
     ],
     swiftLanguageModes: [.v6]

@@ -6,6 +6,11 @@ import PackageDescription
 let targets = [
     "control-message", "host-config", "vmxnet3-registers", "vmxnet3-descriptors", "vf-dring", "vf-cq", "device-state", "tcp-segmentation",
     "tcp-coalescing",
+    "migration-records",
+]
+// What a target needs beyond FuzzSupport.
+let extraDependencies: [String: [Target.Dependency]] = [
+    "migration-records": [.product(name: "NPAMigration", package: "npa-swift")]
 ]
 let package = Package(
     name: "npa-fuzz",
@@ -27,7 +32,7 @@ let package = Package(
             ])
     ]
         + targets.map { name in
-            .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport"])
+            .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport"] + (extraDependencies[name] ?? []))
         },
     swiftLanguageModes: [.v6]
 )

@@ -129,3 +129,31 @@ put("tcp-coalescing", "v6-vlan-stream", bytes([3]) + struct.pack("<HH", 1428, 0)
 put("tcp-coalescing", "gaps-flags-flows", bytes([0]) + struct.pack("<HH", 536, 0) + bytes(5) + bytes([0x40, 0, 0x80, 0, 0x04, 0, 3, 0, 0, 0x28, 0x10, 0x00]) + bytes(4))
 put("tcp-coalescing", "small-buffer", bytes([4]) + struct.pack("<HH", 1000, 6000) + bytes(20))
 put("tcp-coalescing", "raw-between", bytes([0]) + struct.pack("<HH", 1448, 0) + bytes(3) + bytes([2, 42]) + bytes([0xFF] * 6) + bytes([2, 0, 0, 0, 0, 1, 8, 6]) + bytes(28) + bytes(3) + bytes([0x20, 47, 0x02]) + bytes(2))
+# migration-records: real records (see MigrationRecordsFuzz.swift and AuthenticatedRecords.swift):
+# the harness's fixed key (32 x 0x4B) and nonces (initiator 16 x 0x01, responder 16 x 0x02).
+import hashlib, hmac
+mig_key, nonce_i, nonce_r = b"\x4b" * 32, b"\x01" * 16, b"\x02" * 16
+def mig_hello(role=1, nonce=nonce_i):
+    body = b"NPAM" + struct.pack("<HB", 1, role) + nonce
+    return body + hmac.new(mig_key, body, hashlib.sha256).digest()
+def mig_record(seq, mtype, payload):
+    tag = hmac.new(mig_key, bytes([1]) + nonce_i + nonce_r + struct.pack("<Q", seq) + bytes([mtype]) + payload, hashlib.sha256).digest()
+    return struct.pack("<IQB", 8 + 1 + len(payload) + 32, seq, mtype) + payload + tag
+mig_prepare = (s("web-1") + bytes([2, 0, 0, 0, 0, 0x0A]) + struct.pack("<H", 1) + bytes([1, 0, 0x5E, 0, 0, 1])
+               + struct.pack("<HHH", 2, 0, 10) + struct.pack("<IIBBB", 0x1F, 1500, 2, 2, 1) + s("host-a"))
+mig_messages = [
+    (1, mig_prepare),
+    (2, bytes(range(16)) + s("/tmp/npa-b.sock")),
+    (3, s("name in use")),
+    (4, struct.pack("<I", 8) + b"NPDS\x01\x00\x07\x00"),
+    (5, b""), (6, b""),
+    (7, struct.pack("<H", 2) + struct.pack("<H", 14) + bytes(14) + struct.pack("<H", 3) + b"abc"),
+    (8, b""), (9, b""), (10, s("timed out")), (11, b""),
+]
+conversation = mig_hello() + b"".join(mig_record(i, t, p) for i, (t, p) in enumerate(mig_messages))
+put("migration-records", "stream-whole", b"\x00" + conversation)            # stream mode, 1-byte chunks
+put("migration-records", "stream-chunks", b"\x7e" + conversation)           # stream mode, 64-byte chunks
+put("migration-records", "stream-oversize", b"\x10" + mig_hello() + struct.pack("<I", 0xFFFFFFFF))
+put("migration-records", "stream-wrong-role", b"\x00" + mig_hello(role=2, nonce=nonce_r))
+put("migration-records", "sealed-all", b"\x01" + b"".join(bytes([t]) + struct.pack("<H", len(p)) + p for t, p in mig_messages))
+put("migration-records", "sealed-prepare", b"\x01" + bytes([1]) + struct.pack("<H", len(mig_prepare)) + mig_prepare)

@@ -7,6 +7,7 @@
 #   scripts/fuzz.sh [TARGET ...] [--runs N | --seconds S] [--no-build] [-- LIBFUZZER_FLAGS...]
 #
 # Targets: control-message host-config vmxnet3-registers vmxnet3-descriptors vf-dring vf-cq device-state tcp-segmentation tcp-coalescing
+# migration-records
 # (default: all). Default --seconds 30 per target. Prints executions, exec/s and coverage
 # (cov: edges, ft: features) per target at the end; exits non-zero if any target crashed or
 # violated an invariant (the input is saved under FuzzTesting/.build/crashes/: add it to
@@ -14,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../FuzzTesting"
 
-all=(control-message host-config vmxnet3-registers vmxnet3-descriptors vf-dring vf-cq device-state tcp-segmentation tcp-coalescing)
+all=(control-message host-config vmxnet3-registers vmxnet3-descriptors vf-dring vf-cq device-state tcp-segmentation tcp-coalescing
+     migration-records)
 targets=() runs="" seconds=30 build=1 extra=()
 while (($#)); do
     case "$1" in
@@ -22,7 +24,7 @@ while (($#)); do
         --seconds) seconds="$2"; runs=""; shift 2 ;;
         --no-build) build=0; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) [[ " ${all[*]} " == *" $1 "* ]] || { echo "fuzz.sh: unknown target '$1' (known: ${all[*]})" >&2; exit 2; }
            targets+=("$1"); shift ;;
     esac

@@ -11,40 +11,17 @@ public final class SeqPacketSocket: @unchecked Sendable {
 
     public init(adopting fd: FileDescriptor) { self.fd = fd }
 
-    /// The socket file a listening socket created, identified by its inode, so that only that
-    /// file is ever removed (another host may have replaced it since).
-    private var boundFile: (path: String, device: UInt64, inode: UInt64)?
+    /// The socket file a listening socket created, so that only that file is ever removed.
+    private var boundFile: BoundSocketFile?
 
-    /// Creates a listening socket at `path`. Refuses a path that holds anything but a socket, and
-    /// a socket some process still listens on; removes only a stale socket (nobody listening).
-    /// Throws `SocketPathError` for those refusals, `SystemCallError` for the environment.
-    /// `permissions` (e.g. 0o600 for an admin socket) is set between bind and listen, so no
-    /// client can connect while the file still has the umask's mode.
+    /// Creates a listening socket at `path`, by the rules of `UnixSocketPath`: refuses a path
+    /// that holds anything but a socket, and a socket some process still listens on; removes only
+    /// a stale socket (nobody listening). Throws `SocketPathError` for those refusals,
+    /// `SystemCallError` for the environment. `permissions` (e.g. 0o600 for an admin socket) is
+    /// set between bind and listen, so no client can connect while the file still has the umask's mode.
     public static func listen(path: String, backlog: Int32 = 64, permissions: mode_t? = nil) throws -> SeqPacketSocket {
-        var addr = try address(path)
         let sock = try open()
-        try removeStaleSocket(at: path)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(sock.fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if rc != 0 {
-            let err = Errno(rawValue: Glibc.errno)
-            // bind creates the file or fails: someone created it between our check and now.
-            if err == .addressInUse { throw SocketPathError.inUse(path: path, detail: "another process bound it while this one started") }
-            throw SystemCallError("bind(\(path))", err)
-        }
-        var st = stat()
-        if lstat(path, &st) == 0 { sock.boundFile = (path, UInt64(st.st_dev), UInt64(st.st_ino)) }
-        if let permissions {
-            do {
-                _ = try syscall("chmod(\(path))") { chmod(path, permissions) }
-            } catch {
-                sock.removeSocketFileIfOurs()
-                throw error
-            }
-        }
+        sock.boundFile = try UnixSocketPath.bind(sock.fd.rawValue, path: path, type: socketType, permissions: permissions)
         _ = try syscall("listen") { Glibc.listen(sock.fd.rawValue, backlog) }
         return sock
     }
@@ -55,80 +32,17 @@ public final class SeqPacketSocket: @unchecked Sendable {
     @discardableResult
     public func removeSocketFileIfOurs() -> Bool {
         guard let bound = boundFile else { return false }
-        var st = stat()
-        guard lstat(bound.path, &st) == 0, UInt64(st.st_dev) == bound.device, UInt64(st.st_ino) == bound.inode else { return false }
         boundFile = nil
-        return unlink(bound.path) == 0
+        return bound.removeIfUnchanged()
     }
 
     /// What a non-blocking connect to `path` says about the socket there.
-    public enum Probe: Equatable, Sendable {
-        /// Nothing at the path.
-        case absent
-        /// A socket file nobody listens on (its owner exited without removing it).
-        case stale
-        /// A process listens on it (a connection was accepted into its backlog, or the backlog
-        /// is full).
-        case live
-        /// A live socket of another type (a SOCK_STREAM or datagram server): someone else's.
-        case foreign
-        /// A file that is not a socket.
-        case notASocket
-    }
+    public typealias Probe = UnixSocketProbe
 
-    /// Looks at `path` without changing it. The connect is non-blocking, so a live listener with
-    /// a full backlog answers EAGAIN at once instead of making us wait.
+    /// Looks at `path` without changing it (`UnixSocketPath.probe`): a live SOCK_STREAM or
+    /// datagram server there is `foreign`.
     public static func probe(path: String) throws -> Probe {
-        var st = stat()
-        if lstat(path, &st) != 0 {
-            let err = Errno(rawValue: Glibc.errno)
-            if err == .noSuchFileOrDirectory { return .absent }
-            throw SystemCallError("lstat(\(path))", err)
-        }
-        guard st.st_mode & S_IFMT == S_IFSOCK else { return .notASocket }
-        var addr = try address(path)
-        let type = Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
-        let raw = try syscall("socket") { socket(AF_UNIX, type, 0) }
-        defer { close(raw) }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if rc == 0 { return .live }
-        switch Errno(rawValue: Glibc.errno) {
-        case .resourceTemporarilyUnavailable, .wouldBlock, .interrupted: return .live
-        case .connectionRefused: return .stale
-        case .protocolWrongTypeForSocket: return .foreign
-        case .noSuchFileOrDirectory: return .absent
-        case let err: throw SystemCallError("connect(\(path))", err)
-        }
-    }
-
-    /// Clears the way for `bind`: nothing there is fine, a stale socket is removed, anything
-    /// else is refused.
-    private static func removeStaleSocket(at path: String) throws {
-        var before = stat()
-        guard lstat(path, &before) == 0 else { return }
-        switch try probe(path: path) {
-        case .absent:
-            return
-        case .notASocket:
-            throw SocketPathError.notASocket(path: path)
-        case .live:
-            throw SocketPathError.inUse(path: path, detail: "a host is already listening on it")
-        case .foreign:
-            throw SocketPathError.inUse(path: path, detail: "another program listens on it")
-        case .stale:
-            // Remove the very file we probed, not one another host may have bound there since.
-            // (Two hosts starting at the same instant on one stale path still race between this
-            // check and unlink; bind itself never replaces a file, so a host that loses finds
-            // the path taken and says so.)
-            var now = stat()
-            if lstat(path, &now) == 0, now.st_dev == before.st_dev, now.st_ino == before.st_ino {
-                unlink(path)
-            }
-        }
+        try UnixSocketPath.probe(path: path, type: socketType)
     }
 
     /// Connects to the listener at `path`. Non-blocking, a full backlog throws EAGAIN at once
@@ -136,7 +50,7 @@ public final class SeqPacketSocket: @unchecked Sendable {
     public static func connect(path: String, nonBlocking: Bool = false) throws -> SeqPacketSocket {
         let sock = try open()
         if nonBlocking { sock.setNonBlocking() }
-        var addr = try address(path)
+        var addr = try UnixSocketPath.address(path)
         _ = try syscall("connect(\(path))") {
             withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -221,21 +135,12 @@ public final class SeqPacketSocket: @unchecked Sendable {
         return poll(&pfd, 1, timeoutMilliseconds) > 0
     }
 
+    private static let socketType = Int32(SOCK_SEQPACKET.rawValue)
+
     private static func open() throws -> SeqPacketSocket {
-        let type = Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        let type = socketType | Int32(SOCK_CLOEXEC.rawValue)
         let raw = try syscall("socket") { socket(AF_UNIX, type, 0) }
         return SeqPacketSocket(adopting: FileDescriptor(rawValue: raw))
-    }
-
-    private static func address(_ path: String) throws -> sockaddr_un {
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            throw SystemCallError("socket path too long: \(path)", .fileNameTooLong)
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes + [0]) }
-        return addr
     }
 
     deinit { try? fd.close() }
