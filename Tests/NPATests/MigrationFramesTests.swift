@@ -174,6 +174,49 @@ import Testing
         #expect(senderA.flush(timeoutMilliseconds: 20_000) && senderB.flush(timeoutMilliseconds: 20_000))
     }
 
+    /// Frames entering by the uplink (the PF's queue or a TAP wire: `admitFromUplink`) for a held
+    /// vNIC are held too, each taken at once (never left waiting in the uplink's queue), and
+    /// delivered first, in order, when holding ends.
+    @Test func framesFromTheUplinkForAHeldVNICAreHeldAndTakenAtOnce() throws {
+        var configuration = HostConfiguration()
+        configuration.uplink = .counting
+        let host = try SteppedTestHost(configuration: configuration)
+        defer { host.stop() }
+        let receiver = try attach(host, "r", mac: Self.receiverMAC)
+        let outside = MACAddress("02:00:00:00:c0:99")!
+        let count = 600
+        let taken = try host.onHostThread { d -> Int in
+            let device = try d.attachedDevice("r")
+            device.stop()
+            d.dataPath.holdFrames(for: device)
+            var frame = [UInt8](repeating: 0, count: 128)
+            var taken = 0
+            for sequence in 0..<UInt64(count) {
+                let length = frame.withUnsafeMutableBytes {
+                    TrafficFrame.write(
+                        into: $0, destination: Self.receiverMAC, source: outside, flow: Self.flow, sequence: sequence, length: 128)
+                }
+                let admitted = frame.withUnsafeBytes {
+                    d.dataPath.admitFromUplink($0.baseAddress!, length: length, ingress: d.dataPath.vswitch.uplinkPort!, exempt: nil)
+                }
+                if admitted { taken += 1 }
+            }
+            return taken
+        }
+        #expect(taken == count, "a frame for the held vNIC was left waiting in the uplink's queue")
+        #expect(try held(host, "r") == count)
+        #expect(receiver.receive(maxFrames: 256, timeoutMilliseconds: 20).isEmpty)
+        try host.onHostThread { d in
+            let device = try d.attachedDevice("r")
+            device.resume()
+            d.dataPath.stopHolding(for: device, then: .deliverToDevice)
+        }
+        var verifier = FlowVerifier()
+        receive(receiver, into: &verifier, until: count)
+        #expect(verifier.unique == count && verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.gaps == 0)
+        #expect(try receiver.dropCounts().isEmpty)
+    }
+
     /// The hold is bounded: past it, frames are dropped and counted as `migration_overflow`
     /// (shown with the vNIC's drops), the sender is still never held back, and discarding the
     /// rest is counted too.
