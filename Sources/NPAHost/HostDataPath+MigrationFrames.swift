@@ -33,10 +33,10 @@ enum HeldFramesDisposal: Equatable {
 /// MAC moves.)
 extension HostDataPath {
     /// The frames held for the vNIC on `port`, if a migration holds them: one predictable branch
-    /// per delivery while no migration does.
+    /// per delivery while no migration does. (A port added since the table last grew holds none.)
     @inline(__always)
     func migrationHold(onPort port: Int) -> MigrationHeldFrames? {
-        anyMigrationHold ? migrationHolds[port] : nil
+        anyMigrationHold && port < migrationHolds.count ? migrationHolds[port] : nil
     }
 
     // MARK: Source host (A)
