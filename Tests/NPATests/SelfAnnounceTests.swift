@@ -157,23 +157,28 @@ import Testing
 
     static let bridgeAvailable = TAPDevice.isAvailable && NetworkLab.toolIsInstalled("bridge")
 
-    /// A real wire: the vswitch's uplink is a TAP on a Linux bridge (in a namespace this test
-    /// makes and removes) where the test listens on a second TAP. Exactly the 5 × 2 frames come
-    /// across, byte for byte, and the bridge has learnt the guest's MAC on the host's port.
+    /// Real wires: the vswitch's uplink and the NIC's physical port are TAPs, each on its own
+    /// Linux bridge (in a namespace this test makes and removes) where the test listens on a
+    /// second TAP. Exactly the 5 × 2 frames come across each, byte for byte, and each bridge has
+    /// learnt the guest's MAC on the host's port.
     @Test(.enabled(if: bridgeAvailable, Comment(rawValue: "needs root, /dev/net/tun and the bridge tool (iproute2)")))
-    func aLinuxBridgeLearnsTheMACFromTheFramesOnATAPUplink() throws {
+    func linuxBridgesLearnTheMACFromTheFramesOnTheUplinkAndTheNICsTAPs() throws {
         let lab = NetworkLab()
         defer { lab.removeAll() }
-        let (hostTap, listenerTap) = ("npa\(lab.tag)h", "npa\(lab.tag)l")
-        let host = try SteppedTestHost(configuration: configuration(uplink: .tap(hostTap)))
+        let ports = [("br0", "npa\(lab.tag)h", "npa\(lab.tag)l"), ("br1", "npa\(lab.tag)n", "npa\(lab.tag)m")]
+        var config = try configuration(uplink: .tap(ports[0].1))
+        config.nics[0].wireTAP = ports[1].1
+        let host = try SteppedTestHost(configuration: config)
         defer { host.stop() }
-        let listener = try TAPWire(name: listenerTap, maximumFrame: SoftNIC.maximumFrame)
+        let listeners = try ports.map { try TAPWire(name: $0.2, maximumFrame: SoftNIC.maximumFrame) }
         let lan = try lab.addNamespace("lan")
-        try lab.ip(["-n", lan, "link", "add", "br0", "type", "bridge", "forward_delay", "0"])
-        try lab.ip(["-n", lan, "link", "set", "br0", "up"])
-        for tap in [hostTap, listenerTap] {
-            try lab.ip(["link", "set", tap, "netns", lan])
-            try lab.ip(["-n", lan, "link", "set", tap, "master", "br0", "up"])
+        for (bridge, hostTap, listenerTap) in ports {
+            try lab.ip(["-n", lan, "link", "add", bridge, "type", "bridge", "forward_delay", "0"])
+            try lab.ip(["-n", lan, "link", "set", bridge, "up"])
+            for tap in [hostTap, listenerTap] {
+                try lab.ip(["link", "set", tap, "netns", lan])
+                try lab.ip(["-n", lan, "link", "set", tap, "master", bridge, "up"])
+            }
         }
         let mig = try attach(host.socketPath, "mig", mac: Self.mac)
         defer { withExtendedLifetime(mig) {} }
@@ -184,25 +189,30 @@ import Testing
             d.dataPath.announceSelf(try d.attachedDevice("mig"), now: t0)
             for offset: UInt64 in [50, 200, 450, 800] { d.dataPath.serviceAnnouncements(now: t0 + offset * ms) }
         }
-        // The kernel may send frames of its own (IPv6 neighbour discovery): only RARPs count.
-        var announcements: [[UInt8]] = []
-        func read() {
-            listener.markReadable()
-            let n = listener.fill()
-            for i in 0..<n {
-                let (p, length) = listener.pending(i)
-                let bytes = UnsafeRawBufferPointer(start: p, count: length)
-                if EthernetFrame.mac(p, at: 6) == Self.mac.value { announcements.append([UInt8](bytes)) }
+        let expected = [[UInt8]](repeating: [], count: 5).flatMap { _ in [Self.untagged, Self.tagged10] }
+        for (listener, (bridge, hostTap, _)) in zip(listeners, ports) {
+            // The kernel may send frames of its own (IPv6 neighbour discovery): only the
+            // guest's count.
+            var announcements: [[UInt8]] = []
+            func read() {
+                listener.markReadable()
+                let n = listener.fill()
+                for i in 0..<n {
+                    let (p, length) = listener.pending(i)
+                    if EthernetFrame.mac(p, at: 6) == Self.mac.value {
+                        announcements.append([UInt8](UnsafeRawBufferPointer(start: p, count: length)))
+                    }
+                }
+                listener.consume(n)
             }
-            listener.consume(n)
+            #expect(
+                eventually {
+                    read(); return announcements.count >= 10
+                }, "\(bridge): \(announcements.count) frames")
+            read()
+            #expect(announcements == expected, "\(bridge)")
+            let fdb = try lab.run(in: lan, ["bridge", "fdb", "show", "br", bridge]).output
+            #expect(fdb.contains("\(Self.mac) dev \(hostTap)"), "\(bridge) did not learn the MAC on the host's port:\n\(fdb)")
         }
-        #expect(
-            eventually {
-                read(); return announcements.count >= 10
-            })
-        read()
-        #expect(announcements == [[UInt8]](repeating: [], count: 5).flatMap { _ in [Self.untagged, Self.tagged10] })
-        let fdb = try lab.run(in: lan, ["bridge", "fdb", "show", "br", "br0"]).output
-        #expect(fdb.contains("\(Self.mac) dev \(hostTap)"), "the bridge did not learn the MAC on the host's port:\n\(fdb)")
     }
 }
