@@ -39,6 +39,9 @@ extension HostDataPath {
     }
 
     private func deliverParked(_ device: EmulatedDevice, _ overflow: SwitchOverflow) {
+        // Stopped by the host (a migration that failed gave its held frames back before the
+        // device resumed): they wait for it. A device in any other inactive state takes none.
+        if device.state == .stopped { return }
         guard device.isActive else { return dropParked(device, overflow) }
         var delivered = 0
         while delivered < overflow.count {

@@ -15,17 +15,20 @@ import NPASystem
 /// Only the host's thread calls it.
 final class HostDataPath {
     let vswitch: VirtualSwitch
-    private let arena = FrameArena(capacity: 64)
+    let arena = FrameArena(capacity: 64)
     /// The attached vNICs, in attach order.
     private(set) var devices: [EmulatedDevice] = []
     /// Port index → the device on it, unretained so routing a frame costs no reference counting
     /// (`devices` keeps them alive).
-    private var portOwners: [Unmanaged<EmulatedDevice>?] = []
+    private(set) var portOwners: [Unmanaged<EmulatedDevice>?] = []
     /// `devices`, unretained, in a buffer rebuilt on attach/detach: the per-pass loops read it
     /// without retaining the array or its elements (iterating `devices` retains each one).
     private var activeDevices = UnsafeMutableBufferPointer<Unmanaged<EmulatedDevice>>.allocate(capacity: 0)
     /// The NIC whose PF is the vswitch's uplink, if any.
     let uplinkNIC: SoftNIC?
+    /// Every software NIC of the host (the uplink's among them): each has a physical port a
+    /// self-announcement goes out of.
+    let nics: [SoftNIC]
     /// `uplinkNIC`, unretained, for the same reason (the PF driver's `nics` keeps it alive).
     private let uplinkRef: Unmanaged<SoftNIC>?
     let wire: CountingWire?
@@ -46,6 +49,14 @@ final class HostDataPath {
     /// Whether some vNIC's MAC waits for its switch-out after a VF reset (`awaitingSwitchOut`):
     /// only then does `switchBurst` look for it among frames bound for the uplink.
     private var anyAwaitingSwitchOut = false
+    /// Per port: the frames held for its vNIC while it migrates. Looked at only while
+    /// `anyMigrationHold`: one predictable branch per delivery when no migration is under way.
+    var migrationHolds: [MigrationHeldFrames?] = []
+    var anyMigrationHold = false
+    /// Per guest name: what migrations did with its frames here, and its self-announcements.
+    var migrationCounters: [String: MigrationFrameCounters] = [:]
+    /// The vNICs announcing themselves after arriving here, and when each round is due.
+    var announcer = SelfAnnouncer()
 
     /// Joins the vswitch to its uplink as `uplink` says: none, a counting wire, or the PF of one
     /// of `nics` (whose PF is then enabled), or `uplinkWire` (opened by the caller).
@@ -67,6 +78,7 @@ final class HostDataPath {
             _ = vswitch.addUplink()
         }
         self.uplinkNIC = uplinkNIC
+        self.nics = nics
         self.wire = wire
         self.uplinkWire = uplinkWire
         uplinkWireRef = uplinkWire.map { Unmanaged.passUnretained($0) }
@@ -89,6 +101,7 @@ final class HostDataPath {
 
     func remove(_ device: EmulatedDevice) {
         devices.removeAll { $0 === device }
+        forgetMigration(of: device)
         syncPortOwners()
     }
 
@@ -174,8 +187,8 @@ final class HostDataPath {
             anySwitchOverflow = anySwitchOverflow || owner._withUnsafeGuaranteedRef { $0.switchOverflow != nil }
             return true
         }
-        if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
-            owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
+        if n == 1, migrationHold(onPort: Int(arena.destinations[0])) == nil, let owner = portOwners[Int(arena.destinations[0])],
+            owner.toOpaque() != exemptOwner, owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
         {
             heldBack = true
             return false
@@ -184,8 +197,13 @@ final class HostDataPath {
         // receiver's RX completion says so, as it does for frames the device made.
         let checksumBits = checksumValid ? EmulatedDevice.checksumBits(ofMarked: frame, length: length) : 0
         for k in 0..<n {
-            if let owner = portOwners[Int(arena.destinations[k])] {
-                owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
+            let port = Int(arena.destinations[k])
+            if let owner = portOwners[port] {
+                if let hold = migrationHold(onPort: port) {
+                    keepHeld(frame, length: length, in: hold, for: owner)
+                } else {
+                    owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
+                }
             }
         }
         return true
@@ -216,7 +234,8 @@ final class HostDataPath {
             var hash: UInt32 = 0
             if case .forward(let n) = route {
                 hash = EthernetFrame.flowHash(frame, length: length)
-                if n == 1, let owner = portOwners[Int(arena.destinations[0])],
+                // A receiver whose frames are held for a migration holds no sender back.
+                if n == 1, migrationHold(onPort: Int(arena.destinations[0])) == nil, let owner = portOwners[Int(arena.destinations[0])],
                     owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
                 {
                     taken = i
@@ -247,7 +266,11 @@ final class HostDataPath {
                             taken = held
                             break frames
                         }
-                        owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
+                        if let hold = migrationHold(onPort: port) {
+                            keepHeld(frame, length: length, in: hold, for: owner)
+                        } else {
+                            owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
+                        }
                     } else if port == vswitch.uplinkPort {
                         if uplinkNIC != nil {
                             pfBatch[pfBatchCount] = Int32(i)
@@ -369,5 +392,6 @@ final class HostDataPath {
         activeDevices = .allocate(capacity: devices.count)
         _ = activeDevices.initialize(from: devices.map { Unmanaged.passUnretained($0) })
         arena.ensureDestinations(vswitch.portCount)
+        growMigrationHolds(to: vswitch.portCount)
     }
 }

@@ -22,7 +22,7 @@ enum HostEventTag {
 /// passes; between passes it serves control events — accepting connections on both listeners,
 /// handing readable connections to the control server, draining doorbells — and its timers: the
 /// accept back-off after running out of descriptors, guest connections' attach deadlines, switch
-/// step deadlines.
+/// step deadlines, the rounds of self-announcements (`SelfAnnouncer`).
 ///
 /// It owns epoll, the stop eventfd and the listening sockets; it may touch the data path (passes,
 /// sleep flags), the control server (new and readable connections, expired attaches) and the PF
@@ -257,15 +257,18 @@ final class HostEventLoop {
     private func millisecondsUntilNextTimer() -> Int32 {
         var next = listenerPausedUntil ?? UInt64.max
         if attachDeadlinesHead < attachDeadlines.count { next = min(next, attachDeadlines[attachDeadlinesHead].deadline) }
+        if let announcement = dataPath.nextAnnouncementDeadline { next = min(next, announcement) }
         guard next != UInt64.max else { return Int32.max }
         let now = Clock.monotonicNanoseconds()
         return next <= now ? 0 : Int32(clamping: (next - now) / 1_000_000 + 1)
     }
 
-    /// Resumes accepting after a back-off and closes connections past their attach deadline.
-    /// Runs after every epoll wait: one clock read when nothing is due.
+    /// Resumes accepting after a back-off, closes connections past their attach deadline and
+    /// sends the self-announcement rounds that are due. Runs after every epoll wait: one clock
+    /// read when nothing is due.
     private func serviceTimers() {
         let now = Clock.monotonicNanoseconds()
+        dataPath.serviceAnnouncements(now: now)
         if let until = listenerPausedUntil, now >= until {
             do {
                 try epoll.add(listener.fd, tag: HostEventTag.listener)

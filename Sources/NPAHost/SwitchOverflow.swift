@@ -9,9 +9,14 @@
 ///
 /// Owned by one `EmulatedDevice`; touched only by the host's thread. Its storage is allocated
 /// when a switch first needs it (not per frame) and freed when it empties.
+///
+/// It is also the storage of a migration's held frames (`MigrationHeldFrames`): an ordered,
+/// bounded queue of frame copies, with a capacity chosen by its owner.
 final class SwitchOverflow {
     /// The PF queue's capacity: everything it held could have been for this guest.
-    static let capacity = 2048
+    static let switchPointCapacity = 2048
+    /// The most frames it keeps (`switchPointCapacity` at a switch point).
+    let capacity: Int
     private let slotBytes: Int
     private let slots: UnsafeMutableRawPointer
     private let lengths: UnsafeMutablePointer<Int>
@@ -20,11 +25,16 @@ final class SwitchOverflow {
     /// Where the frames go: the vNIC's emulated ring, or (after a switch-in) its VF via the PF.
     var toVirtualFunction = false
 
-    init(maximumFrameLength: Int) {
+    init(maximumFrameLength: Int, capacity: Int = SwitchOverflow.switchPointCapacity) {
+        precondition(capacity > 0 && maximumFrameLength > 0)
+        self.capacity = capacity
         slotBytes = maximumFrameLength
-        slots = .allocate(byteCount: Self.capacity * maximumFrameLength, alignment: 64)
-        lengths = .allocate(capacity: Self.capacity)
+        slots = .allocate(byteCount: capacity * maximumFrameLength, alignment: 64)
+        lengths = .allocate(capacity: capacity)
     }
+
+    /// The longest frame a slot holds.
+    var maximumFrameLength: Int { slotBytes }
 
     deinit {
         slots.deallocate()
@@ -35,8 +45,8 @@ final class SwitchOverflow {
 
     /// Keeps a copy of `frame`; false (the caller drops it) when full or longer than a slot.
     func append(_ frame: UnsafeRawPointer, length: Int) -> Bool {
-        guard count < Self.capacity, length <= slotBytes else { return false }
-        let i = (head + count) % Self.capacity
+        guard count < capacity, length <= slotBytes else { return false }
+        let i = (head + count) % capacity
         (slots + i * slotBytes).copyMemory(from: frame, byteCount: length)
         lengths[i] = length
         count += 1
@@ -45,12 +55,12 @@ final class SwitchOverflow {
 
     /// The `k`th oldest frame (`k < count`).
     func frame(_ k: Int) -> (UnsafeRawPointer, Int) {
-        let i = (head + k) % Self.capacity
+        let i = (head + k) % capacity
         return (UnsafeRawPointer(slots + i * slotBytes), lengths[i])
     }
 
     func removeFirst(_ n: Int) {
-        head = (head + n) % Self.capacity
+        head = (head + n) % capacity
         count -= n
     }
 
