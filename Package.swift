@@ -53,7 +53,7 @@ let package = Package(
         .target(
             name: "NPAHost",
             dependencies: [
-                "NPASystem", "NPARingFormats", "NPAControlProtocol", "NPANICModel",
+                "NPASystem", "NPARingFormats", "NPAControlProtocol", "NPANICModel", "NPAMigration",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],

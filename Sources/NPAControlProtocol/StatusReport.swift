@@ -141,11 +141,12 @@ public struct StatusReport: Codable, Equatable, Sendable {
     /// there were none.
     public var migrations: [Migration]?
 
-    public init(vnics: [VNIC], uplink: Uplink?, host: Host? = nil, wires: [Wire]? = nil) {
+    public init(vnics: [VNIC], uplink: Uplink?, host: Host? = nil, wires: [Wire]? = nil, migrations: [Migration]? = nil) {
         self.vnics = vnics
         self.uplink = uplink
         self.host = host
         self.wires = wires
+        self.migrations = migrations
     }
 
     public func json(pretty: Bool = false) -> String {

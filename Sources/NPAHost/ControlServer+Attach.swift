@@ -167,5 +167,8 @@ extension ControlServer {
     }
 
     /// Tells the orchestration (if it listens) what became of a move.
-    func report(_ event: MoveEvent) { moveEventHandler?(event) }
+    func report(_ event: MoveEvent) {
+        migrations?.moveEvent(event)
+        moveEventHandler?(event)
+    }
 }

@@ -21,6 +21,13 @@ extension ControlServer {
         guard let departure = departures[device.name], departure.offerTaken else { return reply(c, ControlRefusal.noMoveUnderWay.reply) }
         departures[device.name] = nil
         reply(c, .ok("departed"))
+        if departure.retainAfterMove {
+            // The device stays (stopped) with its port until the migration's forwarding ends.
+            departed[device.name] = device
+            c.device = nil
+            // The doorbell is the destination's now: a kick drained here would be lost there.
+            epoll.remove(device.doorbell.fd)
+        }
         closeConnection(c, reason: "moved to \(departure.destination?.controlSocket ?? "another host")")
         report(.departed(name: device.name))
     }

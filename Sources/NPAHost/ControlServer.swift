@@ -44,8 +44,14 @@ final class ControlServer {
     let arrivals = PendingArrivals()
     /// vNICs leaving for another host, by guest name (`HostDaemon+Departure.swift`).
     var departures: [String: Departure] = [:]
+    /// Devices of guests that moved away, kept (stopped) for the migration's forwarding until
+    /// `HostDaemon.releaseDeparted`.
+    var departed: [String: EmulatedDevice] = [:]
     /// Told of every move's outcome on this host, on the host's thread.
     var moveEventHandler: ((MoveEvent) -> Void)?
+    /// The host's migrations (set once by `HostDaemon`): told every `MoveEvent` first, asked
+    /// to start one by `adminMigrate`, and shown in status.
+    var migrations: MigrationCoordinator?
     /// Admin connections open now: capped apart from the guests' (`maxAdminConnections`), so
     /// guests filling `max_connections` cannot lock the administrator out.
     private(set) var adminConnectionCount = 0
@@ -328,6 +334,12 @@ final class ControlServer {
             case .success(let note): reply(c, .ok(note))
             case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
             }
+        case .adminMigrate(let name, let destination):
+            guard let migrations else { return reply(c, ControlRefusal.migration("this host cannot migrate guests").reply) }
+            switch migrations.start(vnic: name, to: destination) {
+            case .success(let id): reply(c, .ok("\(id)"))
+            case .failure(let refusal): reply(c, ControlRefusal.migration(refusal.description).reply)
+            }
         default:
             reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }
@@ -346,15 +358,19 @@ final class ControlServer {
         if c.isAdmin { adminConnectionCount -= 1 }
         if let d = c.device {
             let wasLeaving = departures.removeValue(forKey: d.name) != nil
-            epoll.remove(d.doorbell.fd)
-            pfDriver.releaseVF(d)
-            d.detach()
-            dataPath.remove(d)
             c.device = nil
-            logger.info("vNIC \(d.id) of guest '\(d.name)' torn down: \(reason)")
+            tearDown(d, reason: reason)
             // Reported once the vNIC is gone, so that the orchestration finds the host as it says.
             if wasLeaving { report(.moveFailed(name: d.name, reason: "the guest's connection closed while it was leaving: \(reason)")) }
         }
     }
 
+    /// Removes a vNIC from the host: doorbell, VF, device, port.
+    func tearDown(_ d: EmulatedDevice, reason: String) {
+        epoll.remove(d.doorbell.fd)
+        pfDriver.releaseVF(d)
+        d.detach()
+        dataPath.remove(d)
+        logger.info("vNIC \(d.id) of guest '\(d.name)' torn down: \(reason)")
+    }
 }

@@ -375,6 +375,9 @@ extension EmulatedDevice {
 
     /// Tells the guest whether the engine is about to sleep (it must kick) or polls (no kick).
     func setSleeping(_ sleeping: Bool) {
+        // A stopped device's register page may already be another host's (the guest moved and
+        // the destination adopted the page): what this engine does is no longer the guest's news.
+        guard state != .stopped else { return }
         SharedWord.storeRelaxed(registerWord(VMXNET3.RegisterPage.deviceSleeping), sleeping ? 1 : 0)
     }
 

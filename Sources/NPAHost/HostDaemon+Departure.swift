@@ -16,7 +16,11 @@ extension HostDaemon {
     /// Starts moving the vNIC of guest `name` away: stops its device and returns its saved
     /// state, encoded (`DeviceState+Codec.swift`). Only an emulated vNIC with no switch under
     /// way leaves (the orchestration switches it out first). A refusal changes nothing.
-    package func beginDeparture(named name: String) throws(DepartureRefusal) -> [UInt8] {
+    ///
+    /// `retainingAfterMove`: when the guest says `moved`, keep the stopped device (its port, so
+    /// frames still reaching this host for the guest are held for forwarding) until
+    /// `releaseDeparted(named:)`; otherwise it is torn down at once.
+    package func beginDeparture(named name: String, retainingAfterMove: Bool = false) throws(DepartureRefusal) -> [UInt8] {
         guard let device = dataPath.device(named: name) else { throw .noSuchVNIC(name) }
         guard server.departures[name] == nil else { throw .alreadyLeaving(name) }
         if let reason = unsavableReason(device) { throw .notMovable(reason) }
@@ -31,7 +35,7 @@ extension HostDaemon {
             device.resume()
             throw .state("\(error)")
         }
-        server.departures[name] = Departure(device: device)
+        server.departures[name] = Departure(device: device, retainAfterMove: retainingAfterMove)
         logger.info("vNIC '\(name)' stopped and saved to leave this host")
         return saved.encoded()
     }
@@ -69,6 +73,13 @@ extension HostDaemon {
     /// Names of the vNICs leaving this host now.
     package var departingVNICs: [String] { server.departures.keys.sorted() }
 
+    /// Tears down the device of a guest that moved away and was retained for forwarding
+    /// (`beginDeparture(named:retainingAfterMove: true)`): its port, MAC and name are free.
+    package func releaseDeparted(named name: String) {
+        guard let device = server.departed.removeValue(forKey: name) else { return }
+        server.tearDown(device, reason: "moved to another host; forwarding done")
+    }
+
     /// sockaddr_un's path: 108 bytes with the terminating NUL.
     static let maximumSocketPathBytes = 107
 }
@@ -76,6 +87,9 @@ extension HostDaemon {
 /// A vNIC leaving this host: its stopped device and, once offered, where the guest goes.
 struct Departure {
     let device: EmulatedDevice
+    /// Keep the device (stopped, its port in the vswitch) after `moved`, for the migration's
+    /// forwarding, until `releaseDeparted`.
+    var retainAfterMove = false
     var destination: ControlMessage.MoveDestination?
     /// The guest's switchQuery got the offer: it may be resuming on the destination, so the
     /// device here must not run again until the guest answers (or its connection closes).

@@ -1,5 +1,6 @@
 import Logging
 import NPAControlProtocol
+import NPAMigration
 import NPANICModel
 import NPASystem
 
@@ -45,6 +46,25 @@ public final class HostDaemon: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         let epoll = try Epoll()
+        // The migration key and listener first: a bad key file is refused before anything is
+        // created (no socket file to remove).
+        let migrationKey = try configuration.migrationKeyFile.map { path in
+            do { return try MigrationKey(contentsOf: path) } catch {
+                throw MigrationSetupError(description: "migration_key_file: \(error)")
+            }
+        }
+        var migrationListener: MigrationListener?
+        if let address = configuration.migrationListen {
+            guard let migrationKey else {
+                throw MigrationSetupError(description: "migration_listen needs migration_key_file (every migration is authenticated)")
+            }
+            do {
+                migrationListener = try MigrationListener(listeningOn: StreamSocket.Address(parsing: address), key: migrationKey)
+            } catch {
+                throw MigrationSetupError(description: "migration_listen \(address): \(error)")
+            }
+        }
+        // (The migration listener, if any, is released with its socket file on any throw below.)
         let listeners = try HostEventLoop.Listeners(control: socketPath, admin: self.adminSocketPath)
         do {
             let nics = try PFDriver.makeNICs(configuration)
@@ -66,11 +86,15 @@ public final class HostDaemon: @unchecked Sendable {
             loop = try HostEventLoop(
                 epoll: epoll, listeners: listeners, server: server, dataPath: dataPath, pfDriver: pfDriver, configuration: configuration,
                 logger: logger)
+            let migrations = MigrationCoordinator(configuration: configuration, key: migrationKey, listener: migrationListener)
+            server.migrations = migrations
+            if let migrationListener { try epoll.add(migrationListener.fd, tag: HostEventTag.migrationListener) }
         } catch {
             // A host that never ran leaves no socket file behind.
             listeners.removeSocketFiles()
             throw error
         }
+        server.migrations?.host = self
         for nic in nics { nic.start(idlePasses: configuration.idlePassesBeforeSleep) }
         for (port, wire) in loop.wires {
             let origin = wire.createdHere ? "created, link up; removed on exit" : "existing; left in place on exit"
@@ -85,6 +109,10 @@ public final class HostDaemon: @unchecked Sendable {
     deinit {
         for nic in nics { nic.stop() }
     }
+
+    /// Where this host takes migrations (`migration_listen`, `npa host --listen`), with the port
+    /// the kernel chose for port 0; nil if it takes none.
+    public var migrationAddress: String? { server.migrations?.listener.map { "\($0.address)" } }
 
     /// The host's software SR-IOV NICs (engines on their own threads, accounted as hardware).
     package var nics: [SoftNIC] { pfDriver.nics }
@@ -104,6 +132,7 @@ public final class HostDaemon: @unchecked Sendable {
     public func run() throws {
         EngineThread.setCurrentName("npa-host")
         logger.info("host listening on \(socketPath), admin socket \(adminSocketPath)")
+        if let migrationAddress { logger.info("taking migrations on \(migrationAddress)") }
         try loop.run()
     }
 

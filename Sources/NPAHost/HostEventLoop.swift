@@ -10,11 +10,14 @@ enum HostEventTag {
     static let pf: UInt64 = 2
     static let adminListener: UInt64 = 3
     static let uplinkWire: UInt64 = 4
+    static let migrationListener: UInt64 = 5
     static let connectionBase: UInt64 = 1 << 32
     static let doorbellBase: UInt64 = 2 << 32
+    static let migrationBase: UInt64 = 3 << 32
 
     static func connection(_ id: UInt64) -> UInt64 { connectionBase + id }
     static func doorbell(_ vnicID: UInt32) -> UInt64 { doorbellBase + UInt64(vnicID) }
+    static func migration(_ id: UInt64) -> UInt64 { migrationBase + id }
 }
 
 /// The host's event loop: the one thread everything runs on. It polls the data path while there
@@ -165,6 +168,7 @@ final class HostEventLoop {
                 }
                 if handleEvents(tags) == false { return }
                 serviceTimers()
+                server.migrations?.service(now: Clock.monotonicNanoseconds())
                 checkWires()
                 if dataPath.devices.contains(where: { $0.switching.isSwitching }) {
                     pfDriver.expireSwitchSteps(now: Clock.monotonicNanoseconds())
@@ -191,6 +195,8 @@ final class HostEventLoop {
                 acceptPending(admin: false)
             } else if tag == HostEventTag.adminListener {
                 acceptPending(admin: true)
+            } else if tag == HostEventTag.migrationListener || tag >= HostEventTag.migrationBase {
+                server.migrations?.handle(tag: tag)
             } else if tag >= HostEventTag.doorbellBase {
                 let id = UInt32(truncatingIfNeeded: tag - HostEventTag.doorbellBase)
                 if let d = dataPath.devices.first(where: { $0.id == id }) {
@@ -256,6 +262,7 @@ final class HostEventLoop {
 
     private func millisecondsUntilNextTimer() -> Int32 {
         var next = listenerPausedUntil ?? UInt64.max
+        if let migration = server.migrations?.nextDeadline { next = min(next, migration) }
         if attachDeadlinesHead < attachDeadlines.count { next = min(next, attachDeadlines[attachDeadlinesHead].deadline) }
         if let announcement = dataPath.nextAnnouncementDeadline { next = min(next, announcement) }
         guard next != UInt64.max else { return Int32.max }

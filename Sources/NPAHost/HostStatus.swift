@@ -69,6 +69,7 @@ enum HostStatus {
                 attachTimeouts: server.attachTimeouts, acceptFDExhausted: server.acceptFDExhausted,
                 fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0,
                 adminRefused: server.adminRefused),
-            wires: wires(dataPath: dataPath, pfDriver: pfDriver))
+            wires: wires(dataPath: dataPath, pfDriver: pfDriver),
+            migrations: server.migrations.flatMap { $0.statusEntries.isEmpty ? nil : $0.statusEntries })
     }
 }

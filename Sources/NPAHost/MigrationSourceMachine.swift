@@ -175,6 +175,11 @@ struct MigrationSourceMachine {
             times.committedAt = now
             return enter(.forwarding(announced: false), now, deadline: now + limits.phaseMilliseconds * 1_000_000)
                 + [.forwardHeldFrames]
+        case (.awaitingGuest, .announced), (.aborting, .announced):
+            // The destination announces only a guest whose device resumed there: a commit too.
+            times.committedAt = now
+            _ = enter(.forwarding(announced: true), now, deadline: now + limits.forwardingGraceMilliseconds * 1_000_000)
+            return [.forwardHeldFrames]
         case (.awaitingGuest, .guestMoveFailed(let why)):
             return fail("the guest could not re-attach at the destination: \(why)", now, stopped: true, abort: true)
         case (.aborting(let why), .refused), (.aborting(let why), .channelLost):
@@ -183,13 +188,16 @@ struct MigrationSourceMachine {
             return fail(why, now, stopped: true, abort: false)
 
         case (.forwarding(false), .announced):
-            return enter(.forwarding(announced: true), now, deadline: now + limits.forwardingGraceMilliseconds * 1_000_000)
-                + [.forwardHeldFrames]
+            // Still the forwarding phase: from here it ends a grace period later.
+            state = .forwarding(announced: true)
+            deadline = now + limits.forwardingGraceMilliseconds * 1_000_000
+            return [.forwardHeldFrames]
         case (.forwarding, .guestMoved), (.forwarding, .guestArrived), (.forwarding, .guestGone):
             return []  // the other witness of the commit, or the guest's old connection closing
         case (.forwarding, .channelLost(let why)):
             // Nothing more can reach the destination: what is still held here is lost with the
             // channel, and counted when the vNIC is released.
+            times.note(phase: phase, endedAt: now)
             state = .failed("the channel closed while forwarding: \(why)")
             times.endedAt = now
             return [.releaseVNIC, .closeChannel]
@@ -229,6 +237,7 @@ struct MigrationSourceMachine {
                 // bounded, rather than hold the vNIC here for ever.
                 times.noteAnnouncementMissing()
             }
+            times.note(phase: phase, endedAt: now)
             state = .completed
             times.endedAt = now
             return [.forwardHeldFrames, .sendForwardingDone, .releaseVNIC, .closeChannel]

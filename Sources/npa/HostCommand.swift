@@ -25,6 +25,12 @@ struct Host: ParsableCommand {
     @Option(help: "YAML configuration file (see --example-config).")
     var config: String?
 
+    @Option(
+        help:
+            "Take guests migrating from other hosts here: ADDR:PORT (TCP; port 0 picks one, logged) or a Unix socket path. Needs migration_key_file in the configuration; overrides migration_listen."
+    )
+    var listen: String?
+
     @Flag(help: "Print a commented example configuration and exit.")
     var exampleConfig = false
 
@@ -47,7 +53,8 @@ struct Host: ParsableCommand {
             print(HostConfiguration.example)
             return
         }
-        let configuration = try loadConfiguration(config)
+        var configuration = try loadConfiguration(config)
+        if let listen { configuration.migrationListen = listen }
         for warning in configuration.warnings(fileExists: { FileManager.default.fileExists(atPath: $0) }) {
             standardError("npa host: warning: \(warning)")
         }

@@ -84,6 +84,15 @@ import Testing
         #expect(m.isCommitted)
     }
 
+    @Test func anAnnouncementBeforeTheArrivalCommitsToo() throws {
+        var m = Source(wasPassthrough: false, now: 0)
+        _ = try Self.run(&m, [.connected, .prepared(Self.ticket), .stateAccepted])
+        #expect(try m.handle(.announced, now: 4 * Self.ms) == [.forwardHeldFrames])
+        #expect(m.isCommitted && m.state == .forwarding(announced: true))
+        #expect(try m.handle(.guestArrived, now: 5 * Self.ms) == [])
+        #expect(m.tick(now: 4 * Self.ms + m.limits.forwardingGraceMilliseconds * Self.ms).contains(.sendForwardingDone))
+    }
+
     @Test func afterTheCommitALostChannelReleasesTheVNICAndNeverResumesIt() throws {
         var m = Source(wasPassthrough: true, now: 0)
         _ = try Self.run(&m, [.connected, .prepared(Self.ticket), .switchedOut, .stateAccepted, .guestMoved])
