@@ -1,5 +1,6 @@
 import Foundation
 import NPAControlProtocol
+import NPAHost
 import NPAShell
 import NPATestSupport
 import NPAWorkload
@@ -86,6 +87,41 @@ import Testing
         #expect(try pair.b.admin.status().vnics.map(\.name) == ["peer-b"])
         #expect(try pair.a.admin.status().host?.connections == 2)
         #expect(try pair.b.admin.status().host?.connections == 1)
+    }
+
+    /// NPA's point, orchestrated: a guest on host A's npa-dring VF migrates; A switches it out
+    /// first, B (npa-cq) switches it in to its own VF with its own plugin, and traffic goes on.
+    @Test func aGuestInPassthroughMigratesToAnotherNICModelAndIsSwitchedInThere() throws {
+        let plugins = try PluginImages.directory().path
+        let models = ["npa-dring", "npa-cq"]
+        let pair = try MigrationPair(configure: { i, c in
+            let nic = try HostConfiguration.withNIC(model: models[i], vfs: 2, pluginDirectory: plugins)
+            c.nics = nic.nics
+            c.uplink = nic.uplink
+            c.pluginDirectory = nic.pluginDirectory
+        })
+        defer { pair.stop() }
+        let mover = try attach(pair.a, "traveller", mac: "02:00:00:00:77:51", queues: 1)
+        let peer = try attach(pair.b, "peer", mac: "02:00:00:00:77:52", queues: 1)
+        #expect(try pair.a.switchIn(mover), "\(mover.lastSwitchError ?? "") \(mover.switchLog)")
+        let pluginAtA = mover.pluginName
+
+        let record = try #require(try pair.migrate(mover, from: pair.a, to: pair.b))
+        #expect(record.phase == "completed", "\(record.error ?? "")")
+        #expect(record.phases.map(\.name) == ["connecting", "preparing", "switching-out", "transferring", "awaiting-guest", "forwarding"])
+        #expect(mover.hostSocket == pair.b.socketPath)
+        // B switches it in once forwarding is over; the guest carries it out on its next calls.
+        let switchedIn = eventually {
+            _ = mover.reclaimTransmitted()
+            return mover.mode == "passthrough"
+        }
+        #expect(switchedIn, "\(mover.lastSwitchError ?? "") \(mover.switchLog)")
+        #expect(mover.pluginName != pluginAtA, "B's NIC model has its own plugin (\(mover.pluginName))")
+        #expect(Self.exchange(mover, to: peer, count: 200, tag: 8))
+        #expect(Self.exchange(peer, to: mover, count: 200, tag: 9))
+        // A keeps nothing of it: no vNIC, no VF.
+        let atA = try pair.a.admin.status()
+        #expect(atA.vnics.isEmpty)
     }
 
     @Test func aDestinationThatRefusesLeavesTheGuestWorkingWhereItWas() throws {
