@@ -84,6 +84,9 @@ import Testing
         defer { guest.kill() }
         #expect(guest.waitUntilAttached())
         host.process.kill()
+        // The guest ends by itself when it sees the host gone; standard input stays open until
+        // then (closing it at once would race the hang-up: `--hold` also ends on end of input).
+        #expect(eventually(timeoutMilliseconds: 60_000) { !guest.process.isRunning }, "the guest outlived its host")
         let out = guest.finish()
         #expect(out.status == 2)
         let lines = out.stderr.split(separator: "\n").filter { !$0.hasPrefix("attached as") }
