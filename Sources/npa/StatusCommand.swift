@@ -71,6 +71,16 @@ enum StatusTable {
                 + "\(c["frames_in"] ?? 0) frames in, \(c["frames_out"] ?? 0) out, drops: \(drops.isEmpty ? "-" : drops)"
         }
         if report.vnics.isEmpty { text += "\n(no vNICs attached)" }
+        for m in report.migrations ?? [] {
+            let way = m.direction == "outgoing" ? "to" : "from"
+            let phases = m.phases.map { "\($0.name) " + String(format: "%.1f ms", $0.milliseconds) }.joined(separator: ", ")
+            text +=
+                "\nmigration \(m.id) of '\(m.vnic)' \(way) \(m.peer): \(m.phase)"
+                + (m.error.map { " (\($0))" } ?? "") + String(format: ", %.1f ms", m.totalMilliseconds)
+                + (m.deviceDowntimeMilliseconds.map { String(format: ", device down %.1f ms", $0) } ?? "")
+                + ", \(m.framesForwarded) frames forwarded" + (m.framesLost > 0 ? ", \(m.framesLost) lost" : "")
+                + (phases.isEmpty ? "" : "\n  phases: \(phases)")
+        }
         if let h = report.host {
             text +=
                 "\nconnections: \(h.connections) of \(h.maxConnections); refused at the cap \(h.connectionsRefused), "
