@@ -464,6 +464,7 @@ extension MigrationCoordinator {
     /// checked again, whole, when it comes (`expectArrival`).
     private func refusalToPrepare(_ r: MigrationRequest) -> String? {
         guard GuestName.isValid(r.guestName) else { return "'\(r.guestName)' is no guest name" }
+        if r.sourceHost == host.socketPath { return "the source is this host" }
         if host.dataPath.device(named: r.guestName) != nil { return "a guest named '\(r.guestName)' is already here" }
         if host.dataPath.devices.contains(where: { $0.mac == r.mac }) { return "MAC \(r.mac) is in use here" }
         let policy = host.configuration.policy(forGuest: r.guestName)

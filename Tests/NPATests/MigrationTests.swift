@@ -169,5 +169,13 @@ import Testing
         #expect(refusal("here", "not an address")?.contains("not a migration address") == true)
         #expect(refusal("here", "/nonexistent/npa-migrate.sock")?.contains("unreachable") == true)
         #expect(guest.hostSocket == pair.a.socketPath)
+        // One under way (the guest, not driven, has not taken the offer yet): a second is refused.
+        let first = try pair.a.admin.migrate(name: "here", to: pair.address(of: pair.b))
+        #expect(refusal("here", pair.address(of: pair.b))?.contains("already migrating") == true)
+        let moved = eventually {
+            _ = guest.reclaimTransmitted()
+            return (try? pair.a.admin.migration(id: first))?.isFinished == true
+        }
+        #expect(moved && guest.hostSocket == pair.b.socketPath, "\(guest.lastMoveError ?? "")")
     }
 }
