@@ -63,14 +63,7 @@ struct MigrationDestinationMachine {
         case channelLost(String)
     }
 
-    enum Refusal: Error, Equatable, CustomStringConvertible {
-        case unexpected(String, in: String)
-        var description: String {
-            switch self {
-            case .unexpected(let event, let state): "\(event) is not expected while \(state)"
-            }
-        }
-    }
+    typealias Refusal = MigrationEventRefusal
 
     let limits: MigrationSourceMachine.Limits
     private(set) var state: State = .awaitingPrepare

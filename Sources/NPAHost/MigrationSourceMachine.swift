@@ -93,14 +93,7 @@ struct MigrationSourceMachine {
         case guestGone
     }
 
-    enum Refusal: Error, Equatable, CustomStringConvertible {
-        case unexpected(String, in: String)
-        var description: String {
-            switch self {
-            case .unexpected(let event, let state): "\(event) is not expected while \(state)"
-            }
-        }
-    }
+    typealias Refusal = MigrationEventRefusal
 
     /// How long each phase may take before the migration gives up (or, after the commit, stops
     /// forwarding), and how long frames are forwarded after the announcement.
