@@ -32,11 +32,22 @@ enum HeldFramesDisposal: Equatable {
 /// may reach both hosts; the guest can then see such a frame twice, as on any network while a
 /// MAC moves.)
 extension HostDataPath {
-    /// The frames held for the vNIC on `port`, if a migration holds them: one predictable branch
-    /// per delivery while no migration does. (A port added since the table last grew holds none.)
+    /// The frames held for the vNIC on `port`, if a migration holds them. Asked only for a port
+    /// the switch found no owner for (`portOwners`): never on the path of a frame to a vNIC that
+    /// is not held. (A port added since the table last grew holds none.)
     @inline(__always)
     func migrationHold(onPort port: Int) -> MigrationHeldFrames? {
         anyMigrationHold && port < migrationHolds.count ? migrationHolds[port] : nil
+    }
+
+    /// What migrations did here with the frames of `device`, and its announcements (including
+    /// a hold under way); nil if nothing did.
+    func migrationCounters(for device: EmulatedDevice) -> MigrationFrameCounters? {
+        var counters = migrationCounters[device.name]
+        if device.port < migrationHolds.count, let hold = migrationHolds[device.port], hold.device === device {
+            counters = (counters ?? .init()).adding(hold)
+        }
+        return counters
     }
 
     // MARK: Source host (A)
@@ -48,15 +59,17 @@ extension HostDataPath {
     /// switch point are held first: they arrived earlier. Call after `device.stop()`.
     func holdFrames(for device: EmulatedDevice) {
         guard let port = heldPort(of: device), migrationHolds[port] == nil else { return }
-        let hold = MigrationHeldFrames(maximumFrameLength: device.maximumFrameLength)
+        let hold = MigrationHeldFrames(for: device)
         if let parked = device.switchOverflow {
             for k in 0..<parked.count {
                 let (frame, length) = parked.frame(k)
-                keepHeld(frame, length: length, in: hold, for: Unmanaged.passUnretained(device))
+                hold.keep(frame, length: length)
             }
             device.switchOverflow = nil
         }
-        startHold(hold, onPort: port)
+        migrationHolds[port] = hold
+        anyMigrationHold = true
+        syncPortOwners()
     }
 
     /// Up to `max` of the oldest frames held for `device`, removed from the hold (for the
@@ -136,39 +149,28 @@ extension HostDataPath {
 
     // MARK: Shared
 
-    /// Keeps a copy of a frame for a held vNIC. Never makes its sender wait.
-    func keepHeld(_ frame: UnsafeRawPointer, length: Int, in hold: MigrationHeldFrames, for owner: Unmanaged<EmulatedDevice>) {
-        owner._withUnsafeGuaranteedRef { device in
-            // Longer than the guest could ever take: `deliver` would drop it the same way.
-            guard length <= device.maximumFrameLength else { return device.drop(.rxFrameTooLong) }
-            if hold.keep(frame, length: length) {
-                migrationCounters[device.name, default: .init()].held &+= 1
-            } else {
-                migrationCounters[device.name, default: .init()].overflowDrops &+= 1
-            }
-        }
-    }
-
     /// The port of `device` if it is attached here.
     private func heldPort(of device: EmulatedDevice) -> Int? {
         guard devices.contains(where: { $0 === device }), device.port < migrationHolds.count else { return nil }
         return device.port
     }
 
-    private func startHold(_ hold: MigrationHeldFrames, onPort port: Int) {
-        migrationHolds[port] = hold
-        anyMigrationHold = true
-    }
-
+    /// The hold's counts join the vNIC's migration counters; its port gets its owner back.
     private func endHold(onPort port: Int) {
+        guard let hold = migrationHolds[port] else { return }
+        migrationCounters[hold.device.name] = (migrationCounters[hold.device.name] ?? .init()).adding(hold)
         migrationHolds[port] = nil
         anyMigrationHold = migrationHolds.contains { $0 != nil }
+        syncPortOwners()
     }
 
     /// A vNIC leaves the host: what a migration held for it and its announcements go with it
     /// (its port may serve another vNIC next), and so do its migration counters.
     func forgetMigration(of device: EmulatedDevice) {
-        if device.port < migrationHolds.count, migrationHolds[device.port] != nil { endHold(onPort: device.port) }
+        if device.port < migrationHolds.count, migrationHolds[device.port] != nil {
+            migrationHolds[device.port] = nil
+            anyMigrationHold = migrationHolds.contains { $0 != nil }
+        }
         migrationCounters[device.name] = nil
         announcer.cancel(device.name)
     }

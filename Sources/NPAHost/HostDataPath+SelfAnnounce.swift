@@ -67,11 +67,9 @@ extension HostDataPath {
         for k in 0..<n {
             let port = Int(arena.destinations[k])
             if let owner = portOwners[port] {
-                if let hold = migrationHold(onPort: port) {
-                    keepHeld(frame, length: length, in: hold, for: owner)
-                } else {
-                    owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
-                }
+                owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash) }
+            } else if let hold = migrationHold(onPort: port) {
+                hold.keep(frame, length: length)
             } else if port == vswitch.uplinkPort {
                 if let nic = uplinkNIC {
                     _ = nic.transmitFromPF(count: 1) { _ in (frame, length) }

@@ -49,8 +49,8 @@ final class HostDataPath {
     /// Whether some vNIC's MAC waits for its switch-out after a VF reset (`awaitingSwitchOut`):
     /// only then does `switchBurst` look for it among frames bound for the uplink.
     private var anyAwaitingSwitchOut = false
-    /// Per port: the frames held for its vNIC while it migrates. Looked at only while
-    /// `anyMigrationHold`: one predictable branch per delivery when no migration is under way.
+    /// Per port: the frames held for its vNIC while it migrates. A held vNIC's port has no entry
+    /// in `portOwners`, so the per-frame path looks here only for a port without an owner.
     var migrationHolds: [MigrationHeldFrames?] = []
     var anyMigrationHold = false
     /// Per guest name: what migrations did with its frames here, and its self-announcements.
@@ -110,6 +110,7 @@ final class HostDataPath {
     func replace(_ old: EmulatedDevice, with new: EmulatedDevice) {
         guard let index = devices.firstIndex(where: { $0 === old }) else { return }
         devices[index] = new
+        migrationHold(onPort: new.port)?.device = new  // a held port stays held, for the new device
         syncPortOwners()
     }
 
@@ -187,8 +188,8 @@ final class HostDataPath {
             anySwitchOverflow = anySwitchOverflow || owner._withUnsafeGuaranteedRef { $0.switchOverflow != nil }
             return true
         }
-        if n == 1, migrationHold(onPort: Int(arena.destinations[0])) == nil, let owner = portOwners[Int(arena.destinations[0])],
-            owner.toOpaque() != exemptOwner, owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
+        if n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() != exemptOwner,
+            owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
         {
             heldBack = true
             return false
@@ -197,13 +198,10 @@ final class HostDataPath {
         // receiver's RX completion says so, as it does for frames the device made.
         let checksumBits = checksumValid ? EmulatedDevice.checksumBits(ofMarked: frame, length: length) : 0
         for k in 0..<n {
-            let port = Int(arena.destinations[k])
-            if let owner = portOwners[port] {
-                if let hold = migrationHold(onPort: port) {
-                    keepHeld(frame, length: length, in: hold, for: owner)
-                } else {
-                    owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
-                }
+            if let owner = portOwners[Int(arena.destinations[k])] {
+                owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
+            } else if let hold = migrationHold(onPort: Int(arena.destinations[k])) {
+                hold.keep(frame, length: length)
             }
         }
         return true
@@ -234,8 +232,7 @@ final class HostDataPath {
             var hash: UInt32 = 0
             if case .forward(let n) = route {
                 hash = EthernetFrame.flowHash(frame, length: length)
-                // A receiver whose frames are held for a migration holds no sender back.
-                if n == 1, migrationHold(onPort: Int(arena.destinations[0])) == nil, let owner = portOwners[Int(arena.destinations[0])],
+                if n == 1, let owner = portOwners[Int(arena.destinations[0])],
                     owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
                 {
                     taken = i
@@ -266,11 +263,7 @@ final class HostDataPath {
                             taken = held
                             break frames
                         }
-                        if let hold = migrationHold(onPort: port) {
-                            keepHeld(frame, length: length, in: hold, for: owner)
-                        } else {
-                            owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
-                        }
+                        owner._withUnsafeGuaranteedRef { $0.deliver(frame, length: length, hash: hash, checksumBits: checksumBits) }
                     } else if port == vswitch.uplinkPort {
                         if uplinkNIC != nil {
                             pfBatch[pfBatchCount] = Int32(i)
@@ -280,6 +273,14 @@ final class HostDataPath {
                         } else {
                             wire?.transmit(length: length)
                         }
+                    } else if let hold = migrationHold(onPort: port) {
+                        // Taken like a delivery: what went to the PF goes first.
+                        if let held = flushPFBatch() {
+                            uncountBurst(device, from: held, through: i)
+                            taken = held
+                            break frames
+                        }
+                        hold.keep(frame, length: length)
                     }
                 }
             case .unknownDestination:
@@ -385,13 +386,15 @@ final class HostDataPath {
         vswitch.setRxMode(d.port, d.rxMode)
     }
 
-    private func syncPortOwners() {
+    /// Rebuilds the per-pass views of `devices`. A vNIC whose frames a migration holds gets no
+    /// owner entry: the switch then neither delivers to it nor holds a sender back for it.
+    func syncPortOwners() {
+        growMigrationHolds(to: vswitch.portCount)
         portOwners = [Unmanaged<EmulatedDevice>?](repeating: nil, count: vswitch.portCount)
-        for d in devices { portOwners[d.port] = Unmanaged.passUnretained(d) }
+        for d in devices where migrationHolds[d.port] == nil { portOwners[d.port] = Unmanaged.passUnretained(d) }
         activeDevices.deallocate()
         activeDevices = .allocate(capacity: devices.count)
         _ = activeDevices.initialize(from: devices.map { Unmanaged.passUnretained($0) })
         arena.ensureDestinations(vswitch.portCount)
-        growMigrationHolds(to: vswitch.portCount)
     }
 }

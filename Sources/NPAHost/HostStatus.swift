@@ -34,7 +34,7 @@ enum HostStatus {
                 var counters: [String: UInt64] = [:]
                 for (k, v) in d.counters.named() { counters[k] = v }
                 // Only for a vNIC a migration or a self-announcement touched here.
-                for (k, v) in dataPath.migrationCounters[d.name]?.named() ?? [] { counters[k] = v }
+                for (k, v) in dataPath.migrationCounters(for: d)?.named() ?? [] { counters[k] = v }
                 var v = StatusReport.VNIC(
                     name: d.name, mac: d.mac.description, mode: d.mode.rawValue, link: "up",
                     state: reportedState(of: d),

@@ -20,6 +20,14 @@ struct MigrationFrameCounters: Equatable {
     var announceRounds: UInt64 = 0
     var announceFrames: UInt64 = 0
 
+    /// These counters with a hold's (frames it kept, frames that found it full).
+    func adding(_ hold: MigrationHeldFrames) -> MigrationFrameCounters {
+        var sum = self
+        sum.held &+= hold.kept
+        sum.overflowDrops &+= hold.overflowDrops
+        return sum
+    }
+
     func named() -> [(String, UInt64)] {
         [
             ("migration_held", held), ("migration_forwarded_out", forwardedOut), ("migration_released", released),

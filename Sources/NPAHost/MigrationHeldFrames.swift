@@ -9,18 +9,24 @@
 /// makes a sender wait — a held receiver holds nobody back. The storage is a `SwitchOverflow`
 /// (an ordered ring of frame copies), allocated once when holding begins, never per frame.
 ///
-/// Owned by `HostDataPath`; touched only by the host's thread.
+/// Owned by `HostDataPath` (which keeps the device alive while it holds its frames); touched only
+/// by the host's thread.
 final class MigrationHeldFrames {
     static let maximumFrames = 4096
     static let maximumBytes = 8 << 20
+    /// The vNIC whose frames these are (another, restored from it, may take its place).
+    unowned var device: EmulatedDevice
     /// The frames, oldest first; slots as long as the device's largest receivable frame.
     let frames: SwitchOverflow
-    /// Frames that found the hold full.
+    /// Frames kept since holding began, and frames that found the hold full.
+    private(set) var kept: UInt64 = 0
     private(set) var overflowDrops: UInt64 = 0
 
-    /// A hold for a device whose frames are at most `maximumFrameLength` bytes.
-    init(maximumFrameLength: Int) {
-        frames = SwitchOverflow(maximumFrameLength: maximumFrameLength, capacity: Self.capacity(maximumFrameLength: maximumFrameLength))
+    /// A hold for `device`'s frames (at most its largest receivable frame each).
+    init(for device: EmulatedDevice) {
+        self.device = device
+        let length = device.maximumFrameLength
+        frames = SwitchOverflow(maximumFrameLength: length, capacity: Self.capacity(maximumFrameLength: length))
     }
 
     /// Frames a hold keeps for a device whose largest frame is `maximumFrameLength` bytes: 4096
@@ -29,13 +35,17 @@ final class MigrationHeldFrames {
 
     var count: Int { frames.count }
 
-    /// Keeps a copy of `frame` after the others; false (counted) when the hold is full. The
-    /// caller has checked `length` against the device's largest frame.
-    @discardableResult
-    func keep(_ frame: UnsafeRawPointer, length: Int) -> Bool {
-        if frames.append(frame, length: length) { return true }
-        overflowDrops &+= 1
-        return false
+    /// Keeps a copy of `frame` after the others. A frame longer than the device could ever
+    /// take is dropped as `deliver` would drop it (`rx_frame_too_long`); one that finds the hold
+    /// full is dropped and counted.
+    func keep(_ frame: UnsafeRawPointer, length: Int) {
+        if length > frames.maximumFrameLength {
+            device.drop(.rxFrameTooLong)
+        } else if frames.append(frame, length: length) {
+            kept &+= 1
+        } else {
+            overflowDrops &+= 1
+        }
     }
 
     /// Removes and returns up to `max` of the oldest frames, as byte arrays (the migration's slow

@@ -52,7 +52,7 @@ import Testing
     }
 
     func counters(_ host: SteppedTestHost, _ name: String) throws -> MigrationFrameCounters {
-        try host.onHostThread { $0.dataPath.migrationCounters[name] ?? MigrationFrameCounters() }
+        try host.onHostThread { d in d.dataPath.migrationCounters(for: try d.attachedDevice(name)) ?? MigrationFrameCounters() }
     }
 
     func held(_ host: SteppedTestHost, _ name: String) throws -> Int {
