@@ -87,7 +87,7 @@ final class MigrationCoordinator {
         return "closed"
     }
 
-    var isActive: Bool { !outgoing.isEmpty || !incoming.isEmpty }
+    var isActive: Bool { !outgoing.isEmpty || !incoming.isEmpty || !pendingSwitchIns.isEmpty }
 
     /// When `service` must run next: soon while any migration is under way (its channels are
     /// polled for writes and its deadlines checked), never otherwise.
@@ -161,6 +161,7 @@ final class MigrationCoordinator {
 
     /// Channels flushed and read, deadlines checked, held frames forwarded.
     func service(now: UInt64) {
+        if !pendingSwitchIns.isEmpty { switchInPending(now: now) }
         for id in waitingForSwitchOut {
             guard let m = outgoing[id] else { continue }
             guard let device = host.dataPath.device(named: m.name) else {
@@ -333,6 +334,9 @@ final class MigrationCoordinator {
     }
 
     private var waitingForSwitchOut: Set<UInt64> = []
+    /// Guests that arrived in passthrough, to switch in once the frames forwarded to them are
+    /// all in their emulated ring (a switch point must find no frames parked).
+    private var pendingSwitchIns: [(id: UInt64, device: EmulatedDevice)] = []
 
     private func stopHoldAndSendState(_ m: Outgoing) {
         let now = Clock.monotonicNanoseconds()
@@ -525,14 +529,28 @@ extension MigrationCoordinator {
     }
 
     private func switchInIfAllowed(_ m: Incoming) {
-        guard let device = m.device, host.dataPath.devices.contains(where: { $0 === device }) else { return }
-        guard m.request?.wasPassthrough == true || host.configuration.autoPassthrough else { return }
+        guard let device = m.device, m.request?.wasPassthrough == true || host.configuration.autoPassthrough else { return }
+        pendingSwitchIns.append((m.id, device))
+        switchInPending(now: Clock.monotonicNanoseconds())
+    }
+
+    /// Switches in the arrived guests whose parked frames are delivered; drops those that left.
+    private func switchInPending(now: UInt64) {
+        pendingSwitchIns.removeAll { id, device in
+            guard host.dataPath.devices.contains(where: { $0 === device }) else { return true }
+            guard device.switchOverflow == nil else { return false }
+            switchIn(device, migration: id)
+            return true
+        }
+    }
+
+    private func switchIn(_ device: EmulatedDevice, migration id: UInt64) {
         if let refusal = host.admission.admitSwitch(toPassthrough: true, for: device) {
-            logger.info("migration \(m.id): '\(device.name)' stays emulated here: \(refusal)")
+            logger.info("migration \(id): '\(device.name)' stays emulated here: \(refusal)")
             return
         }
         if case .failure(let refusal) = host.pfDriver.requestSwitch(device, toPassthrough: true) {
-            logger.info("migration \(m.id): '\(device.name)' stays emulated here: \(refusal)")
+            logger.info("migration \(id): '\(device.name)' stays emulated here: \(refusal)")
         }
     }
 
