@@ -174,7 +174,9 @@ final class MigrationCoordinator {
                 step(m, .guestGone, now)
                 continue
             }
-            guard !device.switching.isSwitching else { continue }
+            // Done switching, and the frames parked at the switch point delivered: only then may
+            // the device be saved (`beginDeparture` refuses a vNIC with frames still parked).
+            guard !device.switching.isSwitching, device.switching.isPassthrough || device.switchOverflow == nil else { continue }
             waitingForSwitchOut.remove(id)
             if device.switching.isPassthrough {
                 step(m, .switchOutFailed(device.switching.reason ?? "the switch-out was called off"), now)
