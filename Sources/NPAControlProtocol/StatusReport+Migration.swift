@@ -1,4 +1,25 @@
 extension StatusReport {
+    /// The host's migration channel: what it refused, by reason (a host without the key, a
+    /// record altered, replayed or reordered...), and connections shed at its cap.
+    public struct MigrationChannel: Codable, Equatable, Sendable {
+        /// Where it takes migrations; nil if it only sends.
+        public var listening: String?
+        public var recordsRefused: [String: UInt64]
+        public var connectionsRefused: UInt64
+
+        public init(listening: String?, recordsRefused: [String: UInt64], connectionsRefused: UInt64) {
+            self.listening = listening
+            self.recordsRefused = recordsRefused
+            self.connectionsRefused = connectionsRefused
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case listening
+            case recordsRefused = "records_refused"
+            case connectionsRefused = "connections_refused"
+        }
+    }
+
     /// One live migration as one of its two hosts saw it (`npa status`, `npa migrate --json`).
     public struct Migration: Codable, Equatable, Sendable {
         public struct Phase: Codable, Equatable, Sendable {

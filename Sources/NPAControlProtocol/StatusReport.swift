@@ -140,8 +140,14 @@ public struct StatusReport: Codable, Equatable, Sendable {
     /// Migrations to and from this host: those under way and the last finished ones; nil when
     /// there were none.
     public var migrations: [Migration]?
+    /// What the migration channel refused (a host with a `migration_key_file` only).
+    public var migrationChannel: MigrationChannel?
 
-    public init(vnics: [VNIC], uplink: Uplink?, host: Host? = nil, wires: [Wire]? = nil, migrations: [Migration]? = nil) {
+    public init(
+        vnics: [VNIC], uplink: Uplink?, host: Host? = nil, wires: [Wire]? = nil, migrations: [Migration]? = nil,
+        migrationChannel: MigrationChannel? = nil
+    ) {
+        self.migrationChannel = migrationChannel
         self.vnics = vnics
         self.uplink = uplink
         self.host = host

@@ -70,6 +70,7 @@ enum HostStatus {
                 fdLimit: (try? ResourceLimits.openFiles().soft) ?? 0,
                 adminRefused: server.adminRefused),
             wires: wires(dataPath: dataPath, pfDriver: pfDriver),
-            migrations: server.migrations.flatMap { $0.statusEntries.isEmpty ? nil : $0.statusEntries })
+            migrations: server.migrations.flatMap { $0.statusEntries.isEmpty ? nil : $0.statusEntries },
+            migrationChannel: server.migrations?.channelStatus)
     }
 }

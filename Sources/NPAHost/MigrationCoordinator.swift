@@ -74,6 +74,11 @@ final class MigrationCoordinator {
     /// all in their emulated ring (a switch point must find no frames parked).
     var pendingSwitchIns: [(id: UInt64, device: EmulatedDevice)] = []
     var nextID: UInt64 = 1
+    /// Set while accepting is paused after a failed accept.
+    var listenerPausedUntil: UInt64?
+    /// Connections closed at once because `maximumIncoming` were being served.
+    var incomingRefused: UInt64 = 0
+    static let maximumIncoming = 16
     static let historyLimit = 32
     /// Frames per `frames` message while forwarding.
     static let framesPerMessage = 256
@@ -92,7 +97,7 @@ final class MigrationCoordinator {
         return "closed"
     }
 
-    var isActive: Bool { !outgoing.isEmpty || !incoming.isEmpty || !pendingSwitchIns.isEmpty }
+    var isActive: Bool { !outgoing.isEmpty || !incoming.isEmpty || !pendingSwitchIns.isEmpty || listenerPausedUntil != nil }
 
     /// When `service` must run next: soon while any migration is under way (its channels are
     /// polled for writes and its deadlines checked), never otherwise.
@@ -166,6 +171,12 @@ final class MigrationCoordinator {
 
     /// Channels flushed and read, deadlines checked, held frames forwarded.
     func service(now: UInt64) {
+        if let until = listenerPausedUntil, now >= until, let listener {
+            listenerPausedUntil = nil
+            do { try host.loop.epoll.add(listener.fd, tag: HostEventTag.migrationListener) } catch {
+                listenerPausedUntil = now + 100_000_000
+            }
+        }
         if !pendingSwitchIns.isEmpty { switchInPending(now: now) }
         for id in waitingForSwitchOut {
             guard let m = outgoing[id] else { continue }
@@ -220,15 +231,25 @@ final class MigrationCoordinator {
     }
 
     func acceptPending() {
-        guard let listener else { return }
+        guard let listener, listenerPausedUntil == nil else { return }
         while true {
             let connection: MigrationConnection
             do {
                 guard let accepted = try listener.accept() else { return }
                 connection = accepted
             } catch {
-                logger.warning("migration listener: accept failed: \(error)")
+                // Out of descriptors, say: the listener leaves epoll for a while (it is
+                // level-triggered and would spin the loop); the connection waits in the backlog.
+                logger.warning("migration listener: accept failed: \(error); pausing accept for 100 ms")
+                host.loop.epoll.remove(listener.fd)
+                listenerPausedUntil = Clock.monotonicNanoseconds() + 100_000_000
                 return
+            }
+            guard incoming.count < Self.maximumIncoming else {
+                // Unauthenticated peers cannot pile up connections: a few at a time are heard.
+                incomingRefused &+= 1
+                connection.close()
+                continue
             }
             let id = nextID
             nextID += 1
@@ -246,6 +267,16 @@ final class MigrationCoordinator {
 // MARK: Status
 
 extension MigrationCoordinator {
+    /// The channel's refusals (the listener's and the outgoing connections'); nil without a key.
+    var channelStatus: StatusReport.MigrationChannel? {
+        guard key != nil else { return nil }
+        var refused: [String: UInt64] = [:]
+        for (reason, count) in counters.recordsRefused.byReason { refused[reason.rawValue] = count }
+        for (reason, count) in listener?.counters.recordsRefused.byReason ?? [] { refused[reason.rawValue, default: 0] += count }
+        return StatusReport.MigrationChannel(
+            listening: listener.map { "\($0.address)" }, recordsRefused: refused, connectionsRefused: incomingRefused)
+    }
+
     /// Those under way, then the finished ones, oldest first.
     var statusEntries: [StatusReport.Migration] {
         let now = Clock.monotonicNanoseconds()

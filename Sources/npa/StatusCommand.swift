@@ -71,6 +71,12 @@ enum StatusTable {
                 + "\(c["frames_in"] ?? 0) frames in, \(c["frames_out"] ?? 0) out, drops: \(drops.isEmpty ? "-" : drops)"
         }
         if report.vnics.isEmpty { text += "\n(no vNICs attached)" }
+        if let c = report.migrationChannel {
+            let refused = c.recordsRefused.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+            text +=
+                "\nmigration channel: " + (c.listening.map { "listening on \($0)" } ?? "not listening")
+                + ", records refused: \(refused.isEmpty ? "-" : refused.joined(separator: " ")), connections refused: \(c.connectionsRefused)"
+        }
         for m in report.migrations ?? [] {
             let way = m.direction == "outgoing" ? "to" : "from"
             let phases = m.phases.map { "\($0.name) " + String(format: "%.1f ms", $0.milliseconds) }.joined(separator: ", ")

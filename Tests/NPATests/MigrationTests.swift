@@ -150,6 +150,13 @@ import Testing
         #expect(mover.hostSocket == pair.a.socketPath)
         #expect(Self.exchange(mover, to: neighbour, count: 50, tag: 6))
         #expect(try pair.b.admin.status().vnics.isEmpty)
+        // Both saw a hello that does not verify, and counted it.
+        let counted = eventually {
+            let atA = (try? pair.a.admin.status().migrationChannel?.recordsRefused["badHello"]) ?? 0
+            let atB = (try? pair.b.admin.status().migrationChannel?.recordsRefused["badHello"]) ?? 0
+            return atA >= 1 && atB >= 1
+        }
+        #expect(counted)
     }
 
     @Test func migrationsThatCannotStartAreRefusedWithAReason() throws {
