@@ -28,7 +28,9 @@ extension MigrationCoordinator {
             case .refused(let reason): step(m, .refused(reason), now)
             case .stateAccepted: step(m, .stateAccepted, now)
             case .guestArrived: step(m, .guestArrived, now)
-            case .announced: step(m, .announced, now)
+            case .announced:
+                m.lastFrameOrAnnouncement = now
+                step(m, .announced, now)
             case .abort(let reason): step(m, .refused(reason), now)
             default: step(m, .refused("unexpected message \(message)"), now)
             }
@@ -123,6 +125,7 @@ extension MigrationCoordinator {
             let frames = host.dataPath.takeHeldFrames(for: device, max: Self.framesPerMessage)
             if frames.isEmpty { return }
             m.framesForwarded &+= UInt64(frames.count)
+            m.lastFrameOrAnnouncement = Clock.monotonicNanoseconds()
             for message in MigrationMessage.framesMessages(frames) { send(message, on: m) }
         }
     }

@@ -27,6 +27,9 @@ final class MigrationCoordinator {
         var framesForwarded: UInt64 = 0
         var framesLost: UInt64 = 0
         var connected = false
+        /// While forwarding: when the destination's announcement came or a frame was last
+        /// forwarded, whichever is later (forwarding ends once it is quiet for a while).
+        var lastFrameOrAnnouncement: UInt64?
 
         init(id: UInt64, name: String, destination: String, machine: MigrationSourceMachine) {
             self.id = id
@@ -197,7 +200,7 @@ final class MigrationCoordinator {
         }
         for m in Array(outgoing.values) {
             serviceChannel(m)
-            if outgoing[m.id] != nil { perform(m.machine.tick(now: now), for: m) }
+            if outgoing[m.id] != nil { perform(m.machine.tick(now: now, lastFrameOrAnnouncement: m.lastFrameOrAnnouncement), for: m) }
         }
         for m in Array(incoming.values) {
             serviceChannel(m)

@@ -100,6 +100,11 @@ struct MigrationSourceMachine {
     struct Limits: Equatable {
         var phaseMilliseconds: UInt64 = 5000
         var forwardingGraceMilliseconds: UInt64 = 200
+        /// Forwarding also ends once the announcement went out and no frame reached this host
+        /// for the guest for this long: the network has learnt the new port (a Linux bridge
+        /// does on the first RARP frame), and the destination holds direct frames meanwhile, so
+        /// every millisecond here is the guest's downtime.
+        var forwardingQuietMilliseconds: UInt64 = 10
     }
 
     let wasPassthrough: Bool
@@ -220,11 +225,13 @@ struct MigrationSourceMachine {
     }
 
     /// The clock moved on: a phase past its deadline fails (before the commit) or ends
-    /// forwarding (after it); while forwarding, held frames go out on every tick.
-    mutating func tick(now: UInt64) -> [Action] {
+    /// forwarding (after it); while forwarding, held frames go out on every tick, and
+    /// forwarding ends early once announced and quiet since `lastFrameOrAnnouncement`.
+    mutating func tick(now: UInt64, lastFrameOrAnnouncement: UInt64? = nil) -> [Action] {
         switch state {
         case .forwarding(let announced):
-            guard now >= deadline else { return [.forwardHeldFrames] }
+            let quiet = announced && lastFrameOrAnnouncement.map { now &- $0 >= limits.forwardingQuietMilliseconds * 1_000_000 } == true
+            guard now >= deadline || quiet else { return [.forwardHeldFrames] }
             if !announced {
                 // The destination never said it announced: forward what is here and end anyway,
                 // bounded, rather than hold the vNIC here for ever.

@@ -29,6 +29,20 @@ import Testing
         #expect(m.times.phases.map(\.name) == ["connecting", "preparing", "transferring", "awaiting-guest", "forwarding"])
     }
 
+    @Test func forwardingEndsOnceAnnouncedAndQuiet() throws {
+        var m = Source(wasPassthrough: false, now: 0)
+        _ = try Self.run(&m, [.connected, .prepared(Self.ticket), .stateAccepted, .guestArrived])
+        let quiet = m.limits.forwardingQuietMilliseconds * Self.ms
+        // Not announced yet: quiet does not count.
+        #expect(m.tick(now: 100 * Self.ms, lastFrameOrAnnouncement: 0) == [.forwardHeldFrames])
+        _ = try m.handle(.announced, now: 100 * Self.ms)
+        #expect(m.tick(now: 100 * Self.ms + quiet - 1, lastFrameOrAnnouncement: 100 * Self.ms) == [.forwardHeldFrames])
+        // A frame forwarded later starts the quiet period again.
+        #expect(m.tick(now: 100 * Self.ms + quiet, lastFrameOrAnnouncement: 105 * Self.ms) == [.forwardHeldFrames])
+        #expect(m.tick(now: 105 * Self.ms + quiet, lastFrameOrAnnouncement: 105 * Self.ms).contains(.sendForwardingDone))
+        #expect(m.state == .completed)
+    }
+
     @Test func aGuestInPassthroughSwitchesOutFirstAndBackInWhenTheDestinationGivesUp() throws {
         var m = Source(wasPassthrough: true, now: 0)
         #expect(try Self.run(&m, [.connected, .prepared(Self.ticket)]) == [.sendPrepare, .switchOut])

@@ -69,7 +69,7 @@ import Testing
     @Test func aGuestMigratesThereAndBackTwentyTimesAndLeaksNothing() throws {
         let pair = try MigrationPair()
         defer { pair.stop() }
-        let mover = try attach(pair.a, "roamer", mac: "02:00:00:00:77:11", queues: 1)
+        let mover = try attach(pair.a, "wanderer", mac: "02:00:00:00:77:11", queues: 1)
         let peerA = try attach(pair.a, "peer-a", mac: "02:00:00:00:77:12", queues: 1)
         let peerB = try attach(pair.b, "peer-b", mac: "02:00:00:00:77:13", queues: 1)
         let buffersBefore = mover.buffersOutstanding
@@ -83,7 +83,7 @@ import Testing
         #expect(mover.hostSocket == pair.a.socketPath)
         #expect(mover.buffersOutstanding == buffersBefore)
         // Each host keeps its own guests and the mover once, nothing left of the other trips.
-        #expect(try pair.a.admin.status().vnics.map(\.name).sorted() == ["peer-a", "roamer"])
+        #expect(try pair.a.admin.status().vnics.map(\.name).sorted() == ["peer-a", "wanderer"])
         #expect(try pair.b.admin.status().vnics.map(\.name) == ["peer-b"])
         #expect(try pair.a.admin.status().host?.connections == 2)
         #expect(try pair.b.admin.status().host?.connections == 1)
