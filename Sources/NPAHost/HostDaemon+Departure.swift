@@ -75,9 +75,14 @@ extension HostDaemon {
 
     /// Tears down the device of a guest that moved away and was retained for forwarding
     /// (`beginDeparture(named:retainingAfterMove: true)`): its port, MAC and name are free.
+    /// The migration may end before the guest's `moved` reaches this host (the destination
+    /// said the guest arrived): then the vNIC is torn down as soon as that `moved` comes.
     package func releaseDeparted(named name: String) {
-        guard let device = server.departed.removeValue(forKey: name) else { return }
-        server.tearDown(device, reason: "moved to another host; forwarding done")
+        if let device = server.departed.removeValue(forKey: name) {
+            server.tearDown(device, reason: "moved to another host; forwarding done")
+        } else if server.departures[name] != nil {
+            server.departures[name]?.retainAfterMove = false
+        }
     }
 
     /// sockaddr_un's path: 108 bytes with the terminating NUL.
