@@ -107,6 +107,12 @@ extension MigrationCoordinator {
 
     func stopHoldAndSendState(_ m: Outgoing) {
         let now = Clock.monotonicNanoseconds()
+        // Frames parked at its last switch point go to its ring first (a device is saved only
+        // without them); `service` comes back here once they have.
+        if let device = host.dataPath.device(named: m.name), device.switchOverflow != nil {
+            waitingToStop.insert(m.id)
+            return
+        }
         let bytes: [UInt8]
         do {
             bytes = try host.beginDeparture(named: m.name, retainingAfterMove: true)
@@ -163,6 +169,7 @@ extension MigrationCoordinator {
         guard m.machine.isFinished else { return }
         outgoing[m.id] = nil
         waitingForSwitchOut.remove(m.id)
+        waitingToStop.remove(m.id)
         remember(status(of: m, now: Clock.monotonicNanoseconds()))
         switch m.machine.state {
         case .failed(let why): logger.warning("migration \(m.id) of '\(m.name)' failed: \(why)")

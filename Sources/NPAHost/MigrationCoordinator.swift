@@ -73,6 +73,9 @@ final class MigrationCoordinator {
     var history: [StatusReport.Migration] = []
     /// Outgoing migrations whose vNIC is being switched out of passthrough.
     var waitingForSwitchOut: Set<UInt64> = []
+    /// Outgoing migrations whose vNIC still has frames parked at a switch point to deliver
+    /// before it can be stopped and saved.
+    var waitingToStop: Set<UInt64> = []
     /// Guests that arrived in passthrough, to switch in once the frames forwarded to them are
     /// all in their emulated ring (a switch point must find no frames parked).
     var pendingSwitchIns: [(id: UInt64, device: EmulatedDevice)] = []
@@ -196,6 +199,16 @@ final class MigrationCoordinator {
                 step(m, .switchOutFailed(device.switching.reason ?? "the switch-out was called off"), now)
             } else {
                 step(m, .switchedOut, now)
+            }
+        }
+        for id in waitingToStop {
+            guard let m = outgoing[id], case .transferring = m.machine.state else {
+                waitingToStop.remove(id)
+                continue
+            }
+            if host.dataPath.device(named: m.name)?.switchOverflow == nil {
+                waitingToStop.remove(id)
+                stopHoldAndSendState(m)
             }
         }
         for m in Array(outgoing.values) {

@@ -157,7 +157,11 @@ struct MigrationDestinationMachine {
     private mutating func enter(_ next: State, _ now: UInt64) {
         times.note(phase: phase, endedAt: now)
         state = next
-        deadline = now + limits.phaseMilliseconds * 1_000_000
+        var limit = limits.phaseMilliseconds
+        // The source forwards for up to its grace after its own phase began: this side waits
+        // for it longer than that, so a short phase limit never cuts a committed migration.
+        if case .forwarding = next { limit = 2 * limits.phaseMilliseconds + limits.forwardingGraceMilliseconds }
+        deadline = now + limit * 1_000_000
     }
 
     private mutating func finish(_ now: UInt64) -> [Action] {
