@@ -13,6 +13,9 @@ extension MigrationSoak {
         /// Steady streaming between two migrations, outside any downtime window.
         var settleMilliseconds = 20
         var plugins: String
+        /// Both hosts' `migration_timeout_ms` (nil: the default); the source's forwarding grace
+        /// after the destination announced the guest is the smaller of it and 200 ms.
+        var migrationTimeoutMilliseconds: Int? = nil
         /// Host A's and host B's NIC models.
         var models = ("npa-dring", "npa-cq")
     }

@@ -102,6 +102,7 @@ final class MigrationSoak {
         // The stream's receiver is driven by this thread, which the scheduler may set aside on a
         // busy machine: let its senders wait as the demo's host does, rather than drop.
         config.receiverStallMilliseconds = 5_000
+        if let timeout = options.migrationTimeoutMilliseconds { config.migrationTimeoutMilliseconds = timeout }
         let host = try InProcessHost(label: "msoak-\(label)", configuration: config)
         guard let address = host.daemon.migrationAddress else {
             host.stop()

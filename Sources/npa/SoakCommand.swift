@@ -59,7 +59,16 @@ struct Soak: ParsableCommand {
     @Option(help: "--migrate: frames per second streamed to the migrating guest.")
     var rate: Double = 5_000
 
+    @Option(
+        help:
+            "--migrate: both hosts' migration_timeout_ms (each phase's bound; the source forwards for the smaller of it and 200 ms after the destination announced the guest)."
+    )
+    var migrationTimeoutMs: Int?
+
     func validate() throws {
+        if let migrationTimeoutMs, !(10...600_000).contains(migrationTimeoutMs) {
+            throw ValidationError("--migration-timeout-ms must be 10...600000")
+        }
         if let migrate {
             guard !chaos else { throw ValidationError("--migrate and --chaos are two soaks: choose one") }
             guard migrate >= 1, migrate <= 100_000 else { throw ValidationError("--migrate must be 1...100000") }
@@ -181,7 +190,8 @@ struct Soak: ParsableCommand {
     }
 
     private func runMigrations(_ count: Int, plugins: String) throws {
-        let soak = MigrationSoak(.init(migrations: count, rate: rate, plugins: plugins))
+        let soak = MigrationSoak(
+            .init(migrations: count, rate: rate, plugins: plugins, migrationTimeoutMilliseconds: migrationTimeoutMs))
         let report = try soak.run()
         if json {
             let e = JSONEncoder()
