@@ -71,6 +71,7 @@ enum StatusTable {
                 + "\(c["frames_in"] ?? 0) frames in, \(c["frames_out"] ?? 0) out, drops: \(drops.isEmpty ? "-" : drops)"
         }
         if report.vnics.isEmpty { text += "\n(no vNICs attached)" }
+        for m in report.migrations ?? [] { text += "\n" + migrationLine(m) }
         if let h = report.host {
             text +=
                 "\nconnections: \(h.connections) of \(h.maxConnections); refused at the cap \(h.connectionsRefused), "
@@ -78,6 +79,17 @@ enum StatusTable {
                 + "\nadmin requests refused on guests' connections (admin_refused): \(h.adminRefused)"
         }
         return text
+    }
+
+    /// One migration (the last 32 are kept): where, its phases with their times, the downtime
+    /// the hosts saw, frames forwarded and lost, and why it failed.
+    static func migrationLine(_ m: StatusReport.Migration) -> String {
+        let way = m.direction == "outgoing" ? "'\(m.vnic)' to \(m.peer)" : "'\(m.vnic)' from \(m.peer)"
+        let phases = m.phases.map { String(format: "%@ %.2f", $0.name, $0.milliseconds) }.joined(separator: ", ")
+        let downtime = m.deviceDowntimeMilliseconds.map { String(format: "; device downtime %.2f ms", $0) } ?? ""
+        return "migration \(m.id) of \(way): \(m.phase)\(m.error.map { " (\($0))" } ?? "")"
+            + String(format: " in %.2f ms", m.totalMilliseconds)
+            + " [\(phases)]\(downtime); frames forwarded \(m.framesForwarded), lost \(m.framesLost)"
     }
 
     static func table(_ rows: [[String]]) -> String {
