@@ -79,8 +79,12 @@ enum MigrationText {
             ? "'\(m.vnic)' now runs at \(m.peer)"
             : "'\(m.vnic)' \(m.committed ? "runs at \(m.peer), but" : "stays where it was:") \(m.error ?? m.phase)"
         lines.append("migration \(m.id): \(verdict)")
-        for p in m.phases { lines.append(String(format: "  %-16@ %9.2f ms", p.name as NSString, p.milliseconds)) }
-        lines.append(String(format: "  %-16@ %9.2f ms", "total" as NSString, m.totalMilliseconds))
+        // Padded by hand: Foundation on Linux ignores the width of a `%@` conversion.
+        func row(_ name: String, _ ms: Double) -> String {
+            "  " + name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %9.2f ms", ms)
+        }
+        for p in m.phases { lines.append(row(p.name, p.milliseconds)) }
+        lines.append(row("total", m.totalMilliseconds))
         if let d = m.deviceDowntimeMilliseconds { lines.append(String(format: "  device downtime  %9.2f ms", d)) }
         lines.append("  frames forwarded from the source: \(m.framesForwarded), lost: \(m.framesLost)")
         return lines.joined(separator: "\n")
