@@ -50,7 +50,9 @@ extension MigrationSoak {
         var leaks: [String] = []
         var failures: [String] = []
 
-        var held: Bool { lost == 0 && duplicates == 0 && outOfOrder == 0 && invalid == 0 && failed == 0 && leaks.isEmpty }
+        /// Nothing lost, duplicated, reordered or leaked, and every migration completed with the
+        /// guest switched in at its destination.
+        var held: Bool { lost == 0 && duplicates == 0 && outOfOrder == 0 && invalid == 0 && failures.isEmpty && leaks.isEmpty }
         var goalMet: Bool { held && downtimeMilliseconds.p99 < 20 }
 
         enum CodingKeys: String, CodingKey {

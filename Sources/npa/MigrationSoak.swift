@@ -233,6 +233,9 @@ final class MigrationSoak {
         if !outcome.completed {
             report.failures.append(
                 "migration \(index + 1) \(from.label)→\(to.label): \(record?.error ?? record?.phase ?? "did not finish within 60 s")")
+        } else if outcome.guestMode != "passthrough" {
+            report.failures.append(
+                "migration \(index + 1) \(from.label)→\(to.label): the guest was not switched in to a VF of \(to.label) within 5 s")
         }
         return outcome
     }

@@ -26,7 +26,7 @@ struct Soak: ParsableCommand {
             B with an npa-cq NIC) and a guest in passthrough that migrates A→B→A… N times while the peer on \
             its host streams numbered frames to it at --rate; reports the downtime at the guest (p50/p99/max), \
             loss, the phases' medians and leaks on both hosts. Exit status 1 if a frame was lost, duplicated or \
-            reordered, a migration failed or anything leaked.
+            reordered, a migration failed, the guest was not switched in at a destination, or anything leaked.
             """)
 
     @Option(help: "Switches per guest (each is one switch-in or one switch-out).")
@@ -201,7 +201,9 @@ struct Soak: ParsableCommand {
             print(report.text)
         }
         if !report.held {
-            standardError("npa soak --migrate: frames lost, reordered or duplicated, a migration failed, or a leak (see above)")
+            standardError(
+                "npa soak --migrate: frames lost, reordered or duplicated, a migration failed or left the guest emulated, or a leak (see above)"
+            )
             throw ExitCode(ExitStatus.notVerified)
         }
     }
