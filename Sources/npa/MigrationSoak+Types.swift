@@ -41,6 +41,12 @@ extension MigrationSoak {
         var models: [String] = []
         var rate = 0.0, frameBytes = 0, seconds = 0.0
         var sent = 0, received = 0, lost = 0, duplicates = 0, outOfOrder = 0, invalid = 0
+        /// Self-announcements of the guest's own MAC that reached the guest (not the stream's).
+        var announcementsReceived = 0
+        /// The guest vNIC's drop and migration counters at the end, per host ("B drop_…").
+        var guestCounters: [String: UInt64] = [:]
+        /// The first invalid frames, in hex (at most 4, 64 bytes each).
+        var invalidSamples: [String] = []
         var downtimeMilliseconds = Soak.Percentiles([])
         var steadyMaxGapMilliseconds = 0.0
         var deviceDowntimeMilliseconds = Soak.Percentiles([])
@@ -67,6 +73,9 @@ extension MigrationSoak {
             case phaseMedianMilliseconds = "phase_median_ms"
             case framesForwarded = "frames_forwarded"
             case framesLostByHosts = "frames_lost_by_hosts"
+            case announcementsReceived = "announcements_received"
+            case invalidSamples = "invalid_samples"
+            case guestCounters = "guest_counters"
         }
     }
 
@@ -103,10 +112,16 @@ extension MigrationSoak.Report {
             "  phases (median ms): "
                 + phaseMedianMilliseconds.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(
                     separator: ", "),
-            "  stream: sent \(sent), received \(received), lost \(lost), duplicates \(duplicates), out of order \(outOfOrder), invalid \(invalid); forwarded by the source host \(framesForwarded), lost by the hosts \(framesLostByHosts)",
+            "  stream: sent \(sent), received \(received), lost \(lost), duplicates \(duplicates), out of order \(outOfOrder), invalid \(invalid), its own announcements received \(announcementsReceived); forwarded by the source host \(framesForwarded), lost by the hosts \(framesLostByHosts)",
             "  before/after: " + before.keys.sorted().map { "\($0) \(before[$0]!)/\(after[$0] ?? -1)" }.joined(separator: ", "),
         ]
+        if !guestCounters.isEmpty {
+            lines.append(
+                "  the guest's vNIC counters (drops, migration): "
+                    + guestCounters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
         for failure in failures.prefix(10) { lines.append("  failed: " + failure) }
+        for sample in invalidSamples { lines.append("  invalid frame: " + sample) }
         lines.append(leaks.isEmpty ? "  nothing leaked" : "  leaked: " + leaks.joined(separator: "; "))
         lines.append(
             "  goal (downtime p99 below 20 ms, nothing lost): "

@@ -69,14 +69,31 @@ final class MigrationSoak {
         var outcomes: [Outcome] = []
         for index in 0..<options.migrations {
             let from = side(of: guest), to = from === sides[0] ? sides[1] : sides[0]
+            let disorder = (verifier.outOfOrder, verifier.duplicates, report.announcementsReceived)
             let outcome = try migrate(index: index, from: from, to: to)
             outcomes.append(outcome)
             onMigration?(outcome, self)
             stream(forMilliseconds: options.settleMilliseconds)
+            // Which migration broke the order (or brought the guest its own announcement): the
+            // counts are the whole stream's, so each migration's share is told apart here.
+            let now = (verifier.outOfOrder, verifier.duplicates, report.announcementsReceived)
+            if now != disorder {
+                report.failures.append(
+                    "migration \(index + 1) \(from.label)→\(to.label): \(now.0 - disorder.0) frames out of order, \(now.1 - disorder.1) duplicates, \(now.2 - disorder.2) of its own announcements received (guest \(guest.mode) at \(side(of: guest).label))"
+                )
+            }
         }
         finishStream()
         summarize(outcomes)
         report.after = try settledSnapshot()
+        // Where lost frames went: the drop and migration counters of the guest's vNIC on both hosts.
+        for s in sides {
+            for v in try s.host.admin.status().vnics where v.name == guest.name {
+                for (k, n) in v.counters where n > 0 && (k.hasPrefix("drop_") || k.hasPrefix("migration_")) {
+                    report.guestCounters["\(s.label) \(k)"] = n
+                }
+            }
+        }
         for key in report.before.keys.sorted() where !key.hasPrefix("A ") && !key.hasPrefix("B ") {
             if report.before[key] != report.after[key] {
                 report.leaks.append("\(key): \(report.before[key]!) before, \(report.after[key] ?? -1) after")
@@ -141,7 +158,15 @@ final class MigrationSoak {
             _ = previous.reclaimTransmitted()
             if previous.buffersOutstanding == previous.postedReceiveBuffers { previousSender = nil }
         }
-        let got = guest.receive(maxFrames: 256, timeoutMilliseconds: 0) { verifier.record($0.bytes) }
+        var got = 0
+        let all = guest.receive(maxFrames: 256, timeoutMilliseconds: 0) { frame in
+            if TrafficFrame.parse(frame.bytes) != nil {
+                verifier.record(frame.bytes)
+                got += 1
+            } else {
+                noteOther(frame.bytes)
+            }
+        }
         if got > 0 {
             let at = Clock.monotonicNanoseconds()
             let gap = at - lastFrameAt
@@ -153,9 +178,25 @@ final class MigrationSoak {
             }
             lastFrameAt = at
         }
-        moved += got
+        moved += all
         // Nothing due and nothing arrived: let the hosts' threads have the cores for a moment.
         if moved == 0 { EngineThread.sleep(microseconds: 100) }
+    }
+
+    /// A frame that is not the stream's: a self-announcement (RARP, EtherType 0x8035, tagged or
+    /// not) of the guest's own MAC that came back to it is counted apart; anything else is
+    /// invalid, and the first few are kept (as hex) for the report.
+    private func noteOther(_ frame: UnsafeRawBufferPointer) {
+        let tagged = frame.count >= 18 && frame[12] == 0x81 && frame[13] == 0x00
+        let type = frame.count >= 14 ? (tagged ? (frame[16], frame[17]) : (frame[12], frame[13])) : (0, 0)
+        if type == (0x80, 0x35) {
+            report.announcementsReceived += 1
+            return
+        }
+        report.invalid += 1
+        if report.invalidSamples.count < 4 {
+            report.invalidSamples.append(frame.prefix(64).map { String(format: "%02x", $0) }.joined())
+        }
     }
 
     private func stream(forMilliseconds milliseconds: Int) {
@@ -176,14 +217,17 @@ final class MigrationSoak {
         for s in sides { _ = s.peer.flush(timeoutMilliseconds: 10_000) }
         let deadline = Clock.monotonicNanoseconds() + 20_000_000_000
         while verifier.unique < sent && Clock.monotonicNanoseconds() < deadline {
-            if guest.receive(maxFrames: 256, timeoutMilliseconds: 10, { verifier.record($0.bytes) }) == 0 { continue }
+            let n = guest.receive(maxFrames: 256, timeoutMilliseconds: 10) { frame in
+                if TrafficFrame.parse(frame.bytes) != nil { verifier.record(frame.bytes) } else { noteOther(frame.bytes) }
+            }
+            if n == 0 { continue }
         }
         report.sent = sent
         report.received = verifier.unique
         report.lost = sent - verifier.unique
         report.duplicates = verifier.duplicates
         report.outOfOrder = verifier.outOfOrder
-        report.invalid = verifier.invalid
+        report.invalid += verifier.invalid
         report.steadyMaxGapMilliseconds = Double(steadyGap) / 1e6
     }
 
