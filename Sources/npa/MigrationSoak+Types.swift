@@ -55,6 +55,8 @@ extension MigrationSoak {
         var before: [String: Int] = [:], after: [String: Int] = [:]
         var leaks: [String] = []
         var failures: [String] = []
+        /// What is worth knowing but breaks no invariant (the guest hearing its own announcement).
+        var notes: [String] = []
 
         /// Nothing lost, duplicated, reordered or leaked, and every migration completed with the
         /// guest switched in at its destination.
@@ -63,7 +65,7 @@ extension MigrationSoak {
 
         enum CodingKeys: String, CodingKey {
             case migrations, completed, failed, models, rate, seconds, sent, received, lost, duplicates, invalid, before, after, leaks,
-                failures
+                failures, notes
             case switchedIn = "switched_in"
             case frameBytes = "frame_bytes"
             case outOfOrder = "out_of_order"
@@ -121,6 +123,7 @@ extension MigrationSoak.Report {
                     + guestCounters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
         for failure in failures.prefix(10) { lines.append("  failed: " + failure) }
+        for note in notes.prefix(10) { lines.append("  note: " + note) }
         for sample in invalidSamples { lines.append("  invalid frame: " + sample) }
         lines.append(leaks.isEmpty ? "  nothing leaked" : "  leaked: " + leaks.joined(separator: "; "))
         lines.append(

@@ -69,19 +69,12 @@ final class MigrationSoak {
         var outcomes: [Outcome] = []
         for index in 0..<options.migrations {
             let from = side(of: guest), to = from === sides[0] ? sides[1] : sides[0]
-            let disorder = (verifier.outOfOrder, verifier.duplicates, report.announcementsReceived)
+            let before = (verifier.outOfOrder, verifier.duplicates, verifier.gaps, report.announcementsReceived)
             let outcome = try migrate(index: index, from: from, to: to)
             outcomes.append(outcome)
             onMigration?(outcome, self)
             stream(forMilliseconds: options.settleMilliseconds)
-            // Which migration broke the order (or brought the guest its own announcement): the
-            // counts are the whole stream's, so each migration's share is told apart here.
-            let now = (verifier.outOfOrder, verifier.duplicates, report.announcementsReceived)
-            if now != disorder {
-                report.failures.append(
-                    "migration \(index + 1) \(from.label)→\(to.label): \(now.0 - disorder.0) frames out of order, \(now.1 - disorder.1) duplicates, \(now.2 - disorder.2) of its own announcements received (guest \(guest.mode) at \(side(of: guest).label))"
-                )
-            }
+            attribute(index: index, from: from, to: to, since: before)
         }
         finishStream()
         summarize(outcomes)
@@ -282,6 +275,26 @@ final class MigrationSoak {
                 "migration \(index + 1) \(from.label)→\(to.label): the guest was not switched in to a VF of \(to.label) within 5 s")
         }
         return outcome
+    }
+
+    /// Tells which migration broke the stream (frames missing behind newer ones, out of order,
+    /// duplicated) or brought the guest its own self-announcement: the counts are the whole
+    /// stream's, so each migration's share is its difference. Breakage is a failure, with the
+    /// guest vNIC's drop counters where it is now; an announcement is a note.
+    private func attribute(index: Int, from: Side, to: Side, since before: (Int, Int, Int, Int)) {
+        let now = (verifier.outOfOrder, verifier.duplicates, verifier.gaps, report.announcementsReceived)
+        let label = "migration \(index + 1) \(from.label)→\(to.label)"
+        if now.0 != before.0 || now.1 != before.1 || now.2 != before.2 {
+            let drops = ((try? side(of: guest).host.admin.status().vnics.first { $0.name == guest.name }?.counters) ?? [:])
+                .filter { $0.value > 0 && ($0.key.hasPrefix("drop_") || $0.key.hasPrefix("migration_")) }
+                .sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            report.failures.append(
+                "\(label): \(now.2 - before.2) frames missing, \(now.0 - before.0) out of order, \(now.1 - before.1) duplicates (guest \(guest.mode) at \(side(of: guest).label); its vNIC there: \(drops.isEmpty ? "no drops" : drops))"
+            )
+        }
+        if now.3 != before.3 {
+            report.notes.append("\(label): the guest received \(now.3 - before.3) of its own self-announcements (RARP)")
+        }
     }
 
     private func summarize(_ outcomes: [Outcome]) {
