@@ -65,6 +65,9 @@ struct Soak: ParsableCommand {
     )
     var migrationTimeoutMs: Int?
 
+    @Flag(help: "--migrate: the guest stays emulated (no VF at either host), to tell the switch-in's part apart.")
+    var emulated = false
+
     func validate() throws {
         if let migrationTimeoutMs, !(10...600_000).contains(migrationTimeoutMs) {
             throw ValidationError("--migration-timeout-ms must be 10...600000")
@@ -191,7 +194,8 @@ struct Soak: ParsableCommand {
 
     private func runMigrations(_ count: Int, plugins: String) throws {
         let soak = MigrationSoak(
-            .init(migrations: count, rate: rate, plugins: plugins, migrationTimeoutMilliseconds: migrationTimeoutMs))
+            .init(migrations: count, rate: rate, plugins: plugins, migrationTimeoutMilliseconds: migrationTimeoutMs, passthrough: !emulated)
+        )
         let report = try soak.run()
         if json {
             let e = JSONEncoder()
