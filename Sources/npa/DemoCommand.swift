@@ -13,7 +13,9 @@ import NPAWorkload
 /// (1514-byte and 64-byte frames), then prints what each guest verified and the host's counters.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a host, attach guests in separate processes, run traffic both ways, print counters and throughput.")
+        abstract:
+            "Start a host, attach guests in separate processes, run traffic both ways, print counters and throughput; then live-migrate a guest between two hosts."
+    )
 
     @Option(help: "Frames each guest sends (and expects back) per pair.")
     var frames: Int = 200_000
@@ -80,7 +82,7 @@ struct Demo: ParsableCommand {
             )
             if switching {
                 print(
-                    "switching under that load: alpha and gamma switch in to VFs of nic0 (npa-dring plugin, injected), alpha switches out and back in\n"
+                    "switching under that load: alpha and gamma switch in to VFs of nic0 (npa-dring plugin, injected), alpha switches out and back in;\nlast, a guest in passthrough live-migrates between two more hosts (npa-dring NIC → npa-cq NIC → back)\n"
                 )
             } else {
                 print(plugins == nil ? "(no plugin images: run scripts/build-plugins.sh to see passthrough and switching)\n" : "\n")
@@ -149,9 +151,12 @@ struct Demo: ParsableCommand {
             try? input.fileHandleForWriting.close()
             process.waitUntilExit()
         }
-        let failures = summaries.flatMap { spec, summary in summary.failures.map { "\(spec.name): \($0)" } }
+        var failures = summaries.flatMap { spec, summary in summary.failures.map { "\(spec.name): \($0)" } }
         if json {
-            print(demoJSON(summaries, status: status, hostCPU: hostCPU, wallSeconds: wallSeconds))
+            // The migration scene (below) runs quietly and is reported as one more key.
+            let migration = try migrationScene(plugins: switching ? plugins : nil, quiet: true, failures: &failures)
+            let scene = try migration.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+            print(demoJSON(summaries, status: status, hostCPU: hostCPU, wallSeconds: wallSeconds, migration: scene))
             if !failures.isEmpty {
                 standardError("npa demo: not verified: " + failures.joined(separator: "; "))
                 throw ExitCode(ExitStatus.notVerified)
@@ -181,6 +186,7 @@ struct Demo: ParsableCommand {
             lost == 0
                 ? "every frame sent was received exactly once, in order per flow"
                 : "\(lost) frames not received; \(dropped) drops were counted with a reason (vNICs and the PF queue, see above)")
+        _ = try migrationScene(plugins: switching ? plugins : nil, quiet: false, failures: &failures)
         if !failures.isEmpty {
             standardError("npa demo: not verified: " + failures.joined(separator: "; "))
             throw ExitCode(ExitStatus.notVerified)
@@ -228,9 +234,24 @@ struct Demo: ParsableCommand {
         }
     }
 
-    private func demoJSON(_ summaries: [(GuestSpec, TrafficSummary)], status: StatusReport, hostCPU: Double, wallSeconds: Double) -> String
-    {
+    /// The migration scene (`DemoMigrationScene`), when the NICs' plugins are there and switching
+    /// is on: what it did not verify joins `failures`.
+    private func migrationScene(plugins: String?, quiet: Bool, failures: inout [String]) throws -> MigrationSoak.Report? {
+        guard let plugins else { return nil }
+        let report = try DemoMigrationScene.run(plugins: plugins, quiet: quiet)
+        if !report.held {
+            failures.append(
+                "migration scene: \(report.failed) failed, \(report.lost) frames lost, \(report.duplicates + report.outOfOrder) duplicated or reordered, leaks \(report.leaks)"
+            )
+        }
+        return report
+    }
+
+    private func demoJSON(
+        _ summaries: [(GuestSpec, TrafficSummary)], status: StatusReport, hostCPU: Double, wallSeconds: Double, migration: String?
+    ) -> String {
         let guests = summaries.map { "\"\($0.0.name)\":\($0.1.json())" }.joined(separator: ",")
-        return "{\"guests\":{\(guests)},\"host\":\(status.json()),\"host_cpu_seconds\":\(hostCPU),\"wall_seconds\":\(wallSeconds)}"
+        let scene = migration.map { ",\"migration\":\($0)" } ?? ""
+        return "{\"guests\":{\(guests)},\"host\":\(status.json()),\"host_cpu_seconds\":\(hostCPU),\"wall_seconds\":\(wallSeconds)\(scene)}"
     }
 }

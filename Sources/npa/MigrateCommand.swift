@@ -79,8 +79,9 @@ enum MigrationText {
             ? "'\(m.vnic)' now runs at \(m.peer)"
             : "'\(m.vnic)' \(m.committed ? "runs at \(m.peer), but" : "stays where it was:") \(m.error ?? m.phase)"
         lines.append("migration \(m.id): \(verdict)")
-        func row(_ name: String, _ milliseconds: Double) -> String {
-            "  " + name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %9.2f ms", milliseconds)
+        // Padded by hand: Foundation on Linux ignores the width of a `%@` conversion.
+        func row(_ name: String, _ ms: Double) -> String {
+            "  " + name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %9.2f ms", ms)
         }
         for p in m.phases { lines.append(row(p.name, p.milliseconds)) }
         lines.append(row("total", m.totalMilliseconds))

@@ -21,6 +21,12 @@ struct Soak: ParsableCommand {
             hostile guest, while a schedule drawn from --seed switches the survivors, resets and \
             disables their VFs, SIGKILLs and restarts the victims, writes random descriptors and \
             abandons control connections. Exit status 1 if any invariant broke (each is listed).
+
+            --migrate N runs the migration soak instead: two hosts in this process (A with an npa-dring NIC, \
+            B with an npa-cq NIC) and a guest in passthrough that migrates A→B→A… N times while the peer on \
+            its host streams numbered frames to it at --rate; reports the downtime at the guest (p50/p99/max), \
+            loss, the phases' medians and leaks on both hosts. Exit status 1 if a frame was lost, duplicated or \
+            reordered, a migration failed, the guest was not switched in at a destination, or anything leaked.
             """)
 
     @Option(help: "Switches per guest (each is one switch-in or one switch-out).")
@@ -47,7 +53,30 @@ struct Soak: ParsableCommand {
     @Option(help: "--chaos: the schedule's seed (default: from the clock; printed, so a run replays).")
     var seed: UInt64?
 
+    @Option(help: "Run the migration soak (see below): this many live migrations between two hosts.")
+    var migrate: Int?
+
+    @Option(help: "--migrate: frames per second streamed to the migrating guest.")
+    var rate: Double = 5_000
+
+    @Option(
+        help:
+            "--migrate: both hosts' migration_timeout_ms (each phase's bound; the source forwards for the smaller of it and 200 ms after the destination announced the guest)."
+    )
+    var migrationTimeoutMs: Int?
+
+    @Flag(help: "--migrate: the guest stays emulated (no VF at either host), to tell the switch-in's part apart.")
+    var emulated = false
+
     func validate() throws {
+        if let migrationTimeoutMs, !(10...600_000).contains(migrationTimeoutMs) {
+            throw ValidationError("--migration-timeout-ms must be 10...600000")
+        }
+        if let migrate {
+            guard !chaos else { throw ValidationError("--migrate and --chaos are two soaks: choose one") }
+            guard migrate >= 1, migrate <= 100_000 else { throw ValidationError("--migrate must be 1...100000") }
+            guard rate >= 100, rate <= 100_000 else { throw ValidationError("--rate must be 100...100000 frames per second") }
+        }
         if chaos {
             guard minutes > 0, minutes <= 24 * 60 else { throw ValidationError("--minutes must be in (0, 1440]") }
             if let seconds, !(seconds > 0 && seconds <= 86_400) { throw ValidationError("--seconds must be in (0, 86400]") }
@@ -92,6 +121,7 @@ struct Soak: ParsableCommand {
             throw CommandFailure("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
         }
         if chaos { return try runChaos(plugins: plugins) }
+        if let migrate { return try runMigrations(migrate, plugins: plugins) }
         let host = try InProcessHost.withNIC(label: "soak", model: model, plugins: plugins)
         defer { host.stop() }
         let a = try host.attach("soak-a", mac: "02:00:00:00:c0:01"), b = try host.attach("soak-b", mac: "02:00:00:00:c0:02")
@@ -160,6 +190,26 @@ struct Soak: ParsableCommand {
             print(String(format: "  switch-out ms: p50 %.3f  p99 %.3f  max %.3f", s.switchOutMs.p50, s.switchOutMs.p99, s.switchOutMs.max))
         }
         if s.lost != 0 || s.duplicates != 0 || s.outOfOrder != 0 || s.leakedBuffers != 0 { throw ExitCode(1) }
+    }
+
+    private func runMigrations(_ count: Int, plugins: String) throws {
+        let soak = MigrationSoak(
+            .init(migrations: count, rate: rate, plugins: plugins, migrationTimeoutMilliseconds: migrationTimeoutMs, passthrough: !emulated)
+        )
+        let report = try soak.run()
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            print(String(decoding: try e.encode(report), as: UTF8.self))
+        } else {
+            print(report.text)
+        }
+        if !report.held {
+            standardError(
+                "npa soak --migrate: frames lost, reordered or duplicated, a migration failed or left the guest emulated, or a leak (see above)"
+            )
+            throw ExitCode(ExitStatus.notVerified)
+        }
     }
 
     private func runChaos(plugins: String) throws {

@@ -77,16 +77,7 @@ enum StatusTable {
                 "\nmigration channel: " + (c.listening.map { "listening on \($0)" } ?? "not listening")
                 + ", records refused: \(refused.isEmpty ? "-" : refused.joined(separator: " ")), connections refused: \(c.connectionsRefused)"
         }
-        for m in report.migrations ?? [] {
-            let way = m.direction == "outgoing" ? "to" : "from"
-            let phases = m.phases.map { "\($0.name) " + String(format: "%.1f ms", $0.milliseconds) }.joined(separator: ", ")
-            text +=
-                "\nmigration \(m.id) of '\(m.vnic)' \(way) \(m.peer): \(m.phase)"
-                + (m.error.map { " (\($0))" } ?? "") + String(format: ", %.1f ms", m.totalMilliseconds)
-                + (m.deviceDowntimeMilliseconds.map { String(format: ", device down %.1f ms", $0) } ?? "")
-                + ", \(m.framesForwarded) frames forwarded" + (m.framesLost > 0 ? ", \(m.framesLost) lost" : "")
-                + (phases.isEmpty ? "" : "\n  phases: \(phases)")
-        }
+        for m in report.migrations ?? [] { text += "\n" + migrationLine(m) }
         if let h = report.host {
             text +=
                 "\nconnections: \(h.connections) of \(h.maxConnections); refused at the cap \(h.connectionsRefused), "
@@ -94,6 +85,17 @@ enum StatusTable {
                 + "\nadmin requests refused on guests' connections (admin_refused): \(h.adminRefused)"
         }
         return text
+    }
+
+    /// One migration (the last 32 are kept): where, its phases with their times, the downtime
+    /// the hosts saw, frames forwarded and lost, and why it failed.
+    static func migrationLine(_ m: StatusReport.Migration) -> String {
+        let way = m.direction == "outgoing" ? "'\(m.vnic)' to \(m.peer)" : "'\(m.vnic)' from \(m.peer)"
+        let phases = m.phases.map { String(format: "%@ %.2f", $0.name, $0.milliseconds) }.joined(separator: ", ")
+        let downtime = m.deviceDowntimeMilliseconds.map { String(format: "; device downtime %.2f ms", $0) } ?? ""
+        return "migration \(m.id) of \(way): \(m.phase)\(m.error.map { " (\($0))" } ?? "")"
+            + String(format: " in %.2f ms", m.totalMilliseconds)
+            + " [\(phases)]\(downtime); frames forwarded \(m.framesForwarded), lost \(m.framesLost)"
     }
 
     static func table(_ rows: [[String]]) -> String {
