@@ -30,7 +30,10 @@ import Testing
     }
 
     @Test func forwardingEndsOnceAnnouncedAndQuiet() throws {
-        var m = Source(wasPassthrough: false, now: 0)
+        var m = Source(
+            wasPassthrough: false,
+            limits: .init(phaseMilliseconds: 5000, forwardingGraceMilliseconds: 200, forwardingQuietMilliseconds: 10),
+            now: 0)
         _ = try Self.run(&m, [.connected, .prepared(Self.ticket), .stateAccepted, .guestArrived])
         let quiet = m.limits.forwardingQuietMilliseconds * Self.ms
         // Not announced yet: quiet does not count.
