@@ -87,7 +87,7 @@ final class MigrationCoordinator {
         return "closed"
     }
 
-    var isActive: Bool { !outgoing.isEmpty || !incoming.isEmpty }
+    var isActive: Bool { !outgoing.isEmpty || !incoming.isEmpty || !waitingToSwitchIn.isEmpty }
 
     /// When `service` must run next: soon while any migration is under way (its channels are
     /// polled for writes and its deadlines checked), never otherwise.
@@ -168,7 +168,9 @@ final class MigrationCoordinator {
                 step(m, .guestGone, now)
                 continue
             }
-            guard !device.switching.isSwitching else { continue }
+            // Frames parked at the switch-out go to the guest's emulated ring first: the device
+            // stops only once they are delivered (a departure refuses to leave them behind).
+            guard !device.switching.isSwitching, device.switching.isPassthrough || device.switchOverflow == nil else { continue }
             waitingForSwitchOut.remove(id)
             if device.switching.isPassthrough {
                 step(m, .switchOutFailed(device.switching.reason ?? "the switch-out was called off"), now)
@@ -176,6 +178,7 @@ final class MigrationCoordinator {
                 step(m, .switchedOut, now)
             }
         }
+        switchInWhereDelivered()
         for m in Array(outgoing.values) {
             serviceChannel(m)
             if outgoing[m.id] != nil { perform(m.machine.tick(now: now), for: m) }
@@ -333,6 +336,8 @@ final class MigrationCoordinator {
     }
 
     private var waitingForSwitchOut: Set<UInt64> = []
+    /// Arrived guests to switch in once the frames forwarded to them are delivered.
+    private var waitingToSwitchIn: [(UInt64, EmulatedDevice)] = []
 
     private func stopHoldAndSendState(_ m: Outgoing) {
         let now = Clock.monotonicNanoseconds()
@@ -526,12 +531,31 @@ extension MigrationCoordinator {
     private func switchInIfAllowed(_ m: Incoming) {
         guard let device = m.device, host.dataPath.devices.contains(where: { $0 === device }) else { return }
         guard m.request?.wasPassthrough == true || host.configuration.autoPassthrough else { return }
+        // The frames forwarded from the source, and those held behind them, are still on their
+        // way to the guest's emulated ring: a switch-in now would let newer frames, which the
+        // NIC puts straight into the VF's ring, overtake them. It waits until they are delivered.
+        waitingToSwitchIn.append((m.id, device))
+    }
+
+    /// Switches in each arrived guest whose forwarded and held frames have all reached it (or
+    /// that left meanwhile: then nothing).
+    func switchInWhereDelivered() {
+        guard !waitingToSwitchIn.isEmpty else { return }
+        waitingToSwitchIn.removeAll { id, device in
+            guard host.dataPath.devices.contains(where: { $0 === device }) else { return true }
+            guard device.switchOverflow == nil else { return false }
+            switchIn(device, migration: id)
+            return true
+        }
+    }
+
+    private func switchIn(_ device: EmulatedDevice, migration id: UInt64) {
         if let refusal = host.admission.admitSwitch(toPassthrough: true, for: device) {
-            logger.info("migration \(m.id): '\(device.name)' stays emulated here: \(refusal)")
+            logger.info("migration \(id): '\(device.name)' stays emulated here: \(refusal)")
             return
         }
         if case .failure(let refusal) = host.pfDriver.requestSwitch(device, toPassthrough: true) {
-            logger.info("migration \(m.id): '\(device.name)' stays emulated here: \(refusal)")
+            logger.info("migration \(id): '\(device.name)' stays emulated here: \(refusal)")
         }
     }
 
