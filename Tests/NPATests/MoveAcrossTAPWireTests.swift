@@ -1,22 +1,19 @@
 import Foundation
 import NPAControlProtocol
-@testable import NPAHost
+import NPAHost
 import NPAShell
 import NPASystem
 import NPATestSupport
 import NPAWorkload
 import Testing
 
-/// Moves between two hosts whose uplinks are TAP devices joined by a Linux bridge (in a
-/// namespace this test makes and removes): a sequence-numbered stream from a guest on one host
-/// to a guest on the other keeps every frame, once, in order, while the sender moves to the
-/// receiver's host and back, and while the receiver moves to the sender's host and back.
-///
-/// What the test still arranges itself, until the host's data-path side of migration (holding
-/// and forwarding frames for a vNIC that is leaving, and the self-announce) joins this: a moving
-/// sender's frames already on the wire are received before it resumes (else the destination's
-/// local delivery could overtake them), and the sender pauses while the receiver's device is
-/// stopped (a stopped vNIC's frames are dropped as `vnic_inactive`).
+/// Migrations between two hosts whose uplinks are TAP devices joined by a Linux bridge (in a
+/// namespace this test makes and removes), orchestrated by the hosts themselves (the admin's
+/// `migrate`, their authenticated channel, hold, forwarding and self-announce): a
+/// sequence-numbered stream from a guest on one host to a guest on the other keeps every frame,
+/// once, in order, while the sender moves to the receiver's host and back, and while the
+/// receiver moves to the sender's host and back. The stream does not stop for a migration: it
+/// goes on (within its window) while each one runs.
 @Suite(.serialized) struct MoveAcrossTAPWireTests {
     static let available = TAPDevice.isAvailable && NetworkLab.toolIsInstalled("ip")
     static let skipReason = "needs root, /dev/net/tun and ip (scripts/install-deps.sh installs them)"
@@ -29,13 +26,18 @@ import Testing
     func aStreamAcrossTheWireKeepsEveryFrameInOrderWhileEitherEndMoves() throws {
         let lab = NetworkLab()
         defer { lab.removeAll() }
+        let keyFile = ScriptedDestination.writeKeyFile()
+        defer { unlink(keyFile) }
         let taps = ["npm\(lab.tag)a", "npm\(lab.tag)b"]
-        var hosts: [SteppedTestHost] = []
+        var hosts: [TestHost] = []
         defer { for host in hosts { host.stop() } }
         for tap in taps {
             var configuration = HostConfiguration()
             configuration.uplink = .tap(tap)
-            hosts.append(try SteppedTestHost(configuration: configuration))
+            configuration.migrationKeyFile = keyFile
+            configuration.migrationListen = TestHost.freshSocketPath() + ".migrate"
+            configuration.migrationTimeoutMilliseconds = 60_000
+            hosts.append(try TestHost(configuration: configuration))
         }
         let lan = try lab.addNamespace("lan")
         try lab.ip(["-n", lan, "link", "add", "br0", "type", "bridge", "forward_delay", "0"])
@@ -45,7 +47,6 @@ import Testing
             try lab.ip(["-n", lan, "link", "set", tap, "master", "br0", "up"])
         }
         let (a, b) = (hosts[0], hosts[1])
-        let there = try MoveOrchestration(a, b), back = try MoveOrchestration(b, a)
         let sender = try GuestSpec("sender", mac: "02:00:5e:00:01:01", queues: 1).attach(to: a.socketPath)
         let receiver = try GuestSpec("receiver", mac: "02:00:5e:00:01:02", queues: 1).attach(to: b.socketPath)
         var stream = WireStream(sender: sender, receiver: receiver)
@@ -53,22 +54,13 @@ import Testing
         #expect(crossed, "no frame crossed the bridge")
 
         stream.run(until: 1000)
-        // The sender moves A → B: once what A sent has arrived, the move; then B delivers locally.
-        try moveSender(there, &stream)
-        #expect(sender.hostSocket == b.socketPath, "\(sender.lastMoveError ?? "") \(sender.switchLog)")
-        stream.run(until: 2000)
-        try moveSender(back, &stream)
-        #expect(sender.hostSocket == a.socketPath, "\(sender.lastMoveError ?? "") \(sender.switchLog)")
-        stream.run(until: 3000)
-        // The receiver moves B → A (to the sender) and back, the sender pausing while it is stopped.
-        stream.receiveAll()
-        try back.move("receiver", driving: receiver)
-        #expect(receiver.hostSocket == a.socketPath, "\(receiver.lastMoveError ?? "") \(receiver.switchLog)")
-        stream.run(until: 4000)
-        stream.receiveAll()
-        try there.move("receiver", driving: receiver)
-        #expect(receiver.hostSocket == b.socketPath, "\(receiver.lastMoveError ?? "") \(receiver.switchLog)")
-        stream.run(until: 5000)
+        // The sender moves A → B and back, then the receiver B → A and back, the stream going on.
+        for (step, (guest, from, to)) in [(sender, a, b), (sender, b, a), (receiver, b, a), (receiver, a, b)].enumerated() {
+            let record = try migrate(guest, from: from, to: to, streaming: &stream, until: 1000 * (step + 2))
+            #expect(record?.phase == "completed", "step \(step): \(String(describing: record))")
+            #expect(guest.hostSocket == to.socketPath, "step \(step): \(guest.lastMoveError ?? "") \(guest.switchLog)")
+            stream.run(until: 1000 * (step + 2))
+        }
         stream.receiveAll()
 
         let v = stream.verifier
@@ -78,17 +70,18 @@ import Testing
         #expect(try sender.dropCounts().isEmpty && receiver.dropCounts().isEmpty)
     }
 
-    /// Stops the sender at the source, waits until the receiver has every frame the source's
-    /// device sent (they may still be on the wire), then moves it.
-    func moveSender(_ orchestration: MoveOrchestration, _ stream: inout WireStream) throws {
-        let bytes = try orchestration.source.onHostThread { try $0.beginDeparture(named: "sender") }
-        // The saved counters say how many frames the device sent: the probes, then the stream's.
-        let sentByDevice = try DeviceState(decoding: bytes).counters.device.txFrames
-        let token = MoveToken.random()
-        try orchestration.destination.onHostThread { try $0.expectArrival(stateBytes: bytes, token: token) }
-        stream.receive(until: Int(sentByDevice) - stream.probes)
-        try orchestration.offer("sender", token: token)
-        stream.sender.reclaimTransmitted()
+    /// Asks `from` to migrate `guest` to `to` and streams meanwhile (up to `total` frames, then
+    /// receiving only) until the migration finishes; returns the source's record of it.
+    func migrate(
+        _ guest: VirtualNIC, from: TestHost, to: TestHost, streaming stream: inout WireStream, until total: Int
+    ) throws -> StatusReport.Migration? {
+        let id = try from.admin.migrate(name: guest.name, to: to.daemon.migrationAddress ?? "")
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            stream.step(toward: total)
+            if let record = try from.admin.migration(id: id), record.isFinished { return record }
+        }
+        return nil
     }
 }
 
@@ -131,18 +124,20 @@ struct WireStream {
     /// Streams until `total` frames were sent and received.
     mutating func run(until total: Int) {
         let deadline = ContinuousClock.now + .seconds(60)
-        while (sent < total || verifier.unique < total) && ContinuousClock.now < deadline {
-            let room = min(total - sent, MoveAcrossTAPWireTests.window - (sent - verifier.unique))
-            if room > 0 {
-                let (dst, src, first) = (receiver.mac, sender.mac, UInt64(sent))
-                sent += sender.transmit(count: room) { i, buffer in
-                    TrafficFrame.write(
-                        into: buffer, destination: dst, source: src, flow: Self.flow, sequence: first + UInt64(i), length: 128)
-                }
+        while (sent < total || verifier.unique < total) && ContinuousClock.now < deadline { step(toward: total) }
+    }
+
+    /// One turn: sends what the window allows (up to `total` in all), then receives.
+    mutating func step(toward total: Int) {
+        let room = min(total - sent, MoveAcrossTAPWireTests.window - (sent - verifier.unique))
+        if room > 0 {
+            let (dst, src, first) = (receiver.mac, sender.mac, UInt64(sent))
+            sent += sender.transmit(count: room) { i, buffer in
+                TrafficFrame.write(into: buffer, destination: dst, source: src, flow: Self.flow, sequence: first + UInt64(i), length: 128)
             }
-            sender.reclaimTransmitted()
-            take(timeoutMilliseconds: room > 0 ? 0 : 5)
         }
+        sender.reclaimTransmitted()
+        take(timeoutMilliseconds: room > 0 ? 0 : 5)
     }
 
     /// Receives until `count` stream frames arrived (bounded by a generous deadline).
