@@ -93,6 +93,11 @@ public struct HostConfiguration: Equatable, Sendable {
     /// How long each phase of a migration may take before it is called off and the guest
     /// resumes where it was (`migration_timeout_ms`).
     public var migrationTimeoutMilliseconds: Int = 5000
+    /// After the destination announced the guest, the source forwards frames still reaching
+    /// it until none came for this long (`migration_forwarding_quiet_ms`), at most 200 ms. The
+    /// destination holds the guest's direct frames meanwhile: it is the guest's downtime, traded
+    /// against frames that reach the source late over a slow wire (those are lost after it).
+    public var migrationForwardingQuietMilliseconds: Int = 200
 
     public init() {}
 
@@ -170,6 +175,10 @@ public struct HostConfiguration: Equatable, Sendable {
         # migration_key_file: /etc/npa/migration.key
         # migration_listen: 127.0.0.1:7470
         migration_timeout_ms: 5000
+        # After the destination announces the guest, the source forwards frames still reaching
+        # it until none came for this long (at most 200 ms): the guest's downtime, traded
+        # against frames that reach the source late over a slow wire.
+        migration_forwarding_quiet_ms: 200
 
         # Policy for guests not listed under `guests`.
         default_policy:
@@ -281,6 +290,11 @@ public struct HostConfiguration: Equatable, Sendable {
                     throw LoadError(file, line, "migration_timeout_ms must be 1...600000")
                 }
                 config.migrationTimeoutMilliseconds = n
+            case "migration_forwarding_quiet_ms":
+                guard let n = value.int, (1...200).contains(n) else {
+                    throw LoadError(file, line, "migration_forwarding_quiet_ms must be 1...200")
+                }
+                config.migrationForwardingQuietMilliseconds = n
             case "default_policy":
                 config.defaultPolicy = try parsePolicy(value, file: file, path: "default_policy")
             case "guests":
@@ -294,7 +308,7 @@ public struct HostConfiguration: Equatable, Sendable {
             default:
                 throw LoadError(
                     file, line,
-                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, default_policy, guests)"
+                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, migration_forwarding_quiet_ms, default_policy, guests)"
                 )
             }
         }

@@ -95,7 +95,9 @@ final class MigrationCoordinator {
         self.key = key
         self.listener = listener
         let phase = UInt64(configuration.migrationTimeoutMilliseconds)
-        limits = .init(phaseMilliseconds: phase, forwardingGraceMilliseconds: min(200, phase))
+        limits = .init(
+            phaseMilliseconds: phase, forwardingGraceMilliseconds: min(200, phase),
+            forwardingQuietMilliseconds: UInt64(configuration.migrationForwardingQuietMilliseconds))
     }
 
     static func closeReason(_ connection: MigrationConnection) -> String {

@@ -16,6 +16,7 @@ extension MigrationSoak {
         /// Both hosts' `migration_timeout_ms` (nil: the default); the source's forwarding grace
         /// after the destination announced the guest is the smaller of it and 200 ms.
         var migrationTimeoutMilliseconds: Int? = nil
+        var forwardingQuietMilliseconds: Int? = nil
         /// Whether the guest runs in passthrough (switched in at A, and at each destination); off,
         /// it stays emulated throughout.
         var passthrough = true

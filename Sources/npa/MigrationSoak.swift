@@ -113,6 +113,7 @@ final class MigrationSoak {
         // busy machine: let its senders wait as the demo's host does, rather than drop.
         config.receiverStallMilliseconds = 5_000
         if let timeout = options.migrationTimeoutMilliseconds { config.migrationTimeoutMilliseconds = timeout }
+        if let quiet = options.forwardingQuietMilliseconds { config.migrationForwardingQuietMilliseconds = quiet }
         let host = try InProcessHost(label: "msoak-\(label)", configuration: config)
         guard let address = host.daemon.migrationAddress else {
             host.stop()

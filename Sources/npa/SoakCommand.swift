@@ -65,12 +65,21 @@ struct Soak: ParsableCommand {
     )
     var migrationTimeoutMs: Int?
 
+    @Option(
+        help:
+            "--migrate: both hosts' migration_forwarding_quiet_ms (1...200): how long the source waits for no more frames after the announcement before it stops forwarding (the guest's downtime, traded against frames that reach the source late)."
+    )
+    var forwardingQuietMs: Int?
+
     @Flag(help: "--migrate: the guest stays emulated (no VF at either host), to tell the switch-in's part apart.")
     var emulated = false
 
     func validate() throws {
         if let migrationTimeoutMs, !(10...600_000).contains(migrationTimeoutMs) {
             throw ValidationError("--migration-timeout-ms must be 10...600000")
+        }
+        if let forwardingQuietMs, !(1...200).contains(forwardingQuietMs) {
+            throw ValidationError("--forwarding-quiet-ms must be 1...200")
         }
         if let migrate {
             guard !chaos else { throw ValidationError("--migrate and --chaos are two soaks: choose one") }
@@ -194,7 +203,10 @@ struct Soak: ParsableCommand {
 
     private func runMigrations(_ count: Int, plugins: String) throws {
         let soak = MigrationSoak(
-            .init(migrations: count, rate: rate, plugins: plugins, migrationTimeoutMilliseconds: migrationTimeoutMs, passthrough: !emulated)
+            .init(
+                migrations: count, rate: rate, plugins: plugins, migrationTimeoutMilliseconds: migrationTimeoutMs,
+                forwardingQuietMilliseconds: forwardingQuietMs,
+                passthrough: !emulated)
         )
         let report = try soak.run()
         if json {

@@ -42,6 +42,8 @@ import Testing
         #expect(m.tick(now: 100 * Self.ms + quiet - 1, lastFrameOrAnnouncement: 100 * Self.ms) == [.forwardHeldFrames])
         // A frame forwarded later starts the quiet period again.
         #expect(m.tick(now: 100 * Self.ms + quiet, lastFrameOrAnnouncement: 105 * Self.ms) == [.forwardHeldFrames])
+        // A frame forwarded after the tick's clock was read is activity, not a long silence.
+        #expect(m.tick(now: 105 * Self.ms + quiet - 1, lastFrameOrAnnouncement: 106 * Self.ms + quiet) == [.forwardHeldFrames])
         #expect(m.tick(now: 105 * Self.ms + quiet, lastFrameOrAnnouncement: 105 * Self.ms).contains(.sendForwardingDone))
         #expect(m.state == .completed)
     }

@@ -12,80 +12,83 @@ import Testing
 /// fixed rate. Neither sender pauses for the migrations: each keeps calling `transmit` on its
 /// schedule, a frame the TX ring cannot take yet is offered again later (it was never handed
 /// over), and only frames `transmit` accepted count. Every accepted frame arrives once, in order.
-@Suite(.serialized) struct MigrationStreamAcrossWireTests {
-    static let available = TAPDevice.isAvailable && NetworkLab.toolIsInstalled("ip")
-    static let skipReason = "needs root, /dev/net/tun and ip (scripts/install-deps.sh installs them)"
+extension MigrationUnderLoad {
+    @Suite(.serialized) struct MigrationStreamAcrossWireTests {
+        static let available = TAPDevice.isAvailable && NetworkLab.toolIsInstalled("ip")
+        static let skipReason = "needs root, /dev/net/tun and ip (scripts/install-deps.sh installs them)"
 
-    @Test(.enabled(if: available, Comment(rawValue: skipReason)))
-    func streamsBothWaysKeepEveryFrameOnceInOrderWhileAGuestMigratesBetweenVFsOfTwoNICModels() throws {
-        let wire = try MigrationWireLab(subnet: 81)
-        defer { wire.tearDown() }
-        let (a, b) = (wire.a, wire.b)
-        let mover = try GuestSpec("mover", mac: "02:00:5e:00:81:01", queues: 1).attach(to: a.socketPath)
-        let peer = try GuestSpec("peer", mac: "02:00:5e:00:81:02", queues: 1).attach(to: b.socketPath)
-        var streams = TwoWayStream(
-            mover: mover, peer: peer, framesPerSecond: Int(ProcessInfo.processInfo.environment["NPA_MIGRATION_STREAM_FPS"] ?? "") ?? 5000)
+        @Test(.enabled(if: available, Comment(rawValue: skipReason)))
+        func streamsBothWaysKeepEveryFrameOnceInOrderWhileAGuestMigratesBetweenVFsOfTwoNICModels() throws {
+            let wire = try MigrationWireLab(subnet: 81)
+            defer { wire.tearDown() }
+            let (a, b) = (wire.a, wire.b)
+            let mover = try GuestSpec("mover", mac: "02:00:5e:00:81:01", queues: 1).attach(to: a.socketPath)
+            let peer = try GuestSpec("peer", mac: "02:00:5e:00:81:02", queues: 1).attach(to: b.socketPath)
+            var streams = TwoWayStream(
+                mover: mover, peer: peer,
+                framesPerSecond: Int(ProcessInfo.processInfo.environment["NPA_MIGRATION_STREAM_FPS"] ?? "") ?? 5000)
 
-        try a.admin.switchVNIC(name: "mover", toPassthrough: true)
-        let switchedInAtA = streams.run(until: { _ in mover.mode == "passthrough" })
-        #expect(switchedInAtA, "the mover never switched in at A: \(mover.switchLog)")
-        let started = streams.run(until: { $0.accepted.0 >= 500 && $0.accepted.1 >= 500 })
-        #expect(started, "the streams never started")
+            try a.admin.switchVNIC(name: "mover", toPassthrough: true)
+            let switchedInAtA = streams.run(until: { _ in mover.mode == "passthrough" })
+            #expect(switchedInAtA, "the mover never switched in at A: \(mover.switchLog)")
+            let started = streams.run(until: { $0.accepted.0 >= 500 && $0.accepted.1 >= 500 })
+            #expect(started, "the streams never started")
 
-        var downtimes: [Double] = []
-        var forwarded: [UInt64] = []
-        for trip in 0..<6 {
-            let (from, to) = trip % 2 == 0 ? (a, b) : (b, a)
-            let id = try from.admin.migrate(name: "mover", to: wire.address(of: to))
-            var record: StatusReport.Migration?
-            var polls = 0
-            let finished = streams.run { _ in
-                polls += 1
-                guard polls % 8 == 0 else { return false }
-                record = try? from.admin.migration(id: id)
-                return record?.isFinished == true
+            var downtimes: [Double] = []
+            var forwarded: [UInt64] = []
+            for trip in 0..<6 {
+                let (from, to) = trip % 2 == 0 ? (a, b) : (b, a)
+                let id = try from.admin.migrate(name: "mover", to: wire.address(of: to))
+                var record: StatusReport.Migration?
+                var polls = 0
+                let finished = streams.run { _ in
+                    polls += 1
+                    guard polls % 8 == 0 else { return false }
+                    record = try? from.admin.migration(id: id)
+                    return record?.isFinished == true
+                }
+                #expect(finished && record?.phase == "completed", "trip \(trip): \(String(describing: record))")
+                #expect(mover.hostSocket == to.socketPath, "trip \(trip): \(mover.lastMoveError ?? "") \(mover.switchLog)")
+                if let downtime = record?.deviceDowntimeMilliseconds { downtimes.append(downtime) }
+                forwarded.append(record?.framesForwarded ?? 0)
+                // Switched in at the destination with its own NIC's plugin, the streams going on.
+                let switchedIn = streams.run { _ in mover.mode == "passthrough" && (try? to.status(of: "mover"))?.mode == "passthrough" }
+                #expect(switchedIn, "trip \(trip): not in passthrough at the destination: \(mover.switchLog)")
+                let (moverSent, peerSent) = streams.accepted
+                let flowing = streams.run(until: { $0.accepted.0 >= moverSent + 300 && $0.accepted.1 >= peerSent + 300 })
+                #expect(flowing, "trip \(trip): the streams stopped")
+                print(
+                    "migration stream, trip \(trip): out of order so far \(streams.atPeer.outOfOrder) at the peer, \(streams.atMover.outOfOrder) at the mover"
+                )
             }
-            #expect(finished && record?.phase == "completed", "trip \(trip): \(String(describing: record))")
-            #expect(mover.hostSocket == to.socketPath, "trip \(trip): \(mover.lastMoveError ?? "") \(mover.switchLog)")
-            if let downtime = record?.deviceDowntimeMilliseconds { downtimes.append(downtime) }
-            forwarded.append(record?.framesForwarded ?? 0)
-            // Switched in at the destination with its own NIC's plugin, the streams going on.
-            let switchedIn = streams.run { _ in mover.mode == "passthrough" && (try? to.status(of: "mover"))?.mode == "passthrough" }
-            #expect(switchedIn, "trip \(trip): not in passthrough at the destination: \(mover.switchLog)")
-            let (moverSent, peerSent) = streams.accepted
-            let flowing = streams.run(until: { $0.accepted.0 >= moverSent + 300 && $0.accepted.1 >= peerSent + 300 })
-            #expect(flowing, "trip \(trip): the streams stopped")
-            print(
-                "migration stream, trip \(trip): out of order so far \(streams.atPeer.outOfOrder) at the peer, \(streams.atMover.outOfOrder) at the mover"
-            )
-        }
-        #expect(mover.hostSocket == a.socketPath)
+            #expect(mover.hostSocket == a.socketPath)
 
-        // The senders stop; every frame `transmit` took arrives (generous bound, a condition).
-        streams.framesPerSecond = 0
-        let drained = streams.run(until: { $0.allArrived })
-        for (direction, verifier, sent) in [
-            ("mover → peer", streams.atPeer, streams.accepted.0), ("peer → mover", streams.atMover, streams.accepted.1),
-        ] {
-            print(
-                "migration stream \(direction): \(sent) sent, \(verifier.unique) received, \(verifier.duplicates) duplicates, \(verifier.outOfOrder) out of order, \(verifier.gaps) gaps"
-            )
-            #expect(verifier.unique == sent, "\(direction): \(sent) accepted by transmit, \(verifier.unique) arrived")
-            #expect(verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.gaps == 0 && verifier.invalid == 0, "\(direction)")
-        }
-        #expect(drained)
-        print(
-            "migration stream: device downtime per migration (ms): \(downtimes.map { String(format: "%.1f", $0) }), frames forwarded by the source: \(forwarded)"
-        )
-        for (host, name) in [(a, "A"), (b, "B")] {
-            let counters = (try? host.status(of: "mover"))?.counters.filter {
-                $0.key.contains("migration") || $0.key.hasPrefix("drop") && $0.value > 0
+            // The senders stop; every frame `transmit` took arrives (generous bound, a condition).
+            streams.framesPerSecond = 0
+            let drained = streams.run(until: { $0.allArrived })
+            for (direction, verifier, sent) in [
+                ("mover → peer", streams.atPeer, streams.accepted.0), ("peer → mover", streams.atMover, streams.accepted.1),
+            ] {
+                print(
+                    "migration stream \(direction): \(sent) sent, \(verifier.unique) received, \(verifier.duplicates) duplicates, \(verifier.outOfOrder) out of order, \(verifier.gaps) gaps"
+                )
+                #expect(verifier.unique == sent, "\(direction): \(sent) accepted by transmit, \(verifier.unique) arrived")
+                #expect(verifier.duplicates == 0 && verifier.outOfOrder == 0 && verifier.gaps == 0 && verifier.invalid == 0, "\(direction)")
             }
-            print("migration stream: the mover's migration counters at host \(name): \(counters ?? [:])")
-            let lost = try host.admin.status().migrations?.map(\.framesLost).reduce(0, +) ?? 0
-            #expect(lost == 0, "host \(name) counted \(lost) frames lost to migrations")
+            #expect(drained)
+            print(
+                "migration stream: device downtime per migration (ms): \(downtimes.map { String(format: "%.1f", $0) }), frames forwarded by the source: \(forwarded)"
+            )
+            for (host, name) in [(a, "A"), (b, "B")] {
+                let counters = (try? host.status(of: "mover"))?.counters.filter {
+                    $0.key.contains("migration") || $0.key.hasPrefix("drop") && $0.value > 0
+                }
+                print("migration stream: the mover's migration counters at host \(name): \(counters ?? [:])")
+                let lost = try host.admin.status().migrations?.map(\.framesLost).reduce(0, +) ?? 0
+                #expect(lost == 0, "host \(name) counted \(lost) frames lost to migrations")
+            }
+            #expect(try mover.dropCounts().isEmpty && peer.dropCounts().isEmpty)
         }
-        #expect(try mover.dropCounts().isEmpty && peer.dropCounts().isEmpty)
     }
 }
 

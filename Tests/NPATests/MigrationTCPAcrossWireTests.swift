@@ -10,44 +10,46 @@ import Testing
 /// to a machine on the LAN while it migrates A → B → A (three times) over the hosts' TAP wires, switched in to
 /// a VF at A first. The connection survives (no reset), every byte arrives intact (count and
 /// SHA-256 on both ends), and the sender's retransmissions are reported.
-@Suite(.serialized) struct MigrationTCPAcrossWireTests {
-    static let available = TAPDevice.isAvailable && NetworkLab.toolIsInstalled("ip") && NetworkLab.toolIsInstalled("python3")
-    static let skipReason = "needs root, /dev/net/tun, ip and python3 (scripts/install-deps.sh installs them)"
+extension MigrationUnderLoad {
+    @Suite(.serialized) struct MigrationTCPAcrossWireTests {
+        static let available = TAPDevice.isAvailable && NetworkLab.toolIsInstalled("ip") && NetworkLab.toolIsInstalled("python3")
+        static let skipReason = "needs root, /dev/net/tun, ip and python3 (scripts/install-deps.sh installs them)"
 
-    @Test(.enabled(if: available, Comment(rawValue: skipReason)))
-    func aTCPStreamFromAKernelStackGuestSurvivesMigrationThereAndBackWithEveryByteIntact() throws {
-        let wire = try MigrationWireLab(subnet: 82)
-        defer { wire.tearDown() }
-        let (a, b) = (wire.a, wire.b)
-        let nic = try GuestSpec("kernel", mac: "02:00:5e:00:82:01", queues: 1).attach(to: a.socketPath)
-        let guest = try KernelStackGuests(nics: [nic], subnet: 82)
-        defer { guest.tearDown() }
-        try a.admin.switchVNIC(name: "kernel", toPassthrough: true)
-        let switchedIn = try eventually(timeoutMilliseconds: 60_000) { try a.status(of: "kernel")?.mode == "passthrough" }
-        #expect(switchedIn, "the guest never switched in at A")
+        @Test(.enabled(if: available, Comment(rawValue: skipReason)))
+        func aTCPStreamFromAKernelStackGuestSurvivesMigrationThereAndBackWithEveryByteIntact() throws {
+            let wire = try MigrationWireLab(subnet: 82)
+            defer { wire.tearDown() }
+            let (a, b) = (wire.a, wire.b)
+            let nic = try GuestSpec("kernel", mac: "02:00:5e:00:82:01", queues: 1).attach(to: a.socketPath)
+            let guest = try KernelStackGuests(nics: [nic], subnet: 82)
+            defer { guest.tearDown() }
+            try a.admin.switchVNIC(name: "kernel", toPassthrough: true)
+            let switchedIn = try eventually(timeoutMilliseconds: 60_000) { try a.status(of: "kernel")?.mode == "passthrough" }
+            #expect(switchedIn, "the guest never switched in at A")
 
-        let transfer = try EndlessTCPTransfer(from: guest.namespaces[0], to: wire.machine, address: wire.machineAddress, port: 5182)
-        defer { transfer.end() }
-        #expect(transfer.waitForProgress(beyond: 1 << 20), "the stream never started (\(transfer.progress()) bytes sent)")
-        // A → B → A three times.
-        for trip in 0..<6 {
-            let (from, to) = trip % 2 == 0 ? (a, b) : (b, a)
-            let id = try from.admin.migrate(name: "kernel", to: wire.address(of: to))
-            var record: StatusReport.Migration?
-            let finished = try eventually(timeoutMilliseconds: 120_000) {
-                record = try from.admin.migration(id: id)
-                return record?.isFinished == true
+            let transfer = try EndlessTCPTransfer(from: guest.namespaces[0], to: wire.machine, address: wire.machineAddress, port: 5182)
+            defer { transfer.end() }
+            #expect(transfer.waitForProgress(beyond: 1 << 20), "the stream never started (\(transfer.progress()) bytes sent)")
+            // A → B → A three times.
+            for trip in 0..<6 {
+                let (from, to) = trip % 2 == 0 ? (a, b) : (b, a)
+                let id = try from.admin.migrate(name: "kernel", to: wire.address(of: to))
+                var record: StatusReport.Migration?
+                let finished = try eventually(timeoutMilliseconds: 120_000) {
+                    record = try from.admin.migration(id: id)
+                    return record?.isFinished == true
+                }
+                #expect(finished && record?.phase == "completed", "trip \(trip): \(String(describing: record))")
+                #expect(try to.status(of: "kernel") != nil, "trip \(trip): the guest is not at the destination")
+                // The stream goes on from the destination: several more MiB are acknowledged.
+                let sent = transfer.progress()
+                #expect(transfer.waitForProgress(beyond: sent + 4 << 20), "trip \(trip): the stream stalled at \(sent) bytes")
             }
-            #expect(finished && record?.phase == "completed", "trip \(trip): \(String(describing: record))")
-            #expect(try to.status(of: "kernel") != nil, "trip \(trip): the guest is not at the destination")
-            // The stream goes on from the destination: several more MiB are acknowledged.
-            let sent = transfer.progress()
-            #expect(transfer.waitForProgress(beyond: sent + 4 << 20), "trip \(trip): the stream stalled at \(sent) bytes")
+            transfer.stop()
+            let outcome = transfer.outcome()
+            #expect(outcome.ok, "\(outcome.report)")
+            print("migration TCP stream: \(outcome.report)")
         }
-        transfer.stop()
-        let outcome = transfer.outcome()
-        #expect(outcome.ok, "\(outcome.report)")
-        print("migration TCP stream: \(outcome.report)")
     }
 }
 
