@@ -70,21 +70,7 @@ final class EndlessTCPTransfer {
         progressFile = base + ".progress"
         stopFile = base + ".stop"
         server = try lab.start(
-            in: serverNamespace,
-            [
-                "python3", "-c",
-                """
-                import socket, hashlib
-                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("\(address)", \(port))); s.listen(1); s.settimeout(300)
-                c, _ = s.accept(); c.settimeout(300); h = hashlib.sha256(); n = 0
-                while True:
-                    b = c.recv(65536)
-                    if not b: break
-                    h.update(b); n += len(b)
-                c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
-                """,
-            ])
+            in: serverNamespace, ["python3", "-c", NetworkLab.checkingServer(address: address, port: port, timeoutSeconds: 300)])
         client = try lab.start(
             in: clientNamespace,
             [

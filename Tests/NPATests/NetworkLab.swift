@@ -48,26 +48,27 @@ final class NetworkLab {
         return process
     }
 
+    /// A Python TCP server that takes one connection at `address`:`port`, reads to the end and
+    /// answers "<bytes> <sha256>" of what it got: the checking end of the transfers below.
+    static func checkingServer(address: String, port: Int, timeoutSeconds: Int) -> String {
+        """
+        import socket, hashlib
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("\(address)", \(port))); s.listen(1); s.settimeout(\(timeoutSeconds))
+        c, _ = s.accept(); c.settimeout(\(timeoutSeconds)); h = hashlib.sha256(); n = 0
+        while True:
+            b = c.recv(65536)
+            if not b: break
+            h.update(b); n += len(b)
+        c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
+        """
+    }
+
     /// A TCP transfer of `bytes` seeded bytes from `client` to a server at `address` in
     /// `server`, which answers the count and SHA-256 of what it got; true if they match what
     /// was sent. The output of both sides comes back for the failure message.
     func tcpTransfer(from client: String, to server: String, address: String, port: Int, bytes: Int) throws -> (ok: Bool, output: String) {
-        let listener = try start(
-            in: server,
-            [
-                "python3", "-c",
-                """
-                import socket, hashlib
-                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("\(address)", \(port))); s.listen(1); s.settimeout(120)
-                c, _ = s.accept(); c.settimeout(120); h = hashlib.sha256(); n = 0
-                while True:
-                    b = c.recv(65536)
-                    if not b: break
-                    h.update(b); n += len(b)
-                c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
-                """,
-            ])
+        let listener = try start(in: server, ["python3", "-c", Self.checkingServer(address: address, port: port, timeoutSeconds: 120)])
         defer { if listener.isRunning { listener.terminate() } }
         let sender = try run(
             in: client,
