@@ -70,11 +70,11 @@ package final class MigrationPair: @unchecked Sendable {
     deinit { stop() }
 
     /// A 32-byte key in hex, in a file only its owner may read.
-    private static func writeKey() -> String {
+    package static func writeKey() -> String {
         let path = NSTemporaryDirectory() + "npa-test-key-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         var generator = SystemRandomNumberGenerator()
         let hex = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-        FileManager.default.createFile(atPath: path, contents: Data(hex.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data(hex.utf8), attributes: [.posixPermissions: 0o600])
         return path
     }
 }

@@ -62,12 +62,7 @@ package final class ScriptedDestination: @unchecked Sendable {
     deinit { finish() }
 
     /// A 32-byte key in hex, in a file only its owner may read (the caller removes it).
-    package static func writeKeyFile() -> String {
-        let path = NSTemporaryDirectory() + "npa-test-key-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let hex = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-        FileManager.default.createFile(atPath: path, contents: Data(hex.utf8), attributes: [.posixPermissions: 0o600])
-        return path
-    }
+    package static func writeKeyFile() -> String { MigrationPair.writeKey() }
 
     private func play() {
         let patience: Int32 = 60_000
