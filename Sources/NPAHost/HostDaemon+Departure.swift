@@ -28,6 +28,9 @@ extension HostDaemon {
             throw .notMovable("frames parked at vNIC '\(name)''s last switch-out are still being delivered")
         }
         device.stop()
+        // What is left of its announcements from an arrival here must not go out once it leaves:
+        // a late round would pull the network back to this host from the destination's port.
+        dataPath.cancelAnnouncements(for: device)
         let saved = device.save()
         do {
             try saved.validate()

@@ -20,7 +20,8 @@ extension HostDataPath {
         serviceAnnouncements(now: now)
     }
 
-    /// Stops announcing `device` (a migration that failed at its destination).
+    /// Stops announcing `device` (a migration that failed at its destination, or its vNIC leaving
+    /// this host).
     func cancelAnnouncements(for device: EmulatedDevice) { announcer.cancel(device.name) }
 
     /// When the next round is due (monotonic nanoseconds), if one is.
@@ -31,6 +32,13 @@ extension HostDataPath {
         guard let next = announcer.nextDeadline, next <= now else { return }
         for name in announcer.due(now: now) {
             guard let device = device(named: name) else { continue }
+            // A stopped device is leaving (or its state is being saved): a round now would pull
+            // the network's idea of where the guest is back to this host, behind the frames the
+            // destination already gets directly — the late announcement reorders them.
+            if device.state == .stopped {
+                announcer.cancel(name)
+                continue
+            }
             let frames = sendAnnouncement(of: device)
             migrationCounters[name, default: .init()].announceRounds &+= 1
             migrationCounters[name, default: .init()].announceFrames &+= UInt64(frames)

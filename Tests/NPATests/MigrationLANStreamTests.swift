@@ -11,7 +11,7 @@ import Testing
 /// guest at a fixed rate and checks the guest's numbered frames, while the guest (switched in to
 /// a VF) migrates A → B → A three times and keeps sending on its own schedule. Every frame handed
 /// over (to `transmit`, or to the kernel by `send`) arrives once, both ways, and the LAN machine
-/// gets the guest's in order; the other way order is a known issue (see the test).
+/// and the guest get each other's in order.
 extension MigrationUnderLoad {
     @Suite(.serialized) struct MigrationLANStreamTests {
         static let available = TAPDevice.isAvailable && NetworkLab.toolIsInstalled("ip") && NetworkLab.toolIsInstalled("python3")
@@ -69,13 +69,11 @@ extension MigrationUnderLoad {
             #expect(drained, "guest sent \(stream.accepted), received \(v.unique); LAN machine: \(report)")
             #expect(report.contains("received \(stream.accepted) duplicates 0 out_of_order 0"), "\(report)")
             #expect(v.unique == machine.progress().sent && v.duplicates == 0 && v.gaps == 0 && v.invalid == 0)
-            // Known: frames from the LAN to the guest are sometimes reordered across a migration
-            // (160-360 per run of 6, in the A → B or B → A trips after the first four; none lost, none
-            // twice), though frames from a guest on the other host are not (they reach the guest
-            // through a vswitch, these through the NIC's wire port). Not found yet: see the report.
-            withKnownIssue("frames from the LAN machine reordered across a migration", isIntermittent: true) {
-                #expect(v.outOfOrder == 0, "\(v.outOfOrder) frames from the LAN machine arrived out of order")
-            }
+            // Order needs the network to move the guest's MAC once: a source that kept announcing
+            // a guest that had left (a late round from its previous arrival) pulled the bridge back
+            // to itself, and the destination then gave the guest those forwarded frames before
+            // the direct ones it held — 100-300 reordered per run until that was fixed.
+            #expect(v.outOfOrder == 0, "\(v.outOfOrder) frames from the LAN machine arrived out of order")
             #expect(try mover.dropCounts().isEmpty)
         }
     }

@@ -121,6 +121,32 @@ import Testing
         #expect(status?.counters["announce_rounds"] == 5 && status?.counters["announce_frames"] == 10)
     }
 
+    /// A vNIC that leaves while its announcements from an arrival here are still due sends no
+    /// further round: a late one would pull the network back to this host after the guest moved
+    /// on (this reordered a LAN machine's frames at the destination). Rounds stop as soon as the
+    /// device stops, and do not come back if the departure is called off.
+    @Test func aLeavingVNICStopsAnnouncing() throws {
+        let host = try SteppedTestHost(configuration: configuration(uplink: .counting))
+        defer { host.stop() }
+        let mig = try attach(host.socketPath, "mig", mac: Self.mac)
+        let ms: UInt64 = 1_000_000
+        let t0 = Clock.monotonicNanoseconds()
+        let (first, afterDeparture, afterAbort, next) = try host.onHostThread { d in
+            d.dataPath.announceSelf(try d.attachedDevice("mig"), now: t0)
+            let first = d.dataPath.wire?.framesOut ?? 0
+            _ = try d.beginDeparture(named: "mig")
+            for t in stride(from: t0, through: t0 + 1_000 * ms, by: Int(10 * ms)) { d.dataPath.serviceAnnouncements(now: t) }
+            let afterDeparture = d.dataPath.wire?.framesOut ?? 0
+            try d.abortDeparture(named: "mig")
+            for t in stride(from: t0, through: t0 + 1_000 * ms, by: Int(10 * ms)) { d.dataPath.serviceAnnouncements(now: t) }
+            return (first, afterDeparture, d.dataPath.wire?.framesOut ?? 0, d.dataPath.nextAnnouncementDeadline)
+        }
+        #expect(first == 2, "the first round: one frame per VLAN")
+        #expect(afterDeparture == first && afterAbort == first, "rounds after the departure began: \(afterDeparture - first)")
+        #expect(next == nil)
+        withExtendedLifetime(mig) {}
+    }
+
     /// The host's own event loop sends the rounds: its epoll wait is bounded by the next one.
     @Test func theHostsEventLoopSendsEveryRoundOnItsTimers() throws {
         let host = try SteppedTestHost(configuration: configuration(uplink: .counting))
