@@ -94,10 +94,11 @@ public struct HostConfiguration: Equatable, Sendable {
     /// resumes where it was (`migration_timeout_ms`).
     public var migrationTimeoutMilliseconds: Int = 5000
     /// After the destination announced the guest, the source forwards frames still reaching
-    /// it until none came for this long (`migration_forwarding_quiet_ms`), at most 200 ms. The
-    /// destination holds the guest's direct frames meanwhile: it is the guest's downtime, traded
-    /// against frames that reach the source late over a slow wire (those are lost after it).
-    public var migrationForwardingQuietMilliseconds: Int = 200
+    /// it until its own wires have drained (`WireDrainFence`) and none came for this long
+    /// (`migration_forwarding_quiet_ms`), at most 200 ms. The destination holds the guest's
+    /// direct frames meanwhile: it is the guest's downtime, traded against frames that spend
+    /// longer than this on the network between the hosts (those are lost after it).
+    public var migrationForwardingQuietMilliseconds: Int = 10
 
     public init() {}
 
@@ -176,9 +177,9 @@ public struct HostConfiguration: Equatable, Sendable {
         # migration_listen: 127.0.0.1:7470
         migration_timeout_ms: 5000
         # After the destination announces the guest, the source forwards frames still reaching
-        # it until none came for this long (at most 200 ms): the guest's downtime, traded
-        # against frames that reach the source late over a slow wire.
-        migration_forwarding_quiet_ms: 200
+        # it until its own wires are drained and none came for this long (at most 200 ms): the
+        # guest's downtime, traded against frames slower than that on the network between them.
+        migration_forwarding_quiet_ms: 10
 
         # Policy for guests not listed under `guests`.
         default_policy:

@@ -30,6 +30,7 @@ extension MigrationCoordinator {
             case .guestArrived: step(m, .guestArrived, now)
             case .announced:
                 m.lastFrameOrAnnouncement = now
+                if m.wireFence == nil { m.wireFence = WireDrainFence(dataPath: host.dataPath) }
                 step(m, .announced, now)
             case .abort(let reason): step(m, .refused(reason), now)
             default: step(m, .refused("unexpected message \(message)"), now)

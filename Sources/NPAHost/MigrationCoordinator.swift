@@ -30,6 +30,9 @@ final class MigrationCoordinator {
         /// While forwarding: when the destination's announcement came or a frame was last
         /// forwarded, whichever is later (forwarding ends once it is quiet for a while).
         var lastFrameOrAnnouncement: UInt64?
+        /// Begun when the destination announced the guest: forwarding ends only once every frame
+        /// the wires held by then has been through the hold.
+        var wireFence: WireDrainFence?
 
         init(id: UInt64, name: String, destination: String, machine: MigrationSourceMachine) {
             self.id = id
@@ -215,7 +218,9 @@ final class MigrationCoordinator {
         }
         for m in Array(outgoing.values) {
             serviceChannel(m)
-            if outgoing[m.id] != nil { perform(m.machine.tick(now: now, lastFrameOrAnnouncement: m.lastFrameOrAnnouncement), for: m) }
+            guard outgoing[m.id] != nil else { continue }
+            let drained = m.wireFence?.poll() ?? false
+            perform(m.machine.tick(now: now, lastFrameOrAnnouncement: m.lastFrameOrAnnouncement, wiresDrained: drained), for: m)
         }
         for m in Array(incoming.values) {
             serviceChannel(m)

@@ -100,12 +100,13 @@ struct MigrationSourceMachine {
     struct Limits: Equatable {
         var phaseMilliseconds: UInt64 = 5000
         var forwardingGraceMilliseconds: UInt64 = 200
-        /// Forwarding also ends once the announcement went out and no frame reached this host
-        /// for the guest for this long: the network has learnt the new port (a Linux bridge does
-        /// on the first RARP frame), and the destination holds direct frames meanwhile, so every
-        /// millisecond here is the guest's downtime (with the whole 200 ms grace, the migration
-        /// soak's downtime p99 was ~300 ms; with this, ~19 ms, nothing lost or reordered).
-        var forwardingQuietMilliseconds: UInt64 = 200
+        /// Forwarding also ends once the announcement went out, this host's wires drained
+        /// (`tick`'s `wiresDrained`) and no frame reached this host for the guest for this long:
+        /// the network has learnt the new port (a Linux bridge does on the first RARP frame), and
+        /// the destination holds direct frames meanwhile, so every millisecond here is the
+        /// guest's downtime (with the whole 200 ms grace, the migration soak's downtime p99 was
+        /// ~300 ms; with 10 ms, under 20 ms, nothing lost or reordered).
+        var forwardingQuietMilliseconds: UInt64 = 10
     }
 
     let wasPassthrough: Bool
@@ -227,13 +228,16 @@ struct MigrationSourceMachine {
 
     /// The clock moved on: a phase past its deadline fails (before the commit) or ends
     /// forwarding (after it); while forwarding, held frames go out on every tick, and
-    /// forwarding ends early once announced and quiet since `lastFrameOrAnnouncement`.
-    mutating func tick(now: UInt64, lastFrameOrAnnouncement: UInt64? = nil) -> [Action] {
+    /// forwarding ends early once announced, quiet since `lastFrameOrAnnouncement`, and
+    /// `wiresDrained` (every frame this host's wires held when the announcement came has been
+    /// through the hold: `WireDrainFence`).
+    mutating func tick(now: UInt64, lastFrameOrAnnouncement: UInt64? = nil, wiresDrained: Bool = true) -> [Action] {
         switch state {
         case .forwarding(let announced):
             // (A frame may have been forwarded after `now` was read: that is not quiet, not a wrap.)
             let quiet =
-                announced && lastFrameOrAnnouncement.map { now >= $0 && now - $0 >= limits.forwardingQuietMilliseconds * 1_000_000 } == true
+                announced && wiresDrained
+                && lastFrameOrAnnouncement.map { now >= $0 && now - $0 >= limits.forwardingQuietMilliseconds * 1_000_000 } == true
             guard now >= deadline || quiet else { return [.forwardHeldFrames] }
             if !announced {
                 // The destination never said it announced: forward what is here and end anyway,

@@ -106,5 +106,10 @@ public final class FrameQueue: @unchecked Sendable {
     @inline(__always)
     public var hasRoom: Bool { SharedWord.loadRelaxed(indices + 64) &- SharedWord.loadAcquire(indices) < capacity }
 
+    /// Frames pushed so far, and frames popped so far (free-running, wrapping at 2^32): once
+    /// `popped` has caught up with a value `pushed` had, every frame pushed before is consumed.
+    public var pushed: UInt32 { SharedWord.loadAcquire(indices + 64) }
+    public var popped: UInt32 { SharedWord.loadAcquire(indices) }
+
     public var isEmpty: Bool { SharedWord.loadAcquire(indices) == SharedWord.loadAcquire(indices + 64) }
 }

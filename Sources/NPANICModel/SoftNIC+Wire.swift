@@ -28,6 +28,17 @@ extension SoftNIC {
         return work
     }
 
+    /// Times the engine read the wire empty with everything read before switched (`TAPWire.drains`);
+    /// nil without a wire, or with one that is gone. Any thread.
+    public var wireDrains: UInt64? {
+        guard let wire, !wire.isDown else { return nil }
+        return wire.drains
+    }
+
+    /// Wakes a sleeping engine for a pass (and, a few passes later, a read of its wire) without
+    /// a frame to give it: a live migration's source waits for its wire to drain.
+    public func nudgeEngine() { wake.signal() }
+
     /// The wire's counters as `npa status` shows them, and whether its link is up.
     public var wireStatus: (interface: String, up: Bool, createdHere: Bool, counters: [(String, UInt64)], failure: String?)? {
         guard let wire else { return nil }

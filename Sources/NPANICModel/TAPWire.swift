@@ -76,11 +76,27 @@ public final class TAPWire: @unchecked Sendable {
     private var mayHaveMore = true
     private var callsSinceRead = 0
     static let idleReadInterval = 8
+    /// The last read found the kernel's queue empty; `drains` counts it once the switch has taken
+    /// every frame read before.
+    private var readHitEmpty = false
+    /// `drains`, published for other threads (written only by the servicing thread).
+    private let drainWord: UnsafeMutableRawPointer
 
     public var interfaceName: String { device.interfaceName }
     public var isDown: Bool { failure != nil }
     /// Frames read but not yet taken by the switch (it stopped early: backpressure).
     public var pendingCount: Int { held - next }
+
+    /// How many times the servicing thread read the kernel's queue empty with every frame it had
+    /// read before taken by the switch. Any thread may read it: once it has grown by two since a
+    /// moment, every frame that was in the kernel's queue at that moment has been through the
+    /// switch (a live migration's source waits for that before it stops forwarding).
+    public var drains: UInt64 {
+        let n = SharedWord.loadRelaxedU64(drainWord)
+        // Pairs with the fence before the store: what the switch did before it is visible.
+        MemoryFence.sequentiallyConsistent()
+        return n
+    }
 
     /// The txqueuelen of a TAP the host creates (one that existed keeps the admin's).
     public static let kernelQueueFrames = 4096
@@ -109,11 +125,22 @@ public final class TAPWire: @unchecked Sendable {
         slots = .allocate(byteCount: Self.batchSize * Self.slotSize, alignment: 64)
         lengths = .allocate(capacity: Self.batchSize)
         lengths.initialize(repeating: 0, count: Self.batchSize)
+        drainWord = .allocate(byteCount: 8, alignment: 8)
+        drainWord.storeBytes(of: 0, as: UInt64.self)
     }
 
     deinit {
         slots.deallocate()
         lengths.deallocate()
+        drainWord.deallocate()
+    }
+
+    /// Counts a drain if the last read found the queue empty and nothing read is left.
+    private func noteDrainIfEmpty() {
+        guard readHitEmpty, next == held else { return }
+        readHitEmpty = false
+        MemoryFence.sequentiallyConsistent()
+        SharedWord.storeRelaxedU64(drainWord, SharedWord.loadRelaxedU64(drainWord) &+ 1)
     }
 
     /// Epoll said the descriptor is readable.
@@ -177,6 +204,8 @@ public final class TAPWire: @unchecked Sendable {
                 }
             case .wouldBlock, .linkDown:
                 if held > 0 { counters.readBatches &+= 1 }
+                readHitEmpty = true
+                noteDrainIfEmpty()
                 return held
             case .failed(let errno):
                 failure = errno
@@ -199,6 +228,7 @@ public final class TAPWire: @unchecked Sendable {
     /// The switch took the oldest `count` pending frames.
     public func consume(_ count: Int) {
         next = min(held, next + count)
+        noteDrainIfEmpty()
     }
 
     /// True when nothing waits on either side (the servicing thread may sleep).

@@ -67,7 +67,7 @@ struct Soak: ParsableCommand {
 
     @Option(
         help:
-            "--migrate: both hosts' migration_forwarding_quiet_ms (1...200): how long the source waits for no more frames after the announcement before it stops forwarding (the guest's downtime, traded against frames that reach the source late)."
+            "--migrate: both hosts' migration_forwarding_quiet_ms (1...200): how long, once its wires drained, the source waits for no more frames after the announcement before it stops forwarding (default 10; the guest's downtime, traded against frames slower than that between the hosts)."
     )
     var forwardingQuietMs: Int?
 

@@ -44,8 +44,26 @@ import Testing
         #expect(m.tick(now: 100 * Self.ms + quiet, lastFrameOrAnnouncement: 105 * Self.ms) == [.forwardHeldFrames])
         // A frame forwarded after the tick's clock was read is activity, not a long silence.
         #expect(m.tick(now: 105 * Self.ms + quiet - 1, lastFrameOrAnnouncement: 106 * Self.ms + quiet) == [.forwardHeldFrames])
+        // Quiet, but a wire of this host may still hold frames for the guest: not yet.
+        #expect(m.tick(now: 105 * Self.ms + quiet, lastFrameOrAnnouncement: 105 * Self.ms, wiresDrained: false) == [.forwardHeldFrames])
         #expect(m.tick(now: 105 * Self.ms + quiet, lastFrameOrAnnouncement: 105 * Self.ms).contains(.sendForwardingDone))
         #expect(m.state == .completed)
+    }
+
+    /// Wires that never drain (an engine stuck, a fence that cannot pass) hold forwarding only up
+    /// to the grace period after the announcement.
+    @Test func undrainedWiresHoldForwardingOnlyUntilTheGracePeriodEnds() throws {
+        var m = Source(
+            wasPassthrough: false,
+            limits: .init(phaseMilliseconds: 5000, forwardingGraceMilliseconds: 200, forwardingQuietMilliseconds: 10),
+            now: 0)
+        _ = try Self.run(&m, [.connected, .prepared(Self.ticket), .stateAccepted, .announced])
+        let announcedAt = m.times.committedAt ?? 0
+        #expect(m.tick(now: announcedAt + 199 * Self.ms, lastFrameOrAnnouncement: 0, wiresDrained: false) == [.forwardHeldFrames])
+        #expect(
+            m.tick(now: announcedAt + 200 * Self.ms, lastFrameOrAnnouncement: 0, wiresDrained: false) == [
+                .forwardHeldFrames, .sendForwardingDone, .releaseVNIC, .closeChannel,
+            ])
     }
 
     @Test func aGuestInPassthroughSwitchesOutFirstAndBackInWhenTheDestinationGivesUp() throws {

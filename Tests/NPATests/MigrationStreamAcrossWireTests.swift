@@ -87,7 +87,8 @@ extension MigrationUnderLoad {
                 let lost = try host.admin.status().migrations?.map(\.framesLost).reduce(0, +) ?? 0
                 #expect(lost == 0, "host \(name) counted \(lost) frames lost to migrations")
             }
-            #expect(try mover.dropCounts().isEmpty && peer.dropCounts().isEmpty)
+            let (moverDrops, peerDrops) = (try mover.dropCounts(), try peer.dropCounts())
+            #expect(moverDrops.isEmpty && peerDrops.isEmpty, "mover: \(moverDrops), peer: \(peerDrops)")
         }
     }
 }
