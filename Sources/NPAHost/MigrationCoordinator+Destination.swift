@@ -88,10 +88,14 @@ extension MigrationCoordinator {
         } catch {
             logger.debug("migration \(m.id): \(error)")
         }
-        if m.announcedPending {
-            m.announcedPending = false
-            step(m, .announced, now)
-        }
+        heardAnnouncementIfWritten(m, now)
+    }
+
+    /// The machine hears of the first announcement round once the wires wrote it.
+    func heardAnnouncementIfWritten(_ m: Incoming, _ now: UInt64) {
+        guard m.announcementFlush?.poll() == true else { return }
+        m.announcementFlush = nil
+        step(m, .announced, now)
     }
 
     func perform(_ actions: [MigrationDestinationMachine.Action], for m: Incoming) {
@@ -109,8 +113,8 @@ extension MigrationCoordinator {
                 guard let device = m.device else { continue }
                 host.dataPath.beginForwarding(for: device)
                 host.dataPath.announceSelf(device)
-                // The first round went out with that call (QEMU's schedule starts at once).
-                m.announcedPending = true
+                // The first round was queued with that call (QEMU's schedule starts at once).
+                m.announcementFlush = WireFlushFence(dataPath: host.dataPath)
             case .sendGuestArrived:
                 send(.guestArrived, on: m)
             case .sendAnnounced:

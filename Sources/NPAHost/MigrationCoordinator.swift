@@ -53,8 +53,9 @@ final class MigrationCoordinator {
         var framesForwarded: UInt64 = 0
         var arrivedAt: UInt64?
         /// The first announcement round went out while actions were being performed; the machine
-        /// hears of it once they all are (so the source hears `guestArrived` first).
-        var announcedPending = false
+        /// hears of it once they all are (so the source hears `guestArrived` first) and the
+        /// wires have written it (`WireFlushFence`).
+        var announcementFlush: WireFlushFence?
 
         init(id: UInt64, connection: MigrationConnection, machine: MigrationDestinationMachine) {
             self.id = id
@@ -224,6 +225,8 @@ final class MigrationCoordinator {
         }
         for m in Array(incoming.values) {
             serviceChannel(m)
+            guard incoming[m.id] != nil else { continue }
+            heardAnnouncementIfWritten(m, now)
             if incoming[m.id] != nil { perform(m.machine.tick(now: now), for: m) }
         }
     }
