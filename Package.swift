@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "NPARingFormats", targets: ["NPARingFormats"]),
         .library(name: "NPAWorkload", targets: ["NPAWorkload"]),
         .library(name: "NPAMigration", targets: ["NPAMigration"]),
+        .library(name: "NPAPluginBundle", targets: ["NPAPluginBundle"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -44,6 +45,10 @@ let package = Package(
         .target(
             name: "NPAMigration",
             dependencies: ["NPASystem", "NPAControlProtocol", .product(name: "Crypto", package: "swift-crypto")]),
+        // Plugin bundles: the manifest, the signature, the licence rule and the ELF checks that
+        // the host (its plugin store) and the shell (before it maps an injected image) both apply.
+        // Pure codecs and checks: no system calls.
+        .target(name: "NPAPluginBundle", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         // The admin socket's client (`npa status`, `npa vnic`, the soaks, the tests).
         .target(name: "NPAAdmin", dependencies: ["NPASystem", "NPAControlProtocol"]),
         // The software SR-IOV NIC ("hardware"): never imports the host or the shell.
@@ -100,7 +105,7 @@ let package = Package(
                 "NPATestSupport", "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
                 .product(name: "SystemPackage", package: "swift-system"),
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
-                "NPASystem", "CNPAPluginABI", "npa", "NPAAdmin", "NPAMigration",
+                "NPASystem", "CNPAPluginABI", "npa", "NPAAdmin", "NPAMigration", "NPAPluginBundle",
             ]),
     ],
     swiftLanguageModes: [.v6]
