@@ -56,6 +56,22 @@ import Testing
             return (id, reached ? record : nil)
         }
 
+        /// Waits (generously, the mover not driven) until migration `id` finishes, and expects it
+        /// failed, uncommitted, because the destination gave up before the guest arrived.
+        func expectGaveUpBeforeTheGuestArrived(_ id: UInt64, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            var record: StatusReport.Migration?
+            let finished = try eventually(timeoutMilliseconds: 60_000) {
+                record = try host.admin.migration(id: id)
+                return record?.isFinished == true
+            }
+            #expect(finished, "\(String(describing: record))", sourceLocation: sourceLocation)
+            #expect(
+                record?.phase == "failed" && record?.committed == false, "\(String(describing: record))", sourceLocation: sourceLocation)
+            #expect(
+                record?.error?.contains("the destination gave up before the guest arrived") == true, "\(record?.error ?? "")",
+                sourceLocation: sourceLocation)
+        }
+
         /// The guest is still here and works both ways; A holds nothing of the migration.
         func expectGuestStayedAndNothingLeaked(_ buffersBefore: Int, _ context: String) throws {
             #expect(mover.hostSocket == host.socketPath, "\(context): \(mover.lastMoveError ?? "") \(mover.switchLog)")
@@ -137,14 +153,7 @@ import Testing
         let (id, waiting) = try a.migrate(to: fake.address, until: ["awaiting-guest", "failed"], drive: false)
         #expect(waiting?.phase == "awaiting-guest", "\(String(describing: waiting))")
         fake.release()
-        var record: StatusReport.Migration?
-        let finished = try eventually(timeoutMilliseconds: 60_000) {
-            record = try a.host.admin.migration(id: id)
-            return record?.isFinished == true
-        }
-        #expect(finished, "\(String(describing: record))")
-        #expect(record?.phase == "failed" && record?.committed == false, "\(String(describing: record))")
-        #expect(record?.error?.contains("the destination gave up before the guest arrived") == true, "\(record?.error ?? "")")
+        try a.expectGaveUpBeforeTheGuestArrived(id)
         fake.finish()
         try a.expectGuestStayedAndNothingLeaked(buffersBefore, "cut while awaiting the guest")
     }
@@ -171,14 +180,7 @@ import Testing
         let atB = try b.admin.status().migrations ?? []
         #expect(awaiting, "B never waited for the guest: \(atB)")
         b.killAndReap()
-        var record: StatusReport.Migration?
-        let finished = try eventually(timeoutMilliseconds: 60_000) {
-            record = try a.host.admin.migration(id: id)
-            return record?.isFinished == true
-        }
-        #expect(finished, "\(String(describing: record))")
-        #expect(record?.phase == "failed" && record?.committed == false, "\(String(describing: record))")
-        #expect(record?.error?.contains("the destination gave up before the guest arrived") == true, "\(record?.error ?? "")")
+        try a.expectGaveUpBeforeTheGuestArrived(id)
         try a.expectGuestStayedAndNothingLeaked(buffersBefore, "B killed")
     }
 }

@@ -35,16 +35,8 @@ extension MigrationUnderLoad {
             #expect(stream.run { $0.accepted >= 500 && $0.received.unique >= 500 }, "the streams never started: \(machine.progress())")
             for trip in 0..<6 {
                 let (from, to) = trip % 2 == 0 ? (a, b) : (b, a)
-                let id = try from.admin.migrate(name: "mover", to: wire.address(of: to))
-                var record: StatusReport.Migration?
-                var polls = 0
-                let finished = stream.run { _ in
-                    polls += 1
-                    guard polls % 8 == 0 else { return false }
-                    record = try? from.admin.migration(id: id)
-                    return record?.isFinished == true
-                }
-                #expect(finished && record?.phase == "completed", "trip \(trip): \(String(describing: record))")
+                let record = try wire.migrate("mover", from: from, to: to, streaming: &stream)
+                #expect(record?.phase == "completed", "trip \(trip): \(String(describing: record))")
                 let switchedIn = stream.run { _ in mover.mode == "passthrough" && (try? to.status(of: "mover"))?.mode == "passthrough" }
                 #expect(switchedIn, "trip \(trip): not in passthrough at the destination: \(mover.switchLog)")
                 let (sent, got) = (stream.accepted, stream.received.unique)
@@ -81,7 +73,7 @@ extension MigrationUnderLoad {
 
 /// One guest's numbered stream to a MAC at a fixed rate (frames `transmit` cannot take yet are
 /// offered again later), and its check of the numbered frames it receives (flow 2).
-struct OneGuestStream {
+struct OneGuestStream: TurningStream {
     let guest: VirtualNIC
     let destination: MACAddress
     var framesPerSecond: Int
@@ -95,17 +87,7 @@ struct OneGuestStream {
         self.framesPerSecond = framesPerSecond
     }
 
-    /// Turns until `condition` holds (checked every turn), or a generous deadline passes.
-    mutating func run(until condition: (OneGuestStream) -> Bool) -> Bool {
-        let deadline = ContinuousClock.now + .seconds(120)
-        while ContinuousClock.now < deadline {
-            turn()
-            if condition(self) { return true }
-        }
-        return false
-    }
-
-    private mutating func turn() {
+    mutating func turn() {
         if framesPerSecond > 0 {
             let (seconds, attoseconds) = (ContinuousClock.now - start).components
             let due = Int(seconds) * framesPerSecond + Int(Double(attoseconds) / 1e18 * Double(framesPerSecond))

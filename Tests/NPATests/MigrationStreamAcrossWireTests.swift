@@ -38,16 +38,8 @@ extension MigrationUnderLoad {
             var forwarded: [UInt64] = []
             for trip in 0..<6 {
                 let (from, to) = trip % 2 == 0 ? (a, b) : (b, a)
-                let id = try from.admin.migrate(name: "mover", to: wire.address(of: to))
-                var record: StatusReport.Migration?
-                var polls = 0
-                let finished = streams.run { _ in
-                    polls += 1
-                    guard polls % 8 == 0 else { return false }
-                    record = try? from.admin.migration(id: id)
-                    return record?.isFinished == true
-                }
-                #expect(finished && record?.phase == "completed", "trip \(trip): \(String(describing: record))")
+                let record = try wire.migrate("mover", from: from, to: to, streaming: &streams)
+                #expect(record?.phase == "completed", "trip \(trip): \(String(describing: record))")
                 #expect(mover.hostSocket == to.socketPath, "trip \(trip): \(mover.lastMoveError ?? "") \(mover.switchLog)")
                 if let downtime = record?.deviceDowntimeMilliseconds { downtimes.append(downtime) }
                 forwarded.append(record?.framesForwarded ?? 0)
@@ -96,7 +88,7 @@ extension MigrationUnderLoad {
 /// Two numbered streams between a migrating guest and a peer, each sent at a fixed rate from
 /// one thread that also receives both ways. `accepted` counts frames `transmit` took; what it
 /// could not take is offered again on the next turn (under the same sequence numbers).
-struct TwoWayStream {
+struct TwoWayStream: TurningStream {
     let mover: VirtualNIC
     let peer: VirtualNIC
     var framesPerSecond: Int
@@ -115,18 +107,8 @@ struct TwoWayStream {
 
     var allArrived: Bool { atPeer.unique == accepted.0 && atMover.unique == accepted.1 }
 
-    /// Turns until `condition` holds (checked every turn), or a generous deadline passes.
-    mutating func run(until condition: (TwoWayStream) -> Bool) -> Bool {
-        let deadline = ContinuousClock.now + .seconds(120)
-        while ContinuousClock.now < deadline {
-            turn()
-            if condition(self) { return true }
-        }
-        return false
-    }
-
     /// Sends what the schedule says is due by now, then receives both ways.
-    private mutating func turn() {
+    mutating func turn() {
         if framesPerSecond > 0 {
             let elapsed = ContinuousClock.now - start
             let (seconds, attoseconds) = elapsed.components

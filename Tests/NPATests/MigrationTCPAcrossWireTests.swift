@@ -33,13 +33,8 @@ extension MigrationUnderLoad {
             // A → B → A three times.
             for trip in 0..<6 {
                 let (from, to) = trip % 2 == 0 ? (a, b) : (b, a)
-                let id = try from.admin.migrate(name: "kernel", to: wire.address(of: to))
-                var record: StatusReport.Migration?
-                let finished = try eventually(timeoutMilliseconds: 120_000) {
-                    record = try from.admin.migration(id: id)
-                    return record?.isFinished == true
-                }
-                #expect(finished && record?.phase == "completed", "trip \(trip): \(String(describing: record))")
+                let record = try wire.migrate("kernel", from: from, to: to)
+                #expect(record?.phase == "completed", "trip \(trip): \(String(describing: record))")
                 #expect(try to.status(of: "kernel") != nil, "trip \(trip): the guest is not at the destination")
                 // The stream goes on from the destination: several more MiB are acknowledged.
                 let sent = transfer.progress()
@@ -78,13 +73,7 @@ final class EndlessTCPTransfer {
                 """
                 import socket, hashlib, random, time, os, struct
                 rng = random.Random(\(port)); h = hashlib.sha256(); n = 0
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        s = socket.create_connection(("\(address)", \(port)), timeout=5); break
-                    except OSError:
-                        if time.monotonic() > deadline: raise
-                        time.sleep(0.05)  # the server is not listening yet: poll for it
+                \(NetworkLab.pythonConnect(address: address, port: port))
                 s.settimeout(300)
                 while not os.path.exists("\(stopFile)"):
                     chunk = rng.randbytes(65536)
@@ -94,11 +83,7 @@ final class EndlessTCPTransfer {
                 info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
                 total_retrans = struct.unpack_from("I", info, 100)[0]
                 s.shutdown(socket.SHUT_WR)
-                reply = b""
-                while True:
-                    b = s.recv(4096)
-                    if not b: break
-                    reply += b
+                \(NetworkLab.pythonReadReply)
                 expected = f"{n} {h.hexdigest()}"
                 print(f"sent {n} bytes, {total_retrans} segments retransmitted; server: {reply.decode()}")
                 assert reply.decode() == expected, f"expected {expected}"

@@ -15,12 +15,9 @@ import Testing
     /// A wrong token, a used one and an expired one are refused by the destination and counted;
     /// the guest stays on the source and keeps working there.
     @Test func aBadUsedOrExpiredTokenIsRefusedAndTheGuestStaysWorking() throws {
-        let a = try MoveBetweenHostsTests.host(), b = try MoveBetweenHostsTests.host()
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let orchestration = try MoveOrchestration(a, b)
+        let hosts = try TwoHosts()
+        defer { hosts.stop() }
+        let (a, b, orchestration) = (hosts.a, hosts.b, hosts.orchestration)
         let first = try MoveBetweenHostsTests.attach(a, "first"), stayer = try MoveBetweenHostsTests.attach(a, "stayer"),
             peer = try MoveBetweenHostsTests.attach(a, "peer")
         let used = try orchestration.move("first", driving: first)
@@ -65,12 +62,9 @@ import Testing
     /// The destination refuses a guest whose MAC a vNIC there owns; the orchestration calls the
     /// departure off and the guest carries on on the source, never offered a move.
     @Test func aDestinationThatRefusesLeavesTheGuestOnTheSourceWorking() throws {
-        let a = try MoveBetweenHostsTests.host(), b = try MoveBetweenHostsTests.host()
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let orchestration = try MoveOrchestration(a, b)
+        let hosts = try TwoHosts()
+        defer { hosts.stop() }
+        let (a, b, orchestration) = (hosts.a, hosts.b, hosts.orchestration)
         let mac = "02:aa:bb:cc:dd:02"
         let guest = try MoveBetweenHostsTests.attach(a, "guest", mac: mac), peer = try MoveBetweenHostsTests.attach(a, "peer")
         let owner = try MoveBetweenHostsTests.attach(b, "owner", mac: mac)
@@ -79,10 +73,7 @@ import Testing
             try b.onHostThread { try $0.expectArrival(stateBytes: bytes, token: .random()) }
         }
         try a.onHostThread { try $0.abortDeparture(named: "guest") }
-        var verifier = FlowVerifier()
-        #expect(MoveBetweenHostsTests.stream(500, flow: 0, from: guest, to: peer, into: &verifier) == 500)
-        #expect(MoveBetweenHostsTests.stream(500, flow: 1, from: peer, to: guest, into: &verifier) == 500)
-        #expect(verifier.unique == 1000 && MoveBetweenHostsTests.isClean(verifier))
+        expectStreamsBothWays(500, between: guest, and: peer)
         #expect(guest.hostSocket == a.socketPath && guest.moveDurations.isEmpty && guest.lastMoveError == nil)
         #expect(try orchestration.events(a).isEmpty && orchestration.events(b).isEmpty)
         #expect(try owner.linkIsUp())
@@ -108,12 +99,9 @@ import Testing
     /// A destination the guest cannot reach (no socket at the path): the guest tells the source
     /// the move failed and stays there, working; the orchestration calls the arrival off.
     @Test func anUnreachableDestinationLeavesTheGuestOnTheSourceWorking() throws {
-        let a = try MoveBetweenHostsTests.host(), b = try MoveBetweenHostsTests.host()
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let orchestration = try MoveOrchestration(a, b)
+        let hosts = try TwoHosts()
+        defer { hosts.stop() }
+        let (a, b, orchestration) = (hosts.a, hosts.b, hosts.orchestration)
         let guest = try MoveBetweenHostsTests.attach(a, "guest"), peer = try MoveBetweenHostsTests.attach(a, "peer")
         let token = try orchestration.prepare("guest")
         let nowhere = TestHost.freshSocketPath()
@@ -123,10 +111,7 @@ import Testing
         let error = try #require(guest.lastMoveError)
         #expect(try orchestration.events(a) == [.moveFailed(name: "guest", reason: error)])
         #expect(try b.onHostThread { $0.cancelArrival(token: token) })
-        var verifier = FlowVerifier()
-        #expect(MoveBetweenHostsTests.stream(200, flow: 0, from: guest, to: peer, into: &verifier) == 200)
-        #expect(MoveBetweenHostsTests.stream(200, flow: 1, from: peer, to: guest, into: &verifier) == 200)
-        #expect(verifier.unique == 400 && MoveBetweenHostsTests.isClean(verifier))
+        expectStreamsBothWays(200, between: guest, and: peer)
         #expect(try a.onHostThread { $0.departingVNICs.isEmpty })
     }
 
@@ -135,12 +120,9 @@ import Testing
     /// answers. Here the "destination" takes the guest's resume and hangs up without answering:
     /// the guest then says the move failed and stays on the source, working.
     @Test func aDepartureIsNotCalledOffWhileTheGuestIsResumingElsewhere() throws {
-        let a = try MoveBetweenHostsTests.host(), b = try MoveBetweenHostsTests.host()
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let orchestration = try MoveOrchestration(a, b)
+        let hosts = try TwoHosts()
+        defer { hosts.stop() }
+        let (a, b, orchestration) = (hosts.a, hosts.b, hosts.orchestration)
         let guest = try MoveBetweenHostsTests.attach(a, "guest"), peer = try MoveBetweenHostsTests.attach(a, "peer")
         let path = TestHost.freshSocketPath()
         let impostor = try SeqPacketSocket.listen(path: path)
@@ -166,10 +148,7 @@ import Testing
         #expect(outcome.abortRefusal == DepartureRefusal.guestMoving("guest").description)
         #expect(guest.hostSocket == a.socketPath && guest.lastMoveError != nil)
         #expect(try orchestration.events(a) == [.moveFailed(name: "guest", reason: guest.lastMoveError ?? "")])
-        var verifier = FlowVerifier()
-        #expect(MoveBetweenHostsTests.stream(200, flow: 0, from: guest, to: peer, into: &verifier) == 200)
-        #expect(MoveBetweenHostsTests.stream(200, flow: 1, from: peer, to: guest, into: &verifier) == 200)
-        #expect(verifier.unique == 400 && MoveBetweenHostsTests.isClean(verifier))
+        expectStreamsBothWays(200, between: guest, and: peer)
         #expect(try b.onHostThread { $0.cancelArrival(token: token) })
     }
 
@@ -177,12 +156,9 @@ import Testing
     /// destination refuses that resume and reports the arrival failed, and the guest's own
     /// resume then finds the token gone and stays on the source.
     @Test func aResumeWithTheWrongDescriptorsSpendsTheTokenAndChangesNothing() throws {
-        let a = try MoveBetweenHostsTests.host(), b = try MoveBetweenHostsTests.host()
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let orchestration = try MoveOrchestration(a, b)
+        let hosts = try TwoHosts()
+        defer { hosts.stop() }
+        let (a, b, orchestration) = (hosts.a, hosts.b, hosts.orchestration)
         let guest = try MoveBetweenHostsTests.attach(a, "guest"), peer = try MoveBetweenHostsTests.attach(a, "peer")
         let token = try orchestration.prepare("guest")
         let intruder = try SeqPacketSocket.connect(path: b.socketPath)
@@ -206,12 +182,9 @@ import Testing
     /// A guest that detaches while its vNIC is leaving ends the departure: the source reports
     /// the move failed and keeps nothing; the orchestration cancels the arrival.
     @Test func aGuestThatGoesAwayWhileLeavingEndsTheDeparture() throws {
-        let a = try MoveBetweenHostsTests.host(), b = try MoveBetweenHostsTests.host()
-        defer {
-            a.stop()
-            b.stop()
-        }
-        let orchestration = try MoveOrchestration(a, b)
+        let hosts = try TwoHosts()
+        defer { hosts.stop() }
+        let (a, b, orchestration) = (hosts.a, hosts.b, hosts.orchestration)
         let guest = try MoveBetweenHostsTests.attach(a, "guest")
         let token = try orchestration.prepare("guest")
         guest.detach()
@@ -221,6 +194,46 @@ import Testing
         #expect(try a.onHostThread { $0.departingVNICs.isEmpty && $0.dataPath.devices.isEmpty })
         #expect(try b.onHostThread { $0.cancelArrival(token: token) && $0.admission.reservedMACs.isEmpty })
         #expect(try b.onHostThread { !$0.cancelArrival(token: token) }, "a cancelled arrival is gone")
+    }
+
+    /// Hosts A and B with the test's orchestration of moves from A to B; `stop()` them in a `defer`.
+    struct TwoHosts {
+        let a: SteppedTestHost
+        let b: SteppedTestHost
+        let orchestration: MoveOrchestration
+
+        init() throws {
+            let a = try MoveBetweenHostsTests.host()
+            let b: SteppedTestHost
+            do { b = try MoveBetweenHostsTests.host() } catch {
+                a.stop()
+                throw error
+            }
+            (self.a, self.b) = (a, b)
+            do { orchestration = try MoveOrchestration(a, b) } catch {
+                a.stop()
+                b.stop()
+                throw error
+            }
+        }
+
+        func stop() {
+            a.stop()
+            b.stop()
+        }
+    }
+
+    /// Streams `count` frames from `guest` to `peer`, then `count` back, and expects every one to
+    /// arrive once, in order.
+    func expectStreamsBothWays(
+        _ count: Int, between guest: VirtualNIC, and peer: VirtualNIC, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        var verifier = FlowVerifier()
+        #expect(
+            MoveBetweenHostsTests.stream(count, flow: 0, from: guest, to: peer, into: &verifier) == count, sourceLocation: sourceLocation)
+        #expect(
+            MoveBetweenHostsTests.stream(count, flow: 1, from: peer, to: guest, into: &verifier) == count, sourceLocation: sourceLocation)
+        #expect(verifier.unique == 2 * count && MoveBetweenHostsTests.isClean(verifier), sourceLocation: sourceLocation)
     }
 
     /// Polls `body` until it returns something non-empty (the host serves the guest's hang-up on

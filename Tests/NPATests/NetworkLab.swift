@@ -64,6 +64,29 @@ final class NetworkLab {
         """
     }
 
+    /// Python lines (at the top level of a script that imports `socket` and `time`) that connect
+    /// `s` to `address`:`port`, polling for up to 120 s while the server is not listening yet.
+    static func pythonConnect(address: String, port: Int) -> String {
+        """
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                s = socket.create_connection(("\(address)", \(port)), timeout=5); break
+            except OSError:
+                if time.monotonic() > deadline: raise
+                time.sleep(0.05)  # the server is not listening yet: poll for it
+        """
+    }
+
+    /// Python lines that read the connected socket `s` to its end into `reply` (the server's answer).
+    static let pythonReadReply = """
+        reply = b""
+        while True:
+            b = s.recv(4096)
+            if not b: break
+            reply += b
+        """
+
     /// A TCP transfer of `bytes` seeded bytes from `client` to a server at `address` in
     /// `server`, which answers the count and SHA-256 of what it got; true if they match what
     /// was sent. The output of both sides comes back for the failure message.
@@ -77,19 +100,9 @@ final class NetworkLab {
                 """
                 import socket, hashlib, random, time
                 data = random.Random(\(port)).randbytes(\(bytes))
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        s = socket.create_connection(("\(address)", \(port)), timeout=5); break
-                    except OSError:
-                        if time.monotonic() > deadline: raise
-                        time.sleep(0.05)  # the server is not listening yet: poll for it
+                \(Self.pythonConnect(address: address, port: port))
                 s.settimeout(120); s.sendall(data); s.shutdown(socket.SHUT_WR)
-                reply = b""
-                while True:
-                    b = s.recv(4096)
-                    if not b: break
-                    reply += b
+                \(Self.pythonReadReply)
                 expected = f"{len(data)} {hashlib.sha256(data).hexdigest()}"
                 print(reply.decode()); print(expected)
                 assert reply.decode() == expected
