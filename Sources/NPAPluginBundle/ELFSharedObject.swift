@@ -173,19 +173,18 @@ public struct ELFSharedObject: Equatable, Sendable {
             dynamic = range
         }
         guard let dynamic else { return }
-        var symtab: UInt64?
-        var strtab: UInt64?
-        let entries = min(dynamic.count / 16, maximumDynamicEntries)
-        for index in 0..<entries {
+        // The loader keeps the last of repeated tags; so does this.
+        var entries: [UInt64: UInt64] = [:]
+        for index in 0..<min(dynamic.count / 16, maximumDynamicEntries) {
             let e = dynamic.lowerBound + index * 16
             let (tag, value) = (file.u64(e)!, file.u64(e + 8)!)
             if tag == 0 { break }  // DT_NULL
-            if tag == 6 { symtab = value }  // DT_SYMTAB
-            if tag == 5 { strtab = value }  // DT_STRTAB
+            entries[tag] = value
         }
-        guard symtab == tables.symbolsAddress, strtab == tables.stringsAddress else {
+        guard entries[6] == tables.symbolsAddress, entries[5] == tables.stringsAddress else {  // DT_SYMTAB, DT_STRTAB
             throw .malformed("the dynamic segment's symbol or string table is not the .dynsym/.dynstr section")
         }
+        try checkRelocationSymbols(file, programHeaders: table, dynamic: entries, symbolCount: UInt64(tables.symbols.count / 24))
     }
 
     static func symbols(_ file: ELFBytes, _ tables: DynamicTables) throws(ELFError) -> [ELFDynamicSymbol] {

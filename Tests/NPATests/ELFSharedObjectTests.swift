@@ -116,6 +116,20 @@ struct ELFSharedObjectTests {
         #expect(why.contains("dynamic segment"))
     }
 
+    /// A PLT relocation naming a symbol index past .dynsym would make the loader import whatever
+    /// bytes lie there: refused.
+    @Test func aRelocationNamingASymbolPastTheTableIsRefused() throws {
+        var image = try ELFImagePatch.image("npa-cq-swift")
+        let dynamic = try #require(image.sectionHeader(type: 6))  // SHT_DYNAMIC
+        let (offset, size) = (image.u64(dynamic + 24), image.u64(dynamic + 32))
+        let jmprel = try #require(stride(from: offset, to: offset + size, by: 16).first { image.u64($0) == 23 })
+        // In these images the first PT_LOAD maps file offset 0 at address 0: the address is the offset.
+        let relocation = image.u64(jmprel + 8)
+        #expect(image.u32(relocation + 12) != 0)  // the memset or memcpy slot
+        image.bytes[relocation + 12] = 4
+        #expect(throwing(image.bytes) == .malformed("a DT_JMPREL relocation names symbol 4, past the 4 of .dynsym"))
+    }
+
     /// A deterministic stand-in for the fuzzer in `swift test`: thousands of corrupted copies of a
     /// real image, each read without a trap (most are refused, a few still read).
     @Test func corruptedImagesNeverTrap() throws {
