@@ -184,6 +184,13 @@ public struct ELFSharedObject: Equatable, Sendable {
         guard entries[6] == tables.symbolsAddress, entries[5] == tables.stringsAddress else {  // DT_SYMTAB, DT_STRTAB
             throw .malformed("the dynamic segment's symbol or string table is not the .dynsym/.dynstr section")
         }
+        // And the bytes read here must be the ones the loader maps at those addresses.
+        for (range, address, name) in [
+            (tables.symbols, tables.symbolsAddress, ".dynsym"), (tables.strings, tables.stringsAddress, ".dynstr"),
+        ]
+        where fileRange(file, programHeaders: table, address: address, size: UInt64(range.count)) != range {
+            throw .malformed("\(name)'s file bytes are not what a PT_LOAD segment maps at its address")
+        }
         try checkRelocationSymbols(file, programHeaders: table, dynamic: entries, symbolCount: UInt64(tables.symbols.count / 24))
     }
 

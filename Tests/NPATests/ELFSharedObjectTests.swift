@@ -116,6 +116,16 @@ struct ELFSharedObjectTests {
         #expect(why.contains("dynamic segment"))
     }
 
+    /// A .dynsym section whose file offset is not where its address is loaded from: the loader
+    /// would read other bytes than those checked.
+    @Test func aSymbolTableTheLoaderWouldReadFromElsewhereIsRefused() throws {
+        var image = try ELFImagePatch.image("npa-cq")
+        let dynsym = try #require(image.sectionHeader(type: 11))
+        image.set64(dynsym + 24, image.u64(dynsym + 24) + 8)  // sh_offset, not sh_addr
+        guard case .malformed(let why) = throwing(image.bytes) else { Issue.record("not refused"); return }
+        #expect(why.contains("PT_LOAD"))
+    }
+
     /// A PLT relocation naming a symbol index past .dynsym would make the loader import whatever
     /// bytes lie there: refused.
     @Test func aRelocationNamingASymbolPastTheTableIsRefused() throws {
