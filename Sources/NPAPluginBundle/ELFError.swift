@@ -18,8 +18,9 @@ public enum ELFError: Error, Equatable, Sendable, CustomStringConvertible {
     case noDynamicSymbolTable
     /// More dynamic symbols than `ELFSharedObject.maximumSymbols`.
     case tooManySymbols(count: UInt64, limit: Int)
-    /// A symbol name longer than `ELFSharedObject.maximumNameBytes`.
-    case symbolNameTooLong(index: Int, limit: Int)
+    /// A name (of the dynamic symbol or `DT_NEEDED` entry named) longer than
+    /// `ELFSharedObject.maximumNameBytes`.
+    case nameTooLong(String, limit: Int)
 
     public var description: String {
         switch self {
@@ -31,7 +32,7 @@ public enum ELFError: Error, Equatable, Sendable, CustomStringConvertible {
         case .malformed(let what): "malformed ELF: \(what)"
         case .noDynamicSymbolTable: "no dynamic symbol table (.dynsym): not a shared object a loader can link"
         case .tooManySymbols(let count, let limit): "\(count) dynamic symbols, over the limit of \(limit)"
-        case .symbolNameTooLong(let index, let limit): "dynamic symbol \(index)'s name is over \(limit) bytes"
+        case .nameTooLong(let owner, let limit): "\(owner)'s name is over \(limit) bytes"
         }
     }
 }

@@ -72,6 +72,8 @@ public struct ELFSharedObject: Equatable, Sendable {
     public let machine: Machine
     /// Every dynamic symbol but the null entry 0, in table order.
     public let dynamicSymbols: [ELFDynamicSymbol]
+    /// The libraries the loader would load with the image (`DT_NEEDED`), in order.
+    public let neededLibraries: [String]
 
     /// Reads an image; throws why it is not one this type can read.
     public init(bytes: [UInt8]) throws(ELFError) {
@@ -86,8 +88,13 @@ public struct ELFSharedObject: Equatable, Sendable {
         fileType = FileType(rawValue: header.type)
         machine = Machine(rawValue: header.machine)
         let tables = try Self.dynamicTables(file, header)
-        try Self.checkDynamicSegment(file, header, tables)
+        let needed = try Self.checkDynamicSegment(file, header, tables)
         dynamicSymbols = try Self.symbols(file, tables)
+        var libraries: [String] = []
+        for (index, offset) in needed.enumerated() {
+            libraries.append(try file.name(at: offset, in: tables.strings, of: "DT_NEEDED entry \(index)"))
+        }
+        neededLibraries = libraries
     }
 
     struct Header {
@@ -155,9 +162,9 @@ public struct ELFSharedObject: Equatable, Sendable {
 
     /// The loader finds symbols through `PT_DYNAMIC`'s `DT_SYMTAB`/`DT_STRTAB`: they must be the
     /// tables the sections describe (an image without `PT_DYNAMIC` links nothing, so has nothing
-    /// to disagree with).
-    static func checkDynamicSegment(_ file: ELFBytes, _ header: Header, _ tables: DynamicTables) throws(ELFError) {
-        guard header.programHeaderCount > 0 else { return }
+    /// to disagree with). Returns the `DT_NEEDED` entries' offsets in `.dynstr`.
+    static func checkDynamicSegment(_ file: ELFBytes, _ header: Header, _ tables: DynamicTables) throws(ELFError) -> [UInt64] {
+        guard header.programHeaderCount > 0 else { return [] }
         guard header.programHeaderSize == 56 else { throw .malformed("program header size \(header.programHeaderSize), not 56") }
         let count = Int(header.programHeaderCount)
         guard let table = file.range(offset: header.programHeaders, count: UInt64(count), size: 56) else {
@@ -172,14 +179,16 @@ public struct ELFSharedObject: Equatable, Sendable {
             guard let range = file.range(offset: offset, count: 1, size: size) else { throw .truncated("the dynamic segment") }
             dynamic = range
         }
-        guard let dynamic else { return }
+        guard let dynamic else { return [] }
         // The loader keeps the last of repeated tags; so does this.
         var entries: [UInt64: UInt64] = [:]
+        var needed: [UInt64] = []
         for index in 0..<min(dynamic.count / 16, maximumDynamicEntries) {
             let e = dynamic.lowerBound + index * 16
             let (tag, value) = (file.u64(e)!, file.u64(e + 8)!)
             if tag == 0 { break }  // DT_NULL
             entries[tag] = value
+            if tag == 1 { needed.append(value) }  // DT_NEEDED
         }
         guard entries[6] == tables.symbolsAddress, entries[5] == tables.stringsAddress else {  // DT_SYMTAB, DT_STRTAB
             throw .malformed("the dynamic segment's symbol or string table is not the .dynsym/.dynstr section")
@@ -192,6 +201,7 @@ public struct ELFSharedObject: Equatable, Sendable {
             throw .malformed("\(name)'s file bytes are not what a PT_LOAD segment maps at its address")
         }
         try checkRelocationSymbols(file, programHeaders: table, dynamic: entries, symbolCount: UInt64(tables.symbols.count / 24))
+        return needed
     }
 
     static func symbols(_ file: ELFBytes, _ tables: DynamicTables) throws(ELFError) -> [ELFDynamicSymbol] {
@@ -203,7 +213,7 @@ public struct ELFSharedObject: Equatable, Sendable {
             let e = tables.symbols.lowerBound + index * 24
             let (nameOffset, info, other) = (file.u32(e)!, file.u8(e + 4)!, file.u8(e + 5)!)
             let (shndx, value, size) = (file.u16(e + 6)!, file.u64(e + 8)!, file.u64(e + 16)!)
-            let name = try file.name(at: nameOffset, in: tables.strings, symbol: index)
+            let name = try file.name(at: UInt64(nameOffset), in: tables.strings, of: "dynamic symbol \(index)")
             symbols.append(
                 ELFDynamicSymbol(
                     name: name, binding: .init(info >> 4), kind: .init(info & 0xF),
@@ -237,21 +247,22 @@ struct ELFBytes {
         return Int(offset)..<Int(offset + length)
     }
 
-    /// The NUL-terminated UTF-8 name at `offset` in the string table `strings`.
-    func name(at offset: UInt32, in strings: Range<Int>, symbol: Int) throws(ELFError) -> String {
-        guard Int(offset) < strings.count else { throw .malformed("dynamic symbol \(symbol)'s name lies outside .dynstr") }
+    /// The NUL-terminated UTF-8 name at `offset` in the string table `strings`; `owner` says whose
+    /// name it is in errors.
+    func name(at offset: UInt64, in strings: Range<Int>, of owner: String) throws(ELFError) -> String {
+        guard offset < UInt64(strings.count) else { throw .malformed("\(owner)'s name lies outside .dynstr") }
         let start = strings.lowerBound + Int(offset)
         // Look one byte past the limit: a NUL there still means the name is too long.
         let end = min(strings.upperBound, start + ELFSharedObject.maximumNameBytes + 1)
         guard let nul = bytes[start..<end].firstIndex(of: 0) else {
-            if end < strings.upperBound { throw .symbolNameTooLong(index: symbol, limit: ELFSharedObject.maximumNameBytes) }
-            throw .malformed("dynamic symbol \(symbol)'s name is not terminated inside .dynstr")
+            if end < strings.upperBound { throw .nameTooLong(owner, limit: ELFSharedObject.maximumNameBytes) }
+            throw .malformed("\(owner)'s name is not terminated inside .dynstr")
         }
         guard nul - start <= ELFSharedObject.maximumNameBytes else {
-            throw .symbolNameTooLong(index: symbol, limit: ELFSharedObject.maximumNameBytes)
+            throw .nameTooLong(owner, limit: ELFSharedObject.maximumNameBytes)
         }
         guard let name = String(validating: bytes[start..<nul], as: UTF8.self) else {
-            throw .malformed("dynamic symbol \(symbol)'s name is not UTF-8")
+            throw .malformed("\(owner)'s name is not UTF-8")
         }
         return name
     }

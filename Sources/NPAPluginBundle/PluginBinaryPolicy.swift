@@ -37,6 +37,8 @@ public struct PluginBinaryPolicy: Sendable {
         case notSharedObject(ELFSharedObject.FileType)
         /// `expected` is nil when this process runs on a machine NPA has no ELF number for.
         case wrongMachine(ELFSharedObject.Machine, expected: ELFSharedObject.Machine?)
+        /// A `DT_NEEDED` library: it would be loaded, and its constructors run, in the guest's driver.
+        case needsLibrary(String)
         case forbiddenImport(String)
         case unexpectedExport(String)
         case noEntryPoint
@@ -48,6 +50,7 @@ public struct PluginBinaryPolicy: Sendable {
             case .notSharedObject(let type): "the plugin binary is \(type), not ET_DYN (shared object)"
             case .wrongMachine(let machine, let expected):
                 "the plugin binary is for \(machine), this machine is \(expected.map(\.description) ?? "one NPA has no plugins for")"
+            case .needsLibrary(let name): "the plugin binary needs the library '\(name)'; a plugin is freestanding and loads none"
             case .forbiddenImport(let name):
                 "the plugin binary imports '\(name)', which is not on the allow-list of what a plugin may call"
             case .unexpectedExport(let name): "the plugin binary exports '\(name)'; a plugin exports only \(PluginBinaryPolicy.entryPoint)"
@@ -64,6 +67,7 @@ public struct PluginBinaryPolicy: Sendable {
         do throws(ELFError) { image = try ELFSharedObject(bytes: bytes) } catch { throw .notELF(error) }
         guard image.fileType == .sharedObject else { throw .notSharedObject(image.fileType) }
         guard let machine, image.machine == machine else { throw .wrongMachine(image.machine, expected: machine) }
+        if let library = image.neededLibraries.first { throw .needsLibrary(library) }
         var exportsEntry = false
         for symbol in image.dynamicSymbols {
             if !symbol.isDefined {

@@ -15,6 +15,7 @@ struct ELFSharedObjectTests {
         #expect(entry.isDefined && entry.binding == .global && entry.kind == .function && entry.size > 0)
         #expect(entry.visibility == .default || entry.visibility == .protected)
         #expect(image.dynamicSymbols.filter(\.isDefined).count == 1)
+        #expect(image.neededLibraries.isEmpty)
     }
 
     @Test func theEmbeddedSwiftImageImportsMemsetAndMemcpyOnly() throws {

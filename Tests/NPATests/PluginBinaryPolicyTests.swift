@@ -26,6 +26,19 @@ struct PluginBinaryPolicyTests {
         }
     }
 
+    @Test func aNeededLibraryIsRefusedByName() throws {
+        var image = try ELFImagePatch.image("npa-cq-swift")
+        let dynamic = try #require(image.sectionHeader(type: 6))  // SHT_DYNAMIC
+        let (offset, size) = (image.u64(dynamic + 24), image.u64(dynamic + 32))
+        // DT_RELACOUNT, a hint the loader may ignore, becomes DT_NEEDED naming the string "memset".
+        let hint = try #require(stride(from: offset, to: offset + size, by: 16).first { image.u64($0) == 0x6fff_fff9 })
+        image.set64(hint, 1)
+        image.set64(hint + 8, image.u32(try #require(image.symbol(named: "memset"))))
+        #expect(try ELFSharedObject(bytes: image.bytes).neededLibraries == ["memset"])
+        #expect(refusal(image.bytes) == .needsLibrary("memset"))
+        #expect(refusal(image.bytes)?.description.contains("'memset'") == true)
+    }
+
     @Test func aSecondExportedFunctionIsRefusedByName() throws {
         var image = try ELFImagePatch.image("npa-cq-swift")
         image.defineAsExport("memcpy")

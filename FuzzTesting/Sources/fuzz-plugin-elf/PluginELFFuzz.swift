@@ -5,7 +5,7 @@ import NPAPluginBundle
 // bundle before it trusts anything in it, on any bytes. Checked: never a trap; the reader gives the
 // same answer from an array and from borrowed memory; what it reads respects its caps (symbol count,
 // name length); and a binary the policy accepts really is an ET_DYN for this machine whose only
-// export is npa_plugin_main and whose imports are all on the allow-list.
+// export is npa_plugin_main, needing no library, and whose imports are all on the allow-list.
 let policy = PluginBinaryPolicy()
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -30,6 +30,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     invariant(size <= policy.maximumBytes, "accepted over the size limit")
     invariant(
         image.fileType == .sharedObject && image.machine == ELFSharedObject.Machine.current, "accepted \(image.fileType), \(image.machine)")
+    invariant(image.neededLibraries.isEmpty, "accepted a binary needing \(image.neededLibraries)")
     let imports = image.dynamicSymbols.filter { !$0.isDefined }
     invariant(imports.allSatisfy { policy.allowedImports.contains($0.name) }, "accepted imports \(imports)")
     let exports = image.dynamicSymbols.filter {
