@@ -30,7 +30,7 @@ struct PluginSigningKeyTests {
 
     @Test func rewritingAKeyFileNarrowsItsMode() throws {
         try withDirectory { dir in
-            FileManager.default.createFile(atPath: dir + "/K", contents: Data("old".utf8), attributes: [.posixPermissions: 0o644])
+            #expect(FileManager.default.createFile(atPath: dir + "/K", contents: Data("old".utf8), attributes: [.posixPermissions: 0o644]))
             try PluginSigningKey.generate().writeKeyFiles(at: dir + "/K")
             #expect(try FileManager.default.attributesOfItem(atPath: dir + "/K")[.posixPermissions] as? Int == 0o600)
         }
@@ -39,8 +39,8 @@ struct PluginSigningKeyTests {
     @Test(arguments: [String(repeating: "ab", count: 31), String(repeating: "ab", count: 33), String(repeating: "zz", count: 32), ""])
     func wrongLengthOrNonHexKeysAreRefused(_ text: String) throws {
         try withDirectory { dir in
-            FileManager.default.createFile(atPath: dir + "/K", contents: Data((text + "\n").utf8))
-            FileManager.default.createFile(atPath: dir + "/K.pub", contents: Data((text + "\n").utf8))
+            #expect(FileManager.default.createFile(atPath: dir + "/K", contents: Data((text + "\n").utf8)))
+            #expect(FileManager.default.createFile(atPath: dir + "/K.pub", contents: Data((text + "\n").utf8)))
             #expect(throws: PluginKeyFileError.self) { try PluginSigningKey(contentsOfFile: dir + "/K") }
             #expect(throws: PluginKeyFileError.self) { try PluginPublicKey(contentsOfFile: dir + "/K.pub") }
         }
@@ -52,7 +52,7 @@ struct PluginSigningKeyTests {
             let missing = dir + "/nope.pub"
             let error = #expect(throws: PluginKeyFileError.self) { try PluginPublicKey(contentsOfFile: missing) }
             #expect(error?.description == "\(missing): cannot be opened")
-            FileManager.default.createFile(atPath: dir + "/big.pub", contents: Data(repeating: 0x61, count: 10_000))
+            #expect(FileManager.default.createFile(atPath: dir + "/big.pub", contents: Data(repeating: 0x61, count: 10_000)))
             #expect(throws: PluginKeyFileError.self) { try PluginPublicKey(contentsOfFile: dir + "/big.pub") }
         }
     }
