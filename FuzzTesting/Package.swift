@@ -6,11 +6,12 @@ import PackageDescription
 let targets = [
     "control-message", "host-config", "vmxnet3-registers", "vmxnet3-descriptors", "vf-dring", "vf-cq", "device-state", "tcp-segmentation",
     "tcp-coalescing",
-    "migration-records",
+    "migration-records", "plugin-bundle",
 ]
 // What a target needs beyond FuzzSupport.
 let extraDependencies: [String: [Target.Dependency]] = [
-    "migration-records": [.product(name: "NPAMigration", package: "npa-swift")]
+    "migration-records": [.product(name: "NPAMigration", package: "npa-swift")],
+    "plugin-bundle": [.product(name: "NPAPluginBundle", package: "npa-swift")],
 ]
 let package = Package(
     name: "npa-fuzz",

@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh [TARGET ...] [--runs N | --seconds S] [--no-build] [-- LIBFUZZER_FLAGS...]
 #
 # Targets: control-message host-config vmxnet3-registers vmxnet3-descriptors vf-dring vf-cq device-state tcp-segmentation tcp-coalescing
-# migration-records
+# migration-records plugin-bundle
 # (default: all). Default --seconds 30 per target. Prints executions, exec/s and coverage
 # (cov: edges, ft: features) per target at the end; exits non-zero if any target crashed or
 # violated an invariant (the input is saved under FuzzTesting/.build/crashes/: add it to
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../FuzzTesting"
 
 all=(control-message host-config vmxnet3-registers vmxnet3-descriptors vf-dring vf-cq device-state tcp-segmentation tcp-coalescing
-     migration-records)
+     migration-records plugin-bundle)
 targets=() runs="" seconds=30 build=1 extra=()
 while (($#)); do
     case "$1" in
