@@ -41,6 +41,15 @@ public struct PluginBundleVerifier: Sendable {
         public var binaryRange: Range<Int> { layout.binary }
     }
 
+    /// One-shot form for callers that verify a single bundle.
+    public static func verify(
+        _ bytes: [UInt8], name: String, trust: PluginTrustStore, expectedABI: UInt32, knownModels: Set<String>,
+        binaryCheck: BinaryCheck? = nil
+    ) throws(PluginBundleRefusal) -> Accepted {
+        try PluginBundleVerifier(trust: trust, expectedABI: expectedABI, knownModels: knownModels, binaryCheck: binaryCheck)
+            .verify(bytes, name: name)
+    }
+
     public func verify(_ bytes: [UInt8], name: String) throws(PluginBundleRefusal) -> Accepted {
         try bytes.withUnsafeBytes { raw in Result { () throws(PluginBundleRefusal) in try verify(raw, name: name) } }.get()
     }

@@ -77,6 +77,9 @@ struct PluginTrustStoreTests {
         // A store built from files verifies what the key signed.
         let verifier = PluginBundleVerifier(trust: fromFiles, expectedABI: 1, knownModels: ["npa-dring"])
         #expect(throws: Never.self) { try verifier.verify(PluginBundleFixtures.bundle(key: a).encode(), name: "a.npab") }
+        let accepted = try PluginBundleVerifier.verify(
+            PluginBundleFixtures.bundle(key: a).encode(), name: "a.npab", trust: fromFiles, expectedABI: 1, knownModels: ["npa-dring"])
+        #expect(accepted.signer == a.keyID)
     }
 
     @Test func emptyStoreTrustsNothing() {
