@@ -64,11 +64,15 @@ func writeKeyFile(_ path: String, _ bytes: [UInt8], permissions: Int) throws(Plu
     if manager.fileExists(atPath: path) {
         do { try manager.removeItem(atPath: path) } catch { throw PluginKeyFileError(path, "cannot replace: \(error)") }
     }
-    guard manager.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: permissions]) else {
+    // Create empty, narrow the mode, then write: the secret never sits in a file with a wider
+    // mode (Foundation may create through a temporary file and apply attributes after).
+    guard manager.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: permissions]) else {
         throw PluginKeyFileError(path, "cannot be written")
     }
-    // Set again: creation may apply the process umask or write before setting the mode.
     do { try manager.setAttributes([.posixPermissions: permissions], ofItemAtPath: path) } catch {
         throw PluginKeyFileError(path, "cannot set its permissions: \(error)")
     }
+    guard let handle = FileHandle(forWritingAtPath: path) else { throw PluginKeyFileError(path, "cannot be opened for writing") }
+    defer { try? handle.close() }
+    do { try handle.write(contentsOf: Data(bytes)) } catch { throw PluginKeyFileError(path, "cannot be written: \(error)") }
 }
