@@ -6,12 +6,13 @@ import PackageDescription
 let targets = [
     "control-message", "host-config", "vmxnet3-registers", "vmxnet3-descriptors", "vf-dring", "vf-cq", "device-state", "tcp-segmentation",
     "tcp-coalescing",
-    "migration-records", "plugin-elf",
+    "migration-records", "plugin-elf", "plugin-bundle",
 ]
 // What a target needs beyond FuzzSupport.
 let extraDependencies: [String: [Target.Dependency]] = [
     "migration-records": [.product(name: "NPAMigration", package: "npa-swift")],
     "plugin-elf": [.product(name: "NPAPluginBundle", package: "npa-swift")],
+    "plugin-bundle": [.product(name: "NPAPluginBundle", package: "npa-swift")],
 ]
 let package = Package(
     name: "npa-fuzz",

@@ -157,3 +157,17 @@ put("migration-records", "stream-oversize", b"\x10" + mig_hello() + struct.pack(
 put("migration-records", "stream-wrong-role", b"\x00" + mig_hello(role=2, nonce=nonce_r))
 put("migration-records", "sealed-all", b"\x01" + b"".join(bytes([t]) + struct.pack("<H", len(p)) + p for t, p in mig_messages))
 put("migration-records", "sealed-prepare", b"\x01" + bytes([1]) + struct.pack("<H", len(mig_prepare)) + mig_prepare)
+
+# plugin-bundle: "NPABNDL1", then u32 LE lengths each followed by its section: manifest JSON
+# (canonical: sorted keys, no spaces), binary, signature block (empty = unsigned). The harness
+# also signs each input as a manifest with its fixed key, so the manifest seed reaches every check.
+import hashlib, json
+plugin_binary = b"\x7fELF not really a plugin"
+plugin_manifest = json.dumps({
+    "abiVersion": 1, "binarySHA256": hashlib.sha256(plugin_binary).hexdigest(), "licence": "GPL-2.0-only",
+    "models": [{"model": "npa-dring", "vfDeviceIDs": [31504]}], "name": "dring-c", "schemaVersion": 1,
+    "vendor": "Example", "version": "1.0.0"}, separators=(",", ":"), sort_keys=True).encode()
+def bundle(*sections):
+    return b"NPABNDL1" + b"".join(struct.pack("<I", len(x)) + x for x in sections)
+put("plugin-bundle", "manifest.json", plugin_manifest)
+put("plugin-bundle", "unsigned.npab", bundle(plugin_manifest, plugin_binary, b""))

@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh [TARGET ...] [--runs N | --seconds S] [--no-build] [--scratch-path DIR] [-- LIBFUZZER_FLAGS...]
 #
 # Targets: control-message host-config vmxnet3-registers vmxnet3-descriptors vf-dring vf-cq device-state tcp-segmentation tcp-coalescing
-# migration-records plugin-elf
+# migration-records plugin-elf plugin-bundle
 # (default: all). --scratch-path builds somewhere other than FuzzTesting/.build (e.g. so that one
 # checkout's fuzz build never touches another's). Default --seconds 30 per target. Prints
 # executions, exec/s and coverage (cov: edges, ft: features) per target at the end; exits non-zero if any target crashed or
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../FuzzTesting"
 
 all=(control-message host-config vmxnet3-registers vmxnet3-descriptors vf-dring vf-cq device-state tcp-segmentation tcp-coalescing
-     migration-records plugin-elf)
+     migration-records plugin-elf plugin-bundle)
 targets=() runs="" seconds=30 build=1 extra=() scratch=()
 while (($#)); do
     case "$1" in
