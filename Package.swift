@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "npa",
             dependencies: [
-                "NPAHost", "NPANICModel", "NPAShell", "NPAWorkload", "NPASystem", "NPAAdmin",
+                "NPAHost", "NPANICModel", "NPAShell", "NPAWorkload", "NPASystem", "NPAAdmin", "NPAPluginBundle", "CNPAPluginABI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -82,10 +82,10 @@ let package = Package(
         // The vendor plugins, also linked into the tests under their own entry names; as
         // injected images they are built freestanding by scripts/build-plugins.sh.
         .target(
-            name: "DRingPlugin", dependencies: ["CNPAPluginABI"], path: "Plugins/dring",
+            name: "DRingPlugin", dependencies: ["CNPAPluginABI"], path: "Plugins/dring", exclude: ["plugin.json"],
             cSettings: [.define("NPA_PLUGIN_ENTRY_NAME", to: "npa_dring_plugin_main")]),
         .target(
-            name: "CQPlugin", dependencies: ["CNPAPluginABI"], path: "Plugins/cq",
+            name: "CQPlugin", dependencies: ["CNPAPluginABI"], path: "Plugins/cq", exclude: ["plugin.json"],
             cSettings: [.define("NPA_PLUGIN_ENTRY_NAME", to: "npa_cq_plugin_main")]),
         // What the tests share: in-process hosts and the fixtures built on them, VF guests, the
         // plugin images, child `npa` processes. A regular target under Tests/ that only the tests

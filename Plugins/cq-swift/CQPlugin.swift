@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // npa-cq vendor plugin in Embedded Swift: drives a VF of the npa-cq NIC model (submission and
 // completion queues, request ids, ownership by a phase bit). The same contract as the C plugins
 // (see npa_plugin_abi.h, npa_nic_models.h): no OS calls, no allocation, no globals; state lives

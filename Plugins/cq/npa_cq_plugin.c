@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * npa-cq vendor plugin: drives a VF of the npa-cq NIC model (ENA / mlx5 style: a submission
  * queue and a completion queue per queue, request ids, ownership by a phase bit that flips on

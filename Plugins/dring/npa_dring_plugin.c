@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * npa-dring vendor plugin: drives a VF of the npa-dring NIC model (82599 VF style: one
  * descriptor ring per queue, a tail register, descriptor-done written back by the NIC).

@@ -197,7 +197,7 @@ import Testing
 
     @Test func aUnixListenerFollowsTheControlSocketsPathRules() throws {
         let path = MigrationChannelTests.unixPath()
-        FileManager.default.createFile(atPath: path, contents: Data("not a socket".utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data("not a socket".utf8))
         #expect(throws: SocketPathError.notASocket(path: path)) { try MigrationListener(listeningOn: .unix(path: path), key: Self.key) }
         unlink(path)
         var listener: MigrationListener? = try MigrationListener(listeningOn: .unix(path: path), key: Self.key)
