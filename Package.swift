@@ -58,7 +58,7 @@ let package = Package(
         .target(
             name: "NPAHost",
             dependencies: [
-                "NPASystem", "NPARingFormats", "NPAControlProtocol", "NPANICModel", "NPAMigration",
+                "NPASystem", "NPARingFormats", "NPAControlProtocol", "NPANICModel", "NPAMigration", "NPAPluginBundle", "CNPAPluginABI",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -66,7 +66,7 @@ let package = Package(
         .target(
             name: "NPAShell",
             dependencies: [
-                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAPluginABI",
+                "NPASystem", "NPARingFormats", "NPAControlProtocol", "CNPAPluginABI", "NPAPluginBundle",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: dataPath),
@@ -94,7 +94,7 @@ let package = Package(
             name: "NPATestSupport",
             dependencies: [
                 "NPAHost", "NPAShell", "NPAWorkload", "NPANICModel", "NPARingFormats", "NPAControlProtocol", "NPASystem",
-                "NPAAdmin", "CNPAPluginABI", "DRingPlugin", "CQPlugin",
+                "NPAAdmin", "CNPAPluginABI", "DRingPlugin", "CQPlugin", "NPAPluginBundle",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

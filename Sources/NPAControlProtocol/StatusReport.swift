@@ -142,11 +142,15 @@ public struct StatusReport: Codable, Equatable, Sendable {
     public var migrations: [Migration]?
     /// What the migration channel refused (a host with a `migration_key_file` only).
     public var migrationChannel: MigrationChannel?
+    /// The plugin store: each bundle's verdict and which one each NIC model gets; nil from a host
+    /// that does not report it.
+    public var plugins: PluginStore?
 
     public init(
         vnics: [VNIC], uplink: Uplink?, host: Host? = nil, wires: [Wire]? = nil, migrations: [Migration]? = nil,
-        migrationChannel: MigrationChannel? = nil
+        migrationChannel: MigrationChannel? = nil, plugins: PluginStore? = nil
     ) {
+        self.plugins = plugins
         self.migrationChannel = migrationChannel
         self.vnics = vnics
         self.uplink = uplink

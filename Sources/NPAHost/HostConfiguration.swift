@@ -63,8 +63,11 @@ public struct HostConfiguration: Equatable, Sendable {
     /// Switch a guest to a VF as soon as its vNIC is activated, when policy allows and a VF of a
     /// model with a plugin image is free.
     public var autoPassthrough = false
-    /// Where the vendor plugin images are (built by scripts/build-plugins.sh).
+    /// The plugin store: where the vendors' signed plugin bundles (`*.npabundle`) are.
     public var pluginDirectory = ".build/plugins"
+    /// The public key files (`K.pub`) whose signatures the store accepts on bundles
+    /// (`plugin_trust`); none: every bundle is refused and no guest switches to a VF.
+    public var pluginTrust: [String] = []
     public var defaultPolicy = GuestPolicy()
     public var guestPolicies: [String: GuestPolicy] = [:]
     /// Polling passes without work before the device engine sleeps and asks for kicks.
@@ -147,8 +150,12 @@ public struct HostConfiguration: Equatable, Sendable {
         # Switch guests to a VF as soon as they activate (policy and free VFs permitting).
         auto_passthrough: false
 
-        # Where the vendor plugin images are (scripts/build-plugins.sh builds them there).
+        # The plugin store: the vendors' signed plugin bundles (*.npabundle), and the public
+        # keys (npa plugin keygen) whose signatures it accepts; a bundle not signed by one of
+        # them, or failing any other check, is refused (npa plugin list --host says why).
+        # npa demo builds and signs the in-tree plugins there with a test key.
         plugin_dir: .build/plugins
+        plugin_trust: [.build/plugins/test-signing.pub]
 
         # Polling passes without work before device emulation sleeps and asks guests to kick.
         idle_passes: 256
@@ -255,6 +262,11 @@ public struct HostConfiguration: Equatable, Sendable {
             case "plugin_dir":
                 guard let d = value.string, !d.isEmpty else { throw LoadError(file, line, "plugin_dir must be a directory path") }
                 config.pluginDirectory = d
+            case "plugin_trust":
+                guard let list = value.sequence, let files = Optional(list.compactMap(\.string)), files.count == list.count,
+                    !files.contains(where: \.isEmpty)
+                else { throw LoadError(file, line, "plugin_trust must be a list of public key files ([K.pub, ...])") }
+                config.pluginTrust = files
             case "idle_passes":
                 guard let n = value.int, n >= 1 else { throw LoadError(file, line, "idle_passes must be a positive integer") }
                 config.idlePassesBeforeSleep = n
@@ -309,7 +321,7 @@ public struct HostConfiguration: Equatable, Sendable {
             default:
                 throw LoadError(
                     file, line,
-                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, migration_forwarding_quiet_ms, default_policy, guests)"
+                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, plugin_trust, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, migration_forwarding_quiet_ms, default_policy, guests)"
                 )
             }
         }

@@ -71,6 +71,7 @@ enum HostStatus {
                 adminRefused: server.adminRefused),
             wires: wires(dataPath: dataPath, pfDriver: pfDriver),
             migrations: server.migrations.flatMap { $0.statusEntries.isEmpty ? nil : $0.statusEntries },
-            migrationChannel: server.migrations?.channelStatus)
+            migrationChannel: server.migrations?.channelStatus,
+            plugins: pfDriver.plugins.status)
     }
 }

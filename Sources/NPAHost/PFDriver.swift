@@ -31,7 +31,7 @@ final class PFDriver {
         self.dataPath = dataPath
         self.admission = admission
         self.logger = logger
-        plugins = PluginStore(directory: configuration.pluginDirectory)
+        plugins = PluginStore(directory: configuration.pluginDirectory, trustFiles: configuration.pluginTrust, logger: logger)
     }
 
     /// The NICs `configuration` describes, each with its receiver stall limit and its TAP wire
@@ -54,7 +54,7 @@ final class PFDriver {
     private var devices: [EmulatedDevice] { dataPath.devices }
     private var uplinkNIC: SoftNIC? { dataPath.uplinkNIC }
 
-    /// A free VF on a NIC that has a plugin image, or the reason there is none.
+    /// A free VF on a NIC that has an accepted plugin bundle, or the reason there is none.
     func acquireVF() -> Result<(nic: SoftNIC, index: Int, plugin: String, path: String), SwitchRefusal> {
         for nic in nics {
             guard let image = plugins.image(for: nic.model) else { continue }
@@ -66,7 +66,7 @@ final class PFDriver {
         }
         if nics.isEmpty { return .failure(.noNICWithVFs) }
         if nics.allSatisfy({ plugins.image(for: $0.model) == nil }) {
-            return .failure(.noPluginImage(directory: configuration.pluginDirectory))
+            return .failure(.noPluginImage(directory: configuration.pluginDirectory, refusals: plugins.refusalSummary))
         }
         return .failure(.noFreeVF)
     }
@@ -221,9 +221,14 @@ final class PFDriver {
         for action in device.switching.guestQueried(now: Clock.monotonicNanoseconds()) {
             switch action {
             case .offerSwitchIn(let lease):
-                guard let (nic, index) = vf(of: lease), let path = plugins.image(for: nic.model)?.path, let image = try? plugins.memfd(path)
-                else {
-                    abandonSwitch(device, "the plugin image could not be read")
+                guard let (nic, index) = vf(of: lease), let path = plugins.image(for: nic.model)?.path else {
+                    abandonSwitch(device, "the plugin bundle could not be read")
+                    return reply(.switchOffer(.init(kind: .none)), [])
+                }
+                let image: SharedMemory
+                do { image = try plugins.memfd(path) } catch {
+                    logger.warning("vNIC '\(device.name)': \(error)")
+                    abandonSwitch(device, "\(error)")
                     return reply(.switchOffer(.init(kind: .none)), [])
                 }
                 let vf = nic.vfs[index]

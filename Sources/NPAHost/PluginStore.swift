@@ -1,28 +1,134 @@
+import CNPAPluginABI
 import Foundation
+import Logging
+import NPAControlProtocol
 import NPANICModel
+import NPAPluginBundle
 import NPASystem
 
-/// Where the host finds the vendor plugin image for a NIC model, and how it hands one to a guest:
-/// as a memfd holding the image's bytes (nothing is installed inside the guest). Today the images
-/// are taken from `plugin_dir` as they are; signature, licence and ABI checks will land here.
-/// It reads that directory and nothing else.
+/// The host's plugin store: the signed bundles (`*.npabundle`) in `plugin_dir`, verified once at
+/// host start against the trusted keys of `plugin_trust` (`PluginBundleVerifier.enforcing`: the
+/// signature, the digest, the licence, the ABI, the NIC models, the ELF rule). Accepted bundles
+/// are indexed by the NIC models their manifests name; a refused bundle is logged, kept with its
+/// reason for `npa status`, and never reaches a guest. Injection hands a guest the whole bundle in
+/// a fresh memfd, read and verified again then, so a file changed on disk since is not injected.
+/// It reads that directory and the key files and nothing else.
 struct PluginStore {
-    let directory: String
-
-    /// The image the host injects for a NIC model: the first of its plugins found in the directory.
-    func image(for model: NICModel) -> (name: String, path: String)? {
-        for name in model.pluginImages {
-            let path = directory + "/" + name + ".so"
-            if FileManager.default.fileExists(atPath: path) { return (name, path) }
-        }
-        return nil
+    /// One bundle file and the store's verdict on it.
+    struct Entry {
+        let file: String
+        let path: String
+        let verdict: Result<PluginBundleVerifier.Accepted, PluginBundleRefusal>
     }
 
-    /// Injection: the image's bytes in a fresh memfd.
+    /// Why a bundle could not be injected at the moment of a switch-in.
+    struct InjectionError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    let directory: String
+    let verifier: PluginBundleVerifier
+    /// Every bundle file in the directory, by file name.
+    let entries: [Entry]
+    /// NIC model name → the accepted bundle injected for it.
+    let chosen: [String: Entry]
+
+    init(directory: String, trustFiles: [String], logger: Logger) {
+        self.directory = directory
+        var keys: [PluginPublicKey] = []
+        for file in trustFiles {
+            do { keys.append(try PluginPublicKey(contentsOfFile: file)) } catch {
+                logger.warning("plugin_trust: \(error)")
+            }
+        }
+        verifier = .enforcing(
+            trust: PluginTrustStore(keys: keys), expectedABI: NPA_PLUGIN_ABI_VERSION, knownModels: Set(NICModelRegistry.names))
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasSuffix(".npabundle") }.sorted()
+        var entries: [Entry] = []
+        for file in files {
+            let path = directory + "/" + file
+            let entry = Entry(file: file, path: path, verdict: Self.verify(path, name: file, with: verifier))
+            if case .failure(let refusal) = entry.verdict { logger.warning("\(refusal)") }
+            entries.append(entry)
+        }
+        self.entries = entries
+        var chosen: [String: Entry] = [:]
+        for model in NICModelRegistry.models {
+            let candidates = entries.filter { e in
+                (try? e.verdict.get())?.manifest.models.contains { $0.model == model.name } ?? false
+            }
+            // The model's preference order among the accepted bundles' names, else the first by file name.
+            let preferred = model.pluginImages.lazy.compactMap { name in
+                candidates.first { (try? $0.verdict.get())?.manifest.name == name }
+            }.first
+            if let entry = preferred ?? candidates.first { chosen[model.name] = entry }
+        }
+        self.chosen = chosen
+    }
+
+    private static func read(_ path: String, name: String, limit: Int) -> Result<[UInt8], PluginBundleRefusal> {
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe) else {
+            return .failure(PluginBundleRefusal(bundle: name, reason: .malformed(.truncated(section: "file (it cannot be read)"))))
+        }
+        guard data.count <= limit else {
+            return .failure(PluginBundleRefusal(bundle: name, reason: .malformed(.tooLarge(size: data.count, limit: limit))))
+        }
+        return .success([UInt8](data))
+    }
+
+    private static func verify(
+        _ path: String, name: String, with verifier: PluginBundleVerifier
+    ) -> Result<PluginBundleVerifier.Accepted, PluginBundleRefusal> {
+        Self.read(path, name: name, limit: verifier.maxSize).flatMap { bytes in
+            Result { () throws(PluginBundleRefusal) in try verifier.verify(bytes, name: name) }
+        }
+    }
+
+    /// The bundle the host injects for a NIC model: its plugin's name and the file.
+    func image(for model: NICModel) -> (name: String, path: String)? {
+        guard let entry = chosen[model.name], case .success(let accepted) = entry.verdict else { return nil }
+        return (accepted.manifest.name, entry.path)
+    }
+
+    /// Why no bundle serves the host's models (for the switch refusal): the refusals, if any.
+    var refusalSummary: String {
+        let refused = entries.compactMap { e -> String? in
+            if case .failure(let r) = e.verdict { return "\(e.file): \(r.reasonDescription)" } else { return nil }
+        }
+        return refused.isEmpty ? "" : " (refused: \(refused.joined(separator: "; ")))"
+    }
+
+    /// Injection: the bundle's bytes, read and verified again (the file may have changed since
+    /// the host started), in a fresh memfd.
     func memfd(_ path: String) throws -> SharedMemory {
-        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        let memory = try SharedMemory(name: "npa-plugin-image", size: max(bytes.count, 1))
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        let bytes: [UInt8]
+        switch Self.read(path, name: name, limit: verifier.maxSize) {
+        case .failure(let refusal): throw InjectionError(description: refusal.description)
+        case .success(let read): bytes = read
+        }
+        do { _ = try verifier.verify(bytes, name: name) } catch { throw InjectionError(description: error.description) }
+        let memory = try SharedMemory(name: "npa-plugin-bundle", size: max(bytes.count, 1))
         bytes.withUnsafeBytes { memory.base.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
         return memory
+    }
+
+    /// The store as `npa status` shows it.
+    var status: StatusReport.PluginStore {
+        StatusReport.PluginStore(
+            directory: directory, trustedKeys: verifier.trust.keys.keys.map(\.description).sorted(),
+            bundles: entries.map { e in
+                switch e.verdict {
+                case .success(let a):
+                    return .init(
+                        file: e.file, name: a.manifest.name, version: a.manifest.version, models: a.manifest.models.map(\.model),
+                        signer: a.signer.description, accepted: true, refusal: nil)
+                case .failure(let r):
+                    return .init(
+                        file: e.file, name: nil, version: nil, models: [], signer: nil, accepted: false, refusal: r.reasonDescription)
+                }
+            },
+            used: chosen.mapValues(\.file))
     }
 }

@@ -12,8 +12,9 @@ enum SwitchRefusal: Error, Equatable, CustomStringConvertible {
     case noSwitchOutUnderWay
     /// The host has no NIC with VFs at all.
     case noNICWithVFs
-    /// None of the host's NICs has a plugin image in the plugin directory.
-    case noPluginImage(directory: String)
+    /// None of the host's NICs has an accepted plugin bundle in the plugin store; `refusals`
+    /// says what the store refused (empty if nothing).
+    case noPluginImage(directory: String, refusals: String)
     case noFreeVF
     /// The NIC refused the queues the guest offered (outside its grant, misaligned...).
     case queueSetupFailed(String)
@@ -44,7 +45,8 @@ enum SwitchRefusal: Error, Equatable, CustomStringConvertible {
         case .noSwitchInUnderWay: "no switch-in under way"
         case .noSwitchOutUnderWay: "no switch-out under way"
         case .noNICWithVFs: "this host has no NIC with VFs"
-        case .noPluginImage(let directory): "no plugin image for this host's NICs in \(directory) (run scripts/build-plugins.sh)"
+        case .noPluginImage(let directory, let refusals):
+            "no accepted plugin bundle for this host's NICs in \(directory)\(refusals)"
         case .noFreeVF: "no free VF"
         case .queueSetupFailed(let reason): reason
         case .outOfOrder(let refusal): refusal.description

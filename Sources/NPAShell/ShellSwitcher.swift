@@ -1,5 +1,6 @@
 import CNPAPluginABI
 import NPAControlProtocol
+import NPAPluginBundle
 import NPARingFormats
 import NPASystem
 import SystemPackage
@@ -30,12 +31,16 @@ final class ShellSwitcher {
     private let spinPolls: Int
     /// What the guest hands a host to attach, handed again when the vNIC moves.
     private let attachment: GuestAttachment
+    /// The keys whose bundles the guest maps (`VirtualNIC.Configuration.pluginTrust`).
+    private let pluginTrust: PluginTrustStore
 
     init(
         emulationPath: ShellDataPath, device: VMXNET3Programming, channel: ControlChannel, interrupt: EventNotifier,
-        vfRegions: (tx: [npa_queue_region], rx: [npa_queue_region]), ringSize: Int, spinPolls: Int, attachment: GuestAttachment
+        vfRegions: (tx: [npa_queue_region], rx: [npa_queue_region]), ringSize: Int, spinPolls: Int, attachment: GuestAttachment,
+        pluginTrust: PluginTrustStore
     ) {
         self.attachment = attachment
+        self.pluginTrust = pluginTrust
         self.emulationPath = emulationPath
         activePath = emulationPath
         self.device = device
@@ -110,7 +115,7 @@ final class ShellSwitcher {
         case .loadPlugin(let offer):
             do {
                 let lease = try VFLease.load(
-                    offer, tx: vfRegions.tx, rx: vfRegions.rx, pool: emulationPath.plugin.pool, ringSize: ringSize,
+                    offer, trust: pluginTrust, tx: vfRegions.tx, rx: vfRegions.rx, pool: emulationPath.plugin.pool, ringSize: ringSize,
                     interrupt: interrupt, spinPolls: spinPolls, link: channel.link
                 ) { image in record.note("plugin \(image.name) \(image.version) loaded from the injected image") }
                 lease.path.maximumFrameLength = emulationPath.maximumFrameLength
@@ -264,7 +269,7 @@ final class ShellSwitcher {
             record.note("host offers switch-in to VF \(offer.vf) (\(offer.model), plugin \(offer.plugin))")
             let switchIn: SwitchInOffer
             do {
-                switchIn = try SwitchInOffer(fds)
+                switchIn = try SwitchInOffer(fds, plugin: offer.plugin, model: offer.model)
             } catch {
                 return stepFailed(error)
             }

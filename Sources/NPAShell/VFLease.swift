@@ -1,17 +1,21 @@
 import CNPAPluginABI
+import NPAPluginBundle
 import NPASystem
 import SystemPackage
 
-/// A switch-in offer as the host sent it: the plugin image (a memfd), the VF's register page
-/// (a memfd) and the VF's kick eventfd. Owns the three descriptors until `VFLease.load` takes
-/// them.
+/// A switch-in offer as the host sent it: the plugin bundle (a memfd), the VF's register page
+/// (a memfd) and the VF's kick eventfd, with the plugin's name and the VF's NIC model as the
+/// host named them. Owns the three descriptors until `VFLease.load` takes them.
 struct SwitchInOffer {
     let image: FileDescriptor
     let registers: FileDescriptor
     let kick: FileDescriptor
+    var plugin = ""
+    var model = ""
 
     /// The offer's descriptors in the host's order; anything else is closed and refused.
-    init(_ descriptors: [FileDescriptor]) throws {
+    init(_ descriptors: [FileDescriptor], plugin: String, model: String) throws {
+        (self.plugin, self.model) = (plugin, model)
         guard descriptors.count == 3 else {
             for fd in descriptors { try? fd.close() }
             throw HostRefusal(code: 0, message: "switch-in offer without its three descriptors")
@@ -47,16 +51,19 @@ final class VFLease {
     /// "name version" of the plugin, as the host shows it.
     var pluginDescription: String { "\(image.name) \(image.version)" }
 
-    /// Loads the offered image and builds the VF's data path over `tx`/`rx` regions and `pool`.
-    /// Takes the offer's descriptors (all of them are closed on failure). `loaded` hears of the
-    /// image as soon as it loads, before the plugin's init runs.
+    /// Checks the offered bundle against `trust` (`InjectedBundle`), loads its binary and builds
+    /// the VF's data path over `tx`/`rx` regions and `pool`. Takes the offer's descriptors (all of
+    /// them are closed on failure). `loaded` hears of the image as soon as it loads, before the
+    /// plugin's init runs.
     static func load(
-        _ offer: SwitchInOffer, tx: [npa_queue_region], rx: [npa_queue_region], pool: BufferPool, ringSize: Int,
-        interrupt: EventNotifier, spinPolls: Int, link: HostLink, loaded: (PluginImage) -> Void
+        _ offer: SwitchInOffer, trust: PluginTrustStore, tx: [npa_queue_region], rx: [npa_queue_region], pool: BufferPool,
+        ringSize: Int, interrupt: EventNotifier, spinPolls: Int, link: HostLink, loaded: (PluginImage) -> Void
     ) throws -> VFLease {
         let image: PluginImage
         do {
-            image = try PluginImage(adopting: offer.image)
+            let binary = try InjectedBundle.verifiedBinary(
+                adopting: offer.image, name: "\(offer.plugin).npabundle", model: offer.model, trust: trust)
+            image = try PluginImage(adopting: binary)
         } catch {
             try? offer.registers.close()
             try? offer.kick.close()

@@ -1,4 +1,5 @@
 import NPAControlProtocol
+import NPAPluginBundle
 import NPARingFormats
 import NPASystem
 import SystemPackage
@@ -41,6 +42,10 @@ public final class VirtualNIC {
         /// Whether the shell may ask the device (any plugin's) for the TX offloads it declares;
         /// false makes the shell do them all in software (`ethtool -K tx off tso off` of a driver).
         public var deviceOffloads = true
+        /// The keys whose signatures this guest accepts on an injected plugin bundle (as a VM has
+        /// its OS vendor's keys); empty trusts nothing: every switch-in is refused and the guest
+        /// stays emulated.
+        public var pluginTrust = PluginTrustStore()
 
         public init(name: String, mac: MACAddress? = nil) {
             self.name = name
@@ -175,7 +180,8 @@ public final class VirtualNIC {
             vfRegions: layout.vfRegions(base: memory.base), ringSize: c.ringSize, spinPolls: c.spinPolls,
             attachment: GuestAttachment(
                 name: c.name, memory: memory.fd, doorbell: doorbell.fd, interrupts: [interrupt.fd],
-                registerPage: registerPage.fd))
+                registerPage: registerPage.fd),
+            pluginTrust: c.pluginTrust)
         device.fillDriverShared(mtu: c.mtu, tx: tx, rx: rx)
         // Post RX buffers before ACTIVATE, as the Linux driver does, so that the first frame
         // addressed to us after activation finds a buffer.

@@ -61,7 +61,8 @@ extension Bench {
         }
         guard let ip = ChildProgram.find("ip") else { throw CommandFailure("bench --tcp needs ip (iproute2)") }
         guard let plugins = Demo.pluginDirectory() else {
-            throw CommandFailure("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
+            throw CommandFailure(
+                "no plugin bundles in .build/plugins (run from the repository: scripts/build-plugins.sh builds the images, npa signs them)")
         }
         let options = tcpOptions
         let shape = TCPStreamShape(

@@ -142,7 +142,8 @@ struct Bench: ParsableCommand {
             }
         }
         guard let plugins = Demo.pluginDirectory() else {
-            throw CommandFailure("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
+            throw CommandFailure(
+                "no plugin bundles in .build/plugins (run from the repository: scripts/build-plugins.sh builds the images, npa signs them)")
         }
         let setup = BenchSetup(
             model: model, queues: queues, busyPoll: poll == .busy, spin: spin, ringSize: ring, windowFrames: window,

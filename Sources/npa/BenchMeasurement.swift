@@ -86,6 +86,7 @@ extension BenchSetup {
         config.uplink = .nic("nic0")
         config.autoPassthrough = passthrough
         config.pluginDirectory = plugins
+        config.pluginTrust = [InTreePlugins.trustFile(plugins)]
         config.idlePassesBeforeSleep = idlePasses
         config.maxQueuesPerVNIC = max(config.maxQueuesPerVNIC, queues)
         let host = try InProcessHost(label: "bench", configuration: config)

@@ -106,6 +106,7 @@ final class ChaosSoak {
         p.arguments = [
             "guest", "duplex", "--host", victim.socket, "--name", victim.name, "--mac", victim.mac, "--to", victim.peer,
             "--count", "1000000000", "--rate", "5000", "--timeout", "100000", "--memory", "16", "--mtu", "1500",
+            "--plugin-trust", InTreePlugins.trustFile(options.plugins),
         ]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
@@ -120,6 +121,7 @@ final class ChaosSoak {
         c.ringSize = 256
         c.txQueues = 1
         c.rxQueues = 1
+        c.pluginTrust = cell.host.pluginTrust
         cell.hostileGeneration += 1
         return try VirtualNIC.attach(hostSocket: cell.host.socket, configuration: c)
     }

@@ -50,12 +50,13 @@ struct Demo: ParsableCommand {
         // 2-core machine) hold its senders back for up to 5 s before dropping, not 500 ms.
         config.receiverStallMilliseconds = 5_000
         // A software SR-IOV NIC whose PF is the vswitch's uplink, if its plugin images exist
-        // (scripts/build-plugins.sh builds them; the demo runs it when it can).
+        // (the demo builds and signs them as bundles when it can: `InTreePlugins`).
         let plugins = Demo.pluginDirectory()
         if let plugins {
             config.nics = [.init(name: "nic0", model: NICModel.dring.name, vfs: 8)]
             config.uplink = .nic("nic0")
             config.pluginDirectory = plugins
+            config.pluginTrust = [InTreePlugins.trustFile(plugins)]
         } else {
             config.uplink = .counting
         }
@@ -95,11 +96,12 @@ struct Demo: ParsableCommand {
         for spec in specs {
             let p = Process()
             p.executableURL = executable
-            p.arguments = [
-                "guest", "duplex", "--host", socket, "--name", spec.name, "--mac", spec.mac, "--to", spec.peer,
-                "--count", "\(frames)", "--size", "\(spec.size)", "--rate", "\(rate)", "--flows", "4", "--timeout", "60",
-                "--json", "--hold",
-            ]
+            p.arguments =
+                [
+                    "guest", "duplex", "--host", socket, "--name", spec.name, "--mac", spec.mac, "--to", spec.peer,
+                    "--count", "\(frames)", "--size", "\(spec.size)", "--rate", "\(rate)", "--flows", "4", "--timeout", "60",
+                    "--json", "--hold",
+                ] + (plugins.map { ["--plugin-trust", InTreePlugins.trustFile($0)] } ?? [])
             let out = Pipe()
             let input = Pipe()
             let errors = Pipe()  // a guest's progress lines; shown only if it fails
@@ -193,21 +195,9 @@ struct Demo: ParsableCommand {
         }
     }
 
-    /// The plugin image directory: .build/plugins, built by scripts/build-plugins.sh if needed.
-    static func pluginDirectory() -> String? {
-        let dir = FileManager.default.currentDirectoryPath + "/.build/plugins"
-        if FileManager.default.fileExists(atPath: dir + "/npa-dring.so") { return dir }
-        let script = FileManager.default.currentDirectoryPath + "/scripts/build-plugins.sh"
-        guard FileManager.default.fileExists(atPath: script) else { return nil }
-        let build = Process()
-        build.executableURL = URL(fileURLWithPath: "/bin/bash")
-        build.arguments = [script, dir]
-        build.standardOutput = FileHandle.nullDevice
-        build.standardError = FileHandle.nullDevice
-        guard (try? build.run()) != nil else { return nil }
-        build.waitUntilExit()
-        return build.terminationStatus == 0 && FileManager.default.fileExists(atPath: dir + "/npa-dring.so") ? dir : nil
-    }
+    /// The plugin bundle directory: .build/plugins, the in-tree plugins built and signed there
+    /// with its test key if needed (`InTreePlugins`).
+    static func pluginDirectory() -> String? { InTreePlugins.directory() }
 
     /// What `npa vnic switch-in/out` does.
     static func adminSwitch(_ admin: AdminClient, vnic: String, toPassthrough: Bool) -> String {

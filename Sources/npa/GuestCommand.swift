@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import NPAControlProtocol
+import NPAPluginBundle
 import NPAShell
 import NPASystem
 import NPAWorkload
@@ -97,6 +98,13 @@ struct Guest: ParsableCommand {
     )
     var window: Int?
 
+    @Option(
+        name: .customLong("plugin-trust"),
+        help:
+            "A public key file (K.pub) whose signature this guest accepts on an injected plugin bundle (repeatable; none: the guest refuses every plugin and stays emulated)."
+    )
+    var pluginTrust: [String] = []
+
     @Flag(help: "send: wait until the destination is attached before sending.")
     var waitPeer = false
 
@@ -172,6 +180,7 @@ struct Guest: ParsableCommand {
         c.mtu = mtu ?? (workload == .send ? max(1500, size - 18) : workload == .tap ? 1500 : 9000)
         c.bufferSize = c.mtu + 18 <= 2048 ? 2048 : 9216
         if workload == .tap && tapOffloads { c.bufferSize = Self.superFrameBufferSize(c) }
+        do { c.pluginTrust = try PluginTrustStore(files: pluginTrust) } catch { throw CommandFailure("\(error)") }
         let nic: VirtualNIC
         do {
             nic = try VirtualNIC.attach(hostSocket: host, configuration: c)

@@ -31,6 +31,11 @@ struct Host: ParsableCommand {
     )
     var listen: String?
 
+    @Option(
+        name: .customLong("plugin-trust"),
+        help: "A public key file (K.pub) whose signatures the plugin store accepts (repeatable; added to plugin_trust).")
+    var pluginTrust: [String] = []
+
     @Flag(help: "Print a commented example configuration and exit.")
     var exampleConfig = false
 
@@ -55,6 +60,7 @@ struct Host: ParsableCommand {
         }
         var configuration = try loadConfiguration(config)
         if let listen { configuration.migrationListen = listen }
+        configuration.pluginTrust += pluginTrust
         for warning in configuration.warnings(fileExists: { FileManager.default.fileExists(atPath: $0) }) {
             standardError("npa host: warning: \(warning)")
         }

@@ -3,6 +3,7 @@ import Logging
 import NPAAdmin
 import NPAControlProtocol
 import NPAHost
+import NPAPluginBundle
 import NPAShell
 import NPASystem
 
@@ -14,8 +15,11 @@ final class InProcessHost {
     /// The host's admin socket: status, switches and VF resets.
     let admin: AdminClient
     let thread: pthread_t
+    /// The keys the host trusts; the guests attached here trust the same.
+    let pluginTrust: PluginTrustStore
 
     init(label: String, configuration: HostConfiguration) throws {
+        pluginTrust = (try? PluginTrustStore(files: configuration.pluginTrust)) ?? PluginTrustStore()
         socket =
             NSTemporaryDirectory() + "npa-\(label)-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max)).sock"
         var logger = Logger(label: "npa.\(label).host")
@@ -28,7 +32,8 @@ final class InProcessHost {
         }
     }
 
-    /// A host whose uplink is the PF of one software NIC, with the plugin images in `plugins`.
+    /// A host whose uplink is the PF of one software NIC, with the signed bundles in `plugins`
+    /// (trusting the key beside them, `InTreePlugins`).
     static func withNIC(label: String, model: String, vfs: Int = 8, autoPassthrough: Bool = false, plugins: String) throws -> InProcessHost
     {
         var config = HostConfiguration()
@@ -36,6 +41,7 @@ final class InProcessHost {
         config.uplink = .nic("nic0")
         config.autoPassthrough = autoPassthrough
         config.pluginDirectory = plugins
+        config.pluginTrust = [InTreePlugins.trustFile(plugins)]
         return try InProcessHost(label: label, configuration: config)
     }
 
@@ -52,6 +58,7 @@ final class InProcessHost {
             c.bufferSize = 9216
             c.mtu = 9000
         }
+        c.pluginTrust = pluginTrust
         configure(&c)
         return try VirtualNIC.attach(hostSocket: socket, configuration: c)
     }

@@ -10,7 +10,7 @@ import NPAPluginBundle
 struct Plugin: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugin", abstract: "Build, sign, verify and inspect plugin bundles.",
-        subcommands: [PluginBuild.self, Keygen.self, Sign.self, Verify.self, Inspect.self])
+        subcommands: [PluginBuild.self, Keygen.self, Sign.self, Verify.self, Inspect.self, PluginList.self])
 
     /// `npa plugin keygen --out K`: a new Ed25519 signing key in K (mode 0600) and its public key in K.pub.
     struct Keygen: ParsableCommand {

@@ -127,7 +127,8 @@ struct Soak: ParsableCommand {
 
     func run() throws {
         guard let plugins = Demo.pluginDirectory() else {
-            throw CommandFailure("no plugin images in .build/plugins (run scripts/build-plugins.sh from the repository)")
+            throw CommandFailure(
+                "no plugin bundles in .build/plugins (run from the repository: scripts/build-plugins.sh builds the images, npa signs them)")
         }
         if chaos { return try runChaos(plugins: plugins) }
         if let migrate { return try runMigrations(migrate, plugins: plugins) }

@@ -97,6 +97,7 @@ final class TCPBenchTopology {
         config.nics = [.init(name: "nic0", model: model, vfs: 2)]
         config.uplink = .nic("nic0")
         config.pluginDirectory = plugins
+        config.pluginTrust = [InTreePlugins.trustFile(plugins)]
         host = try InProcessHost(label: "bench-tcp", configuration: config)
         let tag = String(format: "%06x", UInt32.random(in: 0...0xFF_FFFF))
         let prefix = "npa-bench-\(getpid())-\(tag)"

@@ -9,12 +9,14 @@ package struct GuestProcessNotAttached: Error, CustomStringConvertible {
 
 extension NPAProcess {
     /// Starts `npa guest <workload> --host <socket> --name <name> [--mac <mac>] <arguments>`
-    /// without waiting for it.
+    /// trusting the test signing key, without waiting for it.
     package static func guest(
         _ workload: String, host: TestHost, name: String, mac: String? = nil, _ arguments: [String] = []
     ) throws -> NPAProcess {
         let macArguments = mac.map { ["--mac", $0] } ?? []
-        return try NPAProcess(["guest", workload, "--host", host.socketPath, "--name", name] + macArguments + arguments)
+        return try NPAProcess(
+            ["guest", workload, "--host", host.socketPath, "--name", name, "--plugin-trust", PluginImages.publicKeyPath()] + macArguments
+                + arguments)
     }
 
     /// Starts `npa guest <workload> --host <socket> --name <name> [--mac <mac>] <arguments>` and

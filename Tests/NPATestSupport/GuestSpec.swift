@@ -1,4 +1,5 @@
 import NPAControlProtocol
+import NPAPluginBundle
 import NPAShell
 
 /// How a test guest attaches: the parts of a vNIC's configuration tests vary. The defaults are
@@ -14,6 +15,8 @@ package struct GuestSpec: Sendable {
     package var bufferSize: Int?
     /// Polls before sleeping on the interrupt (`Int.max`: busy-poll); nil: the shell's default.
     package var spinPolls: Int?
+    /// The keys whose plugin bundles the guest maps: the test signing key unless a test says.
+    package var pluginTrust = PluginImages.trust
 
     package init(
         _ name: String, mac: String? = nil, queues: Int = 2, ringSize: Int = 256, memoryMiB: Int = 8, mtu: Int? = nil,
@@ -38,6 +41,7 @@ package struct GuestSpec: Sendable {
         if let mtu { c.mtu = mtu }
         if let bufferSize { c.bufferSize = bufferSize }
         if let spinPolls { c.spinPolls = spinPolls }
+        c.pluginTrust = pluginTrust
         return c
     }
 

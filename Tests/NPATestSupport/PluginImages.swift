@@ -1,19 +1,37 @@
+import CNPAPluginABI
 import Foundation
+import NPAPluginBundle
 import NPASystem
 import SystemPackage
 
 /// The freestanding plugin images, built once per test process with the project's script
-/// (scripts/build-plugins.sh), and the host's way of handing one to a shell (a memfd). Touches
-/// only the file system and its own temporary directory.
+/// (scripts/build-plugins.sh), and bundled beside them as the host's store takes them: each
+/// `npa-<dir>.so` with its `Plugins/<dir>/plugin.json` into `npa-<dir>.npabundle`, signed by a
+/// key generated once per test process (its public key in `test-signing.pub`). Also the host's
+/// way of handing an image to a shell (a memfd). Touches only the file system and its own
+/// temporary directory.
 package enum PluginImages {
     private static let built = Result { try buildNow() }
 
-    /// The directory holding `<image>.so` for every plugin image; built on first use.
+    /// The key the in-tree bundles of this test process are signed with.
+    package static let signingKey = PluginSigningKey.generate()
+
+    /// A trust store holding only the test signing key (what test guests trust).
+    package static var trust: PluginTrustStore { PluginTrustStore(keys: [signingKey.publicKey]) }
+
+    /// The directory holding `<image>.so` and `<image>.npabundle` for every plugin; built on first use.
     package static func directory() throws -> URL { try built.get() }
 
+    /// The test signing key's public key file (what test hosts list in `plugin_trust`).
+    package static func publicKeyPath() throws -> String {
+        try directory().appendingPathComponent(InTreeBundles.publicKeyName).path
+    }
+
+    /// The repository's root: this file is Tests/NPATestSupport/PluginImages.swift.
+    package static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
     private static func buildNow() throws -> URL {
-        // This file is Tests/NPATestSupport/PluginImages.swift: three levels below the root.
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let out = FileManager.default.temporaryDirectory.appendingPathComponent(
             "npa-plugins-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         let build = Process()
@@ -23,6 +41,9 @@ package enum PluginImages {
         try build.run()
         build.waitUntilExit()
         guard build.terminationStatus == 0 else { throw CocoaError(.executableLoad) }
+        try InTreeBundles.build(
+            in: out.path, pluginsRoot: root.appendingPathComponent("Plugins").path, abiVersion: NPA_PLUGIN_ABI_VERSION, key: signingKey)
+        try signingKey.publicKey.write(to: out.appendingPathComponent(InTreeBundles.publicKeyName).path)
         return out
     }
 

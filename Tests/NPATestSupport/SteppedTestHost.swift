@@ -24,6 +24,9 @@
             // As TestHost: no outcome may depend on how long a loaded machine sets a guest aside.
             configuration.receiverStallMilliseconds = 60_000
             configuration.switchTimeoutMilliseconds = 60_000
+            if configuration.pluginTrust.isEmpty && !configuration.nics.isEmpty {
+                configuration.pluginTrust = [try PluginImages.publicKeyPath()]
+            }
             socketPath = TestHost.freshSocketPath()
             var logger = Logger(label: "npa.test.stepped-host")
             logger.logLevel = ProcessInfo.processInfo.environment["NPA_TEST_LOG"] != nil ? .debug : .critical

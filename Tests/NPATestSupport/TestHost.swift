@@ -27,6 +27,11 @@ package final class TestHost: @unchecked Sendable {
         if configuration.switchTimeoutMilliseconds == defaults.switchTimeoutMilliseconds {
             configuration.switchTimeoutMilliseconds = 60_000
         }
+        // A host with NICs trusts the test signing key of the bundles built for this process
+        // unless the test names its own keys.
+        if configuration.pluginTrust.isEmpty && !configuration.nics.isEmpty {
+            configuration.pluginTrust = [try PluginImages.publicKeyPath()]
+        }
         self.socketPath = socketPath ?? Self.freshSocketPath()
         var logger = Logger(label: "npa.test.host")
         logger.logLevel = ProcessInfo.processInfo.environment["NPA_TEST_LOG"] != nil ? .debug : .critical
@@ -54,7 +59,7 @@ package final class TestHost: @unchecked Sendable {
 
 extension HostConfiguration {
     /// A host with one software NIC (`nic0`) whose PF is the vswitch's uplink, and the plugin
-    /// images built for this test process (or `pluginDirectory`).
+    /// bundles built for this test process (or `pluginDirectory`), trusting the test signing key.
     package static func withNIC(
         model: String, vfs: Int = 8, autoPassthrough: Bool = false, policies: [String: GuestPolicy] = [:], pluginDirectory: String? = nil
     ) throws -> HostConfiguration {
@@ -64,6 +69,7 @@ extension HostConfiguration {
         config.autoPassthrough = autoPassthrough
         config.guestPolicies = policies
         config.pluginDirectory = try pluginDirectory ?? PluginImages.directory().path
+        config.pluginTrust = [try PluginImages.publicKeyPath()]
         return config
     }
 }
