@@ -47,6 +47,19 @@ package enum PluginImages {
         return out
     }
 
+    /// The manifest `Plugins/<dir>/plugin.json` describes (e.g. "dring"), for this build's ABI.
+    package static func manifest(of dir: String) throws -> PluginManifest {
+        let json = try Data(contentsOf: root.appendingPathComponent("Plugins/\(dir)/plugin.json"))
+        return try JSONDecoder().decode(PluginDescription.self, from: json).manifest(abiVersion: NPA_PLUGIN_ABI_VERSION)
+    }
+
+    /// A bundle of `binary` described by `manifest`, signed by `key` (unsigned if nil), encoded.
+    package static func bundle(_ manifest: PluginManifest, binary: [UInt8], key: PluginSigningKey?) -> [UInt8] {
+        var bundle = PluginBundle(manifest: manifest, binary: binary)
+        key?.sign(&bundle)
+        return bundle.encode()
+    }
+
     /// What the host does to inject an image: put its bytes in a memfd.
     package static func memfd(holding path: String) throws -> FileDescriptor {
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))

@@ -2,6 +2,7 @@ import Foundation
 import NPAAdmin
 import NPAControlProtocol
 import NPAHost
+import NPAPluginBundle
 import NPANICModel
 import NPARingFormats
 import NPAShell
@@ -290,7 +291,12 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("npa-bad-plugins-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        try Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7) }).write(to: dir.appendingPathComponent("npa-dring.so"))
+        // A signed bundle the host accepts (the ELF rule reads the symbol tables) whose binary the
+        // loader refuses: its ELF header's e_version is not EV_CURRENT.
+        var binary = [UInt8](try Data(contentsOf: PluginImages.directory().appendingPathComponent("npa-dring.so")))
+        binary[20] = 2
+        try Data(PluginImages.bundle(PluginImages.manifest(of: "dring"), binary: binary, key: PluginImages.signingKey))
+            .write(to: dir.appendingPathComponent("npa-dring.npabundle"))
         let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 1, pluginDirectory: dir.path))
         defer { host.stop() }
         let a = try attach(host, "a"), b = try attach(host, "b")

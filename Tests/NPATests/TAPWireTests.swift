@@ -32,7 +32,8 @@ import Testing
         }
         for tap in taps {
             let host = try HostProcess(
-                config: "uplink: nic0\nplugin_dir: \(plugins)\nnics:\n  - { name: nic0, model: npa-dring, vfs: 4, wire: { tap: \(tap) } }\n"
+                config:
+                    "uplink: nic0\nplugin_dir: \(plugins)\nplugin_trust: [\(try PluginImages.publicKeyPath())]\nnics:\n  - { name: nic0, model: npa-dring, vfs: 4, wire: { tap: \(tap) } }\n"
             )
             hosts.append(host)
             #expect(host.waitUntilListening(), "host with wire \(tap) did not start")
@@ -61,7 +62,7 @@ import Testing
             let ifname = "npw\(lab.tag)g\(i)"
             let guest = try NPAProcess([
                 "guest", "tap", "--host", host.socketPath, "--name", "wire-\(i)", "--mac", "02:00:00:00:79:0\(i + 1)",
-                "--ifname", ifname, "--netns", ns,
+                "--ifname", ifname, "--netns", ns, "--plugin-trust", PluginImages.publicKeyPath(),
             ])
             guests.append(guest)
             #expect(guest.waitUntilAttached(), "guest \(i) did not attach")
