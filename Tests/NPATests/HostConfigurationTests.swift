@@ -103,6 +103,7 @@ import Testing
     @Test func underTheExampleConfigurationASwitchedGuestIsReachable() throws {
         var config = try HostConfiguration.parse(yaml: HostConfiguration.example, file: "example.yaml")
         config.pluginDirectory = try PluginImages.directory().path
+        config.pluginTrust = [try PluginImages.publicKeyPath()]
         let host = try TestHost(configuration: config)
         defer { host.stop() }
         let a = try attach(host, "a", mac: "02:00:00:00:ee:01", queues: 1, memoryMiB: 32)
