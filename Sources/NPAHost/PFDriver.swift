@@ -31,7 +31,8 @@ final class PFDriver {
         self.dataPath = dataPath
         self.admission = admission
         self.logger = logger
-        plugins = PluginStore(directory: configuration.pluginDirectory, trustFiles: configuration.pluginTrust, logger: logger)
+        plugins = PluginStore(
+            directory: configuration.pluginDirectory, trustFiles: configuration.pluginTrust, scan: !nics.isEmpty, logger: logger)
     }
 
     /// The NICs `configuration` describes, each with its receiver stall limit and its TAP wire
@@ -231,6 +232,7 @@ final class PFDriver {
                     abandonSwitch(device, "\(error)")
                     return reply(.switchOffer(.init(kind: .none)), [])
                 }
+                logger.info("vNIC '\(device.name)': offering \(nic.name)/vf\(index) with plugin bundle \(path)")
                 let vf = nic.vfs[index]
                 reply(
                     .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.name, plugin: lease.plugin)),

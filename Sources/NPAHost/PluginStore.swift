@@ -33,7 +33,8 @@ struct PluginStore {
     /// NIC model name → the accepted bundle injected for it.
     let chosen: [String: Entry]
 
-    init(directory: String, trustFiles: [String], logger: Logger) {
+    /// `scan` false (a host without NICs, which injects nothing) leaves the store empty.
+    init(directory: String, trustFiles: [String], scan: Bool = true, logger: Logger) {
         self.directory = directory
         var keys: [PluginPublicKey] = []
         for file in trustFiles {
@@ -43,7 +44,7 @@ struct PluginStore {
         }
         verifier = .enforcing(
             trust: PluginTrustStore(keys: keys), expectedABI: NPA_PLUGIN_ABI_VERSION, knownModels: Set(NICModelRegistry.names))
-        let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+        let files = (scan ? (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] : [])
             .filter { $0.hasSuffix(".npabundle") }.sorted()
         var entries: [Entry] = []
         for file in files {
