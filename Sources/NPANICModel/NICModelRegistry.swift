@@ -5,8 +5,9 @@ public struct NICModel: Sendable, Hashable, CustomStringConvertible {
     public let name: String
     /// What kind of hardware the model plays, for help texts.
     public let summary: String
-    /// The images that drive this model's VFs, preferred first: the host injects the first one
-    /// its plugin directory holds (`<name>.so`).
+    /// Plugin names that drive this model's VFs, preferred first: among the accepted bundles
+    /// whose manifests name this model, the host's plugin store injects the first of these
+    /// names (else the first bundle by file name).
     public let pluginImages: [String]
     /// The engine a NIC of this model runs (`SoftNIC` stores it once, at creation).
     let engine: any VFModelEngine.Type

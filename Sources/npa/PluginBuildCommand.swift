@@ -19,20 +19,12 @@ struct PluginBuild: ParsableCommand {
     @Option(help: "The directory holding npa_plugin_abi.h (default: the one next to this source tree).")
     var abiHeaders: String?
 
-    /// What a plugin's directory says of it; the build adds the rest of the manifest.
-    struct Description: Decodable {
-        var name: String
-        var version: String
-        var vendor: String
-        var models: [PluginManifest.Model]
-        var licence: String
-    }
-
     func run() throws {
         let dir = URL(fileURLWithPath: directory)
-        let description: Description
+        let description: PluginDescription
         do {
-            description = try JSONDecoder().decode(Description.self, from: Data(readFile(dir.appendingPathComponent("plugin.json").path)))
+            description = try JSONDecoder().decode(
+                PluginDescription.self, from: Data(readFile(dir.appendingPathComponent("plugin.json").path)))
         } catch let failure as CommandFailure {
             throw failure
         } catch {
@@ -48,9 +40,7 @@ struct PluginBuild: ParsableCommand {
         do { try PluginBinaryPolicy().check(binary) } catch {
             throw CommandFailure("\(directory): the image breaks the plugin rule: \(error)")
         }
-        let manifest = PluginManifest(
-            name: description.name, version: description.version, vendor: description.vendor, models: description.models,
-            abiVersion: NPA_PLUGIN_ABI_VERSION, licence: description.licence, binarySHA256: "")
+        let manifest = description.manifest(abiVersion: NPA_PLUGIN_ABI_VERSION)
         do { try PluginLicence.check(manifest.licence) } catch { throw CommandFailure("\(directory): \(error)") }
         var bundle = PluginBundle(manifest: manifest, binary: binary)
         if let key {
