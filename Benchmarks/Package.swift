@@ -23,6 +23,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "NPAShell", package: "npa-swift"),
                 .product(name: "NPAHost", package: "npa-swift"),
+                .product(name: "NPAPluginBundle", package: "npa-swift"),
                 .product(name: "NPANICModel", package: "npa-swift"),
                 .product(name: "NPARingFormats", package: "npa-swift"),
                 .product(name: "NPAWorkload", package: "npa-swift"),

@@ -4,6 +4,7 @@ import Logging
 import NPAControlProtocol
 import NPAHost
 import NPANICModel
+import NPAPluginBundle
 import NPARingFormats
 import NPAShell
 import NPASystem
@@ -119,13 +120,17 @@ let benchmarks: @Sendable () -> Void = {
             var logger = Logger(label: "bench")
             logger.logLevel = .critical
             var config = HostConfiguration()
+            var trust = PluginTrustStore()
             if passthrough {
-                // The images scripts/build-plugins.sh puts in the main package's .build/plugins.
+                // The signed bundles `npa demo` (or bench, soak) puts in the main package's
+                // .build/plugins, with the test key they are signed with.
                 let plugins = FileManager.default.currentDirectoryPath + "/../.build/plugins"
-                guard FileManager.default.fileExists(atPath: plugins + "/\(NICModel.dring.pluginImages[0]).so") else {
-                    print("skipped: run ../scripts/build-plugins.sh first")
+                guard FileManager.default.fileExists(atPath: plugins + "/\(NICModel.dring.pluginImages[0]).npabundle") else {
+                    print("skipped: run `npa demo` (or npa bench) from the repository first, to build the signed bundles")
                     return
                 }
+                trust = (try? PluginTrustStore(files: [plugins + "/test-signing.pub"])) ?? PluginTrustStore()
+                config.pluginTrust = [plugins + "/test-signing.pub"]
                 config.nics = [.init(name: "nic0", model: NICModel.dring.name, vfs: 2)]
                 config.uplink = .nic("nic0")
                 config.autoPassthrough = true
@@ -141,6 +146,8 @@ let benchmarks: @Sendable () -> Void = {
             ca.memoryBytes = 16 << 20
             var cb = VirtualNIC.Configuration(name: "b", mac: MACAddress("02:00:00:00:00:02"))
             cb.memoryBytes = 16 << 20
+            ca.pluginTrust = trust
+            cb.pluginTrust = trust
             let a = try VirtualNIC.attach(hostSocket: socket, configuration: ca)
             let b = try VirtualNIC.attach(hostSocket: socket, configuration: cb)
             _ = a.reclaimTransmitted()  // carries out the automatic switch-in, if any
