@@ -77,7 +77,7 @@ import Testing
         // The stream also flows after the last switch; then the sender ends it and both compare.
         let target = received + Self.bytesBetweenSwitches
         #expect(waitUntil { (self.bytes(in: progressFile) ?? 0) >= target || !receiver.isRunning })
-        FileManager.default.createFile(atPath: stopFile, contents: nil)
+        _ = FileManager.default.createFile(atPath: stopFile, contents: nil)
         let senderOutput = output(of: sender)
         let receiverOutput = output(of: receiver)
         #expect(sender.terminationStatus == 0, "sender: \(senderOutput)")
