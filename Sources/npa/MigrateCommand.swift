@@ -21,11 +21,7 @@ struct Migrate: ParsableCommand {
     @Argument(help: "The guest's (vNIC's) name.")
     var name: String
 
-    @Option(help: "The source host's control socket (the admin socket is derived from it).")
-    var host: String = HostSocketPath.defaultControl
-
-    @Option(help: "The source host's admin socket (default: the control socket's path + \".admin\").")
-    var adminSocket: String?
+    @OptionGroup var socket: AdminSocketOptions
 
     @Option(help: "The destination host's migration listener: ADDR:PORT or a Unix socket path.")
     var to: String
@@ -37,7 +33,7 @@ struct Migrate: ParsableCommand {
     var json = false
 
     func run() throws {
-        let admin = AdminClient(socketPath: adminSocket ?? HostSocketPath.admin(forControl: host))
+        let admin = socket.client
         let migration: StatusReport.Migration
         do {
             let id = try admin.migrate(name: name, to: to)

@@ -9,17 +9,13 @@ struct Status: ParsableCommand {
         abstract: "List a host's vNICs: name, MAC, mode, link, counters.",
         discussion: "Asks the host's admin socket (mode 0600: run as the host's user); a guest's control connection may not.")
 
-    @Option(help: "The host's control socket (the admin socket is derived from it).")
-    var host: String = HostSocketPath.defaultControl
-
-    @Option(help: "The host's admin socket (default: the control socket's path + \".admin\").")
-    var adminSocket: String?
+    @OptionGroup var socket: AdminSocketOptions
 
     @Flag(help: "Print {\"vnics\": [...]} as JSON.")
     var json = false
 
     func run() throws {
-        let admin = AdminClient(socketPath: adminSocket ?? HostSocketPath.admin(forControl: host))
+        let admin = socket.client
         let report: StatusReport
         do {
             report = try admin.status()

@@ -21,14 +21,10 @@ struct VNIC: ParsableCommand {
     @Argument(help: "The vNIC's (guest's) name.")
     var name: String
 
-    @Option(help: "The host's control socket (the admin socket is derived from it).")
-    var host: String = HostSocketPath.defaultControl
-
-    @Option(help: "The host's admin socket (default: the control socket's path + \".admin\").")
-    var adminSocket: String?
+    @OptionGroup var socket: AdminSocketOptions
 
     func run() throws {
-        let admin = AdminClient(socketPath: adminSocket ?? HostSocketPath.admin(forControl: host))
+        let admin = socket.client
         do {
             switch action {
             case .resetVF: print(try admin.resetVF(name: name))
