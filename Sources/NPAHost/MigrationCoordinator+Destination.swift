@@ -8,13 +8,7 @@ extension MigrationCoordinator {
     func serviceChannel(_ m: Incoming) {
         let connection = m.connection
         let now = Clock.monotonicNanoseconds()
-        var messages: [MigrationMessage] = []
-        do {
-            if connection.wantsWrite { try connection.flush() }
-            messages = try connection.receive()
-        } catch {
-            // Closed, refused or broken: the messages before it still count, then the loss.
-        }
+        let messages = Self.exchange(on: connection)
         for message in messages {
             guard incoming[m.id] != nil else { return }
             switch message {

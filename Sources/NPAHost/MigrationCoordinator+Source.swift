@@ -10,13 +10,7 @@ extension MigrationCoordinator {
     func serviceChannel(_ m: Outgoing) {
         guard let connection = m.connection else { return }
         let now = Clock.monotonicNanoseconds()
-        var messages: [MigrationMessage] = []
-        do {
-            if connection.wantsWrite { try connection.flush() }
-            messages = try connection.receive()
-        } catch {
-            // Closed, refused or broken: the messages before it still count, then the loss.
-        }
+        let messages = Self.exchange(on: connection)
         if !m.connected && connection.isEstablished {
             m.connected = true
             step(m, .connected, now)

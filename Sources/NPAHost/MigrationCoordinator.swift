@@ -104,6 +104,18 @@ final class MigrationCoordinator {
             forwardingQuietMilliseconds: UInt64(configuration.migrationForwardingQuietMilliseconds))
     }
 
+    /// Sends what waits to be sent and takes what arrived. A channel that closed, refused a
+    /// record or broke yields nothing more; the messages before it still count (its
+    /// `isClosed` then says so to the caller).
+    static func exchange(on connection: MigrationConnection) -> [MigrationMessage] {
+        do {
+            if connection.wantsWrite { try connection.flush() }
+            return try connection.receive()
+        } catch {
+            return []
+        }
+    }
+
     static func closeReason(_ connection: MigrationConnection) -> String {
         if case .closed(let why) = connection.state { return "\(why)" }
         return "closed"
