@@ -95,7 +95,7 @@ struct Plugin: ParsableCommand {
                 let exported = image.dynamicSymbols.filter { $0.isDefined && $0.binding != .local }.map(\.name)
                 let undefined = image.dynamicSymbols.filter { !$0.isDefined && !$0.name.isEmpty }.map(\.name)
                 print(
-                    "  ELF \(image.fileType) for \(image.machine); exports: \(exported.joined(separator: ", ")); imports: \(undefined.joined(separator: ", "))"
+                    "  ELF \(image.fileType) for \(image.machine); exports: \(exported.joined(separator: ", ")); imports: \(undefined.isEmpty ? "none" : undefined.joined(separator: ", "))"
                 )
             } else {
                 print("  binary: not a readable ELF file")
