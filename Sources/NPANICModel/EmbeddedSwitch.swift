@@ -53,9 +53,14 @@ extension SoftNIC {
         var n = 0
         var upward = false
         if route.isMulticast {
+            // Never back to the sender, nor to the VF owning the source MAC: a flood the PF sends
+            // on a guest's behalf (its self-announcement after a migration) is not for that guest.
+            let source = route.source
             for ref in vfRefs {
                 ref._withUnsafeGuaranteedRef { other in
-                    guard other !== sender, other.enabled, other.isMember(vlan: vlan), other.accepts(destination: dst) else { return }
+                    guard other !== sender, other.mac.value != source, other.enabled, other.isMember(vlan: vlan),
+                        other.accepts(destination: dst)
+                    else { return }
                     destinations[n] = other.index
                     n += 1
                 }
