@@ -131,7 +131,7 @@ static uint32_t add_tx_frames(npa_plugin_state *s, uint32_t qi, const npa_tx_fra
         d->length = length;
         d->cso = cso;
         d->css = css;
-        d->vlan = f->vlan_tci;
+        d->vlan = 0;  /* the shell never asks for tag insertion: a guest's tag is in the frame */
         d->status = 0;
         d->cmd = cmd;
         q->bytes += f->length;

@@ -20,6 +20,8 @@ package final class PluginHost {
 
     /// Frames indicated during one check_rx_ring call.
     static let batchCapacity = 256
+    /// The largest private area a plugin may ask for (the in-tree ones need under 2 KiB).
+    package static let maximumPrivateSize: UInt32 = 1 << 20
     let receivedIDs = UnsafeMutablePointer<UInt32>.allocate(capacity: batchCapacity)
     let receivedLengths = UnsafeMutablePointer<UInt32>.allocate(capacity: batchCapacity)
     let receivedHashes = UnsafeMutablePointer<UInt32>.allocate(capacity: batchCapacity)
@@ -59,6 +61,11 @@ package final class PluginHost {
         guard ops.sw_init != nil, ops.add_tx_frames != nil, ops.check_tx_ring != nil, ops.check_rx_ring != nil,
             ops.refill_rx_ring != nil, ops.enable_interrupt != nil, ops.disable_interrupt != nil
         else { throw LoadError(description: "plugin operations table is incomplete") }
+        // The area is the guest's memory, allocated on the plugin's word: bound it.
+        guard ops.private_size <= Self.maximumPrivateSize else {
+            throw LoadError(
+                description: "plugin asks for a private area of \(ops.private_size) bytes, more than \(Self.maximumPrivateSize)")
+        }
         self.ops = ops
         self.pool = pool
         rxLent = .allocate(capacity: pool.count)

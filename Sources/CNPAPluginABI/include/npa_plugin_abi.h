@@ -35,7 +35,7 @@
 #define NPA_TX_FLAG_LAST_HINT 0x1u   /* no more frames follow now: ring the doorbell */
 
 /* Flags in npa_rx_frame.flags. */
-#define NPA_RX_FLAG_VLAN 0x1u        /* vlan_tci holds a stripped tag */
+#define NPA_RX_FLAG_VLAN 0x1u        /* vlan_tci holds a stripped tag (the VF models strip none) */
 #define NPA_RX_FLAG_RSS 0x2u         /* rss_hash is valid */
 #define NPA_RX_FLAG_ERROR 0x4u       /* the device flagged the frame bad; the shell drops it */
 #define NPA_RX_FLAG_CSUM_VALID 0x8u  /* the device checked (or made) the IP and TCP/UDP checksums */
@@ -69,7 +69,11 @@ typedef struct npa_tx_frame {
     uint64_t gpa;
     uint32_t buf_id;
     uint32_t length;
-    uint16_t vlan_tci;   /* tag to insert when flags has NPA_TX_FLAG_VLAN_INSERT */
+    /* Tag to insert when flags has NPA_TX_FLAG_VLAN_INSERT. The shell of ABI v1 never sets that
+     * flag and always passes 0: a guest's tagged frame carries its 802.1Q tag in the frame, where
+     * the host's VLAN policy (the VF's VLAN filter) checks it. The VF models neither insert nor
+     * strip tags. A VF plugin ignores this field; only the emulation plugin maps it (vmxnet3 TI). */
+    uint16_t vlan_tci;
     uint16_t flags;
     /* Offload parameters, vmxnet3's TxDesc hlen/msscof pair (was `uint32_t reserved`, always 0,
      * in ABI v1 before offloads: no bump, a frame without an offload flag ignores both):
@@ -84,7 +88,7 @@ typedef struct npa_tx_frame {
 } npa_tx_frame;
 _Static_assert(sizeof(npa_tx_frame) == 24, "npa_tx_frame layout");
 
-#define NPA_TX_FLAG_VLAN_INSERT 0x1u
+#define NPA_TX_FLAG_VLAN_INSERT 0x1u  /* never set by the v1 shell (see vlan_tci) */
 #define NPA_TX_FLAG_CSUM 0x2u        /* complete the L4 checksum (see offload_* above) */
 #define NPA_TX_FLAG_TSO 0x4u         /* segment this TCP super-frame (see offload_* above) */
 
@@ -158,7 +162,10 @@ typedef struct npa_plugin_ops {
     const char *version;
     /** Software state only; must not touch the device. */
     int32_t (*sw_init)(npa_plugin_state *state);
-    /** Zero a ring and reset its cursors; buffers were already reclaimed by the shell. */
+    /** Zero a ring and reset its cursors; buffers were already reclaimed by the shell. Called
+     *  only on the emulation plugin, when the guest returns from a VF and the emulated rings are
+     *  re-armed. A VF plugin is loaded afresh for every switch-in (entry point, then sw_init on a
+     *  new state) and dropped at switch-out, so the shell never calls these on it: return NPA_OK. */
     int32_t (*reinit_tx_ring)(npa_plugin_state *state, uint32_t queue);
     int32_t (*reinit_rx_ring)(npa_plugin_state *state, uint32_t queue);
     /** Unmask / mask an interrupt vector (not a queue number). */
@@ -171,7 +178,9 @@ typedef struct npa_plugin_ops {
     uint32_t (*check_tx_ring)(npa_plugin_state *state, uint32_t queue);
     /** Indicates at most `max_frames` received frames; returns how many. */
     uint32_t (*check_rx_ring)(npa_plugin_state *state, uint32_t queue, uint32_t max_frames);
-    /** Posts as many RX buffers as the ring and the shell allow; returns how many. */
+    /** Posts as many RX buffers as the ring and the shell allow; returns how many. Publish the
+     *  new tail with a release store (npa_reg_write), not npa_ring_doorbell: the VF models'
+     *  engines stay awake while a frame waits for a buffer, so a refill needs no kick. */
     uint32_t (*refill_rx_ring)(npa_plugin_state *state, uint32_t queue);
     /** TX (is_rx = 0) or RX (is_rx = 1) counters of one queue. */
     void (*get_stats)(npa_plugin_state *state, uint32_t queue, uint32_t is_rx, npa_queue_stats *out);
