@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPANICModel
 import NPAPluginBundle
 import NPASystem
+import SystemPackage
 
 /// The host's plugin store: the signed bundles (`*.npabundle`) in `plugin_dir`, verified once at
 /// host start against the trusted keys of `plugin_trust` (`PluginBundleVerifier.enforcing`: the
@@ -68,14 +69,31 @@ struct PluginStore {
         self.chosen = chosen
     }
 
+    /// The file's bytes, or why it is refused: it cannot be read (a directory, a dangling link),
+    /// or it is over `limit` (then no more than `limit` + 1 bytes are read).
     private static func read(_ path: String, name: String, limit: Int) -> Result<[UInt8], PluginBundleRefusal> {
-        guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe) else {
-            return .failure(PluginBundleRefusal(bundle: name, reason: .malformed(.truncated(section: "file (it cannot be read)"))))
+        func refuse(_ reason: PluginBundleRefusal.Reason) -> Result<[UInt8], PluginBundleRefusal> {
+            .failure(PluginBundleRefusal(bundle: name, reason: reason))
         }
-        guard data.count <= limit else {
-            return .failure(PluginBundleRefusal(bundle: name, reason: .malformed(.tooLarge(size: data.count, limit: limit))))
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec) } catch { return refuse(.unreadable("\(error)")) }
+        defer { try? fd.close() }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        do {
+            while bytes.count <= limit {
+                let n = try chunk.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: Int64(bytes.count), into: $0) }
+                if n == 0 { break }
+                bytes += chunk[..<n]
+            }
+        } catch {
+            return refuse(.unreadable("\(error)"))
         }
-        return .success([UInt8](data))
+        guard bytes.count <= limit else {
+            let size = (try? fd.seek(offset: 0, from: .end)).map(Int.init) ?? bytes.count
+            return refuse(.malformed(.tooLarge(size: size, limit: limit)))
+        }
+        return .success(bytes)
     }
 
     private static func verify(
