@@ -15,7 +15,8 @@ extension StatusReport {
             /// The signer's key id, when it is signed.
             public var signer: String?
             public var accepted: Bool
-            /// Why it was refused (the refusal's one line); nil when accepted.
+            /// Why it was refused, the refusal's one line ("plugin bundle FILE refused: REASON");
+            /// nil when accepted.
             public var refusal: String?
 
             public init(
@@ -62,11 +63,15 @@ extension StatusReport {
             var out = ["plugin store \(directory) (trusted keys: \(trustedKeys.isEmpty ? "none" : trustedKeys.joined(separator: ", ")))"]
             if bundles.isEmpty { out.append("  no bundles") }
             for b in bundles {
+                guard b.accepted else {
+                    // The refusal's own line names the bundle.
+                    out.append("  \(b.refusal ?? "plugin bundle \(b.file) refused")")
+                    continue
+                }
                 let what = [b.name, b.version].compactMap { $0 }.joined(separator: " ")
                 let models = b.models.isEmpty ? "" : " for \(b.models.joined(separator: ", "))"
                 let signer = b.signer.map { ", signed by \($0)" } ?? ""
-                let verdict = b.accepted ? "accepted" : "refused: \(b.refusal ?? "?")"
-                out.append("  \(b.file): \(what.isEmpty ? "?" : what)\(models)\(signer): \(verdict)")
+                out.append("  \(b.file): \(what.isEmpty ? "?" : what)\(models)\(signer): accepted")
             }
             for model in used.keys.sorted() { out.append("  \(model) uses \(used[model]!)") }
             return out

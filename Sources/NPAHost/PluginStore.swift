@@ -110,12 +110,12 @@ struct PluginStore {
         return (accepted.manifest.name, entry.path)
     }
 
-    /// Why no bundle serves the host's models (for the switch refusal): the refusals, if any.
+    /// Why no bundle serves the host's models (for the switch refusal): each refusal's line, if any.
     var refusalSummary: String {
         let refused = entries.compactMap { e -> String? in
-            if case .failure(let r) = e.verdict { return "\(e.file): \(r.reasonDescription)" } else { return nil }
+            if case .failure(let r) = e.verdict { return r.description } else { return nil }
         }
-        return refused.isEmpty ? "" : " (refused: \(refused.joined(separator: "; ")))"
+        return refused.isEmpty ? "" : " (\(refused.joined(separator: "; ")))"
     }
 
     /// Injection: the bundle's bytes, read and verified again (the file may have changed since
@@ -145,7 +145,7 @@ struct PluginStore {
                         signer: a.signer.description, accepted: true, refusal: nil)
                 case .failure(let r):
                     return .init(
-                        file: e.file, name: nil, version: nil, models: [], signer: nil, accepted: false, refusal: r.reasonDescription)
+                        file: e.file, name: nil, version: nil, models: [], signer: nil, accepted: false, refusal: r.description)
                 }
             },
             used: chosen.mapValues(\.file))
