@@ -38,17 +38,22 @@ extension StatusReport {
         public var bundles: [Bundle]
         /// NIC model name → the bundle file injected for it.
         public var used: [String: String]
+        /// Set when the host has NICs to inject plugins for but trusts no key, so that no bundle
+        /// can ever be accepted: what is wrong and how to fix it.
+        public var trustWarning: String?
 
-        public init(directory: String, trustedKeys: [String], bundles: [Bundle], used: [String: String]) {
+        public init(directory: String, trustedKeys: [String], bundles: [Bundle], used: [String: String], trustWarning: String? = nil) {
             self.directory = directory
             self.trustedKeys = trustedKeys
             self.bundles = bundles
             self.used = used
+            self.trustWarning = trustWarning
         }
 
         enum CodingKeys: String, CodingKey {
             case directory, bundles, used
             case trustedKeys = "trusted_keys"
+            case trustWarning = "trust_warning"
         }
 
         /// The store alone as JSON (`npa plugin list --json`).
@@ -61,6 +66,7 @@ extension StatusReport {
         /// The store as lines of text (`npa status`, `npa plugin list`).
         public var lines: [String] {
             var out = ["plugin store \(directory) (trusted keys: \(trustedKeys.isEmpty ? "none" : trustedKeys.joined(separator: ", ")))"]
+            if let trustWarning { out.append("  \(trustWarning)") }
             if bundles.isEmpty { out.append("  no bundles") }
             for b in bundles {
                 guard b.accepted else {

@@ -33,18 +33,26 @@ struct PluginStore {
     let entries: [Entry]
     /// NIC model name → the accepted bundle injected for it.
     let chosen: [String: Entry]
+    /// Set when the host has NICs but trusts no key (`noTrustedKeys`).
+    let trustWarning: String?
+
+    static let noTrustedKeys =
+        "no trusted keys: no plugin bundle can be accepted and every guest stays emulated; "
+        + "list public key files (K.pub, from `npa plugin keygen`) in plugin_trust or pass --plugin-trust K.pub"
 
     /// `scan` false (a host without NICs, which injects nothing) leaves the store empty.
     init(directory: String, trustFiles: [String], scan: Bool = true, logger: Logger) {
         self.directory = directory
-        var keys: [PluginPublicKey] = []
-        for file in trustFiles {
-            do { keys.append(try PluginPublicKey(contentsOfFile: file)) } catch {
-                logger.warning("plugin_trust: \(error)")
-            }
+        let trust: PluginTrustStore
+        do { trust = try PluginTrustStore(files: trustFiles) } catch {
+            // A trust list that cannot be read whole is not the one the administrator meant:
+            // trust none of it, so nothing is accepted by mistake.
+            logger.error("plugin_trust: \(error); no key is trusted")
+            trust = PluginTrustStore()
         }
-        verifier = .enforcing(
-            trust: PluginTrustStore(keys: keys), expectedABI: NPA_PLUGIN_ABI_VERSION, knownModels: Set(NICModelRegistry.names))
+        trustWarning = scan && trust.isEmpty ? Self.noTrustedKeys : nil
+        if let trustWarning { logger.warning("\(trustWarning)") }
+        verifier = .enforcing(trust: trust, expectedABI: NPA_PLUGIN_ABI_VERSION, knownModels: Set(NICModelRegistry.names))
         let files = (scan ? (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] : [])
             .filter { $0.hasSuffix(".npabundle") }.sorted()
         var entries: [Entry] = []
@@ -115,7 +123,7 @@ struct PluginStore {
         let refused = entries.compactMap { e -> String? in
             if case .failure(let r) = e.verdict { return r.description } else { return nil }
         }
-        return refused.isEmpty ? "" : " (\(refused.joined(separator: "; ")))"
+        return refused.isEmpty ? (trustWarning.map { " (\($0))" } ?? "") : " (\(refused.joined(separator: "; ")))"
     }
 
     /// Injection: the bundle's bytes, read and verified again (the file may have changed since
@@ -148,6 +156,6 @@ struct PluginStore {
                         file: e.file, name: nil, version: nil, models: [], signer: nil, accepted: false, refusal: r.description)
                 }
             },
-            used: chosen.mapValues(\.file))
+            used: chosen.mapValues(\.file), trustWarning: trustWarning)
     }
 }
