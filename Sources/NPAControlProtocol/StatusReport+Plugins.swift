@@ -15,7 +15,8 @@ extension StatusReport {
             /// The signer's key id, when it is signed.
             public var signer: String?
             public var accepted: Bool
-            /// Why it was refused (the refusal's one line); nil when accepted.
+            /// Why it was refused, the refusal's one line ("plugin bundle FILE refused: REASON");
+            /// nil when accepted.
             public var refusal: String?
 
             public init(
@@ -37,17 +38,22 @@ extension StatusReport {
         public var bundles: [Bundle]
         /// NIC model name → the bundle file injected for it.
         public var used: [String: String]
+        /// Set when the host has NICs to inject plugins for but trusts no key, so that no bundle
+        /// can ever be accepted: what is wrong and how to fix it.
+        public var trustWarning: String?
 
-        public init(directory: String, trustedKeys: [String], bundles: [Bundle], used: [String: String]) {
+        public init(directory: String, trustedKeys: [String], bundles: [Bundle], used: [String: String], trustWarning: String? = nil) {
             self.directory = directory
             self.trustedKeys = trustedKeys
             self.bundles = bundles
             self.used = used
+            self.trustWarning = trustWarning
         }
 
         enum CodingKeys: String, CodingKey {
             case directory, bundles, used
             case trustedKeys = "trusted_keys"
+            case trustWarning = "trust_warning"
         }
 
         /// The store alone as JSON (`npa plugin list --json`).
@@ -60,13 +66,18 @@ extension StatusReport {
         /// The store as lines of text (`npa status`, `npa plugin list`).
         public var lines: [String] {
             var out = ["plugin store \(directory) (trusted keys: \(trustedKeys.isEmpty ? "none" : trustedKeys.joined(separator: ", ")))"]
+            if let trustWarning { out.append("  \(trustWarning)") }
             if bundles.isEmpty { out.append("  no bundles") }
             for b in bundles {
+                guard b.accepted else {
+                    // The refusal's own line names the bundle.
+                    out.append("  \(b.refusal ?? "plugin bundle \(b.file) refused")")
+                    continue
+                }
                 let what = [b.name, b.version].compactMap { $0 }.joined(separator: " ")
                 let models = b.models.isEmpty ? "" : " for \(b.models.joined(separator: ", "))"
                 let signer = b.signer.map { ", signed by \($0)" } ?? ""
-                let verdict = b.accepted ? "accepted" : "refused: \(b.refusal ?? "?")"
-                out.append("  \(b.file): \(what.isEmpty ? "?" : what)\(models)\(signer): \(verdict)")
+                out.append("  \(b.file): \(what.isEmpty ? "?" : what)\(models)\(signer): accepted")
             }
             for model in used.keys.sorted() { out.append("  \(model) uses \(used[model]!)") }
             return out

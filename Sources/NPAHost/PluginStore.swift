@@ -5,6 +5,7 @@ import NPAControlProtocol
 import NPANICModel
 import NPAPluginBundle
 import NPASystem
+import SystemPackage
 
 /// The host's plugin store: the signed bundles (`*.npabundle`) in `plugin_dir`, verified once at
 /// host start against the trusted keys of `plugin_trust` (`PluginBundleVerifier.enforcing`: the
@@ -32,18 +33,26 @@ struct PluginStore {
     let entries: [Entry]
     /// NIC model name → the accepted bundle injected for it.
     let chosen: [String: Entry]
+    /// Set when the host has NICs but trusts no key (`noTrustedKeys`).
+    let trustWarning: String?
+
+    static let noTrustedKeys =
+        "no trusted keys: no plugin bundle can be accepted and every guest stays emulated; "
+        + "list public key files (K.pub, from `npa plugin keygen`) in plugin_trust or pass --plugin-trust K.pub"
 
     /// `scan` false (a host without NICs, which injects nothing) leaves the store empty.
     init(directory: String, trustFiles: [String], scan: Bool = true, logger: Logger) {
         self.directory = directory
-        var keys: [PluginPublicKey] = []
-        for file in trustFiles {
-            do { keys.append(try PluginPublicKey(contentsOfFile: file)) } catch {
-                logger.warning("plugin_trust: \(error)")
-            }
+        let trust: PluginTrustStore
+        do { trust = try PluginTrustStore(files: trustFiles) } catch {
+            // A trust list that cannot be read whole is not the one the administrator meant:
+            // trust none of it, so nothing is accepted by mistake.
+            logger.error("plugin_trust: \(error); no key is trusted")
+            trust = PluginTrustStore()
         }
-        verifier = .enforcing(
-            trust: PluginTrustStore(keys: keys), expectedABI: NPA_PLUGIN_ABI_VERSION, knownModels: Set(NICModelRegistry.names))
+        trustWarning = scan && trust.isEmpty ? Self.noTrustedKeys : nil
+        if let trustWarning { logger.warning("\(trustWarning)") }
+        verifier = .enforcing(trust: trust, expectedABI: NPA_PLUGIN_ABI_VERSION, knownModels: Set(NICModelRegistry.names))
         let files = (scan ? (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] : [])
             .filter { $0.hasSuffix(".npabundle") }.sorted()
         var entries: [Entry] = []
@@ -68,14 +77,31 @@ struct PluginStore {
         self.chosen = chosen
     }
 
+    /// The file's bytes, or why it is refused: it cannot be read (a directory, a dangling link),
+    /// or it is over `limit` (then no more than `limit` + 1 bytes are read).
     private static func read(_ path: String, name: String, limit: Int) -> Result<[UInt8], PluginBundleRefusal> {
-        guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe) else {
-            return .failure(PluginBundleRefusal(bundle: name, reason: .malformed(.truncated(section: "file (it cannot be read)"))))
+        func refuse(_ reason: PluginBundleRefusal.Reason) -> Result<[UInt8], PluginBundleRefusal> {
+            .failure(PluginBundleRefusal(bundle: name, reason: reason))
         }
-        guard data.count <= limit else {
-            return .failure(PluginBundleRefusal(bundle: name, reason: .malformed(.tooLarge(size: data.count, limit: limit))))
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec) } catch { return refuse(.unreadable("\(error)")) }
+        defer { try? fd.close() }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        do {
+            while bytes.count <= limit {
+                let n = try chunk.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: Int64(bytes.count), into: $0) }
+                if n == 0 { break }
+                bytes += chunk[..<n]
+            }
+        } catch {
+            return refuse(.unreadable("\(error)"))
         }
-        return .success([UInt8](data))
+        guard bytes.count <= limit else {
+            let size = (try? fd.seek(offset: 0, from: .end)).map(Int.init) ?? bytes.count
+            return refuse(.malformed(.tooLarge(size: size, limit: limit)))
+        }
+        return .success(bytes)
     }
 
     private static func verify(
@@ -92,12 +118,12 @@ struct PluginStore {
         return (accepted.manifest.name, entry.path)
     }
 
-    /// Why no bundle serves the host's models (for the switch refusal): the refusals, if any.
+    /// Why no bundle serves the host's models (for the switch refusal): each refusal's line, if any.
     var refusalSummary: String {
         let refused = entries.compactMap { e -> String? in
-            if case .failure(let r) = e.verdict { return "\(e.file): \(r.reasonDescription)" } else { return nil }
+            if case .failure(let r) = e.verdict { return r.description } else { return nil }
         }
-        return refused.isEmpty ? "" : " (refused: \(refused.joined(separator: "; ")))"
+        return refused.isEmpty ? (trustWarning.map { " (\($0))" } ?? "") : " (\(refused.joined(separator: "; ")))"
     }
 
     /// Injection: the bundle's bytes, read and verified again (the file may have changed since
@@ -127,9 +153,9 @@ struct PluginStore {
                         signer: a.signer.description, accepted: true, refusal: nil)
                 case .failure(let r):
                     return .init(
-                        file: e.file, name: nil, version: nil, models: [], signer: nil, accepted: false, refusal: r.reasonDescription)
+                        file: e.file, name: nil, version: nil, models: [], signer: nil, accepted: false, refusal: r.description)
                 }
             },
-            used: chosen.mapValues(\.file))
+            used: chosen.mapValues(\.file), trustWarning: trustWarning)
     }
 }

@@ -3,6 +3,9 @@
 /// callers can tell them apart.
 public struct PluginBundleRefusal: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Reason: Equatable, Sendable {
+        /// The file could not be read at all (a directory, a dangling link, an I/O error): the
+        /// system's reason.
+        case unreadable(String)
         case malformed(PluginBundle.FormatError)
         case unknownSchema(Int)
         case invalidManifest(String)
@@ -31,6 +34,7 @@ public struct PluginBundleRefusal: Error, Equatable, Sendable, CustomStringConve
 
     public var reasonDescription: String {
         switch reason {
+        case .unreadable(let why): "cannot be read: \(why)"
         case .malformed(let e): "malformed: \(e)"
         case .unknownSchema(let v): PluginManifest.Refusal.unknownSchema(v).description
         case .invalidManifest(let why): "invalid manifest: \(why)"

@@ -74,7 +74,9 @@ enum StatusTable {
                 + ", records refused: \(refused.isEmpty ? "-" : refused.joined(separator: " ")), connections refused: \(c.connectionsRefused)"
         }
         for m in report.migrations ?? [] { text += "\n" + migrationLine(m) }
-        if let store = report.plugins, !store.bundles.isEmpty { text += "\n" + store.lines.joined(separator: "\n") }
+        if let store = report.plugins, !store.bundles.isEmpty || store.trustWarning != nil {
+            text += "\n" + store.lines.joined(separator: "\n")
+        }
         if let h = report.host {
             text +=
                 "\nconnections: \(h.connections) of \(h.maxConnections); refused at the cap \(h.connectionsRefused), "

@@ -15,7 +15,11 @@ package final class TestHost: @unchecked Sendable {
     package let admin: AdminClient
     private var thread: pthread_t?
 
-    package init(configuration: HostConfiguration = HostConfiguration(), socketPath: String? = nil, label: String = #function) throws {
+    /// `trustingTestKey` false leaves `plugin_trust` as the configuration has it, even empty.
+    package init(
+        configuration: HostConfiguration = HostConfiguration(), socketPath: String? = nil, trustingTestKey: Bool = true,
+        label: String = #function
+    ) throws {
         // Time limits that protect a host from stuck guests (a receiver that stops taking frames,
         // a guest that stops answering a switch) are set far beyond any pause a loaded CI
         // machine imposes, so no outcome here depends on timing; tests of those limits set their own.
@@ -29,7 +33,7 @@ package final class TestHost: @unchecked Sendable {
         }
         // A host with NICs trusts the test signing key of the bundles built for this process
         // unless the test names its own keys.
-        if configuration.pluginTrust.isEmpty && !configuration.nics.isEmpty {
+        if trustingTestKey && configuration.pluginTrust.isEmpty && !configuration.nics.isEmpty {
             configuration.pluginTrust = [try PluginImages.publicKeyPath()]
         }
         self.socketPath = socketPath ?? Self.freshSocketPath()

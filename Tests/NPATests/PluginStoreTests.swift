@@ -9,7 +9,8 @@ import Testing
 /// The host's plugin store end to end: only bundles signed by a trusted key and passing every
 /// check reach a guest; each refused bundle is shown with its reason (`npa status`, `npa plugin
 /// list`); a guest whose NIC has no accepted bundle stays emulated and keeps exchanging frames.
-/// And the shell's own check: a guest that does not trust the signer refuses the injected bundle.
+/// (Each refusal on its own: `PluginStoreRefusalTests`; the shell's own check of an injected
+/// bundle: `InjectedBundleRefusalTests`, `ShellRefusalEndToEndTests`.)
 @Suite(.serialized) struct PluginStoreTests {
     /// A store directory holding the in-tree npa-cq bundle (good) and five bad npa-dring bundles.
     static func storeWithRefusals() throws -> URL {
@@ -114,31 +115,5 @@ import Testing
             #expect(b.send([ba]) == 1)
             #expect(receiveFrames(a, count: 1) == [ba])
         }
-    }
-
-    /// The host trusts key A and injects a bundle signed by A; a guest that trusts only key B
-    /// refuses it before mapping anything: its switch-in fails naming the bundle and "not
-    /// trusted", it stays emulated with frames flowing both ways, and the VF is free again for a
-    /// guest with the right key.
-    @Test func aGuestThatDoesNotTrustTheSignerRefusesTheInjectedBundle() throws {
-        let host = try TestHost(configuration: .withNIC(model: "npa-dring", vfs: 1))
-        defer { host.stop() }
-        var spec = GuestSpec("untrusting", queues: 1)
-        spec.pluginTrust = PluginTrustStore(keys: [PluginSigningKey.generate().publicKey])
-        let a = try attach(host, spec), b = try attach(host, "b", queues: 1)
-        #expect(try !host.switchIn(a))
-        let reason = a.lastSwitchError ?? ""
-        #expect(reason.contains("plugin bundle npa-dring.npabundle refused") && reason.contains("not trusted"), "\(reason)")
-        #expect(a.mode == "emulated")
-        let status = try host.status(of: a.name)
-        #expect(status?.mode == "emulated")
-        #expect(status?.lastSwitchError?.contains("not trusted") == true, "\(status?.lastSwitchError ?? "-")")
-        let ab = ethernetFrame(to: b.mac, from: a.mac), ba = ethernetFrame(to: a.mac, from: b.mac)
-        #expect(a.send([ab]) == 1)
-        #expect(receiveFrames(b, count: 1) == [ab])
-        #expect(b.send([ba]) == 1)
-        #expect(receiveFrames(a, count: 1) == [ba])
-        // The only VF went back to the pool; a guest trusting the signer switches in.
-        #expect(try host.switchIn(b), "\(b.lastSwitchError ?? "")")
     }
 }
