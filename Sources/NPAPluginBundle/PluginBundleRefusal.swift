@@ -17,6 +17,8 @@ public struct PluginBundleRefusal: Error, Equatable, Sendable, CustomStringConve
         case licence(PluginLicence.Refusal)
         case abiMismatch(bundle: UInt32, expected: UInt32)
         case unknownModel(String)
+        /// The manifest does not name the model it was offered for (the shell's check).
+        case doesNotDrive(String)
         /// The binary policy (ELF checks) refused the binary; its reason.
         case binary(String)
     }
@@ -45,6 +47,7 @@ public struct PluginBundleRefusal: Error, Equatable, Sendable, CustomStringConve
         case .licence(let refusal): refusal.description
         case .abiMismatch(let bundle, let expected): "built for plugin ABI \(bundle), this build runs ABI \(expected)"
         case .unknownModel(let m): "names NIC model '\(m)', which this build does not have"
+        case .doesNotDrive(let m): "does not name NIC model '\(m)', the model of the VF it was offered for"
         case .binary(let why): "binary refused: \(why)"
         }
     }

@@ -15,19 +15,23 @@ public struct PluginBundleVerifier: Sendable {
     public var trust: PluginTrustStore
     /// The plugin ABI this build's shell speaks (`NPA_PLUGIN_ABI_VERSION`).
     public var expectedABI: UInt32
-    /// The NIC model names this build has (`NICModelRegistry.names`).
-    public var knownModels: Set<String>
+    /// The NIC model names this build has (`NICModelRegistry.names`): every model a manifest
+    /// names must be one of them. Nil for a caller with no model list (the shell).
+    public var knownModels: Set<String>?
+    /// A model the manifest must name (the shell's: the model of the VF it was offered for).
+    public var requiredModel: String?
     public var maxSize: Int
     /// Hook for `PluginBinaryPolicy.check`, wired by the caller; nil skips it.
     public var binaryCheck: BinaryCheck?
 
     public init(
-        trust: PluginTrustStore, expectedABI: UInt32, knownModels: Set<String>, maxSize: Int = PluginBundle.defaultMaxSize,
-        binaryCheck: BinaryCheck? = nil
+        trust: PluginTrustStore, expectedABI: UInt32, knownModels: Set<String>?, requiredModel: String? = nil,
+        maxSize: Int = PluginBundle.defaultMaxSize, binaryCheck: BinaryCheck? = nil
     ) {
         self.trust = trust
         self.expectedABI = expectedABI
         self.knownModels = knownModels
+        self.requiredModel = requiredModel
         self.maxSize = maxSize
         self.binaryCheck = binaryCheck
     }
@@ -90,7 +94,12 @@ public struct PluginBundleVerifier: Sendable {
         }
         do { try PluginLicence.check(manifest.licence) } catch { throw refuse(.licence(error)) }
         guard manifest.abiVersion == expectedABI else { throw refuse(.abiMismatch(bundle: manifest.abiVersion, expected: expectedABI)) }
-        for m in manifest.models where !knownModels.contains(m.model) { throw refuse(.unknownModel(m.model)) }
+        if let knownModels {
+            for m in manifest.models where !knownModels.contains(m.model) { throw refuse(.unknownModel(m.model)) }
+        }
+        if let requiredModel, !manifest.models.contains(where: { $0.model == requiredModel }) {
+            throw refuse(.doesNotDrive(requiredModel))
+        }
         if let binaryCheck {
             do { try binaryCheck(binary) } catch { throw refuse(.binary(String(describing: error))) }
         }

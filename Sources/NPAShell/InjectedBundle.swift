@@ -6,14 +6,16 @@ import SystemPackage
 /// The shell's check of a bundle the host injected, before anything of it is mapped: the bytes
 /// are copied out of the host's memfd into the guest's own memory (the host can no longer change
 /// them), verified against the guest's trusted keys (`PluginBundleVerifier.enforcing`: signature,
-/// digest, licence, ABI, the ELF rule; and it must name only the NIC model the host says the VF
-/// is: the shell knows no model list of its own), and only the binary is written to a fresh private
+/// digest, licence, ABI, the ELF rule; and it must name the NIC model the host says the VF is —
+/// other models it names are the host's business: the shell has no model list of its own), and
+/// only the binary is written to a fresh private
 /// memfd for `PluginImage` to map. Touches the descriptor it is given and the memfd it makes.
 enum InjectedBundle {
     /// Takes `fd` (always closed) and returns a new memfd holding only the verified binary; throws
     /// the refusal (one line naming `name` and the reason) otherwise.
     static func verifiedBinary(adopting fd: FileDescriptor, name: String, model: String, trust: PluginTrustStore) throws -> FileDescriptor {
-        let verifier = PluginBundleVerifier.enforcing(trust: trust, expectedABI: NPA_PLUGIN_ABI_VERSION, knownModels: [model])
+        let verifier = PluginBundleVerifier.enforcing(
+            trust: trust, expectedABI: NPA_PLUGIN_ABI_VERSION, knownModels: nil, requiredModel: model)
         let bytes: [UInt8]
         do {
             defer { try? fd.close() }

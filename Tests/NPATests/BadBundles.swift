@@ -19,6 +19,11 @@ enum BadBundle: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     var testDescription: String { rawValue }
 
+    /// Whether the shell refuses it too. A model this build does not have is the host's
+    /// refusal only: the shell knows no model list and requires only that the bundle name its
+    /// VF's model (`InjectedBundleRefusalTests.theShellRequiresTheOfferedModelOnly`).
+    var refusedByTheShell: Bool { self != .unknownModel }
+
     /// The bundle's file name (and the name the shell is told).
     var file: String { "bad-\(rawValue).npabundle" }
 

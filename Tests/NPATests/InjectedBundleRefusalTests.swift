@@ -29,7 +29,7 @@ struct InjectedBundleRefusalTests {
         }
     }
 
-    @Test(arguments: BadBundle.allCases)
+    @Test(arguments: BadBundle.allCases.filter(\.refusedByTheShell))
     func theShellRefusesEachBadBundleBeforeMappingIt(_ bad: BadBundle) throws {
         let fd = try Self.memfd(holding: bad.bytes())
         var line = ""
@@ -43,6 +43,29 @@ struct InjectedBundleRefusalTests {
         #expect(line.hasPrefix("plugin bundle \(bad.file) refused: "), "\(line)")
         #expect(line.contains(bad.expectedReason), "\(line)")
         #expect(!line.contains("\n"), "\(line)")
+    }
+
+    /// The shell checks the model its VF is, not a list of models: a bundle naming that model
+    /// and others (even one this build lacks) is mapped; one not naming it is refused.
+    @Test func theShellRequiresTheOfferedModelOnly() throws {
+        let image = try ELFImagePatch.image("npa-cq-swift").bytes
+        var manifest = try PluginImages.manifest(of: "cq-swift")
+        manifest.models.append(.init(model: "e1000", vfDeviceIDs: []))
+        let bundle = PluginImages.bundle(manifest, binary: image, key: PluginImages.signingKey)
+        let binary = try InjectedBundle.verifiedBinary(
+            adopting: Self.memfd(holding: bundle), name: "family.npabundle", model: BadBundle.model, trust: PluginImages.trust)
+        try? binary.close()
+        do {
+            let refused = try InjectedBundle.verifiedBinary(
+                adopting: Self.memfd(holding: bundle), name: "family.npabundle", model: "npa-dring", trust: PluginImages.trust)
+            try? refused.close()
+            Issue.record("a bundle not naming npa-dring was mapped on an npa-dring VF")
+        } catch {
+            #expect(
+                "\(error)"
+                    == "plugin bundle family.npabundle refused: does not name NIC model 'npa-dring', the model of the VF it was offered for"
+            )
+        }
     }
 
     /// The control for the test above: the bundle every bad one was made from passes, so each
