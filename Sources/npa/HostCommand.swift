@@ -32,7 +32,7 @@ struct Host: ParsableCommand {
     var listen: String?
 
     /// `--plugin-store` replaces `plugin_dir`; each `--plugin-trust` key is added to `plugin_trust`.
-    @OptionGroup(title: "Plugin store (--plugin-store replaces plugin_dir, --plugin-trust adds to plugin_trust)")
+    @OptionGroup(title: "Plugin store")
     var pluginStore: PluginStoreOptions
 
     @Flag(help: "Print a commented example configuration and exit.")

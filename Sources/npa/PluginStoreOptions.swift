@@ -11,8 +11,9 @@ struct PluginStoreOptions: ParsableArguments {
     @Option(
         name: .customLong("plugin-store"),
         help: ArgumentHelp(
-            "A directory of signed plugin bundles (*.npabundle) to inject; needs --plugin-trust.",
-            discussion: "Default: the in-tree bundles in ./.build/plugins, built and signed with the test key kept there.",
+            "A directory of signed plugin bundles (*.npabundle) to inject.",
+            discussion:
+                "demo, bench, soak: needs --plugin-trust; default: the in-tree bundles in ./.build/plugins, built and signed with the test key kept there. npa host: replaces plugin_dir.",
             valueName: "dir"))
     var pluginStore: String?
 
@@ -20,6 +21,7 @@ struct PluginStoreOptions: ParsableArguments {
         name: .customLong("plugin-trust"),
         help: ArgumentHelp(
             "A public key file (K.pub), or a directory of .pub files, whose signatures the plugin store accepts (repeatable).",
+            discussion: "The guests the command starts trust the same keys. npa host: added to plugin_trust.",
             valueName: "file-or-dir"))
     var pluginTrust: [String] = []
 
