@@ -12,6 +12,9 @@ extension StatusReport {
             public var name: String?
             public var version: String?
             public var models: [String]
+            /// From the manifest of an accepted bundle: who made it, and its SPDX licence id.
+            public var vendor: String?
+            public var licence: String?
             /// The signer's key id, when it is signed.
             public var signer: String?
             public var accepted: Bool
@@ -20,12 +23,15 @@ extension StatusReport {
             public var refusal: String?
 
             public init(
-                file: String, name: String?, version: String?, models: [String], signer: String?, accepted: Bool, refusal: String?
+                file: String, name: String?, version: String?, models: [String], signer: String?, accepted: Bool, refusal: String?,
+                vendor: String? = nil, licence: String? = nil
             ) {
                 self.file = file
                 self.name = name
                 self.version = version
                 self.models = models
+                self.vendor = vendor
+                self.licence = licence
                 self.signer = signer
                 self.accepted = accepted
                 self.refusal = refusal

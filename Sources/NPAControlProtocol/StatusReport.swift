@@ -15,6 +15,8 @@ public struct StatusReport: Codable, Equatable, Sendable {
         /// Passthrough details: "nic0/vf3", the plugin, the last switch's duration.
         public var vf: String?
         public var plugin: String?
+        /// In passthrough, the file of the plugin bundle the host injected at this switch-in.
+        public var pluginBundle: String?
         public var lastSwitchMilliseconds: Double?
         public var lastSwitchError: String?
         /// A switch under way: "switch-in" or "switch-out", how long, and what it waits for.
@@ -37,6 +39,7 @@ public struct StatusReport: Codable, Equatable, Sendable {
             case name, mac, mode, link, state, counters, vf, plugin
             case lastSwitchMilliseconds = "last_switch_ms"
             case lastSwitchError = "last_switch_error"
+            case pluginBundle = "plugin_bundle"
             case switchPending = "switch_pending"
             case txQueues = "tx_queues"
             case rxQueues = "rx_queues"

@@ -85,6 +85,8 @@ final class EmulatedDevice {
     var switching = VNICSwitchMachine()
     /// The plugin the guest runs on its VF (the host's image name, then what the guest reports).
     var pluginName: String?
+    /// The file of the plugin bundle the host injected for the VF it holds (set at the offer).
+    var pluginBundle: String?
     /// VF counters of VFs this vNIC held before (a VF's counters restart at its next FLR).
     var earlierVFCounters: [String: UInt64] = [:]
     /// Set by a VF reset until the guest's `switchOutBegin`: the MAC is on neither the VF (FLR)

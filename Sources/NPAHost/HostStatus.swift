@@ -42,6 +42,7 @@ enum HostStatus {
                 if d.mode == .passthrough, let (nic, index) = pfDriver.vf(of: d) {
                     v.vf = "\(nic.name)/vf\(index)"
                     v.plugin = d.pluginName
+                    v.pluginBundle = d.pluginBundle
                     let current = PFDriver.vfCounters(nic.counters(vf: index))
                     v.counters["vf_tx_frames"] = current["vf_tx_frames"]
                     v.counters["vf_rx_frames"] = current["vf_rx_frames"]
@@ -72,6 +73,6 @@ enum HostStatus {
             wires: wires(dataPath: dataPath, pfDriver: pfDriver),
             migrations: server.migrations.flatMap { $0.statusEntries.isEmpty ? nil : $0.statusEntries },
             migrationChannel: server.migrations?.channelStatus,
-            plugins: pfDriver.plugins.status)
+            plugins: pfDriver.plugins.report)
     }
 }

@@ -33,6 +33,11 @@ final class PFDriver {
         self.logger = logger
         plugins = PluginStore(
             directory: configuration.pluginDirectory, trustFiles: configuration.pluginTrust, scan: !nics.isEmpty, logger: logger)
+        // Which bundle each NIC will inject, said once at start (`npa status` shows it too).
+        let store = plugins.report
+        for model in Set(nics.map(\.model.name)).sorted() {
+            if let injection = store.injection(for: model) { logger.info("\(injection.line)") }
+        }
     }
 
     /// The NICs `configuration` describes, each with its receiver stall limit and its TAP wire
@@ -155,6 +160,7 @@ final class PFDriver {
         nic.reset(vf: index)
         vfsInUse[nic.name]?.remove(index)
         device.pluginName = nil
+        device.pluginBundle = nil
     }
 
     /// Performs an event's actions, or turns its refusal into the PF driver's.
@@ -233,6 +239,7 @@ final class PFDriver {
                     return reply(.switchOffer(.init(kind: .none)), [])
                 }
                 logger.info("vNIC '\(device.name)': offering \(nic.name)/vf\(index) with plugin bundle \(path)")
+                device.pluginBundle = URL(fileURLWithPath: path).lastPathComponent
                 let vf = nic.vfs[index]
                 reply(
                     .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.name, plugin: lease.plugin)),

@@ -20,11 +20,16 @@ public struct PluginTrustStore: Sendable {
     /// Every `*.pub` file in `directory` (other files are ignored: a private key kept beside its
     /// public one is not a trusted key).
     public init(directory: String) throws(PluginKeyFileError) {
+        try self.init(files: Self.keyFiles(in: directory))
+    }
+
+    /// The `*.pub` files in `directory`, by name: the key files `init(directory:)` loads.
+    public static func keyFiles(in directory: String) throws(PluginKeyFileError) -> [String] {
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: directory) } catch {
             throw PluginKeyFileError(directory, "cannot list the trust directory")
         }
-        try self.init(files: names.filter { $0.hasSuffix(".pub") }.sorted().map { directory + "/" + $0 })
+        return names.filter { $0.hasSuffix(".pub") }.sorted().map { directory + "/" + $0 }
     }
 
     public func key(for id: PluginKeyID) -> PluginPublicKey? { keys[id] }

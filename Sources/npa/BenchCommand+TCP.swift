@@ -60,10 +60,9 @@ extension Bench {
             throw CommandFailure("bench --tcp needs iperf3 (scripts/install-deps.sh installs it; or apt-get install iperf3)")
         }
         guard let ip = ChildProgram.find("ip") else { throw CommandFailure("bench --tcp needs ip (iproute2)") }
-        guard let plugins = Demo.pluginDirectory() else {
-            throw CommandFailure(
-                "no plugin bundles in .build/plugins (run from the repository: scripts/build-plugins.sh builds the images, npa signs them)")
-        }
+        let plugins = try pluginStore.requiredSource()
+        let injections = try plugins.injections(for: [model])
+        if !json { for injection in injections { print(injection.line) } }
         let options = tcpOptions
         let shape = TCPStreamShape(
             seconds: options.seconds, writeBytes: options.writeBytes, socketBufferBytes: options.socketBufferBytes, iperf3: iperf3)
@@ -76,6 +75,7 @@ extension Bench {
                 ghz: ClockCalibration.gigahertz(), ghzMethod: ClockCalibration.method, model: model, writeBytes: shape.writeBytes,
                 socketBufferBytes: shape.socketBufferBytes, secondsPerRun: shape.seconds, rounds: repeats,
                 offloads: options.offloads.rawValue))
+        report.plugins = injections
         let topology = try TCPBenchTopology(model: model, plugins: plugins, offloads: options.offloads == .on, cleanup: cleanup)
         defer { topology.stop() }
         // Rounds interleave the modes so both see the same (shared, noisy) machine.

@@ -73,6 +73,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Also draw the comparison as a bar chart into this SVG file.")
     var plot: String?
 
+    @OptionGroup(title: "Plugin store")
+    var pluginStore: PluginStoreOptions
+
     enum PollMode: String, ExpressibleByArgument, CaseIterable { case interrupt, busy }
     enum Mode: String, ExpressibleByArgument, CaseIterable, Hashable { case emulated, passthrough }
 
@@ -90,6 +93,7 @@ struct Bench: ParsableCommand {
     }
 
     func validate() throws {
+        try pluginStore.validatePairing()
         if tcp {
             try tcpOptions.validate()
             if plot != nil || only != nil { throw ValidationError("--plot and --only are for the frame bench, not --tcp") }
@@ -141,14 +145,15 @@ struct Bench: ParsableCommand {
                 throw CommandFailure("--plot \(plot): cannot create the file (does its folder exist and is it writable?)")
             }
         }
-        guard let plugins = Demo.pluginDirectory() else {
-            throw CommandFailure(
-                "no plugin bundles in .build/plugins (run from the repository: scripts/build-plugins.sh builds the images, npa signs them)")
-        }
+        let plugins = try pluginStore.requiredSource()
+        // Only passthrough runs inject the model's bundle.
+        let injections = try only == .emulated ? [] : plugins.injections(for: [model])
+        if !json { for injection in injections { print(injection.line) } }
         let setup = BenchSetup(
             model: model, queues: queues, busyPoll: poll == .busy, spin: spin, ringSize: ring, windowFrames: window,
             cpus: parsedCPUs, plugins: plugins)
         var report = BenchReport(machine: machine(setup))
+        report.plugins = injections
         for size in parsedSizes {
             let full = try medianRuns(setup, frameBytes: size, modes: only.map { [$0] } ?? Mode.allCases, rate: only != nil ? load : nil) {
                 $0.mpps

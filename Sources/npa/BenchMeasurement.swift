@@ -36,7 +36,7 @@ struct BenchSetup {
     }
     /// CPUs for the sending guest, the receiving guest, the host and the NIC engine, or nil.
     var cpus: [Int]?
-    var plugins: String
+    var plugins: PluginSource
 
     /// The polling passes an engine makes before it sleeps; the guests spin as long.
     var idlePasses: Int { busyPoll ? Int.max : spin }
@@ -85,8 +85,7 @@ extension BenchSetup {
         config.nics = [.init(name: "nic0", model: model, vfs: 2)]
         config.uplink = .nic("nic0")
         config.autoPassthrough = passthrough
-        config.pluginDirectory = plugins
-        config.pluginTrust = [InTreePlugins.trustFile(plugins)]
+        plugins.configure(&config)
         config.idlePassesBeforeSleep = idlePasses
         config.maxQueuesPerVNIC = max(config.maxQueuesPerVNIC, queues)
         let host = try InProcessHost(label: "bench", configuration: config)

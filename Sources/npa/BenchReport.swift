@@ -1,4 +1,5 @@
 import Foundation
+import NPAControlProtocol
 
 /// The outcome of `npa bench`: per direction, mode and frame size the full-rate figures, the
 /// passthrough/emulated ratios, and the CPU each mode needs at one equal offered load. Encodes
@@ -113,9 +114,11 @@ struct BenchReport: Codable {
     var results: [Result] = []
     var ratios: [Ratio] = []
     var equalLoad: [EqualLoad] = []
+    /// The bundle the passthrough runs injected (none with `--only emulated`).
+    var plugins: [StatusReport.PluginInjection] = []
 
     enum CodingKeys: String, CodingKey {
-        case machine, results, ratios
+        case machine, results, ratios, plugins
         case equalLoad = "equal_load"
     }
 

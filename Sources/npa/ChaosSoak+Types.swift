@@ -15,7 +15,7 @@ extension ChaosSoak {
     struct Options {
         var seconds: Double
         var seed: UInt64
-        var plugins: String
+        var plugins: PluginSource
         var models = NICModelRegistry.names
         var frameBytes = 512
     }
@@ -39,6 +39,8 @@ extension ChaosSoak {
         var baseline: [String: Int] = [:]
         var final: [String: Int] = [:]
         var violations: [String] = []
+        /// The bundle injected for each NIC model.
+        var plugins: [StatusReport.PluginInjection] = []
     }
 
     /// One direction of a survivor pair: frames from `from` to `to`, verified at `to`.

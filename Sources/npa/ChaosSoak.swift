@@ -79,7 +79,8 @@ final class ChaosSoak {
     // MARK: Setup
 
     private func makeCell(index: Int, model: String) throws -> Cell {
-        let host = try InProcessHost.withNIC(label: "chaos-\(model)", model: model, vfs: 4, plugins: options.plugins)
+        let host = try InProcessHost.withNIC(
+            label: "chaos-\(model)", model: model, vfs: 4, plugins: options.plugins.directory, trust: options.plugins.trustFiles)
         let prefix = String(format: "02:00:00:%02x", 0xc0 + index)
         func survivor(_ n: Int) throws -> VirtualNIC {
             try host.attach("survivor\(n)", mac: "\(prefix):00:0\(n)", memoryMiB: 32) { c in
@@ -103,11 +104,11 @@ final class ChaosSoak {
     private func launch(_ victim: Victim) throws {
         let p = Process()
         p.executableURL = executable
-        p.arguments = [
-            "guest", "duplex", "--host", victim.socket, "--name", victim.name, "--mac", victim.mac, "--to", victim.peer,
-            "--count", "1000000000", "--rate", "5000", "--timeout", "100000", "--memory", "16", "--mtu", "1500",
-            "--plugin-trust", InTreePlugins.trustFile(options.plugins),
-        ]
+        p.arguments =
+            [
+                "guest", "duplex", "--host", victim.socket, "--name", victim.name, "--mac", victim.mac, "--to", victim.peer,
+                "--count", "1000000000", "--rate", "5000", "--timeout", "100000", "--memory", "16", "--mtu", "1500",
+            ] + options.plugins.guestArguments
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         p.standardInput = FileHandle.nullDevice

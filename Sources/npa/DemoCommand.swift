@@ -29,9 +29,13 @@ struct Demo: ParsableCommand {
     @Flag(help: "Do not switch guests to passthrough during the run.")
     var noSwitch = false
 
+    @OptionGroup(title: "Plugin store")
+    var pluginStore: PluginStoreOptions
+
     func validate() throws {
         guard frames >= 1 else { throw ValidationError("--frames must be at least 1") }
         guard rate > 0 else { throw ValidationError("--rate must be positive") }
+        try pluginStore.validatePairing()
     }
 
     struct GuestSpec {
@@ -49,18 +53,19 @@ struct Demo: ParsableCommand {
         // The demo's guests all receive: its host lets a receiver the scheduler set aside (a busy
         // 2-core machine) hold its senders back for up to 5 s before dropping, not 500 ms.
         config.receiverStallMilliseconds = 5_000
-        // A software SR-IOV NIC whose PF is the vswitch's uplink, if its plugin images exist
-        // (the demo builds and signs them as bundles when it can: `InTreePlugins`).
-        let plugins = Demo.pluginDirectory()
+        // A software SR-IOV NIC whose PF is the vswitch's uplink, if there are plugin bundles: the
+        // store given, or the in-tree ones (the demo builds and signs them when it can: `InTreePlugins`).
+        let plugins = try pluginStore.source()
         if let plugins {
             config.nics = [.init(name: "nic0", model: NICModel.dring.name, vfs: 8)]
             config.uplink = .nic("nic0")
-            config.pluginDirectory = plugins
-            config.pluginTrust = [InTreePlugins.trustFile(plugins)]
+            plugins.configure(&config)
         } else {
             config.uplink = .counting
         }
         let switching = plugins != nil && !noSwitch
+        // The switches inject npa-dring's bundle; the migration scene npa-dring's and npa-cq's.
+        let injections = try switching ? plugins?.injections(for: [NICModel.dring.name, NICModel.cq.name]) ?? [] : []
         let daemon = try HostDaemon(socketPath: socket, configuration: config, logger: logger)
         let admin = AdminClient(socketPath: daemon.adminSocketPath)
         let hostThread = EngineThread.start(name: "npa-host") {
@@ -82,6 +87,7 @@ struct Demo: ParsableCommand {
                 "traffic: duplex pairs alpha<->beta (1514 B) and gamma<->delta (64 B), \(frames) frames each way, \(Int(rate)) frames/s offered per guest"
             )
             if switching {
+                for injection in injections { print(injection.line) }
                 print(
                     "switching under that load: alpha and gamma switch in to VFs of nic0 (npa-dring plugin, injected), alpha switches out and back in;\nlast, a guest in passthrough live-migrates between two more hosts (npa-dring NIC → npa-cq NIC → back)\n"
                 )
@@ -101,7 +107,7 @@ struct Demo: ParsableCommand {
                     "guest", "duplex", "--host", socket, "--name", spec.name, "--mac", spec.mac, "--to", spec.peer,
                     "--count", "\(frames)", "--size", "\(spec.size)", "--rate", "\(rate)", "--flows", "4", "--timeout", "60",
                     "--json", "--hold",
-                ] + (plugins.map { ["--plugin-trust", InTreePlugins.trustFile($0)] } ?? [])
+                ] + (plugins?.guestArguments ?? [])
             let out = Pipe()
             let input = Pipe()
             let errors = Pipe()  // a guest's progress lines; shown only if it fails
@@ -158,7 +164,8 @@ struct Demo: ParsableCommand {
             // The migration scene (below) runs quietly and is reported as one more key.
             let migration = try migrationScene(plugins: switching ? plugins : nil, quiet: true, failures: &failures)
             let scene = try migration.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
-            print(demoJSON(summaries, status: status, hostCPU: hostCPU, wallSeconds: wallSeconds, migration: scene))
+            print(
+                demoJSON(summaries, status: status, hostCPU: hostCPU, wallSeconds: wallSeconds, migration: scene, plugins: injections))
             if !failures.isEmpty {
                 standardError("npa demo: not verified: " + failures.joined(separator: "; "))
                 throw ExitCode(ExitStatus.notVerified)
@@ -195,10 +202,6 @@ struct Demo: ParsableCommand {
         }
     }
 
-    /// The plugin bundle directory: .build/plugins, the in-tree plugins built and signed there
-    /// with its test key if needed (`InTreePlugins`).
-    static func pluginDirectory() -> String? { InTreePlugins.directory() }
-
     /// What `npa vnic switch-in/out` does.
     static func adminSwitch(_ admin: AdminClient, vnic: String, toPassthrough: Bool) -> String {
         do {
@@ -226,7 +229,7 @@ struct Demo: ParsableCommand {
 
     /// The migration scene (`DemoMigrationScene`), when the NICs' plugins are there and switching
     /// is on: what it did not verify joins `failures`.
-    private func migrationScene(plugins: String?, quiet: Bool, failures: inout [String]) throws -> MigrationSoak.Report? {
+    private func migrationScene(plugins: PluginSource?, quiet: Bool, failures: inout [String]) throws -> MigrationSoak.Report? {
         guard let plugins else { return nil }
         let report = try DemoMigrationScene.run(plugins: plugins, quiet: quiet)
         if !report.held {
@@ -238,10 +241,13 @@ struct Demo: ParsableCommand {
     }
 
     private func demoJSON(
-        _ summaries: [(GuestSpec, TrafficSummary)], status: StatusReport, hostCPU: Double, wallSeconds: Double, migration: String?
+        _ summaries: [(GuestSpec, TrafficSummary)], status: StatusReport, hostCPU: Double, wallSeconds: Double, migration: String?,
+        plugins: [StatusReport.PluginInjection]
     ) -> String {
         let guests = summaries.map { "\"\($0.0.name)\":\($0.1.json())" }.joined(separator: ",")
         let scene = migration.map { ",\"migration\":\($0)" } ?? ""
-        return "{\"guests\":{\(guests)},\"host\":\(status.json()),\"host_cpu_seconds\":\(hostCPU),\"wall_seconds\":\(wallSeconds)\(scene)}"
+        let injected = String(decoding: (try? JSONEncoder().encode(plugins)) ?? Data("[]".utf8), as: UTF8.self)
+        return
+            "{\"guests\":{\(guests)},\"host\":\(status.json()),\"host_cpu_seconds\":\(hostCPU),\"wall_seconds\":\(wallSeconds),\"plugins\":\(injected)\(scene)}"
     }
 }

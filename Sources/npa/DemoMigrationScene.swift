@@ -9,7 +9,7 @@ enum DemoMigrationScene {
     static let migrations = 2
     static let rate = 2_000.0
 
-    static func run(plugins: String, quiet: Bool) throws -> MigrationSoak.Report {
+    static func run(plugins: PluginSource, quiet: Bool) throws -> MigrationSoak.Report {
         let soak = MigrationSoak(.init(migrations: migrations, rate: rate, settleMilliseconds: 100, plugins: plugins))
         if !quiet {
             print(
@@ -44,7 +44,9 @@ enum DemoMigrationScene {
         let side = soak.sides.first { $0.label == outcome.guestAt }
         let vnic = (try? side?.host.admin.status().vnics.first { $0.name == "roamer" }) ?? nil
         let where_ =
-            vnic?.vf.map { "in passthrough on \($0) (\(side?.model ?? "") NIC, plugin \(vnic?.plugin ?? "?"))" } ?? "emulated"
+            vnic?.vf.map {
+                "in passthrough on \($0) (\(side?.model ?? "") NIC, plugin \(vnic?.plugin ?? "?") from \(vnic?.pluginBundle ?? "?"))"
+            } ?? "emulated"
         lines.append("  the guest now runs on host \(outcome.guestAt), \(where_)")
         return lines.joined(separator: "\n")
     }

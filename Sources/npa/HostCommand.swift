@@ -31,10 +31,9 @@ struct Host: ParsableCommand {
     )
     var listen: String?
 
-    @Option(
-        name: .customLong("plugin-trust"),
-        help: "A public key file (K.pub) whose signatures the plugin store accepts (repeatable; added to plugin_trust).")
-    var pluginTrust: [String] = []
+    /// `--plugin-store` replaces `plugin_dir`; each `--plugin-trust` key is added to `plugin_trust`.
+    @OptionGroup(title: "Plugin store")
+    var pluginStore: PluginStoreOptions
 
     @Flag(help: "Print a commented example configuration and exit.")
     var exampleConfig = false
@@ -60,7 +59,8 @@ struct Host: ParsableCommand {
         }
         var configuration = try loadConfiguration(config)
         if let listen { configuration.migrationListen = listen }
-        configuration.pluginTrust += pluginTrust
+        if let directory = pluginStore.pluginStore { configuration.pluginDirectory = directory }
+        configuration.pluginTrust += try pluginStore.trustFiles()
         for warning in configuration.warnings(fileExists: { FileManager.default.fileExists(atPath: $0) }) {
             standardError("npa host: warning: \(warning)")
         }

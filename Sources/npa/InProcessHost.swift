@@ -32,16 +32,17 @@ final class InProcessHost {
         }
     }
 
-    /// A host whose uplink is the PF of one software NIC, with the signed bundles in `plugins`
-    /// (trusting the key beside them, `InTreePlugins`).
-    static func withNIC(label: String, model: String, vfs: Int = 8, autoPassthrough: Bool = false, plugins: String) throws -> InProcessHost
-    {
+    /// A host whose uplink is the PF of one software NIC, with the signed bundles in `plugins`,
+    /// trusting the key files `trust` (nil: the test key beside them, `InTreePlugins`).
+    static func withNIC(
+        label: String, model: String, vfs: Int = 8, autoPassthrough: Bool = false, plugins: String, trust: [String]? = nil
+    ) throws -> InProcessHost {
         var config = HostConfiguration()
         config.nics = [.init(name: "nic0", model: model, vfs: vfs)]
         config.uplink = .nic("nic0")
         config.autoPassthrough = autoPassthrough
         config.pluginDirectory = plugins
-        config.pluginTrust = [InTreePlugins.trustFile(plugins)]
+        config.pluginTrust = trust ?? [InTreePlugins.trustFile(plugins)]
         return try InProcessHost(label: label, configuration: config)
     }
 

@@ -12,7 +12,7 @@ extension MigrationSoak {
         var frameBytes = 512
         /// Steady streaming between two migrations, outside any downtime window.
         var settleMilliseconds = 20
-        var plugins: String
+        var plugins: PluginSource
         /// Both hosts' `migration_timeout_ms` (nil: the default); the source's forwarding grace
         /// after the destination announced the guest is the smaller of it and 200 ms.
         var migrationTimeoutMilliseconds: Int? = nil
@@ -61,6 +61,8 @@ extension MigrationSoak {
         var failures: [String] = []
         /// What is worth knowing but breaks no invariant (the guest hearing its own announcement).
         var notes: [String] = []
+        /// The bundle each host injected, per NIC model (none when the guest stays emulated).
+        var plugins: [StatusReport.PluginInjection] = []
 
         /// Nothing lost, duplicated, reordered or leaked, and every migration completed with the
         /// guest switched in at its destination.
@@ -69,7 +71,7 @@ extension MigrationSoak {
 
         enum CodingKeys: String, CodingKey {
             case migrations, completed, failed, models, rate, seconds, sent, received, lost, duplicates, invalid, before, after, leaks,
-                failures, notes
+                failures, notes, plugins
             case switchedIn = "switched_in"
             case frameBytes = "frame_bytes"
             case outOfOrder = "out_of_order"

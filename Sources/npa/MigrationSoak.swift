@@ -108,8 +108,7 @@ final class MigrationSoak {
         var config = HostConfiguration()
         config.nics = [.init(name: "nic0", model: model, vfs: 4)]
         config.uplink = .nic("nic0")
-        config.pluginDirectory = options.plugins
-        config.pluginTrust = [InTreePlugins.trustFile(options.plugins)]
+        options.plugins.configure(&config)
         config.migrationKeyFile = key
         config.migrationListen =
             NSTemporaryDirectory() + "npa-msoak-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(label).migrate"

@@ -74,6 +74,9 @@ struct Soak: ParsableCommand {
     @Flag(help: "--migrate: the guest stays emulated (no VF at either host), to tell the switch-in's part apart.")
     var emulated = false
 
+    @OptionGroup(title: "Plugin store")
+    var pluginStore: PluginStoreOptions
+
     func validate() throws {
         if let migrationTimeoutMs, !(10...600_000).contains(migrationTimeoutMs) {
             throw ValidationError("--migration-timeout-ms must be 10...600000")
@@ -98,6 +101,7 @@ struct Soak: ParsableCommand {
                 "--frames-per-switch must be a positive multiple of 40 (two sends per guest per switch, two flows, bursts of 10)")
         }
         try NICModelOption.validate(model)
+        try pluginStore.validatePairing()
     }
 
     struct Percentiles: Codable {
@@ -116,8 +120,10 @@ struct Soak: ParsableCommand {
         var switchOutMs = Percentiles([]), switchInMs = Percentiles([])
         var seconds = 0.0
         var model = ""
+        /// The bundle injected for the model.
+        var plugins: [StatusReport.PluginInjection] = []
         enum CodingKeys: String, CodingKey {
-            case sent, received, lost, duplicates, switches, seconds, model
+            case sent, received, lost, duplicates, switches, seconds, model, plugins
             case outOfOrder = "out_of_order"
             case leakedBuffers = "leaked_buffers"
             case switchOutMs = "switch_out_ms"
@@ -126,13 +132,12 @@ struct Soak: ParsableCommand {
     }
 
     func run() throws {
-        guard let plugins = Demo.pluginDirectory() else {
-            throw CommandFailure(
-                "no plugin bundles in .build/plugins (run from the repository: scripts/build-plugins.sh builds the images, npa signs them)")
-        }
+        let plugins = try pluginStore.requiredSource()
         if chaos { return try runChaos(plugins: plugins) }
         if let migrate { return try runMigrations(migrate, plugins: plugins) }
-        let host = try InProcessHost.withNIC(label: "soak", model: model, plugins: plugins)
+        let injections = try plugins.injections(for: [model])
+        if !json { for injection in injections { print(injection.line) } }
+        let host = try InProcessHost.withNIC(label: "soak", model: model, plugins: plugins.directory, trust: plugins.trustFiles)
         defer { host.stop() }
         let a = try host.attach("soak-a", mac: "02:00:00:00:c0:01"), b = try host.attach("soak-b", mac: "02:00:00:00:c0:02")
         let flows = 2
@@ -177,6 +182,7 @@ struct Soak: ParsableCommand {
         _ = b.flush(timeoutMilliseconds: 10_000)
         var s = Summary()
         s.model = model
+        s.plugins = injections
         s.seconds = Double(Clock.monotonicNanoseconds() - start) / 1e9
         s.sent = 2 * total
         s.received = atA.unique + atB.unique
@@ -202,14 +208,16 @@ struct Soak: ParsableCommand {
         if s.lost != 0 || s.duplicates != 0 || s.outOfOrder != 0 || s.leakedBuffers != 0 { throw ExitCode(1) }
     }
 
-    private func runMigrations(_ count: Int, plugins: String) throws {
-        let soak = MigrationSoak(
-            .init(
-                migrations: count, rate: rate, plugins: plugins, migrationTimeoutMilliseconds: migrationTimeoutMs,
-                forwardingQuietMilliseconds: forwardingQuietMs,
-                passthrough: !emulated)
-        )
-        let report = try soak.run()
+    private func runMigrations(_ count: Int, plugins: PluginSource) throws {
+        let options = MigrationSoak.Options(
+            migrations: count, rate: rate, plugins: plugins, migrationTimeoutMilliseconds: migrationTimeoutMs,
+            forwardingQuietMilliseconds: forwardingQuietMs,
+            passthrough: !emulated)
+        // Emulated throughout, the guest is offered no plugin.
+        let injections = try emulated ? [] : plugins.injections(for: [options.models.0, options.models.1])
+        if !json { for injection in injections { print(injection.line) } }
+        var report = try MigrationSoak(options).run()
+        report.plugins = injections
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
@@ -225,15 +233,19 @@ struct Soak: ParsableCommand {
         }
     }
 
-    private func runChaos(plugins: String) throws {
+    private func runChaos(plugins: PluginSource) throws {
         let seed = seed ?? Clock.monotonicNanoseconds()
         let duration = seconds ?? minutes * 60
+        let options = ChaosSoak.Options(seconds: duration, seed: seed, plugins: plugins)
+        let injections = try plugins.injections(for: options.models)
         if !json {
+            for injection in injections { print(injection.line) }
             print(
                 "chaos soak: \(String(format: "%.0f", duration)) s, seed \(seed) (npa soak --chaos --seconds \(String(format: "%.0f", duration)) --seed \(seed) replays the schedule)"
             )
         }
-        let report = try ChaosSoak(.init(seconds: duration, seed: seed, plugins: plugins)).run()
+        var report = try ChaosSoak(options).run()
+        report.plugins = injections
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]

@@ -41,7 +41,7 @@ enum StatusTable {
                 separator: " ")
             let passthrough = v.mode == "passthrough"
             rows.append([
-                v.name, v.mac, v.mode, v.vf ?? "-", v.plugin ?? "-",
+                v.name, v.mac, v.mode, v.vf ?? "-", pluginCell(v),
                 v.switchPending ?? v.lastSwitchMilliseconds.map { String(format: "%.2f ms", $0) } ?? v.lastSwitchError.map {
                     "failed: \($0)"
                 } ?? "-",
@@ -84,6 +84,17 @@ enum StatusTable {
                 + "\nadmin requests refused on guests' connections (admin_refused): \(h.adminRefused)"
         }
         return text
+    }
+
+    /// The plugin a vNIC in passthrough runs and the bundle the host injected it from:
+    /// "npa-dring 1.0 (npa-dring.npabundle)".
+    static func pluginCell(_ v: StatusReport.VNIC) -> String {
+        switch (v.plugin, v.pluginBundle) {
+        case (let plugin?, let bundle?): "\(plugin) (\(bundle))"
+        case (let plugin?, nil): plugin
+        case (nil, let bundle?): "(\(bundle))"
+        case (nil, nil): "-"
+        }
     }
 
     /// One migration (the last 32 are kept): where, its phases with their times, the downtime

@@ -1,4 +1,5 @@
 import Foundation
+import NPAControlProtocol
 
 /// The outcome of `npa bench --tcp`: every iperf3 run (full rate and at one equal offered load),
 /// each mode's medians, the passthrough/emulated ratios of Mbit/s per GHz next to the RFC's, and
@@ -169,9 +170,11 @@ struct TCPBenchReport: Codable {
     var modes: [ModeSummary] = []
     var ratios: Ratios?
     var equalLoad: EqualLoad?
+    /// The bundle the passthrough runs injected.
+    var plugins: [StatusReport.PluginInjection] = []
 
     enum CodingKeys: String, CodingKey {
-        case machine, runs, modes, ratios, bridges
+        case machine, runs, modes, ratios, bridges, plugins
         case equalLoad = "equal_load"
     }
 

@@ -91,13 +91,12 @@ final class TCPBenchTopology {
     let reference: (sender: Endpoint, receiver: Endpoint)
     private let cleanup: TCPBenchCleanup
 
-    init(model: String, plugins: String, offloads: Bool, cleanup: TCPBenchCleanup) throws {
+    init(model: String, plugins: PluginSource, offloads: Bool, cleanup: TCPBenchCleanup) throws {
         self.cleanup = cleanup
         var config = HostConfiguration()
         config.nics = [.init(name: "nic0", model: model, vfs: 2)]
         config.uplink = .nic("nic0")
-        config.pluginDirectory = plugins
-        config.pluginTrust = [InTreePlugins.trustFile(plugins)]
+        plugins.configure(&config)
         host = try InProcessHost(label: "bench-tcp", configuration: config)
         let tag = String(format: "%06x", UInt32.random(in: 0...0xFF_FFFF))
         let prefix = "npa-bench-\(getpid())-\(tag)"
