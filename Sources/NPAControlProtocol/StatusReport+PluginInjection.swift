@@ -51,7 +51,7 @@ extension StatusReport.PluginStore {
             if b.accepted {
                 lines.append("  \(b.file): accepted, but for \(b.models.joined(separator: ", "))")
             } else {
-                lines.append("  \(b.file): refused: \(b.refusal ?? "?")")
+                lines.append("  \(b.refusal ?? "plugin bundle \(b.file) refused")")
             }
         }
         return lines

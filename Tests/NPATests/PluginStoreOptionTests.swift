@@ -71,7 +71,7 @@ import Testing
         #expect(
             lines == [
                 "npa: no accepted plugin bundle for npa-cq in \(store) (trusting key \(PluginImages.signingKey.keyID))",
-                "  npa-cq.npabundle: refused: signed by key \(stranger.keyID), which is not trusted",
+                "  plugin bundle npa-cq.npabundle refused: signed by key \(stranger.keyID), which is not trusted",
             ], "\(out.stderr)")
     }
 
