@@ -73,6 +73,6 @@ enum HostStatus {
             wires: wires(dataPath: dataPath, pfDriver: pfDriver),
             migrations: server.migrations.flatMap { $0.statusEntries.isEmpty ? nil : $0.statusEntries },
             migrationChannel: server.migrations?.channelStatus,
-            plugins: pfDriver.plugins.report)
+            plugins: pfDriver.plugins.status)
     }
 }

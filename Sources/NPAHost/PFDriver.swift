@@ -34,7 +34,7 @@ final class PFDriver {
         plugins = PluginStore(
             directory: configuration.pluginDirectory, trustFiles: configuration.pluginTrust, scan: !nics.isEmpty, logger: logger)
         // Which bundle each NIC will inject, said once at start (`npa status` shows it too).
-        let store = plugins.report
+        let store = plugins.status
         for model in Set(nics.map(\.model.name)).sorted() {
             if let injection = store.injection(for: model) { logger.info("\(injection.line)") }
         }

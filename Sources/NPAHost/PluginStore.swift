@@ -150,7 +150,8 @@ struct PluginStore {
                 case .success(let a):
                     return .init(
                         file: e.file, name: a.manifest.name, version: a.manifest.version, models: a.manifest.models.map(\.model),
-                        signer: a.signer.description, accepted: true, refusal: nil)
+                        signer: a.signer.description, accepted: true, refusal: nil, vendor: a.manifest.vendor,
+                        licence: a.manifest.licence)
                 case .failure(let r):
                     return .init(
                         file: e.file, name: nil, version: nil, models: [], signer: nil, accepted: false, refusal: r.description)
