@@ -101,7 +101,7 @@ struct Guest: ParsableCommand {
     @Option(
         name: .customLong("plugin-trust"),
         help:
-            "A public key file (K.pub) whose signature this guest accepts on an injected plugin bundle (repeatable; none: the guest refuses every plugin and stays emulated)."
+            "A public key file (K.pub), or a directory of them, whose signatures this guest accepts on an injected plugin bundle (repeatable; none: the guest refuses every plugin and stays emulated)."
     )
     var pluginTrust: [String] = []
 
@@ -180,7 +180,9 @@ struct Guest: ParsableCommand {
         c.mtu = mtu ?? (workload == .send ? max(1500, size - 18) : workload == .tap ? 1500 : 9000)
         c.bufferSize = c.mtu + 18 <= 2048 ? 2048 : 9216
         if workload == .tap && tapOffloads { c.bufferSize = Self.superFrameBufferSize(c) }
-        do { c.pluginTrust = try PluginTrustStore(files: pluginTrust) } catch { throw CommandFailure("\(error)") }
+        do { c.pluginTrust = try PluginTrustStore(files: PluginStoreOptions.trustFiles(pluginTrust)) } catch let failure as CommandFailure {
+            throw failure
+        } catch { throw CommandFailure("\(error)") }
         let nic: VirtualNIC
         do {
             nic = try VirtualNIC.attach(hostSocket: host, configuration: c)

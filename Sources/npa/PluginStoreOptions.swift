@@ -28,10 +28,14 @@ struct PluginStoreOptions: ParsableArguments {
     /// Every key file `--plugin-trust` names, a directory giving its `*.pub` files; each is read
     /// now (`PluginTrustStore`'s loaders), so a missing or malformed key is an error before any run
     /// (one line, exit status 2).
-    func trustFiles() throws -> [String] {
+    func trustFiles() throws -> [String] { try Self.trustFiles(pluginTrust) }
+
+    /// `paths` as `--plugin-trust` takes them (key files, or directories of `*.pub`), expanded
+    /// to key files and each read; shared with `npa guest --plugin-trust`.
+    static func trustFiles(_ paths: [String]) throws -> [String] {
         var files: [String] = []
         do {
-            for path in pluginTrust {
+            for path in paths {
                 var isDirectory: ObjCBool = false
                 guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                     throw CommandFailure("--plugin-trust \(path): no such file or directory")
