@@ -34,10 +34,13 @@ extension PluginTestHarness {
         }
         let took = (toPassthrough ? guest.switchInDurations : guest.switchOutDurations).last.map { String(format: " in %.1f ms", $0) } ?? ""
         guard toPassthrough else { return "on emulation\(took)" }
-        // The shell reports the plugin it loaded as "<name> <version>".
-        guard let manifest, let plugin = status.plugin, plugin == manifest.name || plugin.hasPrefix(manifest.name + " "), let vf = status.vf
-        else {
-            throw StepFailure("the host shows plugin \(status.plugin ?? "none") on \(status.vf ?? "no VF"), not \(manifest?.name ?? "?")")
+        guard let manifest, let vf = status.vf else { throw StepFailure("the host shows no VF for the guest") }
+        // The shell reports the plugin it loaded as its ops name and version; `npa status`
+        // shows that, so it should be the manifest's.
+        let plugin = status.plugin ?? "nothing"
+        guard plugin == manifest.name || plugin.hasPrefix(manifest.name + " ") else {
+            throw StepFailure(
+                "the loaded plugin calls itself \(plugin) (its ops name), the manifest \(manifest.name): npa status would show \(plugin)")
         }
         return "on \(vf) with \(guest.pluginName) (\(bundleFile))\(took)"
     }

@@ -51,7 +51,7 @@ final class PluginTestHarness {
     /// Called as each step ends (the command streams them).
     var onStep: (PluginTestReport.Step) -> Void = { _ in }
 
-    private var report: PluginTestReport
+    private(set) var report: PluginTestReport
     private var storeDirectory: String?
     // What the steps build up, in the order they do (the later steps are in +Steps).
     private(set) var manifest: PluginManifest?

@@ -105,13 +105,14 @@ struct PluginTestTraffic {
         }
         // Every frame sent must also be completed: a plugin that never reports completions
         // holds the guest's buffers for ever.
+        let stalledFor = Double(Clock.monotonicNanoseconds() - lastProgress) / 1e9
         let stallMilliseconds = Int(stallSeconds * 1000)
         let completed = [a, b].map { $0.flush(timeoutMilliseconds: stallMilliseconds) }
         for d in directions { d.drops = d.dropsSinceStart().values.reduce(0, +) }
         let drops = directions[0].dropsSinceStart().merging(directions[1].dropsSinceStart(), uniquingKeysWith: +)
         return Outcome(
             frames: frames, seconds: Double(Clock.monotonicNanoseconds() - start) / 1e9,
-            failure: failure(directions, completed: completed, stalled: Double(Clock.monotonicNanoseconds() - lastProgress) / 1e9),
+            failure: failure(directions, completed: completed, stalled: stalledFor),
             drops: drops, midwayNote: midwayNote)
     }
 
