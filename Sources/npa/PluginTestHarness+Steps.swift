@@ -152,7 +152,7 @@ extension PluginTestHarness {
     func teardown() throws -> String {
         let (host, guest, peer) = try parts()
         if guest.mode != "emulated" { _ = try switchGuest(toPassthrough: false) }
-        let leak = leakedBuffers(guest)
+        let leak = leakedBuffers(guest, peer)
         let held = try host.admin.status().vnics.compactMap { v in v.vf.map { "\(v.name) holds \($0)" } }
         guest.detach()
         peer.detach()
@@ -166,14 +166,21 @@ extension PluginTestHarness {
     }
 
     /// Buffers lent out beyond the posted RX ring and the frames in flight: a leak.
-    func leakedBuffers(_ guest: VirtualNIC) -> Int {
-        _ = guest.flush(timeoutMilliseconds: Int(options.stallSeconds * 1000))
+    /// Waits for the guest's frames in flight to complete first, reading the peer meanwhile (a
+    /// switch-out re-sends what the VF had not sent, and the peer's ring must make room).
+    func leakedBuffers(_ guest: VirtualNIC, _ peer: VirtualNIC) -> Int {
+        _ = waitUntil {
+            _ = guest.reclaimTransmitted()
+            _ = guest.receive(maxFrames: 256, timeoutMilliseconds: 0) { _ in }
+            _ = peer.receive(maxFrames: 256, timeoutMilliseconds: 0) { _ in }
+            return guest.transmitsInFlight == 0
+        }
         return max(0, guest.buffersOutstanding - guest.postedReceiveBuffers - guest.transmitsInFlight)
     }
 
     func checkNoBufferLeak() throws {
-        let (_, guest, _) = try parts()
-        let leak = leakedBuffers(guest)
+        let (_, guest, peer) = try parts()
+        let leak = leakedBuffers(guest, peer)
         if leak > 0 { throw StepFailure("\(leak) buffers leaked (lent out beyond the RX ring and the frames in flight)") }
     }
 
