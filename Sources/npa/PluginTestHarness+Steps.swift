@@ -112,11 +112,10 @@ extension PluginTestHarness {
     /// plugin must see it (`npa_vf_check_enabled`) and report the fault, or the guest would sit on
     /// a dead VF.
     func disableUnderTraffic() throws -> String {
-        let (host, guest, _) = try parts()
+        let (host, _, _) = try parts()
         guard let nic = host.daemon.nics.first, let vf = try vnicStatus().vf?.split(separator: "f").last.flatMap({ Int($0) }) else {
             throw StepFailure("the guest holds no VF")
         }
-        _ = guest
         return try fallBackUnderTraffic(expecting: "plugin fault") { _, _ in
             nic.quiesce(vf: vf)
             return nil

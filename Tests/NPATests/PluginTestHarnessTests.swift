@@ -76,7 +76,7 @@ import Testing
             in: dir, name: "never-completes",
             replacing: "static uint32_t broken(npa_plugin_state *s, uint32_t q) { (void)s; (void)q; return 0; }", op: "check_tx_ring")
         let result = try NPAProcess([
-            "plugin", "test", bundle, "--model", "npa-dring", "--trust", "\(dir)/vendor.pub", "--frames", "3000", "--timeout", "5",
+            "plugin", "test", bundle, "--model", "npa-dring", "--trust", "\(dir)/vendor.pub", "--frames", "3000", "--timeout", "8",
             "--json",
         ]).finish()
         #expect(result.status == 1, "\(result.stdout) \(result.stderr)")
