@@ -12,7 +12,7 @@ struct PluginTest: ParsableCommand {
         discussion: """
             Steps: verify (as a host does, against --trust), host (a host whose store holds only this \
             bundle, one NIC of --model), attach (emulated, frames with a peer), switch-in (to a VF with \
-            this plugin), traffic, switch-out (under traffic: nothing lost, no buffer leaked), \
+            this plugin), traffic, offloads (checksum and TSO requests through the VF), switch-out (under traffic: nothing lost, no buffer leaked), \
             switch-in-again, flr (the host resets the VF under traffic: the guest ends on emulation, \
             nothing lost), switch-in-after-flr, vf-disabled (the VF dies under the plugin: it must \
             report the fault), teardown (buffers back, no VF held). A failed step skips the rest \

@@ -4,7 +4,8 @@ import NPAControlProtocol
 import NPAShell
 import NPASystem
 
-/// Steps 3-10 of `PluginTestHarness`: switches, traffic, the VF reset and the dead VF, teardown.
+/// Steps 3-11 of `PluginTestHarness`: switches, traffic, offloads, the VF reset and the dead VF,
+/// teardown.
 extension PluginTestHarness {
     // MARK: Switching
 
@@ -77,13 +78,30 @@ extension PluginTestHarness {
         return traffic.run(guest, peer, midway: midway)
     }
 
+    /// Step 5: TCP frames with checksum and TSO requests through the VF (`PluginTestOffloads`).
+    func offloads() throws -> String {
+        let (_, guest, peer) = try parts()
+        // The guest's own counters carry its VFs' totals (the host's status shows only a few).
+        let before = try guest.deviceCounters()["vf_tso_segments"] ?? 0
+        let frames = min(options.frames, 1000)
+        let (failure, segments) = PluginTestOffloads(frames: frames, stallSeconds: options.stallSeconds).run(guest, peer)
+        if let failure { throw StepFailure(failure) }
+        guard guest.mode == "passthrough" else {
+            throw StepFailure("the guest fell back to \(guest.mode): \(guest.lastSwitchError ?? "no reason given")")
+        }
+        let cut = (try guest.deviceCounters()["vf_tso_segments"] ?? 0) - before
+        return
+            "\(frames - frames / 2) checksum and \(frames / 2) TSO requests: \(segments) segments, every byte in place, checksums valid; "
+            + (cut > 0 ? "the NIC cut \(cut) segments (the plugin passes TSO)" : "the shell cut them (the plugin declares no TSO)")
+    }
+
     static func describe(_ outcome: PluginTestTraffic.Outcome) -> String {
         String(
             format: "%d frames each way, each once, in order, intact (%.0f frames/s)", outcome.frames,
             Double(2 * outcome.frames) / max(outcome.seconds, 1e-9))
     }
 
-    /// Step 5: switch out while frames flow; nothing lost, nothing leaked.
+    /// Step 6: switch out while frames flow; nothing lost, nothing leaked.
     func switchOutUnderTraffic() throws -> String {
         let (host, guest, peer) = try parts()
         let outcome = exchange(frames: options.frames, guest, peer) {
@@ -99,7 +117,7 @@ extension PluginTestHarness {
         return "switched out under traffic\(took); " + Self.describe(outcome) + "; no buffer leaked"
     }
 
-    /// Step 7: the host resets the VF (FLR) under traffic: the guest must end on emulation with
+    /// Step 8: the host resets the VF (FLR) under traffic: the guest must end on emulation with
     /// every frame through and the reason in the host's status.
     func resetUnderTraffic() throws -> String {
         try fallBackUnderTraffic(expecting: nil) { host, guest in
@@ -108,7 +126,7 @@ extension PluginTestHarness {
         }
     }
 
-    /// Step 9: the VF stops under the plugin with no switch event (the PF's error recovery): the
+    /// Step 10: the VF stops under the plugin with no switch event (the PF's error recovery): the
     /// plugin must see it (`npa_vf_check_enabled`) and report the fault, or the guest would sit on
     /// a dead VF.
     func disableUnderTraffic() throws -> String {
@@ -146,7 +164,7 @@ extension PluginTestHarness {
 
     // MARK: Teardown
 
-    /// Step 10: back on emulation, the guest's buffers are all its own again; both guests detach;
+    /// Step 11: back on emulation, the guest's buffers are all its own again; both guests detach;
     /// the host keeps no vNIC and no VF.
     func teardown() throws -> String {
         let (host, guest, peer) = try parts()

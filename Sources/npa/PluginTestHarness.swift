@@ -15,7 +15,8 @@ import NPASystem
 /// verify (as a host does, against `--trust`) → host (an in-process host whose plugin store holds
 /// only this bundle, one NIC of the model, a peer guest on the emulated path) → attach (the guest
 /// under test attaches, emulated, and exchanges frames with the peer) → switch-in (to a VF with
-/// this bundle's plugin) → traffic (through the VF) → switch-out (under traffic, to emulation;
+/// this bundle's plugin) → traffic (through the VF) → offloads (checksum and TSO requests through
+/// the VF) → switch-out (under traffic, to emulation;
 /// no frame lost, no buffer leaked) → switch-in-again → flr (the host resets the VF under
 /// traffic; the guest ends on emulation, traffic intact) → switch-in-after-flr → vf-disabled (the
 /// VF dies under the plugin without notice; the plugin must report the fault) → teardown
@@ -43,8 +44,8 @@ final class PluginTestHarness {
     }
 
     static let steps = [
-        "verify", "host", "attach", "switch-in", "traffic", "switch-out", "switch-in-again", "flr", "switch-in-after-flr",
-        "vf-disabled", "teardown",
+        "verify", "host", "attach", "switch-in", "traffic", "offloads", "switch-out", "switch-in-again", "flr",
+        "switch-in-after-flr", "vf-disabled", "teardown",
     ]
 
     let options: Options
@@ -69,7 +70,8 @@ final class PluginTestHarness {
 
     func run() -> PluginTestReport {
         let bodies: [() throws -> String] = [
-            verify, startHost, attach, { try self.switchGuest(toPassthrough: true) }, { try self.traffic() }, switchOutUnderTraffic,
+            verify, startHost, attach, { try self.switchGuest(toPassthrough: true) }, { try self.traffic() }, offloads,
+            switchOutUnderTraffic,
             { try self.switchGuest(toPassthrough: true) + "; " + self.traffic() }, resetUnderTraffic,
             { try self.switchGuest(toPassthrough: true) + "; " + self.traffic() }, disableUnderTraffic,
         ]

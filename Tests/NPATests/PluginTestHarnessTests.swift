@@ -29,6 +29,7 @@ import Testing
         }
         #expect(report.passed)
         #expect(report.step("switch-in")?.detail.contains("with \(bundle) (\(bundle).npabundle)") == true)
+        #expect(report.step("offloads")?.detail.contains("the NIC cut") == true, "\(report.step("offloads")?.detail ?? "")")
         #expect(report.step("flr")?.detail.contains("VF reset by the host") == true)
         #expect(report.step("vf-disabled")?.detail.contains("plugin fault") == true)
     }
