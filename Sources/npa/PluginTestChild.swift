@@ -51,6 +51,7 @@ struct PluginTestChild {
             if ready <= 0 {
                 kill(child.processIdentifier, SIGKILL)
                 child.waitUntilExit()
+                removeLeftovers(of: child.processIdentifier)
                 finish(
                     &steps,
                     why: String(
@@ -78,6 +79,7 @@ struct PluginTestChild {
         }
         child.waitUntilExit()
         if steps.count < PluginTestHarness.steps.count {
+            removeLeftovers(of: child.processIdentifier)
             let said = ((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "").split(separator: "\n").last.map { ": \($0)" } ?? ""
             let how =
                 child.terminationReason == .uncaughtSignal
@@ -86,6 +88,16 @@ struct PluginTestChild {
             finish(&steps, why: "the test process died in this step (\(how))", seconds: -stepStart.timeIntervalSinceNow)
         }
         return steps
+    }
+
+    /// A child that died left its store directory and host sockets (named after its pid, by
+    /// `PluginTestHarness` and `InProcessHost`) in the temporary directory.
+    private func removeLeftovers(of pid: pid_t) {
+        let directory = NSTemporaryDirectory()
+        let prefix = "npa-plugin-test-\(pid)-"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(prefix) {
+            try? FileManager.default.removeItem(atPath: directory + "/" + name)
+        }
     }
 
     /// The step the child was in fails with `why`; the ones after it are skipped.
