@@ -9,8 +9,8 @@ import NPAPluginBundle
 /// and the shell apply (`PluginBundleVerifier.enforcing`), so `verify` says what a host will say.
 struct Plugin: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "plugin", abstract: "Build, sign, verify and inspect plugin bundles.",
-        subcommands: [PluginBuild.self, Keygen.self, Sign.self, Verify.self, Inspect.self, PluginList.self])
+        commandName: "plugin", abstract: "Build, sign, verify, inspect and test plugin bundles.",
+        subcommands: [PluginBuild.self, Keygen.self, Sign.self, Verify.self, Inspect.self, PluginList.self, PluginTest.self])
 
     /// `npa plugin keygen --out K`: a new Ed25519 signing key in K (mode 0600) and its public key in K.pub.
     struct Keygen: ParsableCommand {
