@@ -148,6 +148,13 @@ public final class SoftNIC: @unchecked Sendable {
                 throw ConfigurationError(description: "a VF has 1...\(NPA_VF_MAX_QUEUES) queues per direction")
             }
             for q in tx + rx {
+                // The one rule a model adds that a driver most easily misses gets its own words.
+                if q.completionGPA == nil, !engine.queueFits(q, in: memory) {
+                    throw ConfigurationError(
+                        description:
+                            "VF \(vf): model \(model.name) needs a completion ring per queue (the plugin reported none: completion_offset 0)"
+                    )
+                }
                 guard q.ringSize >= 32, q.ringSize <= 4096, q.ringSize & (q.ringSize - 1) == 0,
                     q.ringGPA & 15 == 0, memory.contains(gpa: q.ringGPA, length: UInt64(q.ringSize) * 16), engine.queueFits(q, in: memory)
                 else {

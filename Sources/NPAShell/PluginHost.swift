@@ -38,6 +38,8 @@ package final class PluginHost {
     let txOffloads: UnsafeMutablePointer<TransmitOffload>
     /// Indications naming a buffer the plugin did not hold: a plugin bug, counted and ignored.
     package private(set) var pluginFaults: UInt64 = 0
+    /// The `max_frames` of the `check_rx_ring` call under way (set by the caller).
+    var receiveLimit = PluginHost.batchCapacity
     package var kicks: UInt64 = 0
     /// What the plugin reported through `report_fault`, first report only (the shell's switch
     /// state machine decides what to do about it, once).
@@ -101,6 +103,8 @@ package final class PluginHost {
                             host.pluginFaults &+= 1
                             return
                         }
+                        // Over the call's max_frames: taken (the buffer is the guest's), counted.
+                        if host.receivedCount >= host.receiveLimit { host.pluginFaults &+= 1 }
                         host.rxLent[Int(f.buf_id)] = 0
                         host.rxLentCount -= 1
                         let i = host.receivedCount

@@ -37,6 +37,7 @@ extension ShellDataPath {
         for q in 0..<rxQueueCount {
             while true {
                 plugin.receivedCount = 0
+                plugin.receiveLimit = PluginHost.batchCapacity
                 let n = Int(plugin.ops.check_rx_ring!(plugin.state, UInt32(q), UInt32(PluginHost.batchCapacity)))
                 for i in 0..<plugin.receivedCount {
                     let id = plugin.receivedIDs[i]

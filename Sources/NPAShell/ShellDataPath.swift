@@ -195,6 +195,7 @@ package final class ShellDataPath {
         for q in 0..<rxQueueCount where total < maxFrames {
             plugin.receivedCount = 0
             let budget = UInt32(min(maxFrames - total, PluginHost.batchCapacity))
+            plugin.receiveLimit = Int(budget)
             let n = Int(plugin.ops.check_rx_ring!(plugin.state, UInt32(q), budget))
             for i in 0..<n { CPU.prefetch(plugin.pool.va(plugin.receivedIDs[i])) }
             for i in 0..<n {

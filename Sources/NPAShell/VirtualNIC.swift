@@ -91,6 +91,10 @@ public final class VirtualNIC {
     /// "emulated" while the built-in plugin drives the data path, "passthrough" on a VF.
     public var mode: String { switcher.mode }
     public var pluginName: String { dataPath.plugin.name }
+    /// Breaches of the ABI by the loaded plugin, since it was loaded: a frame indicated beyond a
+    /// `check_rx_ring` call's `max_frames`, or in a buffer it did not hold (each taken or ignored
+    /// safely, and counted here).
+    public var pluginContractViolations: UInt64 { dataPath.plugin.pluginFaults }
     /// Duration of each completed switch, in milliseconds, and what the last failed one said.
     public var switchDurations: [Double] { switcher.record.durations }
     public var switchInDurations: [Double] { switcher.record.switchInDurations }

@@ -26,7 +26,7 @@ extension PluginTestHarness {
             return guest.switchLog.count > logBefore && guest.lastSwitchError != nil && (try? self.isSwitchPending()) == false
         }
         guard guest.mode == target else {
-            let why = guest.lastSwitchError ?? (done ? "no reason given" : "not done after \(Int(options.stallSeconds)) s")
+            let why = done ? reason(guest) : "not done after \(Int(options.stallSeconds)) s"
             throw StepFailure("the guest is still \(guest.mode): \(why)")
         }
         let status = try vnicStatus()
@@ -48,6 +48,12 @@ extension PluginTestHarness {
 
     func isSwitchPending() throws -> Bool { try vnicStatus().switchPending != nil }
 
+    /// Why the guest is not where it should be: the shell's last switch error, else the host's
+    /// (a plugin's `report_fault` reason, a VF reset), else "no reason given".
+    func reason(_ guest: VirtualNIC) -> String {
+        guest.lastSwitchError ?? (try? vnicStatus().lastSwitchError) ?? "no reason given"
+    }
+
     // MARK: Traffic
 
     /// `frames` each way between the guest and the peer, through the guest's current path,
@@ -55,10 +61,16 @@ extension PluginTestHarness {
     func traffic(frames: Int? = nil, expectMode: String = "passthrough") throws -> String {
         let (_, guest, peer) = try parts()
         let before = try vnicStatus().counters
+        let breachesBefore = guest.pluginContractViolations
         let outcome = exchange(frames: frames ?? options.frames, guest, peer)
         if let failure = outcome.failure { throw StepFailure(failure) }
+        if expectMode == "passthrough", guest.mode == "passthrough", guest.pluginContractViolations > breachesBefore {
+            throw StepFailure(
+                "the plugin indicated \(guest.pluginContractViolations - breachesBefore) frames it may not: beyond check_rx_ring's max_frames, or in buffers it did not hold"
+            )
+        }
         guard guest.mode == expectMode else {
-            throw StepFailure("the guest fell back to \(guest.mode): \(guest.lastSwitchError ?? "no reason given")")
+            throw StepFailure("the guest fell back to \(guest.mode): \(reason(guest))")
         }
         if expectMode == "passthrough" {
             let after = try vnicStatus().counters
@@ -87,7 +99,7 @@ extension PluginTestHarness {
         let (failure, segments) = PluginTestOffloads(frames: frames, stallSeconds: options.stallSeconds).run(guest, peer)
         if let failure { throw StepFailure(failure) }
         guard guest.mode == "passthrough" else {
-            throw StepFailure("the guest fell back to \(guest.mode): \(guest.lastSwitchError ?? "no reason given")")
+            throw StepFailure("the guest fell back to \(guest.mode): \(reason(guest))")
         }
         let cut = (try guest.deviceCounters()["vf_tso_segments"] ?? 0) - before
         return

@@ -91,6 +91,26 @@ import Testing
         #expect(report.step("teardown")?.outcome == .passed, "\(report.lines())")
     }
 
+    /// A plugin (npa-dring's, with `check_rx_ring` ignoring `max_frames`) that hands the shell
+    /// more frames than it asked for: the shell takes them (the buffers are the guest's) and
+    /// counts the breach, and the traffic step fails naming it.
+    @Test func aPluginThatIndicatesMoreThanAskedFailsTheTrafficStep() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bundle = try buildBrokenPlugin(
+            in: dir, name: "ignores-max",
+            replacing: "static uint32_t broken(npa_plugin_state *s, uint32_t q, uint32_t n) { (void)n; return check_rx_ring(s, q, 256); }",
+            op: "check_rx_ring")
+        let result = try NPAProcess([
+            "plugin", "test", bundle, "--model", "npa-dring", "--trust", "\(dir)/vendor.pub", "--frames", "3000", "--timeout",
+            "\(Self.stallSeconds)", "--json",
+        ]).finish()
+        #expect(result.status == 1, "\(result.stdout) \(result.stderr)")
+        let report = try JSONDecoder().decode(PluginTestReport.self, from: Data(result.stdout.utf8))
+        let traffic = try #require(report.step("traffic"))
+        #expect(traffic.outcome == .failed && traffic.detail.contains("beyond check_rx_ring's max_frames"), "\(report.lines())")
+    }
+
     /// A plugin that dereferences a null pointer when asked for received frames kills the
     /// guest's process: the step it was in fails with the signal, the rest are skipped.
     @Test func aPluginThatCrashesTheGuestFailsTheStepItCrashedIn() throws {

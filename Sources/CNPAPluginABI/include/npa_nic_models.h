@@ -93,7 +93,7 @@ _Static_assert(sizeof(npa_dring_tx_context_desc) == 16, "npa_dring_tx_context_de
 typedef struct npa_dring_rx_desc {
     uint64_t addr;
     uint16_t length;  /* write-back: frame length */
-    uint16_t csum;
+    uint16_t csum;    /* write-back: 0 (reserved) */
     uint8_t status;   /* write-back: NPA_DRING_RXD_STATUS_* */
     uint8_t errors;
     uint16_t vlan;
@@ -107,8 +107,19 @@ _Static_assert(sizeof(npa_dring_rx_desc) == 16, "npa_dring_rx_desc");
 #define NPA_DRING_RXD_STATUS_L4CS 0x20u
 #define NPA_DRING_RXD_STATUS_IPCS 0x40u
 
-/* ---- npa-cq ---- */
-/* u32 free-running counts of entries submitted, written by the driver */
+/* ---- npa-cq ----
+ * Per queue: a submission queue (SQ) and a completion queue (CQ) of ring_size 16-byte entries
+ * each. The NIC consumes each SQ in order and writes one CQ entry per SQ entry, in the same
+ * order (TX: when the frame is sent or refused; RX: when a frame is written into the buffer), so
+ * a driver that keeps at most ring_size - 1 entries in flight never has an SQ slot rewritten
+ * before its completion was read, nor a CQ entry overwritten before it read it; there is no head
+ * register. Ownership is by phase: entry k (counted from 0 since the PF initialised the queue)
+ * carries NPA_CQ_FLAG_PHASE = 1 on even laps (k / ring_size even) and 0 on odd laps, in the SQ
+ * (the driver writes it, last) and in the CQ (the NIC writes it, last). Completions carry no
+ * VLAN (the models strip no tags: `vlan` is 0) and `hash` is the NIC's flow hash of the frame
+ * (the one RSS chose the queue by; informational, NPA_RX_FLAG_RSS). */
+/* u32 free-running counts of entries submitted, written by the driver: the count, not a ring
+ * index (unlike npa-dring's TDT/RDT), so 0, 1, ... 2^32-1, 0 ... */
 static inline uint32_t NPA_CQ_REG_TX_SQ_TAIL(uint32_t q) { return 0x100u + 8u * q; }
 static inline uint32_t NPA_CQ_REG_RX_SQ_TAIL(uint32_t q) { return 0x200u + 8u * q; }
 

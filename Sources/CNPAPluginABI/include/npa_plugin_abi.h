@@ -10,7 +10,8 @@
  * Rules for plugins: no OS calls, no allocation, no globals that outlive the state the shell
  * hands in. The only undefined symbols a plugin image may have are memset, memcpy and memmove.
  * All memory a plugin touches is: its private area, its queue regions, RX/TX buffers the shell
- * names by GPA and VA, and the device register page.
+ * names by GPA (a buffer's guest virtual address is not given: the device, not the plugin,
+ * reads and writes frame bytes), and the device register page.
  *
  * Byte layouts here cross a trust boundary (plugin images are built separately), so every
  * struct has explicit padding and _Static_asserts pin its size.
@@ -26,7 +27,7 @@
 
 /* Return codes. */
 #define NPA_OK 0
-#define NPA_ERR_BUSY 1          /* TX ring full: retry after check_tx_ring */
+#define NPA_ERR_BUSY 1          /* alloc_rx_buffer: no free buffer now */
 #define NPA_ERR_INVALID (-1)    /* bad argument or state */
 #define NPA_ERR_NO_SPACE (-2)   /* a queue region is too small for the rings the plugin wants */
 #define NPA_ERR_FAULT (-3)      /* the device reported an error; the shell should switch out */
