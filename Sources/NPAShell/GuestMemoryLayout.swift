@@ -38,8 +38,16 @@ package struct GuestMemoryLayout {
         let needed = c.rxQueues * c.ringSize + c.txQueues * c.ringSize
         guard c.memoryBytes >= 1 << 20, bufferCount >= needed else {
             throw VirtualNIC.AttachError.invalidConfiguration(
-                "\(c.memoryBytes) bytes of guest memory hold \(max(0, bufferCount)) buffers; the rings need \(needed)")
+                "\(c.memoryBytes) bytes of guest memory hold \(max(0, bufferCount)) buffers; the rings need \(needed)"
+                    + " (at least \(Self.minimumMiB(for: c, buffers: needed)) MiB: more memory, fewer queues or smaller rings)")
         }
+    }
+
+    /// The least memory, in MiB, that holds `buffers` buffers after the queue regions.
+    static func minimumMiB(for c: VirtualNIC.Configuration, buffers: Int) -> Int {
+        let regionBytes = (EmulationPlugin.regionBytes(ringSize: c.ringSize) + 4095) & ~4095
+        let bytes = queueRegionsGPA + regionBytes * 2 * (c.txQueues + c.rxQueues) + buffers * c.bufferSize
+        return max(1, (bytes + (1 << 20) - 1) >> 20)
     }
 
     /// The queue regions the emulation plugin carves (and the device is told of in the queue
