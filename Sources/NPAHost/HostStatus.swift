@@ -46,6 +46,8 @@ enum HostStatus {
                     let current = PFDriver.vfCounters(nic.counters(vf: index))
                     v.counters["vf_tx_frames"] = current["vf_tx_frames"]
                     v.counters["vf_rx_frames"] = current["vf_rx_frames"]
+                    v.counters["vf_tx_bytes"] = current["vf_tx_bytes"]
+                    v.counters["vf_rx_bytes"] = current["vf_rx_bytes"]
                     v.counters["vf_spoofed_drops"] = current["drop_vf_spoofed_source"]
                     v.counters["vf_no_buffer_drops"] = current["drop_vf_no_buffers"]
                 }

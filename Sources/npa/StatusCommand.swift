@@ -48,7 +48,8 @@ enum StatusTable {
                 v.link, v.state,
                 "\((passthrough ? c["vf_tx_frames"] : nil) ?? c["tx_frames"] ?? 0)",
                 "\((passthrough ? c["vf_rx_frames"] : nil) ?? c["rx_frames"] ?? 0)",
-                String(format: "%.1f", Double(c["tx_bytes"] ?? 0) / 1e6), String(format: "%.1f", Double(c["rx_bytes"] ?? 0) / 1e6),
+                String(format: "%.1f", Double((passthrough ? c["vf_tx_bytes"] : nil) ?? c["tx_bytes"] ?? 0) / 1e6),
+                String(format: "%.1f", Double((passthrough ? c["vf_rx_bytes"] : nil) ?? c["rx_bytes"] ?? 0) / 1e6),
                 drops.isEmpty ? "-" : drops,
             ])
         }

@@ -120,6 +120,11 @@ import Testing
         #expect(sa?.plugin == (model == "npa-cq" ? "npa-cq-swift 1.0" : "npa-dring 1.0"))
         #expect(sa?.counters["vf_tx_frames"] == 200)
         #expect(sb?.counters["vf_rx_frames"] == 200)
+        // Bytes too, so `npa status` shows a passthrough vNIC's MB (it read the emulated ones).
+        let bytes = UInt64(frames.reduce(0) { $0 + $1.count })
+        #expect(
+            sa?.counters["vf_tx_bytes"] == bytes && sb?.counters["vf_rx_bytes"] == bytes,
+            "\(sa?.counters["vf_tx_bytes"] ?? 0) \(sb?.counters["vf_rx_bytes"] ?? 0) of \(bytes)")
         #expect(sa?.lastSwitchMilliseconds != nil)
         #expect(try a.writeRegister(.cmd, VMXNET3.Command.getDeviceIDLow.rawValue) == VMXNET3.passthroughDeviceID)
     }
