@@ -91,6 +91,31 @@ import Testing
         #expect(report.step("teardown")?.outcome == .passed, "\(report.lines())")
     }
 
+    /// The SDK's C walk-through (docs/plugin-sdk.md §6), taken from the page as it stands and
+    /// built, signed and tested as the page says: it must pass every step, so the page stays true.
+    @Test func theSDKWalkThroughPluginPassesEveryStep() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let page = try String(contentsOf: PluginImages.root.appendingPathComponent("docs/plugin-sdk.md"), encoding: .utf8)
+        let section = try #require(page.components(separatedBy: "## 6. Walk-through: a plugin in C").dropFirst().first)
+        let code = try #require(section.components(separatedBy: "```c\n").dropFirst().first?.components(separatedBy: "```").first)
+        try FileManager.default.createDirectory(atPath: "\(dir)/acme", withIntermediateDirectories: true)
+        try Data(code.utf8).write(to: URL(fileURLWithPath: "\(dir)/acme/acme.c"))
+        let manifest =
+            #"{"name": "acme-vf", "version": "0.1", "vendor": "ACME Networks", "models": [{"model": "npa-dring", "vfDeviceIDs": []}], "licence": "GPL-2.0-only"}"#
+        try Data(manifest.utf8).write(to: URL(fileURLWithPath: "\(dir)/acme/plugin.json"))
+        #expect(try NPAProcess(["plugin", "keygen", "--out", "\(dir)/acme.key"]).finish().status == 0)
+        let built = try NPAProcess(["plugin", "build", "\(dir)/acme", "--out", "\(dir)/acme.npabundle", "--key", "\(dir)/acme.key"])
+            .finish()
+        try #require(built.status == 0, "\(built.stdout) \(built.stderr)")
+        let result = try NPAProcess([
+            "plugin", "test", "\(dir)/acme.npabundle", "--model", "npa-dring", "--trust", "\(dir)/acme.key.pub", "--frames", "1000",
+            "--timeout", "\(Self.stallSeconds)", "--json",
+        ]).finish()
+        let report = try JSONDecoder().decode(PluginTestReport.self, from: Data(result.stdout.utf8))
+        #expect(result.status == 0 && report.passed, "\(report.lines())")
+    }
+
     /// A plugin (npa-dring's, with `check_rx_ring` ignoring `max_frames`) that hands the shell
     /// more frames than it asked for: the shell takes them (the buffers are the guest's) and
     /// counts the breach, and the traffic step fails naming it.
