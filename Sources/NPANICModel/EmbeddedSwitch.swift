@@ -55,10 +55,13 @@ extension SoftNIC {
         if route.isMulticast {
             // Never back to the sender, nor to the VF owning the source MAC: a flood the PF sends
             // on a guest's behalf (its self-announcement after a migration) is not for that guest.
+            // Nor to a VF that has no MAC yet: mid switch-in (enabled, before ACTIVATE_VF) the
+            // guest's MAC is still on the vswitch, whose copy of the flood reaches the guest; one
+            // in the VF's ring too would be a duplicate (and, its own announcement, not for it).
             let source = route.source
             for ref in vfRefs {
                 ref._withUnsafeGuaranteedRef { other in
-                    guard other !== sender, other.mac.value != source, other.enabled, other.isMember(vlan: vlan),
+                    guard other !== sender, other.mac.value != source, other.mac.value != 0, other.enabled, other.isMember(vlan: vlan),
                         other.accepts(destination: dst)
                     else { return }
                     destinations[n] = other.index

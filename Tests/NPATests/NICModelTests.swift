@@ -268,4 +268,30 @@ import Testing
         #expect(a.dataPath.plugin.pluginFaults == 0 && b.dataPath.plugin.pluginFaults == 0)
         _ = unsentAtSwitches
     }
+
+    /// A VF mid switch-in — queues programmed, rx filters set, enabled, but the guest's MAC not
+    /// moved to it yet (ACTIVATE_VF) — takes no flood: until then the vswitch's copy reaches the
+    /// guest, and a copy in the VF's ring as well would be a duplicate, or, for the guest's own
+    /// self-announcement, counted as a drop against it while its rings are still empty (a
+    /// migration test's `vf_no_buffers`). A VF carrying a MAC still takes each flood once.
+    @Test(arguments: NICModelRegistry.models)
+    func aVFWithoutItsMACYetTakesNoFlood(_ model: NICModel) throws {
+        let nic = try SoftNIC(name: "t5", model: model, vfCount: 2)
+        let carrying = try VFGuest(nic: nic, vf: 0, mac: MACAddress("02:00:00:00:50:01")!)
+        let switchingIn = try VFGuest(nic: nic, vf: 1, mac: MACAddress("02:00:00:00:50:02")!)
+        nic.setMAC(vf: 1, .zero)
+        nic.setPFEnabled(true)
+        let announcement = ethernetFrame(to: MACAddress("ff:ff:ff:ff:ff:ff")!, from: switchingIn.mac)
+        let broadcast = ethernetFrame(to: MACAddress("ff:ff:ff:ff:ff:ff")!, from: MACAddress("02:00:00:00:50:99")!)
+        for frame in [announcement, broadcast] {
+            let bytes = ContiguousArray(frame)
+            let fromPF = bytes.withUnsafeBytes { b in nic.transmitFromPF(count: 1) { _ in (b.baseAddress!, b.count) } }
+            let fromWire = bytes.withUnsafeBytes { b in nic.receiveFromWire(count: 1) { _ in (b.baseAddress!, b.count) } }
+            #expect(fromPF == 1 && fromWire == 1)
+        }
+        #expect(nic.counters(vf: 1).rxFrames == 0 && nic.counters(vf: 1).noBufferDrops == 0)
+        #expect(nic.counters(vf: 0).rxFrames == 4 && nic.counters(vf: 0).noBufferDrops == 0)
+        #expect(carrying.receive(count: 4).count == 4)
+        #expect(switchingIn.dataPath.receive(maxFrames: 8, timeoutMilliseconds: 0).isEmpty)
+    }
 }
