@@ -331,6 +331,7 @@ final class PFDriver {
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
         nic.enable(vf: index)
+        noteSwitchStep(device, now: Clock.monotonicNanoseconds())
         return .success(())
     }
 
