@@ -180,3 +180,44 @@ import Testing
         #expect(!batch.events[1].json().contains("vnic"))
     }
 }
+
+/// Migrations in both hosts' logs: each phase change in order, the guest's re-attach at the
+/// destination while it awaits the guest, and its detach at the source once forwarding is done
+/// (the source keeps the stopped device for forwarding until then).
+@Suite(.serialized) struct MigrationEventLogTests {
+    /// A migration event as "from -> to" (or "begins"), any other as its kind.
+    static func step(_ e: HostEvent) -> String {
+        guard e.kind == .migration else { return e.kind.rawValue }
+        if e.detail.contains(" begins ") { return "begins" }
+        guard let m = e.detail.firstMatch(of: /([a-z-]+) -> ([a-z-]+)/) else { return e.detail }
+        return "\(m.1) -> \(m.2)"
+    }
+
+    @Test func bothHostsLogTheMigrationsPhasesInOrder() throws {
+        let pair = try MigrationPair()
+        defer { pair.stop() }
+        let mover = try attach(pair.a, "mover", mac: "02:00:00:00:e2:01", queues: 1)
+        let record = try #require(try pair.migrate(mover, from: pair.a, to: pair.b))
+        #expect(record.phase == "completed", "\(record.error ?? "")")
+        try HostEventLogTests.waitUntil("the destination's migration completed") {
+            try pair.b.admin.allEvents(after: 0).events.contains { $0.kind == .migration && $0.detail.contains("-> completed") }
+        }
+        try HostEventLogTests.waitUntil("the source's detach") {
+            try pair.a.admin.allEvents(after: 0).events.contains { $0.kind == .detach }
+        }
+        let atA = try pair.a.admin.allEvents(after: 0).events.filter { $0.vnic == "mover" }
+        #expect(
+            atA.map(Self.step) == [
+                "attach", "begins", "connecting -> preparing", "preparing -> transferring", "transferring -> awaiting-guest",
+                "awaiting-guest -> forwarding", "forwarding -> completed", "detach",
+            ], "\(atA.map(\.line).joined(separator: "\n"))")
+        #expect(atA.count > 1 && atA[1].detail.hasPrefix("migration \(record.id) to \(pair.address(of: pair.b)) begins"))
+        let atB = try pair.b.admin.allEvents(after: 0).events.filter { $0.vnic == "mover" }
+        #expect(
+            atB.map(Self.step) == [
+                "awaiting-prepare -> awaiting-state", "awaiting-state -> awaiting-guest", "attach", "awaiting-guest -> forwarding",
+                "forwarding -> completed",
+            ], "\(atB.map(\.line).joined(separator: "\n"))")
+        #expect(atB.first { $0.kind == .attach }?.detail.hasPrefix("resumed here from another host as vNIC") == true)
+    }
+}
