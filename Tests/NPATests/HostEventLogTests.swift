@@ -221,3 +221,21 @@ import Testing
         #expect(atB.first { $0.kind == .attach }?.detail.hasPrefix("resumed here from another host as vNIC") == true)
     }
 }
+
+/// A hostile guest in the log: its first fault of a kind when it is counted, and the error
+/// state when its faults reach the limit — once each, however many descriptors were bad.
+@Suite(.serialized) struct HostileGuestEventLogTests {
+    @Test func aGuestsFirstFaultAndItsErrorStateAreLoggedOnce() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let evil = try attach(host, "evil")
+        let size = evil.guestMemoryForTesting.size
+        for slot in 0..<256 { HostileGuestTests().writeTx(evil, slot: slot, address: size + 1, length: 64, generation: 1, eop: true) }
+        evil.kickForTesting()
+        #expect(try eventually { try host.status(of: "evil")?.state == "error" })
+        let events = try host.admin.allEvents(after: 0).events.filter { $0.vnic == "evil" }
+        #expect(events.map(\.kind) == [.attach, .guestFault, .guestError], "\(events.map(\.line).joined(separator: "\n"))")
+        #expect(events.count == 3 && events[1].detail.hasPrefix("bad_descriptor"))
+        #expect(events.count == 3 && events[2].detail == "vNIC put in the error state: 256 descriptor faults")
+    }
+}
