@@ -96,7 +96,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .administrativeOnGuestConnection:
             "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"
         case .guestMessageOnAdminSocket:
-            "the admin socket takes only status, switch, VF-reset and migrate requests; guests attach on the control socket"
+            "the admin socket takes only status, switch, VF-reset, migrate and events requests; guests attach on the control socket"
         case .notAttached: "this connection has no vNIC: attach first"
         case .onlyBAR1: "only BAR1 registers are reached through the control channel"
         case .noSuchVNIC(let name): "no vNIC named '\(name)'"

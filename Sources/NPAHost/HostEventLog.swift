@@ -32,12 +32,14 @@ final class HostEventLog {
     /// The oldest sequence still held (`latest + 1` while none is).
     var oldestHeld: UInt64 { nextSequence - UInt64(ring.count) }
 
-    /// Records one event now. `detail` is cut to `HostEvent.maximumDetailBytes` (on a character
-    /// boundary), so that a guest's long reason cannot make a page carry few events.
+    /// Records one event now. `detail` is cut to `HostEvent.maximumDetailBytes` and `vnic` to a
+    /// guest name's length (on a character boundary): a guest's long reason, or the name in an
+    /// attach refused for it, cannot make an event outgrow a reply page.
     func record(_ kind: HostEvent.Kind, vnic: String? = nil, _ detail: String) {
         let event = HostEvent(
             sequence: nextSequence, uptimeNanoseconds: Clock.monotonicNanoseconds() &- startedAt, wallClockNanoseconds: Self.wallClock(),
-            kind: kind, vnic: vnic, detail: Self.cut(detail))
+            kind: kind, vnic: vnic.map { Self.cut($0, to: GuestName.maximumLength) },
+            detail: Self.cut(detail, to: HostEvent.maximumDetailBytes))
         if ring.count < capacity {
             ring.append(event)
         } else {
@@ -82,11 +84,11 @@ final class HostEventLog {
         return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
     }
 
-    private static func cut(_ detail: String) -> String {
-        guard detail.utf8.count > HostEvent.maximumDetailBytes else { return detail }
+    private static func cut(_ text: String, to bytes: Int) -> String {
+        guard text.utf8.count > bytes else { return text }
         var kept = ""
-        for c in detail {
-            if kept.utf8.count + c.utf8.count > HostEvent.maximumDetailBytes - 3 { break }
+        for c in text {
+            if kept.utf8.count + c.utf8.count > bytes - 3 { break }
             kept.append(c)
         }
         return kept + "..."

@@ -158,6 +158,27 @@ import Testing
         #expect(code == ControlMessage.ErrorCode.notPermitted)
     }
 
+    /// A guest's attach under a name far longer than any guest's is refused, and its event keeps
+    /// only the first bytes of the name: no event can outgrow a reply page.
+    @Test func aHostileNameIsCutInTheLog() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let control = try SeqPacketSocket.connect(path: host.socketPath)
+        let memory = try SharedMemory(name: "npa-test-events", size: 2 << 20)
+        let doorbell = try EventNotifier(), interrupt = try EventNotifier()
+        let name = String(repeating: "n", count: 50_000)
+        try control.send(
+            ControlMessage.attach(.init(name: name, mac: nil, interruptVectors: 1)).encode(),
+            descriptors: [memory.fd, doorbell.fd, interrupt.fd])
+        #expect(control.waitReadable(timeoutMilliseconds: 60_000))
+        let reply = try ControlMessage.parse(try #require(try control.receive()).bytes)
+        #expect(reply == .error(code: ControlMessage.ErrorCode.invalidArgument, message: GuestName.rule))
+        let events = try host.admin.allEvents(after: 0).events
+        #expect(events.map(\.kind) == [.refusal])
+        #expect(events.first?.vnic == String(repeating: "n", count: GuestName.maximumLength - 3) + "...")
+        #expect(events.first?.detail == GuestName.rule)
+    }
+
     @Test func theEventRoundTripsOnTheWireAndInJSON() throws {
         let event = HostEvent(
             sequence: 7, uptimeNanoseconds: 1_500_000, wallClockNanoseconds: 1_796_338_267_123_456_789, kind: .vfReset, vnic: "alpha",
