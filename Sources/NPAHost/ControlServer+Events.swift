@@ -6,6 +6,9 @@ extension ControlServer {
     /// A refusal on its way to a guest or an administrator is recorded with its reason: an
     /// `error` reply, or a register access the device refused (a nonzero status). `vnic`: the
     /// vNIC it concerns when the connection has none (an attach's or an admin's request).
+    /// Every admin refusal is recorded; a guest's connection's at its 1st, 2nd, 4th, 8th, ...
+    /// (the rate limit the host's logs use), so that a guest sending bad requests in a loop
+    /// cannot push everything else out of the log.
     func noteIfRefusal(_ message: ControlMessage, on c: Connection, about vnic: String?) {
         let reason: String
         switch message {
@@ -13,7 +16,11 @@ extension ControlServer {
         case .registerResult(let status, _, let text) where status != 0: reason = text
         default: return
         }
-        events.record(.refusal, vnic: vnic ?? c.device?.name, c.isAdmin ? "admin request: \(reason)" : reason)
+        c.refusals &+= 1
+        if c.isAdmin { return events.record(.refusal, vnic: vnic, "admin request: \(reason)") }
+        guard c.refusals & (c.refusals - 1) == 0 else { return }
+        let count = c.refusals == 1 ? "" : " (refusal \(c.refusals) on this connection; recorded at 1, 2, 4, 8, ...)"
+        events.record(.refusal, vnic: vnic ?? c.device?.name, reason + count)
     }
 
     /// A new vNIC runs here (`attach`, or `resume` of one that moved here).

@@ -23,6 +23,8 @@ final class ControlServer {
         /// Accepted on the admin socket: administrative requests only, never a vNIC.
         let isAdmin: Bool
         var device: EmulatedDevice?
+        /// Refusals sent on it (a guest's are recorded in the event log at 1, 2, 4, 8, ...).
+        var refusals: UInt64 = 0
         init(id: UInt64, socket: SeqPacketSocket, isAdmin: Bool) {
             self.id = id
             self.socket = socket

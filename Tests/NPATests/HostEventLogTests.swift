@@ -179,6 +179,28 @@ import Testing
         #expect(events.first?.detail == GuestName.rule)
     }
 
+    /// A guest that sends bad requests in a loop has its refusals recorded at the 1st, 2nd, 4th,
+    /// 8th...: it cannot push the rest of the log out. An administrator's are all recorded.
+    @Test func aGuestsRefusalsAreRecordedAtPowersOfTwo() throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let guest = try AdminSocketTests.RawGuest(socketPath: host.socketPath, name: "noisy")
+        for _ in 1...20 {
+            guard case .registerResult(let status, _, _) = try guest.request(.registerRead(bar: 2, offset: 0)) else {
+                Issue.record("a read of BAR 2 was not answered with a register result")
+                return
+            }
+            #expect(status == ControlMessage.ErrorCode.invalidArgument)
+        }
+        let events = try host.admin.allEvents(after: 0).events
+        #expect(events.map(\.kind) == [.attach, .refusal, .refusal, .refusal, .refusal, .refusal])
+        let bar1 = "only BAR1 registers are reached through the control channel"
+        #expect(
+            events.dropFirst().map(\.detail) == [bar1]
+                + [2, 4, 8, 16].map { "\(bar1) (refusal \($0) on this connection; recorded at 1, 2, 4, 8, ...)" })
+        #expect(events.allSatisfy { $0.vnic == "noisy" })
+    }
+
     @Test func theEventRoundTripsOnTheWireAndInJSON() throws {
         let event = HostEvent(
             sequence: 7, uptimeNanoseconds: 1_500_000, wallClockNanoseconds: 1_796_338_267_123_456_789, kind: .vfReset, vnic: "alpha",
