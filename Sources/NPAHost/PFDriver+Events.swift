@@ -42,8 +42,10 @@ extension PFDriver {
         events.record(.switchPhase, vnic: device.name, "switch-out offered (\(since) since the request)")
     }
 
-    /// A switch step's deadline passed: what the machine made of it.
-    func noteSwitchDeadline(_ device: EmulatedDevice, reason: String) {
+    /// A switch step's deadline was checked: what the machine made of it, if it changed its
+    /// reason (`reasonBefore` is the one before the check).
+    func noteSwitchDeadline(_ device: EmulatedDevice, reasonBefore: String?) {
+        guard let reason = device.switching.reason, reason != reasonBefore else { return }
         events.record(.switchFailed, vnic: device.name, reason)
     }
 

@@ -268,10 +268,8 @@ final class PFDriver {
         for device in devices where device.switching.isSwitching && !device.switching.deadlineExpired {
             let before = device.switching.reason
             perform(device.switching.stepDeadlinePassed(now: now, limitMilliseconds: configuration.switchTimeoutMilliseconds), for: device)
-            if let reason = device.switching.reason, reason != before {
-                logger.warning("vNIC '\(device.name)': \(reason)")
-                noteSwitchDeadline(device, reason: reason)
-            }
+            if let reason = device.switching.reason, reason != before { logger.warning("vNIC '\(device.name)': \(reason)") }
+            noteSwitchDeadline(device, reasonBefore: before)
         }
     }
 
