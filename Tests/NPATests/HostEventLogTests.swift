@@ -282,3 +282,21 @@ import Testing
         #expect(events.count == 3 && events[2].detail == "vNIC put in the error state: 256 descriptor faults")
     }
 }
+
+/// A switch step the guest never answers ends in the log as the host decided it.
+@Suite(.serialized) struct SwitchDeadlineEventLogTests {
+    @Test func aSwitchInTheGuestNeverAnswersIsLoggedAsFailedWithItsReason() throws {
+        let fixture = try PassthroughFixture(
+            model: "npa-dring", vfs: 1, a: GuestSpec("a", mac: "02:00:00:00:e3:01", queues: 1, memoryMiB: 32),
+            b: GuestSpec("b", mac: "02:00:00:00:e3:02", queues: 1, memoryMiB: 32), switchIn: (false, false)
+        ) { $0.switchTimeoutMilliseconds = 200 }
+        defer { fixture.stop() }
+        let host = fixture.host
+        // `a` makes no data-path call from here on: it never sees DIC.
+        try host.admin.switchVNIC(name: "a", toPassthrough: true)
+        #expect(try eventually { try host.status(of: "a")?.switchPending == nil })
+        let events = try host.admin.allEvents(after: 0).events.filter { $0.vnic == "a" }
+        #expect(events.map(\.kind) == [.attach, .switchPhase, .switchFailed], "\(events.map(\.line).joined(separator: "\n"))")
+        #expect(events.last?.detail.hasPrefix("switch-in timed out: the guest did not answer within 200 ms; VF released") == true)
+    }
+}
