@@ -72,11 +72,16 @@ public enum ControlMessage: Equatable, Sendable {
     /// `to` (ADDR:PORT or a Unix socket path). Answered `ok(id)` once it has started (then
     /// `npa status` follows it under that id) or `error` if it cannot start.
     case adminMigrate(vnic: String, to: String)
+    /// Admin → host: the events the host still holds after sequence `after` (0: all it holds),
+    /// oldest first, as many as fit one reply (`npa events`). A sequence the host has not
+    /// reached is refused (`invalidArgument`).
+    case eventsRequest(after: UInt64)
+    case eventsReply(HostEventBatch)
 
     /// The messages only the admin socket accepts; a guest's connection refuses them.
     public var isAdministrative: Bool {
         switch self {
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate: true
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest: true
         default: false
         }
     }
@@ -108,6 +113,7 @@ public enum ControlMessage: Equatable, Sendable {
         case peerQuery, peerReply
         case resume, moved, moveFailed
         case adminMigrate
+        case eventsRequest, eventsReply
     }
 
     public func encode() -> [UInt8] {
@@ -218,6 +224,12 @@ public enum ControlMessage: Equatable, Sendable {
             tag = .adminMigrate
             p.string(vnic)
             p.string(to)
+        case .eventsRequest(let after):
+            tag = .eventsRequest
+            p.u64(after)
+        case .eventsReply(let batch):
+            tag = .eventsReply
+            batch.encode(into: &p)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -315,6 +327,8 @@ public enum ControlMessage: Equatable, Sendable {
             message = .moveFailed(reason: try r.string())
         case .adminMigrate:
             message = .adminMigrate(vnic: try r.string(), to: try r.string())
+        case .eventsRequest: message = .eventsRequest(after: try r.u64())
+        case .eventsReply: message = .eventsReply(try HostEventBatch(from: &r))
         }
         try r.expectEnd()
         return message

@@ -47,6 +47,8 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
     case noMoveUnderWay
     /// An admin's migration that cannot start (no key, no such vNIC, a bad or own address...).
     case migration(String)
+    /// An `eventsRequest` for a sequence the host's event log has not reached.
+    case events(HostEventLog.Refusal)
     // Connections.
     case connectionCap(open: Int, max: Int)
     case adminConnectionCap(open: Int, max: Int)
@@ -79,6 +81,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .moveToken, .moveTokenForAnotherGuest: ControlMessage.ErrorCode.notPermitted
         case .registerPage, .resumeDescriptorCount: ControlMessage.ErrorCode.invalidArgument
         case .moving, .noMoveUnderWay, .migration: ControlMessage.ErrorCode.invalidState
+        case .events: ControlMessage.ErrorCode.invalidArgument
         case .vnicCreation, .connectionCap, .adminConnectionCap, .messageTooLarge: ControlMessage.ErrorCode.resourceExhausted
         }
     }
@@ -93,7 +96,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .administrativeOnGuestConnection:
             "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"
         case .guestMessageOnAdminSocket:
-            "the admin socket takes only status, switch, VF-reset and migrate requests; guests attach on the control socket"
+            "the admin socket takes only status, switch, VF-reset, migrate and events requests; guests attach on the control socket"
         case .notAttached: "this connection has no vNIC: attach first"
         case .onlyBAR1: "only BAR1 registers are reached through the control channel"
         case .noSuchVNIC(let name): "no vNIC named '\(name)'"
@@ -113,6 +116,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .moving(let name): "vNIC '\(name)' is moving to another host: its configuration cannot change now"
         case .noMoveUnderWay: "this host offered this vNIC no move"
         case .migration(let why): "cannot migrate: \(why)"
+        case .events(let refusal): refusal.description
         case .connectionCap(let open, let max): "the host has \(open) connections open (max_connections \(max)); try again later"
         case .adminConnectionCap(let open, let max): "the host has \(open) admin connections open (at most \(max)); try again later"
         case .attachTimeout(let seconds): "no vNIC attached within \(seconds) s (attach_timeout): closing"

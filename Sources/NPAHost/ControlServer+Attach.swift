@@ -12,7 +12,7 @@ extension ControlServer {
         func refuse(_ refusal: ControlRefusal) {
             for fd in fds { try? fd.close() }
             logger.warning("attach of '\(request.name)' refused: \(refusal)")
-            reply(c, refusal.reply)
+            reply(c, refusal.reply, about: request.name)
         }
         guard c.device == nil else { return refuse(.alreadyAttached) }
         // An arrival whose deadline passed no longer holds its guest's name and MAC.
@@ -44,7 +44,7 @@ extension ControlServer {
         } catch {
             for fd in fds.dropFirst() { try? fd.close() }
             logger.warning("attach of '\(name)' refused: guest memory: \(error)")
-            return reply(c, ControlRefusal.guestMemory("\(error)").reply)
+            return reply(c, ControlRefusal.guestMemory("\(error)").reply, about: name)
         }
         let device: EmulatedDevice
         do {
@@ -54,13 +54,14 @@ extension ControlServer {
                 maxQueues: configuration.maxQueuesPerVNIC, vswitch: dataPath.vswitch, admission: admission, logger: logger)
             try epoll.add(device.doorbell.fd, tag: HostEventTag.doorbell(device.id))
         } catch {
-            return reply(c, ControlRefusal.vnicCreation("\(error)").reply)
+            return reply(c, ControlRefusal.vnicCreation("\(error)").reply, about: name)
         }
         device.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
         nextVNICID += 1
         c.device = device
         dataPath.add(device)
         logger.info("attached guest '\(name)' as vNIC \(device.id), MAC \(mac), \(region.size >> 20) MiB")
+        noteAttached(device, memoryMiB: region.size >> 20, resumed: false)
         reply(
             c,
             .attached(
@@ -78,7 +79,7 @@ extension ControlServer {
             for fd in fds { try? fd.close() }
             logger.warning("resume of '\(request.name)' refused: \(refusal)")
             if let arrival { report(.arrivalFailed(name: arrival, reason: refusal.description)) }
-            reply(c, refusal.reply)
+            reply(c, refusal.reply, about: request.name)
         }
         guard c.device == nil else { return refuse(.alreadyAttached) }
         var state: DeviceState
@@ -148,6 +149,7 @@ extension ControlServer {
         c.device = device
         dataPath.add(device)
         logger.info("guest '\(name)' resumed here as vNIC \(device.id), MAC \(device.mac), \(region.size >> 20) MiB")
+        noteAttached(device, memoryMiB: region.size >> 20, resumed: true)
         reply(
             c,
             .attached(

@@ -23,6 +23,8 @@ final class ControlServer {
         /// Accepted on the admin socket: administrative requests only, never a vNIC.
         let isAdmin: Bool
         var device: EmulatedDevice?
+        /// Refusals sent on it (a guest's are recorded in the event log at 1, 2, 4, 8, ...).
+        var refusals: UInt64 = 0
         init(id: UInt64, socket: SeqPacketSocket, isAdmin: Bool) {
             self.id = id
             self.socket = socket
@@ -37,6 +39,8 @@ final class ControlServer {
     let dataPath: HostDataPath
     let pfDriver: PFDriver
     let admission: Admission
+    /// Where attaches, detaches, refusals and plugin faults are recorded (`ControlServer+Events.swift`).
+    let events: HostEventLog
     private(set) var connections: [UInt64: Connection] = [:]
     private var nextConnectionID: UInt64 = 1
     var nextVNICID: UInt32 = 1
@@ -66,8 +70,9 @@ final class ControlServer {
 
     init(
         configuration: HostConfiguration, adminSocketPath: String, epoll: Epoll, dataPath: HostDataPath, pfDriver: PFDriver,
-        admission: Admission, logger: Logger
+        admission: Admission, events: HostEventLog, logger: Logger
     ) {
+        self.events = events
         self.configuration = configuration
         self.adminSocketPath = adminSocketPath
         self.epoll = epoll
@@ -94,6 +99,7 @@ final class ControlServer {
             connectionsRefused &+= 1
             let refusal = ControlRefusal.connectionCap(open: guestConnectionCount, max: configuration.maxConnections)
             try? socket.send(refusal.reply.encode())
+            events.record(.refusal, "connection: \(refusal)")
             if connectionsRefused & (connectionsRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
                 logger.warning("connection refused (\(connectionsRefused) so far): \(refusal)")
             }
@@ -191,7 +197,10 @@ final class ControlServer {
         }
     }
 
-    func reply(_ c: Connection, _ message: ControlMessage, descriptors: [FileDescriptor] = []) {
+    /// Sends `message` on `c`; a refusal is recorded in the event log first, for the vNIC
+    /// `vnic` names (default: the connection's own).
+    func reply(_ c: Connection, _ message: ControlMessage, descriptors: [FileDescriptor] = [], about vnic: String? = nil) {
+        noteIfRefusal(message, on: c, about: vnic)
         do {
             try c.socket.send(message.encode(), descriptors: descriptors)
         } catch {
@@ -286,6 +295,7 @@ final class ControlServer {
             }
         case .pluginFault(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
+            events.record(.pluginFault, vnic: d.name, reason)
             switch pfDriver.resetVF(d, reason: "plugin fault: \(reason)") {
             case .success(let note): reply(c, .ok(note))
             case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
@@ -296,9 +306,10 @@ final class ControlServer {
         case .moveFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
             guestFailedToMove(d, reason: reason, connection: c)
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate:
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest:
             refuseAdministrative(message, from: c)
-        case .resume, .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply:
+        case .resume, .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply,
+            .eventsReply:
             reply(c, ControlRefusal.unexpectedMessage.reply)
         }
     }
@@ -320,26 +331,28 @@ final class ControlServer {
             reply(c, .statusReply(json: HostStatus.report(dataPath: dataPath, pfDriver: pfDriver, server: self).json()))
         case .adminSwitch(let name, let toPassthrough):
             guard let d = dataPath.device(named: name) else {
-                return reply(c, ControlRefusal.noSuchVNIC(name).reply)
+                return reply(c, ControlRefusal.noSuchVNIC(name).reply, about: name)
             }
             switch pfDriver.requestSwitch(d, toPassthrough: toPassthrough) {
             case .success(let note): reply(c, .ok(note))
-            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply, about: name)
             }
         case .adminResetVF(let name):
             guard let d = dataPath.device(named: name) else {
-                return reply(c, ControlRefusal.noSuchVNIC(name).reply)
+                return reply(c, ControlRefusal.noSuchVNIC(name).reply, about: name)
             }
             switch pfDriver.resetVF(d) {
             case .success(let note): reply(c, .ok(note))
-            case .failure(let r): reply(c, ControlRefusal.switching(r).reply)
+            case .failure(let r): reply(c, ControlRefusal.switching(r).reply, about: name)
             }
         case .adminMigrate(let name, let destination):
             guard let migrations else { return reply(c, ControlRefusal.migration("this host cannot migrate guests").reply) }
             switch migrations.start(vnic: name, to: destination) {
             case .success(let id): reply(c, .ok("\(id)"))
-            case .failure(let refusal): reply(c, ControlRefusal.migration(refusal.description).reply)
+            case .failure(let refusal): reply(c, ControlRefusal.migration(refusal.description).reply, about: name)
             }
+        case .eventsRequest(let after):
+            serveEvents(after: after, to: c)
         default:
             reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }
@@ -372,5 +385,6 @@ final class ControlServer {
         d.detach()
         dataPath.remove(d)
         logger.info("vNIC \(d.id) of guest '\(d.name)' torn down: \(reason)")
+        events.record(.detach, vnic: d.name, "vNIC \(d.id) torn down: \(reason)")
     }
 }

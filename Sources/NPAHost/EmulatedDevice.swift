@@ -69,6 +69,9 @@ final class EmulatedDevice {
     let permanentMAC: MACAddress
     private(set) var mac: MACAddress
     let logger: Logger
+    /// The host's event log (set once it is attached): told of the first fault of each reason
+    /// and of the error state, where they are logged — never per frame.
+    var events: HostEventLog?
     unowned let vswitch: VirtualSwitch
     /// Asked before any MAC, VLAN or rx-mode change is applied (policy and the whole host).
     unowned let admission: Admission
@@ -310,6 +313,7 @@ final class EmulatedDevice {
         if loggedReasons & (1 << UInt32(reason.rawValue)) == 0 {
             loggedReasons |= 1 << UInt32(reason.rawValue)
             logger.warning("guest fault: \(reason.name) (further ones are counted, not logged)")
+            events?.record(.guestFault, vnic: name, "\(reason.name) (further ones are counted, not recorded)")
         }
         if faults >= faultLimit, isActive { fail("\(faults) descriptor faults") }
     }
@@ -325,5 +329,6 @@ final class EmulatedDevice {
         }
         interrupts.first?.signal()
         logger.error("vNIC put in error state: \(reason)")
+        events?.record(.guestError, vnic: name, "vNIC put in the error state: \(reason)")
     }
 }

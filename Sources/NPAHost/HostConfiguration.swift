@@ -102,6 +102,8 @@ public struct HostConfiguration: Equatable, Sendable {
     /// direct frames meanwhile: it is the guest's downtime, traded against frames that spend
     /// longer than this on the network between the hosts (those are lost after it).
     public var migrationForwardingQuietMilliseconds: Int = 10
+    /// How many events the host keeps in memory for `npa events` (`event_log_size`).
+    public var eventLogSize: Int = 1024
 
     public init() {}
 
@@ -187,6 +189,10 @@ public struct HostConfiguration: Equatable, Sendable {
         # it until its own wires are drained and none came for this long (at most 200 ms): the
         # guest's downtime, traded against frames slower than that on the network between them.
         migration_forwarding_quiet_ms: 10
+
+        # Events the host keeps in memory for npa events (attach, detach, switch phases,
+        # refusals, faults, VF resets, migrations); older ones are let go.
+        event_log_size: 1024
 
         # Policy for guests not listed under `guests`.
         default_policy:
@@ -308,6 +314,11 @@ public struct HostConfiguration: Equatable, Sendable {
                     throw LoadError(file, line, "migration_forwarding_quiet_ms must be 1...200")
                 }
                 config.migrationForwardingQuietMilliseconds = n
+            case "event_log_size":
+                guard let n = value.int, (1...1_000_000).contains(n) else {
+                    throw LoadError(file, line, "event_log_size must be an integer from 1 to 1000000")
+                }
+                config.eventLogSize = n
             case "default_policy":
                 config.defaultPolicy = try parsePolicy(value, file: file, path: "default_policy")
             case "guests":
@@ -321,7 +332,7 @@ public struct HostConfiguration: Equatable, Sendable {
             default:
                 throw LoadError(
                     file, line,
-                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, plugin_trust, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, migration_forwarding_quiet_ms, default_policy, guests)"
+                    "unknown key '\(key)' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, plugin_trust, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, migration_forwarding_quiet_ms, event_log_size, default_policy, guests)"
                 )
             }
         }

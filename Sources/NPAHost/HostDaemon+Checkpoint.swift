@@ -54,6 +54,7 @@ extension HostDaemon {
         // Host tuning and this host's switch history are not device state: they stay here.
         restored.receiverStallLimitNanoseconds = device.receiverStallLimitNanoseconds
         restored.switching = device.switching
+        restored.events = device.events
         dataPath.replace(device, with: restored)
         server.rebind(device, to: restored)
         logger.info("vNIC '\(device.name)' checkpointed and restored")

@@ -35,6 +35,8 @@ public final class HostDaemon: @unchecked Sendable {
     let pfDriver: PFDriver
     let server: ControlServer
     let loop: HostEventLoop
+    /// The last `event_log_size` control events, for `npa events`.
+    let events: HostEventLog
 
     /// `adminSocketPath` defaults to `HostSocketPath.admin(forControl: socketPath)`. Throws
     /// `SocketPathError` if either path is not ours to take (a file, a live host).
@@ -76,13 +78,15 @@ public final class HostDaemon: @unchecked Sendable {
                     throw TAPWireError(description: "uplink: \(error)")
                 }
             }
+            events = HostEventLog(capacity: configuration.eventLogSize)
             let vswitch = VirtualSwitch()
             admission = Admission(vswitch: vswitch)
             dataPath = HostDataPath(vswitch: vswitch, uplink: configuration.uplink, nics: nics, uplinkWire: uplinkWire)
-            pfDriver = PFDriver(configuration: configuration, nics: nics, dataPath: dataPath, admission: admission, logger: logger)
+            pfDriver = PFDriver(
+                configuration: configuration, nics: nics, dataPath: dataPath, admission: admission, events: events, logger: logger)
             server = ControlServer(
                 configuration: configuration, adminSocketPath: self.adminSocketPath, epoll: epoll, dataPath: dataPath, pfDriver: pfDriver,
-                admission: admission, logger: logger)
+                admission: admission, events: events, logger: logger)
             loop = try HostEventLoop(
                 epoll: epoll, listeners: listeners, server: server, dataPath: dataPath, pfDriver: pfDriver, configuration: configuration,
                 logger: logger)

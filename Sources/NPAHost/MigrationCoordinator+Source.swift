@@ -37,7 +37,10 @@ extension MigrationCoordinator {
 
     func step(_ m: Outgoing, _ event: MigrationSourceMachine.Event, _ now: UInt64) {
         do {
-            perform(try m.machine.handle(event, now: now), for: m)
+            let before = m.machine.phase
+            let actions = try m.machine.handle(event, now: now)
+            notePhase(m, since: before, now: now)
+            perform(actions, for: m)
         } catch {
             logger.debug("migration \(m.id): \(error)")
         }

@@ -178,6 +178,7 @@ final class MigrationCoordinator {
         }
         outgoing[id] = migration
         logger.info("migration \(id): vNIC '\(name)' to \(destination) begins")
+        noteBegun(migration)
         return .success(id)
     }
 
@@ -233,13 +234,13 @@ final class MigrationCoordinator {
             serviceChannel(m)
             guard outgoing[m.id] != nil else { continue }
             let drained = m.wireFence?.poll() ?? false
-            perform(m.machine.tick(now: now, lastFrameOrAnnouncement: m.lastFrameOrAnnouncement, wiresDrained: drained), for: m)
+            perform(tick(m, now: now, wiresDrained: drained), for: m)
         }
         for m in Array(incoming.values) {
             serviceChannel(m)
             guard incoming[m.id] != nil else { continue }
             heardAnnouncementIfWritten(m, now)
-            if incoming[m.id] != nil { perform(m.machine.tick(now: now), for: m) }
+            if incoming[m.id] != nil { perform(tick(m, now: now), for: m) }
         }
     }
 

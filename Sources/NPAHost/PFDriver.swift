@@ -20,13 +20,19 @@ final class PFDriver {
     let admission: Admission
     let plugins: PluginStore
     let dataPath: HostDataPath
+    /// Where switch phases and VF resets are recorded (`PFDriver+Events.swift`).
+    let events: HostEventLog
     /// The host's software SR-IOV NICs (engines on their own threads, accounted as hardware).
     let nics: [SoftNIC]
     /// VFs reserved or in use, per NIC name.
     var vfsInUse: [String: Set<Int>] = [:]
 
-    init(configuration: HostConfiguration, nics: [SoftNIC], dataPath: HostDataPath, admission: Admission, logger: Logger) {
+    init(
+        configuration: HostConfiguration, nics: [SoftNIC], dataPath: HostDataPath, admission: Admission, events: HostEventLog,
+        logger: Logger
+    ) {
         self.configuration = configuration
+        self.events = events
         self.nics = nics
         self.dataPath = dataPath
         self.admission = admission
@@ -170,6 +176,7 @@ final class PFDriver {
     > {
         switch result {
         case .success(let actions):
+            noteSwitchStep(device, now: Clock.monotonicNanoseconds())
             perform(actions, for: device)
             return .success(())
         case .failure(let refusal):
@@ -240,12 +247,14 @@ final class PFDriver {
                     return reply(.switchOffer(.init(kind: .none)), [])
                 }
                 logger.info("vNIC '\(device.name)': offering \(nic.name)/vf\(index) with plugin bundle \(path)")
+                noteSwitchStep(device, now: Clock.monotonicNanoseconds())
                 device.pluginBundle = URL(fileURLWithPath: path).lastPathComponent
                 let vf = nic.vfs[index]
                 reply(
                     .switchOffer(.init(kind: .switchIn, vf: UInt16(index), model: nic.model.name, plugin: lease.plugin)),
                     [image.fd, vf.registers.fd, vf.kick.fd])
             case .offerSwitchOut(let lease):
+                noteSwitchOutOffered(device, now: Clock.monotonicNanoseconds())
                 reply(.switchOffer(.init(kind: .switchOut, vf: UInt16(lease.index))), [])
             default:
                 reply(.switchOffer(.init(kind: .none)), [])
@@ -261,6 +270,7 @@ final class PFDriver {
             let before = device.switching.reason
             perform(device.switching.stepDeadlinePassed(now: now, limitMilliseconds: configuration.switchTimeoutMilliseconds), for: device)
             if let reason = device.switching.reason, reason != before { logger.warning("vNIC '\(device.name)': \(reason)") }
+            noteSwitchDeadline(device, reasonBefore: before)
         }
     }
 
@@ -320,6 +330,7 @@ final class PFDriver {
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
         nic.enable(vf: index)
+        noteSwitchStep(device, now: Clock.monotonicNanoseconds())
         return .success(())
     }
 

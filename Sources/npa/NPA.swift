@@ -15,7 +15,9 @@ struct NPA: ParsableCommand {
             unreachable, a file that cannot be written), with one line on standard error; 64 a \
             usage error.
             """,
-        subcommands: [Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Migrate.self, Soak.self, Bench.self, Plugin.self])
+        subcommands: [
+            Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Events.self, Migrate.self, Soak.self, Bench.self, Plugin.self,
+        ])
 
     /// ArgumentParser's own `main`, except that a `CommandFailure` is one line on standard error
     /// and exit status 2 (see `ExitStatus`), not "Error: ..." and 1.

@@ -39,6 +39,15 @@ import Testing
         .resume(.init(token: MoveToken(bytes: Array(0..<16)), name: "alpha", interruptVectors: 1)),
         .moved,
         .moveFailed(reason: "the destination refused the token"),
+        .eventsRequest(after: 41),
+        .eventsReply(
+            HostEventBatch(
+                oldestHeld: 3, latest: 4, capacity: 1024,
+                events: [
+                    HostEvent(
+                        sequence: 3, uptimeNanoseconds: 10, wallClockNanoseconds: 20, kind: .attach, vnic: "alpha", detail: "attached"),
+                    HostEvent(sequence: 4, uptimeNanoseconds: 11, wallClockNanoseconds: 21, kind: .refusal, vnic: nil, detail: "no"),
+                ])),
     ]
 
     @Test(arguments: samples)

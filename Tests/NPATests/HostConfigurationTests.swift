@@ -43,7 +43,7 @@ import Testing
         ("nics:\n  - { name: n, model: e1000, vfs: 2 }\n", "host.yaml:2: NIC model must be npa-dring or npa-cq, not 'e1000'"),
         (
             "colour: blue\n",
-            "host.yaml:1: unknown key 'colour' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, plugin_trust, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, migration_forwarding_quiet_ms, default_policy, guests)"
+            "host.yaml:1: unknown key 'colour' (known: max_queues, uplink, nics, auto_passthrough, plugin_dir, plugin_trust, idle_passes, receiver_stall_ms, switch_timeout_ms, max_connections, attach_timeout, migration_key_file, migration_listen, migration_timeout_ms, migration_forwarding_quiet_ms, event_log_size, default_policy, guests)"
         ),
         (
             "guests:\n  a:\n    macs: [\"01:00:5e:00:00:01\"]\n",
