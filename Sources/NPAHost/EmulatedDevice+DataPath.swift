@@ -270,17 +270,16 @@ extension EmulatedDevice {
         return false
     }
 
-    /// Parks a frame for this vNIC at a switch point, if its ring cannot take it now or earlier
-    /// frames are already parked (order is kept); else delivers it. `toVirtualFunction` nil (a
-    /// receiver that is not the one switching): where the frames parked before it go, if any.
-    func deliverOrPark(_ frame: UnsafeRawPointer, length: Int, hash: UInt32, toVirtualFunction: Bool?, checksumBits: UInt32 = 0) {
+    /// Parks a frame for this vNIC while it is in a switch handshake, if its ring cannot take
+    /// it now or earlier frames are already parked (order is kept); else delivers it.
+    func deliverOrPark(_ frame: UnsafeRawPointer, length: Int, hash: UInt32, toVirtualFunction: Bool, checksumBits: UInt32 = 0) {
         if switchOverflow == nil && hasReceiveBuffer(hash: hash) {
             deliver(frame, length: length, hash: hash, checksumBits: checksumBits)
             return
         }
         let overflow = switchOverflow ?? SwitchOverflow(maximumFrameLength: maximumFrameLength)
         switchOverflow = overflow
-        overflow.toVirtualFunction = toVirtualFunction ?? overflow.toVirtualFunction
+        overflow.toVirtualFunction = toVirtualFunction
         if !overflow.append(frame, length: length) { drop(.noBuffers) }
     }
 

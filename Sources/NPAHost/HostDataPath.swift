@@ -144,10 +144,11 @@ final class HostDataPath {
     /// Frames the NIC sent up to its PF (for MACs not on a VF) enter the vswitch by the uplink.
     /// A unicast frame whose receiver has no free buffer (within its stall limit) stays in the
     /// PF queue, which then fills and holds back the NIC's senders in turn. At a switch point
-    /// (`switching` given, with `parking`) nothing is waited for: the drain must finish while the
-    /// switching guest waits for its answer (and a guest its thread drives with it cannot post
-    /// buffers meanwhile), so frames a receiver's ring cannot take yet are parked for it
-    /// (`SwitchOverflow`), in order. A frame for no vNIC is counted in `pfFramesUnroutable`.
+    /// (`switching` given) frames for the switching guest, and for a guest whose VF was reset,
+    /// are not waited for: the drain must finish, and those guests are busy in their own switch.
+    /// With `parking`, the switching guest's frames its ring cannot take yet are parked for it
+    /// (`SwitchOverflow`) rather than dropped. A frame for no vNIC is counted in
+    /// `pfFramesUnroutable`.
     func receiveFromPF(_ nic: SoftNIC, switching exempt: EmulatedDevice? = nil, parking: SwitchParking = .no) -> Int {
         guard let ingress = vswitch.uplinkPort else { return 0 }
         return nic.pfReceive.popMarked(
@@ -180,11 +181,10 @@ final class HostDataPath {
             return true
         }
         let hash = EthernetFrame.flowHash(frame, length: length)
-        if parking != .no, n == 1, let owner = portOwners[Int(arena.destinations[0])],
-            owner.toOpaque() == exemptOwner || owner._withUnsafeGuaranteedRef({ $0.holdsSenderWithoutBuffer(hash: hash) })
-        {
-            let toVF = owner.toOpaque() == exemptOwner ? parking == .thenToVirtualFunction : nil
-            owner._withUnsafeGuaranteedRef { $0.deliverOrPark(frame, length: length, hash: hash, toVirtualFunction: toVF) }
+        if parking != .no, n == 1, let owner = portOwners[Int(arena.destinations[0])], owner.toOpaque() == exemptOwner {
+            owner._withUnsafeGuaranteedRef {
+                $0.deliverOrPark(frame, length: length, hash: hash, toVirtualFunction: parking == .thenToVirtualFunction)
+            }
             anySwitchOverflow = anySwitchOverflow || owner._withUnsafeGuaranteedRef { $0.switchOverflow != nil }
             return true
         }

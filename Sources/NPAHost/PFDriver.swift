@@ -364,12 +364,12 @@ final class PFDriver {
 
     /// Delivers everything the PF holds now (at a switch point, not one burst: frames left behind
     /// would be overtaken by what the guest sends next on its new path, or routed after its MAC
-    /// moved). No receiver is waited for: the switching guest is busy in the handshake, and
-    /// another guest may be driven by the same thread (a test's, a VMM's), so a wait here for its
-    /// buffers would hold the answer, the host thread and that guest for its whole stall limit.
-    /// Frames a receiver's ring cannot take are parked for it (`SwitchOverflow`): the switching
-    /// guest's follow it to its new path, another's reach its ring from the next pass on, before
-    /// anything newer, within its stall limit — nothing is lost at a switch to a full ring.
+    /// moved). A receiver with no free buffer is waited for — the host thread yields until it
+    /// posts one, within that receiver's stall limit — so a switch loses nothing to a slow
+    /// receiver; the wait is bounded by the limit and happens only at a switch point. Frames for
+    /// the switching guest itself are not waited for: it is busy in the switch handshake. Those
+    /// its emulated ring cannot take are parked for it (`SwitchOverflow`) and follow it to its
+    /// new path — nothing is lost at a switch to a guest's full ring.
     func drainPF(_ nic: SoftNIC, switching device: EmulatedDevice, parking: SwitchParking) {
         // Frames already parked for it follow it to where it is going now.
         device.switchOverflow?.toVirtualFunction = parking == .thenToVirtualFunction
