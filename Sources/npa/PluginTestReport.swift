@@ -32,13 +32,36 @@ struct PluginTestReport: Codable, Equatable {
     /// The step named `name`, if the report has it.
     func step(_ name: String) -> Step? { steps.first { $0.name == name } }
 
+    private enum CodingKeys: String, CodingKey { case bundle, model, plugin, steps, passed }
+
+    init(bundle: String, model: String, plugin: String? = nil, steps: [Step] = []) {
+        self.bundle = bundle
+        self.model = model
+        self.plugin = plugin
+        self.steps = steps
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            bundle: try c.decode(String.self, forKey: .bundle), model: try c.decode(String.self, forKey: .model),
+            plugin: try c.decodeIfPresent(String.self, forKey: .plugin), steps: try c.decode([Step].self, forKey: .steps))
+    }
+
+    /// `passed` is derived, not stored, and written too, so a script need not recompute it.
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(bundle, forKey: .bundle)
+        try c.encode(model, forKey: .model)
+        try c.encodeIfPresent(plugin, forKey: .plugin)
+        try c.encode(steps, forKey: .steps)
+        try c.encode(passed, forKey: .passed)
+    }
+
     func json() -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        var object = (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        // `passed` is derived, not stored: added so a script need not recompute it.
-        object.removeLast()
-        return object + ",\"passed\":\(passed)}"
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
     /// The header, one line per step ("  3 switch-in           pass  …"), then the verdict.

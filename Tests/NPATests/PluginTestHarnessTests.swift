@@ -76,12 +76,8 @@ import Testing
         let bundle = try buildBrokenPlugin(
             in: dir, name: "never-completes",
             replacing: "static uint32_t broken(npa_plugin_state *s, uint32_t q) { (void)s; (void)q; return 0; }", op: "check_tx_ring")
-        let result = try NPAProcess([
-            "plugin", "test", bundle, "--model", "npa-dring", "--trust", "\(dir)/vendor.pub", "--frames", "3000", "--timeout", "8",
-            "--json",
-        ]).finish()
-        #expect(result.status == 1, "\(result.stdout) \(result.stderr)")
-        let report = try JSONDecoder().decode(PluginTestReport.self, from: Data(result.stdout.utf8))
+        let (status, report) = try runPluginTest(bundle, trust: "\(dir)/vendor.pub", frames: 3000, timeout: 8)
+        #expect(status == 1, "\(report.lines())")
         #expect(report.step("switch-in")?.outcome == .passed, "\(report.lines())")
         let traffic = try #require(report.step("traffic"))
         #expect(traffic.outcome == .failed)
@@ -108,12 +104,9 @@ import Testing
         let built = try NPAProcess(["plugin", "build", "\(dir)/acme", "--out", "\(dir)/acme.npabundle", "--key", "\(dir)/acme.key"])
             .finish()
         try #require(built.status == 0, "\(built.stdout) \(built.stderr)")
-        let result = try NPAProcess([
-            "plugin", "test", "\(dir)/acme.npabundle", "--model", "npa-dring", "--trust", "\(dir)/acme.key.pub", "--frames", "1000",
-            "--timeout", "\(Self.stallSeconds)", "--json",
-        ]).finish()
-        let report = try JSONDecoder().decode(PluginTestReport.self, from: Data(result.stdout.utf8))
-        #expect(result.status == 0 && report.passed, "\(report.lines())")
+        let (status, report) = try runPluginTest(
+            "\(dir)/acme.npabundle", trust: "\(dir)/acme.key.pub", frames: 1000, timeout: Self.stallSeconds)
+        #expect(status == 0 && report.passed, "\(report.lines())")
     }
 
     /// A plugin (npa-dring's, with `check_rx_ring` ignoring `max_frames`) that hands the shell
@@ -126,12 +119,8 @@ import Testing
             in: dir, name: "ignores-max",
             replacing: "static uint32_t broken(npa_plugin_state *s, uint32_t q, uint32_t n) { (void)n; return check_rx_ring(s, q, 256); }",
             op: "check_rx_ring")
-        let result = try NPAProcess([
-            "plugin", "test", bundle, "--model", "npa-dring", "--trust", "\(dir)/vendor.pub", "--frames", "3000", "--timeout",
-            "\(Self.stallSeconds)", "--json",
-        ]).finish()
-        #expect(result.status == 1, "\(result.stdout) \(result.stderr)")
-        let report = try JSONDecoder().decode(PluginTestReport.self, from: Data(result.stdout.utf8))
+        let (status, report) = try runPluginTest(bundle, trust: "\(dir)/vendor.pub", frames: 3000, timeout: Self.stallSeconds)
+        #expect(status == 1, "\(report.lines())")
         let traffic = try #require(report.step("traffic"))
         #expect(traffic.outcome == .failed && traffic.detail.contains("beyond check_rx_ring's max_frames"), "\(report.lines())")
     }
@@ -146,18 +135,26 @@ import Testing
             replacing:
                 "static uint32_t broken(npa_plugin_state *s, uint32_t q, uint32_t n) { (void)s; (void)q; (void)n; *(volatile uint32_t *)0 = 1; return 0; }",
             op: "check_rx_ring")
-        let result = try NPAProcess([
-            "plugin", "test", bundle, "--model", "npa-dring", "--trust", "\(dir)/vendor.pub", "--frames", "200", "--timeout",
-            "\(Self.stallSeconds)", "--json",
-        ]).finish()
-        #expect(result.status == 1, "\(result.stdout) \(result.stderr)")
-        let report = try JSONDecoder().decode(PluginTestReport.self, from: Data(result.stdout.utf8))
+        let (status, report) = try runPluginTest(bundle, trust: "\(dir)/vendor.pub", frames: 200, timeout: Self.stallSeconds)
+        #expect(status == 1, "\(report.lines())")
         let failed = report.steps.filter { $0.outcome == .failed }
         #expect(failed.count == 1 && failed[0].detail.contains("killed by signal 11"), "\(report.lines())")
         #expect(report.steps.filter { $0.number > (failed.first?.number ?? 0) }.allSatisfy { $0.outcome == .skipped })
     }
 
     // MARK: Helpers
+
+    /// `npa plugin test BUNDLE --model npa-dring --json` through the built binary: its exit
+    /// status and its report.
+    func runPluginTest(_ bundle: String, trust: String, frames: Int, timeout: Double) throws -> (status: Int32, report: PluginTestReport) {
+        let result = try NPAProcess([
+            "plugin", "test", bundle, "--model", "npa-dring", "--trust", trust, "--frames", "\(frames)", "--timeout", "\(timeout)",
+            "--json",
+        ]).finish()
+        let report = try #require(
+            try? JSONDecoder().decode(PluginTestReport.self, from: Data(result.stdout.utf8)), "\(result.stdout) \(result.stderr)")
+        return (result.status, report)
+    }
 
     func temporaryDirectory() throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
