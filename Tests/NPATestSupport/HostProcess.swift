@@ -1,5 +1,6 @@
 import Foundation
 import NPAAdmin
+import NPAControlProtocol
 import NPASystem
 
 /// A host in its own `npa host` process, on a fresh path; killed and its socket removed at
@@ -25,9 +26,15 @@ package final class HostProcess {
         process = try NPAProcess(arguments)
     }
 
-    /// True once the host accepts connections (or false if it never does, or exited).
+    /// True once the host accepts connections on both its sockets (or false if it never does,
+    /// or exited). The admin socket is bound just after the control socket: a test that asks the
+    /// admin socket as soon as guests could attach would otherwise race that window.
     package func waitUntilListening() -> Bool {
-        eventually { !process.process.isRunning || (try? SeqPacketSocket.probe(path: socketPath)) == .live } && process.process.isRunning
+        let admin = HostSocketPath.admin(forControl: socketPath)
+        return eventually {
+            !process.process.isRunning
+                || ((try? SeqPacketSocket.probe(path: socketPath)) == .live && (try? SeqPacketSocket.probe(path: admin)) == .live)
+        } && process.process.isRunning
     }
 
     /// SIGKILL, then wait until the process is gone: from then on the kernel has closed
