@@ -25,6 +25,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
@@ -61,8 +64,18 @@ let package = Package(
                 "NPASystem", "NPARingFormats", "NPAControlProtocol", "NPANICModel", "NPAMigration", "NPAPluginBundle", "CNPAPluginABI",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: dataPath),
+        // The operator's scrape endpoint: `GET /metrics` over SwiftNIO's HTTP/1 server, rendering
+        // whatever exposition it is given. Knows nothing of the host: the CLI wires it to one.
+        .target(
+            name: "NPAMetricsEndpoint",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
         .target(
             name: "NPAShell",
             dependencies: [
@@ -75,8 +88,11 @@ let package = Package(
             name: "npa",
             dependencies: [
                 "NPAHost", "NPANICModel", "NPAShell", "NPAWorkload", "NPASystem", "NPAAdmin", "NPAPluginBundle", "CNPAPluginABI",
+                "NPAMetricsEndpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .target(name: "CVMXNET3Mirror", path: "Tests/CVMXNET3Mirror"),
         // The vendor plugins, also linked into the tests under their own entry names; as
@@ -105,7 +121,7 @@ let package = Package(
                 "NPATestSupport", "CVMXNET3Mirror", "NPANICModel", "DRingPlugin", "CQPlugin",
                 .product(name: "SystemPackage", package: "swift-system"),
                 "NPAHost", "NPAShell", "NPAWorkload", "NPARingFormats", "NPAControlProtocol",
-                "NPASystem", "CNPAPluginABI", "npa", "NPAAdmin", "NPAMigration", "NPAPluginBundle",
+                "NPASystem", "CNPAPluginABI", "npa", "NPAAdmin", "NPAMigration", "NPAPluginBundle", "NPAMetricsEndpoint",
             ]),
     ],
     swiftLanguageModes: [.v6]

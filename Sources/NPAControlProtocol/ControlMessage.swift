@@ -77,11 +77,15 @@ public enum ControlMessage: Equatable, Sendable {
     /// reached is refused (`invalidArgument`).
     case eventsRequest(after: UInt64)
     case eventsReply(HostEventBatch)
+    /// Admin → host: bring the host's Prometheus metrics up to date with the counters it keeps
+    /// (`npa host --metrics` asks before each scrape); `.ok` once done. Refused (`invalidState`)
+    /// by a host started without metrics.
+    case metricsRefresh
 
     /// The messages only the admin socket accepts; a guest's connection refuses them.
     public var isAdministrative: Bool {
         switch self {
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest: true
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .metricsRefresh: true
         default: false
         }
     }
@@ -102,6 +106,21 @@ public enum ControlMessage: Equatable, Sendable {
         public static let notAttached: UInt32 = 7
         /// An administrative request on a guest's connection (or a guest's on the admin socket).
         public static let notPermitted: UInt32 = 8
+
+        /// The code's name in snake case, as metrics label it (`code_N` for one this build lacks).
+        public static func name(of code: UInt32) -> String {
+            switch code {
+            case malformed: "malformed"
+            case unsupportedVersion: "unsupported_version"
+            case refusedByPolicy: "refused_by_policy"
+            case invalidState: "invalid_state"
+            case invalidArgument: "invalid_argument"
+            case resourceExhausted: "resource_exhausted"
+            case notAttached: "not_attached"
+            case notPermitted: "not_permitted"
+            default: "code_\(code)"
+            }
+        }
     }
 
     private enum Tag: UInt16 {
@@ -114,6 +133,7 @@ public enum ControlMessage: Equatable, Sendable {
         case resume, moved, moveFailed
         case adminMigrate
         case eventsRequest, eventsReply
+        case metricsRefresh = 46
     }
 
     public func encode() -> [UInt8] {
@@ -230,6 +250,7 @@ public enum ControlMessage: Equatable, Sendable {
         case .eventsReply(let batch):
             tag = .eventsReply
             batch.encode(into: &p)
+        case .metricsRefresh: tag = .metricsRefresh
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -329,6 +350,7 @@ public enum ControlMessage: Equatable, Sendable {
             message = .adminMigrate(vnic: try r.string(), to: try r.string())
         case .eventsRequest: message = .eventsRequest(after: try r.u64())
         case .eventsReply: message = .eventsReply(try HostEventBatch(from: &r))
+        case .metricsRefresh: message = .metricsRefresh
         }
         try r.expectEnd()
         return message

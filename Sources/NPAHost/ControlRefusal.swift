@@ -49,6 +49,8 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
     case migration(String)
     /// An `eventsRequest` for a sequence the host's event log has not reached.
     case events(HostEventLog.Refusal)
+    /// A `metricsRefresh` to a host started without metrics.
+    case metricsNotServed
     // Connections.
     case connectionCap(open: Int, max: Int)
     case adminConnectionCap(open: Int, max: Int)
@@ -82,6 +84,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .registerPage, .resumeDescriptorCount: ControlMessage.ErrorCode.invalidArgument
         case .moving, .noMoveUnderWay, .migration: ControlMessage.ErrorCode.invalidState
         case .events: ControlMessage.ErrorCode.invalidArgument
+        case .metricsNotServed: ControlMessage.ErrorCode.invalidState
         case .vnicCreation, .connectionCap, .adminConnectionCap, .messageTooLarge: ControlMessage.ErrorCode.resourceExhausted
         }
     }
@@ -117,6 +120,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .noMoveUnderWay: "this host offered this vNIC no move"
         case .migration(let why): "cannot migrate: \(why)"
         case .events(let refusal): refusal.description
+        case .metricsNotServed: "this host serves no metrics (start it with --metrics ADDR:PORT)"
         case .connectionCap(let open, let max): "the host has \(open) connections open (max_connections \(max)); try again later"
         case .adminConnectionCap(let open, let max): "the host has \(open) admin connections open (at most \(max)); try again later"
         case .attachTimeout(let seconds): "no vNIC attached within \(seconds) s (attach_timeout): closing"

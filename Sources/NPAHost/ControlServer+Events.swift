@@ -12,8 +12,12 @@ extension ControlServer {
     func noteIfRefusal(_ message: ControlMessage, on c: Connection, about vnic: String?) {
         let reason: String
         switch message {
-        case .error(_, let text): reason = text
-        case .registerResult(let status, _, let text) where status != 0: reason = text
+        case .error(let code, let text):
+            reason = text
+            refusalsByCode[ControlMessage.ErrorCode.name(of: code), default: 0] &+= 1
+        case .registerResult(let status, _, let text) where status != 0:
+            reason = text
+            refusalsByCode["register_access", default: 0] &+= 1
         default: return
         }
         c.refusals &+= 1

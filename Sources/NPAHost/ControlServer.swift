@@ -67,6 +67,11 @@ final class ControlServer {
     var acceptFDExhausted: UInt64 = 0
     /// Administrative requests refused on guests' connections.
     private(set) var adminRefused: UInt64 = 0
+    /// Every refusal sent, by wire error code's name (the metrics' `npa_control_refusals_total`).
+    var refusalsByCode: [String: UInt64] = [:]
+    /// Set when the host serves metrics (`npa host --metrics`); with the host thread's activity.
+    var metrics: HostMetrics?
+    var hostActivity: HostThreadActivity?
 
     init(
         configuration: HostConfiguration, adminSocketPath: String, epoll: Epoll, dataPath: HostDataPath, pfDriver: PFDriver,
@@ -306,7 +311,7 @@ final class ControlServer {
         case .moveFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
             guestFailedToMove(d, reason: reason, connection: c)
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest:
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .metricsRefresh:
             refuseAdministrative(message, from: c)
         case .resume, .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply,
             .eventsReply:
@@ -353,6 +358,8 @@ final class ControlServer {
             }
         case .eventsRequest(let after):
             serveEvents(after: after, to: c)
+        case .metricsRefresh:
+            refreshMetrics(for: c)
         default:
             reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }

@@ -29,6 +29,8 @@ public final class HostDaemon: @unchecked Sendable {
     /// The admin socket: status, switch and VF-reset requests, never a guest's messages.
     public let adminSocketPath: String
     public let configuration: HostConfiguration
+    /// The metrics it keeps up to date for a scrape endpoint, if it was given any.
+    public let metrics: HostMetrics?
     let logger: Logger
     let admission: Admission
     let dataPath: HostDataPath
@@ -40,12 +42,17 @@ public final class HostDaemon: @unchecked Sendable {
 
     /// `adminSocketPath` defaults to `HostSocketPath.admin(forControl: socketPath)`. Throws
     /// `SocketPathError` if either path is not ours to take (a file, a live host).
-    public init(socketPath: String, adminSocketPath: String? = nil, configuration: HostConfiguration = HostConfiguration(), logger: Logger)
-        throws
-    {
+    /// `metrics`: the registry to keep up to date for a scrape endpoint (`npa host --metrics`);
+    /// nil, none is kept.
+    public init(
+        socketPath: String, adminSocketPath: String? = nil, configuration: HostConfiguration = HostConfiguration(),
+        metrics: HostMetrics? = nil,
+        logger: Logger
+    ) throws {
         self.socketPath = socketPath
         self.adminSocketPath = adminSocketPath ?? HostSocketPath.admin(forControl: socketPath)
         self.configuration = configuration
+        self.metrics = metrics
         self.logger = logger
         let epoll = try Epoll()
         // The migration key and listener first: a bad key file is refused before anything is
@@ -90,6 +97,9 @@ public final class HostDaemon: @unchecked Sendable {
             loop = try HostEventLoop(
                 epoll: epoll, listeners: listeners, server: server, dataPath: dataPath, pfDriver: pfDriver, configuration: configuration,
                 logger: logger)
+            pfDriver.metrics = metrics
+            server.metrics = metrics
+            server.hostActivity = loop.activity
             let migrations = MigrationCoordinator(configuration: configuration, key: migrationKey, listener: migrationListener)
             server.migrations = migrations
             if let migrationListener { try epoll.add(migrationListener.fd, tag: HostEventTag.migrationListener) }

@@ -19,6 +19,9 @@ final class HostEventLog {
     /// Slot `(sequence - 1) % capacity` holds the event of that sequence.
     private var ring: [HostEvent] = []
     private var nextSequence: UInt64 = 1
+    /// Every event recorded since the host started, by kind (the metrics' `npa_events_total`):
+    /// unlike the ring, never forgets.
+    private(set) var recordedByKind: [HostEvent.Kind: UInt64] = [:]
     private let startedAt: UInt64
 
     init(capacity: Int) {
@@ -46,6 +49,7 @@ final class HostEventLog {
             ring[Int((nextSequence - 1) % UInt64(capacity))] = event
         }
         nextSequence += 1
+        recordedByKind[kind, default: 0] &+= 1
     }
 
     /// Why a request for events is refused.

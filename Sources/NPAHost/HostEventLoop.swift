@@ -45,7 +45,9 @@ final class HostEventLoop {
     /// wire was seen down (`checkWires` says so once each).
     private(set) var wires: [(port: String, wire: TAPWire)] = []
     private var wiresReportedDown: Set<String> = []
-    private(set) var sleeps: UInt64 = 0
+    /// Its sleeps in epoll and their length (the metrics read it; `HostDaemon.sleeps` too).
+    let activity = HostThreadActivity()
+    var sleeps: UInt64 { activity.sleeps }
     /// Unattached guest connections in accept order with their attach deadlines (one timeout for
     /// all, so accept order is deadline order: a FIFO, no heap). Entries of connections that
     /// attached or closed are skipped when they come up.
@@ -144,7 +146,6 @@ final class HostEventLoop {
                     continue
                 }
                 sleeping = true
-                sleeps &+= 1
                 timeout = 1000
             } else if passesSinceControl >= 64 {
                 timeout = 0
@@ -159,8 +160,10 @@ final class HostEventLoop {
             if timeout != -2 {
                 passesSinceControl = 0
                 if timeout > 0 { timeout = min(timeout, millisecondsUntilNextTimer()) }
+                let asleepAt = sleeping ? Clock.monotonicNanoseconds() : 0
                 let tags = try epoll.wait(timeoutMilliseconds: timeout)  // a slice of Epoll's buffer: no allocation per wake-up
                 if sleeping {
+                    activity.noteSleep(since: asleepAt)
                     sleeping = false
                     dataPath.uplinkNIC?.pfReceive.setConsumerSleeping(false)
                     for d in dataPath.devices { d.setSleeping(false) }

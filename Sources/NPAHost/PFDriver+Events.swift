@@ -19,6 +19,7 @@ extension PFDriver {
             events.record(.switchPhase, vnic: device.name, "switch-in: \(Self.name(lease)) queues programmed (\(since))")
         case .passthrough(let lease):
             let took = s.lastSwitchMilliseconds.map { String(format: "%.2f ms", $0) } ?? since
+            if let ms = s.lastSwitchMilliseconds { metrics?.recordSwitch(vnic: device.name, direction: "in", milliseconds: ms) }
             events.record(.switchPhase, vnic: device.name, "passthrough on \(Self.name(lease)) (\(lease.plugin)) after \(took)")
         case .switchOutRequested(let lease):
             events.record(.switchPhase, vnic: device.name, "switch-out requested from \(Self.name(lease)), DIC raised")
@@ -29,6 +30,7 @@ extension PFDriver {
             events.record(.switchPhase, vnic: device.name, "switch-out: \(Self.name(lease)) quiesced, MAC back on the vswitch (\(since))")
         case .emulated:
             if let took = s.lastSwitchMilliseconds {
+                metrics?.recordSwitch(vnic: device.name, direction: "out", milliseconds: took)
                 events.record(.switchPhase, vnic: device.name, "emulated after \(String(format: "%.2f ms", took)); VF released")
             } else {
                 events.record(.switchFailed, vnic: device.name, s.reason ?? "the switch-in was abandoned")

@@ -22,6 +22,8 @@ final class PFDriver {
     let dataPath: HostDataPath
     /// Where switch phases and VF resets are recorded (`PFDriver+Events.swift`).
     let events: HostEventLog
+    /// The host's metrics, when it serves them: switch durations are recorded as switches end.
+    var metrics: HostMetrics?
     /// The host's software SR-IOV NICs (engines on their own threads, accounted as hardware).
     let nics: [SoftNIC]
     /// VFs reserved or in use, per NIC name.

@@ -67,6 +67,8 @@ extension SoftNIC {
                 wire?.outbound.setConsumerSleeping(true)
                 MemoryFence.sequentiallyConsistent()
                 if runPass() == 0 && wire?.outbound.isEmpty != false {
+                    let asleepAt = Clock.monotonicNanoseconds()
+                    defer { noteSleep(since: asleepAt) }
                     for tag in (try? epoll.wait(timeoutMilliseconds: 100)) ?? [] {
                         if tag == UInt64.max {
                             wake.drain()
@@ -84,6 +86,19 @@ extension SoftNIC {
                 idle = 0
             }
         }
+    }
+
+    /// Times the engine slept in epoll for want of work (each ended by a wake-up: a kick, a
+    /// frame for the wire, or its 100 ms timeout), and the nanoseconds it slept.
+    public var engineSleeps: UInt64 { SharedWord.loadRelaxedU64(engineActivity) }
+    public var engineSleepNanoseconds: UInt64 { SharedWord.loadRelaxedU64(engineActivity + 1) }
+    /// CPU time the engine thread used so far, polling included (0 before it starts).
+    public var engineCPUNanoseconds: UInt64 { thread.map(EngineThread.cpuNanoseconds(of:)) ?? 0 }
+
+    /// Engine thread only (the single writer of both slots).
+    private func noteSleep(since asleepAt: UInt64) {
+        SharedWord.storeRelaxedU64(engineActivity, engineActivity.pointee &+ 1)
+        SharedWord.storeRelaxedU64(engineActivity + 1, engineActivity[1] &+ (Clock.monotonicNanoseconds() &- asleepAt))
     }
 
     static let wireTag = UInt64.max - 1

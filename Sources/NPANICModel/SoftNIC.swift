@@ -53,6 +53,9 @@ public final class SoftNIC: @unchecked Sendable {
     /// The engine's thread while it runs (for per-thread CPU accounting as "hardware").
     public var engineThread: pthread_t? { thread }
     let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    /// The engine thread's sleeps and nanoseconds asleep (`EngineActivity` slots), written by it
+    /// at each sleep and read relaxed by the host for its metrics: never touched per frame.
+    let engineActivity = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)
     let wake: EventNotifier
     public static let maximumFrame = 9018
     /// Where the NIC builds a frame it makes from a VF's request (a segment it cuts, a frame whose
@@ -77,12 +80,14 @@ public final class SoftNIC: @unchecked Sendable {
         destinations = .allocate(capacity: vfCount + 1)
         wake = try EventNotifier()
         stopFlag.pointee = 0
+        engineActivity.initialize(repeating: 0, count: 2)
     }
 
     deinit {
         stop()
         destinations.deallocate()
         stopFlag.deallocate()
+        engineActivity.deallocate()
         offloadScratch.deallocate()
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NPAControlProtocol
 import NPAHost
+import NPAMetricsEndpoint
 import NPASystem
 
 struct Host: ParsableCommand {
@@ -31,6 +32,12 @@ struct Host: ParsableCommand {
     )
     var listen: String?
 
+    @Option(
+        help:
+            "Serve Prometheus metrics at http://ADDR:PORT/metrics (127.0.0.1:9464, [::1]:9464, or :9464 for every interface; port 0 picks one, logged)."
+    )
+    var metrics: String?
+
     /// `--plugin-store` replaces `plugin_dir`; each `--plugin-trust` key is added to `plugin_trust`.
     @OptionGroup(title: "Plugin store")
     var pluginStore: PluginStoreOptions
@@ -49,6 +56,9 @@ struct Host: ParsableCommand {
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        if let metrics {
+            do { _ = try MetricsListenAddress(parsing: metrics) } catch { throw ValidationError("--metrics: \(error)") }
         }
     }
 
@@ -79,11 +89,28 @@ struct Host: ParsableCommand {
         }
         if let (soft, hard) = try? ResourceLimits.openFiles() { logger.info("descriptor limit \(soft) (hard \(hard))") }
         // Refusals of the socket path (a file there, a live host) are one line, exit status 2.
+        // The endpoint first: an address it cannot bind is refused before the host creates any socket file.
+        let hostMetrics = metrics.map { _ in HostMetrics() }
+        var endpoint: MetricsHTTPServer?
+        if let metrics, let hostMetrics {
+            do {
+                let address = try MetricsListenAddress(parsing: metrics)
+                endpoint = try HostMetricsEndpoint.start(
+                    on: address, metrics: hostMetrics, adminSocketPath: adminSocket ?? HostSocketPath.admin(forControl: socket))
+            } catch {
+                throw CommandFailure("--metrics \(metrics): \(error)")
+            }
+        }
         let daemon: HostDaemon
-        do { daemon = try HostDaemon(socketPath: socket, adminSocketPath: adminSocket, configuration: configuration, logger: logger) } catch
-        {
+        do {
+            daemon = try HostDaemon(
+                socketPath: socket, adminSocketPath: adminSocket, configuration: configuration, metrics: hostMetrics, logger: logger)
+        } catch {
+            endpoint?.stop()
             throw CommandFailure("\(error)")
         }
+        if let endpoint { logger.info("metrics at http://\(endpoint.address)/metrics") }
+        defer { endpoint?.stop() }
         TerminationSignals.deliver(to: daemon.stopDescriptor)
         try daemon.run()
     }

@@ -18,7 +18,7 @@ package final class TestHost: @unchecked Sendable {
     /// `trustingTestKey` false leaves `plugin_trust` as the configuration has it, even empty.
     package init(
         configuration: HostConfiguration = HostConfiguration(), socketPath: String? = nil, trustingTestKey: Bool = true,
-        label: String = #function
+        metrics: HostMetrics? = nil, label: String = #function
     ) throws {
         // Time limits that protect a host from stuck guests (a receiver that stops taking frames,
         // a guest that stops answering a switch) are set far beyond any pause a loaded CI
@@ -39,7 +39,7 @@ package final class TestHost: @unchecked Sendable {
         self.socketPath = socketPath ?? Self.freshSocketPath()
         var logger = Logger(label: "npa.test.host")
         logger.logLevel = ProcessInfo.processInfo.environment["NPA_TEST_LOG"] != nil ? .debug : .critical
-        daemon = try HostDaemon(socketPath: self.socketPath, configuration: configuration, logger: logger)
+        daemon = try HostDaemon(socketPath: self.socketPath, configuration: configuration, metrics: metrics, logger: logger)
         admin = AdminClient(socketPath: daemon.adminSocketPath)
         let d = daemon
         thread = EngineThread.start(name: "npa-host") {
