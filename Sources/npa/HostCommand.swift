@@ -112,6 +112,10 @@ struct Host: ParsableCommand {
         if let endpoint { logger.info("metrics at http://\(endpoint.address)/metrics") }
         defer { endpoint?.stop() }
         TerminationSignals.deliver(to: daemon.stopDescriptor)
+        // Both sockets listen (and the metrics endpoint, if any): a service manager waiting on
+        // readiness (systemd's Type=notify; contrib/npa-host.service) may start what needs the host.
+        ServiceManager.notify("READY=1\nSTATUS=serving guests on \(socket)")
+        defer { ServiceManager.notify("STOPPING=1") }
         try daemon.run()
     }
 }

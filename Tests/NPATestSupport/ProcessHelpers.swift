@@ -13,9 +13,13 @@ package final class NPAProcess {
     private var buffered = Data()
     private var bufferedErrors = Data()
 
-    package init(_ arguments: [String]) throws {
+    /// `environment`: variables added to (or replacing) this process's for the child.
+    package init(_ arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = npaExecutable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         process.standardOutput = stdout
         process.standardError = stderr
         process.standardInput = stdin
