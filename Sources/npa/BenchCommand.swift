@@ -58,6 +58,14 @@ struct Bench: ParsableCommand {
     @Option(help: "Run one mode only (emulated or passthrough), e.g. under a profiler; no ratios or equal load then.")
     var only: Mode?
 
+    @Option(
+        help: ArgumentHelp(
+            "Also measure what operating the host costs: metrics (a Prometheus scrape of the host every second). Comma separated.",
+            discussion:
+                "Each mode at full rate, a plain run and then one per observer, back to back, --repeat rounds; the table gives each observed run relative to the plain one."
+        ))
+    var observe: String?
+
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
@@ -127,6 +135,10 @@ struct Bench: ParsableCommand {
             }
         }
         if let plot, !plot.hasSuffix(".svg") { throw ValidationError("--plot writes SVG: give a file name ending in .svg") }
+        if parsedObservers == nil {
+            throw ValidationError(
+                "--observe takes a comma-separated list of: \(BenchObserver.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     /// Half the slower mode's full rate, to two significant digits: a load both modes carry.
@@ -164,6 +176,9 @@ struct Bench: ParsableCommand {
                 let rate = load ?? Self.equalLoadRate(emulated, passthrough)
                 let paced = try medianRuns(setup, frameBytes: size, modes: Mode.allCases, rate: rate) { $0.guestAndHostCores }
                 report.add(equalLoadOf: paced[.emulated]!, paced[.passthrough]!)
+            }
+            if let observers = parsedObservers, !observers.isEmpty {
+                try measureObserved(setup, frameBytes: size, modes: only.map { [$0] } ?? Mode.allCases, observers: observers, into: &report)
             }
             if !json { FileHandle.standardError.write(Data("bench: \(size) B done\n".utf8)) }
         }

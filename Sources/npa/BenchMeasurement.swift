@@ -66,6 +66,9 @@ struct BenchRun {
     /// Cache-line round trip between the guests' and the engines' CPUs just before the run
     /// (nil without pinning): the VM's vCPU placement, which can change between runs.
     var coreRoundTripNS: Double?
+    /// What ran beside the traffic (`npa bench --observe`), and how many times it looked.
+    var observer: BenchObserver?
+    var observations = 0
 
     var mode: String { passthrough ? "passthrough" : "emulated" }
     var mpps: Double { seconds > 0 ? Double(received) / seconds / 1e6 : 0 }
@@ -80,7 +83,9 @@ struct BenchRun {
 extension BenchSetup {
     /// Runs one measurement: a fresh in-process host with one NIC, two guests attached (switched
     /// in automatically for passthrough), `seconds` of traffic from one to the other.
-    func measure(frameBytes size: Int, passthrough: Bool, rate: Double?, seconds: Double) throws -> BenchRun {
+    /// With `observer`, it runs beside the traffic from before the first frame to after the last.
+    func measure(frameBytes size: Int, passthrough: Bool, rate: Double?, seconds: Double, observer: BenchObserver? = nil) throws -> BenchRun
+    {
         var config = HostConfiguration()
         config.nics = [.init(name: "nic0", model: model, vfs: 2)]
         config.uplink = .nic("nic0")
@@ -88,7 +93,7 @@ extension BenchSetup {
         plugins.configure(&config)
         config.idlePassesBeforeSleep = idlePasses
         config.maxQueuesPerVNIC = max(config.maxQueuesPerVNIC, queues)
-        let host = try InProcessHost(label: "bench", configuration: config)
+        let host = try InProcessHost(label: "bench", configuration: config, metrics: observer == .metrics ? HostMetrics() : nil)
         defer { host.stop() }
         let guest: (String, String) throws -> VirtualNIC = { name, mac in
             // Room for every ring's buffers plus the TX pool, at the frame's buffer size.
@@ -118,6 +123,7 @@ extension BenchSetup {
             for (thread, cpu) in zip(engines, cpus.dropFirst(2)) { try EngineThread.pin(thread, toCPU: cpu) }
         }
         let roundTrip = guestToEngineRoundTrip(rounds: 20_000)
+        let observing = try observer.map { try BenchObserver.Running($0, host: host) }
         let control = BenchControl(deadline: Clock.monotonicNanoseconds() + UInt64(seconds * 1e9), paced: rate != nil)
         defer { control.release() }
         let txBox = Unmanaged.passRetained(tx), rxBox = Unmanaged.passRetained(rx)
@@ -141,6 +147,8 @@ extension BenchSetup {
         EngineThread.join(receiver)
         var run = BenchRun(passthrough: passthrough, frameBytes: size, offeredRate: rate)
         run.seconds = Double(Clock.monotonicNanoseconds() - wallStart) / 1e9
+        run.observer = observer
+        run.observations = try observing?.stop() ?? 0
         run.hostCPU = Double(EngineThread.cpuNanoseconds(of: host.thread) - hostStart) / 1e9
         run.hardwareCPU = Double((nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0) - hardwareStart) / 1e9
         run.senderCPU = results.send.cpuSeconds

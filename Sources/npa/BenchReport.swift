@@ -114,11 +114,13 @@ struct BenchReport: Codable {
     var results: [Result] = []
     var ratios: [Ratio] = []
     var equalLoad: [EqualLoad] = []
+    /// `--observe`: each mode with an observer beside the traffic, and without.
+    var observed: [Observed] = []
     /// The bundle the passthrough runs injected (none with `--only emulated`).
     var plugins: [StatusReport.PluginInjection] = []
 
     enum CodingKeys: String, CodingKey {
-        case machine, results, ratios, plugins
+        case machine, results, ratios, plugins, observed
         case equalLoad = "equal_load"
     }
 
@@ -220,6 +222,6 @@ struct BenchReport: Codable {
                 e.frameBytes, e.offeredFPS, e.emulatedCores, e.emulatedVerified, e.sent, e.passthroughCores,
                 e.passthroughVerified, e.sent, e.passthroughHardwareCores, e.savingPercent)
         }
-        return out
+        return out + observedText()
     }
 }

@@ -18,13 +18,13 @@ final class InProcessHost {
     /// The keys the host trusts; the guests attached here trust the same.
     let pluginTrust: PluginTrustStore
 
-    init(label: String, configuration: HostConfiguration) throws {
+    init(label: String, configuration: HostConfiguration, metrics: HostMetrics? = nil) throws {
         pluginTrust = (try? PluginTrustStore(files: configuration.pluginTrust)) ?? PluginTrustStore()
         socket =
             NSTemporaryDirectory() + "npa-\(label)-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max)).sock"
         var logger = Logger(label: "npa.\(label).host")
         logger.logLevel = .warning
-        daemon = try HostDaemon(socketPath: socket, configuration: configuration, logger: logger)
+        daemon = try HostDaemon(socketPath: socket, configuration: configuration, metrics: metrics, logger: logger)
         admin = AdminClient(socketPath: daemon.adminSocketPath)
         let d = daemon
         thread = EngineThread.start(name: "npa-host") {
