@@ -8,6 +8,8 @@ enum HostMetricFamily: String {
     case vnicTxBytes = "npa_vnic_tx_bytes_total"
     case vnicRxBytes = "npa_vnic_rx_bytes_total"
     case vnicInterrupts = "npa_vnic_interrupts_total"
+    case vnicDoorbellKicks = "npa_vnic_doorbell_kicks_total"
+    case vnicSenderHolds = "npa_vnic_sender_holds_total"
     case vnicDrops = "npa_vnic_drops_total"
     case vnicGuestFaults = "npa_vnic_guest_faults_total"
     case vnicMode = "npa_vnic_mode"
@@ -29,7 +31,11 @@ enum HostMetricFamily: String {
         case .vnicRxFrames: "Frames delivered to the guest, by the mode that carried them."
         case .vnicTxBytes: "Bytes the guest sent, by the mode that carried them."
         case .vnicRxBytes: "Bytes delivered to the guest, by the mode that carried them."
-        case .vnicInterrupts: "Interrupts raised to the guest, by mode."
+        case .vnicInterrupts: "Interrupts raised to the guest, by mode (wake-ups of the guest)."
+        case .vnicDoorbellKicks:
+            "Doorbell kicks the guest's driver sent to a sleeping device emulation (wake-ups of the host; emulated mode)."
+        case .vnicSenderHolds:
+            "Times the vNIC, with no free receive buffer, began holding its senders back (pause frames, in Ethernet terms; emulated mode)."
         case .vnicDrops: "Frames dropped for or from the vNIC, by mode and reason."
         case .vnicGuestFaults: "The guest's own faults (bad descriptors, DMA outside its memory, bad offload requests), by mode and reason."
         case .vnicMode: "1 for the vNIC's current mode, 0 for the other."
@@ -91,6 +97,10 @@ struct SeriesTable {
             count(.vnicTxBytes, labels, counters[prefix + "tx_bytes"] ?? 0, registry)
             count(.vnicRxBytes, labels, counters[prefix + "rx_bytes"] ?? 0, registry)
             count(.vnicInterrupts, labels, counters[prefix + "interrupts"] ?? 0, registry)
+            if mode == "emulated" {
+                count(.vnicDoorbellKicks, labels, counters["doorbell_kicks"] ?? 0, registry)
+                count(.vnicSenderHolds, labels, counters["sender_holds"] ?? 0, registry)
+            }
             let dropPrefix = "drop_" + prefix
             for (name, n) in counters where name.hasPrefix(dropPrefix) {
                 let reason = String(name.dropFirst(dropPrefix.count))

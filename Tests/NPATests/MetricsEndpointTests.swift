@@ -70,6 +70,11 @@ import Testing
         #expect(emulated.value("npa_vnic_mode", alpha("emulated")) == 1)
         #expect(emulated.value("npa_vnic_mode", alpha("passthrough")) == 0)
         #expect(emulated.value("npa_nic_vfs", ["nic": "nic0"]) == 4)
+        // Wake-ups: the interrupts and doorbell kicks status counts, as status counts them.
+        let counters = try #require(try m.host.status(of: "alpha")?.counters)
+        let interrupts = try #require(emulated.value("npa_vnic_interrupts_total", alpha("emulated")))
+        let kicks = try #require(emulated.value("npa_vnic_doorbell_kicks_total", alpha("emulated")))
+        #expect(interrupts <= Double(counters["interrupts"] ?? 0) && kicks <= Double(counters["doorbell_kicks"] ?? 0))
         #expect(emulated.value("npa_nic_vfs_in_use", ["nic": "nic0"]) == 0)
 
         #expect(try m.host.switchIn(a))
