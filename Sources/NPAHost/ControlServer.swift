@@ -33,6 +33,8 @@ final class ControlServer {
     }
 
     let configuration: HostConfiguration
+    /// The guests' policies now: the configuration's and the changes made since start.
+    let policies: LivePolicies
     let logger: Logger
     let adminSocketPath: String
     let epoll: Epoll
@@ -74,6 +76,7 @@ final class ControlServer {
     ) {
         self.events = events
         self.configuration = configuration
+        policies = LivePolicies(configuration: configuration)
         self.adminSocketPath = adminSocketPath
         self.epoll = epoll
         self.dataPath = dataPath
@@ -306,10 +309,10 @@ final class ControlServer {
         case .moveFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
             guestFailedToMove(d, reason: reason, connection: c)
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest:
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .policySet, .policyRequest:
             refuseAdministrative(message, from: c)
         case .resume, .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply,
-            .eventsReply:
+            .eventsReply, .policyReply:
             reply(c, ControlRefusal.unexpectedMessage.reply)
         }
     }
@@ -353,6 +356,8 @@ final class ControlServer {
             }
         case .eventsRequest(let after):
             serveEvents(after: after, to: c)
+        case .policySet, .policyRequest:
+            handlePolicy(message, from: c)
         default:
             reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }
