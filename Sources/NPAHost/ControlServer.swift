@@ -34,7 +34,7 @@ final class ControlServer {
 
     let configuration: HostConfiguration
     /// The guests' policies now: the configuration's and the changes made since start.
-    let policies: LivePolicies
+    private(set) lazy var policies = LivePolicies(configuration: configuration)
     let logger: Logger
     let adminSocketPath: String
     let epoll: Epoll
@@ -76,7 +76,6 @@ final class ControlServer {
     ) {
         self.events = events
         self.configuration = configuration
-        policies = LivePolicies(configuration: configuration)
         self.adminSocketPath = adminSocketPath
         self.epoll = epoll
         self.dataPath = dataPath
@@ -356,8 +355,7 @@ final class ControlServer {
             }
         case .eventsRequest(let after):
             serveEvents(after: after, to: c)
-        case .policySet, .policyRequest:
-            handlePolicy(message, from: c)
+        case .policySet, .policyRequest: handlePolicy(message, from: c)
         default:
             reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }
