@@ -5,6 +5,7 @@ import NPANICModel
 import NPARingFormats
 import NPAShell
 import NPATestSupport
+import NPAWorkload
 import Testing
 
 /// `npa policy set` on a running host: a change takes effect at once in both modes — on the
@@ -131,6 +132,51 @@ import Testing
         #expect(try host.status(of: "a")?.mode == "passthrough")
         let events = try host.admin.allEvents(after: 0).events.filter { $0.kind == .policy }.map(\.detail)
         #expect(events == ["passthrough yes -> no; switched out to emulation", "passthrough no -> yes"])
+    }
+
+    /// Passthrough revoked with frames in flight both ways: the switch-out it starts loses
+    /// nothing (each frame received once, in order), as an admin's switch-out.
+    @Test func revokingPassthroughUnderBidirectionalTrafficLosesNothing() throws {
+        let fixture = try PassthroughFixture(
+            model: "npa-dring", a: GuestSpec("a", ringSize: 1024, memoryMiB: 32), b: GuestSpec("b", ringSize: 1024, memoryMiB: 32),
+            switchIn: (false, true))
+        defer { fixture.stop() }
+        let (host, a, b) = (fixture.host, fixture.a, fixture.b)
+        #expect(b.mode == "passthrough", "\(b.lastSwitchError ?? "")")
+        var atA = FlowVerifier(), atB = FlowVerifier()
+        var seqA: UInt64 = 0, seqB: UInt64 = 0
+        func send(_ from: VirtualNIC, _ to: VirtualNIC, _ seq: inout UInt64, count: Int) {
+            var sent = 0
+            while sent < count {
+                let first = seq
+                let n = from.transmit(count: min(10, count - sent)) { i, buffer in
+                    TrafficFrame.write(
+                        into: buffer, destination: to.mac, source: from.mac, flow: 0, sequence: first + UInt64(i), length: 200)
+                }
+                seq += UInt64(n)
+                sent += n
+                a.receive(maxFrames: 64, timeoutMilliseconds: 0) { atA.record($0.bytes) }
+                b.receive(maxFrames: 64, timeoutMilliseconds: 0) { atB.record($0.bytes) }
+                if n == 0 { _ = from.waitForTransmitSpace(timeoutMilliseconds: 10) }
+            }
+        }
+        send(a, b, &seqA, count: 200)
+        send(b, a, &seqB, count: 200)
+        try host.admin.setPolicy(PolicyChange(guest: "b", allowPassthrough: false))
+        send(a, b, &seqA, count: 200)
+        send(b, a, &seqB, count: 200)
+        #expect(Self.carryOut(b, until: "emulated"))
+        send(a, b, &seqA, count: 200)
+        send(b, a, &seqB, count: 200)
+        _ = eventually {
+            a.receive(maxFrames: 256, timeoutMilliseconds: 20) { atA.record($0.bytes) }
+            b.receive(maxFrames: 256, timeoutMilliseconds: 20) { atB.record($0.bytes) }
+            return atA.unique == 600 && atB.unique == 600
+        }
+        for (name, v) in [("at a", atA), ("at b", atB)] {
+            #expect(v.unique == 600 && v.duplicates == 0 && v.outOfOrder == 0 && v.invalid == 0, "\(name): \(v.unique) unique")
+        }
+        #expect(try host.status(of: "b")?.mode == "emulated")
     }
 
     @Test func revokingPromiscuousStopsAPromiscuousGuestReceivingFramesNotForIt() throws {
