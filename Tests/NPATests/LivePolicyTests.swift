@@ -134,6 +134,21 @@ import Testing
         #expect(events == ["passthrough yes -> no; switched out to emulation", "passthrough no -> yes"])
     }
 
+    /// With auto_passthrough, passthrough granted again switches the guest back in.
+    @Test func passthroughGrantedAgainSwitchesInWithAutoPassthrough() throws {
+        let fixture = try PassthroughFixture(model: "npa-cq", vfs: 2, a: GuestSpec("a"), b: GuestSpec("b"), switchIn: (false, false)) {
+            $0.autoPassthrough = true
+        }
+        defer { fixture.stop() }
+        let (host, a) = (fixture.host, fixture.a)
+        #expect(Self.carryOut(a, until: "passthrough"), "\(a.lastSwitchError ?? "")")
+        try host.admin.setPolicy(PolicyChange(guest: "a", allowPassthrough: false))
+        #expect(Self.carryOut(a, until: "emulated"))
+        let note = try host.admin.setPolicy(PolicyChange(guest: "a", allowPassthrough: true))
+        #expect(note.hasPrefix("guest 'a': passthrough no -> yes; switching in (auto_passthrough)."))
+        #expect(Self.carryOut(a, until: "passthrough"), "\(a.lastSwitchError ?? "")")
+    }
+
     /// Passthrough revoked with frames in flight both ways: the switch-out it starts loses
     /// nothing (each frame received once, in order), as an admin's switch-out.
     @Test func revokingPassthroughUnderBidirectionalTrafficLosesNothing() throws {
