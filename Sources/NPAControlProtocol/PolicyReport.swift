@@ -44,18 +44,4 @@ public struct PolicyReport: Equatable, Sendable, Codable {
     public static func decode(_ json: String) throws -> PolicyReport {
         try JSONDecoder().decode(PolicyReport.self, from: Data(json.utf8))
     }
-
-    /// The table `npa policy show` prints: one line per guest.
-    public var table: String {
-        var lines = ["GUEST            SOURCE   ATTACHED  VLANS            PROMISC  PASSTHROUGH  MACS"]
-        for g in guests {
-            func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-            lines.append(
-                pad(g.name, 17) + pad(g.source, 9) + pad(g.attached ? "yes" : "no", 10)
-                    + pad(g.vlans.map(String.init).joined(separator: ","), 17)
-                    + pad(g.promiscuous ? "yes" : "no", 9) + pad(g.passthrough ? "yes" : "no", 13)
-                    + (g.macs?.joined(separator: ",") ?? "any"))
-        }
-        return lines.joined(separator: "\n")
-    }
 }

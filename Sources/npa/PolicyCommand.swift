@@ -97,9 +97,25 @@ struct Policy: ParsableCommand {
             if json {
                 print(report.json())
             } else {
-                print(report.table)
+                print(PolicyTable.render(report))
                 print("(source live: changed by npa policy set; it lasts until the host stops, the config file stays the default at start)")
             }
         }
+    }
+}
+
+/// Renders a policy report as the fixed-width table `npa policy show` prints: one line per guest.
+enum PolicyTable {
+    static func render(_ report: PolicyReport) -> String {
+        var lines = ["GUEST            SOURCE   ATTACHED  VLANS            PROMISC  PASSTHROUGH  MACS"]
+        for g in report.guests {
+            func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+            lines.append(
+                pad(g.name, 17) + pad(g.source, 9) + pad(g.attached ? "yes" : "no", 10)
+                    + pad(g.vlans.map(String.init).joined(separator: ","), 17)
+                    + pad(g.promiscuous ? "yes" : "no", 9) + pad(g.passthrough ? "yes" : "no", 13)
+                    + (g.macs?.joined(separator: ",") ?? "any"))
+        }
+        return lines.joined(separator: "\n")
     }
 }
