@@ -81,11 +81,18 @@ public enum ControlMessage: Equatable, Sendable {
     /// (`npa host --metrics` asks before each scrape); `.ok` once done. Refused (`invalidState`)
     /// by a host started without metrics.
     case metricsRefresh
+    /// Admin → host: change a guest's policy now, in both modes (`npa policy set`). Answered
+    /// `ok(what changed and its consequences)` or `error` with nothing changed.
+    case policySet(PolicyChange)
+    /// Admin → host: the policies it applies now (`npa policy show`), of guest `guest` only
+    /// unless it is empty.
+    case policyRequest(guest: String)
+    case policyReply(json: String)
 
     /// The messages only the admin socket accepts; a guest's connection refuses them.
     public var isAdministrative: Bool {
         switch self {
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .metricsRefresh: true
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .policySet, .policyRequest, .metricsRefresh: true
         default: false
         }
     }
@@ -133,6 +140,8 @@ public enum ControlMessage: Equatable, Sendable {
         case resume, moved, moveFailed
         case adminMigrate
         case eventsRequest, eventsReply
+        // 34...39: capture; 40...45: live policy; 46...: metrics.
+        case policySet = 40, policyRequest, policyReply
         case metricsRefresh = 46
     }
 
@@ -251,6 +260,17 @@ public enum ControlMessage: Equatable, Sendable {
             tag = .eventsReply
             batch.encode(into: &p)
         case .metricsRefresh: tag = .metricsRefresh
+        case .policySet(let change):
+            tag = .policySet
+            change.encode(into: &p)
+        case .policyRequest(let guest):
+            tag = .policyRequest
+            p.string(guest)
+        case .policyReply(let json):
+            tag = .policyReply
+            let utf8 = Array(json.utf8.prefix(Self.maximumPayload - 4))
+            p.u32(UInt32(utf8.count))
+            for b in utf8 { p.u8(b) }
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -351,6 +371,12 @@ public enum ControlMessage: Equatable, Sendable {
         case .eventsRequest: message = .eventsRequest(after: try r.u64())
         case .eventsReply: message = .eventsReply(try HostEventBatch(from: &r))
         case .metricsRefresh: message = .metricsRefresh
+        case .policySet: message = .policySet(try PolicyChange(from: &r))
+        case .policyRequest: message = .policyRequest(guest: try r.string())
+        case .policyReply:
+            let n = Int(try r.u32())
+            guard let s = String(validating: try r.raw(n), as: UTF8.self) else { throw ProtocolError("policy report is not UTF-8") }
+            message = .policyReply(json: s)
         }
         try r.expectEnd()
         return message

@@ -30,6 +30,9 @@ public struct HostEvent: Equatable, Sendable, Codable {
         case guestError = "guest-error"
         /// A migration began, changed phase, completed or failed.
         case migration
+        /// An administrator changed a guest's policy (`npa policy set`); the detail says what
+        /// changed and what followed (e.g. the guest switched out).
+        case policy
     }
 
     /// Monotonic, starting at 1, never reused while the host runs.

@@ -51,6 +51,8 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
     case events(HostEventLog.Refusal)
     /// A `metricsRefresh` to a host started without metrics.
     case metricsNotServed
+    /// A live policy change that is malformed or that the running state contradicts.
+    case policy(PolicyRefusal)
     // Connections.
     case connectionCap(open: Int, max: Int)
     case adminConnectionCap(open: Int, max: Int)
@@ -85,6 +87,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .moving, .noMoveUnderWay, .migration: ControlMessage.ErrorCode.invalidState
         case .events: ControlMessage.ErrorCode.invalidArgument
         case .metricsNotServed: ControlMessage.ErrorCode.invalidState
+        case .policy(let refusal): refusal.code
         case .vnicCreation, .connectionCap, .adminConnectionCap, .messageTooLarge: ControlMessage.ErrorCode.resourceExhausted
         }
     }
@@ -99,7 +102,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .administrativeOnGuestConnection:
             "a guest's connection may act only on its own vNIC: administration goes through the host's admin socket"
         case .guestMessageOnAdminSocket:
-            "the admin socket takes only status, switch, VF-reset, migrate and events requests; guests attach on the control socket"
+            "the admin socket takes only status, switch, VF-reset, migrate, events and policy requests; guests attach on the control socket"
         case .notAttached: "this connection has no vNIC: attach first"
         case .onlyBAR1: "only BAR1 registers are reached through the control channel"
         case .noSuchVNIC(let name): "no vNIC named '\(name)'"
@@ -121,6 +124,7 @@ enum ControlRefusal: Error, Equatable, CustomStringConvertible {
         case .migration(let why): "cannot migrate: \(why)"
         case .events(let refusal): refusal.description
         case .metricsNotServed: "this host serves no metrics (start it with --metrics ADDR:PORT)"
+        case .policy(let refusal): refusal.description
         case .connectionCap(let open, let max): "the host has \(open) connections open (max_connections \(max)); try again later"
         case .adminConnectionCap(let open, let max): "the host has \(open) admin connections open (at most \(max)); try again later"
         case .attachTimeout(let seconds): "no vNIC attached within \(seconds) s (attach_timeout): closing"

@@ -32,7 +32,7 @@ extension ControlServer {
         guard dataPath.device(named: name) == nil, !arrivals.holds(name: name) else {
             return refuse(.guestNameInUse(name))
         }
-        let policy = configuration.policy(forGuest: name)
+        let policy = policies.policy(forGuest: name)
         let mac: MACAddress
         switch admission.chooseMAC(requested: request.mac, guest: name, policy: policy, candidate: nextVNICID) {
         case .success(let chosen): mac = chosen
@@ -118,7 +118,7 @@ extension ControlServer {
         }
         // The id is this host's: the source's may be taken here (it tags the doorbell in epoll).
         state.identity.id = nextVNICID
-        let policy = configuration.policy(forGuest: name)
+        let policy = policies.policy(forGuest: name)
         let handles = EmulatedDevice.Handles(
             region: region, doorbell: EventNotifier(adopting: fds[1]),
             interrupts: fds[2..<(2 + vectors)].map { EventNotifier(adopting: $0) },

@@ -33,6 +33,8 @@ final class ControlServer {
     }
 
     let configuration: HostConfiguration
+    /// The guests' policies now: the configuration's and the changes made since start.
+    private(set) lazy var policies = LivePolicies(configuration: configuration)
     let logger: Logger
     let adminSocketPath: String
     let epoll: Epoll
@@ -311,10 +313,10 @@ final class ControlServer {
         case .moveFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
             guestFailedToMove(d, reason: reason, connection: c)
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .metricsRefresh:
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .policySet, .policyRequest, .metricsRefresh:
             refuseAdministrative(message, from: c)
         case .resume, .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply,
-            .eventsReply:
+            .eventsReply, .policyReply:
             reply(c, ControlRefusal.unexpectedMessage.reply)
         }
     }
@@ -360,6 +362,7 @@ final class ControlServer {
             serveEvents(after: after, to: c)
         case .metricsRefresh:
             refreshMetrics(for: c)
+        case .policySet, .policyRequest: handlePolicy(message, from: c)
         default:
             reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }

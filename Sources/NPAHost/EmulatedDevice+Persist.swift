@@ -83,8 +83,8 @@ extension EmulatedDevice {
         }
         vswitch.setOwnedMAC(port, mac)
         vswitch.setMAC(port, mac)
-        vswitch.setVLANs(port, vlans)
-        vswitch.setRxMode(port, rxMode)
+        vswitch.setVLANs(port, effectiveVLANs)
+        vswitch.setRxMode(port, effectiveRxMode)
         vswitch.setMulticast(port, multicast)
     }
 

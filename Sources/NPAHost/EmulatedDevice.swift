@@ -59,7 +59,8 @@ final class EmulatedDevice {
 
     let id: UInt32
     let name: String
-    let policy: GuestPolicy
+    /// What the host allows it; replaced only by `adopt(policy:)` (`npa policy set`).
+    var policy: GuestPolicy
     let region: SharedMemory
     let memory: GuestMemory
     let registerPage: SharedMemory

@@ -45,7 +45,7 @@ extension HostDaemon {
         guard server.guestConnectionCount + server.arrivals.count < configuration.maxConnections else {
             throw .refused("the host has no room for another guest (max_connections \(configuration.maxConnections))")
         }
-        if let refusal = admission.admitRestored(state, policy: configuration.policy(forGuest: name), port: nil) {
+        if let refusal = admission.admitRestored(state, policy: server.policies.policy(forGuest: name), port: nil) {
             throw .admission(refusal.description)
         }
         admission.reserve(state.identity.mac, for: name)

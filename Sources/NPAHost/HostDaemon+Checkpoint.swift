@@ -44,7 +44,7 @@ extension HostDaemon {
             try saved.validate()
             let decoded = try DeviceState(decoding: saved.encoded())
             restored = try EmulatedDevice(
-                restoring: decoded, handles: device.handles, policy: configuration.policy(forGuest: decoded.name),
+                restoring: decoded, handles: device.handles, policy: server.policies.policy(forGuest: decoded.name),
                 maxQueues: configuration.maxQueuesPerVNIC, vswitch: dataPath.vswitch, admission: admission, logger: logger)
         } catch {
             device.resume()

@@ -49,7 +49,7 @@ extension HostDataPath {
     /// wire and to the vswitch's other ports. Returns the frames built (one per VLAN).
     @discardableResult
     func sendAnnouncement(of device: EmulatedDevice) -> Int {
-        let vlans = device.vlans.sorted()
+        let vlans = device.effectiveVLANs.sorted()
         let mac = device.mac.value
         withUnsafeTemporaryAllocation(byteCount: SelfAnnounce.taggedFrameLength, alignment: 8) { buffer in
             let p = buffer.baseAddress!

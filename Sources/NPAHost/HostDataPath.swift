@@ -383,7 +383,7 @@ final class HostDataPath {
 
     func reattachToSwitch(_ d: EmulatedDevice) {
         vswitch.setMAC(d.port, d.mac)
-        vswitch.setRxMode(d.port, d.rxMode)
+        vswitch.setRxMode(d.port, d.effectiveRxMode)
     }
 
     /// Rebuilds the per-pass views of `devices`. A vNIC whose frames a migration holds gets no

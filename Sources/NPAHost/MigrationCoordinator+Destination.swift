@@ -64,7 +64,7 @@ extension MigrationCoordinator {
         if r.sourceHost == host.socketPath { return "the source is this host" }
         if host.dataPath.device(named: r.guestName) != nil { return "a guest named '\(r.guestName)' is already here" }
         if host.dataPath.devices.contains(where: { $0.mac == r.mac }) { return "MAC \(r.mac) is in use here" }
-        let policy = host.configuration.policy(forGuest: r.guestName)
+        let policy = host.server.policies.policy(forGuest: r.guestName)
         guard policy.allows(mac: r.mac) else { return "this host's policy does not allow guest '\(r.guestName)' MAC \(r.mac)" }
         if let vlan = r.vlans.first(where: { !policy.allowedVLANs.contains($0) }) {
             return "this host's policy does not allow guest '\(r.guestName)' VLAN \(vlan)"

@@ -329,8 +329,8 @@ final class PFDriver {
             abandonSwitch(device, "\(error)")
             return .failure(.queueSetupFailed("\(error)"))
         }
-        nic.setVLANs(vf: index, device.vlans)
-        nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
+        nic.setVLANs(vf: index, device.effectiveVLANs)
+        nic.setRxMode(vf: index, device.effectiveRxMode, multicast: device.multicast)
         nic.enable(vf: index)
         noteSwitchStep(device, now: Clock.monotonicNanoseconds())
         return .success(())
@@ -393,8 +393,8 @@ final class PFDriver {
         // guest re-arms emulation with commands before the host hands the MAC back).
         guard device.switching.filtersFollowVF, let (nic, index) = vf(of: device) else { return }
         nic.setMAC(vf: index, device.mac)
-        nic.setVLANs(vf: index, device.vlans)
-        nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
+        nic.setVLANs(vf: index, device.effectiveVLANs)
+        nic.setRxMode(vf: index, device.effectiveRxMode, multicast: device.multicast)
         dataPath.detachFromSwitch(device)
     }
 }
