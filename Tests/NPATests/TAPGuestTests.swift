@@ -83,9 +83,11 @@ import Testing
         guests.stopBridges()
         for bridge in guests.bridges {
             #expect(bridge.error == nil)
-            // With offloads 4 MiB leaves the sender's kernel in about 256 super-frames of 16 KB.
+            // With offloads 4 MiB leaves the sender's kernel in about 256 super-frames of 16 KB, and
+            // reaches the receiver's kernel coalesced (GRO, up to 64 KB a frame: at least 64; more
+            // coalescing under load means fewer frames, 95 seen on a loaded machine).
             #expect(bridge.bridge.counters.framesToVNIC > (offloads ? 50 : 100))
-            #expect(bridge.bridge.counters.framesToTAP > 100)
+            #expect(bridge.bridge.counters.framesToTAP > (offloads ? 50 : 100))
             #expect(bridge.bridge.counters.malformedFromTAP == 0)
             #expect(bridge.bridge.counters.badVirtioHeader == 0)
         }
