@@ -77,11 +77,17 @@ public enum ControlMessage: Equatable, Sendable {
     /// reached is refused (`invalidArgument`).
     case eventsRequest(after: UInt64)
     case eventsReply(HostEventBatch)
+    /// Admin → host: capture a vNIC's frames into the descriptor sent with it (`npa capture`).
+    /// Answered `ok` once the capture runs (then `captureEnded` when it ends) or `error`.
+    case captureStart(CaptureRequest)
+    /// Admin → host: end this connection's capture; answered `captureEnded`.
+    case captureStop
+    case captureEnded(CaptureOutcome)
 
     /// The messages only the admin socket accepts; a guest's connection refuses them.
     public var isAdministrative: Bool {
         switch self {
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest: true
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .captureStart, .captureStop: true
         default: false
         }
     }
@@ -114,6 +120,7 @@ public enum ControlMessage: Equatable, Sendable {
         case resume, moved, moveFailed
         case adminMigrate
         case eventsRequest, eventsReply
+        case captureStart = 34, captureStop, captureEnded
     }
 
     public func encode() -> [UInt8] {
@@ -230,6 +237,17 @@ public enum ControlMessage: Equatable, Sendable {
         case .eventsReply(let batch):
             tag = .eventsReply
             batch.encode(into: &p)
+        case .captureStart(let r):
+            tag = .captureStart
+            p.string(r.vnic)
+            p.u8(r.direction.rawValue)
+            p.u64(r.count)
+        case .captureStop: tag = .captureStop
+        case .captureEnded(let o):
+            tag = .captureEnded
+            p.u64(o.frames)
+            p.u64(o.dropped)
+            p.string(o.failure)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -329,6 +347,12 @@ public enum ControlMessage: Equatable, Sendable {
             message = .adminMigrate(vnic: try r.string(), to: try r.string())
         case .eventsRequest: message = .eventsRequest(after: try r.u64())
         case .eventsReply: message = .eventsReply(try HostEventBatch(from: &r))
+        case .captureStart:
+            let vnic = try r.string()
+            guard let direction = CaptureDirection(rawValue: try r.u8()) else { throw ProtocolError("unknown capture direction") }
+            message = .captureStart(.init(vnic: vnic, direction: direction, count: try r.u64()))
+        case .captureStop: message = .captureStop
+        case .captureEnded: message = .captureEnded(.init(frames: try r.u64(), dropped: try r.u64(), failure: try r.string()))
         }
         try r.expectEnd()
         return message

@@ -30,6 +30,8 @@ public struct HostEvent: Equatable, Sendable, Codable {
         case guestError = "guest-error"
         /// A migration began, changed phase, completed or failed.
         case migration
+        /// A capture of the vNIC's frames (`npa capture`) started or ended; the detail says how many.
+        case capture
     }
 
     /// Monotonic, starting at 1, never reused while the host runs.

@@ -25,6 +25,8 @@ final class ControlServer {
         var device: EmulatedDevice?
         /// Refusals sent on it (a guest's are recorded in the event log at 1, 2, 4, 8, ...).
         var refusals: UInt64 = 0
+        /// An admin connection's running capture (`ControlServer+Capture.swift`).
+        var capture: PacketCapture?
         init(id: UInt64, socket: SeqPacketSocket, isAdmin: Bool) {
             self.id = id
             self.socket = socket
@@ -146,6 +148,7 @@ final class ControlServer {
     }
 
     private func serve(_ c: Connection) {
+        serveCapture(c)  // a capture's writer that finished wakes its connection
         while true {
             let received: (bytes: [UInt8], descriptors: [FileDescriptor])?
             do {
@@ -172,6 +175,10 @@ final class ControlServer {
             } catch {
                 for fd in fds { try? fd.close() }
                 reply(c, ControlRefusal.malformed("\(error)").reply)
+                continue
+            }
+            if c.isAdmin, case .captureStart(let request) = message {
+                startCapture(request, descriptors: fds, on: c)
                 continue
             }
             if c.isAdmin {
@@ -306,10 +313,10 @@ final class ControlServer {
         case .moveFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
             guestFailedToMove(d, reason: reason, connection: c)
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest:
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .captureStart, .captureStop:
             refuseAdministrative(message, from: c)
         case .resume, .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply,
-            .eventsReply:
+            .eventsReply, .captureEnded:
             reply(c, ControlRefusal.unexpectedMessage.reply)
         }
     }
@@ -353,6 +360,8 @@ final class ControlServer {
             }
         case .eventsRequest(let after):
             serveEvents(after: after, to: c)
+        case .captureStop:
+            endCapture(on: c, replying: true)
         default:
             reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }
@@ -369,6 +378,7 @@ final class ControlServer {
         epoll.remove(c.socket.fd)
         guard connections.removeValue(forKey: c.id) != nil else { return }
         if c.isAdmin { adminConnectionCount -= 1 }
+        endCapture(on: c, replying: false)
         if let d = c.device {
             let wasLeaving = departures.removeValue(forKey: d.name) != nil
             c.device = nil

@@ -329,6 +329,7 @@ final class PFDriver {
         }
         nic.setVLANs(vf: index, device.vlans)
         nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
+        if let capture = device.capture { nic.setMirror(vf: index, to: capture.mirrorRing) }  // before it carries a frame
         nic.enable(vf: index)
         noteSwitchStep(device, now: Clock.monotonicNanoseconds())
         return .success(())
