@@ -215,6 +215,9 @@ public final class SoftNIC: @unchecked Sendable {
     /// The copies a mirror ring dropped so far, read under the lock its producer holds.
     public func mirrorDrops(of ring: CaptureRing) -> UInt64 { locked { ring.drops } }
 
+    /// Whether the VF's frames are mirrored now.
+    public func isMirrored(vf: Int) -> Bool { locked { vfs[vf].mirror != nil } }
+
     private func learn(_ vf: Int) {
         let f = vfs[vf]
         guard f.mac != .zero else { return }

@@ -16,7 +16,8 @@ struct NPA: ParsableCommand {
             usage error.
             """,
         subcommands: [
-            Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Events.self, Migrate.self, Soak.self, Bench.self, Plugin.self,
+            Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Events.self, Capture.self, Migrate.self, Soak.self, Bench.self,
+            Plugin.self,
         ])
 
     /// ArgumentParser's own `main`, except that a `CommandFailure` is one line on standard error
