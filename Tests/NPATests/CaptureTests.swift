@@ -208,4 +208,51 @@ import Testing
         let file = try PcapFile(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
         #expect(file.records.count == 50)
     }
+
+    @Test func aWriterThatFallsBehindDropsCopiesNeverFrames() throws {
+        let fixture = try Self.fixture(switchIn: (false, false))
+        defer { fixture.stop() }
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)
+        let readEnd = FileDescriptor(rawValue: ends[0])
+        let writeEnd = FileDescriptor(rawValue: ends[1])
+        let request = CaptureRequest(vnic: "a", direction: .transmitted)
+        let session = try CaptureSession(socketPath: fixture.host.adminSocketPath, request: request, output: writeEnd)
+        try writeEnd.close()
+        // Nobody reads the pipe yet: the writer blocks once it is full, with at most one batch
+        // in hand (< 14,000 small records) and a ring of 4,096 behind it; the rest must drop.
+        let total = 40_000
+        let received = Self.stream(fixture.a, fixture.b, 0..<UInt64(total))
+        #expect(received.count == total, "every frame reached b: none waited for the capture")
+        let dropped = try #require(try fixture.host.status(of: "a")?.counters["capture_dropped"])
+        #expect(dropped > 0)
+        // Now read the pipe to its end, so the writer can finish.
+        let reader = PipeReader(readEnd)
+        let outcome = try session.stop()
+        let bytes = reader.finish()
+        #expect(outcome.frames + outcome.dropped == UInt64(total))
+        #expect(outcome.dropped >= dropped)
+        #expect(try PcapFile(bytes).records.count == Int(outcome.frames))
+        #expect(try fixture.host.status(of: "a")?.counters["capture_dropped"] == outcome.dropped)
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+final class PipeReader: @unchecked Sendable {
+    private var bytes: [UInt8] = []
+    private var thread: pthread_t?
+
+    init(_ fd: FileDescriptor) {
+        thread = EngineThread.start(name: "pipe-reader") { [self] in
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while let n = try? chunk.withUnsafeMutableBytes({ try fd.read(into: $0) }), n > 0 { bytes += chunk[0..<n] }
+            try? fd.close()
+        }
+    }
+
+    func finish() -> [UInt8] {
+        if let thread { EngineThread.join(thread) }
+        thread = nil
+        return bytes
+    }
 }
