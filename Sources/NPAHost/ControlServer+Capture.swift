@@ -67,7 +67,8 @@ extension ControlServer {
             dropped = pfDriver.captureDropped(capture, of: device)
             device.counters.captureDropped &+= dropped
         }
-        let (frames, failure) = capture.stop()
+        var (frames, failure) = capture.stop()
+        if capture.wentAway && failure == nil { failure = "vNIC '\(capture.vnic)' went away (detached) during the capture" }
         let detail = "capture ended: \(frames) frames written, \(dropped) copies dropped" + (failure.map { "; \($0)" } ?? "")
         events.record(.capture, vnic: capture.vnic, detail)
         if replying { reply(c, .captureEnded(CaptureOutcome(frames: frames, dropped: dropped, failure: failure ?? ""))) }

@@ -227,6 +227,9 @@ final class EmulatedDevice {
     func detach() {
         vswitch.removePort(port)
         state = .reset
+        // A capture of this vNIC ends with it (its VF's mirror went with the VF's release).
+        capture?.vnicWentAway()
+        setCapture(nil)
     }
 
     @inline(__always)

@@ -35,6 +35,8 @@ final class PacketCapture: @unchecked Sendable {
     private var thread: pthread_t?
     /// Why the output failed (written by the writer before it sets `finished`).
     private var failure: String?
+    /// Set (on the host's thread) when the vNIC went away while the capture ran.
+    private(set) var wentAway = false
 
     static let ringCapacity: UInt32 = 4096
 
@@ -68,6 +70,13 @@ final class PacketCapture: @unchecked Sendable {
     var framesWritten: UInt64 { SharedWord.loadRelaxedU64(shared + 128) }
     /// Whether the writer has finished on its own (limit reached or output failed).
     var finished: Bool { SharedWord.loadAcquire(shared + 64) != 0 }
+
+    /// The vNIC went away (detached): nothing will produce into the rings again. The writer
+    /// drains them and finishes on its own, so that its connection is answered.
+    func vnicWentAway() {
+        wentAway = true
+        SharedWord.storeRelease(shared, 1)
+    }
 
     /// Ends the writer: the data paths must no longer produce into the rings (the caller
     /// detached the capture and cleared the VF's mirror first); the writer drains what they
