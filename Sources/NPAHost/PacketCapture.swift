@@ -138,6 +138,14 @@ final class PacketCapture: @unchecked Sendable {
         }
         SharedWord.storeRelease(shared + 64, 1)
         done.signal()
+        // Finished before the host detached the capture (count reached, output failed): the
+        // data paths copy on until it does. Keep the rings empty meanwhile, so that frames after
+        // the end are not counted as dropped copies.
+        while SharedWord.loadAcquire(shared) == 0 {
+            emulatedRing.pop(max: Int.max) { _ in }
+            mirrorRing.pop(max: Int.max) { _ in }
+            EngineThread.sleep(microseconds: 1000)
+        }
     }
 
     /// The ring whose oldest copy is the older (their producers' clocks are the same monotonic
