@@ -38,6 +38,19 @@ import Testing
         #expect(read.records.map(\.nanoseconds) == [123_456_789, 123_456_790, 123_456_791])
     }
 
+    @Test func theCaptureMessagesRoundTripAndABadDirectionIsRefused() throws {
+        let messages: [ControlMessage] = [
+            .captureStart(CaptureRequest(vnic: "alpha", direction: .received, count: 7)), .captureStop,
+            .captureEnded(CaptureOutcome(frames: 12, dropped: 3, failure: "disk full")),
+        ]
+        for m in messages { #expect(try ControlMessage.parse(m.encode()) == m) }
+        var bytes = ControlMessage.captureStart(CaptureRequest(vnic: "a", direction: .both)).encode()
+        bytes[ControlMessage.headerSize + 2 + 1] = 9  // the direction byte, after the name's length and byte
+        #expect(throws: (any Error).self) { try ControlMessage.parse(bytes) }
+        #expect(!ControlMessage.captureEnded(CaptureOutcome(frames: 0, dropped: 0)).isAdministrative)
+        #expect(ControlMessage.captureStart(CaptureRequest(vnic: "a")).isAdministrative && ControlMessage.captureStop.isAdministrative)
+    }
+
     @Test func aFullCaptureRingDropsAndCountsTheCopyAndKeepsTheOldest() {
         let ring = CaptureRing(capacity: 4)
         var frame = [UInt8](repeating: 0, count: 64)
