@@ -45,21 +45,43 @@ extension ControlServer {
         reply(c, .ok("capturing vNIC '\(device.name)' (\(request.direction.argument), \(limit)); it is in \(device.mode) mode"))
     }
 
-    /// A capture's connection woke: its writer may have finished on its own.
+    /// A capture's connection woke: its writer may have finished (count reached, output
+    /// failed, or the rings drained after a stop): the client is told what it wrote.
     func serveCapture(_ c: Connection) {
         if let capture = c.capture, capture.finished { endCapture(on: c, replying: true) }
     }
 
-    /// Detaches the connection's capture from the data paths (device emulation, then the VF's
-    /// mirror: nothing produces into its rings after this), lets its writer drain them and end,
-    /// and answers `captureEnded` if `replying`.
+    /// `captureStop`: the capture is detached now; its writer drains the rings and the client
+    /// gets `captureEnded` when it has finished (`serveCapture`), never waiting on the host's thread.
+    func stopCapture(on c: Connection) {
+        guard let capture = c.capture else { return reply(c, CaptureRefusal.noCaptureRunning.reply) }
+        detach(capture)
+    }
+
+    /// The connection's capture is over (its writer finished, or the client went away): it is
+    /// detached from the data paths if it was not yet, recorded, and answered if `replying`. A
+    /// writer still draining (the client went away first) finishes on its own thread.
     func endCapture(on c: Connection, replying: Bool) {
-        guard let capture = c.capture else {
-            if replying { reply(c, CaptureRefusal.noCaptureRunning.reply) }
-            return
-        }
+        guard let capture = c.capture else { return }
         c.capture = nil
         epoll.remove(capture.done.fd)
+        let dropped = detach(capture)
+        let frames = capture.framesWritten
+        var failure = capture.failure
+        if capture.wentAway && failure == nil { failure = "vNIC '\(capture.vnic)' went away (detached) during the capture" }
+        let how = capture.finished ? "capture ended" : "capture ended (its client went away)"
+        let detail = "\(how): \(frames) frames written, \(dropped) copies dropped" + (failure.map { "; \($0)" } ?? "")
+        events.record(.capture, vnic: capture.vnic, detail)
+        if replying { reply(c, .captureEnded(CaptureOutcome(frames: frames, dropped: dropped, failure: failure ?? ""))) }
+    }
+
+    /// Stops the data paths' copies into the capture (device emulation, then the VF's mirror:
+    /// nothing produces into its rings after this) and asks its writer to end. Returns the
+    /// copies dropped; the vNIC's `capture_dropped` keeps them.
+    @discardableResult
+    private func detach(_ capture: PacketCapture) -> UInt64 {
+        guard !capture.isDetached else { return capture.droppedAtDetach }
+        capture.isDetached = true
         var dropped = capture.emulatedRing.drops &+ capture.mirrorRing.drops
         if let device = dataPath.device(named: capture.vnic), device.capture === capture {
             device.setCapture(nil)
@@ -67,10 +89,8 @@ extension ControlServer {
             dropped = pfDriver.captureDropped(capture, of: device)
             device.counters.captureDropped &+= dropped
         }
-        var (frames, failure) = capture.stop()
-        if capture.wentAway && failure == nil { failure = "vNIC '\(capture.vnic)' went away (detached) during the capture" }
-        let detail = "capture ended: \(frames) frames written, \(dropped) copies dropped" + (failure.map { "; \($0)" } ?? "")
-        events.record(.capture, vnic: capture.vnic, detail)
-        if replying { reply(c, .captureEnded(CaptureOutcome(frames: frames, dropped: dropped, failure: failure ?? ""))) }
+        capture.droppedAtDetach = dropped
+        capture.requestStop()
+        return dropped
     }
 }

@@ -361,7 +361,7 @@ final class ControlServer {
         case .eventsRequest(let after):
             serveEvents(after: after, to: c)
         case .captureStop:
-            endCapture(on: c, replying: true)
+            stopCapture(on: c)
         default:
             reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }

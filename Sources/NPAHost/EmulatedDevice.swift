@@ -228,7 +228,10 @@ final class EmulatedDevice {
         vswitch.removePort(port)
         state = .reset
         // A capture of this vNIC ends with it (its VF's mirror went with the VF's release).
-        capture?.vnicWentAway()
+        if let capture {
+            capture.wentAway = true
+            capture.requestStop()
+        }
         setCapture(nil)
     }
 

@@ -21,8 +21,8 @@ final class PacketCapture: @unchecked Sendable {
     let limit: UInt64
     let emulatedRing: CaptureRing
     let mirrorRing: CaptureRing
-    /// Signalled by the writer when it finished on its own (`limit` reached, or the output
-    /// failed); the host's event loop then ends the capture.
+    /// Signalled by the writer when it finished (`limit` reached, the output failed, or it
+    /// drained the rings after a stop); the host's event loop then answers the client.
     let done: EventNotifier
     /// `emulatedRing` unretained, per direction, for device emulation's per-frame check; nil
     /// for a direction this capture does not want.
@@ -32,11 +32,13 @@ final class PacketCapture: @unchecked Sendable {
     /// Words shared with the writer: stop request (host → writer), finished flag and frames
     /// written (writer → host).
     private let shared: UnsafeMutableRawPointer
-    private var thread: pthread_t?
-    /// Why the output failed (written by the writer before it sets `finished`).
-    private var failure: String?
-    /// Set (on the host's thread) when the vNIC went away while the capture ran.
-    private(set) var wentAway = false
+    /// Why the output failed (written by the writer before it sets `finished`; read after).
+    private var writeFailure: String?
+    /// Host thread only: the vNIC went away while the capture ran; the data paths no longer
+    /// copy into the rings (`ControlServer.detach`), and the copies they dropped until then.
+    var wentAway = false
+    var isDetached = false
+    var droppedAtDetach: UInt64 = 0
 
     static let ringCapacity: UInt32 = 4096
 
@@ -55,38 +57,31 @@ final class PacketCapture: @unchecked Sendable {
         shared.initializeMemory(as: UInt8.self, repeating: 0, count: 192)
     }
 
+    // Runs once the writer thread, which holds the capture, has returned.
     deinit {
-        if let thread { EngineThread.join(thread) }
         try? output.close()
         shared.deallocate()
     }
 
-    /// Starts the writer thread: the pcap file header, then records as they come.
+    /// Starts the writer thread: the pcap file header, then records as they come. Nobody joins
+    /// it: a writer blocked on a reader that does not read (a pipe) must never hold up the
+    /// host's thread; it holds the capture until it returns.
     func start() {
-        thread = EngineThread.start(name: "npa-capture") { [self] in runWriter() }
+        let thread = EngineThread.start(name: "npa-capture") { [self] in runWriter() }
+        pthread_detach(thread)
     }
 
     /// Frames written to the output so far.
     var framesWritten: UInt64 { SharedWord.loadRelaxedU64(shared + 128) }
-    /// Whether the writer has finished on its own (limit reached or output failed).
+    /// Whether the writer has finished: it writes nothing more (`framesWritten` is final).
     var finished: Bool { SharedWord.loadAcquire(shared + 64) != 0 }
+    /// Why the output failed, once `finished`; nil if it did not.
+    var failure: String? { finished ? writeFailure : nil }
 
-    /// The vNIC went away (detached): nothing will produce into the rings again. The writer
-    /// drains them and finishes on its own, so that its connection is answered.
-    func vnicWentAway() {
-        wentAway = true
-        SharedWord.storeRelease(shared, 1)
-    }
-
-    /// Ends the writer: the data paths must no longer produce into the rings (the caller
-    /// detached the capture and cleared the VF's mirror first); the writer drains what they
-    /// hold (up to the limit) and exits. Returns the frames written and why the output failed, if it did.
-    func stop() -> (frames: UInt64, failure: String?) {
-        SharedWord.storeRelease(shared, 1)
-        if let thread { EngineThread.join(thread) }
-        thread = nil
-        return (framesWritten, failure)
-    }
+    /// Asks the writer to end: the data paths must no longer produce into the rings (the
+    /// caller detached the capture and cleared the VF's mirror first); the writer drains what
+    /// they hold (up to the limit), finishes and signals `done`. Returns at once.
+    func requestStop() { SharedWord.storeRelease(shared, 1) }
 
     // MARK: The writer thread
 
@@ -134,7 +129,7 @@ final class PacketCapture: @unchecked Sendable {
                 }
             }
         } catch {
-            failure = "writing the capture failed: \(error)"
+            writeFailure = "writing the capture failed: \(error)"
         }
         SharedWord.storeRelease(shared + 64, 1)
         done.signal()

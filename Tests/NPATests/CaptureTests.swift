@@ -250,6 +250,31 @@ import Testing
     }
 }
 
+extension CaptureTests {
+    @Test func aStopWhileTheWriterIsStuckOnAPipeNeverHoldsUpTheHost() throws {
+        let fixture = try Self.fixture(switchIn: (false, false))
+        defer { fixture.stop() }
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)
+        let request = CaptureRequest(vnic: "a", direction: .transmitted)
+        let session = try CaptureSession(
+            socketPath: fixture.host.adminSocketPath, request: request, output: FileDescriptor(rawValue: ends[1]))
+        try FileDescriptor(rawValue: ends[1]).close()
+        // 1.5 MB of records for a 64 KiB pipe nobody reads: the writer is blocked in write().
+        Self.stream(fixture.a, fixture.b, 0..<20_000)
+        // The stop is taken, but the writer cannot drain: no answer yet (and none can come
+        // before the pipe is read, whatever the wait)...
+        #expect(throws: AdminClient.Failure.noAnswer) { try session.stop(timeoutMilliseconds: 200) }
+        // ... while the host serves on: its admin socket and the vNICs' frames.
+        #expect(try fixture.host.status(of: "a") != nil)
+        #expect(Self.stream(fixture.a, fixture.b, 20_000..<20_100).count == 100)
+        let reader = PipeReader(FileDescriptor(rawValue: ends[0]))
+        let outcome = try #require(try session.waitForEnd(timeoutMilliseconds: 60_000))
+        #expect(outcome.frames + outcome.dropped == 20_000, "the frames after the stop are not in the capture")
+        #expect(try PcapFile(reader.finish()).records.count == Int(outcome.frames))
+    }
+}
+
 /// Reads a pipe to its end on a thread of its own.
 final class PipeReader: @unchecked Sendable {
     private var bytes: [UInt8] = []
