@@ -88,11 +88,19 @@ public enum ControlMessage: Equatable, Sendable {
     /// unless it is empty.
     case policyRequest(guest: String)
     case policyReply(json: String)
+    /// Admin → host: capture a vNIC's frames into the descriptor sent with it (`npa capture`).
+    /// Answered `ok` once the capture runs (then `captureEnded` when it ends) or `error`.
+    case captureStart(CaptureRequest)
+    /// Admin → host: end this connection's capture; answered `captureEnded`.
+    case captureStop
+    case captureEnded(CaptureOutcome)
 
     /// The messages only the admin socket accepts; a guest's connection refuses them.
     public var isAdministrative: Bool {
         switch self {
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .policySet, .policyRequest, .metricsRefresh: true
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .captureStart, .captureStop, .policySet,
+            .policyRequest, .metricsRefresh:
+            true
         default: false
         }
     }
@@ -141,6 +149,7 @@ public enum ControlMessage: Equatable, Sendable {
         case adminMigrate
         case eventsRequest, eventsReply
         // 34...39: capture; 40...45: live policy; 46...: metrics.
+        case captureStart = 34, captureStop, captureEnded
         case policySet = 40, policyRequest, policyReply
         case metricsRefresh = 46
     }
@@ -271,6 +280,17 @@ public enum ControlMessage: Equatable, Sendable {
             let utf8 = Array(json.utf8.prefix(Self.maximumPayload - 4))
             p.u32(UInt32(utf8.count))
             for b in utf8 { p.u8(b) }
+        case .captureStart(let r):
+            tag = .captureStart
+            p.string(r.vnic)
+            p.u8(r.direction.rawValue)
+            p.u64(r.count)
+        case .captureStop: tag = .captureStop
+        case .captureEnded(let o):
+            tag = .captureEnded
+            p.u64(o.frames)
+            p.u64(o.dropped)
+            p.string(o.failure)
         }
         var out = ByteWriter()
         out.u32(Self.magic)
@@ -377,6 +397,12 @@ public enum ControlMessage: Equatable, Sendable {
             let n = Int(try r.u32())
             guard let s = String(validating: try r.raw(n), as: UTF8.self) else { throw ProtocolError("policy report is not UTF-8") }
             message = .policyReply(json: s)
+        case .captureStart:
+            let vnic = try r.string()
+            guard let direction = CaptureDirection(rawValue: try r.u8()) else { throw ProtocolError("unknown capture direction") }
+            message = .captureStart(.init(vnic: vnic, direction: direction, count: try r.u64()))
+        case .captureStop: message = .captureStop
+        case .captureEnded: message = .captureEnded(.init(frames: try r.u64(), dropped: try r.u64(), failure: try r.string()))
         }
         try r.expectEnd()
         return message

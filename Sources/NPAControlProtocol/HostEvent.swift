@@ -33,6 +33,8 @@ public struct HostEvent: Equatable, Sendable, Codable {
         /// An administrator changed a guest's policy (`npa policy set`); the detail says what
         /// changed and what followed (e.g. the guest switched out).
         case policy
+        /// A capture of the vNIC's frames (`npa capture`) started or ended; the detail says how many.
+        case capture
     }
 
     /// Monotonic, starting at 1, never reused while the host runs.

@@ -25,6 +25,8 @@ final class ControlServer {
         var device: EmulatedDevice?
         /// Refusals sent on it (a guest's are recorded in the event log at 1, 2, 4, 8, ...).
         var refusals: UInt64 = 0
+        /// An admin connection's running capture (`ControlServer+Capture.swift`).
+        var capture: PacketCapture?
         init(id: UInt64, socket: SeqPacketSocket, isAdmin: Bool) {
             self.id = id
             self.socket = socket
@@ -68,7 +70,7 @@ final class ControlServer {
     /// accept() failures for want of descriptors, counted by the event loop.
     var acceptFDExhausted: UInt64 = 0
     /// Administrative requests refused on guests' connections.
-    private(set) var adminRefused: UInt64 = 0
+    var adminRefused: UInt64 = 0
     /// Every refusal sent, by wire error code's name (the metrics' `npa_control_refusals_total`).
     var refusalsByCode: [String: UInt64] = [:]
     /// Set when the host serves metrics (`npa host --metrics`); with the host thread's activity.
@@ -153,6 +155,7 @@ final class ControlServer {
     }
 
     private func serve(_ c: Connection) {
+        serveCapture(c)  // a capture's writer that finished wakes its connection
         while true {
             let received: (bytes: [UInt8], descriptors: [FileDescriptor])?
             do {
@@ -179,6 +182,10 @@ final class ControlServer {
             } catch {
                 for fd in fds { try? fd.close() }
                 reply(c, ControlRefusal.malformed("\(error)").reply)
+                continue
+            }
+            if c.isAdmin, case .captureStart(let request) = message {
+                startCapture(request, descriptors: fds, on: c)
                 continue
             }
             if c.isAdmin {
@@ -313,58 +320,12 @@ final class ControlServer {
         case .moveFailed(let reason):
             guard let d = c.device else { return reply(c, notAttached) }
             guestFailedToMove(d, reason: reason, connection: c)
-        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .policySet, .policyRequest, .metricsRefresh:
+        case .statusRequest, .adminSwitch, .adminResetVF, .adminMigrate, .eventsRequest, .captureStart, .captureStop, .policySet,
+            .policyRequest, .metricsRefresh:
             refuseAdministrative(message, from: c)
         case .resume, .attach, .attached, .registerResult, .statusReply, .countersReply, .error, .switchOffer, .ok, .peerReply,
-            .eventsReply, .policyReply:
+            .eventsReply, .captureEnded, .policyReply:
             reply(c, ControlRefusal.unexpectedMessage.reply)
-        }
-    }
-
-    /// An administrative request on a guest's connection: refused, counted, nothing changed.
-    private func refuseAdministrative(_ message: ControlMessage, from c: Connection) {
-        adminRefused &+= 1
-        if adminRefused & (adminRefused - 1) == 0 {  // logged at 1, 2, 4, 8, ...
-            logger.warning(
-                "administrative request refused on a guest's connection (\(adminRefused) so far); the admin socket is \(adminSocketPath)")
-        }
-        reply(c, ControlRefusal.administrativeOnGuestConnection.reply)
-    }
-
-    /// A request on the admin socket: status, switch or VF reset of any vNIC; nothing else.
-    private func handleAdmin(_ message: ControlMessage, from c: Connection) {
-        switch message {
-        case .statusRequest:
-            reply(c, .statusReply(json: HostStatus.report(dataPath: dataPath, pfDriver: pfDriver, server: self).json()))
-        case .adminSwitch(let name, let toPassthrough):
-            guard let d = dataPath.device(named: name) else {
-                return reply(c, ControlRefusal.noSuchVNIC(name).reply, about: name)
-            }
-            switch pfDriver.requestSwitch(d, toPassthrough: toPassthrough) {
-            case .success(let note): reply(c, .ok(note))
-            case .failure(let r): reply(c, ControlRefusal.switching(r).reply, about: name)
-            }
-        case .adminResetVF(let name):
-            guard let d = dataPath.device(named: name) else {
-                return reply(c, ControlRefusal.noSuchVNIC(name).reply, about: name)
-            }
-            switch pfDriver.resetVF(d) {
-            case .success(let note): reply(c, .ok(note))
-            case .failure(let r): reply(c, ControlRefusal.switching(r).reply, about: name)
-            }
-        case .adminMigrate(let name, let destination):
-            guard let migrations else { return reply(c, ControlRefusal.migration("this host cannot migrate guests").reply) }
-            switch migrations.start(vnic: name, to: destination) {
-            case .success(let id): reply(c, .ok("\(id)"))
-            case .failure(let refusal): reply(c, ControlRefusal.migration(refusal.description).reply, about: name)
-            }
-        case .eventsRequest(let after):
-            serveEvents(after: after, to: c)
-        case .metricsRefresh:
-            refreshMetrics(for: c)
-        case .policySet, .policyRequest: handlePolicy(message, from: c)
-        default:
-            reply(c, ControlRefusal.guestMessageOnAdminSocket.reply)
         }
     }
 
@@ -379,6 +340,7 @@ final class ControlServer {
         epoll.remove(c.socket.fd)
         guard connections.removeValue(forKey: c.id) != nil else { return }
         if c.isAdmin { adminConnectionCount -= 1 }
+        endCapture(on: c, replying: false)
         if let d = c.device {
             let wasLeaving = departures.removeValue(forKey: d.name) != nil
             c.device = nil

@@ -56,6 +56,9 @@ struct DeviceCounters: Equatable {
     /// Times this vNIC began holding its senders back (no free receive buffer, or its MAC
     /// waiting for a switch-out after a VF reset): pause frames, in Ethernet terms.
     var senderHolds: UInt64 = 0
+    /// Capture copies (`npa capture`) dropped because the capture's writer fell behind, over
+    /// the captures that ended; `npa status` adds the running capture's.
+    var captureDropped: UInt64 = 0
     var drops = [UInt64](repeating: 0, count: DropReason.allCases.count)
 
     var totalDrops: UInt64 { drops.reduce(0, &+) }
@@ -65,6 +68,7 @@ struct DeviceCounters: Equatable {
             ("tx_frames", txFrames), ("tx_bytes", txBytes), ("rx_frames", rxFrames), ("rx_bytes", rxBytes),
             ("tx_broadcast", txBroadcast), ("tx_multicast", txMulticast),
             ("doorbell_kicks", doorbellKicks), ("interrupts", interruptsRaised), ("sender_holds", senderHolds),
+            ("capture_dropped", captureDropped),
         ]
         for r in DropReason.allCases { out.append(("drop_" + r.name, drops[r.rawValue])) }
         return out

@@ -346,6 +346,7 @@ extension EmulatedDevice {
         if !failed {
             counters.rxFrames &+= 1
             counters.rxBytes &+= UInt64(length)
+            captureReceived?._withUnsafeGuaranteedRef { $0.copyReceived(frame, length: length) }
         }
         pendingVectors |= 1 << UInt32(rq.vector)
     }

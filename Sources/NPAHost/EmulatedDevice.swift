@@ -124,6 +124,11 @@ final class EmulatedDevice {
     var exceededStallLimit = false
     /// Frames parked for it at its own switch-out (see `SwitchOverflow`); nil when none wait.
     var switchOverflow: SwitchOverflow?
+    /// The capture of this vNIC running now (`npa capture`), and its ring unretained for the
+    /// directions it wants: the per-frame check is one nil test (`HostDataPath+Capture.swift`).
+    var capture: PacketCapture?
+    var captureReceived: Unmanaged<CaptureRing>?
+    var captureTransmitted: Unmanaged<CaptureRing>?
     var mtu: UInt32 = 1500
     /// Faults since the last ACTIVATE; at `faultLimit` the device enters the error state.
     var faults = 0
@@ -223,6 +228,12 @@ final class EmulatedDevice {
     func detach() {
         vswitch.removePort(port)
         state = .reset
+        // A capture of this vNIC ends with it (its VF's mirror went with the VF's release).
+        if let capture {
+            capture.wentAway = true
+            capture.requestStop()
+        }
+        setCapture(nil)
     }
 
     @inline(__always)

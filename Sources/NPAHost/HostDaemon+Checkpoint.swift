@@ -51,10 +51,11 @@ extension HostDaemon {
             logger.warning("checkpoint of vNIC '\(device.name)' refused: \(error)")
             throw .state(error)
         }
-        // Host tuning and this host's switch history are not device state: they stay here.
+        // Host tuning, this host's switch history and a running capture are not device state: they stay here.
         restored.receiverStallLimitNanoseconds = device.receiverStallLimitNanoseconds
         restored.switching = device.switching
         restored.events = device.events
+        restored.setCapture(device.capture)
         dataPath.replace(device, with: restored)
         server.rebind(device, to: restored)
         logger.info("vNIC '\(device.name)' checkpointed and restored")

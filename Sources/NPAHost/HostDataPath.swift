@@ -128,7 +128,7 @@ final class HostDataPath {
                 var n = 0
                 for q in 0..<device.txQueues.count {
                     guard device.pullTransmit(queue: q, arena: arena, budget: arena.capacity) > 0 else { continue }
-                    let taken = switchBurst(from: device)
+                    let taken = switchBurstCapturing(from: device)
                     if taken < arena.count { heldBack = true }
                     n += device.completeTransmit(queue: q, arena: arena, framesTaken: taken)
                 }
@@ -218,7 +218,7 @@ final class HostDataPath {
     /// slow receiver must not hold up a frame meant for many. Frames for the PF are batched
     /// (one NIC lock per batch); the batch goes before any later frame is delivered here, so
     /// what was taken is always a prefix of the burst.
-    private func switchBurst(from device: EmulatedDevice) -> Int {
+    func switchBurst(from device: EmulatedDevice) -> Int {
         let ingress = device.port
         var taken = arena.count
         frames: for i in 0..<arena.count {

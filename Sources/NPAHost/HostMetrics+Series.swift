@@ -13,6 +13,7 @@ enum HostMetricFamily: String {
     case vnicDrops = "npa_vnic_drops_total"
     case vnicGuestFaults = "npa_vnic_guest_faults_total"
     case vnicMode = "npa_vnic_mode"
+    case vnicCaptureDropped = "npa_vnic_capture_dropped_total"
     case vfs = "npa_nic_vfs"
     case vfsInUse = "npa_nic_vfs_in_use"
     case engineCPUSeconds = "npa_engine_cpu_seconds_total"
@@ -39,6 +40,8 @@ enum HostMetricFamily: String {
         case .vnicDrops: "Frames dropped for or from the vNIC, by mode and reason."
         case .vnicGuestFaults: "The guest's own faults (bad descriptors, DMA outside its memory, bad offload requests), by mode and reason."
         case .vnicMode: "1 for the vNIC's current mode, 0 for the other."
+        case .vnicCaptureDropped:
+            "Copies a capture of the vNIC (npa capture) dropped because its writer fell behind; the frames themselves were delivered."
         case .vfs: "Virtual functions the NIC has."
         case .vfsInUse: "Virtual functions held by vNICs (in passthrough or switching)."
         case .engineCPUSeconds:
@@ -109,6 +112,7 @@ struct SeriesTable {
             }
             set(.vnicMode, labels, v.mode == mode ? 1 : 0, registry)
         }
+        count(.vnicCaptureDropped, [("vnic", v.name)], v.captureDropped, registry)
     }
 
     /// Unregisters every series not seen since `beginRound`.

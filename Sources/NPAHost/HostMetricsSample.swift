@@ -13,6 +13,8 @@ struct HostMetricsSample {
         var mode: String
         var emulated: [String: UInt64]
         var passthrough: [String: UInt64]
+        /// Capture copies dropped because the capture's writer fell behind (the frames were not).
+        var captureDropped: UInt64
     }
 
     /// One engine thread: the host's or a NIC's.
@@ -40,7 +42,8 @@ struct HostMetricsSample {
         let vnics = dataPath.devices.map { d in
             VNIC(
                 name: d.name, mode: d.mode.rawValue, emulated: Dictionary(uniqueKeysWithValues: d.counters.named()),
-                passthrough: pfDriver.vfCounterTotals(d))
+                passthrough: pfDriver.vfCounterTotals(d),
+                captureDropped: d.counters.captureDropped &+ (d.capture.map { pfDriver.captureDropped($0, of: d) } ?? 0))
         }
         var engines = [
             Engine(

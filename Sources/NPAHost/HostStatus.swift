@@ -35,6 +35,7 @@ enum HostStatus {
                 for (k, v) in d.counters.named() { counters[k] = v }
                 // Only for a vNIC a migration or a self-announcement touched here.
                 for (k, v) in dataPath.migrationCounters(for: d)?.named() ?? [] { counters[k] = v }
+                if let capture = d.capture { counters["capture_dropped", default: 0] &+= pfDriver.captureDropped(capture, of: d) }
                 var v = StatusReport.VNIC(
                     name: d.name, mac: d.mac.description, mode: d.mode.rawValue, link: "up",
                     state: reportedState(of: d),

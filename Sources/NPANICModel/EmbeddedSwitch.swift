@@ -36,6 +36,7 @@ extension SoftNIC {
         }
         vf.counters.txFrames &+= 1
         vf.counters.txBytes &+= UInt64(length)
+        vf.mirrorCopy(frame, length: length, .transmitted)
         if switchFrame(Model.self, frame, length: length, route: &route, from: vf, checksumValid: checksumValid) {
             sendUp(frame, length: length, checksumValid: checksumValid)
         }

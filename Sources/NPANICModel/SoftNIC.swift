@@ -207,6 +207,22 @@ public final class SoftNIC: @unchecked Sendable {
 
     public func counters(vf: Int) -> VirtualFunction.Counters { locked { vfs[vf].counters } }
 
+    /// Port mirroring, a PF-only control: from now on every frame the VF sends or receives is
+    /// copied into `ring` (nil: no more). The engine pushes under this lock, so once this returns
+    /// with nil it pushes no more copies; `ring` must have no other producer while it is set.
+    public func setMirror(vf: Int, to ring: CaptureRing?) {
+        locked {
+            vfs[vf].mirrorRing = ring
+            vfs[vf].mirror = ring.map { Unmanaged.passUnretained($0) }
+        }
+    }
+
+    /// The copies a mirror ring dropped so far, read under the lock its producer holds.
+    public func mirrorDrops(of ring: CaptureRing) -> UInt64 { locked { ring.drops } }
+
+    /// Whether the VF's frames are mirrored now.
+    public func isMirrored(vf: Int) -> Bool { locked { vfs[vf].mirror != nil } }
+
     private func learn(_ vf: Int) {
         let f = vfs[vf]
         guard f.mac != .zero else { return }

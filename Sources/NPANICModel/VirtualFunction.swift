@@ -114,6 +114,12 @@ public final class VirtualFunction {
     var rxMode: VMXNET3.RxMode = [.unicast, .broadcast, .multicast]
     var multicast: Set<MACAddress> = []
     public internal(set) var counters = Counters()
+    /// The port mirror the PF driver set while a capture of this VF's guest runs
+    /// (`SoftNIC.setMirror`): each frame the VF sends or receives is copied into it. `mirror`
+    /// is the ring unretained, for the per-frame check; `mirrorRing` keeps it alive. An FLR
+    /// clears it, as it clears everything else the PF programmed for the VF.
+    var mirrorRing: CaptureRing?
+    var mirror: Unmanaged<CaptureRing>?
 
     init(index: Int) throws {
         self.index = index
@@ -143,6 +149,16 @@ public final class VirtualFunction {
     @inline(__always)
     func write(_ offset: UInt32, _ value: UInt32) { SharedWord.storeRelease(registers.base + Int(offset), value) }
 
+    /// Copies a frame this VF sent or received into its port mirror, if one is set: one nil
+    /// check per frame when none is; a full mirror drops the copy, never the frame.
+    @inline(__always)
+    func mirrorCopy(_ frame: UnsafeRawPointer, length: Int, _ direction: CaptureRing.Direction) {
+        guard let mirror else { return }
+        mirror._withUnsafeGuaranteedRef {
+            _ = $0.push(frame, length: length, direction: direction, timestamp: Clock.monotonicNanoseconds())
+        }
+    }
+
     func isMember(vlan: UInt16) -> Bool { vlans[Int(vlan >> 6)] & (1 << UInt64(vlan & 63)) != 0 }
 
     func accepts(destination dst: UInt64) -> Bool {
@@ -164,6 +180,8 @@ public final class VirtualFunction {
         receiverStalledSince = 0
         exceededStallLimit = false
         counters = Counters()
+        mirror = nil
+        mirrorRing = nil
         registers.base.initializeMemory(as: UInt8.self, repeating: 0, count: registers.size)
         write(NPA_VF_REG_INTR_MASK, 1)
     }

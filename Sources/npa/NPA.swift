@@ -16,7 +16,8 @@ struct NPA: ParsableCommand {
             usage error.
             """,
         subcommands: [
-            Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Events.self, Policy.self, Migrate.self, Soak.self, Bench.self,
+            Demo.self, Host.self, Guest.self, Status.self, VNIC.self, Events.self, Capture.self, Policy.self, Migrate.self, Soak.self,
+            Bench.self,
             Plugin.self,
         ])
 

@@ -114,6 +114,7 @@ enum CompletionQueueEngine: VFModelEngine {
         if status == 0 {
             vf.counters.rxFrames &+= 1
             vf.counters.rxBytes &+= UInt64(length)
+            vf.mirrorCopy(frame, length: length, .received)
         }
         vf.pendingInterrupt = true
     }

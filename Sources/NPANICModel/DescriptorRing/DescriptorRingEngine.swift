@@ -96,6 +96,7 @@ enum DescriptorRingEngine: VFModelEngine {
         if !error {
             vf.counters.rxFrames &+= 1
             vf.counters.rxBytes &+= UInt64(length)
+            vf.mirrorCopy(frame, length: length, .received)
         }
         vf.pendingInterrupt = true
     }
