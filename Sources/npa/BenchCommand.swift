@@ -60,7 +60,7 @@ struct Bench: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Also measure what operating the host costs: metrics (a Prometheus scrape of the host every second). Comma separated.",
+            "Also measure what operating the host costs: metrics (a Prometheus scrape of the host every second), capture (npa capture of the receiver, to /dev/null). Comma separated.",
             discussion:
                 "Each mode at full rate, a plain run and then one per observer, back to back, --repeat rounds; the table gives each observed run relative to the plain one."
         ))

@@ -69,6 +69,8 @@ struct BenchRun {
     /// What ran beside the traffic (`npa bench --observe`), and how many times it looked.
     var observer: BenchObserver?
     var observations = 0
+    /// Capture copies dropped because the capture's writer fell behind (never frames).
+    var observerDropped: UInt64 = 0
 
     var mode: String { passthrough ? "passthrough" : "emulated" }
     var mpps: Double { seconds > 0 ? Double(received) / seconds / 1e6 : 0 }
@@ -123,7 +125,7 @@ extension BenchSetup {
             for (thread, cpu) in zip(engines, cpus.dropFirst(2)) { try EngineThread.pin(thread, toCPU: cpu) }
         }
         let roundTrip = guestToEngineRoundTrip(rounds: 20_000)
-        let observing = try observer.map { try BenchObserver.Running($0, host: host) }
+        let observing = try observer.map { try BenchObserver.Running($0, host: host, receiver: rx.name) }
         let control = BenchControl(deadline: Clock.monotonicNanoseconds() + UInt64(seconds * 1e9), paced: rate != nil)
         defer { control.release() }
         let txBox = Unmanaged.passRetained(tx), rxBox = Unmanaged.passRetained(rx)
@@ -148,7 +150,10 @@ extension BenchSetup {
         var run = BenchRun(passthrough: passthrough, frameBytes: size, offeredRate: rate)
         run.seconds = Double(Clock.monotonicNanoseconds() - wallStart) / 1e9
         run.observer = observer
-        run.observations = try observing?.stop() ?? 0
+        if let (observations, dropped) = try observing?.stop() {
+            run.observations = observations
+            run.observerDropped = dropped
+        }
         run.hostCPU = Double(EngineThread.cpuNanoseconds(of: host.thread) - hostStart) / 1e9
         run.hardwareCPU = Double((nicThread.map { EngineThread.cpuNanoseconds(of: $0) } ?? 0) - hardwareStart) / 1e9
         run.senderCPU = results.send.cpuSeconds

@@ -17,13 +17,16 @@ extension BenchReport {
         /// This run over the plain run of its mode: throughput, and Mbps per GHz.
         var relativeMpps: Double
         var relativeMbpsPerGHz: Double
-        /// Scrapes the observer made during the run.
+        /// Scrapes the observer made during the run, or frames the capture wrote.
         var observations: Int
+        /// Capture copies dropped because its writer fell behind (the frames were delivered).
+        var observerDropped: UInt64
         var received: Int
         var sent: Int
 
         enum CodingKeys: String, CodingKey {
             case mode, observer, mpps, observations, received, sent
+            case observerDropped = "observer_dropped"
             case frameBytes = "frame_bytes"
             case hostCores = "host_cores"
             case guestCores = "guest_cores"
@@ -46,6 +49,7 @@ extension BenchReport {
                 hostCores: r.cores(r.hostCPU), guestCores: r.cores(r.senderCPU + r.receiverCPU), mbpsPerGHz: efficiency,
                 relativeMpps: plain.mpps > 0 ? r.mpps / plain.mpps : 0,
                 relativeMbpsPerGHz: plainEfficiency > 0 ? efficiency / plainEfficiency : 0, observations: r.observations,
+                observerDropped: r.observerDropped,
                 received: r.received, sent: r.sent))
     }
 
@@ -56,7 +60,7 @@ extension BenchReport {
         var rows = [
             [
                 "mode", "frame B", "beside the traffic", "verified/sent", "Mpps", "host", "guests", "Mbps/GHz", "vs none: Mpps", "Mbps/GHz",
-                "scrapes",
+                "scrapes / captured (dropped)",
             ]
         ]
         for o in observed {
@@ -64,7 +68,7 @@ extension BenchReport {
                 o.mode, "\(o.frameBytes)", BenchObserver(rawValue: o.observer)?.label ?? o.observer, "\(o.received)/\(o.sent)",
                 String(format: "%.3f", o.mpps), String(format: "%.2f", o.hostCores), String(format: "%.2f", o.guestCores),
                 String(format: "%.0f", o.mbpsPerGHz), String(format: "%.3f", o.relativeMpps), String(format: "%.3f", o.relativeMbpsPerGHz),
-                o.observer == "none" ? "-" : "\(o.observations)",
+                o.observer == "none" ? "-" : o.observer == "capture" ? "\(o.observations) (\(o.observerDropped))" : "\(o.observations)",
             ])
         }
         return out + StatusTable.table(rows)

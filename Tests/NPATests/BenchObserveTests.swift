@@ -4,13 +4,13 @@ import Testing
 
 @testable import npa
 
-/// `npa bench --observe metrics`: each observed run is a real run with a Prometheus scrape of the
-/// host beside it (counted), next to a plain run of the same mode; the relative figures are those
+/// `npa bench --observe metrics,capture`: each observed run is a real run with a Prometheus scrape
+/// of the host, or a capture of the receiver, beside it (counted), next to a plain run of the same mode; the relative figures are those
 /// runs' own. No figure is judged here (timing is the benchmark's business, not a test's).
 @Suite struct BenchObserveTests {
     @Test func anObservedRunIsReportedBesideAPlainOne() throws {
         let p = try NPAProcess([
-            "bench", "--only", "emulated", "--sizes", "64", "--duration", "1.2", "--repeat", "1", "--observe", "metrics", "--json",
+            "bench", "--only", "emulated", "--sizes", "64", "--duration", "1.2", "--repeat", "1", "--observe", "metrics,capture", "--json",
             "--cpus", "none",
         ])
         let (status, stdout, stderr) = p.finish()
@@ -24,10 +24,15 @@ import Testing
         #expect(observed.received == observed.sent && observed.received > 0)
         #expect(abs(observed.relativeMpps - observed.mpps / plain.mpps) < 1e-9)
         #expect(plain.relativeMpps == 1)
+        // The capture saw every frame the receiver verified (and its acknowledgements), or says
+        // how many copies it dropped.
+        let captured = try #require(report.observed.first { $0.observer == "capture" })
+        #expect(captured.received == captured.sent && captured.received > 0)
+        #expect(UInt64(captured.observations) + captured.observerDropped >= UInt64(captured.received))
     }
 
     @Test func anUnknownObserverIsRefusedNamingTheKnownOnes() throws {
         let (status, _, stderr) = try NPAProcess(["bench", "--observe", "metrics,tcpdump"]).finish()
-        #expect(status == 64 && stderr.contains("--observe takes a comma-separated list of: metrics"), "\(stderr)")
+        #expect(status == 64 && stderr.contains("--observe takes a comma-separated list of: metrics, capture"), "\(stderr)")
     }
 }
