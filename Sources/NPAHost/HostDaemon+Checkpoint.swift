@@ -53,6 +53,7 @@ extension HostDaemon {
         }
         // Host tuning and this host's switch history are not device state: they stay here.
         restored.receiverStallLimitNanoseconds = device.receiverStallLimitNanoseconds
+        restored.switchStallLimitNanoseconds = device.switchStallLimitNanoseconds
         restored.switching = device.switching
         restored.events = device.events
         dataPath.replace(device, with: restored)
