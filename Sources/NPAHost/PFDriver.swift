@@ -215,6 +215,7 @@ final class PFDriver {
             }
         }
         if case .failure(let refusal) = apply(device.switching.requestSwitchOut(now: now), to: device) { return .failure(refusal) }
+        if let (nic, index) = vf(of: device) { nic.guestSwitches(vf: index) }  // and again at its offer: a read between may end it
         logger.info("vNIC '\(device.name)': switch out requested, DIC raised")
         return .success("switch-out of '\(device.name)' started")
     }

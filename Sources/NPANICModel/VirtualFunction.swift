@@ -114,7 +114,7 @@ public final class VirtualFunction {
     /// newer than the parked ones), so the guest gets its frames in order.
     var holdsForPF = false
     /// Set while this VF's guest is in a switch handshake (from its switch-in's MAC move, from
-    /// its switch-out's offer): it reads its rings only once the step it is in is done, so a
+    /// its switch-out's request and offer): it reads its rings only once its step is done, so a
     /// stall of its may last up to `SoftNIC.switchStallLimitNanoseconds`. Cleared once such a
     /// stall ends (the guest reads again), and at quiesce and FLR.
     var guestSwitching = false
