@@ -86,17 +86,6 @@ final class PFDriver {
         return .failure(.noFreeVF)
     }
 
-    /// The guest-visible counters of a VF, by name (drops as `drop_vf_<reason>`).
-    static func vfCounters(_ v: VirtualFunction.Counters) -> [String: UInt64] {
-        [
-            "vf_tx_frames": v.txFrames, "vf_rx_frames": v.rxFrames, "vf_tx_bytes": v.txBytes, "vf_rx_bytes": v.rxBytes,
-            "drop_vf_no_buffers": v.noBufferDrops,
-            "drop_vf_spoofed_source": v.spoofedDrops, "drop_vf_vlan_refused": v.vlanDrops, "drop_vf_dma_fault": v.dmaFaults,
-            "drop_vf_bad_descriptor": v.badDescriptors, "drop_vf_frame_too_long": v.frameTooLong, "vf_interrupts": v.interrupts,
-            "drop_vf_bad_offload": v.badOffloads, "vf_tso_segments": v.segments,
-        ]
-    }
-
     /// The NIC and VF a lease names.
     func vf(of lease: VNICSwitchMachine.VFLease) -> (nic: SoftNIC, index: Int)? {
         nics.first { $0.name == lease.nic }.map { ($0, lease.index) }
@@ -105,16 +94,6 @@ final class PFDriver {
     /// The VF a vNIC holds now, if any.
     func vf(of device: EmulatedDevice) -> (nic: SoftNIC, index: Int)? {
         device.switching.lease.flatMap { vf(of: $0) }
-    }
-
-    /// Counters of the VF now held plus those held before, so nothing the guest's NIC counted
-    /// disappears when it moves back to emulation.
-    func vfCounterTotals(_ device: EmulatedDevice) -> [String: UInt64] {
-        var totals = device.earlierVFCounters
-        if let (nic, index) = vf(of: device) {
-            for (k, v) in Self.vfCounters(nic.counters(vf: index)) { totals[k, default: 0] += v }
-        }
-        return totals
     }
 
     // MARK: Events to a vNIC's switch machine, and its actions carried out
@@ -390,5 +369,16 @@ final class PFDriver {
         // flush that empties the overflow), so none overtakes them.
         if parking == .thenToVirtualFunction && dataPath.anySwitchOverflow { dataPath.flushSwitchOverflows() }
         for d in devices { d.raiseInterrupts() }
+    }
+
+    /// In passthrough the guest's control operations go to the VF too (through the PF).
+    func syncPassthroughFilters(_ device: EmulatedDevice) {
+        // Not while a switch is under way: the switch itself decides where the MAC lives (the
+        // guest re-arms emulation with commands before the host hands the MAC back).
+        guard device.switching.filtersFollowVF, let (nic, index) = vf(of: device) else { return }
+        nic.setMAC(vf: index, device.mac)
+        nic.setVLANs(vf: index, device.vlans)
+        nic.setRxMode(vf: index, device.rxMode, multicast: device.multicast)
+        dataPath.detachFromSwitch(device)
     }
 }
