@@ -57,6 +57,7 @@ extension ControlServer {
             return reply(c, ControlRefusal.vnicCreation("\(error)").reply, about: name)
         }
         device.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+        device.switchStallLimitNanoseconds = UInt64(configuration.switchTimeoutMilliseconds) * 1_000_000
         nextVNICID += 1
         c.device = device
         dataPath.add(device)
@@ -141,6 +142,7 @@ extension ControlServer {
             return reply(c, ControlRefusal.vnicCreation("\(error)").reply)
         }
         device.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+        device.switchStallLimitNanoseconds = UInt64(configuration.switchTimeoutMilliseconds) * 1_000_000
         // The page says what the source's engine last did. This host's engine is awake while it
         // serves a message (the loop clears every device's flag on waking), and announces its
         // next sleep to every device, this one included: as for a new page at attach, it polls.

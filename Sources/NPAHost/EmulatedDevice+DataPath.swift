@@ -265,7 +265,10 @@ extension EmulatedDevice {
     /// than the stall limit) rather than have its frame dropped.
     var holdsSenders: Bool {
         guard receiverStalledSince != 0, !exceededStallLimit else { return false }
-        if Clock.monotonicNanoseconds() - receiverStalledSince < receiverStallLimitNanoseconds { return true }
+        let stalled = Clock.monotonicNanoseconds() - receiverStalledSince
+        if stalled < receiverStallLimitNanoseconds { return true }
+        // Busy in a switch handshake, not stuck: waited for as long as a switch step may take.
+        if stalled < switchStallLimitNanoseconds && isInSwitchHandshake { return true }
         exceededStallLimit = true
         return false
     }

@@ -117,6 +117,13 @@ final class EmulatedDevice {
     /// set aside to run again, short enough that a guest that stopped receiving cannot hold
     /// others up for long (`receiver_stall_ms`).
     var receiverStallLimitNanoseconds: UInt64 = 500_000_000
+    /// The same while the guest is in a switch handshake (`switch_timeout_ms`, when longer): it
+    /// reads no ring until the step it is in is done (see `holdsSenders`).
+    var switchStallLimitNanoseconds: UInt64 = 5_000_000_000
+    /// Whether the guest is in a switch handshake it was asked for: it reads none of its rings
+    /// until the step it is in is done, which on a loaded machine can outlast the stall limit.
+    /// (A VF reset's switch-out keeps the stall limit; a step past its deadline ends this.)
+    var isInSwitchHandshake: Bool { !awaitingSwitchOut && switching.isSwitching && !switching.deadlineExpired }
     /// When this vNIC was first found with no receive buffer for a waiting frame (0: it has one).
     var receiverStalledSince: UInt64 = 0
     /// Set once a stall outlasted the limit: frames to this vNIC are dropped, not held, until

@@ -164,6 +164,8 @@ public struct HostConfiguration: Equatable, Sendable {
 
         # Milliseconds a sender's frames wait (in its TX ring: backpressure) for a receiver
         # whose buffers are all full before frames to it are dropped as no_buffers; 0 = at once.
+        # A guest in a switch handshake reads no ring until its step is done: it is waited
+        # for up to switch_timeout_ms instead, when that is longer.
         receiver_stall_ms: 500
 
         # Milliseconds each step of a switch waits for the guest (a stopped or hung guest):

@@ -53,6 +53,7 @@ extension HostDaemon {
         }
         // Host tuning, this host's switch history and a running capture are not device state: they stay here.
         restored.receiverStallLimitNanoseconds = device.receiverStallLimitNanoseconds
+        restored.switchStallLimitNanoseconds = device.switchStallLimitNanoseconds
         restored.switching = device.switching
         restored.events = device.events
         restored.setCapture(device.capture)

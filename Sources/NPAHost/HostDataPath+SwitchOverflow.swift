@@ -33,7 +33,13 @@ extension HostDataPath {
             } else {
                 deliverParked(device, overflow)
             }
-            if overflow.isEmpty { device.switchOverflow = nil } else { left = true }
+            if overflow.isEmpty {
+                device.switchOverflow = nil
+                // Its older frames are down: newer ones for its VF may come in now.
+                if overflow.toVirtualFunction { uplinkNIC?.endHoldForPF(mac: device.mac) }
+            } else {
+                left = true
+            }
         }
         anySwitchOverflow = left
     }

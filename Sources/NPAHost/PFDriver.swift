@@ -54,6 +54,7 @@ final class PFDriver {
         try configuration.nics.map { n in
             let nic = try SoftNIC(name: n.name, model: NICModelRegistry.model(named: n.model), vfCount: n.vfs)
             nic.receiverStallLimitNanoseconds = UInt64(configuration.receiverStallMilliseconds) * 1_000_000
+            nic.switchStallLimitNanoseconds = UInt64(configuration.switchTimeoutMilliseconds) * 1_000_000
             if let tap = n.wireTAP {
                 do {
                     nic.attachWire(try TAPWire(name: tap, maximumFrame: SoftNIC.maximumFrame))
@@ -114,8 +115,9 @@ final class PFDriver {
                 logger.warning("vNIC '\(device.name)': \(nic.name)/vf\(index) reset (FLR); switching the guest out")
             case .moveMACToVF(let lease):
                 guard let (nic, index) = vf(of: lease) else { continue }
-                nic.setMAC(vf: index, device.mac)
+                nic.setMAC(vf: index, device.mac, switchingIn: true)
                 if let uplink = uplinkNIC { drainPF(uplink, switching: device, parking: .thenToVirtualFunction) }
+                if device.switchOverflow == nil || nic !== uplinkNIC { nic.endHoldForPF(mac: device.mac) }
                 dataPath.detachFromSwitch(device)
                 // The emulated device's stall clock is of no use now (nothing consults it while the VF
                 // carries the vNIC); left running, a later wait for a failing VF would start expired.
@@ -192,6 +194,7 @@ final class PFDriver {
             }
         }
         if case .failure(let refusal) = apply(device.switching.requestSwitchOut(now: now), to: device) { return .failure(refusal) }
+        if let (nic, index) = vf(of: device) { nic.guestSwitches(vf: index) }  // and again at its offer: a read between may end it
         logger.info("vNIC '\(device.name)': switch out requested, DIC raised")
         return .success("switch-out of '\(device.name)' started")
     }
@@ -236,6 +239,7 @@ final class PFDriver {
                     [image.fd, vf.registers.fd, vf.kick.fd])
             case .offerSwitchOut(let lease):
                 noteSwitchOutOffered(device, now: Clock.monotonicNanoseconds())
+                if let (nic, index) = vf(of: lease) { nic.guestSwitches(vf: index) }  // it reads no ring until it is out
                 reply(.switchOffer(.init(kind: .switchOut, vf: UInt16(lease.index))), [])
             default:
                 reply(.switchOffer(.init(kind: .none)), [])
@@ -361,8 +365,9 @@ final class PFDriver {
                 EngineThread.yieldProcessor()
             }
         }
-        // Parked for a VF: on their way now, so that as few newer frames as possible (those the
-        // NIC already put in the VF's ring) overtake them.
+        // Parked for a VF: on their way now. The NIC holds newer frames for that VF from other
+        // VFs and the wire until the parked ones are down (`holdsForPF`, ended here or by the
+        // flush that empties the overflow), so none overtakes them.
         if parking == .thenToVirtualFunction && dataPath.anySwitchOverflow { dataPath.flushSwitchOverflows() }
         for d in devices { d.raiseInterrupts() }
     }

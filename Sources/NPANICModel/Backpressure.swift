@@ -15,10 +15,13 @@ extension SoftNIC {
     /// receiver has a buffer for each (or as many as its ring can ever post).
     func mustWait<Model: VFModelEngine>(
         _: Model.Type, _ frame: UnsafeRawPointer, length: Int, route: inout FrameRoute, from sender: VirtualFunction?,
-        frames: UInt32 = 1
+        frames: UInt32 = 1, fromPF: Bool = false
     ) -> Bool {
         guard let target = route.port, target != sender?.index else { return false }
         let wait = vfRefs[target]._withUnsafeGuaranteedRef { vf -> Bool in
+            // Mid switch-in, older frames for this guest are still to come down the PF: newer ones
+            // from elsewhere wait for them (no stall clock: the host ends the hold once they are down).
+            if vf.holdsForPF && !fromPF { return true }
             guard vf.enabled, vf.grant != nil, vf.rxQueueCount > 0 else { return false }
             let q = vf.rxQueueCount == 1 ? 0 : Int(route.flowHash(frame, length: length) % UInt32(vf.rxQueueCount))
             let queue = vf.rxQueues + q
@@ -38,6 +41,7 @@ extension SoftNIC {
                 if vf.receiverStalledSince != 0 && (!vf.exceededStallLimit || available >= size / 2) {
                     vf.receiverStalledSince = 0
                     vf.exceededStallLimit = false
+                    vf.guestSwitching = false  // it reads again: done with its switch
                 }
                 return false
             }
@@ -45,6 +49,8 @@ extension SoftNIC {
             if vf.receiverStalledSince == 0 { vf.receiverStalledSince = now }
             guard !vf.exceededStallLimit else { return false }
             if now - vf.receiverStalledSince < receiverStallLimitNanoseconds { return true }
+            // A guest in a switch handshake reads no ring until its step is done: not stuck.
+            if vf.guestSwitching && now - vf.receiverStalledSince < switchStallLimitNanoseconds { return true }
             vf.exceededStallLimit = true
             return false
         }

@@ -141,7 +141,7 @@ extension SoftNIC {
                 continue
             }
             var route = route(p, length: length)
-            if mustWait(Model.self, p, length: length, route: &route, from: nil) { return taken }
+            if mustWait(Model.self, p, length: length, route: &route, from: nil, fromPF: true) { return taken }
             taken += 1
             pfTransmitted &+= 1
             // The PF is trusted and its frames sit in host memory the host does not change

@@ -66,6 +66,9 @@ public final class SoftNIC: @unchecked Sendable {
     /// with no free receive buffer before frames to that VF are dropped as `vf_no_buffers`
     /// (the host's `receiver_stall_ms`; 0 drops at once). Set before `start()`.
     public var receiverStallLimitNanoseconds: UInt64 = 500_000_000
+    /// The same for a VF whose guest is in a switch handshake (`VirtualFunction.guestSwitching`;
+    /// the host's `switch_timeout_ms`, when longer). Set before `start()`.
+    public var switchStallLimitNanoseconds: UInt64 = 5_000_000_000
     /// Set by a pass that left a frame waiting for a receiver: the engine then keeps polling
     /// (yielding the core) instead of sleeping, since posting a buffer rings no doorbell.
     var heldBack = false
@@ -100,11 +103,30 @@ public final class SoftNIC: @unchecked Sendable {
     // MARK: PF driver operations
 
     /// Points `mac` (in every VLAN the VF is a member of) at the VF in the embedded switch.
-    public func setMAC(vf: Int, _ mac: MACAddress) {
+    /// `switchingIn`: frames for the VF from anywhere but the PF wait until `endHoldForPF` (the
+    /// host has older frames for this guest to send down first), and its guest is in a switch
+    /// handshake (`guestSwitches`); a hold already set stays.
+    public func setMAC(vf: Int, _ mac: MACAddress, switchingIn: Bool = false) {
         locked {
             forget(vf)
             vfs[vf].mac = mac
+            if switchingIn {
+                vfs[vf].holdsForPF = true
+                vfs[vf].guestSwitching = true
+            }
             learn(vf)
+        }
+    }
+
+    /// The VF's guest is in a switch handshake: a stall of its is waited for up to
+    /// `switchStallLimitNanoseconds` (see `VirtualFunction.guestSwitching`).
+    public func guestSwitches(vf: Int) { locked { vfs[vf].guestSwitching = true } }
+
+    /// Lets frames for the VF owning `mac` from other VFs and the wire in again (see `setMAC`).
+    public func endHoldForPF(mac: MACAddress) {
+        locked {
+            for vf in vfs where vf.mac == mac { vf.holdsForPF = false }
+            wake.signal()  // senders left waiting in their rings go on at the engine's next pass
         }
     }
 
@@ -192,6 +214,8 @@ public final class SoftNIC: @unchecked Sendable {
     public func quiesce(vf: Int) {
         locked {
             vfs[vf].enabled = false
+            vfs[vf].holdsForPF = false
+            vfs[vf].guestSwitching = false
             vfs[vf].write(NPA_VF_REG_STATUS, 0)
         }
     }

@@ -109,6 +109,15 @@ public final class VirtualFunction {
     /// that stall outlasted the NIC's limit (see `SoftNIC.receiverStallLimitNanoseconds`).
     var receiverStalledSince: UInt64 = 0
     var exceededStallLimit = false
+    /// Set from a switch-in's MAC move until the frames the host parked for this VF's guest have
+    /// come down the PF: until then frames for it from other VFs and the wire wait (they are
+    /// newer than the parked ones), so the guest gets its frames in order.
+    var holdsForPF = false
+    /// Set while this VF's guest is in a switch handshake (from its switch-in's MAC move, from
+    /// its switch-out's request and offer): it reads its rings only once its step is done, so a
+    /// stall of its may last up to `SoftNIC.switchStallLimitNanoseconds`. Cleared once such a
+    /// stall ends (the guest reads again), and at quiesce and FLR.
+    var guestSwitching = false
     public internal(set) var mac: MACAddress = .zero
     var vlans = [UInt64](repeating: 1, count: 1) + [UInt64](repeating: 0, count: 63)
     var rxMode: VMXNET3.RxMode = [.unicast, .broadcast, .multicast]
@@ -179,6 +188,8 @@ public final class VirtualFunction {
         pendingInterrupt = false
         receiverStalledSince = 0
         exceededStallLimit = false
+        holdsForPF = false
+        guestSwitching = false
         counters = Counters()
         mirror = nil
         mirrorRing = nil
