@@ -43,18 +43,22 @@ struct Capture: ParsableCommand {
     }
 
     func run() throws {
+        // A file is written under a temporary name beside it and takes its name only once the
+        // host accepted the capture: a refused capture (a mistyped guest, no host) leaves an
+        // earlier file of that name as it was.
         let output: FileDescriptor
-        if write == "-" {
-            output = .standardOutput
-        } else {
+        let pending = write == "-" ? nil : Self.pendingPath(for: write)
+        if let pending {
             do {
                 output = try FileDescriptor.open(
-                    write, .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+                    pending, .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
             } catch {
                 throw CommandFailure("cannot open \(write) for writing: \(error)")
             }
+        } else {
+            output = .standardOutput
         }
-        defer { if write != "-" { try? output.close() } }
+        defer { if pending != nil { try? output.close() } }
         // Ctrl-C ends the capture cleanly: the host flushes what it holds and says what it wrote.
         let interrupted = try EventNotifier()
         TerminationSignals.deliver(to: interrupted.fd.rawValue)
@@ -63,18 +67,35 @@ struct Capture: ParsableCommand {
         do {
             session = try CaptureSession(
                 socketPath: socket.adminSocket ?? HostSocketPath.admin(forControl: socket.host), request: request, output: output)
-        } catch { throw CommandFailure("\(error)") }
+        } catch {
+            if let pending { unlink(pending) }
+            throw CommandFailure("\(error)")
+        }
+        if let pending, rename(pending, write) != 0 {
+            let reason = String(cString: strerror(errno))
+            _ = try? session.stop()
+            unlink(pending)
+            throw CommandFailure("cannot write \(write): \(reason)")
+        }
         standardError("npa: \(session.note)")
+        let destination = write == "-" ? "standard output" : write
         let outcome: CaptureOutcome
         do {
             switch interrupted.wait(timeoutMilliseconds: -1, orHangUpOf: nil, orReadable: session.descriptor) {
             case .signalled: outcome = try session.stop()
             default: outcome = try session.waitForEnd(timeoutMilliseconds: 0) ?? session.stop()
             }
+        } catch let failure as AdminClient.Failure where failure == .noAnswer {
+            throw CommandFailure("the host stopped (or stopped answering) during the capture: what it wrote is in \(destination)")
         } catch { throw CommandFailure("\(error)") }
-        standardError(
-            "npa: \(outcome.frames) frames written to \(write == "-" ? "standard output" : write), \(outcome.dropped) capture copies dropped"
-        )
+        standardError("npa: \(outcome.frames) frames written to \(destination), \(outcome.dropped) capture copies dropped")
         if !outcome.failure.isEmpty { throw CommandFailure(outcome.failure) }
+    }
+
+    /// A name beside `path`, hidden and unique to this process, for the file until it is accepted.
+    static func pendingPath(for path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        let directory = url.deletingLastPathComponent().path
+        return directory + "/." + url.lastPathComponent + ".npa-capture-\(getpid())"
     }
 }

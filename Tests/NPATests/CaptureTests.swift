@@ -201,6 +201,17 @@ import Testing
         let p = try NPAProcess(["capture", "a", "--host", host.socketPath, "-w", "/nonexistent-dir/x.pcap"])
         let (status, _, stderr) = p.finish()
         #expect(status != 0 && stderr.contains("cannot open /nonexistent-dir/x.pcap for writing"), "\(stderr)")
+        // A refused capture (a mistyped guest) leaves an earlier file of that name as it was, and
+        // no file of its own beside it.
+        let earlier = Array("an earlier capture".utf8)
+        FileManager.default.createFile(atPath: path, contents: Data(earlier))
+        let typo = try NPAProcess(["capture", "aa", "--host", host.socketPath, "-w", path])
+        let refused = typo.finish()
+        #expect(refused.status != 0 && refused.stderr.contains("no vNIC named 'aa'"), "\(refused.stderr)")
+        #expect(FileManager.default.contents(atPath: path) == Data(earlier))
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("." + name) }.isEmpty)
         // The vNIC is free again: a new capture starts.
         _ = try Self.capture(host, "a", path, count: nil).stop()
         #expect(try host.status(of: "a")?.counters["capture_dropped"] == 0)
