@@ -122,6 +122,11 @@ public enum ControlMessage: Equatable, Sendable {
         /// An administrative request on a guest's connection (or a guest's on the admin socket).
         public static let notPermitted: UInt32 = 8
 
+        /// Every code this build sends.
+        public static let all: [UInt32] = [
+            malformed, unsupportedVersion, refusedByPolicy, invalidState, invalidArgument, resourceExhausted, notAttached, notPermitted,
+        ]
+
         /// The code's name in snake case, as metrics label it (`code_N` for one this build lacks).
         public static func name(of code: UInt32) -> String {
             switch code {

@@ -67,6 +67,18 @@ struct SeriesTable {
     }
     private var entries: [String: Entry] = [:]
     private var touched: Set<String> = []
+    /// Switch-duration histograms, by vNIC and direction: recorded as switches end, dropped with
+    /// the vNIC's other series when it is gone.
+    private var histograms: [String: (vnic: String, histogram: DurationHistogram)] = [:]
+
+    mutating func switchDuration(vnic: String, direction: String, _ registry: PrometheusCollectorRegistry) -> DurationHistogram {
+        let key = vnic + "|" + direction
+        if let (_, histogram) = histograms[key] { return histogram }
+        let histogram = registry.makeDurationHistogram(
+            descriptor: HostMetrics.switchDuration, labels: [("vnic", vnic), ("direction", direction)], buckets: HostMetrics.switchBuckets)
+        histograms[key] = (vnic, histogram)
+        return histogram
+    }
 
     mutating func beginRound() { touched.removeAll(keepingCapacity: true) }
 
@@ -115,8 +127,13 @@ struct SeriesTable {
         count(.vnicCaptureDropped, [("vnic", v.name)], v.captureDropped, registry)
     }
 
-    /// Unregisters every series not seen since `beginRound`.
-    mutating func endRound(_ registry: PrometheusCollectorRegistry) {
+    /// Unregisters every series not seen since `beginRound`, and the histograms of vNICs not in
+    /// `vnics`.
+    mutating func endRound(_ registry: PrometheusCollectorRegistry, vnics: Set<String>) {
+        for (key, entry) in histograms where !vnics.contains(entry.vnic) {
+            registry.unregisterDurationHistogram(entry.histogram)
+            histograms[key] = nil
+        }
         for (key, entry) in entries where !touched.contains(key) {
             if let counter = entry.counter { registry.unregisterCounter(counter) }
             if let gauge = entry.gauge { registry.unregisterGauge(gauge) }

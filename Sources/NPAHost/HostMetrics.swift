@@ -36,9 +36,9 @@ public final class HostMetrics: Sendable {
     /// A switch of `vnic` finished `milliseconds` after it was requested (direction "in": to
     /// passthrough).
     func recordSwitch(vnic: String, direction: String, milliseconds: Double) {
-        registry.makeDurationHistogram(
-            descriptor: Self.switchDuration, labels: [("vnic", vnic), ("direction", direction)], buckets: Self.switchBuckets
-        ).recordNanoseconds(Int64(milliseconds * 1e6))
+        series.withLock { table in
+            table.switchDuration(vnic: vnic, direction: direction, registry).recordNanoseconds(Int64(milliseconds * 1e6))
+        }
     }
 
     /// Brings every counter-backed series to the sample's values, and drops the series of
@@ -61,7 +61,7 @@ public final class HostMetrics: Sendable {
             for (code, n) in sample.refusalsByCode { table.count(.controlRefusals, [("code", code)], n, registry) }
             for (reason, n) in sample.connectionsShed { table.count(.connectionsShed, [("reason", reason)], n, registry) }
             for (kind, n) in sample.eventsByKind { table.count(.events, [("kind", kind)], n, registry) }
-            table.endRound(registry)
+            table.endRound(registry, vnics: Set(sample.vnics.map(\.name)))
         }
     }
 }

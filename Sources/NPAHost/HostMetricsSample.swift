@@ -60,7 +60,11 @@ struct HostMetricsSample {
             vnics: vnics,
             nics: pfDriver.nics.map { ($0.name, $0.vfs.count, pfDriver.vfsInUse[$0.name]?.count ?? 0) },
             engines: engines,
-            refusalsByCode: server.refusalsByCode,
+            // Every code from the start, at 0 until its first refusal: a dashboard sees 0, not "no data".
+            refusalsByCode: ControlMessage.ErrorCode.all.reduce(into: ["register_access": 0]) {
+                $0[ControlMessage.ErrorCode.name(of: $1)] = 0
+            }
+            .merging(server.refusalsByCode) { _, counted in counted },
             connectionsShed: [
                 "connection_cap": server.connectionsRefused, "attach_timeout": server.attachTimeouts,
                 "accept_without_descriptors": server.acceptFDExhausted,

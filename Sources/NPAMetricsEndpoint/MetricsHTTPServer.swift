@@ -52,7 +52,7 @@ public final class MetricsHTTPServer: Sendable {
         } catch {
             try? pool.syncShutdownGracefully()
             try? group.syncShutdownGracefully()
-            throw error
+            throw MetricsListenError(address: address, underlying: error)
         }
     }
 
@@ -131,4 +131,24 @@ private final class MetricsRequestHandler: ChannelInboundHandler {
             done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
+}
+
+/// Why the endpoint could not listen, in the operator's words: the address, and the system's
+/// reason (in use, not this machine's, a name that does not resolve).
+public struct MetricsListenError: Error, CustomStringConvertible {
+    public let address: MetricsListenAddress
+    public let reason: String
+
+    init(address: MetricsListenAddress, underlying error: any Error) {
+        self.address = address
+        if let io = error as? IOError {
+            reason = String(cString: strerror(io.errnoCode))
+        } else if error is SocketAddressError {
+            reason = "'\(address.host)' is not an address of this machine or a name that resolves"
+        } else {
+            reason = "\(error)"
+        }
+    }
+
+    public var description: String { "cannot serve metrics on \(address): \(reason)" }
 }

@@ -1,6 +1,6 @@
 /// Where a metrics endpoint listens, as an operator writes it: `HOST:PORT` (`127.0.0.1:9464`,
-/// `[::1]:9464`, `localhost:9464`) or `:PORT` for every interface, as Prometheus exporters take
-/// it. Port 0 asks the kernel for a free one (the endpoint says which it got).
+/// `[::1]:9464`, `localhost:9464`) or `:PORT` for every IPv4 interface (`[::]:PORT`: IPv6 too), as
+/// Prometheus exporters take it. Port 0 asks the kernel for a free one (the endpoint says which it got).
 public struct MetricsListenAddress: Equatable, Sendable, CustomStringConvertible {
     public var host: String
     public var port: Int
@@ -15,17 +15,21 @@ public struct MetricsListenAddress: Equatable, Sendable, CustomStringConvertible
         case noPort(String)
         case badPort(String)
         case unclosedBracket(String)
+        case url(String)
 
         public var description: String {
             switch self {
             case .noPort(let text): "metrics address '\(text)' has no port: write HOST:PORT (127.0.0.1:9464) or :PORT"
             case .badPort(let text): "metrics address '\(text)': the port must be a number from 0 to 65535"
             case .unclosedBracket(let text): "metrics address '\(text)': an IPv6 host goes in brackets, [::1]:9464"
+            case .url(let text):
+                "metrics address '\(text)' is a URL: give the HOST:PORT to listen on (127.0.0.1:9464); it serves /metrics there"
             }
         }
     }
 
     public init(parsing text: String) throws(ParseError) {
+        guard !text.contains("://") else { throw .url(text) }
         let host: Substring
         let portText: Substring
         if text.hasPrefix("[") {

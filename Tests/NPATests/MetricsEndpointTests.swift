@@ -103,6 +103,12 @@ import Testing
         #expect(back.value("npa_switch_duration_seconds_count", ["vnic": "alpha", "direction": "out"]) == 1)
         #expect(back.value("npa_nic_vfs_in_use", ["nic": "nic0"]) == 0)
         #expect(a.mode == "emulated")
+        // Once alpha is gone, so are its series, its switch histograms included.
+        a.detach()
+        let gone = try waitForScrape(m) { $0.samples.allSatisfy { $0.labels["vnic"] != "alpha" } }
+        #expect(
+            gone.samples.allSatisfy { $0.labels["vnic"] != "alpha" }, "\(gone.samples.filter { $0.labels["vnic"] == "alpha" }.map(\.name))")
+        #expect(gone.value("npa_vnic_mode", ["vnic": "beta", "mode": "emulated"]) == 1)
     }
 
     @Test(.disabled(if: parserMissing, "needs python3 with prometheus_client (scripts/install-deps.sh installs it)"))
@@ -112,6 +118,10 @@ import Testing
         let a = try attach(m.host, "alpha", mac: "02:00:00:00:3e:11")
         let b = try attach(m.host, "beta", mac: "02:00:00:00:3e:12")
         let before = try m.scrape()
+        // Every refusal code is there from the start, at 0 until its first refusal.
+        for code in ControlMessage.ErrorCode.all.map(ControlMessage.ErrorCode.name(of:)) {
+            #expect(before.value("npa_control_refusals_total", ["code": code]) == 0, "\(code)")
+        }
         // Three frames whose source is not alpha's MAC: dropped by emulation as spoofed.
         let spoofed = (0..<3).map { _ in ethernetFrame(to: b.mac, from: MACAddress(value: 0x0200_0000_3eff)) }
         #expect(a.send(spoofed) == 3)
@@ -163,6 +173,9 @@ import Testing
         #expect(throws: MetricsListenAddress.ParseError.badPort("h:99999")) { try MetricsListenAddress(parsing: "h:99999") }
         #expect(try MetricsListenAddress(parsing: ":9464") == MetricsListenAddress(host: "0.0.0.0", port: 9464))
         #expect(try MetricsListenAddress(parsing: "[::1]:9464") == MetricsListenAddress(host: "::1", port: 9464))
+        #expect(throws: MetricsListenAddress.ParseError.url("http://127.0.0.1:9464/metrics")) {
+            try MetricsListenAddress(parsing: "http://127.0.0.1:9464/metrics")
+        }
         let cli = try NPAProcess(["host", "--socket", TestHost.freshSocketPath(), "--metrics", "localhost"])
         let (status, _, stderr) = cli.finish()
         #expect(status != 0 && stderr.contains("has no port"), "\(stderr)")
@@ -170,7 +183,10 @@ import Testing
         let socket = TestHost.freshSocketPath()
         let busy = try NPAProcess(["host", "--socket", socket, "--metrics", "127.0.0.1:\(m.endpoint.address.port)"])
         let refusal = busy.finish()
-        #expect(refusal.status != 0 && refusal.stderr.contains("--metrics"), "\(refusal.stderr)")
+        #expect(
+            refusal.status != 0
+                && refusal.stderr.contains("cannot serve metrics on 127.0.0.1:\(m.endpoint.address.port): Address already in use"),
+            "\(refusal.stderr)")
         #expect(!FileManager.default.fileExists(atPath: socket))
     }
 
