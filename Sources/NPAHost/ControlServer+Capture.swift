@@ -68,7 +68,9 @@ extension ControlServer {
         let dropped = detach(capture)
         let frames = capture.framesWritten
         var failure = capture.failure
-        if capture.wentAway && failure == nil { failure = "vNIC '\(capture.vnic)' went away (detached) during the capture" }
+        // A vNIC that went away after the capture had its count is no failure of the capture.
+        let complete = capture.limit != 0 && frames >= capture.limit
+        if capture.wentAway && failure == nil && !complete { failure = "vNIC '\(capture.vnic)' went away (detached) during the capture" }
         let how = capture.finished ? "capture ended" : "capture ended (its client went away)"
         let detail = "\(how): \(frames) frames written, \(dropped) copies dropped" + (failure.map { "; \($0)" } ?? "")
         events.record(.capture, vnic: capture.vnic, detail)

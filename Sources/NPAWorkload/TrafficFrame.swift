@@ -31,7 +31,9 @@ public enum TrafficFrame {
         let ipLength = UInt16(length - 14)
         be16(0x4500, 14)
         be16(ipLength, 16)
-        be32(UInt32(truncatingIfNeeded: sequence), 18)  // id, flags/fragment = 0 after
+        // Identification: the sequence's low bits; flags and fragment offset 0 (a whole datagram:
+        // tcpdump and tshark decode the UDP inside).
+        be32(UInt32(truncatingIfNeeded: sequence) << 16, 18)
         be16(0x4011, 22)  // TTL 64, UDP
         be16(0, 24)
         be32(0x0A00_0000 | UInt32(truncatingIfNeeded: source.value & 0xFFFF), 26)
