@@ -15,7 +15,7 @@ struct Events: ParsableCommand {
         discussion: """
             Asks the host's admin socket (mode 0600: run as the host's user). The host keeps the last \
             event_log_size events (default 1024); when some were let go before they were read, a line \
-            says how many ("... N events lost"; with --json: {"lost": N, "capacity": M}).
+            says how many ("... N events lost"; with --json: {"lost": N, "capacity": M}). Times are UTC.
             """)
 
     @OptionGroup var socket: AdminSocketOptions

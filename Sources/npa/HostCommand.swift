@@ -14,7 +14,8 @@ struct Host: ParsableCommand {
             died): a live host or any other file there is refused and left alone. On exit the host removes \
             the socket only if it is still the one it created. The same holds for the admin socket, which \
             `npa status` and `npa vnic` use and guests may not: mode 0600, by default the control socket's \
-            path with ".admin" appended.
+            path with ".admin" appended. Under a service manager ($NOTIFY_SOCKET set, systemd's Type=notify: \
+            contrib/npa-host.service) the host says READY=1 once it serves and STOPPING=1 when it stops.
             """)
 
     @Option(help: "Path of the control socket guests attach to.")

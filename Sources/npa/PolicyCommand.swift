@@ -54,7 +54,7 @@ struct Policy: ParsableCommand {
                 }
             }
             if let macs {
-                if macs == "any" {
+                if macs.lowercased() == "any" {
                     change.macs = .any
                 } else {
                     change.macs = .only(
@@ -70,7 +70,13 @@ struct Policy: ParsableCommand {
             return change
         }
 
-        func validate() throws { _ = try change() }
+        func validate() throws {
+            // Nothing to change is a usage error, caught before the host is asked (which would refuse it too).
+            guard vlans != nil || macs != nil || promiscuous != nil || passthrough != nil else {
+                throw ValidationError("no policy change for guest '\(guest)': give --vlans, --macs, --promiscuous or --passthrough")
+            }
+            _ = try change()
+        }
 
         func run() throws {
             do { print(try socket.client.setPolicy(try change())) } catch { throw CommandFailure("\(error)") }
