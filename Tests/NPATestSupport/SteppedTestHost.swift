@@ -71,7 +71,9 @@
             condition.unlock()
             if let t = thread { EngineThread.join(t) }
             thread = nil
+            // Never run, the daemon removes neither socket file itself.
             unlink(socketPath)
+            unlink(daemon.adminSocketPath)
         }
 
         deinit { stop() }

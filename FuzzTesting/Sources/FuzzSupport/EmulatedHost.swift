@@ -46,7 +46,8 @@ public final class EmulatedHost {
         evilDevice = daemon.device(named: "evil")
         good1Device = daemon.device(named: "good1")
         good2Device = daemon.device(named: "good2")
-        unlink(socketPath)  // connected already; nobody else needs the path
+        unlink(socketPath)  // connected already; nobody else needs the paths
+        unlink(daemon.adminSocketPath)
     }
 
     public private(set) var evilDevice: EmulatedDevice!
