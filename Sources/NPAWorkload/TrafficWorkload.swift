@@ -263,8 +263,9 @@ public struct TrafficWorkload {
         } == 1
     }
 
-    /// Sends every frame received back to its source, `count` times or until the timeout.
-    public func echo(_ nic: VirtualNIC) -> TrafficSummary {
+    /// Sends every frame received back to its source, `count` times, until the timeout or until
+    /// `shouldStop` says so (checked between batches).
+    public func echo(_ nic: VirtualNIC, shouldStop: () -> Bool = { false }) -> TrafficSummary {
         var s = TrafficSummary(role: "echo")
         s.expected = count
         let start = Clock.monotonicNanoseconds()
@@ -273,7 +274,7 @@ public struct TrafficWorkload {
         let own = nic.mac
         var pending: [[UInt8]] = []
         var bytes = 0
-        while (count == 0 || s.sent < count) && Clock.monotonicNanoseconds() < deadline && !nic.isHostGone {
+        while (count == 0 || s.sent < count) && Clock.monotonicNanoseconds() < deadline && !nic.isHostGone && !shouldStop() {
             pending.removeAll(keepingCapacity: true)
             nic.receive(maxFrames: 64, timeoutMilliseconds: 200) { frame in
                 var bytes = Array(frame.bytes)
@@ -300,7 +301,8 @@ public struct TrafficWorkload {
     /// Sends `count` frames to `peer` while receiving `count` from it, verifying them.
     /// Sending starts once the peer is attached and active (asked of the host every 20 ms);
     /// receiving starts at once, so the peer's first frames find buffers.
-    public func duplex(_ nic: VirtualNIC, peer: MACAddress) -> TrafficSummary {
+    /// `shouldStop` ends it early (checked between batches).
+    public func duplex(_ nic: VirtualNIC, peer: MACAddress, shouldStop: () -> Bool = { false }) -> TrafficSummary {
         var s = TrafficSummary(role: "duplex")
         var verifier = FlowVerifier()
         var start = Clock.monotonicNanoseconds()
@@ -312,7 +314,7 @@ public struct TrafficWorkload {
         var receiveAccounted = false
         while !receiveAccounted || sender?.done != true {
             let now = Clock.monotonicNanoseconds()
-            if now >= deadline || nic.isHostGone { break }
+            if now >= deadline || nic.isHostGone || shouldStop() { break }
             if sender == nil, now - lastPeerCheck > 20_000_000 {
                 lastPeerCheck = now
                 let present = (try? nic.waitForPeer(peer, timeoutMilliseconds: 0)) ?? false

@@ -54,23 +54,14 @@ extension Guest {
         } catch {
             throw CommandFailure("guest \(name): TAP interface \(ifname ?? "(any)")\(netns.map { " in namespace \($0)" } ?? ""): \(error)")
         }
-        let stopSignal = try EventNotifier()
-        TerminationSignals.deliver(to: stopSignal.fd.rawValue)
+        let termination = try TerminationCheck()
         standardError(
             "attached as \(nic.mac); bridged to TAP \(tap.interfaceName) (MTU \(nic.configuration.mtu), offloads "
                 + (bridge.offloadsEnabled ? "on: super-frames up to \(nic.configuration.bufferSize) bytes)" : "off)"))
-        // The eventfd is looked at once per 50 ms of the clock (read without a syscall), not on
-        // every turn: that would be a syscall per batch. An idle turn lasts
-        // `TAPBridge.stopCheckMilliseconds`, so an idle bridge looks on every turn.
-        var nextLook: UInt64 = 0
+        // An idle turn lasts `TAPBridge.stopCheckMilliseconds`, so an idle bridge looks on every turn.
         let ending: TAPBridge.Ending
         do {
-            ending = try bridge.run(shouldStop: {
-                let now = Clock.monotonicNanoseconds()
-                guard now >= nextLook else { return false }
-                nextLook = now + 50_000_000
-                return stopSignal.drain() > 0
-            })
+            ending = try bridge.run(shouldStop: { termination.requested })
         } catch {
             throw CommandFailure("guest \(name): TAP \(tap.interfaceName): \(error)")
         }

@@ -29,8 +29,9 @@ struct Guest: ParsableCommand {
             duplicated, reordered, invalid or dropped); 1 it was not (the summary says what); \
             2 the run could not go on (the host refused the attach, the host went away — noticed \
             within milliseconds, the summary so far is still printed — the peer never attached); \
-            64 a usage error. tap: 0 stopped by a signal; 2 the TAP could not be opened or went \
-            away, or the host went away.
+            64 a usage error. SIGINT or SIGTERM ends any workload cleanly: the summary so far, the vNIC \
+            detached, and the status as above (an echo or tap, which run until stopped: 0). tap: 2 the TAP \
+            could not be opened or went away, or the host went away.
             """)
 
     enum Workload: String, ExpressibleByArgument, CaseIterable {
@@ -199,23 +200,28 @@ struct Guest: ParsableCommand {
             guard attached else { throw CommandFailure("peer \(peer) did not attach within \(timeout) s") }
         }
         if workload == .tap { return try runTAP(nic) }
+        // Ctrl-C or SIGTERM ends the workload between batches: the summary so far is printed and
+        // the vNIC detaches cleanly (the host records "guest detached"). Caught from before the
+        // line saying it is attached, which scripts wait for.
+        let termination = try TerminationCheck()
         // Progress goes to standard error: standard output is the summary alone.
         standardError("attached as \(nic.mac)")
         let summary: TrafficSummary
         switch workload {
-        case .send: summary = traffic.send(nic, to: peer!)
-        case .recv: summary = traffic.receive(nic, shouldStop: { untilEof && standardInputClosed() })
-        case .echo: summary = traffic.echo(nic)
-        case .duplex: summary = traffic.duplex(nic, peer: peer!)
+        case .send: summary = traffic.send(nic, to: peer!, shouldStop: { termination.requested })
+        case .recv: summary = traffic.receive(nic, shouldStop: { termination.requested || (untilEof && standardInputClosed()) })
+        case .echo: summary = traffic.echo(nic, shouldStop: { termination.requested })
+        case .duplex: summary = traffic.duplex(nic, peer: peer!, shouldStop: { termination.requested })
         case .tap: return
         }
+        if termination.requested { standardError("npa guest \(name): stopped by a signal") }
         print(json ? summary.json() : summary.text())
         if !json && !nic.switchLog.isEmpty {
             print("switch transitions (guest side):")
             for line in nic.switchLog { print("  " + line) }
         }
         if let gone = nic.hostGone { throw CommandFailure("guest \(name): \(gone)") }
-        if hold {
+        if hold && !termination.requested {
             fflush(nil)
             // Until standard input closes, or the host goes away (which ends the hold at once).
             while true {

@@ -37,6 +37,28 @@ import Testing
         #expect(received.stderr.contains("attached as 02:00:00:00:01:02"))
     }
 
+    /// Ctrl-C (SIGINT) or SIGTERM ends a guest cleanly: it prints its summary so far, detaches
+    /// (the host's event log says "guest detached", not a lost connection), and an echo, which
+    /// runs until stopped, exits 0.
+    @Test(arguments: [SIGINT, SIGTERM]) func aSignalEndsTheWorkloadAndTheGuestDetaches(signal: Int32) throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let echo = try NPAProcess.attachedGuest("echo", host: host, name: "mirror", ["--json"])
+        kill(echo.process.processIdentifier, signal)
+        let result = echo.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("npa guest mirror: stopped by a signal"), "\(result.stderr)")
+        #expect(try onlySummary(result.stdout).role == "echo")
+        // The host takes the guest's detach on its own connection: wait for it (a generous bound).
+        var detach: HostEvent?
+        for _ in 0..<6000 where detach == nil {
+            detach = try host.admin.allEvents(after: 0).events.last { $0.kind == .detach && $0.vnic == "mirror" }
+            if detach == nil { usleep(10_000) }
+        }
+        let event = try #require(detach)
+        #expect(event.detail.hasSuffix("guest detached"), "\(event.detail)")
+    }
+
     /// Frames that never arrive make the receiver exit 1 with one line saying how many.
     @Test func lossExitsOneAndSaysWhatWasLost() throws {
         let host = try TestHost()
