@@ -53,8 +53,8 @@ public final class SoftNIC: @unchecked Sendable {
     /// The engine's thread while it runs (for per-thread CPU accounting as "hardware").
     public var engineThread: pthread_t? { thread }
     let stopFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
-    /// The engine thread's sleeps and nanoseconds asleep (`EngineActivity` slots), written by it
-    /// at each sleep and read relaxed by the host for its metrics: never touched per frame.
+    /// The engine thread's sleeps (slot 0) and nanoseconds asleep (slot 1), written by it at each
+    /// sleep and read relaxed by the host for its metrics (`engineSleeps`): never touched per frame.
     let engineActivity = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)
     let wake: EventNotifier
     public static let maximumFrame = 9018

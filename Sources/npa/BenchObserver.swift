@@ -24,10 +24,9 @@ enum BenchObserver: String, CaseIterable, ExpressibleByArgument, Codable {
     }
 
     /// The observer started beside a run on `host`; `stop()` ends it and says what it did.
-    final class Running {
-        private var endpoint: MetricsHTTPServer?
-        private var scraper: MetricsScraper?
-        private var capture: CaptureSession?
+    enum Running {
+        case metrics(MetricsHTTPServer, MetricsScraper)
+        case capture(CaptureSession)
 
         init(_ observer: BenchObserver, host: InProcessHost, receiver: String) throws {
             switch observer {
@@ -35,16 +34,17 @@ enum BenchObserver: String, CaseIterable, ExpressibleByArgument, Codable {
                 guard let metrics = host.daemon.metrics else { throw CommandFailure("bench: the host was started without metrics") }
                 let endpoint = try HostMetricsEndpoint.start(
                     on: MetricsListenAddress(host: "127.0.0.1", port: 0), metrics: metrics, adminSocketPath: host.daemon.adminSocketPath)
-                self.endpoint = endpoint
-                scraper = try MetricsScraper(port: endpoint.address.port)
-                scraper?.start()
+                let scraper = try MetricsScraper(port: endpoint.address.port)
+                scraper.start()
+                self = .metrics(endpoint, scraper)
             case .capture:
                 let output = open("/dev/null", O_WRONLY | O_CLOEXEC)
                 guard output >= 0 else { throw CommandFailure("bench: cannot open /dev/null") }
                 defer { close(output) }  // the host keeps its own copy
-                capture = try CaptureSession(
-                    socketPath: host.daemon.adminSocketPath, request: CaptureRequest(vnic: receiver, direction: .both),
-                    output: FileDescriptor(rawValue: output))
+                self = .capture(
+                    try CaptureSession(
+                        socketPath: host.daemon.adminSocketPath, request: CaptureRequest(vnic: receiver, direction: .both),
+                        output: FileDescriptor(rawValue: output)))
             }
         }
 
@@ -52,18 +52,17 @@ enum BenchObserver: String, CaseIterable, ExpressibleByArgument, Codable {
         /// not be those of an observed host), or the frames the capture wrote; and the capture
         /// copies it dropped because its writer fell behind.
         func stop() throws -> (observations: Int, dropped: UInt64) {
-            if let scraper, let endpoint {
+            switch self {
+            case .metrics(let endpoint, let scraper):
                 scraper.stop()
                 endpoint.stop()
                 guard scraper.failures == 0 else { throw CommandFailure("bench: \(scraper.failures) metrics scrapes failed") }
                 return (scraper.scrapes, 0)
-            }
-            if let capture {
-                let outcome = try capture.stop()
+            case .capture(let session):
+                let outcome = try session.stop()
                 guard outcome.failure.isEmpty else { throw CommandFailure("bench: the capture failed: \(outcome.failure)") }
                 return (Int(outcome.frames), outcome.dropped)
             }
-            return (0, 0)
         }
     }
 }
